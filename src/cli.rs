@@ -1,0 +1,102 @@
+//! The command line: subcommands and the flags that override the config file.
+
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use crate::config::{ExternalIp, LogFormat, PortRange, Settings, UserEntry};
+
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about = "STUN/TURN relay server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the STUN/TURN server.
+    Serve(ServeArgs),
+    /// Validate a config file and warn about classic deployment mistakes.
+    CheckConfig {
+        /// Path of the TOML config.
+        path: PathBuf,
+    },
+    /// Print the long-term key (hex MD5 of USER:REALM:PASSWORD) for a static user;
+    /// the password is read from standard input.
+    HashKey { user: String, realm: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML config file; without it, built-in defaults apply.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (repeatable); replaces server.listen.
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<SocketAddr>,
+    /// Local IP relay sockets bind to (repeatable); replaces relay.ips.
+    #[arg(long = "relay-ip", value_name = "IP")]
+    pub relay_ip: Vec<IpAddr>,
+    /// Public IP to advertise, `PUBLIC` or `PRIVATE=PUBLIC` (repeatable).
+    #[arg(long = "external-ip", value_name = "IP")]
+    pub external_ip: Vec<ExternalIp>,
+    /// Relay port range, MIN-MAX.
+    #[arg(long, value_name = "MIN-MAX")]
+    pub ports: Option<PortRange>,
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// Static user NAME:PASSWORD (repeatable); added to auth.users.
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    pub user: Vec<String>,
+    /// TURN REST API shared secret; added to auth.secrets.
+    #[arg(long, env = "TERN_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Re-allow a peer range that is denied by default (repeatable).
+    #[arg(long = "allow-peer", value_name = "CIDR")]
+    pub allow_peer: Vec<IpNet>,
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter such as `info` or `tern=debug`.
+    #[arg(long)]
+    pub log_level: Option<String>,
+}
+
+impl ServeArgs {
+    /// Applies the flags on top of the file's settings.
+    pub fn apply_to(&self, s: &mut Settings) -> Result<(), String> {
+        if !self.listen.is_empty() {
+            s.server.listen = self.listen.clone();
+        }
+        if !self.relay_ip.is_empty() {
+            s.relay.ips = self.relay_ip.clone();
+        }
+        s.relay
+            .external_ips
+            .extend(self.external_ip.iter().copied());
+        if let Some(ports) = self.ports {
+            s.relay.ports = ports;
+        }
+        if let Some(realm) = &self.realm {
+            s.server.realm = realm.clone();
+        }
+        for user in &self.user {
+            let (name, password) = user.split_once(':').ok_or("--user takes NAME:PASSWORD")?;
+            s.auth.users.push(UserEntry {
+                name: name.to_string(),
+                password: Some(password.to_string()),
+                key: None,
+            });
+        }
+        s.auth.secrets.extend(self.secret.iter().cloned());
+        s.peers.allowed.extend(self.allow_peer.iter().copied());
+        if let Some(format) = self.log_format {
+            s.log.format = format;
+        }
+        if let Some(level) = &self.log_level {
+            s.log.level = level.clone();
+        }
+        s.validate().map_err(|(key, msg)| format!("{key}: {msg}"))
+    }
+}

@@ -1,0 +1,360 @@
+//! Settings: the TOML file, validated completely before anything is bound.
+//!
+//! Every key has a default, so an empty file (or none) is a working server. Unknown keys
+//! and bad values are errors that name the key and its line; nothing here touches the
+//! network or the clock.
+
+pub mod lint;
+pub mod types;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use thiserror::Error;
+
+pub use types::{ExternalIp, LogFormat, PortRange, Seconds, Separator};
+
+/// Why a config could not be used. Display is the whole message for the operator.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub relay: RelaySettings,
+    pub auth: AuthSettings,
+    pub peers: PeerSettings,
+    pub limits: Limits,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Addresses the STUN/TURN listeners bind (UDP).
+    pub listen: Vec<SocketAddr>,
+    /// The long-term credential realm.
+    pub realm: String,
+    /// SOFTWARE attribute value in responses; none by default (no version disclosure).
+    pub software: Option<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                SocketAddr::from(([0, 0, 0, 0], 3478)),
+                SocketAddr::from(([0u16; 8], 3478)),
+            ],
+            realm: "tern".into(),
+            software: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySettings {
+    /// Local addresses relay sockets bind to; empty means "the listen address, or every
+    /// non-loopback interface address when listening on a wildcard".
+    pub ips: Vec<IpAddr>,
+    /// Public addresses to advertise when the host is behind a 1:1 NAT.
+    pub external_ips: Vec<ExternalIp>,
+    pub ports: PortRange,
+    pub default_lifetime: Seconds,
+    pub max_lifetime: Seconds,
+    pub permission_lifetime: Seconds,
+    pub channel_lifetime: Seconds,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            ips: Vec::new(),
+            external_ips: Vec::new(),
+            ports: PortRange::new(49152, 65535).expect("literal range is valid"),
+            default_lifetime: Seconds(600),
+            max_lifetime: Seconds(3600),
+            permission_lifetime: Seconds(300),
+            channel_lifetime: Seconds(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub users: Vec<UserEntry>,
+    /// TURN REST API shared secrets; the first signs, all are accepted (rotation).
+    pub secrets: Vec<String>,
+    pub rest_separator: Separator,
+    /// Whether an allocation may still be refreshed (and permissions/channels changed)
+    /// with a REST credential whose expiry has passed. Off: calls end when credentials do.
+    pub allow_refresh_after_expiry: bool,
+    pub nonce_lifetime: Seconds,
+    /// Key for stateless nonces; share it across a fleet. Random per start when unset.
+    pub nonce_key: Option<String>,
+    /// 401 answers allowed per second per source IP (0 disables the limit).
+    pub unauthorized_per_second: u32,
+    pub unauthorized_burst: u32,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            users: Vec::new(),
+            secrets: Vec::new(),
+            rest_separator: Separator::default(),
+            allow_refresh_after_expiry: false,
+            nonce_lifetime: Seconds(600),
+            nonce_key: None,
+            unauthorized_per_second: 10,
+            unauthorized_burst: 30,
+        }
+    }
+}
+
+/// A static user: exactly one of `password` or `key` (hex MD5 of `user:realm:password`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    pub password: Option<String>,
+    pub key: Option<String>,
+}
+
+impl std::fmt::Debug for UserEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserEntry")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerSettings {
+    /// Re-opens ranges that are denied by default (e.g. RFC 1918 for an intranet).
+    pub allowed: Vec<IpNet>,
+    /// Extra ranges to deny; the most specific of allowed/denied wins, ties deny.
+    pub denied: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub total_allocations: usize,
+    pub user_allocations: usize,
+    pub permissions_per_allocation: usize,
+    pub channels_per_allocation: usize,
+    /// SO_RCVBUF/SO_SNDBUF asked for each socket, in bytes.
+    pub socket_buffer: usize,
+    /// Datagrams queued from relay sockets to the engine before new ones are dropped.
+    pub relay_queue: usize,
+    /// Token buckets for the 401 limiter (fixed memory whatever the traffic).
+    pub rate_limit_slots: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            total_allocations: 10_000,
+            user_allocations: 100,
+            permissions_per_allocation: 64,
+            channels_per_allocation: 64,
+            socket_buffer: 4 << 20,
+            relay_queue: 8192,
+            rate_limit_slots: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A tracing filter such as `info` or `tern=debug`; RUST_LOG overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors (usually the path).
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let settings: Settings = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        settings
+            .validate()
+            .map_err(|(key, message)| invalid(format!("{}{key}: {message}", line_of(text, key))))?;
+        Ok(settings)
+    }
+
+    /// Checks that span several keys or that the types alone cannot express.
+    /// Errors carry the dotted key they are about.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.server.listen.is_empty() {
+            return Err(("server.listen", "at least one address is needed".into()));
+        }
+        if self.server.realm.is_empty() || self.server.realm.len() > 127 {
+            return Err(("server.realm", "must be 1 to 127 characters".into()));
+        }
+        let r = &self.relay;
+        if r.default_lifetime > r.max_lifetime {
+            return Err((
+                "relay.default_lifetime",
+                format!(
+                    "{} s is longer than relay.max_lifetime ({} s)",
+                    r.default_lifetime.0, r.max_lifetime.0
+                ),
+            ));
+        }
+        for user in &self.auth.users {
+            match (&user.password, &user.key) {
+                (Some(_), None) => {}
+                (None, Some(key)) => {
+                    crate::auth::LongTermKey::from_hex(key)
+                        .map_err(|e| ("auth.users", format!("user {:?}: key: {e}", user.name)))?;
+                }
+                _ => {
+                    return Err((
+                        "auth.users",
+                        format!("user {:?} needs exactly one of password or key", user.name),
+                    ));
+                }
+            }
+            if user.name.is_empty() {
+                return Err(("auth.users", "a user has an empty name".into()));
+            }
+        }
+        if self.auth.secrets.iter().any(String::is_empty) {
+            return Err(("auth.secrets", "a secret is empty".into()));
+        }
+        let limits = [
+            ("limits.total_allocations", self.limits.total_allocations),
+            ("limits.user_allocations", self.limits.user_allocations),
+            (
+                "limits.permissions_per_allocation",
+                self.limits.permissions_per_allocation,
+            ),
+            (
+                "limits.channels_per_allocation",
+                self.limits.channels_per_allocation,
+            ),
+            ("limits.relay_queue", self.limits.relay_queue),
+            ("limits.rate_limit_slots", self.limits.rate_limit_slots),
+        ];
+        for (key, value) in limits {
+            if value == 0 {
+                return Err((key, "must be at least 1 (every limit is bounded)".into()));
+            }
+        }
+        if !(4096..=(256 << 20)).contains(&self.limits.socket_buffer) {
+            return Err((
+                "limits.socket_buffer",
+                "must be between 4096 and 268435456 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// "line N: " for the last segment of a dotted key when it can be found in the text,
+/// so cross-field errors point at a line like parse errors do.
+fn line_of(text: &str, dotted_key: &str) -> String {
+    let key = dotted_key.rsplit('.').next().unwrap_or(dotted_key);
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+                || line.trim_start_matches('[').starts_with(dotted_key)
+        })
+        .map(|i| format!("line {}: ", i + 1))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let s = Settings::from_toml("", "test").unwrap();
+        assert_eq!(s.server.listen.len(), 2);
+        assert_eq!(s.relay.ports.to_string(), "49152-65535");
+        assert_eq!(s.relay.max_lifetime, Seconds(3600));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Settings::from_toml("[server]\nrealm = \"x\"\nlisten_typo = []\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_typo"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_line() {
+        let err = Settings::from_toml("[relay]\n\nports = \"9-3\"\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn cross_field_error_names_key_and_line() {
+        let text = "[relay]\nmax_lifetime = 600\ndefault_lifetime = 900\n";
+        let err = Settings::from_toml(text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("line 3: relay.default_lifetime"), "{err}");
+    }
+
+    #[test]
+    fn user_needs_exactly_one_secret() {
+        let text = "[[auth.users]]\nname = \"a\"\n";
+        assert!(Settings::from_toml(text, "t").is_err());
+        let text = "[[auth.users]]\nname = \"a\"\nkey = \"zz\"\n";
+        assert!(Settings::from_toml(text, "t").is_err());
+        let text = "[[auth.users]]\nname = \"a\"\npassword = \"p\"\n";
+        assert!(Settings::from_toml(text, "t").is_ok());
+    }
+
+    #[test]
+    fn zero_limit_is_refused() {
+        let err = Settings::from_toml("[limits]\nuser_allocations = 0\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.user_allocations"), "{err}");
+    }
+}

@@ -1,0 +1,204 @@
+//! Value types of the config that validate themselves while being parsed.
+//!
+//! Validating inside `Deserialize` means the TOML parser reports the offending key's
+//! line and column for free, so a bad value never reaches the server.
+
+use serde::{Deserialize, Deserializer, de};
+use std::fmt;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::str::FromStr;
+
+/// An inclusive UDP port range for relay sockets, written `"MIN-MAX"`.
+///
+/// Invariant: `1 <= min <= max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    min: u16,
+    max: u16,
+}
+
+impl PortRange {
+    pub fn new(min: u16, max: u16) -> Result<Self, String> {
+        if min == 0 {
+            return Err("port range must start at 1 or above".into());
+        }
+        if min > max {
+            return Err(format!("port range {min}-{max} is empty (min > max)"));
+        }
+        Ok(Self { min, max })
+    }
+
+    pub fn min(&self) -> u16 {
+        self.min
+    }
+
+    pub fn max(&self) -> u16 {
+        self.max
+    }
+
+    pub fn count(&self) -> usize {
+        usize::from(self.max - self.min) + 1
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.min..=self.max).contains(&port)
+    }
+
+    pub fn as_range(&self) -> RangeInclusive<u16> {
+        self.min..=self.max
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (min, max) = s
+            .split_once('-')
+            .ok_or_else(|| format!("expected MIN-MAX, got {s:?}"))?;
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .map_err(|_| format!("{p:?} is not a port number"))
+        };
+        Self::new(parse(min)?, parse(max)?)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortRange {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+/// A duration in whole seconds, bounded so that a typo cannot disable a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seconds(pub u64);
+
+impl Seconds {
+    /// Longest accepted timer: one day. Anything longer is certainly a mistake for TURN.
+    const MAX: u64 = 86_400;
+
+    pub fn as_duration(self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        if v == 0 || v > Self::MAX {
+            return Err(de::Error::custom(format!(
+                "{v} seconds is out of range (1 to {})",
+                Self::MAX
+            )));
+        }
+        Ok(Self(v))
+    }
+}
+
+/// `external_ip` entry: either `"PUBLIC"` (advertised for every relay IP of its family)
+/// or `"PRIVATE=PUBLIC"` (advertised for that one relay IP), as behind a cloud 1:1 NAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExternalIp {
+    pub private: Option<IpAddr>,
+    pub public: IpAddr,
+}
+
+impl FromStr for ExternalIp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parse = |p: &str| {
+            p.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| format!("{p:?} is not an IP address"))
+        };
+        match s.split_once('=') {
+            Some((private, public)) => {
+                let (private, public) = (parse(private)?, parse(public)?);
+                if private.is_ipv4() != public.is_ipv4() {
+                    return Err(format!("{s:?} maps between address families"));
+                }
+                Ok(Self {
+                    private: Some(private),
+                    public,
+                })
+            }
+            None => Ok(Self {
+                private: None,
+                public: parse(s)?,
+            }),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ExternalIp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+/// A REST username separator: exactly one character.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Separator(pub char);
+
+impl Default for Separator {
+    fn default() -> Self {
+        Self(':')
+    }
+}
+
+impl<'de> Deserialize<'de> for Separator {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut chars = s.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if !c.is_ascii_digit() => Ok(Self(c)),
+            _ => Err(de::Error::custom(
+                "separator must be exactly one character that is not a digit",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_range_parses_and_rejects() {
+        let r: PortRange = "49152-65535".parse().unwrap();
+        assert_eq!((r.min(), r.max(), r.count()), (49152, 65535, 16384));
+        assert!("0-10".parse::<PortRange>().is_err());
+        assert!("10-5".parse::<PortRange>().is_err());
+        assert!("10".parse::<PortRange>().is_err());
+        assert!("a-b".parse::<PortRange>().is_err());
+    }
+
+    #[test]
+    fn external_ip_forms() {
+        let e: ExternalIp = "203.0.113.7".parse().unwrap();
+        assert_eq!(e.private, None);
+        let e: ExternalIp = "10.0.0.5=203.0.113.7".parse().unwrap();
+        assert_eq!(e.private, Some("10.0.0.5".parse().unwrap()));
+        assert!("10.0.0.5=2001:db8::1".parse::<ExternalIp>().is_err());
+        assert!("nope".parse::<ExternalIp>().is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! One allocation's state: its relay address, lifetime, permissions and channels.
+//!
+//! Expiry is judged against the `now` passed in; nothing here reads a clock or owns a
+//! socket. Data traffic never refreshes anything: only requests do.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use stun::agent::TransactionId;
+
+/// How long a channel number and peer stay tied after the binding expires, so a late
+/// packet is not delivered to a different peer (RFC 8656 §12).
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelBinding {
+    pub peer: SocketAddr,
+    pub expires: Instant,
+}
+
+impl ChannelBinding {
+    pub fn is_active(&self, now: Instant) -> bool {
+        now < self.expires
+    }
+
+    /// Whether the number/peer pair still blocks other bindings.
+    fn is_tied(&self, now: Instant) -> bool {
+        now < self.expires + CHANNEL_COOLDOWN
+    }
+}
+
+/// Why a channel could not be bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelConflict {
+    /// The number or the peer is bound to something else (400).
+    Mismatch,
+    /// The table is full (508).
+    Full,
+}
+
+#[derive(Debug)]
+pub struct Allocation {
+    /// Local address of the relay socket.
+    pub relay: SocketAddr,
+    /// What the client is told its relayed address is (the external IP when NATed).
+    pub advertised: SocketAddr,
+    /// The USERNAME every later request on this allocation must carry (else 441).
+    pub username: String,
+    /// Whom the allocation counts against in the per-user quota.
+    pub quota_identity: String,
+    pub expires: Instant,
+    /// When the timer heap will next look at this allocation (see `Engine::schedule`).
+    pub scheduled: Instant,
+    /// Peer IP → expiry. Permissions are per IP, ports do not matter (RFC 8656 §9).
+    permissions: HashMap<IpAddr, Instant>,
+    channels: HashMap<u16, ChannelBinding>,
+    channel_of_peer: HashMap<SocketAddr, u16>,
+    /// The last request's transaction id and the bytes answered, for retransmissions.
+    pub last_answer: Option<(TransactionId, Vec<u8>)>,
+}
+
+impl Allocation {
+    pub fn new(
+        relay: SocketAddr,
+        advertised: SocketAddr,
+        username: String,
+        quota_identity: String,
+        expires: Instant,
+    ) -> Self {
+        Self {
+            relay,
+            advertised,
+            username,
+            quota_identity,
+            expires,
+            scheduled: expires,
+            permissions: HashMap::new(),
+            channels: HashMap::new(),
+            channel_of_peer: HashMap::new(),
+            last_answer: None,
+        }
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.relay.is_ipv6()
+    }
+
+    pub fn has_permission(&self, peer: IpAddr, now: Instant) -> bool {
+        self.permissions.get(&peer).is_some_and(|&e| now < e)
+    }
+
+    /// How many of `peers` would be new permissions (for the capacity check).
+    pub fn new_permission_count(&self, peers: &[IpAddr], now: Instant) -> usize {
+        let mut fresh: Vec<IpAddr> = peers
+            .iter()
+            .copied()
+            .filter(|p| !self.has_permission(*p, now))
+            .collect();
+        fresh.sort_unstable();
+        fresh.dedup();
+        fresh.len()
+    }
+
+    pub fn permission_count(&self, now: Instant) -> usize {
+        self.permissions.values().filter(|&&e| now < e).count()
+    }
+
+    pub fn install_permission(&mut self, peer: IpAddr, expires: Instant) {
+        self.permissions.insert(peer, expires);
+    }
+
+    /// The peer an active channel number leads to.
+    pub fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
+        self.channels
+            .get(&number)
+            .filter(|c| c.is_active(now))
+            .map(|c| c.peer)
+    }
+
+    /// The active channel number bound to `peer`.
+    pub fn channel_for(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
+        let number = *self.channel_of_peer.get(&peer)?;
+        self.channels[&number].is_active(now).then_some(number)
+    }
+
+    /// Binds or refreshes `number` ↔ `peer`, following the same-number/same-peer rules.
+    pub fn bind_channel(
+        &mut self,
+        number: u16,
+        peer: SocketAddr,
+        expires: Instant,
+        now: Instant,
+        max_channels: usize,
+    ) -> Result<(), ChannelConflict> {
+        self.forget_untied_channels(now);
+        let by_number = self.channels.get(&number).map(|c| c.peer);
+        let by_peer = self.channel_of_peer.get(&peer).copied();
+        match (by_number, by_peer) {
+            (Some(p), _) if p != peer => return Err(ChannelConflict::Mismatch),
+            (_, Some(n)) if n != number => return Err(ChannelConflict::Mismatch),
+            (None, None) if self.channels.len() >= max_channels => {
+                return Err(ChannelConflict::Full);
+            }
+            _ => {}
+        }
+        self.channels
+            .insert(number, ChannelBinding { peer, expires });
+        self.channel_of_peer.insert(peer, number);
+        Ok(())
+    }
+
+    /// Drops expired permissions and channels past their cooldown, so the tables only
+    /// hold what still matters.
+    pub fn prune(&mut self, now: Instant) {
+        self.permissions.retain(|_, e| now < *e);
+        self.forget_untied_channels(now);
+    }
+
+    fn forget_untied_channels(&mut self, now: Instant) {
+        let before = self.channels.len();
+        self.channels.retain(|_, c| c.is_tied(now));
+        if self.channels.len() != before {
+            let channels = &self.channels;
+            self.channel_of_peer.retain(|_, n| channels.contains_key(n));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alloc(now: Instant) -> Allocation {
+        let a: SocketAddr = "192.0.2.1:50000".parse().unwrap();
+        Allocation::new(a, a, "u".into(), "u".into(), now + Duration::from_secs(600))
+    }
+
+    #[test]
+    fn permission_expires_exactly() {
+        let t0 = Instant::now();
+        let mut a = alloc(t0);
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        a.install_permission(ip, t0 + Duration::from_secs(300));
+        assert!(a.has_permission(ip, t0 + Duration::from_millis(299_999)));
+        assert!(!a.has_permission(ip, t0 + Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn channel_rules() {
+        let t0 = Instant::now();
+        let mut a = alloc(t0);
+        let p1: SocketAddr = "198.51.100.1:1000".parse().unwrap();
+        let p2: SocketAddr = "198.51.100.1:1001".parse().unwrap();
+        let exp = t0 + Duration::from_secs(600);
+        assert_eq!(a.bind_channel(0x4000, p1, exp, t0, 8), Ok(()));
+        // refresh of the same pair is fine
+        assert_eq!(a.bind_channel(0x4000, p1, exp, t0, 8), Ok(()));
+        // same number, other peer; same peer, other number
+        assert_eq!(
+            a.bind_channel(0x4000, p2, exp, t0, 8),
+            Err(ChannelConflict::Mismatch)
+        );
+        assert_eq!(
+            a.bind_channel(0x4001, p1, exp, t0, 8),
+            Err(ChannelConflict::Mismatch)
+        );
+        assert_eq!(a.channel_peer(0x4000, t0), Some(p1));
+        assert_eq!(a.channel_for(p1, t0), Some(0x4000));
+        // expired: no forwarding, but still tied during the cooldown
+        let later = exp + Duration::from_secs(1);
+        assert_eq!(a.channel_peer(0x4000, later), None);
+        assert_eq!(
+            a.bind_channel(0x4000, p2, later + Duration::from_secs(600), later, 8),
+            Err(ChannelConflict::Mismatch)
+        );
+        // after the cooldown the number is free again
+        let free = exp + CHANNEL_COOLDOWN;
+        assert_eq!(
+            a.bind_channel(0x4000, p2, free + Duration::from_secs(600), free, 8),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn channel_table_is_bounded() {
+        let t0 = Instant::now();
+        let mut a = alloc(t0);
+        let exp = t0 + Duration::from_secs(600);
+        for i in 0..2u16 {
+            let p = SocketAddr::from(([198, 51, 100, 1], 1000 + i));
+            assert_eq!(a.bind_channel(0x4000 + i, p, exp, t0, 2), Ok(()));
+        }
+        let p = SocketAddr::from(([198, 51, 100, 1], 2000));
+        assert_eq!(
+            a.bind_channel(0x4100, p, exp, t0, 2),
+            Err(ChannelConflict::Full)
+        );
+    }
+}

@@ -1,0 +1,353 @@
+//! The sans-IO relay engine: allocations, permissions, channels, nonces, auth checks
+//! and timers.
+//!
+//! It never touches a socket or reads a clock. Drivers call
+//! [`Engine::handle_client`] with bytes from a client, [`Engine::handle_peer`] with
+//! bytes that reached a relay socket, and [`Engine::handle_timeout`] when
+//! [`Engine::poll_timeout`] says so; the engine answers through the [`Io`] the driver
+//! passes in (send a datagram, bind or close a relay socket). Tests drive it with a
+//! recording `Io` and advance time by hand.
+//!
+//! No state is created for a client before it authenticates: unauthenticated traffic
+//! only ever reads.
+
+pub mod allocation;
+pub mod error;
+pub mod ports;
+mod requests;
+
+use rand::rngs::StdRng;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stun::attributes::{ATTR_DATA, ATTR_XOR_PEER_ADDRESS};
+use stun::message::{CLASS_INDICATION, CLASS_REQUEST, METHOD_DATA, METHOD_SEND};
+
+use crate::auth::{Credentials, NonceIssuer, UnauthorizedLimiter};
+use crate::config::PortRange;
+use crate::policy::PeerPolicy;
+use crate::proto::{self, ChannelHeader, Kind, Request, Response};
+pub use allocation::Allocation;
+pub use error::Reject;
+use ports::PortPool;
+
+/// Bytes a driver leaves free before peer data so a ChannelData header can be put in
+/// front of it without copying.
+pub const PEER_HEADROOM: usize = proto::channel_data::HEADER_LEN;
+
+/// The two clocks the engine needs: monotonic for timers, wall-clock seconds for
+/// nonces and REST credential expiry.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// Identifies a client connection: client address, server address, transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FiveTuple {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub transport: Transport,
+}
+
+/// What the engine asks of its driver.
+pub trait Io {
+    /// Sends `bytes` to the client of `tuple`, from the server side of it.
+    fn send_to_client(&mut self, tuple: &FiveTuple, bytes: &[u8]);
+    /// Sends `bytes` to `peer` from the relay socket bound at `relay`.
+    fn send_to_peer(&mut self, relay: SocketAddr, peer: SocketAddr, bytes: &[u8]);
+    /// Binds a relay socket at `addr`; an error (e.g. address in use) makes the engine
+    /// try another port.
+    fn bind_relay(&mut self, addr: SocketAddr) -> std::io::Result<()>;
+    fn close_relay(&mut self, addr: SocketAddr);
+}
+
+/// Settings the engine runs with, resolved from the config.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub software: Option<String>,
+    /// Local IPs relay sockets bind to.
+    pub relay_ips: Vec<IpAddr>,
+    /// Relay IP → the public IP to advertise for it (1:1 NAT).
+    pub advertised_ips: HashMap<IpAddr, IpAddr>,
+    pub ports: PortRange,
+    pub default_lifetime: Duration,
+    pub max_lifetime: Duration,
+    pub permission_lifetime: Duration,
+    pub channel_lifetime: Duration,
+    pub allow_refresh_after_expiry: bool,
+    pub total_allocations: usize,
+    pub user_allocations: usize,
+    pub max_permissions: usize,
+    pub max_channels: usize,
+}
+
+/// How long a port reserved by EVEN-PORT's R bit waits for its RESERVATION-TOKEN.
+const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// A port held for a later Allocate with RESERVATION-TOKEN.
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    relay: SocketAddr,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Allocation(FiveTuple),
+    Reservation([u8; 8]),
+}
+
+pub struct Engine {
+    config: Arc<EngineConfig>,
+    credentials: Arc<Credentials>,
+    policy: Arc<PeerPolicy>,
+    nonces: NonceIssuer,
+    limiter: UnauthorizedLimiter,
+    rng: StdRng,
+    allocations: HashMap<FiveTuple, Allocation>,
+    /// Relay socket address → owner. Invariant: mirrors `allocations`' relay fields.
+    relays: HashMap<SocketAddr, FiveTuple>,
+    ports: PortPool,
+    reservations: HashMap<[u8; 8], Reservation>,
+    allocations_per_user: HashMap<String, usize>,
+    /// Deadlines to look at. Entries may be stale (refreshed or deleted since): they
+    /// are checked against the live state when they fire.
+    timers: BinaryHeap<Reverse<(Instant, Timer)>>,
+    /// Round-robin cursor over relay IPs of a family.
+    next_relay_ip: usize,
+}
+
+impl Engine {
+    pub fn new(
+        config: EngineConfig,
+        credentials: Arc<Credentials>,
+        policy: Arc<PeerPolicy>,
+        nonces: NonceIssuer,
+        limiter: UnauthorizedLimiter,
+        rng: StdRng,
+    ) -> Self {
+        let ports = PortPool::new(config.ports);
+        Self {
+            config: Arc::new(config),
+            credentials,
+            policy,
+            nonces,
+            limiter,
+            rng,
+            allocations: HashMap::new(),
+            relays: HashMap::new(),
+            ports,
+            reservations: HashMap::new(),
+            allocations_per_user: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_relay_ip: 0,
+        }
+    }
+
+    // ---- getters ----
+
+    pub fn allocation_count(&self) -> usize {
+        self.allocations.len()
+    }
+
+    pub fn allocation(&self, tuple: &FiveTuple) -> Option<&Allocation> {
+        self.allocations.get(tuple)
+    }
+
+    pub fn ports_in_use(&self) -> usize {
+        self.ports.in_use()
+    }
+
+    // ---- handle_* ----
+
+    /// Bytes from a client: a STUN message or ChannelData.
+    pub fn handle_client(&mut self, now: Now, tuple: FiveTuple, bytes: &[u8], io: &mut dyn Io) {
+        // A datagram from one of our own relay addresses is a TURN loop: drop it.
+        if self.relays.contains_key(&tuple.client) {
+            return;
+        }
+        match proto::classify(bytes) {
+            Kind::ChannelData => self.relay_channel_data(now.mono, &tuple, bytes, io),
+            Kind::Stun => {
+                let Ok(req) = Request::parse(bytes) else {
+                    return;
+                };
+                if req.class() == CLASS_REQUEST {
+                    self.handle_request(now, &tuple, &req, io);
+                } else if req.class() == CLASS_INDICATION && req.method() == METHOD_SEND {
+                    self.relay_send_indication(now.mono, &tuple, &req, io);
+                }
+                // Responses and other indications sent to a server mean nothing.
+            }
+            Kind::Other => {}
+        }
+    }
+
+    /// A datagram that reached the relay socket at `relay` from `peer`. The data sits
+    /// at `buf[PEER_HEADROOM..PEER_HEADROOM + len]`; the headroom is scratch space.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        relay: SocketAddr,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        len: usize,
+        io: &mut dyn Io,
+    ) {
+        let Some(tuple) = self.relays.get(&relay) else {
+            return;
+        };
+        let Some(alloc) = self.allocations.get(tuple) else {
+            return;
+        };
+        if !alloc.has_permission(peer.ip(), now) {
+            return;
+        }
+        let Ok(data_len) = u16::try_from(len) else {
+            return;
+        };
+        if let Some(number) = alloc.channel_for(peer, now) {
+            let header = ChannelHeader {
+                number,
+                len: data_len,
+            };
+            buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
+            io.send_to_client(tuple, &buf[..PEER_HEADROOM + len]);
+        } else {
+            let mut tid = stun::agent::TransactionId::default();
+            rand::Rng::fill(&mut self.rng, &mut tid.0);
+            let mut ind = Response::indication(METHOD_DATA, tid);
+            ind.add_xor_address(ATTR_XOR_PEER_ADDRESS, peer);
+            ind.add_raw(ATTR_DATA, &buf[PEER_HEADROOM..PEER_HEADROOM + len]);
+            io.send_to_client(tuple, &ind.finish(None, false));
+        }
+    }
+
+    /// Expires allocations and reservations whose time has come.
+    pub fn handle_timeout(&mut self, now: Instant, io: &mut dyn Io) {
+        while let Some(Reverse((when, timer))) = self.timers.peek().copied() {
+            if when > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Allocation(tuple) => self.check_allocation_expiry(tuple, now, io),
+                Timer::Reservation(token) => {
+                    if let Some(r) = self.reservations.get(&token)
+                        && r.expires <= now
+                    {
+                        self.ports.release(r.relay.ip(), r.relay.port());
+                        self.reservations.remove(&token);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next instant [`Engine::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((when, _))| *when)
+    }
+
+    // ---- mutators used by the request handlers ----
+
+    fn check_allocation_expiry(&mut self, tuple: FiveTuple, now: Instant, io: &mut dyn Io) {
+        let Some(alloc) = self.allocations.get_mut(&tuple) else {
+            return;
+        };
+        if alloc.expires <= now {
+            self.delete_allocation(&tuple, io);
+        } else {
+            // Refreshed since this entry was pushed: look again at the new expiry.
+            alloc.prune(now);
+            alloc.scheduled = alloc.expires;
+            let when = alloc.expires;
+            self.timers.push(Reverse((when, Timer::Allocation(tuple))));
+        }
+    }
+
+    /// Makes sure the timer heap looks at `tuple`'s allocation no later than its
+    /// expiry. Pushes only when the expiry moved earlier, so refreshes cannot grow the
+    /// heap without bound.
+    fn schedule(&mut self, tuple: &FiveTuple) {
+        let Some(alloc) = self.allocations.get_mut(tuple) else {
+            return;
+        };
+        if alloc.expires < alloc.scheduled {
+            alloc.scheduled = alloc.expires;
+            self.timers
+                .push(Reverse((alloc.expires, Timer::Allocation(*tuple))));
+        }
+    }
+
+    fn delete_allocation(&mut self, tuple: &FiveTuple, io: &mut dyn Io) {
+        let Some(alloc) = self.allocations.remove(tuple) else {
+            return;
+        };
+        self.relays.remove(&alloc.relay);
+        self.ports.release(alloc.relay.ip(), alloc.relay.port());
+        if let Some(n) = self.allocations_per_user.get_mut(&alloc.quota_identity) {
+            *n -= 1;
+            if *n == 0 {
+                self.allocations_per_user.remove(&alloc.quota_identity);
+            }
+        }
+        io.close_relay(alloc.relay);
+        tracing::debug!(client = %tuple.client, relay = %alloc.relay, "allocation deleted");
+    }
+
+    // ---- relayed-packet path ----
+
+    fn relay_channel_data(
+        &mut self,
+        now: Instant,
+        tuple: &FiveTuple,
+        bytes: &[u8],
+        io: &mut dyn Io,
+    ) {
+        let Some(header) = ChannelHeader::parse(bytes) else {
+            return;
+        };
+        let Some(alloc) = self.allocations.get(tuple) else {
+            return;
+        };
+        if let Some(peer) = alloc.channel_peer(header.number, now) {
+            io.send_to_peer(alloc.relay, peer, header.payload(bytes));
+        }
+    }
+
+    fn relay_send_indication(
+        &mut self,
+        now: Instant,
+        tuple: &FiveTuple,
+        req: &Request,
+        io: &mut dyn Io,
+    ) {
+        let Some(alloc) = self.allocations.get(tuple) else {
+            return;
+        };
+        let (Some(peers), Some(data)) = (req.peer_addresses(), req.attr(ATTR_DATA)) else {
+            return;
+        };
+        let [peer] = peers[..] else {
+            return;
+        };
+        if peer.is_ipv6() == alloc.is_ipv6()
+            && alloc.has_permission(peer.ip(), now)
+            && self.policy.check(peer).is_ok()
+        {
+            io.send_to_peer(alloc.relay, peer, data);
+        }
+    }
+}

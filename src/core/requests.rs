@@ -1,0 +1,494 @@
+//! Request handling: authentication first, then one function per TURN method.
+//!
+//! Handlers that change state take an [`Authenticated`], which only
+//! [`Engine::authenticate`] makes after a constant-time MESSAGE-INTEGRITY check, so no
+//! path can create or change an allocation for an unauthenticated client.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use stun::attributes::*;
+use stun::message::{
+    METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH,
+};
+use stun::uattrs::UnknownAttributes;
+use turn::proto::lifetime::Lifetime;
+use turn::proto::rsrvtoken::ReservationToken;
+
+use super::allocation::ChannelConflict;
+use super::ports::PortWish;
+use super::{
+    Allocation, Engine, FiveTuple, Io, Now, RESERVATION_LIFETIME, Reject, Reservation, Timer,
+};
+use crate::auth::{AuthError, LongTermKey};
+use crate::proto::attrs::decode_address_family;
+use crate::proto::channel_data::CHANNEL_NUMBERS;
+use crate::proto::{Request, Response};
+
+/// UDP, the only REQUESTED-TRANSPORT a relay offers (RFC 6062 TCP relaying is not).
+const PROTOCOL_UDP: u8 = 17;
+/// How many ports an Allocate tries to bind before answering 508.
+const BIND_ATTEMPTS: usize = 16;
+
+/// Proof that a request carried a valid MESSAGE-INTEGRITY for `username`.
+pub(super) struct Authenticated {
+    username: String,
+    key: LongTermKey,
+}
+
+/// What to answer when a request is not accepted.
+enum Refusal {
+    /// A 401/438 challenge (no integrity), subject to the per-IP limiter.
+    Challenge(Reject),
+    /// An error answered without integrity (the request could not be checked).
+    Error(Reject),
+}
+
+impl Engine {
+    pub(super) fn handle_request(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        req: &Request,
+        io: &mut dyn Io,
+    ) {
+        if req.method() == METHOD_BINDING {
+            return self.answer_binding(tuple, req, io);
+        }
+        let known = [
+            METHOD_ALLOCATE,
+            METHOD_REFRESH,
+            METHOD_CREATE_PERMISSION,
+            METHOD_CHANNEL_BIND,
+        ];
+        if !known.contains(&req.method()) {
+            let bytes = Response::error(req, 400).finish(None, req.has_fingerprint());
+            return io.send_to_client(tuple, &bytes);
+        }
+        // A retransmission gets exactly the answer the original got.
+        if let Some(alloc) = self.allocations.get(tuple)
+            && let Some((tid, answer)) = &alloc.last_answer
+            && *tid == req.transaction_id()
+        {
+            return io.send_to_client(tuple, answer);
+        }
+
+        let auth = match self.authenticate(now, tuple, req) {
+            Ok(auth) => auth,
+            Err(Refusal::Challenge(reject)) => return self.challenge(now, tuple, req, reject, io),
+            Err(Refusal::Error(reject)) => {
+                let bytes = self.error_answer(req, &reject, None);
+                return io.send_to_client(tuple, &bytes);
+            }
+        };
+        let result = if !req.unknown_required().is_empty() {
+            Err(Reject::UnknownAttributes(req.unknown_required().to_vec()))
+        } else {
+            match req.method() {
+                METHOD_ALLOCATE => self.allocate(now, tuple, req, &auth, io),
+                METHOD_REFRESH => self.refresh(now, tuple, req, &auth, io),
+                METHOD_CREATE_PERMISSION => self.create_permission(now, tuple, req, &auth),
+                _ => self.channel_bind(now, tuple, req, &auth),
+            }
+        };
+        let bytes = match result {
+            Ok(mut response) => {
+                response.add_software(self.config.software.as_deref());
+                response.finish(Some(auth.key.as_bytes()), req.has_fingerprint())
+            }
+            Err(reject) => self.error_answer(req, &reject, Some(&auth.key)),
+        };
+        if let Some(alloc) = self.allocations.get_mut(tuple) {
+            alloc.last_answer = Some((req.transaction_id(), bytes.clone()));
+        }
+        io.send_to_client(tuple, &bytes);
+    }
+
+    fn answer_binding(&mut self, tuple: &FiveTuple, req: &Request, io: &mut dyn Io) {
+        let mut response = if req.unknown_required().is_empty() {
+            let mut r = Response::success(req);
+            r.add_xor_address(ATTR_XORMAPPED_ADDRESS, tuple.client);
+            r
+        } else {
+            let mut r = Response::error(req, 420);
+            r.add(&UnknownAttributes(req.unknown_required().to_vec()));
+            r
+        };
+        response.add_software(self.config.software.as_deref());
+        io.send_to_client(tuple, &response.finish(None, true));
+    }
+
+    fn error_answer(&self, req: &Request, reject: &Reject, key: Option<&LongTermKey>) -> Vec<u8> {
+        let mut response = Response::error(req, reject.code());
+        if let Reject::UnknownAttributes(types) = reject {
+            response.add(&UnknownAttributes(types.clone()));
+        }
+        response.add_software(self.config.software.as_deref());
+        response.finish(key.map(LongTermKey::as_bytes), req.has_fingerprint())
+    }
+
+    /// 401 or 438 with REALM and a fresh NONCE, unless this source is over its budget.
+    fn challenge(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        req: &Request,
+        reject: Reject,
+        io: &mut dyn Io,
+    ) {
+        if !self.limiter.allow(tuple.client.ip(), now.mono) {
+            return;
+        }
+        let nonce = self
+            .nonces
+            .issue(tuple.client, tuple.transport as u8, now.unix);
+        let mut response = Response::error(req, reject.code());
+        response.add_raw(ATTR_REALM, self.credentials.realm().as_bytes());
+        response.add_raw(ATTR_NONCE, nonce.as_bytes());
+        io.send_to_client(tuple, &response.finish(None, req.has_fingerprint()));
+    }
+
+    /// The long-term credential check of RFC 8489 §9.2.4.
+    fn authenticate(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        req: &Request,
+    ) -> Result<Authenticated, Refusal> {
+        if !req.has_integrity() {
+            return Err(Refusal::Challenge(Reject::Unauthorized));
+        }
+        let (Some(username), Some(_realm), Some(nonce)) = (
+            req.text(ATTR_USERNAME),
+            req.text(ATTR_REALM),
+            req.text(ATTR_NONCE),
+        ) else {
+            return Err(Refusal::Error(Reject::BadRequest));
+        };
+        if self
+            .nonces
+            .verify(nonce, tuple.client, tuple.transport as u8, now.unix)
+            .is_err()
+        {
+            return Err(Refusal::Challenge(Reject::StaleNonce));
+        }
+        // An existing allocation may outlive its REST credential if the operator says so.
+        let allow_expired = self.config.allow_refresh_after_expiry
+            && req.method() != METHOD_ALLOCATE
+            && self.allocations.contains_key(tuple);
+        let keys = match self.credentials.keys_for(username, now.unix, allow_expired) {
+            Ok(keys) => keys,
+            Err(AuthError::UnknownUser | AuthError::Expired | AuthError::BadIntegrity) => {
+                return Err(Refusal::Challenge(Reject::Unauthorized));
+            }
+        };
+        match keys
+            .into_iter()
+            .find(|k| req.verify_integrity(k.as_bytes()))
+        {
+            Some(key) => Ok(Authenticated {
+                username: username.to_string(),
+                key,
+            }),
+            None => Err(Refusal::Challenge(Reject::Unauthorized)),
+        }
+    }
+
+    /// The allocation of `tuple`, owned by the authenticated user (437 / 441).
+    fn owned_allocation(
+        &mut self,
+        tuple: &FiveTuple,
+        auth: &Authenticated,
+    ) -> Result<&mut Allocation, Reject> {
+        let alloc = self
+            .allocations
+            .get_mut(tuple)
+            .ok_or(Reject::AllocationMismatch)?;
+        if alloc.username != auth.username {
+            return Err(Reject::WrongCredentials);
+        }
+        Ok(alloc)
+    }
+
+    fn allocate(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        req: &Request,
+        auth: &Authenticated,
+        io: &mut dyn Io,
+    ) -> Result<Response, Reject> {
+        if self.allocations.contains_key(tuple) {
+            return Err(Reject::AllocationMismatch);
+        }
+        match req.attr(ATTR_REQUESTED_TRANSPORT) {
+            None => return Err(Reject::BadRequest),
+            Some([PROTOCOL_UDP, _, _, _]) => {}
+            Some([_, _, _, _]) => return Err(Reject::UnsupportedTransport),
+            Some(_) => return Err(Reject::BadRequest),
+        }
+        let token = req.attr(ATTR_RESERVATION_TOKEN);
+        let even_port = req.attr(ATTR_EVEN_PORT);
+        let family = req.attr(ATTR_REQUESTED_ADDRESS_FAMILY);
+        if token.is_some() && (even_port.is_some() || family.is_some()) {
+            return Err(Reject::BadRequest);
+        }
+        let wish = match even_port {
+            None => PortWish::Any,
+            Some([flags]) => PortWish::Even {
+                reserve_next: flags & 0x80 != 0,
+            },
+            Some(_) => return Err(Reject::BadRequest),
+        };
+        let want_ipv6 = match family {
+            None => false,
+            Some(v) => decode_address_family(v).ok_or(Reject::AddressFamilyNotSupported)?,
+        };
+        let identity = self.credentials.quota_identity(&auth.username).to_string();
+        let user_count = self
+            .allocations_per_user
+            .get(&identity)
+            .copied()
+            .unwrap_or(0);
+        if self.allocations.len() >= self.config.total_allocations
+            || user_count >= self.config.user_allocations
+        {
+            return Err(Reject::QuotaReached);
+        }
+
+        let relay = match token {
+            Some(token) => self.claim_reservation(token, now, io)?,
+            None => self.bind_new_relay(want_ipv6, wish, io)?,
+        };
+        let mut response = Response::success(req);
+        if wish == (PortWish::Even { reserve_next: true }) {
+            let token = self.reserve_next_port(relay, now);
+            response.add(&ReservationToken(token.to_vec()));
+        }
+        let lifetime = requested_lifetime(req)
+            .map(|l| l.min(self.config.max_lifetime))
+            .filter(|&l| l > self.config.default_lifetime)
+            .unwrap_or(self.config.default_lifetime);
+        let advertised = self.advertised(relay);
+        let expires = now.mono + lifetime;
+        let alloc = Allocation::new(
+            relay,
+            advertised,
+            auth.username.clone(),
+            identity.clone(),
+            expires,
+        );
+        self.allocations.insert(*tuple, alloc);
+        self.relays.insert(relay, *tuple);
+        *self.allocations_per_user.entry(identity).or_default() += 1;
+        self.timers
+            .push(std::cmp::Reverse((expires, Timer::Allocation(*tuple))));
+        tracing::debug!(client = %tuple.client, %relay, user = %auth.username, "allocation created");
+
+        response.add_xor_address(ATTR_XOR_RELAYED_ADDRESS, advertised);
+        response.add(&Lifetime(lifetime));
+        response.add_xor_address(ATTR_XORMAPPED_ADDRESS, tuple.client);
+        Ok(response)
+    }
+
+    /// Picks a relay IP of the family and binds a free port on it.
+    fn bind_new_relay(
+        &mut self,
+        want_ipv6: bool,
+        wish: PortWish,
+        io: &mut dyn Io,
+    ) -> Result<SocketAddr, Reject> {
+        let ips: Vec<IpAddr> = self
+            .config
+            .relay_ips
+            .iter()
+            .copied()
+            .filter(|ip| ip.is_ipv6() == want_ipv6)
+            .collect();
+        if ips.is_empty() {
+            return Err(Reject::AddressFamilyNotSupported);
+        }
+        self.next_relay_ip = self.next_relay_ip.wrapping_add(1);
+        for i in 0..ips.len() {
+            let ip = ips[(self.next_relay_ip + i) % ips.len()];
+            let candidates = self
+                .ports
+                .candidates(ip, wish, BIND_ATTEMPTS, &mut self.rng);
+            for port in candidates {
+                let addr = SocketAddr::new(ip, port);
+                if io.bind_relay(addr).is_ok() {
+                    self.ports.take(ip, port);
+                    return Ok(addr);
+                }
+            }
+        }
+        Err(Reject::InsufficientCapacity)
+    }
+
+    /// Holds `relay`'s next port for a later Allocate and returns the token for it.
+    fn reserve_next_port(&mut self, relay: SocketAddr, now: Now) -> [u8; 8] {
+        let reserved = SocketAddr::new(relay.ip(), relay.port() + 1);
+        self.ports.take(reserved.ip(), reserved.port());
+        let mut token = [0u8; 8];
+        rand::Rng::fill(&mut self.rng, &mut token);
+        let expires = now.mono + RESERVATION_LIFETIME;
+        self.reservations.insert(
+            token,
+            Reservation {
+                relay: reserved,
+                expires,
+            },
+        );
+        self.timers
+            .push(std::cmp::Reverse((expires, Timer::Reservation(token))));
+        token
+    }
+
+    fn claim_reservation(
+        &mut self,
+        token: &[u8],
+        now: Now,
+        io: &mut dyn Io,
+    ) -> Result<SocketAddr, Reject> {
+        let token: [u8; 8] = token.try_into().map_err(|_| Reject::BadRequest)?;
+        let reservation = self
+            .reservations
+            .remove(&token)
+            .filter(|r| now.mono < r.expires)
+            .ok_or(Reject::InsufficientCapacity)?;
+        // The port stays marked as taken: it moves from the reservation to the allocation.
+        io.bind_relay(reservation.relay).map_err(|_| {
+            self.ports
+                .release(reservation.relay.ip(), reservation.relay.port());
+            Reject::InsufficientCapacity
+        })?;
+        Ok(reservation.relay)
+    }
+
+    fn advertised(&self, relay: SocketAddr) -> SocketAddr {
+        let ip = self
+            .config
+            .advertised_ips
+            .get(&relay.ip())
+            .copied()
+            .unwrap_or(relay.ip());
+        SocketAddr::new(ip, relay.port())
+    }
+
+    fn refresh(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        req: &Request,
+        auth: &Authenticated,
+        io: &mut dyn Io,
+    ) -> Result<Response, Reject> {
+        let (default, max) = (self.config.default_lifetime, self.config.max_lifetime);
+        let alloc = self.owned_allocation(tuple, auth)?;
+        if let Some(v) = req.attr(ATTR_REQUESTED_ADDRESS_FAMILY) {
+            let ipv6 = decode_address_family(v).ok_or(Reject::AddressFamilyNotSupported)?;
+            if ipv6 != alloc.is_ipv6() {
+                return Err(Reject::PeerAddressFamilyMismatch);
+            }
+        }
+        let lifetime = requested_lifetime(req).map_or(default, |l| l.min(max));
+        let mut response = Response::success(req);
+        response.add(&Lifetime(lifetime));
+        if lifetime.is_zero() {
+            self.delete_allocation(tuple, io);
+        } else {
+            alloc.expires = now.mono + lifetime;
+            alloc.prune(now.mono);
+            self.schedule(tuple);
+        }
+        Ok(response)
+    }
+
+    fn create_permission(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        req: &Request,
+        auth: &Authenticated,
+    ) -> Result<Response, Reject> {
+        let peers = req.peer_addresses().ok_or(Reject::BadRequest)?;
+        if peers.is_empty() {
+            return Err(Reject::BadRequest);
+        }
+        let (lifetime, max) = (self.config.permission_lifetime, self.config.max_permissions);
+        let policy = self.policy.clone();
+        let alloc = self.owned_allocation(tuple, auth)?;
+        check_peers(alloc, &peers, &policy)?;
+        alloc.prune(now.mono);
+        let ips: Vec<IpAddr> = peers.iter().map(SocketAddr::ip).collect();
+        if alloc.permission_count(now.mono) + alloc.new_permission_count(&ips, now.mono) > max {
+            return Err(Reject::InsufficientCapacity);
+        }
+        for ip in ips {
+            alloc.install_permission(ip, now.mono + lifetime);
+        }
+        Ok(Response::success(req))
+    }
+
+    fn channel_bind(
+        &mut self,
+        now: Now,
+        tuple: &FiveTuple,
+        req: &Request,
+        auth: &Authenticated,
+    ) -> Result<Response, Reject> {
+        let number = match req.attr(ATTR_CHANNEL_NUMBER) {
+            Some(&[n0, n1, _, _]) => u16::from_be_bytes([n0, n1]),
+            _ => return Err(Reject::BadRequest),
+        };
+        if !CHANNEL_NUMBERS.contains(&number) {
+            return Err(Reject::BadRequest);
+        }
+        let peers = req.peer_addresses().ok_or(Reject::BadRequest)?;
+        let [peer] = peers[..] else {
+            return Err(Reject::BadRequest);
+        };
+        let config = self.config.clone();
+        let policy = self.policy.clone();
+        let alloc = self.owned_allocation(tuple, auth)?;
+        check_peers(alloc, &[peer], &policy)?;
+        alloc.prune(now.mono);
+        if alloc.permission_count(now.mono) + alloc.new_permission_count(&[peer.ip()], now.mono)
+            > config.max_permissions
+        {
+            return Err(Reject::InsufficientCapacity);
+        }
+        let expires = now.mono + config.channel_lifetime;
+        alloc
+            .bind_channel(number, peer, expires, now.mono, config.max_channels)
+            .map_err(|conflict| match conflict {
+                ChannelConflict::Mismatch => Reject::BadRequest,
+                ChannelConflict::Full => Reject::InsufficientCapacity,
+            })?;
+        alloc.install_permission(peer.ip(), now.mono + config.permission_lifetime);
+        Ok(Response::success(req))
+    }
+}
+
+/// Every peer must match the allocation's family (443) and pass the policy (403).
+/// Checked for all peers before anything is installed: all or nothing.
+fn check_peers(
+    alloc: &Allocation,
+    peers: &[SocketAddr],
+    policy: &crate::policy::PeerPolicy,
+) -> Result<(), Reject> {
+    if peers.iter().any(|p| p.is_ipv6() != alloc.is_ipv6()) {
+        return Err(Reject::PeerAddressFamilyMismatch);
+    }
+    if peers.iter().any(|p| policy.check(*p).is_err()) {
+        return Err(Reject::Forbidden);
+    }
+    Ok(())
+}
+
+/// The LIFETIME the client asked for, if it sent a well-formed one.
+fn requested_lifetime(req: &Request) -> Option<Duration> {
+    match req.attr(ATTR_LIFETIME)? {
+        &[a, b, c, d] => Some(Duration::from_secs(u32::from_be_bytes([a, b, c, d]).into())),
+        _ => None,
+    }
+}

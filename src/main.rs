@@ -1,0 +1,99 @@
+//! The `tern` binary: parses the command line and runs a subcommand.
+//!
+//! Exit codes: 0 success, 1 runtime failure (e.g. a port cannot be bound), 2 bad
+//! configuration or usage (nothing was bound).
+
+use clap::Parser;
+use std::io::Read;
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+use tern::auth::LongTermKey;
+use tern::cli::{Cli, Command, ServeArgs};
+use tern::config::{LogFormat, Settings, lint};
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(&args),
+        Command::CheckConfig { path } => check_config(&path),
+        Command::HashKey { user, realm } => hash_key(&user, &realm),
+    }
+}
+
+fn serve(args: &ServeArgs) -> ExitCode {
+    let mut settings = match &args.config {
+        Some(path) => match Settings::load(path) {
+            Ok(s) => s,
+            Err(e) => return config_error(e),
+        },
+        None => Settings::default(),
+    };
+    if let Err(e) = args.apply_to(&mut settings) {
+        return config_error(e);
+    }
+    init_logging(&settings.log.level, settings.log.format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tern: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(tern::serve::run(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tern: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> ExitCode {
+    let settings = match Settings::load(path) {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
+    };
+    let warnings = lint::lint(&settings);
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "{}: valid ({} warning{})",
+        path.display(),
+        warnings.len(),
+        if warnings.len() == 1 { "" } else { "s" }
+    );
+    ExitCode::SUCCESS
+}
+
+fn hash_key(user: &str, realm: &str) -> ExitCode {
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut password) {
+        eprintln!("tern: cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    // A password typed or piped ends with a newline that is not part of it.
+    let password = password.strip_suffix('\n').unwrap_or(&password);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    println!("{}", LongTermKey::derive(user, realm, password).to_hex());
+    ExitCode::SUCCESS
+}
+
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tern: {e}");
+    ExitCode::from(2)
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

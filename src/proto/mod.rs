@@ -1,0 +1,33 @@
+//! The wire format: telling STUN from ChannelData, reading requests strictly, and
+//! writing responses. Encoding and attribute types come from the `stun` and `turn`
+//! crates; the checks a server needs on top of them (exact lengths, attributes after
+//! MESSAGE-INTEGRITY ignored, strict address decoding) live here.
+//!
+//! Nothing here knows about allocations, credentials or sockets.
+
+pub mod attrs;
+pub mod channel_data;
+pub mod request;
+pub mod response;
+
+pub use channel_data::ChannelHeader;
+pub use request::{Malformed, Request};
+pub use response::Response;
+
+/// What the first bytes of a datagram or stream frame say it is (RFC 8656 §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Stun,
+    ChannelData,
+    Other,
+}
+
+/// Classifies by the two most significant bits of the first byte: 0b00 is STUN,
+/// 0b01 is ChannelData. Anything else is not ours.
+pub fn classify(bytes: &[u8]) -> Kind {
+    match bytes.first().map(|b| b >> 6) {
+        Some(0b00) => Kind::Stun,
+        Some(0b01) => Kind::ChannelData,
+        _ => Kind::Other,
+    }
+}

@@ -1,0 +1,111 @@
+//! Writing responses and indications with the `stun` codec.
+
+use std::net::SocketAddr;
+use stun::agent::TransactionId;
+use stun::attributes::{ATTR_SOFTWARE, AttrType};
+use stun::error_code::{ErrorCode, ErrorCodeAttribute};
+use stun::fingerprint::FINGERPRINT;
+use stun::integrity::MessageIntegrity;
+use stun::message::{
+    CLASS_ERROR_RESPONSE, CLASS_SUCCESS_RESPONSE, Message, MessageClass, MessageType, Method,
+    Setter,
+};
+use stun::xoraddr::XorMappedAddress;
+
+use super::Request;
+
+/// A message being built; finished into bytes by [`Response::finish`].
+pub struct Response {
+    msg: Message,
+}
+
+impl Response {
+    fn new(method: Method, class: MessageClass, tid: TransactionId) -> Self {
+        let mut msg = Message::new();
+        msg.set_type(MessageType::new(method, class));
+        msg.transaction_id = tid;
+        msg.write_header();
+        Self { msg }
+    }
+
+    pub fn success(req: &Request) -> Self {
+        Self::new(req.method(), CLASS_SUCCESS_RESPONSE, req.transaction_id())
+    }
+
+    /// An error response carrying ERROR-CODE `code` with its standard reason phrase.
+    pub fn error(req: &Request, code: u16) -> Self {
+        let mut r = Self::new(req.method(), CLASS_ERROR_RESPONSE, req.transaction_id());
+        r.add(&ErrorCodeAttribute {
+            code: ErrorCode(code),
+            reason: reason_phrase(code).as_bytes().to_vec(),
+        });
+        r
+    }
+
+    pub fn indication(method: Method, tid: TransactionId) -> Self {
+        Self::new(method, stun::message::CLASS_INDICATION, tid)
+    }
+
+    /// Adds an attribute through the codec's setter.
+    pub fn add(&mut self, attr: &dyn Setter) {
+        // Invariant: the codec's setters only fail for MESSAGE-INTEGRITY/FINGERPRINT
+        // ordering, which `finish` alone adds.
+        attr.add_to(&mut self.msg)
+            .expect("attribute setters do not fail before integrity");
+    }
+
+    pub fn add_raw(&mut self, t: AttrType, value: &[u8]) {
+        self.msg.add(t, value);
+    }
+
+    pub fn add_xor_address(&mut self, t: AttrType, addr: SocketAddr) {
+        let xor = XorMappedAddress {
+            ip: addr.ip(),
+            port: addr.port(),
+        };
+        xor.add_to_as(&mut self.msg, t)
+            .expect("XOR address setter does not fail");
+    }
+
+    pub fn add_software(&mut self, software: Option<&str>) {
+        if let Some(s) = software {
+            self.add_raw(ATTR_SOFTWARE, s.as_bytes());
+        }
+    }
+
+    /// Adds MESSAGE-INTEGRITY with `key` if given, then FINGERPRINT if asked, and
+    /// returns the encoded message.
+    pub fn finish(mut self, key: Option<&[u8]>, fingerprint: bool) -> Vec<u8> {
+        if let Some(key) = key {
+            MessageIntegrity(key.to_vec())
+                .add_to(&mut self.msg)
+                .expect("integrity is added before fingerprint");
+        }
+        if fingerprint {
+            FINGERPRINT
+                .add_to(&mut self.msg)
+                .expect("fingerprint is added last");
+        }
+        self.msg.raw
+    }
+}
+
+/// The reason phrases of RFC 8489 §14.8 and RFC 8656 §18.
+pub fn reason_phrase(code: u16) -> &'static str {
+    match code {
+        300 => "Try Alternate",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        420 => "Unknown Attribute",
+        437 => "Allocation Mismatch",
+        438 => "Stale Nonce",
+        440 => "Address Family not Supported",
+        441 => "Wrong Credentials",
+        442 => "Unsupported Transport Protocol",
+        443 => "Peer Address Family Mismatch",
+        486 => "Allocation Quota Reached",
+        508 => "Insufficient Capacity",
+        _ => "Server Error",
+    }
+}
