@@ -1,0 +1,388 @@
+//! The sans-IO engine driven with injected time: permissions, channels, allocations,
+//! reservations and nonces expire exactly when they should, and data traffic never
+//! refreshes anything. No sockets: a recording `Io` stands in for the driver.
+
+use rand::SeedableRng;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
+use stun::message::{
+    CLASS_REQUEST, METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH,
+    Method,
+};
+
+use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
+use tern::client::{Attr, Outgoing, Reply, Signer, encode_message, new_transaction_id, to_reply};
+use tern::config::PortRange;
+use tern::core::{Engine, EngineConfig, FiveTuple, Io, Now, PEER_HEADROOM, Transport};
+use tern::policy::{OwnRelays, PeerPolicy};
+use tern::proto::Request;
+
+const SEC: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+
+#[derive(Default)]
+struct Recorder {
+    to_client: Vec<Vec<u8>>,
+    to_peer: Vec<(SocketAddr, Vec<u8>)>,
+    bound: HashSet<SocketAddr>,
+    closed: Vec<SocketAddr>,
+}
+
+impl Io for Recorder {
+    fn send_to_client(&mut self, _tuple: &FiveTuple, bytes: &[u8]) {
+        self.to_client.push(bytes.to_vec());
+    }
+    fn send_to_peer(&mut self, _relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
+        self.to_peer.push((peer, bytes.to_vec()));
+    }
+    fn bind_relay(&mut self, addr: SocketAddr) -> std::io::Result<()> {
+        self.bound.insert(addr);
+        Ok(())
+    }
+    fn close_relay(&mut self, addr: SocketAddr) {
+        self.bound.remove(&addr);
+        self.closed.push(addr);
+    }
+}
+
+struct Harness {
+    engine: Engine,
+    io: Recorder,
+    t0: Instant,
+    unix0: u64,
+    tuple: FiveTuple,
+    nonce: String,
+}
+
+const PEER: &str = "198.51.100.7:4000";
+
+impl Harness {
+    fn new() -> Self {
+        let config = EngineConfig {
+            software: None,
+            relay_ips: vec!["192.0.2.1".parse().unwrap()],
+            advertised_ips: HashMap::new(),
+            ports: PortRange::new(50000, 50009).unwrap(),
+            default_lifetime: 600 * SEC,
+            max_lifetime: 3600 * SEC,
+            permission_lifetime: 300 * SEC,
+            channel_lifetime: 600 * SEC,
+            allow_refresh_after_expiry: false,
+            total_allocations: 100,
+            user_allocations: 10,
+            max_permissions: 8,
+            max_channels: 8,
+        };
+        let users = HashMap::from([("alice".to_string(), StaticSecret::Password("pw".into()))]);
+        let credentials = Arc::new(Credentials::new("test".into(), users, vec![], ':'));
+        // Documentation addresses stand in for peers; no packet leaves this test.
+        let policy = Arc::new(PeerPolicy::new(
+            vec!["198.51.100.0/24".parse().unwrap()],
+            vec![],
+            OwnRelays {
+                ips: config.relay_ips.clone(),
+                ports: config.ports.as_range(),
+            },
+        ));
+        let engine = Engine::new(
+            config,
+            credentials,
+            policy,
+            NonceIssuer::new(b"nonce key for tests", 600),
+            UnauthorizedLimiter::new(0, 1, 1, 0),
+            rand::rngs::StdRng::seed_from_u64(7),
+        );
+        let tuple = FiveTuple {
+            client: "203.0.113.9:40000".parse().unwrap(),
+            server: "192.0.2.1:3478".parse().unwrap(),
+            transport: Transport::Udp,
+        };
+        let mut h = Self {
+            engine,
+            io: Recorder::default(),
+            t0: Instant::now(),
+            unix0: 1_800_000_000,
+            tuple,
+            nonce: String::new(),
+        };
+        // The first, unsigned request earns a 401 with the nonce to use.
+        let challenge = h.request_at(Duration::ZERO, METHOD_ALLOCATE, vec![], false);
+        assert_eq!(challenge.code, Some(401));
+        h.nonce = challenge
+            .msg
+            .text(stun::attributes::ATTR_NONCE)
+            .unwrap()
+            .to_string();
+        h
+    }
+
+    fn now(&self, at: Duration) -> Now {
+        Now {
+            mono: self.t0 + at,
+            unix: self.unix0 + at.as_secs(),
+        }
+    }
+
+    fn request_at(&mut self, at: Duration, method: Method, attrs: Vec<Attr>, sign: bool) -> Reply {
+        let signer = Signer {
+            username: "alice",
+            realm: "test",
+            nonce: &self.nonce,
+            password: "pw",
+        };
+        let out = Outgoing {
+            attrs,
+            sign,
+            ..Outgoing::default()
+        };
+        let bytes = encode_message(method, CLASS_REQUEST, new_transaction_id(), &out, &signer);
+        self.io.to_client.clear();
+        self.engine
+            .handle_client(self.now(at), self.tuple, &bytes, &mut self.io);
+        let answer = self.io.to_client.pop().expect("an answer");
+        to_reply(Request::parse(&answer).unwrap())
+    }
+
+    fn allocate(&mut self) -> SocketAddr {
+        let r = self.request_at(
+            Duration::ZERO,
+            METHOD_ALLOCATE,
+            vec![Attr::udp_transport()],
+            true,
+        );
+        assert!(r.is_success(), "{:?}", r.code);
+        r.xor_address(ATTR_XOR_RELAYED_ADDRESS).unwrap()
+    }
+
+    /// Delivers `data` from `peer` to the relay at time `at`; true if the client got it.
+    fn peer_sends(&mut self, at: Duration, relay: SocketAddr, peer: SocketAddr) -> bool {
+        let mut buf = vec![0u8; PEER_HEADROOM + 3];
+        buf[PEER_HEADROOM..].copy_from_slice(b"hey");
+        self.io.to_client.clear();
+        let now = self.t0 + at;
+        self.engine
+            .handle_peer(now, relay, peer, &mut buf, 3, &mut self.io);
+        !self.io.to_client.is_empty()
+    }
+
+    /// Sends ChannelData on `number` at `at`; true if it went out to a peer.
+    fn client_channel_data(&mut self, at: Duration, number: u16) -> bool {
+        let mut bytes = number.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[0, 3, b'a', b'b', b'c', 0]);
+        self.io.to_peer.clear();
+        self.engine
+            .handle_client(self.now(at), self.tuple, &bytes, &mut self.io);
+        !self.io.to_peer.is_empty()
+    }
+}
+
+#[test]
+fn permission_expires_after_300_seconds_to_the_millisecond() {
+    let mut h = Harness::new();
+    let relay = h.allocate();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    let r = h.request_at(
+        Duration::ZERO,
+        METHOD_CREATE_PERMISSION,
+        vec![Attr::Peer(peer)],
+        true,
+    );
+    assert!(r.is_success());
+    assert!(h.peer_sends(299 * SEC + 999 * MS, relay, peer));
+    assert!(!h.peer_sends(300 * SEC, relay, peer));
+}
+
+#[test]
+fn data_traffic_does_not_refresh_a_permission() {
+    let mut h = Harness::new();
+    let relay = h.allocate();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    h.request_at(
+        Duration::ZERO,
+        METHOD_CREATE_PERMISSION,
+        vec![Attr::Peer(peer)],
+        true,
+    );
+    for s in (10..300).step_by(10) {
+        assert!(h.peer_sends(s * SEC, relay, peer));
+    }
+    assert!(!h.peer_sends(300 * SEC, relay, peer));
+}
+
+#[test]
+fn a_new_create_permission_refreshes_it() {
+    let mut h = Harness::new();
+    let relay = h.allocate();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    h.request_at(
+        Duration::ZERO,
+        METHOD_CREATE_PERMISSION,
+        vec![Attr::Peer(peer)],
+        true,
+    );
+    let r = h.request_at(
+        200 * SEC,
+        METHOD_CREATE_PERMISSION,
+        vec![Attr::Peer(peer)],
+        true,
+    );
+    assert!(r.is_success());
+    assert!(h.peer_sends(499 * SEC, relay, peer));
+    assert!(!h.peer_sends(500 * SEC, relay, peer));
+}
+
+#[test]
+fn channel_expires_after_600_seconds() {
+    let mut h = Harness::new();
+    h.allocate();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    let r = h.request_at(
+        Duration::ZERO,
+        METHOD_CHANNEL_BIND,
+        vec![Attr::channel(0x4001), Attr::Peer(peer)],
+        true,
+    );
+    assert!(r.is_success());
+    // Keep the allocation alive past the channel's lifetime.
+    assert!(
+        h.request_at(SEC, METHOD_REFRESH, vec![Attr::lifetime(3600)], true)
+            .is_success()
+    );
+    assert!(h.client_channel_data(599 * SEC + 999 * MS, 0x4001));
+    assert!(!h.client_channel_data(600 * SEC, 0x4001));
+}
+
+#[test]
+fn channel_data_arrives_as_channel_data_and_others_as_data_indications() {
+    let mut h = Harness::new();
+    let relay = h.allocate();
+    let bound: SocketAddr = PEER.parse().unwrap();
+    let same_ip_other_port: SocketAddr = "198.51.100.7:4001".parse().unwrap();
+    h.request_at(
+        Duration::ZERO,
+        METHOD_CHANNEL_BIND,
+        vec![Attr::channel(0x4001), Attr::Peer(bound)],
+        true,
+    );
+    assert!(h.peer_sends(SEC, relay, bound));
+    assert_eq!(&h.io.to_client[0][..4], &[0x40, 0x01, 0x00, 0x03]);
+    assert_eq!(&h.io.to_client[0][4..], b"hey");
+    // Same IP (so permitted), other port: not the channel's peer, so a Data indication.
+    assert!(h.peer_sends(SEC, relay, same_ip_other_port));
+    let ind = Request::parse(&h.io.to_client[0]).unwrap();
+    assert_eq!(ind.method(), stun::message::METHOD_DATA);
+}
+
+#[test]
+fn allocation_expires_exactly_and_frees_its_port() {
+    let mut h = Harness::new();
+    let relay = h.allocate();
+    assert_eq!(h.engine.poll_timeout(), Some(h.t0 + 600 * SEC));
+    h.engine
+        .handle_timeout(h.t0 + 599 * SEC + 999 * MS, &mut h.io);
+    assert_eq!(h.engine.allocation_count(), 1);
+    h.engine.handle_timeout(h.t0 + 600 * SEC, &mut h.io);
+    assert_eq!(h.engine.allocation_count(), 0);
+    assert_eq!(h.io.closed, vec![relay]);
+    assert_eq!(h.engine.ports_in_use(), 0);
+}
+
+#[test]
+fn refresh_moves_the_expiry_and_lifetime_zero_deletes() {
+    let mut h = Harness::new();
+    let relay = h.allocate();
+    let r = h.request_at(100 * SEC, METHOD_REFRESH, vec![Attr::lifetime(1200)], true);
+    assert_eq!(r.lifetime(), Some(1200));
+    // The old deadline passes without deleting anything.
+    h.engine.handle_timeout(h.t0 + 600 * SEC, &mut h.io);
+    assert_eq!(h.engine.allocation_count(), 1);
+    h.engine.handle_timeout(h.t0 + 1299 * SEC, &mut h.io);
+    assert_eq!(h.engine.allocation_count(), 1);
+    h.engine.handle_timeout(h.t0 + 1300 * SEC, &mut h.io);
+    assert_eq!(h.engine.allocation_count(), 0);
+
+    let mut h = Harness::new();
+    h.allocate();
+    let r = h.request_at(SEC, METHOD_REFRESH, vec![Attr::lifetime(0)], true);
+    assert_eq!(r.lifetime(), Some(0));
+    assert_eq!(h.engine.allocation_count(), 0);
+    assert_eq!(h.io.closed.len(), 1);
+    let _ = relay;
+}
+
+#[test]
+fn lifetime_is_clamped_to_the_maximum_and_floored_at_the_default() {
+    let mut h = Harness::new();
+    let r = h.request_at(
+        Duration::ZERO,
+        METHOD_ALLOCATE,
+        vec![Attr::udp_transport(), Attr::lifetime(99_999)],
+        true,
+    );
+    assert_eq!(r.lifetime(), Some(3600));
+    let mut h = Harness::new();
+    let r = h.request_at(
+        Duration::ZERO,
+        METHOD_ALLOCATE,
+        vec![Attr::udp_transport(), Attr::lifetime(30)],
+        true,
+    );
+    assert_eq!(r.lifetime(), Some(600));
+}
+
+#[test]
+fn nonce_goes_stale_after_its_lifetime() {
+    let mut h = Harness::new();
+    // Issued at unix0; valid for 600 s.
+    let r = h.request_at(
+        599 * SEC,
+        METHOD_ALLOCATE,
+        vec![Attr::udp_transport()],
+        true,
+    );
+    assert!(r.is_success(), "{:?}", r.code);
+    let r = h.request_at(600 * SEC, METHOD_REFRESH, vec![], true);
+    assert_eq!(r.code, Some(438));
+    assert!(r.msg.text(stun::attributes::ATTR_NONCE).is_some());
+}
+
+#[test]
+fn reservation_token_expires_after_30_seconds() {
+    let mut h = Harness::new();
+    let even = Attr::Raw(stun::attributes::ATTR_EVEN_PORT, vec![0x80]);
+    let r = h.request_at(
+        Duration::ZERO,
+        METHOD_ALLOCATE,
+        vec![Attr::udp_transport(), even],
+        true,
+    );
+    assert!(r.is_success());
+    let relay = r.xor_address(ATTR_XOR_RELAYED_ADDRESS).unwrap();
+    assert_eq!(relay.port() % 2, 0);
+    assert_eq!(h.engine.ports_in_use(), 2);
+    h.engine.handle_timeout(h.t0 + 29 * SEC, &mut h.io);
+    assert_eq!(h.engine.ports_in_use(), 2);
+    h.engine.handle_timeout(h.t0 + 30 * SEC, &mut h.io);
+    assert_eq!(h.engine.ports_in_use(), 1);
+}
+
+#[test]
+fn unauthenticated_traffic_creates_no_state() {
+    let mut h = Harness::new();
+    for i in 0..1000u16 {
+        h.tuple.client = SocketAddr::from(([203, 0, 113, 1], 10_000 + i));
+        let r = h.request_at(
+            Duration::ZERO,
+            METHOD_ALLOCATE,
+            vec![Attr::udp_transport()],
+            false,
+        );
+        assert_eq!(r.code, Some(401));
+    }
+    assert_eq!(h.engine.allocation_count(), 0);
+    assert!(h.io.bound.is_empty());
+    assert_eq!(h.engine.poll_timeout(), None);
+}
