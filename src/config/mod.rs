@@ -229,6 +229,7 @@ impl Settings {
             return Err(("server.realm", "must be 1 to 127 characters".into()));
         }
         let r = &self.relay;
+        r.ips.iter().try_for_each(|ip| check_relay_ip(*ip))?;
         if r.default_lifetime > r.max_lifetime {
             return Err((
                 "relay.default_lifetime",
@@ -284,8 +285,34 @@ impl Settings {
                 "must be between 4096 and 268435456 bytes".into(),
             ));
         }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            (
+                "log.level",
+                format!("{:?} is not a log filter: {e}", self.log.level),
+            )
+        })?;
         Ok(())
     }
+}
+
+/// A relay socket needs one specific unicast address: a wildcard would relay from
+/// whichever address the kernel picks, and a multicast address cannot be bound to send.
+fn check_relay_ip(ip: IpAddr) -> Result<(), (&'static str, String)> {
+    if ip.is_unspecified() {
+        return Err((
+            "relay.ips",
+            format!(
+                "{ip} is a wildcard; list specific addresses, or leave relay.ips empty to use the interface addresses"
+            ),
+        ));
+    }
+    if ip.is_multicast() {
+        return Err((
+            "relay.ips",
+            format!("{ip} is multicast; relay sockets need a unicast address"),
+        ));
+    }
+    Ok(())
 }
 
 /// "line N: " for the last segment of a dotted key when it can be found in the text,
@@ -347,6 +374,29 @@ mod tests {
         let text = "[[auth.users]]\nname = \"a\"\nkey = \"zz\"\n";
         assert!(Settings::from_toml(text, "t").is_err());
         let text = "[[auth.users]]\nname = \"a\"\npassword = \"p\"\n";
+        assert!(Settings::from_toml(text, "t").is_ok());
+    }
+
+    #[test]
+    fn bad_log_level_is_refused() {
+        let text = "[log]\nformat = \"json\"\nlevel = \"tern=loud\"\n";
+        let err = Settings::from_toml(text, "t").unwrap_err().to_string();
+        assert!(err.contains("line 3: log.level"), "{err}");
+        for level in ["debug", "warn,tern=trace"] {
+            let text = format!("[log]\nlevel = {level:?}\n");
+            assert!(Settings::from_toml(&text, "t").is_ok(), "{level}");
+        }
+    }
+
+    #[test]
+    fn wildcard_or_multicast_relay_ip_is_refused() {
+        for ip in ["0.0.0.0", "::", "224.0.0.1", "ff02::1"] {
+            let text = format!("[relay]\nips = [\"10.0.0.5\", \"{ip}\"]\n");
+            let err = Settings::from_toml(&text, "t").unwrap_err().to_string();
+            assert!(err.contains("line 2: relay.ips"), "{err}");
+            assert!(err.contains(ip), "{err}");
+        }
+        let text = "[relay]\nips = [\"10.0.0.5\", \"2001:db8::5\"]\n";
         assert!(Settings::from_toml(text, "t").is_ok());
     }
 

@@ -69,6 +69,8 @@ pub trait Io {
     /// Binds a relay socket at `addr`; an error (e.g. address in use) makes the engine
     /// try another port.
     fn bind_relay(&mut self, addr: SocketAddr) -> std::io::Result<()>;
+    /// Closes the relay socket at `addr`. Once it is really closed, the driver calls
+    /// [`Engine::handle_relay_closed`] so the port can be handed out again.
     fn close_relay(&mut self, addr: SocketAddr);
 }
 
@@ -234,6 +236,14 @@ impl Engine {
         }
     }
 
+    /// The relay socket at `relay` is closed: its port may be bound again. Until then
+    /// the port stays taken, so a new allocation never races the old socket for it.
+    pub fn handle_relay_closed(&mut self, relay: SocketAddr) {
+        if !self.relays.contains_key(&relay) {
+            self.ports.release(relay.ip(), relay.port());
+        }
+    }
+
     /// Expires allocations and reservations whose time has come.
     pub fn handle_timeout(&mut self, now: Instant, io: &mut dyn Io) {
         while let Some(Reverse((when, timer))) = self.timers.peek().copied() {
@@ -296,7 +306,6 @@ impl Engine {
             return;
         };
         self.relays.remove(&alloc.relay);
-        self.ports.release(alloc.relay.ip(), alloc.relay.port());
         if let Some(n) = self.allocations_per_user.get_mut(&alloc.quota_identity) {
             *n -= 1;
             if *n == 0 {

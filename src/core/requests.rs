@@ -315,9 +315,13 @@ impl Engine {
                 .candidates(ip, wish, BIND_ATTEMPTS, &mut self.rng);
             for port in candidates {
                 let addr = SocketAddr::new(ip, port);
-                if io.bind_relay(addr).is_ok() {
-                    self.ports.take(ip, port);
-                    return Ok(addr);
+                match io.bind_relay(addr) {
+                    Ok(()) => {
+                        self.ports.take(ip, port);
+                        return Ok(addr);
+                    }
+                    // Another process holds it: keep looking.
+                    Err(e) => tracing::debug!(%addr, error = %e, "relay port unavailable"),
                 }
             }
         }

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::socket::bind_udp;
 use crate::core::{Engine, FiveTuple, Io, Now, PEER_HEADROOM, Transport};
@@ -22,17 +21,23 @@ use crate::core::{Engine, FiveTuple, Io, Now, PEER_HEADROOM, Transport};
 /// Largest UDP payload; buffers are sized for it so nothing is ever truncated.
 const MAX_DATAGRAM: usize = 65_535;
 
-/// A datagram a peer sent to a relay socket, with headroom for a ChannelData header.
-struct PeerDatagram {
-    relay: SocketAddr,
-    peer: SocketAddr,
-    /// Invariant: the data is at `buf[PEER_HEADROOM..]`.
-    buf: Vec<u8>,
+/// What a relay socket's reader tells the worker.
+enum RelayEvent {
+    /// A datagram from `peer`. Invariant: the data is at `buf[PEER_HEADROOM..]`, the
+    /// headroom is free for a ChannelData header.
+    Datagram {
+        relay: SocketAddr,
+        peer: SocketAddr,
+        buf: Vec<u8>,
+    },
+    /// The socket is closed: its port can be bound again.
+    Closed(SocketAddr),
 }
 
 struct RelaySocket {
     socket: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
+    /// Dropping it tells the reader to close the socket.
+    _close: oneshot::Sender<()>,
 }
 
 /// Everything the engine may ask the driver to do.
@@ -40,56 +45,76 @@ struct Sockets {
     listeners: Vec<Arc<UdpSocket>>,
     listener_index: HashMap<SocketAddr, usize>,
     relays: HashMap<SocketAddr, RelaySocket>,
-    peer_tx: mpsc::Sender<PeerDatagram>,
+    relay_tx: mpsc::Sender<RelayEvent>,
     socket_buffer: usize,
 }
 
 impl Io for Sockets {
     fn send_to_client(&mut self, tuple: &FiveTuple, bytes: &[u8]) {
         if let Some(&i) = self.listener_index.get(&tuple.server) {
-            let _ = self.listeners[i].try_send_to(bytes, tuple.client);
+            send_now(&self.listeners[i], bytes, tuple.client);
         }
     }
 
     fn send_to_peer(&mut self, relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
         if let Some(r) = self.relays.get(&relay) {
-            let _ = r.socket.try_send_to(bytes, peer);
+            send_now(&r.socket, bytes, peer);
         }
     }
 
     fn bind_relay(&mut self, addr: SocketAddr) -> std::io::Result<()> {
         let socket = Arc::new(UdpSocket::from_std(bind_udp(addr, self.socket_buffer)?)?);
-        let reader = tokio::spawn(read_relay(socket.clone(), addr, self.peer_tx.clone()));
-        self.relays.insert(addr, RelaySocket { socket, reader });
+        let (close_tx, close_rx) = oneshot::channel();
+        let reader = read_relay(socket.clone(), addr, self.relay_tx.clone(), close_rx);
+        tokio::spawn(reader);
+        self.relays.insert(
+            addr,
+            RelaySocket {
+                socket,
+                _close: close_tx,
+            },
+        );
         Ok(())
     }
 
     fn close_relay(&mut self, addr: SocketAddr) {
-        if let Some(r) = self.relays.remove(&addr) {
-            r.reader.abort();
-        }
+        self.relays.remove(&addr);
     }
 }
 
-/// Reads one relay socket until the worker closes it.
-async fn read_relay(socket: Arc<UdpSocket>, relay: SocketAddr, tx: mpsc::Sender<PeerDatagram>) {
+/// Sends a datagram with one non-blocking `sendto`, dropping it when the socket buffer
+/// is full. tokio's `try_send_to` is not used because it reports "would block" until
+/// the reactor has seen a fresh socket become writable, which drops the first packets
+/// of a new allocation.
+fn send_now(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+    let _ = socket2::SockRef::from(socket).send_to(bytes, &to.into());
+}
+
+/// Reads one relay socket until the worker lets go of it, then closes the socket and
+/// says so, so the port is only reused once it is really free.
+async fn read_relay(
+    socket: Arc<UdpSocket>,
+    relay: SocketAddr,
+    tx: mpsc::Sender<RelayEvent>,
+    mut close: oneshot::Receiver<()>,
+) {
     let mut buf = vec![0u8; PEER_HEADROOM + MAX_DATAGRAM];
     loop {
-        match socket.recv_from(&mut buf[PEER_HEADROOM..]).await {
-            Ok((len, peer)) => {
-                let datagram = PeerDatagram {
-                    relay,
-                    peer,
-                    buf: buf[..PEER_HEADROOM + len].to_vec(),
-                };
-                if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(datagram) {
-                    return;
+        tokio::select! {
+            _ = &mut close => break,
+            received = socket.recv_from(&mut buf[PEER_HEADROOM..]) => match received {
+                Ok((len, peer)) => {
+                    let buf = buf[..PEER_HEADROOM + len].to_vec();
+                    // A full queue drops the datagram, as a congested link would.
+                    let _ = tx.try_send(RelayEvent::Datagram { relay, peer, buf });
                 }
-            }
-            // ICMP errors surface here on some kernels; the socket stays usable.
-            Err(_) => tokio::task::yield_now().await,
+                // ICMP errors surface here on some kernels; the socket stays usable.
+                Err(_) => tokio::task::yield_now().await,
+            },
         }
     }
+    drop(socket);
+    let _ = tx.send(RelayEvent::Closed(relay)).await;
 }
 
 /// Binds the listening sockets. Done before anything else starts so a bad address
@@ -113,7 +138,7 @@ pub async fn run(
     relay_queue: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let (peer_tx, mut peer_rx) = mpsc::channel(relay_queue);
+    let (relay_tx, mut relay_rx) = mpsc::channel(relay_queue);
     let listeners: Vec<Arc<UdpSocket>> = listeners.into_iter().map(Arc::new).collect();
     let listener_index = listeners
         .iter()
@@ -124,7 +149,7 @@ pub async fn run(
         listeners,
         listener_index,
         relays: HashMap::new(),
-        peer_tx,
+        relay_tx,
         socket_buffer,
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -143,19 +168,19 @@ pub async fn run(
                 let tuple = FiveTuple { client, server, transport: Transport::Udp };
                 engine.handle_client(now(), tuple, &buf[..len], &mut io);
             }
-            Some(mut datagram) = peer_rx.recv() => {
-                let len = datagram.buf.len() - PEER_HEADROOM;
-                engine.handle_peer(
-                    Instant::now(), datagram.relay, datagram.peer, &mut datagram.buf, len, &mut io,
-                );
-            }
+            Some(event) = relay_rx.recv() => match event {
+                RelayEvent::Datagram { relay, peer, mut buf } => {
+                    let len = buf.len() - PEER_HEADROOM;
+                    engine.handle_peer(Instant::now(), relay, peer, &mut buf, len, &mut io);
+                }
+                RelayEvent::Closed(relay) => engine.handle_relay_closed(relay),
+            },
             () = sleep => engine.handle_timeout(Instant::now(), &mut io),
             _ = shutdown.changed() => break,
         }
     }
-    for (_, relay) in io.relays.drain() {
-        relay.reader.abort();
-    }
+    // Dropping the relay sockets' close handles stops their readers.
+    io.relays.clear();
 }
 
 /// The next datagram from any listener: (listener index, length, source).
