@@ -1,0 +1,686 @@
+//! Helpers shared by the integration tests: free ports, spawning `tern serve` and
+//! other processes with bounded lifetimes, a STUN Binding probe, and parsing of
+//! coturn's `turnutils_uclient` summary.
+//!
+//! Use it from a test file with `mod support;`. Each test binary uses a subset.
+#![allow(dead_code)]
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a freshly spawned server gets to answer its first STUN Binding request.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub const LOCALHOST_V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+pub const LOCALHOST_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+// ---------------------------------------------------------------------------------------
+// Temporary directories
+// ---------------------------------------------------------------------------------------
+
+/// A directory under the system temp dir, removed on drop unless the thread is panicking
+/// (then it is kept, and its path printed, so the logs in it can be inspected).
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("creating temp dir {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("(kept temp dir {} for inspection)", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------------------
+
+/// A UDP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, drop).
+pub fn free_udp_port() -> u16 {
+    free_udp_port_on(LOCALHOST_V4)
+}
+
+/// A UDP port on `ip` that was free a moment ago.
+pub fn free_udp_port_on(ip: IpAddr) -> u16 {
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
+        .unwrap_or_else(|e| panic!("binding a UDP socket on {ip}:0: {e}"));
+    socket.local_addr().expect("local_addr").port()
+}
+
+/// A UDP port on 127.0.0.1 that is free for both UDP and TCP (coturn listens on both).
+pub fn free_udp_tcp_port() -> u16 {
+    for _ in 0..50 {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP on 127.0.0.1");
+}
+
+/// Blocks handed out by this process, so concurrent tests never share a relay range.
+static RESERVED_RANGES: Mutex<Vec<(u16, u16)>> = Mutex::new(Vec::new());
+
+/// A block of `len` consecutive UDP ports on 127.0.0.1, all free right now, within
+/// 20000-32000 (below Linux's ephemeral range, so client sockets do not race for them).
+/// Returns `(min, max)` inclusive. Blocks never overlap others returned in this process.
+pub fn free_port_range(len: u16) -> (u16, u16) {
+    free_port_range_on(LOCALHOST_V4, len)
+}
+
+/// Like [`free_port_range`], checking the ports on `ip`.
+pub fn free_port_range_on(ip: IpAddr, len: u16) -> (u16, u16) {
+    const LOW: u16 = 20000;
+    const HIGH: u16 = 32000;
+    assert!(len > 0 && len < HIGH - LOW, "bad range length {len}");
+    for _ in 0..200 {
+        let min = rand::random_range(LOW..=HIGH - len);
+        let max = min + (len - 1);
+        let mut reserved = RESERVED_RANGES.lock().unwrap_or_else(|e| e.into_inner());
+        if reserved.iter().any(|&(a, b)| min <= b && a <= max) {
+            continue;
+        }
+        let all_free = (min..=max).all(|port| UdpSocket::bind(SocketAddr::new(ip, port)).is_ok());
+        if all_free {
+            reserved.push((min, max));
+            return (min, max);
+        }
+    }
+    panic!("could not find {len} consecutive free UDP ports on {ip} in {LOW}-{HIGH}");
+}
+
+/// `MIN-MAX` for a fresh free relay range of ~200 ports, as `tern serve --ports` takes it.
+pub fn relay_ports_arg() -> String {
+    let (min, max) = free_port_range(200);
+    format!("{min}-{max}")
+}
+
+/// Whether IPv6 loopback works here: a UDP socket on [::1] can send to itself.
+pub fn ipv6_loopback_available() -> Result<(), String> {
+    let socket = UdpSocket::bind("[::1]:0").map_err(|e| format!("cannot bind [::1]:0: {e}"))?;
+    let addr = socket.local_addr().map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .map_err(|e| e.to_string())?;
+    socket
+        .send_to(b"ping", addr)
+        .map_err(|e| format!("cannot send on [::1]: {e}"))?;
+    let mut buf = [0u8; 16];
+    match socket.recv_from(&mut buf) {
+        Ok((4, _)) if &buf[..4] == b"ping" => Ok(()),
+        Ok(_) => Err("unexpected datagram on [::1]".into()),
+        Err(e) => Err(format!("no loopback delivery on [::1]: {e}")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tools and processes
+// ---------------------------------------------------------------------------------------
+
+/// Full path of `name` if it is an executable file somewhere on PATH.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            fs::metadata(p)
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+/// Panics with instructions when an external tool the test needs is missing: tests must
+/// fail loudly rather than skip silently.
+pub fn ensure_tool(name: &str) -> PathBuf {
+    find_tool(name).unwrap_or_else(|| {
+        panic!(
+            "required tool `{name}` was not found in PATH. Install the test dependencies \
+             with `sudo scripts/install-test-deps.sh` (Debian: apt-get install coturn) and \
+             run the tests again."
+        )
+    })
+}
+
+/// The result of a process run to completion (or killed at its deadline).
+#[derive(Debug)]
+pub struct RunOutput {
+    /// None when the process was killed at the deadline.
+    pub status: Option<ExitStatus>,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl RunOutput {
+    pub fn success(&self) -> bool {
+        !self.timed_out && self.status.is_some_and(|s| s.success())
+    }
+
+    /// stdout then stderr, for parsing tools that print to either.
+    pub fn combined(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// A readable dump for assertion messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "status: {:?}{} after {:.1?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.status,
+            if self.timed_out {
+                " (TIMED OUT, killed)"
+            } else {
+                ""
+            },
+            self.elapsed,
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+fn drain<R: Read + Send + 'static>(mut reader: R) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = reader.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    })
+}
+
+/// Runs `cmd` with stdin closed and stdout/stderr captured, killing it after `timeout`.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> RunOutput {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let out = drain(child.stdout.take().expect("piped stdout"));
+    let err = drain(child.stderr.take().expect("piped stderr"));
+    let mut timed_out = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if start.elapsed() >= timeout => {
+                timed_out = true;
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("waiting for {cmd:?}: {e}"),
+        }
+    };
+    RunOutput {
+        status,
+        timed_out,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// A long-running child process whose stdout/stderr go to files; killed (and reaped) on
+/// drop, and its output printed when the owning test panics.
+#[derive(Debug)]
+pub struct BackgroundProcess {
+    name: String,
+    child: Child,
+    stdout_path: PathBuf,
+    stderr_path: PathBuf,
+}
+
+impl BackgroundProcess {
+    /// Spawns `cmd` with output redirected to `<dir>/<name>.stdout` and `.stderr`.
+    pub fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> BackgroundProcess {
+        let stdout_path = dir.join(format!("{name}.stdout"));
+        let stderr_path = dir.join(format!("{name}.stderr"));
+        let stdout = File::create(&stdout_path).expect("creating stdout log");
+        let stderr = File::create(&stderr_path).expect("creating stderr log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name} ({cmd:?}): {e}"));
+        BackgroundProcess {
+            name: name.to_string(),
+            child,
+            stdout_path,
+            stderr_path,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status if the process has already ended.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn stdout(&self) -> String {
+        fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Everything the process printed so far, labelled.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- {name} stdout ---\n{}\n--- {name} stderr ---\n{}",
+            self.stdout(),
+            self.stderr(),
+            name = self.name
+        )
+    }
+
+    /// Kills and reaps the process (idempotent).
+    pub fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for BackgroundProcess {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// STUN Binding probe
+// ---------------------------------------------------------------------------------------
+
+const MAGIC_COOKIE: u32 = 0x2112_A442;
+
+/// A Binding request: type 0x0001, length 0, magic cookie, the given transaction id.
+pub fn binding_request(transaction_id: [u8; 12]) -> [u8; 20] {
+    let mut msg = [0u8; 20];
+    msg[0..2].copy_from_slice(&0x0001u16.to_be_bytes());
+    msg[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+    msg[8..20].copy_from_slice(&transaction_id);
+    msg
+}
+
+/// If `msg` is a Binding success response for `transaction_id`, its XOR-MAPPED-ADDRESS
+/// (or `Some(None)` when the attribute is missing). `None` for anything else.
+pub fn parse_binding_response(msg: &[u8], transaction_id: &[u8; 12]) -> Option<Option<SocketAddr>> {
+    if msg.len() < 20
+        || u16::from_be_bytes([msg[0], msg[1]]) != 0x0101
+        || msg[4..8] != MAGIC_COOKIE.to_be_bytes()
+        || msg[8..20] != transaction_id[..]
+    {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([msg[2], msg[3]]));
+    let attrs = msg.get(20..20 + len)?;
+    let mut i = 0;
+    while i + 4 <= attrs.len() {
+        let kind = u16::from_be_bytes([attrs[i], attrs[i + 1]]);
+        let alen = usize::from(u16::from_be_bytes([attrs[i + 2], attrs[i + 3]]));
+        let value = attrs.get(i + 4..i + 4 + alen)?;
+        if kind == 0x0020 && alen >= 8 {
+            let port = u16::from_be_bytes([value[2], value[3]]) ^ (MAGIC_COOKIE >> 16) as u16;
+            let ip = match value[1] {
+                0x01 => {
+                    let raw = u32::from_be_bytes([value[4], value[5], value[6], value[7]]);
+                    IpAddr::V4(Ipv4Addr::from(raw ^ MAGIC_COOKIE))
+                }
+                0x02 if alen >= 20 => {
+                    let mut key = [0u8; 16];
+                    key[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
+                    key[4..].copy_from_slice(transaction_id);
+                    let mut raw = [0u8; 16];
+                    for (j, b) in raw.iter_mut().enumerate() {
+                        *b = value[4 + j] ^ key[j];
+                    }
+                    IpAddr::V6(Ipv6Addr::from(raw))
+                }
+                _ => return Some(None),
+            };
+            return Some(Some(SocketAddr::new(ip, port)));
+        }
+        i += 4 + alen.div_ceil(4) * 4;
+    }
+    Some(None)
+}
+
+/// Sends one Binding request to `server` and waits up to `timeout` for the answer.
+/// Returns the XOR-MAPPED-ADDRESS, or `Err` on timeout/garbage.
+pub fn stun_binding(server: SocketAddr, timeout: Duration) -> Result<Option<SocketAddr>, String> {
+    let local: SocketAddr = if server.is_ipv4() {
+        "127.0.0.1:0".parse().unwrap()
+    } else {
+        "[::1]:0".parse().unwrap()
+    };
+    let socket = UdpSocket::bind(local).map_err(|e| format!("bind {local}: {e}"))?;
+    let tid: [u8; 12] = rand::random();
+    socket
+        .send_to(&binding_request(tid), server)
+        .map_err(|e| format!("send to {server}: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "no Binding response from {server} within {timeout:?}"
+            ));
+        }
+        socket
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) if from == server => {
+                if let Some(mapped) = parse_binding_response(&buf[..n], &tid) {
+                    return Ok(mapped);
+                }
+            }
+            Ok(_) => {}
+            // ICMP port unreachable surfaces as ECONNREFUSED on some systems: not ready yet.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                thread::sleep(Duration::from_millis(50));
+                return Err(format!("{server}: {e}"));
+            }
+            Err(e) => return Err(format!("no Binding response from {server}: {e}")),
+        }
+    }
+}
+
+/// Polls `server` with Binding requests until one is answered or `timeout` passes.
+/// `alive` is called between attempts; returning `Err` aborts (e.g. the process died).
+pub fn wait_for_stun(
+    server: SocketAddr,
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<(), String>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut last_err = String::new();
+    while Instant::now() < deadline {
+        alive()?;
+        match stun_binding(server, Duration::from_millis(200)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last_err = e,
+        }
+    }
+    Err(format!(
+        "{server} did not answer a STUN Binding request within {timeout:?} (last error: {last_err})"
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// tern
+// ---------------------------------------------------------------------------------------
+
+/// Builder for a `tern serve` child process.
+#[derive(Debug, Default)]
+pub struct TernBuilder {
+    listen: Option<SocketAddr>,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    config: Option<String>,
+}
+
+impl TernBuilder {
+    /// Listen address (default: 127.0.0.1 on a free port). It is passed as `--listen`,
+    /// which replaces any `server.listen` of a config file.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn args<S: AsRef<str>>(mut self, args: &[S]) -> Self {
+        self.args
+            .extend(args.iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// TOML text written to a temp file and passed as `--config`.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_string());
+        self
+    }
+
+    /// Spawns the server and waits until it answers a STUN Binding request. Panics
+    /// (printing the server's output) if it exits or does not get ready in time.
+    pub fn start(self) -> TernServer {
+        // A port picked by `free_udp_port` can be taken before tern binds it: retry then.
+        let attempts = if self.listen.is_some() { 1 } else { 3 };
+        let mut last = String::new();
+        for _ in 0..attempts {
+            match self.try_start() {
+                Ok(server) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("tern did not start:\n{last}");
+    }
+
+    /// Like [`TernBuilder::start`] but returns the failure (with the server's output).
+    pub fn try_start(&self) -> Result<TernServer, String> {
+        let addr = self
+            .listen
+            .unwrap_or_else(|| SocketAddr::new(LOCALHOST_V4, free_udp_port()));
+        let dir = TempDir::new("tern-test");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
+        cmd.arg("serve");
+        if let Some(toml) = &self.config {
+            let path = dir.join("tern.toml");
+            fs::write(&path, toml).expect("writing config");
+            cmd.arg("--config").arg(path);
+        }
+        cmd.arg("--listen").arg(addr.to_string());
+        cmd.args(&self.args);
+        // Deterministic: no inherited secret, no colour codes in the logs.
+        cmd.env_remove("TERN_SECRET").env("NO_COLOR", "1");
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        let mut process = BackgroundProcess::spawn("tern", &mut cmd, dir.path());
+        let ready = wait_for_stun(addr, READY_TIMEOUT, || match process.try_exit_status() {
+            Some(status) => Err(format!("tern exited early with {status}")),
+            None => Ok(()),
+        });
+        match ready {
+            Ok(()) => Ok(TernServer { process, addr, dir }),
+            Err(e) => {
+                process.stop();
+                let logs = process.logs();
+                // Nothing to keep: the logs are in the error.
+                drop(process);
+                Err(format!("{e}\ncommand: {cmd:?}\n{logs}"))
+            }
+        }
+    }
+}
+
+/// A running `tern serve`; killed and reaped on drop (its logs are printed if the test is
+/// panicking at that point).
+#[derive(Debug)]
+pub struct TernServer {
+    process: BackgroundProcess,
+    /// The address tern listens on (UDP).
+    pub addr: SocketAddr,
+    /// Holds the config file and the stdout/stderr logs.
+    pub dir: TempDir,
+}
+
+impl TernServer {
+    pub fn builder() -> TernBuilder {
+        TernBuilder::default()
+    }
+
+    /// `tern serve --listen 127.0.0.1:<free> ARGS...`, ready to serve.
+    pub fn start(args: &[&str]) -> TernServer {
+        TernBuilder::default().args(args).start()
+    }
+
+    /// Same with `--config <temp file holding toml>` before the extra arguments.
+    pub fn start_with_config(toml: &str, extra_args: &[&str]) -> TernServer {
+        TernBuilder::default().config(toml).args(extra_args).start()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.process.stdout()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.process.stderr()
+    }
+
+    /// Both outputs, labelled: append to assertion messages.
+    pub fn logs(&self) -> String {
+        self.process.logs()
+    }
+
+    /// The exit status if the server has died.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        self.process.try_exit_status()
+    }
+
+    /// Panics (with the logs) if the server is no longer running.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.try_exit_status() {
+            panic!("tern exited unexpectedly with {status}\n{}", self.logs());
+        }
+    }
+
+    /// Kills and reaps the server now.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+}
+
+/// Runs `tern ARGS...` to completion (e.g. `check-config`), bounded by `timeout`.
+pub fn run_tern(args: &[&str], timeout: Duration) -> RunOutput {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
+    cmd.args(args)
+        .env_remove("TERN_SECRET")
+        .env("NO_COLOR", "1");
+    run_with_timeout(&mut cmd, timeout)
+}
+
+// ---------------------------------------------------------------------------------------
+// coturn's turnutils_uclient
+// ---------------------------------------------------------------------------------------
+
+/// The totals `turnutils_uclient` prints at the end of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UclientSummary {
+    pub tot_send_msgs: u64,
+    pub tot_recv_msgs: u64,
+    pub lost_packets: u64,
+    pub send_dropped: u64,
+}
+
+fn number_after(line: &str, key: &str) -> Option<u64> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let digits: String = rest
+        .trim_start()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+impl UclientSummary {
+    /// Parses the final `tot_send_msgs=N, tot_recv_msgs=M` line and the
+    /// `Total lost packets N (..%), total send dropped M (..%)` line.
+    pub fn parse(output: &str) -> Option<UclientSummary> {
+        let totals = output
+            .lines()
+            .rev()
+            .find(|l| l.contains("tot_send_msgs=") && !l.contains("msz="))?;
+        let lost = output
+            .lines()
+            .rev()
+            .find(|l| l.contains("Total lost packets"))?;
+        Some(UclientSummary {
+            tot_send_msgs: number_after(totals, "tot_send_msgs=")?,
+            tot_recv_msgs: number_after(totals, "tot_recv_msgs=")?,
+            lost_packets: number_after(lost, "Total lost packets")?,
+            send_dropped: number_after(lost, "total send dropped")?,
+        })
+    }
+
+    /// The summary lines of the output, for printing.
+    pub fn lines(output: &str) -> String {
+        output
+            .lines()
+            .filter(|l| {
+                (l.contains("tot_send_") && !l.contains("msz="))
+                    || l.contains("Total lost packets")
+                    || l.contains("Total transmit time")
+                    || l.contains("round trip delay")
+                    || l.contains("Average jitter")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
