@@ -117,17 +117,12 @@ async fn read_relay(
     let _ = tx.send(RelayEvent::Closed(relay)).await;
 }
 
-/// Binds the listening sockets. Done before anything else starts so a bad address
+/// Binds one listening socket. Done before anything else starts so a bad address
 /// fails the start.
-pub fn bind_listeners(addrs: &[SocketAddr], buffer: usize) -> std::io::Result<Vec<UdpSocket>> {
-    addrs
-        .iter()
-        .map(|&addr| {
-            let socket = bind_udp(addr, buffer)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?;
-            UdpSocket::from_std(socket)
-        })
-        .collect()
+pub fn bind_listener(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
+    let socket = bind_udp(addr, buffer)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?;
+    UdpSocket::from_std(socket)
 }
 
 /// Runs the engine over `listeners` until `shutdown` turns true.

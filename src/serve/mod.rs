@@ -78,11 +78,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         rand::rngs::StdRng::from_os_rng(),
     );
 
-    let listeners = udp::bind_listeners(&settings.server.listen, limits.socket_buffer)
-        .context("cannot bind listener")?;
-    for l in &listeners {
-        tracing::info!(addr = %l.local_addr()?, "listening on UDP");
-    }
+    let listeners = bind_listeners(&settings)?;
     tracing::info!(relay_ips = ?relay_ips, ports = %r.ports, "relaying");
     banner::print(&settings, &relay_ips, &advertised_ips, generated_secret);
 
@@ -99,6 +95,27 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     worker.await.context("worker panicked")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds every listen address. An explicitly configured address must bind; the
+/// built-in IPv6 wildcard is skipped with a warning on hosts without IPv6, so the
+/// default command works everywhere.
+fn bind_listeners(settings: &Settings) -> anyhow::Result<Vec<tokio::net::UdpSocket>> {
+    let defaults = settings.server.listen == crate::config::ServerSettings::default().listen;
+    let mut listeners = Vec::new();
+    for &addr in &settings.server.listen {
+        match udp::bind_listener(addr, settings.limits.socket_buffer) {
+            Ok(socket) => {
+                tracing::info!(%addr, "listening on UDP");
+                listeners.push(socket);
+            }
+            Err(e) if defaults && addr.is_ipv6() => {
+                tracing::warn!("IPv6 listener skipped: {e}");
+            }
+            Err(e) => return Err(e).context("cannot bind listener"),
+        }
+    }
+    Ok(listeners)
 }
 
 /// Waits for SIGINT or SIGTERM. SIGHUP is acknowledged so it cannot kill the server.
