@@ -35,9 +35,18 @@ fn allocate_code(server: &TernServer, (user, pass): &(String, String)) -> Option
 #[test]
 fn valid_expired_and_wrong_secret() {
     let s = start("[auth]\nsecrets = [\"first-secret-0123456789\"]\n");
-    assert_eq!(allocate_code(&s, &credential("first-secret-0123456789", 3600, "u1")), None);
-    assert_eq!(allocate_code(&s, &credential("first-secret-0123456789", -10, "u2")), Some(401));
-    assert_eq!(allocate_code(&s, &credential("some-other-secret-000", 3600, "u3")), Some(401));
+    assert_eq!(
+        allocate_code(&s, &credential("first-secret-0123456789", 3600, "u1")),
+        None
+    );
+    assert_eq!(
+        allocate_code(&s, &credential("first-secret-0123456789", -10, "u2")),
+        Some(401)
+    );
+    assert_eq!(
+        allocate_code(&s, &credential("some-other-secret-000", 3600, "u3")),
+        Some(401)
+    );
     // A static-looking name that is not a REST username is unknown.
     let bogus = ("not-a-timestamp:u4".to_string(), "x".to_string());
     assert_eq!(allocate_code(&s, &bogus), Some(401));
@@ -46,8 +55,14 @@ fn valid_expired_and_wrong_secret() {
 #[test]
 fn every_configured_secret_is_accepted_during_rotation() {
     let s = start("[auth]\nsecrets = [\"new-secret-0123456789\", \"old-secret-0123456789\"]\n");
-    assert_eq!(allocate_code(&s, &credential("new-secret-0123456789", 600, "a")), None);
-    assert_eq!(allocate_code(&s, &credential("old-secret-0123456789", 600, "b")), None);
+    assert_eq!(
+        allocate_code(&s, &credential("new-secret-0123456789", 600, "a")),
+        None
+    );
+    assert_eq!(
+        allocate_code(&s, &credential("old-secret-0123456789", 600, "b")),
+        None
+    );
 }
 
 #[test]
@@ -57,20 +72,29 @@ fn secret_from_the_environment() {
         .env("TERN_SECRET", "env-secret-0123456789")
         .args(&["--ports", &ports])
         .start();
-    assert_eq!(allocate_code(&s, &credential("env-secret-0123456789", 600, "e")), None);
-    assert!(!s.logs().contains("env-secret-0123456789"), "the secret leaked to output");
+    assert_eq!(
+        allocate_code(&s, &credential("env-secret-0123456789", 600, "e")),
+        None
+    );
+    assert!(
+        !s.logs().contains("env-secret-0123456789"),
+        "the secret leaked to output"
+    );
 }
 
 #[test]
 fn quota_counts_the_user_id_part() {
-    let s = start(
-        "[auth]\nsecrets = [\"quota-secret-0123456789\"]\n[limits]\nuser_allocations = 1\n",
-    );
+    let s =
+        start("[auth]\nsecrets = [\"quota-secret-0123456789\"]\n[limits]\nuser_allocations = 1\n");
     let carol_one = credential("quota-secret-0123456789", 600, "carol");
     let carol_two = credential("quota-secret-0123456789", 900, "carol");
     let dave = credential("quota-secret-0123456789", 600, "dave");
     assert_eq!(allocate_code(&s, &carol_one), None);
-    assert_eq!(allocate_code(&s, &carol_two), Some(486), "same user id, other expiry");
+    assert_eq!(
+        allocate_code(&s, &carol_two),
+        Some(486),
+        "same user id, other expiry"
+    );
     assert_eq!(allocate_code(&s, &dave), None);
 }
 
@@ -98,5 +122,8 @@ fn static_users_and_secrets_work_together() {
         "[auth]\nsecrets = [\"mixed-secret-0123456789\"]\n[[auth.users]]\nname = \"gina\"\npassword = \"pw\"\n",
     );
     assert_eq!(allocate_code(&s, &("gina".into(), "pw".into())), None);
-    assert_eq!(allocate_code(&s, &credential("mixed-secret-0123456789", 60, "h")), None);
+    assert_eq!(
+        allocate_code(&s, &credential("mixed-secret-0123456789", 60, "h")),
+        None
+    );
 }

@@ -569,3 +569,18 @@ fn unauthorized_answers_are_rate_limited_per_source() {
         "{answers} answers to 40 unsigned requests"
     );
 }
+
+#[test]
+fn dont_fragment_is_honoured_and_relays() {
+    let s = server(&[]);
+    let mut c = client(&s);
+    let r = c
+        .allocate(vec![Attr::Raw(ATTR_DONT_FRAGMENT, vec![])])
+        .unwrap();
+    assert!(r.is_success(), "{:?}", r.code);
+    let relay = r.xor_address(ATTR_XOR_RELAYED_ADDRESS).unwrap();
+    let (peer, peer_addr) = peer();
+    assert!(c.channel_bind(0x4100, peer_addr).unwrap().is_success());
+    c.send_channel_data(0x4100, b"df").unwrap();
+    assert_eq!(recv_from(&peer), Some((b"df".to_vec(), relay)));
+}

@@ -255,9 +255,10 @@ impl Engine {
             return Err(Reject::QuotaReached);
         }
 
+        let dont_fragment = req.attr(ATTR_DONT_FRAGMENT).is_some();
         let relay = match token {
-            Some(token) => self.claim_reservation(token, now, io)?,
-            None => self.bind_new_relay(want_ipv6, wish, io)?,
+            Some(token) => self.claim_reservation(token, dont_fragment, now, io)?,
+            None => self.bind_new_relay(want_ipv6, wish, dont_fragment, io)?,
         };
         let mut response = Response::success(req);
         if wish == (PortWish::Even { reserve_next: true }) {
@@ -295,6 +296,7 @@ impl Engine {
         &mut self,
         want_ipv6: bool,
         wish: PortWish,
+        dont_fragment: bool,
         io: &mut dyn Io,
     ) -> Result<SocketAddr, Reject> {
         let ips: Vec<IpAddr> = self
@@ -315,7 +317,7 @@ impl Engine {
                 .candidates(ip, wish, BIND_ATTEMPTS, &mut self.rng);
             for port in candidates {
                 let addr = SocketAddr::new(ip, port);
-                match io.bind_relay(addr) {
+                match io.bind_relay(addr, dont_fragment) {
                     Ok(()) => {
                         self.ports.take(ip, port);
                         return Ok(addr);
@@ -350,6 +352,7 @@ impl Engine {
     fn claim_reservation(
         &mut self,
         token: &[u8],
+        dont_fragment: bool,
         now: Now,
         io: &mut dyn Io,
     ) -> Result<SocketAddr, Reject> {
@@ -360,11 +363,12 @@ impl Engine {
             .filter(|r| now.mono < r.expires)
             .ok_or(Reject::InsufficientCapacity)?;
         // The port stays marked as taken: it moves from the reservation to the allocation.
-        io.bind_relay(reservation.relay).map_err(|_| {
-            self.ports
-                .release(reservation.relay.ip(), reservation.relay.port());
-            Reject::InsufficientCapacity
-        })?;
+        io.bind_relay(reservation.relay, dont_fragment)
+            .map_err(|_| {
+                self.ports
+                    .release(reservation.relay.ip(), reservation.relay.port());
+                Reject::InsufficientCapacity
+            })?;
         Ok(reservation.relay)
     }
 

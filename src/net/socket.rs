@@ -35,3 +35,63 @@ fn warn_if_capped(socket: &Socket, wanted: usize) {
         );
     }
 }
+
+/// Sets the IP don't-fragment bit on everything `socket` sends (path MTU discovery
+/// "do"), as DONT-FRAGMENT asks of a relay (RFC 8656 §14.8). socket2 has no call for it.
+pub fn set_dont_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (level, name, value) = if ipv6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_DO,
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+        )
+    };
+    // SAFETY: the fd is open for the lifetime of `socket`, and the option value is a
+    // c_int whose size is passed along with its address.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of_val(&value) as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dont_fragment_is_set() {
+        use std::os::fd::AsRawFd;
+        let socket = bind_udp("127.0.0.1:0".parse().unwrap(), 65536).unwrap();
+        set_dont_fragment(&socket, false).unwrap();
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of_val(&value) as libc::socklen_t;
+        // SAFETY: reading a c_int option into a c_int with its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!((rc, value), (0, libc::IP_PMTUDISC_DO));
+    }
+}

@@ -15,7 +15,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::socket::bind_udp;
+use super::socket::{bind_udp, set_dont_fragment};
 use crate::core::{Engine, FiveTuple, Io, Now, PEER_HEADROOM, Transport};
 
 /// Largest UDP payload; buffers are sized for it so nothing is ever truncated.
@@ -62,8 +62,12 @@ impl Io for Sockets {
         }
     }
 
-    fn bind_relay(&mut self, addr: SocketAddr) -> std::io::Result<()> {
-        let socket = Arc::new(UdpSocket::from_std(bind_udp(addr, self.socket_buffer)?)?);
+    fn bind_relay(&mut self, addr: SocketAddr, dont_fragment: bool) -> std::io::Result<()> {
+        let socket = bind_udp(addr, self.socket_buffer)?;
+        if dont_fragment {
+            set_dont_fragment(&socket, addr.is_ipv6())?;
+        }
+        let socket = Arc::new(UdpSocket::from_std(socket)?);
         let (close_tx, close_rx) = oneshot::channel();
         let reader = read_relay(socket.clone(), addr, self.relay_tx.clone(), close_rx);
         tokio::spawn(reader);
