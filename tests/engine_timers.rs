@@ -389,3 +389,22 @@ fn unauthenticated_traffic_creates_no_state() {
     assert!(h.io.bound.is_empty());
     assert_eq!(h.engine.poll_timeout(), None);
 }
+
+#[test]
+fn allocate_delete_churn_does_not_grow_the_timer_heap() {
+    let mut h = Harness::new();
+    for i in 0..5000u32 {
+        let at = Duration::from_millis(u64::from(i));
+        let r = h.request_at(at, METHOD_ALLOCATE, vec![Attr::udp_transport()], true);
+        assert!(r.is_success(), "{:?}", r.code);
+        let r = h.request_at(at, METHOD_REFRESH, vec![Attr::lifetime(0)], true);
+        assert!(r.is_success());
+        let closed = h.io.closed.pop().unwrap();
+        h.engine.handle_relay_closed(closed);
+    }
+    assert!(
+        h.engine.timer_entries() <= 1024 + 2,
+        "{}",
+        h.engine.timer_entries()
+    );
+}

@@ -314,7 +314,31 @@ impl Engine {
             }
         }
         io.close_relay(alloc.relay);
-        tracing::debug!(client = %tuple.client, relay = %alloc.relay, "allocation deleted");
+        tracing::info!(client = %tuple.client, relay = %alloc.relay, "allocation deleted");
+        self.compact_timers();
+    }
+
+    /// Rebuilds the timer heap from live state when stale entries (left by deleted
+    /// allocations) outnumber live ones, so allocate/delete churn cannot grow it.
+    fn compact_timers(&mut self) {
+        let live = self.allocations.len() + self.reservations.len();
+        if self.timers.len() <= 2 * live + 1024 {
+            return;
+        }
+        let allocations = self.allocations.iter_mut().map(|(tuple, alloc)| {
+            alloc.scheduled = alloc.expires;
+            Reverse((alloc.expires, Timer::Allocation(*tuple)))
+        });
+        let reservations = self
+            .reservations
+            .iter()
+            .map(|(token, r)| Reverse((r.expires, Timer::Reservation(*token))));
+        self.timers = allocations.chain(reservations).collect();
+    }
+
+    /// Entries in the timer heap, live or stale (for tests of its bound).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
     }
 
     // ---- relayed-packet path ----

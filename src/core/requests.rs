@@ -283,7 +283,7 @@ impl Engine {
         *self.allocations_per_user.entry(identity).or_default() += 1;
         self.timers
             .push(std::cmp::Reverse((expires, Timer::Allocation(*tuple))));
-        tracing::debug!(client = %tuple.client, %relay, user = %auth.username, "allocation created");
+        tracing::info!(client = %tuple.client, %relay, user = %auth.username, "allocation created");
 
         response.add_xor_address(ATTR_XOR_RELAYED_ADDRESS, advertised);
         response.add(&Lifetime(lifetime));
