@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the STUN/TURN server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a config file and warn about classic deployment mistakes.
     CheckConfig {
         /// Path of the TOML config.
@@ -36,6 +36,21 @@ pub struct ServeArgs {
     /// Address to listen on (repeatable); replaces server.listen.
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<SocketAddr>,
+    /// Address for a TLS listener (repeatable); replaces server.tls_listen.
+    #[arg(long = "tls-listen", value_name = "ADDR")]
+    pub tls_listen: Vec<SocketAddr>,
+    /// PEM certificate chain for TLS (e.g. Let's Encrypt fullchain.pem).
+    #[arg(long, value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key for TLS (e.g. Let's Encrypt privkey.pem).
+    #[arg(long, value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// Do not serve plain TCP.
+    #[arg(long)]
+    pub no_tcp: bool,
+    /// Do not serve UDP.
+    #[arg(long)]
+    pub no_udp: bool,
     /// Local IP relay sockets bind to (repeatable); replaces relay.ips.
     #[arg(long = "relay-ip", value_name = "IP")]
     pub relay_ip: Vec<IpAddr>,
@@ -67,8 +82,19 @@ impl ServeArgs {
     /// Applies the flags on top of the file's settings.
     pub fn apply_to(&self, s: &mut Settings) -> Result<(), String> {
         if !self.listen.is_empty() {
-            s.server.listen = self.listen.clone();
+            s.server.listen = self.listen.iter().map(|&a| a.into()).collect();
         }
+        if !self.tls_listen.is_empty() {
+            s.server.tls_listen = self.tls_listen.iter().map(|&a| a.into()).collect();
+        }
+        if let Some(cert) = &self.cert {
+            s.tls.cert = Some(cert.clone());
+        }
+        if let Some(key) = &self.key {
+            s.tls.key = Some(key.clone());
+        }
+        s.server.tcp &= !self.no_tcp;
+        s.server.udp &= !self.no_udp;
         if !self.relay_ip.is_empty() {
             s.relay.ips = self.relay_ip.clone();
         }

@@ -173,7 +173,7 @@ fn bad_values_name_their_line() {
     let output = check_config("[relay]\n# narrow\nports = \"9-3\"\n");
     assert_config_error(&output, &["line 3", "9-3"]);
     let output = check_config("[server]\nlisten = [\"nope\"]\n");
-    assert_config_error(&output, &["line 2", "socket address"]);
+    assert_config_error(&output, &["line 2", "is not an IP:PORT address"]);
     let output = check_config("[log]\nformat = \"json\"\nlevel = \"tern=loud\"\n");
     assert_config_error(&output, &["line 3: log.level"]);
 }

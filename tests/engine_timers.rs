@@ -46,6 +46,7 @@ impl Io for Recorder {
         self.bound.remove(&addr);
         self.closed.push(addr);
     }
+    fn allocation_changed(&mut self, _tuple: &FiveTuple, _alive: bool) {}
 }
 
 struct Harness {

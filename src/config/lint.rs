@@ -10,7 +10,7 @@
 //! so relay IPs that `tern serve` would detect at start are not known here.
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{ExternalIp, ServerSettings, Settings};
 use crate::policy::{OwnRelays, PeerPolicy};
@@ -88,8 +88,8 @@ impl KnownRelayIps {
     fn of(settings: &Settings) -> Self {
         let listen = &settings.server.listen;
         let (candidates, key, complete) = if settings.relay.ips.is_empty() {
-            let specific = listen.iter().map(SocketAddr::ip);
-            let complete = listen.iter().all(|addr| !addr.ip().is_unspecified());
+            let specific = listen.iter().map(|l| l.addr.ip());
+            let complete = listen.iter().all(|l| !l.addr.ip().is_unspecified());
             (specific.collect(), "server.listen", complete)
         } else {
             (settings.relay.ips.clone(), "relay.ips", true)
@@ -172,7 +172,7 @@ fn detected_relay_ips(settings: &Settings) -> Option<String> {
         .server
         .listen
         .iter()
-        .any(|addr| addr.ip().is_unspecified());
+        .any(|l| l.addr.ip().is_unspecified());
     (wildcard && settings.relay.ips.is_empty()).then(|| {
         "server.listen has a wildcard address and relay.ips is empty, so relay IPs are detected from the host's interfaces at each start (and change with them); set relay.ips to be explicit.".to_string()
     })

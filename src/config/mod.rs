@@ -10,10 +10,10 @@ pub mod types;
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-pub use types::{ExternalIp, LogFormat, PortRange, Seconds, Separator};
+pub use types::{ExternalIp, Listener, LogFormat, PortRange, Seconds, Separator};
 
 /// Why a config could not be used. Display is the whole message for the operator.
 #[derive(Debug, Error)]
@@ -34,6 +34,7 @@ pub struct Settings {
     pub relay: RelaySettings,
     pub auth: AuthSettings,
     pub peers: PeerSettings,
+    pub tls: TlsSettings,
     pub limits: Limits,
     pub log: LogSettings,
 }
@@ -41,8 +42,12 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
-    /// Addresses the STUN/TURN listeners bind (UDP).
-    pub listen: Vec<SocketAddr>,
+    /// Addresses the STUN/TURN listeners bind, for UDP and TCP.
+    pub listen: Vec<Listener>,
+    /// Addresses of the TLS listeners (used when `tls.cert` and `tls.key` are set).
+    pub tls_listen: Vec<Listener>,
+    pub udp: bool,
+    pub tcp: bool,
     /// The long-term credential realm.
     pub realm: String,
     /// SOFTWARE attribute value in responses; none by default (no version disclosure).
@@ -52,13 +57,59 @@ pub struct ServerSettings {
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
-            listen: vec![
-                SocketAddr::from(([0, 0, 0, 0], 3478)),
-                SocketAddr::from(([0u16; 8], 3478)),
-            ],
+            listen: wildcard_listeners(3478),
+            tls_listen: wildcard_listeners(5349),
+            udp: true,
+            tcp: true,
             realm: "tern".into(),
             software: None,
         }
+    }
+}
+
+/// `0.0.0.0:PORT` and `[::]:PORT`.
+fn wildcard_listeners(port: u16) -> Vec<Listener> {
+    vec![
+        SocketAddr::from(([0, 0, 0, 0], port)).into(),
+        SocketAddr::from(([0u16; 8], port)).into(),
+    ]
+}
+
+impl ServerSettings {
+    /// The UDP/TCP listen addresses.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listen.iter().map(|l| l.addr).collect()
+    }
+}
+
+/// TURN over TLS (RFC 8656 §3.1): certificate files and handshake rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain (Let's Encrypt: fullchain.pem).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (Let's Encrypt: privkey.pem).
+    pub key: Option<PathBuf>,
+    /// Whether stream listeners tell TLS from plain TCP by the first byte, unless a
+    /// listener says otherwise.
+    pub auto_detect: bool,
+    pub handshake_timeout: Seconds,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            auto_detect: true,
+            handshake_timeout: Seconds(10),
+        }
+    }
+}
+
+impl TlsSettings {
+    pub fn is_enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
     }
 }
 
@@ -163,6 +214,18 @@ pub struct Limits {
     pub relay_queue: usize,
     /// Token buckets for the 401 limiter (fixed memory whatever the traffic).
     pub rate_limit_slots: usize,
+    /// TCP/TLS connections open at once, in total and from one IP address.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// A TCP/TLS connection with no allocation is closed after this long.
+    pub connection_idle_timeout: Seconds,
+    /// A frame that has started arriving on a stream must be complete within this.
+    pub frame_timeout: Seconds,
+    /// Largest STUN message or ChannelData frame accepted on a stream, in bytes.
+    pub max_frame: usize,
+    /// Messages queued for one TCP/TLS connection's writer; past it, relayed data is
+    /// dropped and a connection that cannot take a response is closed.
+    pub write_queue: usize,
 }
 
 impl Default for Limits {
@@ -175,6 +238,12 @@ impl Default for Limits {
             socket_buffer: 4 << 20,
             relay_queue: 8192,
             rate_limit_slots: 4096,
+            max_connections: 10_000,
+            max_connections_per_ip: 64,
+            connection_idle_timeout: Seconds(30),
+            frame_timeout: Seconds(10),
+            max_frame: 65_552,
+            write_queue: 256,
         }
     }
 }
@@ -273,12 +342,25 @@ impl Settings {
             ),
             ("limits.relay_queue", self.limits.relay_queue),
             ("limits.rate_limit_slots", self.limits.rate_limit_slots),
+            ("limits.max_connections", self.limits.max_connections),
+            (
+                "limits.max_connections_per_ip",
+                self.limits.max_connections_per_ip,
+            ),
+            ("limits.write_queue", self.limits.write_queue),
         ];
         for (key, value) in limits {
             if value == 0 {
                 return Err((key, "must be at least 1 (every limit is bounded)".into()));
             }
         }
+        if !(548..=65_552).contains(&self.limits.max_frame) {
+            return Err((
+                "limits.max_frame",
+                "must be between 548 and 65552 bytes".into(),
+            ));
+        }
+        self.validate_transports()?;
         if !(4096..=(256 << 20)).contains(&self.limits.socket_buffer) {
             return Err((
                 "limits.socket_buffer",
@@ -313,6 +395,30 @@ fn check_relay_ip(ip: IpAddr) -> Result<(), (&'static str, String)> {
         ));
     }
     Ok(())
+}
+
+impl Settings {
+    /// Transport switches and TLS files must make sense together.
+    fn validate_transports(&self) -> Result<(), (&'static str, String)> {
+        let tls = &self.tls;
+        if tls.cert.is_some() != tls.key.is_some() {
+            return Err(("tls.cert", "tls.cert and tls.key go together".into()));
+        }
+        let tls_listen_set = self.server.tls_listen != ServerSettings::default().tls_listen;
+        if tls_listen_set && !self.server.tls_listen.is_empty() && !tls.is_enabled() {
+            return Err((
+                "server.tls_listen",
+                "TLS listeners need tls.cert and tls.key".into(),
+            ));
+        }
+        if !self.server.udp && !self.server.tcp && !tls.is_enabled() {
+            return Err((
+                "server.udp",
+                "every transport is switched off: enable udp, tcp or TLS".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// "line N: " for the last segment of a dotted key when it can be found in the text,

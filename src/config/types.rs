@@ -146,6 +146,63 @@ impl<'de> Deserialize<'de> for ExternalIp {
     }
 }
 
+/// A listening address, written `"IP:PORT"` or `{ addr = "IP:PORT", auto_detect = BOOL }`.
+///
+/// `auto_detect` says whether a stream listener tells TLS from plain TCP by the first
+/// byte (a TLS record starts with 0x16), so one port such as 443 serves both. Unset, the
+/// `tls.auto_detect` default applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub addr: std::net::SocketAddr,
+    pub auto_detect: Option<bool>,
+}
+
+impl From<std::net::SocketAddr> for Listener {
+    fn from(addr: std::net::SocketAddr) -> Self {
+        Self {
+            addr,
+            auto_detect: None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Listener {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListenerVisitor;
+
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            addr: std::net::SocketAddr,
+            auto_detect: Option<bool>,
+        }
+
+        impl<'de> de::Visitor<'de> for ListenerVisitor {
+            type Value = Listener;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""IP:PORT" or { addr = "IP:PORT", auto_detect = true|false }"#)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Listener, E> {
+                v.parse::<std::net::SocketAddr>()
+                    .map(Listener::from)
+                    .map_err(|_| E::custom(format!("{v:?} is not an IP:PORT address")))
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Listener, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Listener {
+                    addr: t.addr,
+                    auto_detect: t.auto_detect,
+                })
+            }
+        }
+
+        d.deserialize_any(ListenerVisitor)
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

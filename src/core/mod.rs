@@ -73,6 +73,10 @@ pub trait Io {
     /// Closes the relay socket at `addr`. Once it is really closed, the driver calls
     /// [`Engine::handle_relay_closed`] so the port can be handed out again.
     fn close_relay(&mut self, addr: SocketAddr);
+    /// An allocation was created (`alive`) or deleted for `tuple`. Stream drivers stop
+    /// the unallocated-connection timer on creation and close the connection on
+    /// deletion (RFC 8656 §3.1: the two live and die together).
+    fn allocation_changed(&mut self, tuple: &FiveTuple, alive: bool);
 }
 
 /// Settings the engine runs with, resolved from the config.
@@ -237,6 +241,11 @@ impl Engine {
         }
     }
 
+    /// The client's TCP/TLS connection is gone: its allocation goes with it.
+    pub fn handle_client_closed(&mut self, tuple: &FiveTuple, io: &mut dyn Io) {
+        self.delete_allocation(tuple, io);
+    }
+
     /// The relay socket at `relay` is closed: its port may be bound again. Until then
     /// the port stays taken, so a new allocation never races the old socket for it.
     pub fn handle_relay_closed(&mut self, relay: SocketAddr) {
@@ -314,6 +323,7 @@ impl Engine {
             }
         }
         io.close_relay(alloc.relay);
+        io.allocation_changed(tuple, false);
         tracing::info!(client = %tuple.client, relay = %alloc.relay, "allocation deleted");
         self.compact_timers();
     }

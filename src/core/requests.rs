@@ -281,6 +281,7 @@ impl Engine {
         self.allocations.insert(*tuple, alloc);
         self.relays.insert(relay, *tuple);
         *self.allocations_per_user.entry(identity).or_default() += 1;
+        io.allocation_changed(tuple, true);
         self.timers
             .push(std::cmp::Reverse((expires, Timer::Allocation(*tuple))));
         tracing::info!(client = %tuple.client, %relay, user = %auth.username, "allocation created");

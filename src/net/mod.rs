@@ -1,5 +1,9 @@
 //! tokio drivers: they own the sockets, feed the engine bytes and carry out what it
 //! asks. Protocol decisions are never made here.
 
+pub mod relay;
 pub mod socket;
+pub mod stream;
+pub mod tls;
 pub mod udp;
+pub mod worker;

@@ -7,6 +7,7 @@
 
 pub mod attrs;
 pub mod channel_data;
+pub mod framing;
 pub mod request;
 pub mod response;
 
@@ -20,6 +21,18 @@ pub enum Kind {
     Stun,
     ChannelData,
     Other,
+}
+
+/// Whether an outgoing message carries relayed data (ChannelData or a STUN
+/// indication) rather than a response: data may be dropped under pressure, a response
+/// may not.
+pub fn is_relayed_data(bytes: &[u8]) -> bool {
+    match classify(bytes) {
+        Kind::ChannelData => true,
+        // The class bits of the message type: C1 at 0x0100, C0 at 0x0010; 0b01 is an indication.
+        Kind::Stun => bytes.get(1).is_some_and(|b| b & 0x10 != 0) && bytes[0] & 0x01 == 0,
+        Kind::Other => false,
+    }
 }
 
 /// Classifies by the two most significant bits of the first byte: 0b00 is STUN,

@@ -23,12 +23,9 @@ pub fn print(
     let Some(secret) = settings.auth.secrets.first() else {
         return;
     };
-    let host = public_host(relay_ips, advertised, &settings.server.listen);
-    let port = settings
-        .server
-        .listen
-        .first()
-        .map_or(3478, SocketAddr::port);
+    let listen = settings.server.listen_addrs();
+    let host = public_host(relay_ips, advertised, &listen);
+    let port = listen.first().map_or(3478, SocketAddr::port);
     let expiry = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -5,6 +5,7 @@
 //! has been validated by the caller.
 
 mod banner;
+mod listeners;
 pub mod relay_ips;
 
 use anyhow::Context;
@@ -12,14 +13,16 @@ use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::auth::{
     Credentials, LongTermKey, NonceIssuer, RestSecret, StaticSecret, UnauthorizedLimiter,
 };
 use crate::config::Settings;
 use crate::core::{Engine, EngineConfig};
-use crate::net::udp;
+use crate::net::stream::{self, ConnectionLimits, StreamConfig};
+use crate::net::tls::{CertPaths, TlsAcceptorSource};
+use crate::net::worker::{self, WorkerConfig};
 use crate::policy::{OwnRelays, PeerPolicy};
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -28,7 +31,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     if generated_secret {
         settings.auth.secrets.push(random_token(32));
     }
-    let relay_ips = relay_ips::relay_ips(&settings.relay.ips, &settings.server.listen);
+    let relay_ips = relay_ips::relay_ips(&settings.relay.ips, &settings.server.listen_addrs());
     let advertised_ips = relay_ips::advertised_ips(&relay_ips, &settings.relay.external_ips);
     let credentials = Arc::new(credentials(&settings)?);
     let mut own_ips = relay_ips.clone();
@@ -78,56 +81,94 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         rand::rngs::StdRng::from_os_rng(),
     );
 
-    let listeners = bind_listeners(&settings)?;
+    let tls = load_tls(&settings)?;
+    let listeners = listeners::bind(&settings, tls.as_ref())?;
     tracing::info!(relay_ips = ?relay_ips, ports = %r.ports, "relaying");
     banner::print(&settings, &relay_ips, &advertised_ips, generated_secret);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let worker = tokio::spawn(udp::run(
+    let (stream_tx, stream_rx) = mpsc::channel(limits.relay_queue);
+    let stream_config = StreamConfig {
+        handshake_timeout: settings.tls.handshake_timeout.as_duration(),
+        idle_timeout: limits.connection_idle_timeout.as_duration(),
+        frame_timeout: limits.frame_timeout.as_duration(),
+        max_frame: limits.max_frame,
+        write_queue: limits.write_queue,
+        limits: ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip),
+    };
+    for (listener, accept) in listeners.streams {
+        tokio::spawn(stream::serve(
+            listener,
+            accept,
+            stream_config.clone(),
+            stream_tx.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    drop(stream_tx);
+    let worker_config = WorkerConfig {
+        socket_buffer: limits.socket_buffer,
+        relay_queue: limits.relay_queue,
+    };
+    let worker = tokio::spawn(worker::run(
         engine,
-        listeners,
-        limits.socket_buffer,
-        limits.relay_queue,
+        listeners.udp,
+        stream_rx,
+        worker_config,
         stop_rx,
     ));
-    wait_for_stop().await?;
+    wait_for_stop(tls.as_ref()).await?;
     let _ = stop_tx.send(true);
     worker.await.context("worker panicked")?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Binds every listen address. An explicitly configured address must bind; the
-/// built-in IPv6 wildcard is skipped with a warning on hosts without IPv6, so the
-/// default command works everywhere.
-fn bind_listeners(settings: &Settings) -> anyhow::Result<Vec<tokio::net::UdpSocket>> {
-    let defaults = settings.server.listen == crate::config::ServerSettings::default().listen;
-    let mut listeners = Vec::new();
-    for &addr in &settings.server.listen {
-        match udp::bind_listener(addr, settings.limits.socket_buffer) {
-            Ok(socket) => {
-                tracing::info!(%addr, "listening on UDP");
-                listeners.push(socket);
-            }
-            Err(e) if defaults && addr.is_ipv6() => {
-                tracing::warn!("IPv6 listener skipped: {e}");
-            }
-            Err(e) => return Err(e).context("cannot bind listener"),
-        }
-    }
-    Ok(listeners)
+/// Loads the TLS certificate when one is configured; a broken one fails the start.
+fn load_tls(settings: &Settings) -> anyhow::Result<Option<TlsAcceptorSource>> {
+    let (Some(cert), Some(key)) = (&settings.tls.cert, &settings.tls.key) else {
+        return Ok(None);
+    };
+    let paths = CertPaths {
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    Ok(Some(TlsAcceptorSource::load(paths)?))
 }
 
-/// Waits for SIGINT or SIGTERM. SIGHUP is acknowledged so it cannot kill the server.
-async fn wait_for_stop() -> anyhow::Result<()> {
+/// How often certificate files are checked for changes (two `stat` calls).
+const CERT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits for SIGINT or SIGTERM. Meanwhile SIGHUP, or a change of the files on
+/// disk, reloads the TLS certificate for new connections; established ones and every
+/// allocation are untouched, and a broken new certificate leaves the old one in use.
+async fn wait_for_stop(tls: Option<&TlsAcceptorSource>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let mut watch = tokio::time::interval(CERT_WATCH_INTERVAL);
     loop {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => tracing::warn!("SIGHUP: live reload is not supported yet; configuration unchanged"),
+            _ = hup.recv() => match tls {
+                Some(source) => report_reload("SIGHUP", source.reload()),
+                None => tracing::info!("SIGHUP: no TLS certificate to reload"),
+            },
+            _ = watch.tick() => {
+                if let Some(result) = tls.and_then(TlsAcceptorSource::reload_if_changed) {
+                    report_reload("certificate files changed", result);
+                }
+            }
+        }
+    }
+}
+
+fn report_reload(why: &str, result: Result<(), crate::net::tls::TlsError>) {
+    match result {
+        Ok(()) => tracing::info!("{why}: TLS certificate reloaded"),
+        Err(e) => {
+            tracing::error!("{why}: TLS certificate not reloaded, the old one stays in use: {e}")
         }
     }
 }

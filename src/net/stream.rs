@@ -1,0 +1,344 @@
+//! TCP and TLS listeners and their connections (RFC 8656 §3.1, §12.5).
+//!
+//! Each connection is one task: it tells TLS from plain TCP when asked to (a TLS
+//! record starts with 0x16), does the handshake under a deadline, cuts the byte stream
+//! into frames, hands them to the worker, and writes what the worker queues for it.
+//! Connections are bounded in number (total and per IP), in time (handshake, idle
+//! without an allocation, a frame that never completes) and in memory (frame size,
+//! write queue). This module never interprets a message: that is the engine's job.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::tls::TlsAcceptorSource;
+use super::worker::{Connection, StreamEvent};
+use crate::core::{FiveTuple, Transport};
+use crate::proto::framing::{self, Frame};
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Rules every connection follows.
+#[derive(Clone)]
+pub struct StreamConfig {
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub frame_timeout: Duration,
+    pub max_frame: usize,
+    pub write_queue: usize,
+    pub limits: Arc<ConnectionLimits>,
+}
+
+/// What a listener accepts.
+#[derive(Clone)]
+pub enum Accept {
+    /// Plain TCP; with a source, a TLS ClientHello is recognised and served too.
+    Plain(Option<TlsAcceptorSource>),
+    /// TLS; with `plain_too`, plain TCP is recognised and served too.
+    Tls {
+        source: TlsAcceptorSource,
+        plain_too: bool,
+    },
+}
+
+/// Open connections, in total and per source IP.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A place among the open connections, given back on drop.
+pub struct ConnectionSlot {
+    limits: Arc<ConnectionLimits>,
+    ip: IpAddr,
+}
+
+impl ConnectionLimits {
+    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_total,
+            max_per_ip,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A slot for a connection from `ip`, or `None` when a limit is reached.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = open.values().sum();
+        let from_ip = open.get(&ip).copied().unwrap_or(0);
+        if total >= self.max_total || from_ip >= self.max_per_ip {
+            return None;
+        }
+        *open.entry(ip).or_default() += 1;
+        Some(ConnectionSlot {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Binds a TCP listener. Done before anything else starts so a bad address fails
+/// the start.
+pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Restarts must not wait for TIME_WAIT connections of the previous process.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .and_then(|()| socket.listen(1024))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("TCP {addr}: {e}")))?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    accept: Accept,
+    config: StreamConfig,
+    events: mpsc::Sender<StreamEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, client)) => {
+                    let Some(slot) = config.limits.acquire(client.ip()) else {
+                        tracing::debug!(%client, "connection refused: connection limit");
+                        continue;
+                    };
+                    let task = connection(stream, client, accept.clone(), config.clone(), events.clone());
+                    tokio::spawn(async move {
+                        task.await;
+                        drop(slot);
+                    });
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One connection from accept to close.
+async fn connection(
+    stream: TcpStream,
+    client: SocketAddr,
+    accept: Accept,
+    config: StreamConfig,
+    events: mpsc::Sender<StreamEvent>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(server) = stream.local_addr() else {
+        return;
+    };
+    let opened = Instant::now();
+    let tls = match timeout(config.handshake_timeout, choose_tls(&stream, &accept)).await {
+        Ok(Ok(tls)) => tls,
+        _ => return,
+    };
+    match tls {
+        Some(source) => {
+            let handshake = source.acceptor().accept(stream);
+            match timeout(config.handshake_timeout, handshake).await {
+                Ok(Ok(tls_stream)) => {
+                    let tuple = FiveTuple {
+                        client,
+                        server,
+                        transport: Transport::Tls,
+                    };
+                    run(tls_stream, tuple, opened, &config, events).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%client, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+            }
+        }
+        None => {
+            let tuple = FiveTuple {
+                client,
+                server,
+                transport: Transport::Tcp,
+            };
+            run(stream, tuple, opened, &config, events).await;
+        }
+    }
+}
+
+/// Which TLS acceptor applies, if any: by listener kind, or by the first byte when
+/// the listener serves both.
+async fn choose_tls(
+    stream: &TcpStream,
+    accept: &Accept,
+) -> std::io::Result<Option<TlsAcceptorSource>> {
+    let (source, detect) = match accept {
+        Accept::Plain(None) => return Ok(None),
+        Accept::Plain(Some(source)) => (source, true),
+        Accept::Tls { source, plain_too } => (source, *plain_too),
+    };
+    if !detect {
+        return Ok(Some(source.clone()));
+    }
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok((first[0] == TLS_HANDSHAKE).then(|| source.clone()))
+}
+
+/// Reads frames and writes queued messages until either side ends.
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    tuple: FiveTuple,
+    opened: Instant,
+    config: &StreamConfig,
+    events: mpsc::Sender<StreamEvent>,
+) {
+    let (writer, mut queue) = mpsc::channel(config.write_queue);
+    let allocated = Arc::new(AtomicBool::new(false));
+    let conn = Connection {
+        writer,
+        allocated: allocated.clone(),
+    };
+    if events.send(StreamEvent::Opened(tuple, conn)).await.is_err() {
+        return;
+    }
+    let mut buf = Vec::with_capacity(4096);
+    let mut seen_stun = false;
+    let mut frame_started: Option<Instant> = None;
+    loop {
+        let idle_deadline =
+            (!allocated.load(Ordering::Relaxed)).then(|| opened + config.idle_timeout);
+        let frame_deadline = frame_started.map(|t| t + config.frame_timeout);
+        let deadline = idle_deadline.into_iter().chain(frame_deadline).min();
+        tokio::select! {
+            read = stream.read_buf(&mut buf) => {
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                match forward_frames(&mut buf, &mut seen_stun, tuple, config.max_frame, &events).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::debug!(client = %tuple.client, "closing connection: {e}");
+                        break;
+                    }
+                }
+                frame_started = match (buf.is_empty(), frame_started) {
+                    (true, _) => None,
+                    (false, None) => Some(Instant::now()),
+                    (false, started) => started,
+                };
+            }
+            message = queue.recv() => match message {
+                Some(bytes) => {
+                    if write_frame(&mut stream, &bytes).await.is_err() {
+                        break;
+                    }
+                }
+                // The worker let go: the allocation is gone or the server stops.
+                None => break,
+            },
+            () = sleep_until_opt(deadline) => {
+                tracing::debug!(client = %tuple.client, "closing connection: timed out");
+                break;
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+    let _ = events.send(StreamEvent::Closed(tuple)).await;
+}
+
+/// Hands every whole frame at the start of `buf` to the worker and keeps the rest.
+/// The first frame of a connection must be STUN: ChannelData cannot come before an
+/// Allocate, and this is what turns away an HTTP request (whose first byte would
+/// otherwise read as ChannelData).
+async fn forward_frames(
+    buf: &mut Vec<u8>,
+    seen_stun: &mut bool,
+    tuple: FiveTuple,
+    max_frame: usize,
+    events: &mpsc::Sender<StreamEvent>,
+) -> Result<(), FrameError> {
+    let mut start = 0;
+    loop {
+        let frame = framing::check(&buf[start..], max_frame)?;
+        let (len, consumed) = match frame {
+            Frame::Incomplete => break,
+            Frame::Stun(len) => {
+                *seen_stun = true;
+                (len, len)
+            }
+            Frame::ChannelData { .. } if !*seen_stun => return Err(FrameError::NotStunFirst),
+            Frame::ChannelData { len, padded } => (len, padded),
+        };
+        let bytes = buf[start..start + len].to_vec();
+        events
+            .send(StreamEvent::Frame(tuple, bytes))
+            .await
+            .map_err(|_| FrameError::Stopped)?;
+        start += consumed;
+    }
+    buf.drain(..start);
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FrameError {
+    #[error(transparent)]
+    Framing(#[from] framing::FramingError),
+    #[error("ChannelData before any STUN message")]
+    NotStunFirst,
+    #[error("server stopping")]
+    Stopped,
+}
+
+/// Writes one message, padding ChannelData to a multiple of four as streams require.
+async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    if crate::proto::classify(bytes) == crate::proto::Kind::ChannelData {
+        stream
+            .write_all(framing::channel_padding(bytes.len()))
+            .await?;
+    }
+    stream.flush().await
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(when) => sleep_until(when).await,
+        None => std::future::pending().await,
+    }
+}

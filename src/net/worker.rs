@@ -1,0 +1,181 @@
+//! The worker: one task that owns the engine and every socket the engine talks
+//! through, and turns what arrives into engine calls.
+//!
+//! Inputs: UDP listeners (read directly), relay sockets and TCP/TLS connections
+//! (through bounded queues from their own tasks), the engine's next deadline, and
+//! shutdown. Outputs never wait: a full socket buffer or connection queue drops
+//! relayed data rather than stall every other client.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+
+use super::relay::{MAX_DATAGRAM, RelayEvent, RelaySocket};
+use super::udp::{recv_any, send_now};
+use crate::core::{Engine, FiveTuple, Io, Now, PEER_HEADROOM, Transport};
+
+/// A TCP/TLS connection as the worker sees it.
+pub struct Connection {
+    /// Messages for the connection's writer. Dropping it closes the connection.
+    pub writer: mpsc::Sender<Vec<u8>>,
+    /// Set once the connection has an allocation (stops its idle timer).
+    pub allocated: Arc<AtomicBool>,
+}
+
+/// What a connection task tells the worker.
+pub enum StreamEvent {
+    Opened(FiveTuple, Connection),
+    /// One whole STUN message or ChannelData frame (without stream padding).
+    Frame(FiveTuple, Vec<u8>),
+    Closed(FiveTuple),
+}
+
+/// Sizes the worker needs.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    pub socket_buffer: usize,
+    pub relay_queue: usize,
+}
+
+/// Everything the engine may ask the driver to do.
+struct Sockets {
+    listeners: Vec<Arc<UdpSocket>>,
+    listener_index: HashMap<SocketAddr, usize>,
+    relays: HashMap<SocketAddr, RelaySocket>,
+    relay_tx: mpsc::Sender<RelayEvent>,
+    connections: HashMap<FiveTuple, Connection>,
+    socket_buffer: usize,
+}
+
+impl Io for Sockets {
+    fn send_to_client(&mut self, tuple: &FiveTuple, bytes: &[u8]) {
+        if tuple.transport == Transport::Udp {
+            if let Some(&i) = self.listener_index.get(&tuple.server) {
+                send_now(&self.listeners[i], bytes, tuple.client);
+            }
+            return;
+        }
+        let Some(conn) = self.connections.get(tuple) else {
+            return;
+        };
+        if conn.writer.try_send(bytes.to_vec()).is_err() && !crate::proto::is_relayed_data(bytes) {
+            // A client that cannot take a response is not reading: let it go rather
+            // than leave it waiting for an answer that was dropped.
+            self.connections.remove(tuple);
+        }
+    }
+
+    fn send_to_peer(&mut self, relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
+        if let Some(r) = self.relays.get(&relay) {
+            send_now(&r.socket, bytes, peer);
+        }
+    }
+
+    fn bind_relay(&mut self, addr: SocketAddr, dont_fragment: bool) -> std::io::Result<()> {
+        let socket = RelaySocket::bind(
+            addr,
+            dont_fragment,
+            self.socket_buffer,
+            self.relay_tx.clone(),
+        )?;
+        self.relays.insert(addr, socket);
+        Ok(())
+    }
+
+    fn close_relay(&mut self, addr: SocketAddr) {
+        self.relays.remove(&addr);
+    }
+
+    fn allocation_changed(&mut self, tuple: &FiveTuple, alive: bool) {
+        if alive {
+            if let Some(conn) = self.connections.get(tuple) {
+                conn.allocated.store(true, Ordering::Relaxed);
+            }
+        } else {
+            // Dropping the writer's sender closes the connection once queued answers
+            // (such as the Refresh that deleted the allocation) are written.
+            self.connections.remove(tuple);
+        }
+    }
+}
+
+/// Runs the engine until `shutdown` turns true.
+pub async fn run(
+    mut engine: Engine,
+    listeners: Vec<UdpSocket>,
+    mut streams: mpsc::Receiver<StreamEvent>,
+    config: WorkerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (relay_tx, mut relay_rx) = mpsc::channel(config.relay_queue);
+    let listeners: Vec<Arc<UdpSocket>> = listeners.into_iter().map(Arc::new).collect();
+    let listener_index = listeners
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| Some((s.local_addr().ok()?, i)))
+        .collect();
+    let mut io = Sockets {
+        listeners,
+        listener_index,
+        relays: HashMap::new(),
+        relay_tx,
+        connections: HashMap::new(),
+        socket_buffer: config.socket_buffer,
+    };
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let deadline = engine.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(when) => tokio::time::sleep_until(when.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            (i, len, client) = recv_any(&io.listeners, &mut buf) => {
+                let Ok(server) = io.listeners[i].local_addr() else { continue };
+                let tuple = FiveTuple { client, server, transport: Transport::Udp };
+                engine.handle_client(now(), tuple, &buf[..len], &mut io);
+            }
+            Some(event) = relay_rx.recv() => match event {
+                RelayEvent::Datagram { relay, peer, mut buf } => {
+                    let len = buf.len() - PEER_HEADROOM;
+                    engine.handle_peer(Instant::now(), relay, peer, &mut buf, len, &mut io);
+                }
+                RelayEvent::Closed(relay) => engine.handle_relay_closed(relay),
+            },
+            Some(event) = streams.recv() => match event {
+                StreamEvent::Opened(tuple, conn) => {
+                    io.connections.insert(tuple, conn);
+                }
+                StreamEvent::Frame(tuple, bytes) => {
+                    engine.handle_client(now(), tuple, &bytes, &mut io);
+                }
+                StreamEvent::Closed(tuple) => {
+                    io.connections.remove(&tuple);
+                    engine.handle_client_closed(&tuple, &mut io);
+                }
+            },
+            () = sleep => engine.handle_timeout(Instant::now(), &mut io),
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Dropping the relay sockets' close handles and the connections' writers stops
+    // their tasks.
+    io.relays.clear();
+    io.connections.clear();
+}
+
+fn now() -> Now {
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Now {
+        mono: Instant::now(),
+        unix,
+    }
+}

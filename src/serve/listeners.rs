@@ -1,0 +1,80 @@
+//! Binding every listening socket the settings ask for, before the server reports
+//! itself ready.
+
+use anyhow::Context;
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, UdpSocket};
+
+use crate::config::{Listener, ServerSettings, Settings};
+use crate::net::stream::{self, Accept};
+use crate::net::tls::TlsAcceptorSource;
+use crate::net::udp;
+
+pub struct Listeners {
+    pub udp: Vec<UdpSocket>,
+    pub streams: Vec<(TcpListener, Accept)>,
+}
+
+/// Binds UDP and TCP on `server.listen` (each unless switched off) and TLS on
+/// `server.tls_listen` when a certificate is configured. An explicitly configured
+/// address must bind; a built-in IPv6 wildcard is skipped with a warning on hosts
+/// without IPv6, so the default command works everywhere.
+pub fn bind(settings: &Settings, tls: Option<&TlsAcceptorSource>) -> anyhow::Result<Listeners> {
+    let server = &settings.server;
+    let defaults = ServerSettings::default();
+    let mut listeners = Listeners {
+        udp: Vec::new(),
+        streams: Vec::new(),
+    };
+    let auto_detect = |l: &Listener| l.auto_detect.unwrap_or(settings.tls.auto_detect);
+    for l in &server.listen {
+        let optional = server.listen == defaults.listen && l.addr.is_ipv6();
+        if server.udp {
+            let socket = optional_bind(l.addr, optional, "UDP", |a| {
+                udp::bind_listener(a, settings.limits.socket_buffer)
+            })?;
+            listeners.udp.extend(socket);
+        }
+        if server.tcp {
+            let detect_tls = tls.filter(|_| auto_detect(l)).cloned();
+            let socket = optional_bind(l.addr, optional, "TCP", stream::bind_listener)?;
+            listeners
+                .streams
+                .extend(socket.map(|s| (s, Accept::Plain(detect_tls))));
+        }
+    }
+    if let Some(source) = tls {
+        for l in &server.tls_listen {
+            let optional = server.tls_listen == defaults.tls_listen && l.addr.is_ipv6();
+            let socket = optional_bind(l.addr, optional, "TLS", stream::bind_listener)?;
+            let accept = Accept::Tls {
+                source: source.clone(),
+                plain_too: auto_detect(l),
+            };
+            listeners.streams.extend(socket.map(|s| (s, accept)));
+        }
+    } else if server.tls_listen != defaults.tls_listen && !server.tls_listen.is_empty() {
+        anyhow::bail!("server.tls_listen is set but tls.cert/tls.key are not");
+    }
+    Ok(listeners)
+}
+
+/// Binds with `bind`; when `optional`, a failure is a warning and `None`.
+fn optional_bind<S>(
+    addr: SocketAddr,
+    optional: bool,
+    what: &str,
+    bind: impl FnOnce(SocketAddr) -> std::io::Result<S>,
+) -> anyhow::Result<Option<S>> {
+    match bind(addr) {
+        Ok(socket) => {
+            tracing::info!(%addr, "listening on {what}");
+            Ok(Some(socket))
+        }
+        Err(e) if optional => {
+            tracing::warn!("{what} listener {addr} skipped: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot bind {what} listener {addr}")),
+    }
+}
