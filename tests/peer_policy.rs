@@ -119,7 +119,7 @@ fn port_zero_and_the_servers_own_other_ports_are_403() {
 #[test]
 fn send_to_a_denied_peer_is_dropped() {
     let s = start(SocketAddr::from(([127, 0, 0, 1], support::free_udp_port())));
-    let (c, _) = allocated(&s, None);
+    let (mut c, _) = allocated(&s, None);
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
     peer.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();

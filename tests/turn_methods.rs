@@ -62,7 +62,7 @@ fn recv_from(socket: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
 #[test]
 fn binding_returns_the_mapped_address_with_fingerprint() {
     let s = server(&[]);
-    let c = client(&s);
+    let mut c = client(&s);
     let (tid, bytes) = c.encode(stun::message::METHOD_BINDING, &Outgoing::default());
     let r = c.exchange(tid, &bytes).unwrap().expect("binding answered");
     assert!(r.is_success());
@@ -466,7 +466,7 @@ fn wrong_password_is_401() {
 #[test]
 fn malformed_packets_are_dropped_and_the_server_keeps_serving() {
     let s = server(&[]);
-    let c = client(&s);
+    let mut c = client(&s);
     let (tid, valid) = c.encode(
         stun::message::METHOD_BINDING,
         &Outgoing {
@@ -551,7 +551,7 @@ fn ipv6_allocation_relays_on_loopback() {
 fn unauthorized_answers_are_rate_limited_per_source() {
     let config = "[auth]\nunauthorized_per_second = 1\nunauthorized_burst = 5\n";
     let s = TernServer::start_with_config(config, &["--user", "alice:wonderland"]);
-    let c = client(&s);
+    let mut c = client(&s);
     let out = Outgoing {
         attrs: vec![Attr::udp_transport()],
         ..Outgoing::default()

@@ -1,9 +1,13 @@
-//! A small blocking TURN client over UDP: what the integration tests (and the
-//! turnutils-style tools) use to talk to a server like a real client would.
+//! A small blocking TURN client over UDP, TCP or TLS: what the integration tests (and
+//! the turnutils-style tools) use to talk to a server like a real client would.
 //!
 //! It handles the long-term credential dance (401 → REALM/NONCE → retry, 438 → new
 //! nonce → retry) and lets a caller put any attribute anywhere, including where a
 //! well-behaved client never would, to test a server's defences.
+
+mod transport;
+
+pub use transport::ClientTransport;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -93,7 +97,7 @@ impl Reply {
 }
 
 pub struct TurnClient {
-    pub socket: UdpSocket,
+    pub transport: ClientTransport,
     pub server: SocketAddr,
     username: String,
     password: String,
@@ -119,19 +123,47 @@ impl TurnClient {
         username: &str,
         password: &str,
     ) -> io::Result<Self> {
-        Ok(Self {
-            socket,
+        let transport = ClientTransport::udp(socket, server);
+        Ok(Self::with_transport(transport, server, username, password))
+    }
+
+    /// A client over a TCP connection to `server`.
+    pub fn connect_tcp(server: SocketAddr, username: &str, password: &str) -> io::Result<Self> {
+        let transport = ClientTransport::tcp(server, Duration::from_secs(5))?;
+        Ok(Self::with_transport(transport, server, username, password))
+    }
+
+    /// A client over TLS to `server`, trusting `roots` for `server_name`.
+    pub fn connect_tls(
+        server: SocketAddr,
+        server_name: &str,
+        roots: rustls::RootCertStore,
+        username: &str,
+        password: &str,
+    ) -> io::Result<Self> {
+        let transport = ClientTransport::tls(server, server_name, roots, Duration::from_secs(5))?;
+        Ok(Self::with_transport(transport, server, username, password))
+    }
+
+    pub fn with_transport(
+        transport: ClientTransport,
+        server: SocketAddr,
+        username: &str,
+        password: &str,
+    ) -> Self {
+        Self {
+            transport,
             server,
             username: username.to_string(),
             password: password.to_string(),
             realm: None,
             nonce: None,
             timeout: Duration::from_secs(2),
-        })
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket
+        self.transport
             .local_addr()
             .expect("bound socket has an address")
     }
@@ -178,48 +210,31 @@ impl TurnClient {
         encode_message(method, class, tid, out, &signer)
     }
 
-    /// Sends raw bytes to the server.
-    pub fn send_raw(&self, bytes: &[u8]) -> io::Result<()> {
-        self.socket.send_to(bytes, self.server).map(|_| ())
+    /// Sends raw bytes to the server (on a stream: any bytes, even part of a frame).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.transport.send(bytes)
     }
 
     /// The next message from the server within `timeout`, skipping what is not ours.
-    pub fn recv(&self, timeout: Duration) -> io::Result<Option<Incoming>> {
+    /// On a stream, a closed connection is an `UnexpectedEof` error.
+    pub fn recv(&mut self, timeout: Duration) -> io::Result<Option<Incoming>> {
         let deadline = Instant::now() + timeout;
-        let mut buf = vec![0u8; 65_536];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            let Some(bytes) = self.transport.recv(left)? else {
                 return Ok(None);
-            }
-            self.socket.set_read_timeout(Some(left))?;
-            let (len, from) = match self.socket.recv_from(&mut buf) {
-                Ok(r) => r,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
             };
-            if from != self.server {
-                continue;
-            }
-            let bytes = &buf[..len];
-            match crate::proto::classify(bytes) {
+            match crate::proto::classify(&bytes) {
                 Kind::Stun => {
-                    if let Ok(msg) = Request::parse(bytes) {
+                    if let Ok(msg) = Request::parse(&bytes) {
                         return Ok(Some(Incoming::Stun(msg)));
                     }
                 }
                 Kind::ChannelData => {
-                    if let Some(h) = ChannelHeader::parse(bytes) {
+                    if let Some(h) = ChannelHeader::parse(&bytes) {
                         return Ok(Some(Incoming::ChannelData {
                             number: h.number,
-                            data: h.payload(bytes).to_vec(),
+                            data: h.payload(&bytes).to_vec(),
                         }));
                     }
                 }
@@ -229,11 +244,16 @@ impl TurnClient {
     }
 
     /// Sends `bytes` and waits for the response with transaction id `tid`,
-    /// retransmitting a few times as RFC 8489 asks of UDP clients.
-    pub fn exchange(&self, tid: TransactionId, bytes: &[u8]) -> io::Result<Option<Reply>> {
-        for _ in 0..3 {
+    /// retransmitting a few times over UDP as RFC 8489 asks (never over a stream).
+    pub fn exchange(&mut self, tid: TransactionId, bytes: &[u8]) -> io::Result<Option<Reply>> {
+        let (attempts, wait) = if self.transport.is_stream() {
+            (1, self.timeout * 3)
+        } else {
+            (3, self.timeout)
+        };
+        for _ in 0..attempts {
             self.send_raw(bytes)?;
-            let deadline = Instant::now() + self.timeout;
+            let deadline = Instant::now() + wait;
             while let Some(incoming) =
                 self.recv(deadline.saturating_duration_since(Instant::now()))?
             {
@@ -298,26 +318,31 @@ impl TurnClient {
     }
 
     /// A Send indication carrying `data` to `peer`.
-    pub fn send_indication(&self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
+    pub fn send_indication(&mut self, peer: SocketAddr, data: &[u8]) -> io::Result<()> {
         let tid = new_transaction_id();
         let out = Outgoing {
             attrs: vec![Attr::Peer(peer), Attr::Raw(ATTR_DATA, data.to_vec())],
             ..Outgoing::default()
         };
-        self.send_raw(&self.encode_with(METHOD_SEND, CLASS_INDICATION, tid, &out))
+        let bytes = self.encode_with(METHOD_SEND, CLASS_INDICATION, tid, &out);
+        self.send_raw(&bytes)
     }
 
-    pub fn send_channel_data(&self, number: u16, data: &[u8]) -> io::Result<()> {
+    /// ChannelData on `number`, padded to a multiple of four on streams.
+    pub fn send_channel_data(&mut self, number: u16, data: &[u8]) -> io::Result<()> {
         let len = u16::try_from(data.len()).map_err(|_| io::ErrorKind::InvalidInput)?;
         let mut bytes = ChannelHeader { number, len }.to_bytes().to_vec();
         bytes.extend_from_slice(data);
+        if self.transport.is_stream() {
+            bytes.extend_from_slice(crate::proto::framing::channel_padding(bytes.len()));
+        }
         self.send_raw(&bytes)
     }
 
     /// Waits for data relayed from a peer: `(Some(peer), data)` for a Data indication,
     /// `(None, data)` for ChannelData.
     pub fn recv_data(
-        &self,
+        &mut self,
         timeout: Duration,
     ) -> io::Result<Option<(Option<SocketAddr>, Vec<u8>)>> {
         let deadline = Instant::now() + timeout;
