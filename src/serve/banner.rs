@@ -42,19 +42,46 @@ pub fn print(
         IpAddr::V4(v4) => v4.to_string(),
     };
     let entry = serde_json::json!({
-        "urls": [format!("turn:{url_host}:{port}?transport=udp")],
+        "urls": ice_urls(settings, &url_host, port),
         "username": username,
         "credential": password,
     });
     println!("tern is serving. iceServers entry (valid 24 h):");
     println!("{entry}");
     println!("Check it from another shell (coturn's client tools):");
-    println!("  turnutils_uclient -y -n 10 -u '{username}' -w '{password}' -p {port} {host}");
+    let tcp_flag = if settings.server.udp { "" } else { "-t " };
+    println!(
+        "  turnutils_uclient {tcp_flag}-y -n 10 -u '{username}' -w '{password}' -p {port} {host}"
+    );
+    if settings.tls.is_enabled() {
+        println!("For turns: URLs, use the DNS name your certificate is for instead of the IP.");
+    }
     if generated_secret {
         println!(
             "The REST secret was generated for this run only: set TERN_SECRET or auth.secrets to keep credentials valid across restarts."
         );
     }
+}
+
+/// One URL per transport that is on. The `turns:` URL carries an IP: browsers check
+/// the certificate against the name in the URL, so use the certificate's DNS name.
+fn ice_urls(settings: &Settings, host: &str, port: u16) -> Vec<String> {
+    let mut urls = Vec::new();
+    if settings.server.udp {
+        urls.push(format!("turn:{host}:{port}?transport=udp"));
+    }
+    if settings.server.tcp {
+        urls.push(format!("turn:{host}:{port}?transport=tcp"));
+    }
+    if let Some(tls) = settings
+        .server
+        .tls_listen
+        .first()
+        .filter(|_| settings.tls.is_enabled())
+    {
+        urls.push(format!("turns:{host}:{}?transport=tcp", tls.addr.port()));
+    }
+    urls
 }
 
 /// The address clients should use: the advertised public IP of the first IPv4 relay,
