@@ -10,7 +10,6 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -32,42 +31,63 @@ const LENGTH: &str = "120";
 /// before sending and after the last packet).
 const UCLIENT_TIMEOUT: Duration = Duration::from_secs(40);
 
-/// `tern serve` relaying on loopback with a static user and loopback peers allowed.
-fn tern_args(relay_ports: &str) -> Vec<String> {
-    [
-        "--relay-ip",
-        "127.0.0.1",
-        "--ports",
-        relay_ports,
-        "--realm",
-        REALM,
-        "--user",
-        &format!("{USER}:{PASSWORD}"),
-        "--allow-peer",
-        "127.0.0.0/8",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// `tern serve` listening and relaying on the loopback address `ip`, realm [`REALM`], a
+/// fresh relay port range, then `extra` (credentials, peer policy).
+fn start_tern_on(ip: IpAddr, extra: &[&str]) -> TernServer {
+    let (min, max) = free_port_range_on(ip, 200);
+    let ports = format!("{min}-{max}");
+    let relay_ip = ip.to_string();
+    let mut tern = TernServer::builder()
+        .args(&["--relay-ip", &relay_ip, "--ports", &ports, "--realm", REALM])
+        .args(extra);
+    if ip != LOCALHOST_V4 {
+        tern = tern.listen(SocketAddr::new(ip, free_udp_port_on(ip)));
+    }
+    tern.start()
 }
 
-fn start_tern() -> TernServer {
-    let (min, max) = free_port_range(200);
-    TernServer::builder()
-        .args(&tern_args(&format!("{min}-{max}")))
-        .start()
+/// [`start_tern_on`] 127.0.0.1.
+fn start_tern(extra: &[&str]) -> TernServer {
+    start_tern_on(LOCALHOST_V4, extra)
 }
 
-/// `turnutils_peer` (a UDP echo server) on `ip`, ready (it echoed a probe).
-fn start_peer(ip: IpAddr, dir: &Path) -> (BackgroundProcess, u16) {
+/// `USER:PASSWORD`, as `tern serve --user` takes it.
+fn user_arg() -> String {
+    format!("{USER}:{PASSWORD}")
+}
+
+/// The usual tern: static user [`USER`], loopback peers allowed.
+fn start_tern_for_user() -> TernServer {
+    start_tern(&["--user", &user_arg(), "--allow-peer", "127.0.0.0/8"])
+}
+
+/// A running `turnutils_peer` (a UDP echo server); killed on drop.
+struct Peer {
+    _process: BackgroundProcess,
+    /// Holds its logs; dropped after the process.
+    _dir: TempDir,
+    ip: String,
+    port: String,
+}
+
+impl Peer {
+    /// `-e IP -r PORT`: the uclient arguments that relay to this peer.
+    fn args(&self) -> [&str; 4] {
+        ["-e", &self.ip, "-r", &self.port]
+    }
+}
+
+/// `turnutils_peer` on `ip`, ready (it echoed a probe).
+fn start_peer(ip: IpAddr) -> Peer {
     let bin = ensure_tool("turnutils_peer");
+    let dir = TempDir::new("interop-peer");
     let port = free_udp_port_on(ip);
     let mut cmd = Command::new(bin);
     cmd.arg("-L")
         .arg(ip.to_string())
         .arg("-p")
         .arg(port.to_string());
-    let mut peer = BackgroundProcess::spawn("turnutils_peer", &mut cmd, dir);
+    let mut peer = BackgroundProcess::spawn("turnutils_peer", &mut cmd, dir.path());
     let addr = SocketAddr::new(ip, port);
     let probe = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind probe socket");
     probe
@@ -89,7 +109,12 @@ fn start_peer(ip: IpAddr, dir: &Path) -> (BackgroundProcess, u16) {
             && from == addr
             && &buf[..4] == b"ping"
         {
-            return (peer, port);
+            return Peer {
+                _process: peer,
+                _dir: dir,
+                ip: ip.to_string(),
+                port: port.to_string(),
+            };
         }
     }
 }
@@ -111,11 +136,17 @@ fn run_uclient(server: SocketAddr, args: &[&str]) -> RunOutput {
     out
 }
 
-/// The standard paced run: `-n 50 -m 5 -l 120` plus `extra`.
-fn paced_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec!["-n", "50", "-m", "5", "-l", LENGTH];
-    args.extend_from_slice(extra);
-    args
+/// `-u USER -w PASSWORD`: uclient authenticating as the static user.
+const USER_ARGS: [&str; 4] = ["-u", USER, "-w", PASSWORD];
+
+/// The standard paced run: `-n 50 -m 5 -l 120`, then `parts`.
+fn paced_args<'a>(parts: &[&[&'a str]]) -> Vec<&'a str> {
+    [&["-n", "50", "-m", "5", "-l", LENGTH][..], &parts.concat()].concat()
+}
+
+/// A short run for attempts that must fail: `-n 5 -m 1`, then `parts`.
+fn short_args<'a>(parts: &[&[&'a str]]) -> Vec<&'a str> {
+    [&["-n", "5", "-m", "1"][..], &parts.concat()].concat()
 }
 
 /// Asserts a uclient run delivered every packet: exit 0, `Total lost packets 0`,
@@ -144,6 +175,32 @@ fn assert_full_delivery(label: &str, out: &RunOutput, server_logs: &str) -> Ucli
         out.describe()
     );
     summary
+}
+
+/// Runs uclient against `server` and asserts every packet came back
+/// ([`assert_full_delivery`]).
+fn assert_relays_everything(
+    label: &str,
+    server: &TernServer,
+    args: &[&str],
+) -> (RunOutput, UclientSummary) {
+    let out = run_uclient(server.addr, args);
+    let summary = assert_full_delivery(label, &out, &server.logs());
+    (out, summary)
+}
+
+/// Runs uclient against `server` and asserts it was refused: a failed run with no
+/// message received back. `failure` is the assertion message.
+fn assert_refused(server: &TernServer, args: &[&str], failure: &str) -> RunOutput {
+    let out = run_uclient(server.addr, args);
+    let delivered = UclientSummary::parse(&out.combined()).is_some_and(|s| s.tot_recv_msgs > 0);
+    assert!(
+        !out.success() && !delivered,
+        "{failure}\n{}\n{}",
+        out.describe(),
+        server.logs()
+    );
+    out
 }
 
 /// Channel numbers uclient reports as bound (`-v` prints `success: 0x4abc` after each
@@ -194,25 +251,13 @@ fn uclient_summary_parser() {
 /// 0x4FFF; tern must accept the whole RFC 5766 range.
 #[test]
 fn uclient_channel_data_to_peer() {
-    let dir = TempDir::new("interop-chan");
-    let server = start_tern();
-    let (_peer, peer_port) = start_peer(LOCALHOST_V4, dir.path());
-    let peer_port = peer_port.to_string();
-    let out = run_uclient(
-        server.addr,
-        &paced_args(&[
-            "-v",
-            "-u",
-            USER,
-            "-w",
-            PASSWORD,
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port,
-        ]),
+    let server = start_tern_for_user();
+    let peer = start_peer(LOCALHOST_V4);
+    let (out, summary) = assert_relays_everything(
+        "tern ChannelData",
+        &server,
+        &paced_args(&[&["-v"], &USER_ARGS, &peer.args()]),
     );
-    let summary = assert_full_delivery("tern ChannelData", &out, &server.logs());
 
     let channels = bound_channels(&out.combined());
     let high = channels.iter().filter(|&&c| c > 0x4FFF).count();
@@ -245,43 +290,30 @@ fn uclient_channel_data_to_peer() {
 /// `-s`: Send and Data indications instead of channels.
 #[test]
 fn uclient_send_indications_to_peer() {
-    let dir = TempDir::new("interop-send");
-    let server = start_tern();
-    let (_peer, peer_port) = start_peer(LOCALHOST_V4, dir.path());
-    let peer_port = peer_port.to_string();
-    let out = run_uclient(
-        server.addr,
-        &paced_args(&[
-            "-s",
-            "-u",
-            USER,
-            "-w",
-            PASSWORD,
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port,
-        ]),
+    let server = start_tern_for_user();
+    let peer = start_peer(LOCALHOST_V4);
+    assert_relays_everything(
+        "tern Send indications",
+        &server,
+        &paced_args(&[&["-s"], &USER_ARGS, &peer.args()]),
     );
-    assert_full_delivery("tern Send indications", &out, &server.logs());
 }
 
 /// `-y`: uclient's clients talk to each other's relayed addresses (no external peer).
 #[test]
 fn uclient_client_to_client() {
-    let server = start_tern();
-    let out = run_uclient(
-        server.addr,
-        &paced_args(&["-y", "-u", USER, "-w", PASSWORD]),
+    let server = start_tern_for_user();
+    assert_relays_everything(
+        "tern client-to-client",
+        &server,
+        &paced_args(&[&["-y"], &USER_ARGS]),
     );
-    assert_full_delivery("tern client-to-client", &out, &server.logs());
 }
 
 /// A static user given in the config file by its long-term key (not the password);
 /// a wrong password must be refused.
 #[test]
 fn uclient_long_term_user_from_config() {
-    let dir = TempDir::new("interop-lt");
     let (min, max) = free_port_range(200);
     let toml = format!(
         "[server]\nrealm = \"{REALM}\"\n\n\
@@ -291,47 +323,18 @@ fn uclient_long_term_user_from_config() {
         long_term_key("bob", REALM, "builder")
     );
     let server = TernServer::start_with_config(&toml, &[]);
-    let (_peer, peer_port) = start_peer(LOCALHOST_V4, dir.path());
-    let peer_port = peer_port.to_string();
+    let peer = start_peer(LOCALHOST_V4);
 
-    let out = run_uclient(
-        server.addr,
-        &paced_args(&[
-            "-u",
-            "bob",
-            "-w",
-            "builder",
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port,
-        ]),
+    assert_relays_everything(
+        "tern long-term user (config key)",
+        &server,
+        &paced_args(&[&["-u", "bob", "-w", "builder"], &peer.args()]),
     );
-    assert_full_delivery("tern long-term user (config key)", &out, &server.logs());
 
-    let bad = run_uclient(
-        server.addr,
-        &[
-            "-n",
-            "5",
-            "-m",
-            "1",
-            "-u",
-            "bob",
-            "-w",
-            "not-the-password",
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port,
-        ],
-    );
-    let delivered = UclientSummary::parse(&bad.combined()).is_some_and(|s| s.tot_recv_msgs > 0);
-    assert!(
-        !bad.success() && !delivered,
-        "a wrong password was accepted\n{}\n{}",
-        bad.describe(),
-        server.logs()
+    let bad = assert_refused(
+        &server,
+        &short_args(&[&["-u", "bob", "-w", "not-the-password"], &peer.args()]),
+        "a wrong password was accepted",
     );
     assert!(
         bad.combined().contains("Cannot complete Allocation"),
@@ -345,62 +348,19 @@ fn uclient_long_term_user_from_config() {
 /// A client holding the wrong secret must be refused.
 #[test]
 fn uclient_rest_secret() {
-    let dir = TempDir::new("interop-rest");
-    let (min, max) = free_port_range(200);
-    let ports = format!("{min}-{max}");
-    let server = TernServer::start(&[
-        "--relay-ip",
-        "127.0.0.1",
-        "--ports",
-        &ports,
-        "--realm",
-        REALM,
-        "--secret",
-        "north-secret",
-        "--allow-peer",
-        "127.0.0.0/8",
-    ]);
-    let (_peer, peer_port) = start_peer(LOCALHOST_V4, dir.path());
-    let peer_port = peer_port.to_string();
+    let server = start_tern(&["--secret", "north-secret", "--allow-peer", "127.0.0.0/8"]);
+    let peer = start_peer(LOCALHOST_V4);
 
-    let out = run_uclient(
-        server.addr,
-        &paced_args(&[
-            "-W",
-            "north-secret",
-            "-u",
-            "alice",
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port,
-        ]),
+    assert_relays_everything(
+        "tern REST secret",
+        &server,
+        &paced_args(&[&["-W", "north-secret", "-u", "alice"], &peer.args()]),
     );
-    assert_full_delivery("tern REST secret", &out, &server.logs());
 
-    let bad = run_uclient(
-        server.addr,
-        &[
-            "-n",
-            "5",
-            "-m",
-            "1",
-            "-W",
-            "south-secret",
-            "-u",
-            "alice",
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port,
-        ],
-    );
-    let delivered = UclientSummary::parse(&bad.combined()).is_some_and(|s| s.tot_recv_msgs > 0);
-    assert!(
-        !bad.success() && !delivered,
-        "a credential signed with the wrong secret was accepted\n{}\n{}",
-        bad.describe(),
-        server.logs()
+    assert_refused(
+        &server,
+        &short_args(&[&["-W", "south-secret", "-u", "alice"], &peer.args()]),
+        "a credential signed with the wrong secret was accepted",
     );
 }
 
@@ -408,43 +368,13 @@ fn uclient_rest_secret() {
 /// ChannelBind to a 127.0.0.1 peer gets 403 and nothing is relayed.
 #[test]
 fn uclient_loopback_peer_denied_by_default() {
-    let dir = TempDir::new("interop-deny");
-    let (min, max) = free_port_range(200);
-    let ports = format!("{min}-{max}");
-    let user = format!("{USER}:{PASSWORD}");
-    let server = TernServer::start(&[
-        "--relay-ip",
-        "127.0.0.1",
-        "--ports",
-        &ports,
-        "--realm",
-        REALM,
-        "--user",
-        &user,
-    ]);
-    let (_peer, peer_port) = start_peer(LOCALHOST_V4, dir.path());
-    let peer_port = peer_port.to_string();
-    let out = run_uclient(
-        server.addr,
-        &[
-            "-n",
-            "5",
-            "-m",
-            "1",
-            "-u",
-            USER,
-            "-w",
-            PASSWORD,
-            "-e",
-            "127.0.0.1",
-            "-r",
-            &peer_port,
-        ],
-    );
-    let delivered = UclientSummary::parse(&out.combined()).is_some_and(|s| s.tot_recv_msgs > 0);
+    const FAILURE: &str = "expected 403 Forbidden for a loopback peer by default";
+    let server = start_tern(&["--user", &user_arg()]);
+    let peer = start_peer(LOCALHOST_V4);
+    let out = assert_refused(&server, &short_args(&[&USER_ARGS, &peer.args()]), FAILURE);
     assert!(
-        !out.success() && !delivered && out.combined().contains("403"),
-        "expected 403 Forbidden for a loopback peer by default\n{}\n{}",
+        out.combined().contains("403"),
+        "{FAILURE}\n{}\n{}",
         out.describe(),
         server.logs()
     );
@@ -458,40 +388,20 @@ fn uclient_ipv6_channel_data_to_peer() {
         println!("SKIPPED uclient_ipv6_channel_data_to_peer: IPv6 loopback unavailable: {reason}");
         return;
     }
-    let dir = TempDir::new("interop-v6");
-    let (min, max) = free_port_range_on(LOCALHOST_V6, 200);
-    let ports = format!("{min}-{max}");
-    let user = format!("{USER}:{PASSWORD}");
-    let server = TernServer::builder()
-        .listen(SocketAddr::new(
-            LOCALHOST_V6,
-            free_udp_port_on(LOCALHOST_V6),
-        ))
-        .args(&[
-            "--relay-ip",
-            "::1",
-            "--ports",
-            &ports,
-            "--realm",
-            REALM,
-            "--user",
-            &user,
-            "--allow-peer",
-            "::1/128",
-        ])
-        .start();
-    let (_peer, peer_port) = start_peer(LOCALHOST_V6, dir.path());
-    let peer_port = peer_port.to_string();
-    let out = run_uclient(
-        server.addr,
-        &paced_args(&[
-            "-x", "-v", "-u", USER, "-w", PASSWORD, "-e", "::1", "-r", &peer_port,
-        ]),
+    let server = start_tern_on(
+        LOCALHOST_V6,
+        &["--user", &user_arg(), "--allow-peer", "::1/128"],
     );
-    assert_full_delivery("tern IPv6 ChannelData", &out, &server.logs());
+    let peer = start_peer(LOCALHOST_V6);
+    let (out, _) = assert_relays_everything(
+        "tern IPv6 ChannelData",
+        &server,
+        &paced_args(&[&["-x", "-v"], &USER_ARGS, &peer.args()]),
+    );
+    let text = out.combined();
     assert!(
-        out.combined().contains("IPv6. Received relay addr: [::1]")
-            || out.combined().contains("IPv6. Received relay addr: ::1"),
+        text.contains("IPv6. Received relay addr: [::1]")
+            || text.contains("IPv6. Received relay addr: ::1"),
         "expected an IPv6 relayed address\n{}",
         out.describe()
     );
@@ -582,27 +492,16 @@ fn start_coturn(dir: &TempDir) -> (BackgroundProcess, SocketAddr) {
 #[test]
 fn side_by_side_with_coturn_turnserver() {
     let dir = TempDir::new("interop-side");
-    let (_peer, peer_port) = start_peer(LOCALHOST_V4, dir.path());
-    let peer_port = peer_port.to_string();
-    let args = paced_args(&[
-        "-u",
-        USER,
-        "-w",
-        PASSWORD,
-        "-e",
-        "127.0.0.1",
-        "-r",
-        &peer_port,
-    ]);
+    let peer = start_peer(LOCALHOST_V4);
+    let args = paced_args(&[&USER_ARGS, &peer.args()]);
 
     let (coturn, coturn_addr) = start_coturn(&dir);
     let coturn_out = run_uclient(coturn_addr, &args);
     let coturn_summary = assert_full_delivery("coturn turnserver", &coturn_out, &coturn.logs());
     drop(coturn);
 
-    let tern = start_tern();
-    let tern_out = run_uclient(tern.addr, &args);
-    let tern_summary = assert_full_delivery("tern", &tern_out, &tern.logs());
+    let tern = start_tern_for_user();
+    let (_, tern_summary) = assert_relays_everything("tern", &tern, &args);
 
     println!("side by side (uclient {}):", args.join(" "));
     println!("  coturn: {coturn_summary:?}");

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: free ports, spawning `tern serve` and
-//! other processes with bounded lifetimes, a STUN Binding probe, and parsing of
-//! coturn's `turnutils_uclient` summary.
+//! other processes with bounded lifetimes, a STUN Binding probe (the crate's own
+//! `TurnClient`), and parsing of coturn's `turnutils_uclient` summary.
 //!
 //! Use it from a test file with `mod support;`. Each test binary uses a subset.
 #![allow(dead_code)]
@@ -14,6 +14,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use stun::attributes::ATTR_XORMAPPED_ADDRESS;
+use stun::message::METHOD_BINDING;
+use tern::client::{Outgoing, TurnClient};
 
 /// How long a freshly spawned server gets to answer its first STUN Binding request.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -339,99 +343,32 @@ impl Drop for BackgroundProcess {
 // STUN Binding probe
 // ---------------------------------------------------------------------------------------
 
-const MAGIC_COOKIE: u32 = 0x2112_A442;
-
-/// A Binding request: type 0x0001, length 0, magic cookie, the given transaction id.
-pub fn binding_request(transaction_id: [u8; 12]) -> [u8; 20] {
-    let mut msg = [0u8; 20];
-    msg[0..2].copy_from_slice(&0x0001u16.to_be_bytes());
-    msg[4..8].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-    msg[8..20].copy_from_slice(&transaction_id);
-    msg
-}
-
-/// If `msg` is a Binding success response for `transaction_id`, its XOR-MAPPED-ADDRESS
-/// (or `Some(None)` when the attribute is missing). `None` for anything else.
-pub fn parse_binding_response(msg: &[u8], transaction_id: &[u8; 12]) -> Option<Option<SocketAddr>> {
-    if msg.len() < 20
-        || u16::from_be_bytes([msg[0], msg[1]]) != 0x0101
-        || msg[4..8] != MAGIC_COOKIE.to_be_bytes()
-        || msg[8..20] != transaction_id[..]
-    {
-        return None;
-    }
-    let len = usize::from(u16::from_be_bytes([msg[2], msg[3]]));
-    let attrs = msg.get(20..20 + len)?;
-    let mut i = 0;
-    while i + 4 <= attrs.len() {
-        let kind = u16::from_be_bytes([attrs[i], attrs[i + 1]]);
-        let alen = usize::from(u16::from_be_bytes([attrs[i + 2], attrs[i + 3]]));
-        let value = attrs.get(i + 4..i + 4 + alen)?;
-        if kind == 0x0020 && alen >= 8 {
-            let port = u16::from_be_bytes([value[2], value[3]]) ^ (MAGIC_COOKIE >> 16) as u16;
-            let ip = match value[1] {
-                0x01 => {
-                    let raw = u32::from_be_bytes([value[4], value[5], value[6], value[7]]);
-                    IpAddr::V4(Ipv4Addr::from(raw ^ MAGIC_COOKIE))
-                }
-                0x02 if alen >= 20 => {
-                    let mut key = [0u8; 16];
-                    key[..4].copy_from_slice(&MAGIC_COOKIE.to_be_bytes());
-                    key[4..].copy_from_slice(transaction_id);
-                    let mut raw = [0u8; 16];
-                    for (j, b) in raw.iter_mut().enumerate() {
-                        *b = value[4 + j] ^ key[j];
-                    }
-                    IpAddr::V6(Ipv6Addr::from(raw))
-                }
-                _ => return Some(None),
-            };
-            return Some(Some(SocketAddr::new(ip, port)));
-        }
-        i += 4 + alen.div_ceil(4) * 4;
-    }
-    Some(None)
-}
-
-/// Sends one Binding request to `server` and waits up to `timeout` for the answer.
-/// Returns the XOR-MAPPED-ADDRESS, or `Err` on timeout/garbage.
+/// Sends a Binding request to `server` with [`TurnClient`] and waits for the answer,
+/// `timeout` in all (the client sends up to three times, each waiting a third of it).
+/// Returns the XOR-MAPPED-ADDRESS (`None` when the response lacks it), or `Err` on
+/// timeout, an error response, or a socket error.
 pub fn stun_binding(server: SocketAddr, timeout: Duration) -> Result<Option<SocketAddr>, String> {
-    let local: SocketAddr = if server.is_ipv4() {
-        "127.0.0.1:0".parse().unwrap()
-    } else {
-        "[::1]:0".parse().unwrap()
-    };
-    let socket = UdpSocket::bind(local).map_err(|e| format!("bind {local}: {e}"))?;
-    let tid: [u8; 12] = rand::random();
-    socket
-        .send_to(&binding_request(tid), server)
-        .map_err(|e| format!("send to {server}: {e}"))?;
-    let deadline = Instant::now() + timeout;
-    let mut buf = [0u8; 1500];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "no Binding response from {server} within {timeout:?}"
-            ));
+    let mut client =
+        TurnClient::new(server, "", "").map_err(|e| format!("client socket for {server}: {e}"))?;
+    client.timeout = timeout / 3;
+    let (tid, request) = client.encode(METHOD_BINDING, &Outgoing::default());
+    match client.exchange(tid, &request) {
+        Ok(Some(reply)) if reply.is_success() && reply.msg.method() == METHOD_BINDING => {
+            Ok(reply.xor_address(ATTR_XORMAPPED_ADDRESS))
         }
-        socket
-            .set_read_timeout(Some(left))
-            .map_err(|e| e.to_string())?;
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) if from == server => {
-                if let Some(mapped) = parse_binding_response(&buf[..n], &tid) {
-                    return Ok(mapped);
-                }
-            }
-            Ok(_) => {}
-            // ICMP port unreachable surfaces as ECONNREFUSED on some systems: not ready yet.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                thread::sleep(Duration::from_millis(50));
-                return Err(format!("{server}: {e}"));
-            }
-            Err(e) => return Err(format!("no Binding response from {server}: {e}")),
+        Ok(Some(reply)) => Err(format!(
+            "{server} answered the Binding request with {} (error code {:?})",
+            reply.msg.msg.typ, reply.code
+        )),
+        Ok(None) => Err(format!(
+            "no Binding response from {server} within {timeout:?}"
+        )),
+        // ICMP port unreachable surfaces as ECONNREFUSED on some systems: not ready yet.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            thread::sleep(Duration::from_millis(50));
+            Err(format!("{server}: {e}"))
         }
+        Err(e) => Err(format!("no Binding response from {server}: {e}")),
     }
 }
 
