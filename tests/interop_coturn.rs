@@ -10,6 +10,7 @@
 mod support;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -442,12 +443,28 @@ fn stunclient_reports_mapped_address() {
     }
 }
 
-/// coturn's `turnserver` on loopback, ready to serve.
-fn start_coturn(dir: &TempDir) -> (BackgroundProcess, SocketAddr) {
+/// TLS for coturn: certificate, key and the TLS port.
+struct CoturnTls<'a> {
+    cert: &'a Path,
+    key: &'a Path,
+    port: u16,
+}
+
+/// coturn's `turnserver` on loopback, ready to serve: UDP only, or with `tls` also
+/// TCP on the same port and TLS on its own.
+fn start_coturn(dir: &TempDir, tls: Option<CoturnTls<'_>>) -> (BackgroundProcess, SocketAddr) {
     let bin = ensure_tool("turnserver");
     let port = free_udp_tcp_port();
     let (min, max) = free_port_range(200);
     let mut cmd = Command::new(bin);
+    match &tls {
+        None => cmd.args(["--no-tls", "--no-tcp"]),
+        Some(t) => cmd.args([
+            format!("--cert={}", t.cert.display()),
+            format!("--pkey={}", t.key.display()),
+            format!("--tls-listening-port={}", t.port),
+        ]),
+    };
     cmd.args([
         "-n",
         "--no-cli",
@@ -460,9 +477,7 @@ fn start_coturn(dir: &TempDir) -> (BackgroundProcess, SocketAddr) {
         &format!("--user={USER}:{PASSWORD}"),
         &format!("--realm={REALM}"),
         "--allow-loopback-peers",
-        "--no-tls",
         "--no-dtls",
-        "--no-tcp",
         "--no-tcp-relay",
         "--no-rfc5780",
         "--log-file=stdout",
@@ -495,7 +510,7 @@ fn side_by_side_with_coturn_turnserver() {
     let peer = start_peer(LOCALHOST_V4);
     let args = paced_args(&[&USER_ARGS, &peer.args()]);
 
-    let (coturn, coturn_addr) = start_coturn(&dir);
+    let (coturn, coturn_addr) = start_coturn(&dir, None);
     let coturn_out = run_uclient(coturn_addr, &args);
     let coturn_summary = assert_full_delivery("coturn turnserver", &coturn_out, &coturn.logs());
     drop(coturn);
@@ -510,4 +525,68 @@ fn side_by_side_with_coturn_turnserver() {
         coturn_summary.tot_send_msgs, tern_summary.tot_send_msgs,
         "the same uclient run sent a different number of messages"
     );
+}
+
+/// A self-signed certificate for 127.0.0.1/localhost written to `dir`: (cert, key).
+fn self_signed(dir: &TempDir) -> (PathBuf, PathBuf) {
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let cert = rcgen::generate_simple_self_signed(names).expect("generating a certificate");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("writing cert.pem");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("writing key.pem");
+    (cert_path, key_path)
+}
+
+/// uclient over TCP (`-t`) and TLS (`-t -S`) through tern to `turnutils_peer`, then the
+/// same runs against coturn's `turnserver`: both deliver every packet both ways.
+#[test]
+fn uclient_over_tcp_and_tls_side_by_side_with_coturn() {
+    let dir = TempDir::new("interop-streams");
+    let (cert, key) = self_signed(&dir);
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let peer = start_peer(LOCALHOST_V4);
+    let tcp_args = paced_args(&[&["-t"], &USER_ARGS, &peer.args()]);
+    let tls_args = paced_args(&[&["-t", "-S"], &USER_ARGS, &peer.args()]);
+
+    let tls_port = free_udp_tcp_port();
+    let tls_listen = format!("127.0.0.1:{tls_port}");
+    let user = user_arg();
+    let tern = start_tern(&[
+        "--user",
+        &user,
+        "--allow-peer",
+        "127.0.0.0/8",
+        "--tls-listen",
+        &tls_listen,
+        "--cert",
+        &cert_arg,
+        "--key",
+        &key_arg,
+    ]);
+    let (_, tern_tcp) = assert_relays_everything("tern over TCP", &tern, &tcp_args);
+    let tern_tls_addr = SocketAddr::new(LOCALHOST_V4, tls_port);
+    let out = run_uclient(tern_tls_addr, &tls_args);
+    let tern_tls = assert_full_delivery("tern over TLS", &out, &tern.logs());
+    drop(tern);
+
+    let coturn_tls_port = free_udp_tcp_port();
+    let tls = CoturnTls {
+        cert: &cert,
+        key: &key,
+        port: coturn_tls_port,
+    };
+    let (coturn, coturn_addr) = start_coturn(&dir, Some(tls));
+    let out = run_uclient(coturn_addr, &tcp_args);
+    let coturn_tcp = assert_full_delivery("coturn over TCP", &out, &coturn.logs());
+    let out = run_uclient(SocketAddr::new(LOCALHOST_V4, coturn_tls_port), &tls_args);
+    let coturn_tls = assert_full_delivery("coturn over TLS", &out, &coturn.logs());
+
+    println!(
+        "side by side over streams (uclient {}):",
+        tls_args.join(" ")
+    );
+    println!("  TCP coturn: {coturn_tcp:?}");
+    println!("  TCP tern:   {tern_tcp:?}");
+    println!("  TLS coturn: {coturn_tls:?}");
+    println!("  TLS tern:   {tern_tls:?}");
 }
