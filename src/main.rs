@@ -54,6 +54,15 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         Ok(s) => s,
         Err(e) => return config_error(e),
     };
+    if let (Some(cert), Some(key)) = (&settings.tls.cert, &settings.tls.key) {
+        let paths = tern::net::tls::CertPaths {
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        if let Err(e) = tern::net::tls::TlsAcceptorSource::load(paths) {
+            return config_error(format!("{}: tls: {e}", path.display()));
+        }
+    }
     let warnings = lint::lint(&settings);
     for w in &warnings {
         println!("warning: {w}");

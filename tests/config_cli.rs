@@ -235,3 +235,10 @@ fn hash_key_is_md5_of_user_realm_password() {
         assert_eq!(stdout(&output), expected, "input {input:?}");
     }
 }
+
+#[test]
+fn check_config_loads_the_tls_files() {
+    let output =
+        check_config("[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n");
+    assert_config_error(&output, &["tls", "/nonexistent/"]);
+}
