@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need on Debian/Ubuntu: coturn's tools
-# (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient).
+# (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient) and openssl.
 #
 # Idempotent: does nothing when the tools are already on PATH. Non-interactive; meant
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
@@ -10,7 +10,9 @@
 # left running: it is kept from starting during the install and stopped/disabled after.
 set -euo pipefail
 
-TOOLS=(turnserver turnutils_uclient turnutils_peer turnutils_stunclient)
+TOOLS=(turnserver turnutils_uclient turnutils_peer turnutils_stunclient openssl)
+# Debian packages that provide them (openssl: `openssl s_client` checks TLS versions).
+PACKAGES=(coturn openssl)
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 
@@ -60,7 +62,7 @@ if [ -z "$(missing_tools)" ]; then
     exit 0
 fi
 
-log "missing: $(missing_tools | paste -sd' ' -); installing the coturn package"
+log "missing: $(missing_tools | paste -sd' ' -); installing ${PACKAGES[*]}"
 if ! command -v apt-get >/dev/null 2>&1; then
     log "apt-get not found: install coturn (turnserver, turnutils_*) with your package manager"
     exit 1
@@ -87,13 +89,13 @@ trap cleanup EXIT
 as_root apt-get update -qq
 as_root apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    coturn >/dev/null
+    "${PACKAGES[@]}" >/dev/null
 
 stop_coturn_service
 
 still_missing="$(missing_tools)"
 if [ -n "$still_missing" ]; then
-    log "still missing after installing coturn: $(echo "$still_missing" | paste -sd' ' -)"
+    log "still missing after installing ${PACKAGES[*]}: $(echo "$still_missing" | paste -sd' ' -)"
     exit 1
 fi
-log "coturn tools installed: $(command -v turnutils_uclient)"
+log "installed: $(command -v turnutils_uclient) $(command -v openssl)"

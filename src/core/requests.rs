@@ -85,7 +85,7 @@ impl Engine {
         } else {
             match req.method() {
                 METHOD_ALLOCATE => self.allocate(now, tuple, req, &auth, io),
-                METHOD_REFRESH => self.refresh(now, tuple, req, &auth, io),
+                METHOD_REFRESH => self.refresh(now, tuple, req, &auth),
                 METHOD_CREATE_PERMISSION => self.create_permission(now, tuple, req, &auth),
                 _ => self.channel_bind(now, tuple, req, &auth),
             }
@@ -101,6 +101,15 @@ impl Engine {
             alloc.last_answer = Some((req.transaction_id(), bytes.clone()));
         }
         io.send_to_client(tuple, &bytes);
+        // A Refresh with LIFETIME 0 ends the allocation only once its answer is on its
+        // way: on TCP/TLS, deleting the allocation closes the connection.
+        if self
+            .allocations
+            .get(tuple)
+            .is_some_and(|a| a.expires <= now.mono)
+        {
+            self.delete_allocation(tuple, io);
+        }
     }
 
     fn answer_binding(&mut self, tuple: &FiveTuple, req: &Request, io: &mut dyn Io) {
@@ -389,7 +398,6 @@ impl Engine {
         tuple: &FiveTuple,
         req: &Request,
         auth: &Authenticated,
-        io: &mut dyn Io,
     ) -> Result<Response, Reject> {
         let (default, max) = (self.config.default_lifetime, self.config.max_lifetime);
         let alloc = self.owned_allocation(tuple, auth)?;
@@ -402,13 +410,11 @@ impl Engine {
         let lifetime = requested_lifetime(req).map_or(default, |l| l.min(max));
         let mut response = Response::success(req);
         response.add(&Lifetime(lifetime));
-        if lifetime.is_zero() {
-            self.delete_allocation(tuple, io);
-        } else {
-            alloc.expires = now.mono + lifetime;
-            alloc.prune(now.mono);
-            self.schedule(tuple);
-        }
+        // Zero makes the allocation expire now; `handle_request` deletes it after
+        // answering.
+        alloc.expires = now.mono + lifetime;
+        alloc.prune(now.mono);
+        self.schedule(tuple);
         Ok(response)
     }
 
