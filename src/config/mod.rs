@@ -219,7 +219,8 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// A TCP/TLS connection with no allocation is closed after this long.
     pub connection_idle_timeout: Seconds,
-    /// A frame that has started arriving on a stream must be complete within this.
+    /// A frame that has started arriving on a stream must be complete within this,
+    /// and a frame for a client must be written within it.
     pub frame_timeout: Seconds,
     /// Largest STUN message or ChannelData frame accepted on a stream, in bytes.
     pub max_frame: usize,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
 use super::tls::TlsAcceptorSource;
 use super::worker::{Connection, StreamEvent};
@@ -166,14 +166,16 @@ async fn connection(
         return;
     };
     let opened = Instant::now();
-    let tls = match timeout(config.handshake_timeout, choose_tls(&stream, &accept)).await {
+    // One deadline covers both the first byte (when detecting) and the handshake.
+    let handshake_deadline = opened + config.handshake_timeout;
+    let tls = match timeout_at(handshake_deadline, choose_tls(&stream, &accept)).await {
         Ok(Ok(tls)) => tls,
         _ => return,
     };
     match tls {
         Some(source) => {
             let handshake = source.acceptor().accept(stream);
-            match timeout(config.handshake_timeout, handshake).await {
+            match timeout_at(handshake_deadline, handshake).await {
                 Ok(Ok(tls_stream)) => {
                     let tuple = FiveTuple {
                         client,
@@ -264,7 +266,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             message = queue.recv() => match message {
                 Some(bytes) => {
-                    if write_frame(&mut stream, &bytes).await.is_err() {
+                    // A client that stops reading must not hold its connection (and
+                    // its slot) forever: a frame gets `frame_timeout` to be written.
+                    let written = timeout(config.frame_timeout, write_frame(&mut stream, &bytes)).await;
+                    if !matches!(written, Ok(Ok(()))) {
+                        tracing::debug!(client = %tuple.client, "closing connection: client not reading");
                         break;
                     }
                 }
@@ -283,8 +289,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Hands every whole frame at the start of `buf` to the worker and keeps the rest.
 /// The first frame of a connection must be STUN: ChannelData cannot come before an
-/// Allocate, and this is what turns away an HTTP request (whose first byte would
-/// otherwise read as ChannelData).
+/// Allocate, and this is what turns away an HTTP request at once.
 async fn forward_frames(
     buf: &mut Vec<u8>,
     seen_stun: &mut bool,
@@ -292,6 +297,11 @@ async fn forward_frames(
     max_frame: usize,
     events: &mpsc::Sender<StreamEvent>,
 ) -> Result<(), FrameError> {
+    // Checked on the first byte, before a whole frame is in: an HTTP request's first
+    // byte would otherwise read as the start of a ChannelData frame of kilobytes.
+    if !*seen_stun && crate::proto::classify(buf) != crate::proto::Kind::Stun {
+        return Err(FrameError::NotStunFirst);
+    }
     let mut start = 0;
     loop {
         let frame = framing::check(&buf[start..], max_frame)?;
