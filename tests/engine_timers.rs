@@ -16,7 +16,7 @@ use stun::message::{
 use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
 use tern::client::{Attr, Outgoing, Reply, Signer, encode_message, new_transaction_id, to_reply};
 use tern::config::PortRange;
-use tern::core::{Engine, EngineConfig, FiveTuple, Io, Now, PEER_HEADROOM, Transport};
+use tern::core::{Engine, EngineConfig, FiveTuple, Io, Now, PEER_HEADROOM, Shared, Transport};
 use tern::policy::{OwnRelays, PeerPolicy};
 use tern::proto::Request;
 
@@ -95,6 +95,7 @@ impl Harness {
             NonceIssuer::new(b"nonce key for tests", 600),
             UnauthorizedLimiter::new(0, 1, 1, 0),
             rand::rngs::StdRng::seed_from_u64(7),
+            Arc::new(Shared::new(PortRange::new(50000, 50009).unwrap())),
         );
         let tuple = FiveTuple {
             client: "203.0.113.9:40000".parse().unwrap(),

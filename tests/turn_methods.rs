@@ -584,3 +584,56 @@ fn dont_fragment_is_honoured_and_relays() {
     c.send_channel_data(0x4100, b"df").unwrap();
     assert_eq!(recv_from(&peer), Some((b"df".to_vec(), relay)));
 }
+
+/// With several workers, clients land on different ones (the kernel hashes their
+/// addresses), but quotas, ports and EVEN-PORT reservations are server-wide.
+#[test]
+fn quotas_and_reservations_hold_across_workers() {
+    let ports = relay_ports_arg();
+    let config = "[server]\nworkers = 4\n[limits]\nuser_allocations = 3\n";
+    let s = TernServer::start_with_config(
+        config,
+        &[
+            "--user",
+            "alice:wonderland",
+            "--allow-peer",
+            "127.0.0.0/8",
+            "--ports",
+            &ports,
+        ],
+    );
+    let mut clients: Vec<TurnClient> = (0..12).map(|_| client(&s)).collect();
+    let codes: Vec<Option<u16>> = clients
+        .iter_mut()
+        .map(|c| c.allocate(vec![]).unwrap().code)
+        .collect();
+    assert_eq!(codes.iter().filter(|c| c.is_none()).count(), 3, "{codes:?}");
+    assert!(
+        codes.iter().all(|c| matches!(c, None | Some(486))),
+        "{codes:?}"
+    );
+
+    // Free the quota, then reserve a pair and claim it from many other clients:
+    // exactly one claim wins, whichever worker it lands on.
+    for c in clients.iter_mut() {
+        let _ = c.refresh(Some(0));
+    }
+    let mut first = client(&s);
+    let r = first
+        .allocate(vec![Attr::Raw(ATTR_EVEN_PORT, vec![0x80])])
+        .unwrap();
+    assert!(r.is_success(), "{:?}", r.code);
+    let relay = r.xor_address(ATTR_XOR_RELAYED_ADDRESS).unwrap();
+    let token = r.msg.attr(ATTR_RESERVATION_TOKEN).unwrap().to_vec();
+    let mut claims = Vec::new();
+    for _ in 0..2 {
+        let mut c = client(&s);
+        let r = c
+            .allocate(vec![Attr::Raw(ATTR_RESERVATION_TOKEN, token.clone())])
+            .unwrap();
+        claims.push((r.code, r.xor_address(ATTR_XOR_RELAYED_ADDRESS)));
+    }
+    let won: Vec<_> = claims.iter().filter(|(code, _)| code.is_none()).collect();
+    assert_eq!(won.len(), 1, "{claims:?}");
+    assert_eq!(won[0].1.map(|a| a.port()), Some(relay.port() + 1));
+}

@@ -162,6 +162,12 @@ impl TurnClient {
         }
     }
 
+    /// Gives up the client, keeping its socket or stream (e.g. to drive raw ChannelData
+    /// on it once an allocation is set up).
+    pub fn into_transport(self) -> ClientTransport {
+        self.transport
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.transport
             .local_addr()

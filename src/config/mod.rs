@@ -48,6 +48,8 @@ pub struct ServerSettings {
     pub tls_listen: Vec<Listener>,
     pub udp: bool,
     pub tcp: bool,
+    /// Relay workers, each owning its allocations; 0 means one per CPU.
+    pub workers: usize,
     /// The long-term credential realm.
     pub realm: String,
     /// SOFTWARE attribute value in responses; none by default (no version disclosure).
@@ -61,6 +63,7 @@ impl Default for ServerSettings {
             tls_listen: wildcard_listeners(5349),
             udp: true,
             tcp: true,
+            workers: 0,
             realm: "tern".into(),
             software: None,
         }
@@ -354,6 +357,12 @@ impl Settings {
             if value == 0 {
                 return Err((key, "must be at least 1 (every limit is bounded)".into()));
             }
+        }
+        if self.server.workers > 1024 {
+            return Err((
+                "server.workers",
+                "at most 1024 (0 means one per CPU)".into(),
+            ));
         }
         if !(548..=65_552).contains(&self.limits.max_frame) {
             return Err((

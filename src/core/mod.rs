@@ -15,6 +15,7 @@ pub mod allocation;
 pub mod error;
 pub mod ports;
 mod requests;
+pub mod shared;
 
 use rand::rngs::StdRng;
 use std::cmp::Reverse;
@@ -31,7 +32,8 @@ use crate::policy::PeerPolicy;
 use crate::proto::{self, ChannelHeader, Kind, Request, Response};
 pub use allocation::Allocation;
 pub use error::Reject;
-use ports::PortPool;
+use shared::Reservation;
+pub use shared::Shared;
 
 /// Bytes a driver leaves free before peer data so a ChannelData header can be put in
 /// front of it without copying.
@@ -102,13 +104,6 @@ pub struct EngineConfig {
 /// How long a port reserved by EVEN-PORT's R bit waits for its RESERVATION-TOKEN.
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
-/// A port held for a later Allocate with RESERVATION-TOKEN.
-#[derive(Debug, Clone, Copy)]
-struct Reservation {
-    relay: SocketAddr,
-    expires: Instant,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
     Allocation(FiveTuple),
@@ -125,9 +120,8 @@ pub struct Engine {
     allocations: HashMap<FiveTuple, Allocation>,
     /// Relay socket address → owner. Invariant: mirrors `allocations`' relay fields.
     relays: HashMap<SocketAddr, FiveTuple>,
-    ports: PortPool,
-    reservations: HashMap<[u8; 8], Reservation>,
-    allocations_per_user: HashMap<String, usize>,
+    /// Ports, quota counts and reservations, shared with the other workers' engines.
+    shared: Arc<Shared>,
     /// Deadlines to look at. Entries may be stale (refreshed or deleted since): they
     /// are checked against the live state when they fire.
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -143,8 +137,8 @@ impl Engine {
         nonces: NonceIssuer,
         limiter: UnauthorizedLimiter,
         rng: StdRng,
+        shared: Arc<Shared>,
     ) -> Self {
-        let ports = PortPool::new(config.ports);
         Self {
             config: Arc::new(config),
             credentials,
@@ -154,9 +148,7 @@ impl Engine {
             rng,
             allocations: HashMap::new(),
             relays: HashMap::new(),
-            ports,
-            reservations: HashMap::new(),
-            allocations_per_user: HashMap::new(),
+            shared,
             timers: BinaryHeap::new(),
             next_relay_ip: 0,
         }
@@ -172,8 +164,9 @@ impl Engine {
         self.allocations.get(tuple)
     }
 
+    /// Relay ports taken server-wide (bound or reserved).
     pub fn ports_in_use(&self) -> usize {
-        self.ports.in_use()
+        self.shared.ports().in_use()
     }
 
     // ---- handle_* ----
@@ -250,7 +243,7 @@ impl Engine {
     /// the port stays taken, so a new allocation never races the old socket for it.
     pub fn handle_relay_closed(&mut self, relay: SocketAddr) {
         if !self.relays.contains_key(&relay) {
-            self.ports.release(relay.ip(), relay.port());
+            self.shared.release_port(relay);
         }
     }
 
@@ -263,14 +256,7 @@ impl Engine {
             self.timers.pop();
             match timer {
                 Timer::Allocation(tuple) => self.check_allocation_expiry(tuple, now, io),
-                Timer::Reservation(token) => {
-                    if let Some(r) = self.reservations.get(&token)
-                        && r.expires <= now
-                    {
-                        self.ports.release(r.relay.ip(), r.relay.port());
-                        self.reservations.remove(&token);
-                    }
-                }
+                Timer::Reservation(token) => self.shared.expire_reservation(&token, now),
             }
         }
     }
@@ -316,12 +302,7 @@ impl Engine {
             return;
         };
         self.relays.remove(&alloc.relay);
-        if let Some(n) = self.allocations_per_user.get_mut(&alloc.quota_identity) {
-            *n -= 1;
-            if *n == 0 {
-                self.allocations_per_user.remove(&alloc.quota_identity);
-            }
-        }
+        self.shared.uncount_allocation(&alloc.quota_identity);
         io.close_relay(alloc.relay);
         io.allocation_changed(tuple, false);
         tracing::info!(client = %tuple.client, relay = %alloc.relay, "allocation deleted");
@@ -331,18 +312,18 @@ impl Engine {
     /// Rebuilds the timer heap from live state when stale entries (left by deleted
     /// allocations) outnumber live ones, so allocate/delete churn cannot grow it.
     fn compact_timers(&mut self) {
-        let live = self.allocations.len() + self.reservations.len();
-        if self.timers.len() <= 2 * live + 1024 {
+        if self.timers.len() <= 2 * self.allocations.len() + 1024 {
             return;
         }
+        // Reservation entries are few (30 s each) and stay as they are.
+        let reservations: Vec<_> = std::mem::take(&mut self.timers)
+            .into_iter()
+            .filter(|Reverse((_, timer))| matches!(timer, Timer::Reservation(_)))
+            .collect();
         let allocations = self.allocations.iter_mut().map(|(tuple, alloc)| {
             alloc.scheduled = alloc.expires;
             Reverse((alloc.expires, Timer::Allocation(*tuple)))
         });
-        let reservations = self
-            .reservations
-            .iter()
-            .map(|(token, r)| Reverse((r.expires, Timer::Reservation(*token))));
         self.timers = allocations.chain(reservations).collect();
     }
 

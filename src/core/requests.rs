@@ -253,22 +253,17 @@ impl Engine {
             Some(v) => decode_address_family(v).ok_or(Reject::AddressFamilyNotSupported)?,
         };
         let identity = self.credentials.quota_identity(&auth.username).to_string();
-        let user_count = self
-            .allocations_per_user
-            .get(&identity)
-            .copied()
-            .unwrap_or(0);
-        if self.allocations.len() >= self.config.total_allocations
-            || user_count >= self.config.user_allocations
-        {
+        let (total, per_user) = (self.config.total_allocations, self.config.user_allocations);
+        if !self.shared.try_count_allocation(&identity, total, per_user) {
             return Err(Reject::QuotaReached);
         }
 
         let dont_fragment = req.attr(ATTR_DONT_FRAGMENT).is_some();
         let relay = match token {
-            Some(token) => self.claim_reservation(token, dont_fragment, now, io)?,
-            None => self.bind_new_relay(want_ipv6, wish, dont_fragment, io)?,
+            Some(token) => self.claim_reservation(token, dont_fragment, now, io),
+            None => self.bind_new_relay(want_ipv6, wish, dont_fragment, io),
         };
+        let relay = relay.inspect_err(|_| self.shared.uncount_allocation(&identity))?;
         let mut response = Response::success(req);
         if wish == (PortWish::Even { reserve_next: true }) {
             let token = self.reserve_next_port(relay, now);
@@ -289,7 +284,6 @@ impl Engine {
         );
         self.allocations.insert(*tuple, alloc);
         self.relays.insert(relay, *tuple);
-        *self.allocations_per_user.entry(identity).or_default() += 1;
         io.allocation_changed(tuple, true);
         self.timers
             .push(std::cmp::Reverse((expires, Timer::Allocation(*tuple))));
@@ -323,17 +317,22 @@ impl Engine {
         for i in 0..ips.len() {
             let ip = ips[(self.next_relay_ip + i) % ips.len()];
             let candidates = self
-                .ports
+                .shared
+                .ports()
                 .candidates(ip, wish, BIND_ATTEMPTS, &mut self.rng);
             for port in candidates {
+                // Taken before binding, so two workers never bind the same port.
+                if !self.shared.take_port(ip, port) {
+                    continue;
+                }
                 let addr = SocketAddr::new(ip, port);
                 match io.bind_relay(addr, dont_fragment) {
-                    Ok(()) => {
-                        self.ports.take(ip, port);
-                        return Ok(addr);
-                    }
+                    Ok(()) => return Ok(addr),
                     // Another process holds it: keep looking.
-                    Err(e) => tracing::debug!(%addr, error = %e, "relay port unavailable"),
+                    Err(e) => {
+                        self.shared.release_port(addr);
+                        tracing::debug!(%addr, error = %e, "relay port unavailable");
+                    }
                 }
             }
         }
@@ -343,11 +342,11 @@ impl Engine {
     /// Holds `relay`'s next port for a later Allocate and returns the token for it.
     fn reserve_next_port(&mut self, relay: SocketAddr, now: Now) -> [u8; 8] {
         let reserved = SocketAddr::new(relay.ip(), relay.port() + 1);
-        self.ports.take(reserved.ip(), reserved.port());
+        self.shared.take_port(reserved.ip(), reserved.port());
         let mut token = [0u8; 8];
         rand::Rng::fill(&mut self.rng, &mut token);
         let expires = now.mono + RESERVATION_LIFETIME;
-        self.reservations.insert(
+        self.shared.reserve(
             token,
             Reservation {
                 relay: reserved,
@@ -368,15 +367,13 @@ impl Engine {
     ) -> Result<SocketAddr, Reject> {
         let token: [u8; 8] = token.try_into().map_err(|_| Reject::BadRequest)?;
         let reservation = self
-            .reservations
-            .remove(&token)
-            .filter(|r| now.mono < r.expires)
+            .shared
+            .claim(&token, now.mono)
             .ok_or(Reject::InsufficientCapacity)?;
         // The port stays marked as taken: it moves from the reservation to the allocation.
         io.bind_relay(reservation.relay, dont_fragment)
             .map_err(|_| {
-                self.ports
-                    .release(reservation.relay.ip(), reservation.relay.port());
+                self.shared.release_port(reservation.relay);
                 Reject::InsufficientCapacity
             })?;
         Ok(reservation.relay)

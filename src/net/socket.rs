@@ -8,9 +8,43 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Binds a non-blocking UDP socket at `addr` asking for `buffer` bytes of kernel
 /// buffer each way.
 pub fn bind_udp(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
+    bind_udp_with(addr, buffer, false)
+}
+
+/// Binds `count` UDP sockets on the same address with SO_REUSEPORT, one per worker:
+/// the kernel then keeps each client's datagrams on one socket (by hashing the
+/// 4-tuple), so a client's allocation always meets the same worker.
+///
+/// A plain bind is tried first, so an address another process already uses is an
+/// error here too instead of a silent share of its traffic.
+pub fn bind_udp_group(
+    addr: SocketAddr,
+    buffer: usize,
+    count: usize,
+) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    if addr.port() != 0 {
+        drop(bind_udp(addr, buffer)?);
+    }
+    let first = bind_udp_with(addr, buffer, true)?;
+    let addr = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..count {
+        sockets.push(bind_udp_with(addr, buffer, true)?);
+    }
+    Ok(sockets)
+}
+
+fn bind_udp_with(
+    addr: SocketAddr,
+    buffer: usize,
+    reuse_port: bool,
+) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true)?;
     }
     // Best effort: the kernel caps the size (net.core.rmem_max / wmem_max).
     let _ = socket.set_recv_buffer_size(buffer);

@@ -120,12 +120,13 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accepts connections until shutdown.
+/// Accepts connections until shutdown, handing each to a worker chosen by the
+/// client's address (`workers` holds one queue per worker).
 pub async fn serve(
     listener: TcpListener,
     accept: Accept,
     config: StreamConfig,
-    events: mpsc::Sender<StreamEvent>,
+    workers: Vec<mpsc::Sender<StreamEvent>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -136,7 +137,8 @@ pub async fn serve(
                         tracing::debug!(%client, "connection refused: connection limit");
                         continue;
                     };
-                    let task = connection(stream, client, accept.clone(), config.clone(), events.clone());
+                    let events = workers[worker_for(client, workers.len())].clone();
+                    let task = connection(stream, client, accept.clone(), config.clone(), events);
                     tokio::spawn(async move {
                         task.await;
                         drop(slot);
@@ -151,6 +153,13 @@ pub async fn serve(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// The worker a connection from `client` belongs to.
+fn worker_for(client: SocketAddr, workers: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(client);
+    (hash % workers.max(1) as u64) as usize
 }
 
 /// One connection from accept to close.

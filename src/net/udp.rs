@@ -6,14 +6,20 @@ use std::sync::Arc;
 use std::task::Poll;
 use tokio::net::UdpSocket;
 
-use super::socket::bind_udp;
+use super::socket::bind_udp_group;
 
-/// Binds one listening socket. Done before anything else starts so a bad address
-/// fails the start.
-pub fn bind_listener(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
-    let socket = bind_udp(addr, buffer)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?;
-    UdpSocket::from_std(socket)
+/// Binds one listening socket per worker on `addr`. Done before anything else starts
+/// so a bad address fails the start.
+pub fn bind_listeners(
+    addr: SocketAddr,
+    buffer: usize,
+    workers: usize,
+) -> std::io::Result<Vec<UdpSocket>> {
+    bind_udp_group(addr, buffer, workers)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?
+        .into_iter()
+        .map(UdpSocket::from_std)
+        .collect()
 }
 
 /// Sends a datagram with one non-blocking `sendto`, dropping it when the socket buffer

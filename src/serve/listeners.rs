@@ -11,7 +11,9 @@ use crate::net::tls::TlsAcceptorSource;
 use crate::net::udp;
 
 pub struct Listeners {
-    pub udp: Vec<UdpSocket>,
+    /// One list of UDP sockets per worker: each worker has its own socket on every
+    /// UDP address (SO_REUSEPORT).
+    pub udp: Vec<Vec<UdpSocket>>,
     pub streams: Vec<(TcpListener, Accept)>,
 }
 
@@ -19,21 +21,27 @@ pub struct Listeners {
 /// `server.tls_listen` when a certificate is configured. An explicitly configured
 /// address must bind; a built-in IPv6 wildcard is skipped with a warning on hosts
 /// without IPv6, so the default command works everywhere.
-pub fn bind(settings: &Settings, tls: Option<&TlsAcceptorSource>) -> anyhow::Result<Listeners> {
+pub fn bind(
+    settings: &Settings,
+    tls: Option<&TlsAcceptorSource>,
+    workers: usize,
+) -> anyhow::Result<Listeners> {
     let server = &settings.server;
     let defaults = ServerSettings::default();
     let mut listeners = Listeners {
-        udp: Vec::new(),
+        udp: (0..workers).map(|_| Vec::new()).collect(),
         streams: Vec::new(),
     };
     let auto_detect = |l: &Listener| l.auto_detect.unwrap_or(settings.tls.auto_detect);
     for l in &server.listen {
         let optional = server.listen == defaults.listen && l.addr.is_ipv6();
         if server.udp {
-            let socket = optional_bind(l.addr, optional, "UDP", |a| {
-                udp::bind_listener(a, settings.limits.socket_buffer)
+            let group = optional_bind(l.addr, optional, "UDP", |a| {
+                udp::bind_listeners(a, settings.limits.socket_buffer, workers)
             })?;
-            listeners.udp.extend(socket);
+            for (worker, socket) in group.into_iter().flatten().enumerate() {
+                listeners.udp[worker].push(socket);
+            }
         }
         if server.tcp {
             let detect_tls = tls.filter(|_| auto_detect(l)).cloned();

@@ -5,25 +5,19 @@
 //! has been validated by the caller.
 
 mod banner;
+mod engines;
 mod listeners;
 pub mod relay_ips;
 
 use anyhow::Context;
-use rand::{Rng, SeedableRng};
-use std::collections::HashMap;
-use std::sync::Arc;
+use rand::Rng;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::auth::{
-    Credentials, LongTermKey, NonceIssuer, RestSecret, StaticSecret, UnauthorizedLimiter,
-};
 use crate::config::Settings;
-use crate::core::{Engine, EngineConfig};
 use crate::net::stream::{self, ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
 use crate::net::worker::{self, WorkerConfig};
-use crate::policy::{OwnRelays, PeerPolicy};
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
@@ -33,61 +27,23 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     }
     let relay_ips = relay_ips::relay_ips(&settings.relay.ips, &settings.server.listen_addrs());
     let advertised_ips = relay_ips::advertised_ips(&relay_ips, &settings.relay.external_ips);
-    let credentials = Arc::new(credentials(&settings)?);
-    let mut own_ips = relay_ips.clone();
-    own_ips.extend(advertised_ips.values().copied());
-    let policy = Arc::new(PeerPolicy::new(
-        settings.peers.allowed.clone(),
-        settings.peers.denied.clone(),
-        OwnRelays {
-            ips: own_ips,
-            ports: settings.relay.ports.as_range(),
-        },
-    ));
-    let nonce_key = match &settings.auth.nonce_key {
-        Some(key) => key.as_bytes().to_vec(),
-        None => random_token(32).into_bytes(),
-    };
-    let a = &settings.auth;
+    let workers = worker_count(&settings);
+    let engines = engines::build(&settings, &relay_ips, &advertised_ips, workers)?;
     let limits = &settings.limits;
-    let limiter = UnauthorizedLimiter::new(
-        a.unauthorized_per_second,
-        a.unauthorized_burst,
-        limits.rate_limit_slots,
-        rand::rng().random(),
-    );
-    let r = &settings.relay;
-    let config = EngineConfig {
-        software: settings.server.software.clone(),
-        relay_ips: relay_ips.clone(),
-        advertised_ips: advertised_ips.clone(),
-        ports: r.ports,
-        default_lifetime: r.default_lifetime.as_duration(),
-        max_lifetime: r.max_lifetime.as_duration(),
-        permission_lifetime: r.permission_lifetime.as_duration(),
-        channel_lifetime: r.channel_lifetime.as_duration(),
-        allow_refresh_after_expiry: a.allow_refresh_after_expiry,
-        total_allocations: limits.total_allocations,
-        user_allocations: limits.user_allocations,
-        max_permissions: limits.permissions_per_allocation,
-        max_channels: limits.channels_per_allocation,
-    };
-    let engine = Engine::new(
-        config,
-        credentials,
-        policy,
-        NonceIssuer::new(&nonce_key, a.nonce_lifetime.0),
-        limiter,
-        rand::rngs::StdRng::from_os_rng(),
-    );
-
     let tls = load_tls(&settings)?;
-    let listeners = listeners::bind(&settings, tls.as_ref())?;
-    tracing::info!(relay_ips = ?relay_ips, ports = %r.ports, "relaying");
+    let listeners = listeners::bind(&settings, tls.as_ref(), workers)?;
+    let ports = settings.relay.ports;
+    tracing::info!(relay_ips = ?relay_ips, %ports, "relaying");
     banner::print(&settings, &relay_ips, &advertised_ips, generated_secret);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (stream_tx, stream_rx) = mpsc::channel(limits.relay_queue);
+    let mut stream_txs = Vec::with_capacity(workers);
+    let mut stream_rxs = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = mpsc::channel(limits.relay_queue);
+        stream_txs.push(tx);
+        stream_rxs.push(rx);
+    }
     let stream_config = StreamConfig {
         handshake_timeout: settings.tls.handshake_timeout.as_duration(),
         idle_timeout: limits.connection_idle_timeout.as_duration(),
@@ -101,25 +57,32 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
             listener,
             accept,
             stream_config.clone(),
-            stream_tx.clone(),
+            stream_txs.clone(),
             stop_rx.clone(),
         ));
     }
-    drop(stream_tx);
+    drop(stream_txs);
     let worker_config = WorkerConfig {
         socket_buffer: limits.socket_buffer,
         relay_queue: limits.relay_queue,
     };
-    let worker = tokio::spawn(worker::run(
-        engine,
-        listeners.udp,
-        stream_rx,
-        worker_config,
-        stop_rx,
-    ));
+    tracing::info!(workers, "starting workers");
+    let mut handles = Vec::with_capacity(workers);
+    let udp = listeners.udp.into_iter();
+    for ((engine, udp), streams) in engines.into_iter().zip(udp).zip(stream_rxs) {
+        handles.push(tokio::spawn(worker::run(
+            engine,
+            udp,
+            streams,
+            worker_config,
+            stop_rx.clone(),
+        )));
+    }
     wait_for_stop(tls.as_ref()).await?;
     let _ = stop_tx.send(true);
-    worker.await.context("worker panicked")?;
+    for handle in handles {
+        handle.await.context("worker panicked")?;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -173,35 +136,16 @@ fn report_reload(why: &str, result: Result<(), crate::net::tls::TlsError>) {
     }
 }
 
-fn credentials(settings: &Settings) -> anyhow::Result<Credentials> {
-    let mut users = HashMap::new();
-    for user in &settings.auth.users {
-        let secret = match (&user.password, &user.key) {
-            (_, Some(key)) => StaticSecret::Key(
-                LongTermKey::from_hex(key)
-                    .with_context(|| format!("auth.users {:?}", user.name))?,
-            ),
-            (Some(password), None) => StaticSecret::Password(password.clone()),
-            (None, None) => anyhow::bail!("auth.users {:?}: no password or key", user.name),
-        };
-        users.insert(user.name.clone(), secret);
+/// How many workers to run: `server.workers`, or one per CPU when it is 0.
+fn worker_count(settings: &Settings) -> usize {
+    match settings.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     }
-    let secrets = settings
-        .auth
-        .secrets
-        .iter()
-        .map(|s| RestSecret::new(s.as_bytes().to_vec()))
-        .collect();
-    Ok(Credentials::new(
-        settings.server.realm.clone(),
-        users,
-        secrets,
-        settings.auth.rest_separator.0,
-    ))
 }
 
 /// A random URL-safe token of `len` characters, for generated secrets and keys.
-fn random_token(len: usize) -> String {
+pub(crate) fn random_token(len: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = rand::rng();
     (0..len)

@@ -1,0 +1,124 @@
+//! State the engines of all workers share: relay ports, quota counts and EVEN-PORT
+//! reservations.
+//!
+//! Every allocation belongs to one worker's engine, but the ports it binds, the quota
+//! it counts against and the reservation a client on another worker may claim are
+//! server-wide. They are only touched on the control path (Allocate, deletion,
+//! reservation expiry), never per relayed packet, so a mutex each is enough.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::ports::PortPool;
+use crate::config::PortRange;
+
+/// A port held for a later Allocate with RESERVATION-TOKEN.
+#[derive(Debug, Clone, Copy)]
+pub struct Reservation {
+    pub relay: SocketAddr,
+    pub expires: Instant,
+}
+
+/// Allocation counts, server-wide and per quota identity.
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_user: HashMap<String, usize>,
+}
+
+#[derive(Debug)]
+pub struct Shared {
+    ports: Mutex<PortPool>,
+    counts: Mutex<Counts>,
+    reservations: Mutex<HashMap<[u8; 8], Reservation>>,
+}
+
+/// Locks a mutex, taking the data even if another worker panicked while holding it:
+/// the counters stay usable and a panic is reported elsewhere.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub fn new(ports: PortRange) -> Self {
+        Self {
+            ports: Mutex::new(PortPool::new(ports)),
+            counts: Mutex::new(Counts::default()),
+            reservations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn ports(&self) -> MutexGuard<'_, PortPool> {
+        lock(&self.ports)
+    }
+
+    /// Counts one more allocation for `identity` unless that would pass `max_total`
+    /// or `max_per_user`; false when a quota is reached.
+    pub fn try_count_allocation(
+        &self,
+        identity: &str,
+        max_total: usize,
+        max_per_user: usize,
+    ) -> bool {
+        let mut counts = lock(&self.counts);
+        let user = counts.per_user.get(identity).copied().unwrap_or(0);
+        if counts.total >= max_total || user >= max_per_user {
+            return false;
+        }
+        counts.total += 1;
+        *counts.per_user.entry(identity.to_string()).or_default() += 1;
+        true
+    }
+
+    pub fn uncount_allocation(&self, identity: &str) {
+        let mut counts = lock(&self.counts);
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_user.get_mut(identity) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_user.remove(identity);
+            }
+        }
+    }
+
+    pub fn total_allocations(&self) -> usize {
+        lock(&self.counts).total
+    }
+
+    pub fn reserve(&self, token: [u8; 8], reservation: Reservation) {
+        lock(&self.reservations).insert(token, reservation);
+    }
+
+    /// Takes the reservation of `token` if it is still valid at `now`; an expired one
+    /// is dropped and its port freed.
+    pub fn claim(&self, token: &[u8; 8], now: Instant) -> Option<Reservation> {
+        let reservation = lock(&self.reservations).remove(token)?;
+        if now < reservation.expires {
+            Some(reservation)
+        } else {
+            self.release_port(reservation.relay);
+            None
+        }
+    }
+
+    /// Drops the reservation of `token` if it has expired, freeing its port.
+    pub fn expire_reservation(&self, token: &[u8; 8], now: Instant) {
+        let mut reservations = lock(&self.reservations);
+        if let Some(r) = reservations.get(token)
+            && r.expires <= now
+        {
+            self.release_port(r.relay);
+            reservations.remove(token);
+        }
+    }
+
+    pub fn release_port(&self, addr: SocketAddr) {
+        self.ports().release(addr.ip(), addr.port());
+    }
+
+    pub fn take_port(&self, ip: IpAddr, port: u16) -> bool {
+        self.ports().take(ip, port)
+    }
+}

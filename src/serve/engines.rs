@@ -1,0 +1,104 @@
+//! Building one engine per worker from the settings. Everything the engines share
+//! (credentials, peer policy, nonce key, relay ports, quota counts) is built once here.
+
+use anyhow::Context;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::auth::{
+    Credentials, LongTermKey, NonceIssuer, RestSecret, StaticSecret, UnauthorizedLimiter,
+};
+use crate::config::Settings;
+use crate::core::{Engine, EngineConfig, Shared};
+use crate::policy::{OwnRelays, PeerPolicy};
+
+/// `count` engines sharing credentials, policy, nonce key, ports and quotas.
+pub fn build(
+    settings: &Settings,
+    relay_ips: &[IpAddr],
+    advertised_ips: &HashMap<IpAddr, IpAddr>,
+    count: usize,
+) -> anyhow::Result<Vec<Engine>> {
+    let credentials = Arc::new(credentials(settings)?);
+    let mut own_ips = relay_ips.to_vec();
+    own_ips.extend(advertised_ips.values().copied());
+    let policy = Arc::new(PeerPolicy::new(
+        settings.peers.allowed.clone(),
+        settings.peers.denied.clone(),
+        OwnRelays {
+            ips: own_ips,
+            ports: settings.relay.ports.as_range(),
+        },
+    ));
+    let nonce_key = match &settings.auth.nonce_key {
+        Some(key) => key.as_bytes().to_vec(),
+        None => super::random_token(32).into_bytes(),
+    };
+    let (a, limits, r) = (&settings.auth, &settings.limits, &settings.relay);
+    let config = EngineConfig {
+        software: settings.server.software.clone(),
+        relay_ips: relay_ips.to_vec(),
+        advertised_ips: advertised_ips.clone(),
+        ports: r.ports,
+        default_lifetime: r.default_lifetime.as_duration(),
+        max_lifetime: r.max_lifetime.as_duration(),
+        permission_lifetime: r.permission_lifetime.as_duration(),
+        channel_lifetime: r.channel_lifetime.as_duration(),
+        allow_refresh_after_expiry: a.allow_refresh_after_expiry,
+        total_allocations: limits.total_allocations,
+        user_allocations: limits.user_allocations,
+        max_permissions: limits.permissions_per_allocation,
+        max_channels: limits.channels_per_allocation,
+    };
+    let shared = Arc::new(Shared::new(r.ports));
+    let engines = (0..count)
+        .map(|_| {
+            // Each worker limits 401s for the clients the kernel steers to it.
+            let limiter = UnauthorizedLimiter::new(
+                a.unauthorized_per_second,
+                a.unauthorized_burst,
+                limits.rate_limit_slots,
+                rand::rng().random(),
+            );
+            Engine::new(
+                config.clone(),
+                credentials.clone(),
+                policy.clone(),
+                NonceIssuer::new(&nonce_key, a.nonce_lifetime.0),
+                limiter,
+                rand::rngs::StdRng::from_os_rng(),
+                shared.clone(),
+            )
+        })
+        .collect();
+    Ok(engines)
+}
+
+fn credentials(settings: &Settings) -> anyhow::Result<Credentials> {
+    let mut users = HashMap::new();
+    for user in &settings.auth.users {
+        let secret = match (&user.password, &user.key) {
+            (_, Some(key)) => StaticSecret::Key(
+                LongTermKey::from_hex(key)
+                    .with_context(|| format!("auth.users {:?}", user.name))?,
+            ),
+            (Some(password), None) => StaticSecret::Password(password.clone()),
+            (None, None) => anyhow::bail!("auth.users {:?}: no password or key", user.name),
+        };
+        users.insert(user.name.clone(), secret);
+    }
+    let secrets = settings
+        .auth
+        .secrets
+        .iter()
+        .map(|s| RestSecret::new(s.as_bytes().to_vec()))
+        .collect();
+    Ok(Credentials::new(
+        settings.server.realm.clone(),
+        users,
+        secrets,
+        settings.auth.rest_separator.0,
+    ))
+}
