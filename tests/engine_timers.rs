@@ -16,7 +16,9 @@ use stun::message::{
 use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
 use tern::client::{Attr, Outgoing, Reply, Signer, encode_message, new_transaction_id, to_reply};
 use tern::config::PortRange;
-use tern::core::{Engine, EngineConfig, FiveTuple, Io, Now, PEER_HEADROOM, Shared, Transport};
+use tern::core::{
+    Engine, EngineConfig, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Shared, Transport,
+};
 use tern::policy::{OwnRelays, PeerPolicy};
 use tern::proto::Request;
 
@@ -38,7 +40,12 @@ impl Io for Recorder {
     fn send_to_peer(&mut self, _relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
         self.to_peer.push((peer, bytes.to_vec()));
     }
-    fn bind_relay(&mut self, addr: SocketAddr, _dont_fragment: bool) -> std::io::Result<()> {
+    fn bind_relay(
+        &mut self,
+        addr: SocketAddr,
+        _owner: &FiveTuple,
+        _dont_fragment: bool,
+    ) -> std::io::Result<()> {
         self.bound.insert(addr);
         Ok(())
     }
@@ -47,6 +54,7 @@ impl Io for Recorder {
         self.closed.push(addr);
     }
     fn allocation_changed(&mut self, _tuple: &FiveTuple, _alive: bool) {}
+    fn publish_route(&mut self, _relay: SocketAddr, _route: Arc<PeerRoute>) {}
 }
 
 struct Harness {

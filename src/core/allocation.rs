@@ -4,7 +4,11 @@
 //! socket. Data traffic never refreshes anything: only requests do.
 
 use std::collections::HashMap;
+
+use super::FiveTuple;
+use super::route::PeerRoute;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stun::agent::TransactionId;
 
@@ -57,10 +61,13 @@ pub struct Allocation {
     channel_of_peer: HashMap<SocketAddr, u16>,
     /// The last request's transaction id and the bytes answered, for retransmissions.
     pub last_answer: Option<(TransactionId, Vec<u8>)>,
+    /// The forwarding snapshot last published for this allocation.
+    pub route: Arc<PeerRoute>,
 }
 
 impl Allocation {
     pub fn new(
+        client: FiveTuple,
         relay: SocketAddr,
         advertised: SocketAddr,
         username: String,
@@ -78,6 +85,7 @@ impl Allocation {
             channels: HashMap::new(),
             channel_of_peer: HashMap::new(),
             last_answer: None,
+            route: Arc::new(PeerRoute::new(client)),
         }
     }
 
@@ -117,10 +125,23 @@ impl Allocation {
             .map(|c| c.peer)
     }
 
-    /// The active channel number bound to `peer`.
-    pub fn channel_for(&self, peer: SocketAddr, now: Instant) -> Option<u16> {
-        let number = *self.channel_of_peer.get(&peer)?;
-        self.channels[&number].is_active(now).then_some(number)
+    /// The forwarding snapshot for peer datagrams: the permissions and channels that
+    /// are active at `now`, with their expiry.
+    pub fn route(&self, client: FiveTuple, now: Instant) -> PeerRoute {
+        let mut route = PeerRoute::new(client);
+        route.permissions = self
+            .permissions
+            .iter()
+            .filter(|&(_, &expires)| now < expires)
+            .map(|(&ip, &expires)| (ip, expires))
+            .collect();
+        route.channels = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.is_active(now))
+            .map(|(&number, c)| (c.peer, number, c.expires))
+            .collect();
+        route
     }
 
     /// Binds or refreshes `number` ↔ `peer`, following the same-number/same-peer rules.
@@ -172,7 +193,19 @@ mod tests {
 
     fn alloc(now: Instant) -> Allocation {
         let a: SocketAddr = "192.0.2.1:50000".parse().unwrap();
-        Allocation::new(a, a, "u".into(), "u".into(), now + Duration::from_secs(600))
+        let client = FiveTuple {
+            client: "203.0.113.1:1000".parse().unwrap(),
+            server: "192.0.2.1:3478".parse().unwrap(),
+            transport: crate::core::Transport::Udp,
+        };
+        Allocation::new(
+            client,
+            a,
+            a,
+            "u".into(),
+            "u".into(),
+            now + Duration::from_secs(600),
+        )
     }
 
     #[test]
@@ -205,7 +238,6 @@ mod tests {
             Err(ChannelConflict::Mismatch)
         );
         assert_eq!(a.channel_peer(0x4000, t0), Some(p1));
-        assert_eq!(a.channel_for(p1, t0), Some(0x4000));
         // expired: no forwarding, but still tied during the cooldown
         let later = exp + Duration::from_secs(1);
         assert_eq!(a.channel_peer(0x4000, later), None);

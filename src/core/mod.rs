@@ -15,6 +15,7 @@ pub mod allocation;
 pub mod error;
 pub mod ports;
 mod requests;
+pub mod route;
 pub mod shared;
 
 use rand::rngs::StdRng;
@@ -23,15 +24,16 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stun::attributes::{ATTR_DATA, ATTR_XOR_PEER_ADDRESS};
-use stun::message::{CLASS_INDICATION, CLASS_REQUEST, METHOD_DATA, METHOD_SEND};
+use stun::attributes::ATTR_DATA;
+use stun::message::{CLASS_INDICATION, CLASS_REQUEST, METHOD_SEND};
 
 use crate::auth::{Credentials, NonceIssuer, UnauthorizedLimiter};
 use crate::config::PortRange;
 use crate::policy::PeerPolicy;
-use crate::proto::{self, ChannelHeader, Kind, Request, Response};
+use crate::proto::{self, ChannelHeader, Kind, Request};
 pub use allocation::Allocation;
 pub use error::Reject;
+pub use route::{Forward, PeerRoute};
 use shared::Reservation;
 pub use shared::Shared;
 
@@ -68,10 +70,18 @@ pub trait Io {
     fn send_to_client(&mut self, tuple: &FiveTuple, bytes: &[u8]);
     /// Sends `bytes` to `peer` from the relay socket bound at `relay`.
     fn send_to_peer(&mut self, relay: SocketAddr, peer: SocketAddr, bytes: &[u8]);
-    /// Binds a relay socket at `addr`, with the IP don't-fragment bit set on what it
-    /// sends when `dont_fragment` (DONT-FRAGMENT in the Allocate). An error (e.g.
-    /// address in use) makes the engine try another port.
-    fn bind_relay(&mut self, addr: SocketAddr, dont_fragment: bool) -> std::io::Result<()>;
+    /// Binds a relay socket at `addr` for the allocation of `owner`, with the IP
+    /// don't-fragment bit set on what it sends when `dont_fragment` (DONT-FRAGMENT in
+    /// the Allocate). An error (e.g. address in use) makes the engine try another port.
+    fn bind_relay(
+        &mut self,
+        addr: SocketAddr,
+        owner: &FiveTuple,
+        dont_fragment: bool,
+    ) -> std::io::Result<()>;
+    /// The forwarding snapshot of the relay at `relay` changed: a driver that forwards
+    /// peer datagrams without the engine uses it from now on.
+    fn publish_route(&mut self, relay: SocketAddr, route: Arc<PeerRoute>);
     /// Closes the relay socket at `addr`. Once it is really closed, the driver calls
     /// [`Engine::handle_relay_closed`] so the port can be handed out again.
     fn close_relay(&mut self, addr: SocketAddr);
@@ -211,26 +221,29 @@ impl Engine {
         let Some(alloc) = self.allocations.get(tuple) else {
             return;
         };
-        if !alloc.has_permission(peer.ip(), now) {
-            return;
+        let data = PEER_HEADROOM..PEER_HEADROOM + len;
+        match alloc.route.forward(peer, now) {
+            Forward::Drop => {}
+            Forward::Channel(number) => {
+                let Ok(len) = u16::try_from(len) else {
+                    return;
+                };
+                let header = ChannelHeader { number, len };
+                buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
+                io.send_to_client(tuple, &buf[..data.end]);
+            }
+            Forward::Indication => {
+                io.send_to_client(tuple, &route::data_indication(peer, &buf[data]));
+            }
         }
-        let Ok(data_len) = u16::try_from(len) else {
-            return;
-        };
-        if let Some(number) = alloc.channel_for(peer, now) {
-            let header = ChannelHeader {
-                number,
-                len: data_len,
-            };
-            buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
-            io.send_to_client(tuple, &buf[..PEER_HEADROOM + len]);
-        } else {
-            let mut tid = stun::agent::TransactionId::default();
-            rand::Rng::fill(&mut self.rng, &mut tid.0);
-            let mut ind = Response::indication(METHOD_DATA, tid);
-            ind.add_xor_address(ATTR_XOR_PEER_ADDRESS, peer);
-            ind.add_raw(ATTR_DATA, &buf[PEER_HEADROOM..PEER_HEADROOM + len]);
-            io.send_to_client(tuple, &ind.finish(None, false));
+    }
+
+    /// Publishes `tuple`'s current forwarding snapshot to its relay socket.
+    fn publish_route(&mut self, tuple: &FiveTuple, now: Instant, io: &mut dyn Io) {
+        if let Some(alloc) = self.allocations.get_mut(tuple) {
+            let route = Arc::new(alloc.route(*tuple, now));
+            alloc.route = route.clone();
+            io.publish_route(alloc.relay, route);
         }
     }
 

@@ -86,8 +86,8 @@ impl Engine {
             match req.method() {
                 METHOD_ALLOCATE => self.allocate(now, tuple, req, &auth, io),
                 METHOD_REFRESH => self.refresh(now, tuple, req, &auth),
-                METHOD_CREATE_PERMISSION => self.create_permission(now, tuple, req, &auth),
-                _ => self.channel_bind(now, tuple, req, &auth),
+                METHOD_CREATE_PERMISSION => self.create_permission(now, tuple, req, &auth, io),
+                _ => self.channel_bind(now, tuple, req, &auth, io),
             }
         };
         let bytes = match result {
@@ -260,8 +260,8 @@ impl Engine {
 
         let dont_fragment = req.attr(ATTR_DONT_FRAGMENT).is_some();
         let relay = match token {
-            Some(token) => self.claim_reservation(token, dont_fragment, now, io),
-            None => self.bind_new_relay(want_ipv6, wish, dont_fragment, io),
+            Some(token) => self.claim_reservation(token, tuple, dont_fragment, now, io),
+            None => self.bind_new_relay(tuple, want_ipv6, wish, dont_fragment, io),
         };
         let relay = relay.inspect_err(|_| self.shared.uncount_allocation(&identity))?;
         let mut response = Response::success(req);
@@ -276,6 +276,7 @@ impl Engine {
         let advertised = self.advertised(relay);
         let expires = now.mono + lifetime;
         let alloc = Allocation::new(
+            *tuple,
             relay,
             advertised,
             auth.username.clone(),
@@ -298,6 +299,7 @@ impl Engine {
     /// Picks a relay IP of the family and binds a free port on it.
     fn bind_new_relay(
         &mut self,
+        owner: &FiveTuple,
         want_ipv6: bool,
         wish: PortWish,
         dont_fragment: bool,
@@ -326,7 +328,7 @@ impl Engine {
                     continue;
                 }
                 let addr = SocketAddr::new(ip, port);
-                match io.bind_relay(addr, dont_fragment) {
+                match io.bind_relay(addr, owner, dont_fragment) {
                     Ok(()) => return Ok(addr),
                     // Another process holds it: keep looking.
                     Err(e) => {
@@ -361,6 +363,7 @@ impl Engine {
     fn claim_reservation(
         &mut self,
         token: &[u8],
+        owner: &FiveTuple,
         dont_fragment: bool,
         now: Now,
         io: &mut dyn Io,
@@ -371,7 +374,7 @@ impl Engine {
             .claim(&token, now.mono)
             .ok_or(Reject::InsufficientCapacity)?;
         // The port stays marked as taken: it moves from the reservation to the allocation.
-        io.bind_relay(reservation.relay, dont_fragment)
+        io.bind_relay(reservation.relay, owner, dont_fragment)
             .map_err(|_| {
                 self.shared.release_port(reservation.relay);
                 Reject::InsufficientCapacity
@@ -421,6 +424,7 @@ impl Engine {
         tuple: &FiveTuple,
         req: &Request,
         auth: &Authenticated,
+        io: &mut dyn Io,
     ) -> Result<Response, Reject> {
         let peers = req.peer_addresses().ok_or(Reject::BadRequest)?;
         if peers.is_empty() {
@@ -438,6 +442,7 @@ impl Engine {
         for ip in ips {
             alloc.install_permission(ip, now.mono + lifetime);
         }
+        self.publish_route(tuple, now.mono, io);
         Ok(Response::success(req))
     }
 
@@ -447,6 +452,7 @@ impl Engine {
         tuple: &FiveTuple,
         req: &Request,
         auth: &Authenticated,
+        io: &mut dyn Io,
     ) -> Result<Response, Reject> {
         let number = match req.attr(ATTR_CHANNEL_NUMBER) {
             Some(&[n0, n1, _, _]) => u16::from_be_bytes([n0, n1]),
@@ -477,6 +483,7 @@ impl Engine {
                 ChannelConflict::Full => Reject::InsufficientCapacity,
             })?;
         alloc.install_permission(peer.ip(), now.mono + config.permission_lifetime);
+        self.publish_route(tuple, now.mono, io);
         Ok(Response::success(req))
     }
 }

@@ -1,13 +1,23 @@
-//! Relay sockets: one UDP socket per allocation, read by a small task that hands
-//! datagrams to the worker.
+//! Relay sockets: one UDP socket per allocation, each read by a small task.
+//!
+//! For a client on UDP the reader forwards peer datagrams itself, following the
+//! allocation's published [`PeerRoute`]: one `recv`, an atomic load, one `send`, with
+//! the ChannelData header written into headroom in front of the data. No lock, no
+//! queue, no allocation. For TCP/TLS clients it hands datagrams to the worker, which
+//! owns the connections.
 
+use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::socket::{bind_udp, set_dont_fragment};
-use crate::core::PEER_HEADROOM;
+use super::udp::send_now;
+use crate::core::route::data_indication;
+use crate::core::{Forward, PEER_HEADROOM, PeerRoute};
+use crate::proto::ChannelHeader;
 
 /// Largest UDP payload; buffers are sized for it so nothing is ever truncated.
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -28,16 +38,28 @@ pub enum RelayEvent {
 /// A bound relay socket, as the worker holds it.
 pub struct RelaySocket {
     pub socket: Arc<UdpSocket>,
+    /// The forwarding snapshot the reader follows.
+    pub route: Arc<ArcSwap<PeerRoute>>,
     /// Dropping it tells the reader to close the socket.
     _close: oneshot::Sender<()>,
 }
 
+/// How a relay socket's reader delivers to the client.
+pub enum Delivery {
+    /// Straight to a UDP client, through the worker's listening socket.
+    Direct(Arc<UdpSocket>),
+    /// Through the worker (TCP/TLS clients).
+    Worker(mpsc::Sender<RelayEvent>),
+}
+
 impl RelaySocket {
-    /// Binds `addr` and starts its reader.
+    /// Binds `addr` and starts its reader. `events` always gets the `Closed` notice.
     pub fn bind(
         addr: SocketAddr,
+        route: PeerRoute,
         dont_fragment: bool,
         buffer: usize,
+        delivery: Delivery,
         events: mpsc::Sender<RelayEvent>,
     ) -> std::io::Result<Self> {
         let socket = bind_udp(addr, buffer)?;
@@ -45,38 +67,86 @@ impl RelaySocket {
             set_dont_fragment(&socket, addr.is_ipv6())?;
         }
         let socket = Arc::new(UdpSocket::from_std(socket)?);
+        let route = Arc::new(ArcSwap::from_pointee(route));
         let (close_tx, close_rx) = oneshot::channel();
-        tokio::spawn(read_relay(socket.clone(), addr, events, close_rx));
+        let reader = Reader {
+            socket: socket.clone(),
+            relay: addr,
+            route: route.clone(),
+            delivery,
+            events,
+        };
+        tokio::spawn(reader.run(close_rx));
         Ok(Self {
             socket,
+            route,
             _close: close_tx,
         })
     }
 }
 
-/// Reads one relay socket until the worker lets go of it, then closes the socket and
-/// says so, so the port is only reused once it is really free.
-async fn read_relay(
+/// The task reading one relay socket.
+struct Reader {
     socket: Arc<UdpSocket>,
     relay: SocketAddr,
-    tx: mpsc::Sender<RelayEvent>,
-    mut close: oneshot::Receiver<()>,
-) {
-    let mut buf = vec![0u8; PEER_HEADROOM + MAX_DATAGRAM];
-    loop {
-        tokio::select! {
-            _ = &mut close => break,
-            received = socket.recv_from(&mut buf[PEER_HEADROOM..]) => match received {
-                Ok((len, peer)) => {
-                    let buf = buf[..PEER_HEADROOM + len].to_vec();
-                    // A full queue drops the datagram, as a congested link would.
-                    let _ = tx.try_send(RelayEvent::Datagram { relay, peer, buf });
-                }
-                // ICMP errors surface here on some kernels; the socket stays usable.
-                Err(_) => tokio::task::yield_now().await,
-            },
+    route: Arc<ArcSwap<PeerRoute>>,
+    delivery: Delivery,
+    events: mpsc::Sender<RelayEvent>,
+}
+
+impl Reader {
+    /// Reads until the worker lets go of the socket, then closes it and says so, so
+    /// the port is only reused once it is really free.
+    async fn run(self, mut close: oneshot::Receiver<()>) {
+        let mut buf = vec![0u8; PEER_HEADROOM + MAX_DATAGRAM];
+        loop {
+            tokio::select! {
+                _ = &mut close => break,
+                received = self.socket.recv_from(&mut buf[PEER_HEADROOM..]) => match received {
+                    Ok((len, peer)) => self.deliver(&mut buf, len, peer),
+                    // ICMP errors surface here on some kernels; the socket stays usable.
+                    Err(_) => tokio::task::yield_now().await,
+                },
+            }
+        }
+        let Self {
+            socket,
+            relay,
+            events,
+            ..
+        } = self;
+        drop(socket);
+        let _ = events.send(RelayEvent::Closed(relay)).await;
+    }
+
+    /// Forwards the datagram at `buf[PEER_HEADROOM..][..len]` from `peer`.
+    fn deliver(&self, buf: &mut [u8], len: usize, peer: SocketAddr) {
+        let listener = match &self.delivery {
+            Delivery::Direct(listener) => listener,
+            Delivery::Worker(tx) => {
+                let buf = buf[..PEER_HEADROOM + len].to_vec();
+                let relay = self.relay;
+                // A full queue drops the datagram, as a congested link would.
+                let _ = tx.try_send(RelayEvent::Datagram { relay, peer, buf });
+                return;
+            }
+        };
+        let route = self.route.load();
+        let client = route.client.client;
+        match route.forward(peer, Instant::now()) {
+            Forward::Drop => {}
+            Forward::Channel(number) => {
+                let Ok(len16) = u16::try_from(len) else {
+                    return;
+                };
+                let header = ChannelHeader { number, len: len16 };
+                buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
+                send_now(listener, &buf[..PEER_HEADROOM + len], client);
+            }
+            Forward::Indication => {
+                let data = &buf[PEER_HEADROOM..PEER_HEADROOM + len];
+                send_now(listener, &data_indication(peer, data), client);
+            }
         }
     }
-    drop(socket);
-    let _ = tx.send(RelayEvent::Closed(relay)).await;
 }

@@ -14,9 +14,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use super::relay::{MAX_DATAGRAM, RelayEvent, RelaySocket};
+use super::relay::{Delivery, MAX_DATAGRAM, RelayEvent, RelaySocket};
 use super::udp::{recv_any, send_now};
-use crate::core::{Engine, FiveTuple, Io, Now, PEER_HEADROOM, Transport};
+use crate::core::{Engine, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Transport};
 
 /// A TCP/TLS connection as the worker sees it.
 pub struct Connection {
@@ -75,15 +75,36 @@ impl Io for Sockets {
         }
     }
 
-    fn bind_relay(&mut self, addr: SocketAddr, dont_fragment: bool) -> std::io::Result<()> {
+    fn bind_relay(
+        &mut self,
+        addr: SocketAddr,
+        owner: &FiveTuple,
+        dont_fragment: bool,
+    ) -> std::io::Result<()> {
+        let listener = (owner.transport == Transport::Udp)
+            .then(|| self.listener_index.get(&owner.server))
+            .flatten()
+            .map(|&i| self.listeners[i].clone());
+        let delivery = match listener {
+            Some(listener) => Delivery::Direct(listener),
+            None => Delivery::Worker(self.relay_tx.clone()),
+        };
         let socket = RelaySocket::bind(
             addr,
+            PeerRoute::new(*owner),
             dont_fragment,
             self.socket_buffer,
+            delivery,
             self.relay_tx.clone(),
         )?;
         self.relays.insert(addr, socket);
         Ok(())
+    }
+
+    fn publish_route(&mut self, relay: SocketAddr, route: Arc<PeerRoute>) {
+        if let Some(r) = self.relays.get(&relay) {
+            r.route.store(route);
+        }
     }
 
     fn close_relay(&mut self, addr: SocketAddr) {

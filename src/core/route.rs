@@ -1,0 +1,106 @@
+//! The peer→client forwarding decision as an immutable snapshot.
+//!
+//! The engine publishes a new [`PeerRoute`] whenever an allocation's permissions or
+//! channels change; a relay socket's reader reads the current one (an atomic load) and
+//! forwards a peer's datagram itself, so the busiest path in a relay takes no lock, no
+//! queue and no allocation. Expiry is judged against the `now` of each datagram, so a
+//! route stays right without being republished when something expires.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+use stun::attributes::{ATTR_DATA, ATTR_XOR_PEER_ADDRESS};
+use stun::message::METHOD_DATA;
+
+use super::FiveTuple;
+use crate::proto::Response;
+
+/// What to do with a datagram a peer sent to a relay address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    /// No permission for the peer's IP: drop it.
+    Drop,
+    /// Send it as ChannelData on this channel.
+    Channel(u16),
+    /// Send it in a Data indication.
+    Indication,
+}
+
+/// An allocation's client and its permissions and channels, as of one moment.
+#[derive(Debug, Clone)]
+pub struct PeerRoute {
+    pub client: FiveTuple,
+    /// Peer IP → permission expiry.
+    pub(super) permissions: Vec<(IpAddr, Instant)>,
+    /// Peer address → channel number and expiry.
+    pub(super) channels: Vec<(SocketAddr, u16, Instant)>,
+}
+
+impl PeerRoute {
+    /// A route with nothing permitted yet.
+    pub fn new(client: FiveTuple) -> Self {
+        Self {
+            client,
+            permissions: Vec::new(),
+            channels: Vec::new(),
+        }
+    }
+
+    /// The decision for a datagram from `peer` at `now`. Tables are small (bounded by
+    /// the per-allocation caps), so a scan beats hashing.
+    pub fn forward(&self, peer: SocketAddr, now: Instant) -> Forward {
+        let permitted = self
+            .permissions
+            .iter()
+            .any(|&(ip, expires)| ip == peer.ip() && now < expires);
+        if !permitted {
+            return Forward::Drop;
+        }
+        self.channels
+            .iter()
+            .find(|&&(addr, _, expires)| addr == peer && now < expires)
+            .map_or(Forward::Indication, |&(_, number, _)| {
+                Forward::Channel(number)
+            })
+    }
+}
+
+/// A Data indication carrying `data` from `peer` (RFC 8656 §11.4). It needs no
+/// integrity, and its transaction id is random.
+pub fn data_indication(peer: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut tid = stun::agent::TransactionId::default();
+    rand::Rng::fill(&mut rand::rng(), &mut tid.0);
+    let mut ind = Response::indication(METHOD_DATA, tid);
+    ind.add_xor_address(ATTR_XOR_PEER_ADDRESS, peer);
+    ind.add_raw(ATTR_DATA, data);
+    ind.finish(None, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Transport;
+    use std::time::Duration;
+
+    #[test]
+    fn decides_by_permission_then_channel() {
+        let now = Instant::now();
+        let tuple = FiveTuple {
+            client: "192.0.2.1:1000".parse().unwrap(),
+            server: "192.0.2.2:3478".parse().unwrap(),
+            transport: Transport::Udp,
+        };
+        let bound: SocketAddr = "198.51.100.1:5000".parse().unwrap();
+        let same_ip: SocketAddr = "198.51.100.1:5001".parse().unwrap();
+        let stranger: SocketAddr = "198.51.100.2:5000".parse().unwrap();
+        let later = now + Duration::from_secs(10);
+        let route = PeerRoute {
+            client: tuple,
+            permissions: vec![(bound.ip(), later)],
+            channels: vec![(bound, 0x4001, later)],
+        };
+        assert_eq!(route.forward(bound, now), Forward::Channel(0x4001));
+        assert_eq!(route.forward(same_ip, now), Forward::Indication);
+        assert_eq!(route.forward(stranger, now), Forward::Drop);
+        assert_eq!(route.forward(bound, later), Forward::Drop);
+    }
+}
