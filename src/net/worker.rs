@@ -148,19 +148,30 @@ pub async fn run(
         socket_buffer: config.socket_buffer,
     };
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Invariant: every listener is bound, so it has a local address.
+    let local_addrs: Vec<SocketAddr> = io
+        .listeners
+        .iter()
+        .map(|s| s.local_addr().expect("a bound socket has a local address"))
+        .collect();
+    // One timer, re-armed only when the engine's next deadline moves: a fresh sleep
+    // per loop turn would touch the timer wheel for every packet.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         let deadline = engine.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(when) => tokio::time::sleep_until(when.into()).await,
-                None => std::future::pending().await,
+        if deadline != armed {
+            if let Some(when) = deadline {
+                timer.as_mut().reset(when.into());
             }
-        };
+            armed = deadline;
+        }
         tokio::select! {
             (i, len, client) = recv_any(&io.listeners, &mut buf) => {
-                let Ok(server) = io.listeners[i].local_addr() else { continue };
-                let tuple = FiveTuple { client, server, transport: Transport::Udp };
+                let tuple = FiveTuple { client, server: local_addrs[i], transport: Transport::Udp };
                 engine.handle_client(now(), tuple, &buf[..len], &mut io);
+                drain_listeners(&mut engine, &mut io, &local_addrs, &mut buf);
             }
             Some(event) = relay_rx.recv() => match event {
                 RelayEvent::Datagram { relay, peer, mut buf } => {
@@ -181,7 +192,10 @@ pub async fn run(
                     engine.handle_client_closed(&tuple, &mut io);
                 }
             },
-            () = sleep => engine.handle_timeout(Instant::now(), &mut io),
+            () = &mut timer, if armed.is_some() => {
+                armed = None;
+                engine.handle_timeout(Instant::now(), &mut io);
+            }
             _ = shutdown.changed() => break,
         }
     }
@@ -189,6 +203,40 @@ pub async fn run(
     // their tasks.
     io.relays.clear();
     io.connections.clear();
+}
+
+/// Datagrams read from the listeners per wake-up before the worker looks at its other
+/// inputs again: amortises the loop over bursts without starving relay events.
+const LISTENER_BATCH: usize = 64;
+
+/// Handles datagrams already waiting on the listeners, without going back through
+/// `select!` for each one.
+fn drain_listeners(
+    engine: &mut Engine,
+    io: &mut Sockets,
+    local_addrs: &[SocketAddr],
+    buf: &mut [u8],
+) {
+    let mut handled = 0;
+    while handled < LISTENER_BATCH {
+        let mut got_any = false;
+        for (i, &server) in local_addrs.iter().enumerate() {
+            let received = io.listeners[i].try_recv_from(buf);
+            if let Ok((len, client)) = received {
+                let tuple = FiveTuple {
+                    client,
+                    server,
+                    transport: Transport::Udp,
+                };
+                engine.handle_client(now(), tuple, &buf[..len], io);
+                handled += 1;
+                got_any = true;
+            }
+        }
+        if !got_any {
+            return;
+        }
+    }
 }
 
 fn now() -> Now {
