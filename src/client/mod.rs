@@ -205,12 +205,26 @@ impl TurnClient {
         tid: TransactionId,
         out: &Outgoing,
     ) -> Vec<u8> {
-        let realm = self.realm.clone().unwrap_or_default();
-        let nonce = self.nonce.clone().unwrap_or_default();
+        let (Some(realm), Some(nonce)) = (&self.realm, &self.nonce) else {
+            // Like a real client, the first request goes unsigned: realm and nonce
+            // come from the server's 401. (Some servers answer a request signed with
+            // an empty realm and nonce with something other than a challenge.)
+            let unsigned = Outgoing {
+                sign: false,
+                ..out.clone()
+            };
+            let signer = Signer {
+                username: "",
+                realm: "",
+                nonce: "",
+                password: "",
+            };
+            return encode_message(method, class, tid, &unsigned, &signer);
+        };
         let signer = Signer {
             username: &self.username,
-            realm: &realm,
-            nonce: &nonce,
+            realm,
+            nonce,
             password: &self.password,
         };
         encode_message(method, class, tid, out, &signer)

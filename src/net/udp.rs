@@ -9,17 +9,15 @@ use tokio::net::UdpSocket;
 use super::socket::bind_udp_group;
 
 /// Binds one listening socket per worker on `addr`. Done before anything else starts
-/// so a bad address fails the start.
+/// so a bad address fails the start. Each socket is registered with a reactor by the
+/// worker that uses it.
 pub fn bind_listeners(
     addr: SocketAddr,
     buffer: usize,
     workers: usize,
-) -> std::io::Result<Vec<UdpSocket>> {
+) -> std::io::Result<Vec<std::net::UdpSocket>> {
     bind_udp_group(addr, buffer, workers)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("UDP {addr}: {e}")))?
-        .into_iter()
-        .map(UdpSocket::from_std)
-        .collect()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("UDP {addr}: {e}")))
 }
 
 /// Sends a datagram with one non-blocking `sendto`, dropping it when the socket buffer

@@ -124,8 +124,31 @@ impl Io for Sockets {
     }
 }
 
-/// Runs the engine until `shutdown` turns true.
-pub async fn run(
+/// Runs one worker on the current thread until `shutdown` turns true: a
+/// single-threaded runtime whose reactor serves this worker's listeners and relay
+/// sockets, so a relayed packet never crosses threads (no futex, no handoff).
+pub fn run_on_this_thread(
+    engine: Engine,
+    listeners: Vec<std::net::UdpSocket>,
+    streams: mpsc::Receiver<StreamEvent>,
+    config: WorkerConfig,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        // Registered with this thread's reactor.
+        let listeners = listeners
+            .into_iter()
+            .map(UdpSocket::from_std)
+            .collect::<std::io::Result<Vec<_>>>()?;
+        run(engine, listeners, streams, config, shutdown).await;
+        Ok(())
+    })
+}
+
+async fn run(
     mut engine: Engine,
     listeners: Vec<UdpSocket>,
     mut streams: mpsc::Receiver<StreamEvent>,

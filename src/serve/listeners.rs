@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use std::net::SocketAddr;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use crate::config::{Listener, ServerSettings, Settings};
 use crate::net::stream::{self, Accept};
@@ -13,7 +13,7 @@ use crate::net::udp;
 pub struct Listeners {
     /// One list of UDP sockets per worker: each worker has its own socket on every
     /// UDP address (SO_REUSEPORT).
-    pub udp: Vec<Vec<UdpSocket>>,
+    pub udp: Vec<Vec<std::net::UdpSocket>>,
     pub streams: Vec<(TcpListener, Accept)>,
 }
 

@@ -67,22 +67,29 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         relay_queue: limits.relay_queue,
     };
     tracing::info!(workers, "starting workers");
-    let mut handles = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
     let udp = listeners.udp.into_iter();
-    for ((engine, udp), streams) in engines.into_iter().zip(udp).zip(stream_rxs) {
-        handles.push(tokio::spawn(worker::run(
-            engine,
-            udp,
-            streams,
-            worker_config,
-            stop_rx.clone(),
-        )));
+    for (i, ((engine, udp), streams)) in engines.into_iter().zip(udp).zip(stream_rxs).enumerate() {
+        let stop = stop_rx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("tern-worker-{i}"))
+            .spawn(move || worker::run_on_this_thread(engine, udp, streams, worker_config, stop))
+            .context("cannot start a worker thread")?;
+        threads.push(thread);
     }
     wait_for_stop(tls.as_ref()).await?;
     let _ = stop_tx.send(true);
-    for handle in handles {
-        handle.await.context("worker panicked")?;
-    }
+    let joined = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .map_err(|_| anyhow::anyhow!("a worker panicked"))?
+                    .context("worker failed")
+            })
+            .collect::<anyhow::Result<Vec<()>>>()
+    });
+    joined.await.context("joining workers")??;
     tracing::info!("stopped");
     Ok(())
 }
