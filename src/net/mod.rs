@@ -1,6 +1,7 @@
 //! tokio drivers: they own the sockets, feed the engine bytes and carry out what it
 //! asks. Protocol decisions are never made here.
 
+pub mod batch;
 pub mod relay;
 pub mod socket;
 pub mod stream;

@@ -13,6 +13,7 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch::{BATCH as BATCH_SIZE, RecvBatch};
 use super::socket::{bind_udp, set_dont_fragment};
 use super::udp::send_now;
 use crate::core::route::data_indication;
@@ -22,13 +23,15 @@ use crate::proto::ChannelHeader;
 /// Largest UDP payload; buffers are sized for it so nothing is ever truncated.
 pub const MAX_DATAGRAM: usize = 65_535;
 
-/// Datagrams read from one relay socket per readiness event before yielding.
-const DRAIN_BATCH: usize = 64;
+/// Batches read from one relay socket per readiness event before yielding, so one
+/// busy socket cannot starve the others sharing the thread.
+const DRAIN_ROUNDS: usize = 4;
 
 thread_local! {
-    /// One receive buffer per runtime thread, shared by every relay socket it reads.
-    static BUFFER: std::cell::RefCell<Vec<u8>> =
-        std::cell::RefCell::new(vec![0; PEER_HEADROOM + MAX_DATAGRAM]);
+    /// One set of receive buffers per worker thread, shared by every relay socket it
+    /// reads: an idle allocation holds no buffer.
+    static BATCH: std::cell::RefCell<RecvBatch> =
+        std::cell::RefCell::new(RecvBatch::new(PEER_HEADROOM, MAX_DATAGRAM));
 }
 
 /// What a relay socket's reader tells the worker.
@@ -108,7 +111,7 @@ impl Reader {
     /// the port is only reused once it is really free.
     ///
     /// The task holds no buffer while it waits: on readiness it drains the socket into
-    /// its thread's buffer, so an idle allocation costs a few hundred bytes, not 64 KiB.
+    /// its thread's buffers, so an idle allocation costs a few hundred bytes, not 64 KiB.
     async fn run(self, mut close: oneshot::Receiver<()>) {
         loop {
             tokio::select! {
@@ -131,16 +134,18 @@ impl Reader {
         let _ = events.send(RelayEvent::Closed(relay)).await;
     }
 
-    /// Forwards every datagram waiting on the socket (bounded, so one busy socket
-    /// cannot starve the others sharing the thread).
+    /// Forwards the datagrams waiting on the socket, a batch per system call.
     fn drain(&self) {
-        BUFFER.with_borrow_mut(|buf| {
-            for _ in 0..DRAIN_BATCH {
-                match self.socket.try_recv_from(&mut buf[PEER_HEADROOM..]) {
-                    Ok((len, peer)) => self.deliver(buf, len, peer),
-                    // Would block: drained. Other errors (ICMP feedback) leave the
-                    // socket usable; the next readiness tries again.
-                    Err(_) => return,
+        BATCH.with_borrow_mut(|batch| {
+            for _ in 0..DRAIN_ROUNDS {
+                let n = batch.recv(&self.socket);
+                for i in 0..n {
+                    if let Some((buf, len, peer)) = batch.get(i) {
+                        self.deliver(buf, len, peer);
+                    }
+                }
+                if n < BATCH_SIZE {
+                    return;
                 }
             }
         });

@@ -1,9 +1,6 @@
 //! UDP listeners: binding them, reading from all of them at once, and sending.
 
-use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::task::Poll;
 use tokio::net::UdpSocket;
 
 use super::socket::bind_udp_group;
@@ -26,22 +23,4 @@ pub fn bind_listeners(
 /// of a new allocation.
 pub fn send_now(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
     let _ = socket2::SockRef::from(socket).send_to(bytes, &to.into());
-}
-
-/// The next datagram from any listener: (listener index, length, source). Never
-/// resolves when there are no listeners.
-pub async fn recv_any(listeners: &[Arc<UdpSocket>], buf: &mut [u8]) -> (usize, usize, SocketAddr) {
-    poll_fn(|cx| {
-        for (i, socket) in listeners.iter().enumerate() {
-            let mut read = tokio::io::ReadBuf::new(buf);
-            match socket.poll_recv_from(cx, &mut read) {
-                Poll::Ready(Ok(from)) => return Poll::Ready((i, read.filled().len(), from)),
-                // A transient error (e.g. ICMP feedback): try again on the next wake-up.
-                Poll::Ready(Err(_)) => cx.waker().wake_by_ref(),
-                Poll::Pending => {}
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }

@@ -14,8 +14,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
+use super::batch::{BATCH, RecvBatch};
 use super::relay::{Delivery, MAX_DATAGRAM, RelayEvent, RelaySocket};
-use super::udp::{recv_any, send_now};
+use super::udp::send_now;
 use crate::core::{Engine, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Transport};
 
 /// A TCP/TLS connection as the worker sees it.
@@ -170,7 +171,7 @@ async fn run(
         connections: HashMap::new(),
         socket_buffer: config.socket_buffer,
     };
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut batch = RecvBatch::new(0, MAX_DATAGRAM);
     // Invariant: every listener is bound, so it has a local address.
     let local_addrs: Vec<SocketAddr> = io
         .listeners
@@ -191,10 +192,8 @@ async fn run(
             armed = deadline;
         }
         tokio::select! {
-            (i, len, client) = recv_any(&io.listeners, &mut buf) => {
-                let tuple = FiveTuple { client, server: local_addrs[i], transport: Transport::Udp };
-                engine.handle_client(now(), tuple, &buf[..len], &mut io);
-                drain_listeners(&mut engine, &mut io, &local_addrs, &mut buf);
+            i = ready_any(&io.listeners) => {
+                drain_listener(&mut engine, &mut io, i, local_addrs[i], &mut batch);
             }
             Some(event) = relay_rx.recv() => match event {
                 RelayEvent::Datagram { relay, peer, mut buf } => {
@@ -228,38 +227,49 @@ async fn run(
     io.connections.clear();
 }
 
-/// Datagrams read from the listeners per wake-up before the worker looks at its other
+/// Batches read from a listener per wake-up before the worker looks at its other
 /// inputs again: amortises the loop over bursts without starving relay events.
-const LISTENER_BATCH: usize = 64;
+const LISTENER_ROUNDS: usize = 4;
 
-/// Handles datagrams already waiting on the listeners, without going back through
-/// `select!` for each one.
-fn drain_listeners(
+/// Handles the datagrams waiting on listener `i`, a batch per system call.
+fn drain_listener(
     engine: &mut Engine,
     io: &mut Sockets,
-    local_addrs: &[SocketAddr],
-    buf: &mut [u8],
+    i: usize,
+    server: SocketAddr,
+    batch: &mut RecvBatch,
 ) {
-    let mut handled = 0;
-    while handled < LISTENER_BATCH {
-        let mut got_any = false;
-        for (i, &server) in local_addrs.iter().enumerate() {
-            let received = io.listeners[i].try_recv_from(buf);
-            if let Ok((len, client)) = received {
+    for _ in 0..LISTENER_ROUNDS {
+        let n = batch.recv(&io.listeners[i]);
+        let now = now();
+        for k in 0..n {
+            if let Some((buf, len, client)) = batch.get(k) {
                 let tuple = FiveTuple {
                     client,
                     server,
                     transport: Transport::Udp,
                 };
-                engine.handle_client(now(), tuple, &buf[..len], io);
-                handled += 1;
-                got_any = true;
+                engine.handle_client(now, tuple, &buf[..len], io);
             }
         }
-        if !got_any {
+        if n < BATCH {
             return;
         }
     }
+}
+
+/// Waits until one of the listeners has a datagram; returns its index. Never resolves
+/// when there are no listeners.
+async fn ready_any(listeners: &[Arc<UdpSocket>]) -> usize {
+    std::future::poll_fn(|cx| {
+        for (i, socket) in listeners.iter().enumerate() {
+            if socket.poll_recv_ready(cx).is_ready() {
+                return std::task::Poll::Ready(i);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 fn now() -> Now {
