@@ -3,8 +3,6 @@
 //! Expiry is judged against the `now` passed in; nothing here reads a clock or owns a
 //! socket. Data traffic never refreshes anything: only requests do.
 
-use std::collections::HashMap;
-
 use super::FiveTuple;
 use super::route::PeerRoute;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +16,7 @@ pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy)]
 pub struct ChannelBinding {
+    pub number: u16,
     pub peer: SocketAddr,
     pub expires: Instant,
 }
@@ -56,10 +55,13 @@ pub struct Allocation {
     /// When the timer heap will next look at this allocation (see `Engine::schedule`).
     pub scheduled: Instant,
     /// Peer IP → expiry. Permissions are per IP, ports do not matter (RFC 8656 §9).
-    permissions: HashMap<IpAddr, Instant>,
-    channels: HashMap<u16, ChannelBinding>,
-    channel_of_peer: HashMap<SocketAddr, u16>,
-    /// The last request's transaction id and the bytes answered, for retransmissions.
+    /// Small vectors rather than maps: they are bounded by the per-allocation caps,
+    /// scanned faster than hashed at that size, and cost nothing while empty.
+    permissions: Vec<(IpAddr, Instant)>,
+    /// Invariant: no two entries share a number or a peer.
+    channels: Vec<ChannelBinding>,
+    /// The Allocate's transaction id and the bytes answered, kept for retransmissions
+    /// until the client's next request.
     pub last_answer: Option<(TransactionId, Vec<u8>)>,
     /// The forwarding snapshot last published for this allocation.
     pub route: Arc<PeerRoute>,
@@ -81,9 +83,8 @@ impl Allocation {
             quota_identity,
             expires,
             scheduled: expires,
-            permissions: HashMap::new(),
-            channels: HashMap::new(),
-            channel_of_peer: HashMap::new(),
+            permissions: Vec::new(),
+            channels: Vec::new(),
             last_answer: None,
             route: Arc::new(PeerRoute::new(client)),
         }
@@ -94,7 +95,9 @@ impl Allocation {
     }
 
     pub fn has_permission(&self, peer: IpAddr, now: Instant) -> bool {
-        self.permissions.get(&peer).is_some_and(|&e| now < e)
+        self.permissions
+            .iter()
+            .any(|&(ip, expires)| ip == peer && now < expires)
     }
 
     /// How many of `peers` would be new permissions (for the capacity check).
@@ -110,18 +113,21 @@ impl Allocation {
     }
 
     pub fn permission_count(&self, now: Instant) -> usize {
-        self.permissions.values().filter(|&&e| now < e).count()
+        self.permissions.iter().filter(|&&(_, e)| now < e).count()
     }
 
     pub fn install_permission(&mut self, peer: IpAddr, expires: Instant) {
-        self.permissions.insert(peer, expires);
+        match self.permissions.iter_mut().find(|(ip, _)| *ip == peer) {
+            Some(entry) => entry.1 = expires,
+            None => self.permissions.push((peer, expires)),
+        }
     }
 
     /// The peer an active channel number leads to.
     pub fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
         self.channels
-            .get(&number)
-            .filter(|c| c.is_active(now))
+            .iter()
+            .find(|c| c.number == number && c.is_active(now))
             .map(|c| c.peer)
     }
 
@@ -132,14 +138,14 @@ impl Allocation {
         route.permissions = self
             .permissions
             .iter()
-            .filter(|&(_, &expires)| now < expires)
-            .map(|(&ip, &expires)| (ip, expires))
+            .filter(|&&(_, expires)| now < expires)
+            .copied()
             .collect();
         route.channels = self
             .channels
             .iter()
-            .filter(|(_, c)| c.is_active(now))
-            .map(|(&number, c)| (c.peer, number, c.expires))
+            .filter(|c| c.is_active(now))
+            .copied()
             .collect();
         route
     }
@@ -154,36 +160,36 @@ impl Allocation {
         max_channels: usize,
     ) -> Result<(), ChannelConflict> {
         self.forget_untied_channels(now);
-        let by_number = self.channels.get(&number).map(|c| c.peer);
-        let by_peer = self.channel_of_peer.get(&peer).copied();
-        match (by_number, by_peer) {
-            (Some(p), _) if p != peer => return Err(ChannelConflict::Mismatch),
-            (_, Some(n)) if n != number => return Err(ChannelConflict::Mismatch),
-            (None, None) if self.channels.len() >= max_channels => {
-                return Err(ChannelConflict::Full);
-            }
-            _ => {}
+        let conflict = self
+            .channels
+            .iter()
+            .any(|c| (c.number == number) != (c.peer == peer));
+        if conflict {
+            return Err(ChannelConflict::Mismatch);
         }
-        self.channels
-            .insert(number, ChannelBinding { peer, expires });
-        self.channel_of_peer.insert(peer, number);
+        let binding = ChannelBinding {
+            number,
+            peer,
+            expires,
+        };
+        let full = self.channels.len() >= max_channels;
+        match self.channels.iter_mut().find(|c| c.number == number) {
+            Some(existing) => *existing = binding,
+            None if full => return Err(ChannelConflict::Full),
+            None => self.channels.push(binding),
+        }
         Ok(())
     }
 
     /// Drops expired permissions and channels past their cooldown, so the tables only
     /// hold what still matters.
     pub fn prune(&mut self, now: Instant) {
-        self.permissions.retain(|_, e| now < *e);
+        self.permissions.retain(|&(_, e)| now < e);
         self.forget_untied_channels(now);
     }
 
     fn forget_untied_channels(&mut self, now: Instant) {
-        let before = self.channels.len();
-        self.channels.retain(|_, c| c.is_tied(now));
-        if self.channels.len() != before {
-            let channels = &self.channels;
-            self.channel_of_peer.retain(|_, n| channels.contains_key(n));
-        }
+        self.channels.retain(|c| c.is_tied(now));
     }
 }
 

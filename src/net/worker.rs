@@ -15,7 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::batch::{BATCH, RecvBatch};
-use super::relay::{Delivery, MAX_DATAGRAM, RelayEvent, RelaySocket};
+use super::relay::{Closing, Delivery, MAX_DATAGRAM, PeerDatagram, RelaySocket};
 use super::udp::send_now;
 use crate::core::{Engine, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Transport};
 
@@ -47,7 +47,9 @@ struct Sockets {
     listeners: Vec<Arc<UdpSocket>>,
     listener_index: HashMap<SocketAddr, usize>,
     relays: HashMap<SocketAddr, RelaySocket>,
-    relay_tx: mpsc::Sender<RelayEvent>,
+    relay_tx: mpsc::Sender<PeerDatagram>,
+    /// Relay sockets whose readers are being cancelled.
+    closing: Closing,
     connections: HashMap<FiveTuple, Connection>,
     socket_buffer: usize,
 }
@@ -90,14 +92,8 @@ impl Io for Sockets {
             Some(listener) => Delivery::Direct(listener),
             None => Delivery::Worker(self.relay_tx.clone()),
         };
-        let socket = RelaySocket::bind(
-            addr,
-            PeerRoute::new(*owner),
-            dont_fragment,
-            self.socket_buffer,
-            delivery,
-            self.relay_tx.clone(),
-        )?;
+        let route = PeerRoute::new(*owner);
+        let socket = RelaySocket::bind(addr, route, dont_fragment, self.socket_buffer, delivery)?;
         self.relays.insert(addr, socket);
         Ok(())
     }
@@ -109,7 +105,9 @@ impl Io for Sockets {
     }
 
     fn close_relay(&mut self, addr: SocketAddr) {
-        self.relays.remove(&addr);
+        if let Some(relay) = self.relays.remove(&addr) {
+            self.closing.push(addr, relay.close());
+        }
     }
 
     fn allocation_changed(&mut self, tuple: &FiveTuple, alive: bool) {
@@ -168,6 +166,7 @@ async fn run(
         listener_index,
         relays: HashMap::new(),
         relay_tx,
+        closing: Closing::default(),
         connections: HashMap::new(),
         socket_buffer: config.socket_buffer,
     };
@@ -183,6 +182,7 @@ async fn run(
     let timer = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
+    let mut closing_tick = tokio::time::interval(CLOSING_CHECK);
     loop {
         let deadline = engine.poll_timeout();
         if deadline != armed {
@@ -195,13 +195,15 @@ async fn run(
             i = ready_any(&io.listeners) => {
                 drain_listener(&mut engine, &mut io, i, local_addrs[i], &mut batch);
             }
-            Some(event) = relay_rx.recv() => match event {
-                RelayEvent::Datagram { relay, peer, mut buf } => {
-                    let len = buf.len() - PEER_HEADROOM;
-                    engine.handle_peer(Instant::now(), relay, peer, &mut buf, len, &mut io);
+            Some(PeerDatagram { relay, peer, mut buf }) = relay_rx.recv() => {
+                let len = buf.len() - PEER_HEADROOM;
+                engine.handle_peer(Instant::now(), relay, peer, &mut buf, len, &mut io);
+            }
+            _ = closing_tick.tick(), if !io.closing.is_empty() => {
+                for relay in io.closing.take_closed() {
+                    engine.handle_relay_closed(relay);
                 }
-                RelayEvent::Closed(relay) => engine.handle_relay_closed(relay),
-            },
+            }
             Some(event) = streams.recv() => match event {
                 StreamEvent::Opened(tuple, conn) => {
                     io.connections.insert(tuple, conn);
@@ -221,11 +223,16 @@ async fn run(
             _ = shutdown.changed() => break,
         }
     }
-    // Dropping the relay sockets' close handles and the connections' writers stops
+    // Cancelling the relay readers and dropping the connections' writers stops
     // their tasks.
-    io.relays.clear();
+    for (_, relay) in io.relays.drain() {
+        relay.close();
+    }
     io.connections.clear();
 }
+
+/// How often sockets being closed are checked, so their ports can be reused.
+const CLOSING_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Batches read from a listener per wake-up before the worker looks at its other
 /// inputs again: amortises the loop over bursts without starving relay events.
