@@ -12,6 +12,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod load;
 pub mod net;
 pub mod policy;
 pub mod proto;

@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(&args),
         Command::CheckConfig { path } => check_config(&path),
         Command::HashKey { user, realm } => hash_key(&user, &realm),
+        Command::Load(args) => tern::load::main(&args),
     }
 }
 

@@ -172,8 +172,8 @@ impl Default for AuthSettings {
             allow_refresh_after_expiry: false,
             nonce_lifetime: Seconds(600),
             nonce_key: None,
-            unauthorized_per_second: 10,
-            unauthorized_burst: 30,
+            unauthorized_per_second: 100,
+            unauthorized_burst: 500,
         }
     }
 }

@@ -49,7 +49,7 @@ pub struct Traffic {
     pub pace: Pace,
     pub duration: Duration,
     /// Application bytes per ChannelData message (at least a probe's 16).
-    pub payload: usize,
+    pub payload: u16,
 }
 
 /// How fast each allocation sends.
@@ -101,7 +101,7 @@ impl Plan {
             Phase::Traffic(Traffic {
                 pace: pace(args.rate, args.window)?,
                 duration: Duration::from_secs(args.duration),
-                payload: usize::from(args.payload),
+                payload: args.payload,
             })
         };
         let allocations = usize::try_from(args.allocations)

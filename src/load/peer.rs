@@ -1,0 +1,193 @@
+//! The built-in echo peer: a UDP socket on the loopback address of the server's
+//! family that sends every datagram back where it came from (the relayed address) and
+//! counts them, on a thread of its own so it costs one syscall pair per packet. Its
+//! socket buffers are enlarged so bursts from many allocations are not dropped here
+//! (which would be counted against the server), and what its socket still drops is
+//! read from `/proc/net/udp` so a report can tell the two apart.
+
+use std::fs;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// How often the peer looks whether it should stop.
+const POLL: Duration = Duration::from_millis(100);
+/// Socket buffers asked for: all allocations' bursts meet in this one socket, and the
+/// default holds only a few hundred small datagrams. Forced past net.core.rmem_max
+/// when allowed (root), else capped there.
+const BUFFER: usize = 16 << 20;
+
+/// What the peer saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerCounts {
+    pub received: u64,
+    /// Datagrams its socket dropped for lack of buffer space (`None`: unknown).
+    pub dropped: Option<u64>,
+}
+
+pub struct EchoPeer {
+    addr: SocketAddr,
+    received: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EchoPeer {
+    /// Binds `127.0.0.1:0`, or `[::1]:0` when `ipv6`, and starts echoing.
+    pub fn start(ipv6: bool) -> io::Result<Self> {
+        let ip = if ipv6 {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        };
+        let socket = UdpSocket::bind((ip, 0))?;
+        socket.set_read_timeout(Some(POLL))?;
+        enlarge_buffers(&socket);
+        let addr = socket.local_addr()?;
+        let received = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = thread::Builder::new().name("load-peer".into()).spawn({
+            let (received, stop) = (received.clone(), stop.clone());
+            move || echo(&socket, &received, &stop)
+        })?;
+        Ok(Self {
+            addr,
+            received,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What the peer has seen so far.
+    pub fn counts(&self) -> PeerCounts {
+        PeerCounts {
+            received: self.received.load(Ordering::Relaxed),
+            dropped: socket_drops(self.addr),
+        }
+    }
+}
+
+impl Drop for EchoPeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn echo(socket: &UdpSocket, received: &AtomicU64, stop: &AtomicBool) {
+    let mut buf = vec![0u8; 65_536];
+    while !stop.load(Ordering::Relaxed) {
+        match socket.recv_from(&mut buf) {
+            Ok((len, from)) => {
+                received.fetch_add(1, Ordering::Relaxed);
+                // A send that fails is a packet lost towards the client, as on a network.
+                let _ = socket.send_to(&buf[..len], from);
+            }
+            Err(e) if is_transient(&e) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Best effort: a smaller buffer only means earlier drops under bursts.
+fn enlarge_buffers(socket: &UdpSocket) {
+    let options = socket2::SockRef::from(socket);
+    if !force_buffer(socket, libc::SO_RCVBUFFORCE) {
+        let _ = options.set_recv_buffer_size(BUFFER);
+    }
+    if !force_buffer(socket, libc::SO_SNDBUFFORCE) {
+        let _ = options.set_send_buffer_size(BUFFER);
+    }
+}
+
+/// Sets a buffer size past the system maximum (`SO_RCVBUFFORCE`/`SO_SNDBUFFORCE`,
+/// allowed with CAP_NET_ADMIN); `false` if refused.
+fn force_buffer(socket: &UdpSocket, option: libc::c_int) -> bool {
+    let size = libc::c_int::try_from(BUFFER).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads a c_int we own for the duration of the call.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    result == 0
+}
+
+/// The `drops` column of the `/proc/net/udp` (or `udp6`) line of the socket bound to
+/// `addr`.
+fn socket_drops(addr: SocketAddr) -> Option<u64> {
+    let (table, ip) = match addr.ip() {
+        IpAddr::V4(ip) => ("/proc/net/udp", proc_hex(&ip.octets())),
+        IpAddr::V6(ip) => ("/proc/net/udp6", proc_hex(&ip.octets())),
+    };
+    let local = format!("{ip}:{:04X}", addr.port());
+    let table = fs::read_to_string(table).ok()?;
+    let line = table
+        .lines()
+        .find(|line| line.split_whitespace().nth(1) == Some(local.as_str()))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+/// An address as the kernel prints it in `/proc/net/udp*`: each 32-bit word in host
+/// byte order, in hex.
+fn proc_hex(octets: &[u8]) -> String {
+    octets
+        .chunks_exact(4)
+        .map(|word| {
+            format!(
+                "{:08X}",
+                u32::from_ne_bytes([word[0], word[1], word[2], word[3]])
+            )
+        })
+        .collect()
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoes_and_counts() {
+        let peer = EchoPeer::start(false).expect("peer");
+        let client = UdpSocket::bind("127.0.0.1:0").expect("client");
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        client.send_to(b"ping", peer.addr()).expect("send");
+        let mut buf = [0u8; 8];
+        let (len, from) = client.recv_from(&mut buf).expect("echo");
+        assert_eq!((&buf[..len], from), (&b"ping"[..], peer.addr()));
+        assert_eq!(
+            peer.counts(),
+            PeerCounts {
+                received: 1,
+                dropped: Some(0)
+            }
+        );
+    }
+}
