@@ -47,6 +47,9 @@ pub struct ServeArgs {
     /// PEM private key for TLS (e.g. Let's Encrypt privkey.pem).
     #[arg(long, value_name = "PATH")]
     pub key: Option<PathBuf>,
+    /// Relay workers (threads, each owning its allocations); 0 = one per CPU.
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Do not serve plain TCP.
     #[arg(long)]
     pub no_tcp: bool,
@@ -94,6 +97,9 @@ impl ServeArgs {
         }
         if let Some(key) = &self.key {
             s.tls.key = Some(key.clone());
+        }
+        if let Some(workers) = self.workers {
+            s.server.workers = workers;
         }
         s.server.tcp &= !self.no_tcp;
         s.server.udp &= !self.no_udp;
