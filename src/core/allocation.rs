@@ -45,46 +45,28 @@ pub enum ChannelConflict {
 pub struct Allocation {
     /// Local address of the relay socket.
     pub relay: SocketAddr,
-    /// What the client is told its relayed address is (the external IP when NATed).
-    pub advertised: SocketAddr,
     /// The USERNAME every later request on this allocation must carry (else 441).
-    pub username: String,
-    /// Whom the allocation counts against in the per-user quota.
-    pub quota_identity: String,
+    pub username: Box<str>,
     pub expires: Instant,
     /// When the timer heap will next look at this allocation (see `Engine::schedule`).
     pub scheduled: Instant,
-    /// Peer IP → expiry. Permissions are per IP, ports do not matter (RFC 8656 §9).
-    /// Small vectors rather than maps: they are bounded by the per-allocation caps,
-    /// scanned faster than hashed at that size, and cost nothing while empty.
-    permissions: Vec<(IpAddr, Instant)>,
-    /// Invariant: no two entries share a number or a peer.
-    channels: Vec<ChannelBinding>,
     /// The Allocate's transaction id and the bytes answered, kept for retransmissions
     /// until the client's next request.
-    pub last_answer: Option<(TransactionId, Vec<u8>)>,
-    /// The forwarding snapshot last published for this allocation.
-    pub route: Arc<PeerRoute>,
+    /// Boxed: almost every allocation carries none, so it should cost a pointer.
+    pub last_answer: Option<Box<(TransactionId, Box<[u8]>)>>,
+    /// Permissions and channels, kept in the very snapshot relay readers forward by:
+    /// one copy while nothing changes, copied on write when something does (the engine
+    /// then publishes the new one).
+    route: Arc<PeerRoute>,
 }
 
 impl Allocation {
-    pub fn new(
-        client: FiveTuple,
-        relay: SocketAddr,
-        advertised: SocketAddr,
-        username: String,
-        quota_identity: String,
-        expires: Instant,
-    ) -> Self {
+    pub fn new(client: FiveTuple, relay: SocketAddr, username: Box<str>, expires: Instant) -> Self {
         Self {
             relay,
-            advertised,
             username,
-            quota_identity,
             expires,
             scheduled: expires,
-            permissions: Vec::new(),
-            channels: Vec::new(),
             last_answer: None,
             route: Arc::new(PeerRoute::new(client)),
         }
@@ -94,8 +76,14 @@ impl Allocation {
         self.relay.is_ipv6()
     }
 
+    /// The forwarding snapshot, to publish to the relay socket's reader.
+    pub fn route(&self) -> &Arc<PeerRoute> {
+        &self.route
+    }
+
     pub fn has_permission(&self, peer: IpAddr, now: Instant) -> bool {
-        self.permissions
+        self.route
+            .permissions
             .iter()
             .any(|&(ip, expires)| ip == peer && now < expires)
     }
@@ -113,41 +101,28 @@ impl Allocation {
     }
 
     pub fn permission_count(&self, now: Instant) -> usize {
-        self.permissions.iter().filter(|&&(_, e)| now < e).count()
+        self.route
+            .permissions
+            .iter()
+            .filter(|&&(_, e)| now < e)
+            .count()
     }
 
     pub fn install_permission(&mut self, peer: IpAddr, expires: Instant) {
-        match self.permissions.iter_mut().find(|(ip, _)| *ip == peer) {
+        let permissions = &mut Arc::make_mut(&mut self.route).permissions;
+        match permissions.iter_mut().find(|(ip, _)| *ip == peer) {
             Some(entry) => entry.1 = expires,
-            None => self.permissions.push((peer, expires)),
+            None => permissions.push((peer, expires)),
         }
     }
 
     /// The peer an active channel number leads to.
     pub fn channel_peer(&self, number: u16, now: Instant) -> Option<SocketAddr> {
-        self.channels
+        self.route
+            .channels
             .iter()
             .find(|c| c.number == number && c.is_active(now))
             .map(|c| c.peer)
-    }
-
-    /// The forwarding snapshot for peer datagrams: the permissions and channels that
-    /// are active at `now`, with their expiry.
-    pub fn route(&self, client: FiveTuple, now: Instant) -> PeerRoute {
-        let mut route = PeerRoute::new(client);
-        route.permissions = self
-            .permissions
-            .iter()
-            .filter(|&&(_, expires)| now < expires)
-            .copied()
-            .collect();
-        route.channels = self
-            .channels
-            .iter()
-            .filter(|c| c.is_active(now))
-            .copied()
-            .collect();
-        route
     }
 
     /// Binds or refreshes `number` ↔ `peer`, following the same-number/same-peer rules.
@@ -159,37 +134,40 @@ impl Allocation {
         now: Instant,
         max_channels: usize,
     ) -> Result<(), ChannelConflict> {
-        self.forget_untied_channels(now);
-        let conflict = self
-            .channels
-            .iter()
+        // A tied entry (active or cooling down) blocks other pairs: RFC 8656 §12.
+        let tied = self.route.channels.iter().filter(|c| c.is_tied(now));
+        let conflict = tied
+            .clone()
             .any(|c| (c.number == number) != (c.peer == peer));
         if conflict {
             return Err(ChannelConflict::Mismatch);
         }
-        let binding = ChannelBinding {
+        let exists = tied.clone().any(|c| c.number == number);
+        if !exists && tied.count() >= max_channels {
+            return Err(ChannelConflict::Full);
+        }
+        let channels = &mut Arc::make_mut(&mut self.route).channels;
+        channels.retain(|c| c.is_tied(now) && c.number != number);
+        channels.push(ChannelBinding {
             number,
             peer,
             expires,
-        };
-        let full = self.channels.len() >= max_channels;
-        match self.channels.iter_mut().find(|c| c.number == number) {
-            Some(existing) => *existing = binding,
-            None if full => return Err(ChannelConflict::Full),
-            None => self.channels.push(binding),
-        }
+        });
         Ok(())
     }
 
     /// Drops expired permissions and channels past their cooldown, so the tables only
-    /// hold what still matters.
-    pub fn prune(&mut self, now: Instant) {
-        self.permissions.retain(|&(_, e)| now < e);
-        self.forget_untied_channels(now);
-    }
-
-    fn forget_untied_channels(&mut self, now: Instant) {
-        self.channels.retain(|c| c.is_tied(now));
+    /// hold what still matters. Returns whether anything was dropped (the snapshot
+    /// then needs publishing).
+    pub fn prune(&mut self, now: Instant) -> bool {
+        let stale = self.route.permissions.iter().any(|&(_, e)| e <= now)
+            || self.route.channels.iter().any(|c| !c.is_tied(now));
+        if stale {
+            let route = Arc::make_mut(&mut self.route);
+            route.permissions.retain(|&(_, e)| now < e);
+            route.channels.retain(|c| c.is_tied(now));
+        }
+        stale
     }
 }
 
@@ -204,14 +182,7 @@ mod tests {
             server: "192.0.2.1:3478".parse().unwrap(),
             transport: crate::core::Transport::Udp,
         };
-        Allocation::new(
-            client,
-            a,
-            a,
-            "u".into(),
-            "u".into(),
-            now + Duration::from_secs(600),
-        )
+        Allocation::new(client, a, "u".into(), now + Duration::from_secs(600))
     }
 
     #[test]

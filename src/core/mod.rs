@@ -114,9 +114,11 @@ pub struct EngineConfig {
 /// How long a port reserved by EVEN-PORT's R bit waits for its RESERVATION-TOKEN.
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
+/// What a timer entry is for. Allocations are named by their relay address (half the
+/// size of a 5-tuple: there is one entry per allocation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Timer {
-    Allocation(FiveTuple),
+    Allocation(SocketAddr),
     Reservation([u8; 8]),
 }
 
@@ -224,7 +226,7 @@ impl Engine {
             return;
         };
         let data = PEER_HEADROOM..PEER_HEADROOM + len;
-        match alloc.route.forward(peer, now) {
+        match alloc.route().forward(peer, now) {
             Forward::Drop => {}
             Forward::Channel(number) => {
                 let Ok(len) = u16::try_from(len) else {
@@ -241,11 +243,20 @@ impl Engine {
     }
 
     /// Publishes `tuple`'s current forwarding snapshot to its relay socket.
-    fn publish_route(&mut self, tuple: &FiveTuple, now: Instant, io: &mut dyn Io) {
-        if let Some(alloc) = self.allocations.get_mut(tuple) {
-            let route = Arc::new(alloc.route(*tuple, now));
-            alloc.route = route.clone();
-            io.publish_route(alloc.relay, route);
+    fn publish_route(&self, tuple: &FiveTuple, io: &mut dyn Io) {
+        if let Some(alloc) = self.allocations.get(tuple) {
+            io.publish_route(alloc.relay, alloc.route().clone());
+        }
+    }
+
+    /// Prunes `tuple`'s tables and publishes the snapshot if that changed it.
+    fn prune(&mut self, tuple: &FiveTuple, now: Instant, io: &mut dyn Io) {
+        if self
+            .allocations
+            .get_mut(tuple)
+            .is_some_and(|alloc| alloc.prune(now))
+        {
+            self.publish_route(tuple, io);
         }
     }
 
@@ -270,7 +281,11 @@ impl Engine {
             }
             self.timers.pop();
             match timer {
-                Timer::Allocation(tuple) => self.check_allocation_expiry(tuple, now, io),
+                Timer::Allocation(relay) => {
+                    if let Some(&tuple) = self.relays.get(&relay) {
+                        self.check_allocation_expiry(tuple, now, io);
+                    }
+                }
                 Timer::Reservation(token) => self.shared.expire_reservation(&token, now),
             }
         }
@@ -291,10 +306,10 @@ impl Engine {
             self.delete_allocation(&tuple, io);
         } else {
             // Refreshed since this entry was pushed: look again at the new expiry.
-            alloc.prune(now);
             alloc.scheduled = alloc.expires;
-            let when = alloc.expires;
-            self.timers.push(Reverse((when, Timer::Allocation(tuple))));
+            let entry = (alloc.expires, Timer::Allocation(alloc.relay));
+            self.timers.push(Reverse(entry));
+            self.prune(&tuple, now, io);
         }
     }
 
@@ -308,7 +323,7 @@ impl Engine {
         if alloc.expires < alloc.scheduled {
             alloc.scheduled = alloc.expires;
             self.timers
-                .push(Reverse((alloc.expires, Timer::Allocation(*tuple))));
+                .push(Reverse((alloc.expires, Timer::Allocation(alloc.relay))));
         }
     }
 
@@ -317,7 +332,8 @@ impl Engine {
             return;
         };
         self.relays.remove(&alloc.relay);
-        self.shared.uncount_allocation(&alloc.quota_identity);
+        self.shared
+            .uncount_allocation(self.credentials.quota_identity(&alloc.username));
         io.close_relay(alloc.relay);
         io.allocation_changed(tuple, false);
         tracing::info!(client = %tuple.client, relay = %alloc.relay, "allocation deleted");
@@ -335,9 +351,9 @@ impl Engine {
             .into_iter()
             .filter(|Reverse((_, timer))| matches!(timer, Timer::Reservation(_)))
             .collect();
-        let allocations = self.allocations.iter_mut().map(|(tuple, alloc)| {
+        let allocations = self.allocations.values_mut().map(|alloc| {
             alloc.scheduled = alloc.expires;
-            Reverse((alloc.expires, Timer::Allocation(*tuple)))
+            Reverse((alloc.expires, Timer::Allocation(alloc.relay)))
         });
         self.timers = allocations.chain(reservations).collect();
     }

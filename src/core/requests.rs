@@ -66,7 +66,7 @@ impl Engine {
         }
         // A retransmitted Allocate gets exactly the answer the original got.
         if let Some(alloc) = self.allocations.get(tuple)
-            && let Some((tid, answer)) = &alloc.last_answer
+            && let Some((tid, answer)) = alloc.last_answer.as_deref()
             && *tid == req.transaction_id()
         {
             return io.send_to_client(tuple, answer);
@@ -102,8 +102,8 @@ impl Engine {
             // are idempotent (a repeated Refresh with LIFETIME 0 gets 437, which RFC
             // 8656 §7.3 tells clients to accept). Any later request shows the client
             // has that answer, so it is dropped then and idle allocations carry none.
-            alloc.last_answer =
-                (req.method() == METHOD_ALLOCATE).then(|| (req.transaction_id(), bytes.clone()));
+            alloc.last_answer = (req.method() == METHOD_ALLOCATE)
+                .then(|| Box::new((req.transaction_id(), bytes.as_slice().into())));
         }
         io.send_to_client(tuple, &bytes);
         // A Refresh with LIFETIME 0 ends the allocation only once its answer is on its
@@ -217,7 +217,7 @@ impl Engine {
             .allocations
             .get_mut(tuple)
             .ok_or(Reject::AllocationMismatch)?;
-        if alloc.username != auth.username {
+        if *alloc.username != *auth.username {
             return Err(Reject::WrongCredentials);
         }
         Ok(alloc)
@@ -280,19 +280,12 @@ impl Engine {
             .unwrap_or(self.config.default_lifetime);
         let advertised = self.advertised(relay);
         let expires = now.mono + lifetime;
-        let alloc = Allocation::new(
-            *tuple,
-            relay,
-            advertised,
-            auth.username.clone(),
-            identity.clone(),
-            expires,
-        );
+        let alloc = Allocation::new(*tuple, relay, auth.username.as_str().into(), expires);
         self.allocations.insert(*tuple, Box::new(alloc));
         self.relays.insert(relay, *tuple);
         io.allocation_changed(tuple, true);
         self.timers
-            .push(std::cmp::Reverse((expires, Timer::Allocation(*tuple))));
+            .push(std::cmp::Reverse((expires, Timer::Allocation(relay))));
         tracing::info!(client = %tuple.client, %relay, user = %auth.username, "allocation created");
 
         response.add_xor_address(ATTR_XOR_RELAYED_ADDRESS, advertised);
@@ -418,7 +411,6 @@ impl Engine {
         // Zero makes the allocation expire now; `handle_request` deletes it after
         // answering.
         alloc.expires = now.mono + lifetime;
-        alloc.prune(now.mono);
         self.schedule(tuple);
         Ok(response)
     }
@@ -447,7 +439,7 @@ impl Engine {
         for ip in ips {
             alloc.install_permission(ip, now.mono + lifetime);
         }
-        self.publish_route(tuple, now.mono, io);
+        self.publish_route(tuple, io);
         Ok(Response::success(req))
     }
 
@@ -488,7 +480,7 @@ impl Engine {
                 ChannelConflict::Full => Reject::InsufficientCapacity,
             })?;
         alloc.install_permission(peer.ip(), now.mono + config.permission_lifetime);
-        self.publish_route(tuple, now.mono, io);
+        self.publish_route(tuple, io);
         Ok(Response::success(req))
     }
 }

@@ -56,8 +56,8 @@ pub struct RelaySocket {
 pub enum Delivery {
     /// Straight to a UDP client, through the worker's listening socket.
     Direct(Arc<UdpSocket>),
-    /// Through the worker (TCP/TLS clients).
-    Worker(mpsc::Sender<PeerDatagram>),
+    /// Through the worker (TCP/TLS clients), naming the relay address.
+    Worker(mpsc::Sender<PeerDatagram>, SocketAddr),
 }
 
 impl RelaySocket {
@@ -77,7 +77,6 @@ impl RelaySocket {
         let route = Arc::new(ArcSwap::from_pointee(route));
         let reader = Reader {
             socket: socket.clone(),
-            relay: addr,
             route: route.clone(),
             delivery,
         };
@@ -126,7 +125,6 @@ impl Closing {
 /// The task reading one relay socket.
 struct Reader {
     socket: Arc<UdpSocket>,
-    relay: SocketAddr,
     route: Arc<ArcSwap<PeerRoute>>,
     delivery: Delivery,
 }
@@ -162,9 +160,9 @@ impl Reader {
     fn deliver(&self, buf: &mut [u8], len: usize, peer: SocketAddr) {
         let listener = match &self.delivery {
             Delivery::Direct(listener) => listener,
-            Delivery::Worker(tx) => {
+            Delivery::Worker(tx, relay) => {
                 let buf = buf[..PEER_HEADROOM + len].to_vec();
-                let relay = self.relay;
+                let relay = *relay;
                 // A full queue drops the datagram, as a congested link would.
                 let _ = tx.try_send(PeerDatagram { relay, peer, buf });
                 return;

@@ -90,7 +90,7 @@ impl Io for Sockets {
             .map(|&i| self.listeners[i].clone());
         let delivery = match listener {
             Some(listener) => Delivery::Direct(listener),
-            None => Delivery::Worker(self.relay_tx.clone()),
+            None => Delivery::Worker(self.relay_tx.clone(), addr),
         };
         let route = PeerRoute::new(*owner);
         let socket = RelaySocket::bind(addr, route, dont_fragment, self.socket_buffer, delivery)?;
