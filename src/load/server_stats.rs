@@ -1,6 +1,11 @@
 //! Samples of the server process from `/proc` (with `--server-pid`): CPU time used so
-//! far (utime + stime of all its threads, from `/proc/PID/stat`) and memory (VmRSS and
-//! VmHWM from `/proc/PID/status`).
+//! far and memory (VmRSS and VmHWM from `/proc/PID/status`).
+//!
+//! CPU time is the sum of every thread's on-CPU nanoseconds from
+//! `/proc/PID/task/*/schedstat`, so short phases are measured exactly; where that file
+//! is missing it falls back to utime + stime from `/proc/PID/stat`, counted in clock
+//! ticks (10 ms each on most systems). Threads that exit between two samples take
+//! their time with them; servers keep their threads, so that does not matter here.
 
 use std::fs;
 use std::io;
@@ -21,8 +26,11 @@ impl ProcSample {
         let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
         let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
         let ticks = cpu_ticks(&stat).ok_or_else(|| invalid("unreadable /proc/PID/stat"))?;
+        let cpu_us = thread_cpu_ns(pid)
+            .map(|ns| ns / 1000)
+            .unwrap_or_else(|| ticks.saturating_mul(1_000_000) / clock_ticks_per_second());
         Ok(Self {
-            cpu_us: ticks.saturating_mul(1_000_000) / clock_ticks_per_second(),
+            cpu_us,
             rss_kb: status_kb(&status, "VmRSS").ok_or_else(|| invalid("no VmRSS"))?,
             hwm_kb: status_kb(&status, "VmHWM").ok_or_else(|| invalid("no VmHWM"))?,
         })
@@ -62,6 +70,17 @@ impl ServerWatch {
     pub fn phase_done(&mut self) {
         self.after_phase = ProcSample::take(self.pid).ok();
     }
+}
+
+/// The on-CPU nanoseconds of all the process's threads (first field of each
+/// `/proc/PID/task/TID/schedstat`); `None` when the kernel does not provide them.
+fn thread_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let text = fs::read_to_string(task.path().join("schedstat")).ok()?;
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// utime + stime: fields 14 and 15, counted after the `(comm)` field, which may hold
