@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need when missing
-# (coturn's client tools from Debian), then checks formatting and lints and runs every
-# test (unit, sans-IO engine, integration against real `tern serve` processes on
-# loopback, interop with coturn's turnutils).
+# (coturn's tools and openssl from Debian), then checks formatting and lints, runs
+# every test (unit, sans-IO engine, integration against real `tern serve` processes
+# on loopback, interop with coturn's turnutils) and the benchmark in its quick form.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,3 +14,8 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked
+# The benchmark once in its tiny configuration (one short round, every server and
+# code path), so it cannot rot. Figures are not checked: that is what
+# docs/performance.md, from a full `bench/run.sh`, is for.
+echo "== bench/run.sh --quick"
+bench/run.sh --quick

@@ -1,0 +1,754 @@
+#!/usr/bin/env bash
+# End-to-end relay benchmark: tern against coturn and the null relay (the least work a
+# user-space relay can do, bench/null_relay.rs), on loopback, with `tern load`.
+#
+#   bench/run.sh [--rounds N] [--duration S] [--quick] [--out FILE]
+#                [--workloads W2,W4,...] [--keep]
+#
+# For each workload, servers run in turn tern, coturn, null relay (A B C A B C ...)
+# for --rounds rounds, a FRESH server per run, stopped after it. Every figure is the
+# median (with min and max) over the rounds. A Markdown report (command, machine, tool
+# versions, tables, ratios to tern and the targets) goes to --out, by default
+# docs/performance.md; --quick (a tiny configuration for CI) writes to a temporary
+# file unless --out is given.
+#
+# Workloads (160-byte payloads, UDP unless said):
+#   W1  saturation: 10 allocations, closed loop (--rate 0), as fast as echoes return
+#   W2  fixed load: 10 allocations x 1000 round trips/s
+#   W3  VoIP-like: 200 allocations x 50 round trips/s
+#   W4  setup: 2000 allocations, setup only (CPU per allocation, failures)
+#   W5  memory: 10,000 idle allocations held a few seconds (RSS per allocation)
+#   W6  W2 over TCP and over TLS (tern and coturn; the null relay is UDP only)
+#   W7  W2 with 1200-byte payloads
+#
+# BENCH_LOAD_BIN=PATH runs the load client from another tern build (the servers are
+# always this tree's); the report says so.
+#
+# Needs: a Rust toolchain (cargo), Debian/Ubuntu for the automatic install of coturn
+# and openssl (scripts/install-test-deps.sh) and python3. All traffic stays on
+# 127.0.0.1; every run is bounded by a timeout; servers are killed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+COMMAND="bench/run.sh${*:+ $*}"
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
+}
+
+ROUNDS=3
+DURATION=10
+QUICK=0
+OUT=""
+ONLY=""
+KEEP=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) ROUNDS=${2:?--rounds takes a number}; shift 2 ;;
+        --rounds=*) ROUNDS=${1#*=}; shift ;;
+        --duration) DURATION=${2:?--duration takes seconds}; shift 2 ;;
+        --duration=*) DURATION=${1#*=}; shift ;;
+        --quick) QUICK=1; shift ;;
+        --out) OUT=${2:?--out takes a path}; shift 2 ;;
+        --out=*) OUT=${1#*=}; shift ;;
+        --workloads) ONLY=${2:?--workloads takes a list like W2,W4}; shift 2 ;;
+        --workloads=*) ONLY=${1#*=}; shift ;;
+        --keep) KEEP=1; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+case "$ROUNDS" in '' | *[!0-9]* | 0) echo "run.sh: --rounds must be a positive integer" >&2; exit 2 ;; esac
+case "$DURATION" in '' | *[!0-9]* | 0) echo "run.sh: --duration must be a positive integer" >&2; exit 2 ;; esac
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# ---------------------------------------------------------------------------------
+# Workloads: NAME|TRANSPORT|ALLOCATIONS|tern load arguments after the common ones.
+# The payload is always given; --duration is added to data workloads.
+if [ "$QUICK" -eq 1 ]; then
+    ROUNDS=1
+    DURATION=2
+    HOLD=2
+    WORKLOADS=(
+        "W2|udp|4|data|--rate 200 --payload 160"
+        "W4|udp|100|setup|--setup-only --payload 160"
+        "W5|udp|300|hold|--hold $HOLD --payload 160"
+        "W6-tcp|tcp|4|data|--rate 200 --payload 160"
+        "W6-tls|tls|4|data|--rate 200 --payload 160"
+    )
+else
+    HOLD=5
+    WORKLOADS=(
+        "W1|udp|10|data|--rate 0 --payload 160"
+        "W2|udp|10|data|--rate 1000 --payload 160"
+        "W3|udp|200|data|--rate 50 --payload 160"
+        "W4|udp|2000|setup|--setup-only --payload 160"
+        "W5|udp|10000|hold|--hold $HOLD --payload 160"
+        "W6-tcp|tcp|10|data|--rate 1000 --payload 160"
+        "W6-tls|tls|10|data|--rate 1000 --payload 160"
+        "W7|udp|10|data|--rate 1000 --payload 1200"
+    )
+fi
+SERVERS=(tern coturn null)
+if [ -n "$ONLY" ]; then
+    selected=()
+    for w in "${WORKLOADS[@]}"; do
+        name=${w%%|*}
+        case ",$ONLY," in *",$name,"* | *",${name%%-*},"*) selected+=("$w") ;; esac
+    done
+    [ "${#selected[@]}" -gt 0 ] || { echo "run.sh: --workloads $ONLY matches nothing" >&2; exit 2; }
+    WORKLOADS=("${selected[@]}")
+fi
+if [ -z "$OUT" ]; then
+    if [ "$QUICK" -eq 1 ]; then
+        OUT=$(mktemp /tmp/tern-bench-quick.XXXXXX.md)
+    else
+        OUT="$ROOT/docs/performance.md"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------
+# State and cleanup: every process this script starts is killed on exit.
+WORK=$(mktemp -d /tmp/tern-bench.XXXXXX)
+SERVER_PID=""
+CHILD_PID=""
+
+kill_wait() { # PID: TERM, up to 5 s, then KILL.
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    [ -n "$CHILD_PID" ] && kill_wait "$CHILD_PID"
+    [ -n "$SERVER_PID" ] && kill_wait "$SERVER_PID"
+    if [ "$KEEP" -eq 1 ]; then
+        log "kept raw results in $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------
+# Dependencies and builds.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"
+    else log "need root (or sudo) to run: $*"; return 1
+    fi
+}
+log "checking dependencies"
+scripts/install-test-deps.sh
+if ! command -v python3 >/dev/null 2>&1; then
+    log "installing python3"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { log "cargo not found: install a Rust toolchain (rustup.rs)"; exit 1; }
+
+log "building tern and the null relay (release)"
+# In the background so that Ctrl-C or SIGTERM interrupts the wait (and kills it).
+cargo build --release --quiet --bin tern --example null_relay &
+CHILD_PID=$!
+wait "$CHILD_PID"
+CHILD_PID=""
+# Snapshots of the binaries: a build in this tree during the run (someone else's
+# `cargo build`) must not change the server halfway through the rounds.
+mkdir -p "$WORK/bin"
+cp "$ROOT/target/release/tern" "$WORK/bin/tern"
+cp "$ROOT/target/release/examples/null_relay" "$WORK/bin/null_relay"
+TERN="$WORK/bin/tern"
+NULL_RELAY="$WORK/bin/null_relay"
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+# The load client: this tree's tern unless BENCH_LOAD_BIN names another build.
+LOAD_BIN=${BENCH_LOAD_BIN:-$TERN}
+"$LOAD_BIN" load --help >/dev/null 2>&1 || { log "$LOAD_BIN has no 'load' command"; exit 1; }
+
+# Many allocations are many sockets, in the servers and in the load client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+
+# Relay ports for tern and coturn: below the kernel's ephemeral range, so the load
+# client's own sockets (taken from that range) never collide with them.
+RELAY_MIN=10000
+RELAY_MAX=29999
+USER_NAME=bench
+PASSWORD=bench-password
+REALM=bench
+
+# Free loopback ports (UDP and TCP both) for the listeners, outside both ranges.
+pick_ports() {
+    python3 - <<'EOF'
+import random, socket
+found = []
+for port in random.sample(range(30000, 32700), 2700):
+    ok = True
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            ok = False
+        finally:
+            s.close()
+    if ok:
+        found.append(port)
+    if len(found) == 2:
+        break
+print(*found)
+EOF
+}
+
+# A self-signed certificate for 127.0.0.1 (W6 TLS).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 -subj "/CN=127.0.0.1" \
+    -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1
+
+# tern's limits raised for W5 (one static user holds every allocation, all from one
+# IP); the 401 limiter is off because every allocation's first request is answered
+# 401 and all come from 127.0.0.1 (coturn has no such limiter).
+cat >"$WORK/tern.toml" <<EOF
+[auth]
+unauthorized_per_second = 0
+
+[limits]
+total_allocations = 20000
+user_allocations = 20000
+max_connections = 20000
+max_connections_per_ip = 20000
+EOF
+
+# ---------------------------------------------------------------------------------
+# Servers.
+
+# Waits until a server answers a STUN Binding on UDP PORT (and accepts TCP on
+# TCP_PORT when given), for at most 15 s, while PID lives.
+wait_ready() {
+    local pid=$1 port=$2 tcp_port=${3:-}
+    python3 - "$pid" "$port" "$tcp_port" <<'EOF'
+import os, socket, struct, sys, time
+pid, port, tcp_port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+deadline = time.time() + 15
+def alive():
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+def udp_ok():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(0.2)
+    tid = os.urandom(12)
+    try:
+        s.sendto(struct.pack("!HHI", 1, 0, 0x2112A442) + tid, ("127.0.0.1", port))
+        data, _ = s.recvfrom(2048)
+        return data[8:20] == tid
+    except OSError:
+        return False
+    finally:
+        s.close()
+def tcp_ok():
+    if not tcp_port:
+        return True
+    try:
+        socket.create_connection(("127.0.0.1", int(tcp_port)), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+while time.time() < deadline and alive():
+    if udp_ok() and tcp_ok():
+        sys.exit(0)
+    time.sleep(0.1)
+sys.exit(1)
+EOF
+}
+
+# start_server NAME TRANSPORT DIR: starts a fresh server in the background, sets
+# SERVER_PID, PORT (where the load client connects) and waits until it answers.
+start_server() {
+    local name=$1 transport=$2 dir=$3 udp_port tls_port tcp_check=""
+    read -r udp_port tls_port < <(pick_ports)
+    PORT=$udp_port
+    case "$name" in
+        tern)
+            local tls_args=()
+            if [ "$transport" = tls ]; then
+                tls_args=(--tls-listen "127.0.0.1:$tls_port" --cert "$WORK/cert.pem" --key "$WORK/key.pem")
+                PORT=$tls_port
+            fi
+            "$TERN" serve --config "$WORK/tern.toml" --listen "127.0.0.1:$udp_port" \
+                --relay-ip 127.0.0.1 --ports "$RELAY_MIN-$RELAY_MAX" --realm "$REALM" \
+                --user "$USER_NAME:$PASSWORD" --allow-peer 127.0.0.0/8 --log-level warn \
+                "${tls_args[@]}" >"$dir/server.log" 2>&1 &
+            SERVER_PID=$!
+            ;;
+        coturn)
+            local tls_args=(--no-tls)
+            if [ "$transport" = tls ]; then
+                tls_args=(--cert "$WORK/cert.pem" --pkey "$WORK/key.pem" --tls-listening-port "$tls_port")
+                PORT=$tls_port
+            fi
+            turnserver -n --no-cli --listening-ip 127.0.0.1 --listening-port "$udp_port" \
+                --relay-ip 127.0.0.1 --min-port "$RELAY_MIN" --max-port "$RELAY_MAX" \
+                --lt-cred-mech --user "$USER_NAME:$PASSWORD" --realm "$REALM" \
+                --allow-loopback-peers --no-dtls "${tls_args[@]}" \
+                --userdb "$dir/turndb" --pidfile "$dir/turnserver.pid" \
+                --log-file "$dir/turnserver.log" --simple-log \
+                >"$dir/server.log" 2>&1 &
+            SERVER_PID=$!
+            ;;
+        null)
+            "$NULL_RELAY" --listen "127.0.0.1:$udp_port" >"$dir/server.log" 2>&1 &
+            SERVER_PID=$!
+            ;;
+    esac
+    [ "$transport" = udp ] || tcp_check=$PORT
+    if ! wait_ready "$SERVER_PID" "$udp_port" "$tcp_check"; then
+        log "$name did not become ready; its log:"
+        tail -n 20 "$dir/server.log" "$dir/turnserver.log" 2>/dev/null >&2 || true
+        kill_wait "$SERVER_PID"
+        SERVER_PID=""
+        return 1
+    fi
+}
+
+stop_server() {
+    [ -n "$SERVER_PID" ] && kill_wait "$SERVER_PID"
+    SERVER_PID=""
+}
+
+# ---------------------------------------------------------------------------------
+# Runs.
+RUNS="$WORK/runs.jsonl"
+: >"$RUNS"
+
+record() { # WORKLOAD SERVER ROUND STATUS [RESULT_FILE]
+    python3 - "$@" >>"$RUNS" <<'EOF'
+import json, sys
+w, s, r, status = sys.argv[1:5]
+print(json.dumps({"workload": w, "server": s, "round": int(r), "status": status,
+                  "result": sys.argv[5] if len(sys.argv) > 5 else None}))
+EOF
+}
+
+run_one() { # WORKLOAD-SPEC SERVER ROUND
+    local spec=$1 server=$2 round=$3
+    local name transport allocations kind args
+    IFS='|' read -r name transport allocations kind args <<<"$spec"
+    local dir="$WORK/$name.$server.$round"
+    mkdir -p "$dir"
+    if [ "$server" = null ] && [ "$transport" != udp ]; then
+        record "$name" "$server" "$round" skipped
+        return 0
+    fi
+    if ! start_server "$server" "$transport" "$dir"; then
+        record "$name" "$server" "$round" "server did not start"
+        return 0
+    fi
+    local extra=() limit
+    # shellcheck disable=SC2206 # the argument lists above are plain words
+    extra=($args)
+    case "$kind" in
+        data) extra+=(--duration "$DURATION"); limit=$((DURATION + 90 + allocations / 10)) ;;
+        hold) limit=$((HOLD + 120 + allocations / 10)) ;;
+        *) limit=$((120 + allocations / 10)) ;;
+    esac
+    case "$transport" in
+        tcp) extra+=(--transport tcp) ;;
+        tls) extra+=(--transport tls --tls-insecure) ;;
+    esac
+    local rc=0
+    timeout --kill-after=5 "$limit" "$LOAD_BIN" load "127.0.0.1:$PORT" \
+        --user "$USER_NAME" --pass "$PASSWORD" --allocations "$allocations" \
+        --server-pid "$SERVER_PID" --json "${extra[@]}" \
+        >"$dir/result.json" 2>"$dir/load.err" &
+    CHILD_PID=$!
+    wait "$CHILD_PID" || rc=$?
+    CHILD_PID=""
+    stop_server
+    local status=ok
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        status="timed out after ${limit} s"
+    elif [ "$rc" -ne 0 ]; then
+        status="tern load exited $rc"
+        local last
+        last=$(grep -v '^[[:space:]]*$' "$dir/load.err" | tail -n 1 | cut -c1-200 || true)
+        [ -z "$last" ] || status="$status: $last"
+    fi
+    if [ "$status" != ok ] && ! [ -s "$dir/result.json" ]; then
+        log "$name $server round $round: $status"
+        tail -n 5 "$dir/load.err" >&2 || true
+        record "$name" "$server" "$round" "$status"
+    else
+        record "$name" "$server" "$round" "$status" "$dir/result.json"
+    fi
+}
+
+START=$(date +%s)
+LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+log "workloads: $(printf '%s ' "${WORKLOADS[@]%%|*}")× ${SERVERS[*]} × $ROUNDS round(s), ${DURATION} s data phases"
+for spec in "${WORKLOADS[@]}"; do
+    for round in $(seq "$ROUNDS"); do
+        for server in "${SERVERS[@]}"; do
+            log "${spec%%|*} round $round/$ROUNDS: $server"
+            run_one "$spec" "$server" "$round"
+        done
+    done
+done
+ELAPSED=$(($(date +%s) - START))
+LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ---------------------------------------------------------------------------------
+# Report.
+TERN_VERSION=$("$TERN" --version 2>/dev/null | head -n 1)
+COTURN_VERSION=$(turnserver --version 2>/dev/null | head -n 1 || true)
+if dpkg-query -W coturn >/dev/null 2>&1; then
+    COTURN_VERSION="$COTURN_VERSION (Debian package $(dpkg-query -W -f='${Version}' coturn))"
+fi
+export BENCH_COMMAND="$COMMAND" BENCH_ROUNDS="$ROUNDS" BENCH_DURATION="$DURATION" \
+    BENCH_HOLD="$HOLD" BENCH_QUICK="$QUICK" BENCH_ELAPSED="$ELAPSED" BENCH_NOFILE="$NOFILE" \
+    BENCH_LOADAVG="$LOADAVG_BEFORE before, $LOADAVG_AFTER after" BENCH_CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)" \
+    BENCH_TERN_VERSION="$TERN_VERSION" BENCH_COTURN_VERSION="$COTURN_VERSION" \
+    BENCH_RUSTC="$(rustc --version 2>/dev/null || echo unknown)" \
+    BENCH_LOAD_BIN="$([ "$LOAD_BIN" = "$TERN" ] || echo "$LOAD_BIN")" \
+    BENCH_COMMIT="$COMMIT"
+mkdir -p "$(dirname "$OUT")"
+python3 - "$RUNS" "$OUT" <<'PYEOF'
+import json, os, platform, statistics, subprocess, sys, time
+
+runs_path, out_path = sys.argv[1], sys.argv[2]
+env = os.environ.get
+runs = [json.loads(line) for line in open(runs_path) if line.strip()]
+SERVERS = ["tern", "coturn", "null"]
+LABEL = {"tern": "tern", "coturn": "coturn", "null": "null relay"}
+
+
+def get(doc, *paths):
+    """The first of `paths` (dotted) present in `doc`, as a float."""
+    for path in paths:
+        node = doc
+        for key in path.split("."):
+            if isinstance(node, dict) and key in node:
+                node = node[key]
+            else:
+                node = None
+                break
+        if isinstance(node, bool):
+            continue
+        if isinstance(node, (int, float)):
+            return float(node)
+    return None
+
+
+def metrics(doc):
+    """The figures of one `tern load --json` result (None when absent)."""
+    m = {}
+    m["cpu_per_packet_us"] = get(doc, "server_cpu_us_per_packet")
+    m["packets_per_s"] = get(doc, "relayed_pps")
+    loss = get(doc, "loss_round_trip")
+    m["loss_pct"] = None if loss is None else loss * 100
+    m["rtt_p50_ms"] = get(doc, "rtt_ms.p50")
+    m["rtt_p99_ms"] = get(doc, "rtt_ms.p99")
+    m["setup_per_s"] = get(doc, "setup_rate")
+    wanted, ok = get(doc, "allocations"), get(doc, "allocations_ok")
+    m["setup_failures"] = None if wanted is None or ok is None else wanted - ok
+    m["allocations_ok"] = ok
+    m["cpu_per_alloc_us"] = get(doc, "server_cpu_us_per_allocation")
+    m["rss_per_alloc_b"] = get(doc, "rss_delta_per_allocation_bytes")
+    return m
+
+
+def faults(doc):
+    """What went wrong in a run that still reported."""
+    notes = []
+    failures = doc.get("allocation_failures") or {}
+    if failures:
+        notes.append("allocations failed: " + ", ".join(f"{k}={v}" for k, v in failures.items()))
+    for key, what in (("hold_refresh_failures", "refreshes failed"),
+                      ("links_failed", "allocations failed during the data phase"),
+                      ("peer_dropped", "packets the load client's echo peer dropped")):
+        if doc.get(key):
+            notes.append(f"{what}: {doc[key]}")
+    return notes
+
+
+# Which figures each workload reports, in table order: (key, title, format).
+FIGURES = {
+    "data": [
+        ("cpu_per_packet_us", "server CPU µs/packet", "{:.2f}"),
+        ("packets_per_s", "relayed packets/s", "{:,.0f}"),
+        ("loss_pct", "loss %", "{:.3f}"),
+        ("rtt_p50_ms", "RTT p50 ms", "{:.3f}"),
+        ("rtt_p99_ms", "RTT p99 ms", "{:.3f}"),
+    ],
+    "setup": [
+        ("setup_per_s", "allocations/s", "{:,.0f}"),
+        ("cpu_per_alloc_us", "server CPU µs/allocation", "{:.1f}"),
+        ("setup_failures", "failed allocations", "{:.0f}"),
+    ],
+    "hold": [
+        ("rss_per_alloc_b", "RSS bytes/allocation", "{:,.0f}"),
+        ("setup_failures", "failed allocations", "{:.0f}"),
+    ],
+}
+KIND = {"W1": "data", "W2": "data", "W3": "data", "W4": "setup", "W5": "hold",
+        "W6-tcp": "data", "W6-tls": "data", "W7": "data"}
+TITLE = {
+    "W1": "W1 saturation (10 allocations, closed loop, 160 B)",
+    "W2": "W2 fixed load (10 allocations × 1000 round trips/s, 160 B)",
+    "W3": "W3 VoIP-like (200 allocations × 50 round trips/s, 160 B)",
+    "W4": "W4 setup (2000 allocations, setup only)",
+    "W5": "W5 memory (10,000 idle allocations)",
+    "W6-tcp": "W6 TCP (W2 over TCP)",
+    "W6-tls": "W6 TLS (W2 over TLS)",
+    "W7": "W7 large payloads (W2 with 1200 B)",
+}
+if env("BENCH_QUICK") == "1":
+    TITLE = {k: v.split(" (")[0] + " (quick: reduced size)" for k, v in TITLE.items()}
+
+# Per workload and server: the figures of every successful run, and what went wrong.
+order = []
+values, problems = {}, {}
+for run in runs:
+    w, s = run["workload"], run["server"]
+    if w not in order:
+        order.append(w)
+    key = (w, s)
+    if run["status"] == "skipped":
+        problems.setdefault(key, []).append("skipped (UDP only)")
+        continue
+    doc = None
+    if run.get("result"):
+        try:
+            with open(run["result"]) as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as e:
+            problems.setdefault(key, []).append(f"round {run['round']}: unreadable result ({e})")
+    notes = faults(doc) if doc is not None else []
+    # A report with failures makes `tern load` exit 1: the failures say more.
+    if run["status"] != "ok" and not (notes and run["status"].startswith("tern load exited 1")):
+        problems.setdefault(key, []).append(f"round {run['round']}: {run['status']}")
+    if doc is None:
+        continue
+    for note in notes:
+        problems.setdefault(key, []).append(f"round {run['round']}: {note}")
+    for k, v in metrics(doc).items():
+        if v is not None:
+            values.setdefault(key, {}).setdefault(k, []).append(v)
+
+
+def stat(w, s, k):
+    v = values.get((w, s), {}).get(k)
+    if not v:
+        return None
+    return statistics.median(v), min(v), max(v), len(v)
+
+
+def cell(w, s, k, fmt):
+    st = stat(w, s, k)
+    if st is None:
+        return "—"
+    med, lo, hi, n = st
+    text = fmt.format(med)
+    if n > 1 and lo != hi:
+        text += f" ({fmt.format(lo)}–{fmt.format(hi)})"
+    return text
+
+
+def ratio(w, s, k):
+    a, b = stat(w, s, k), stat(w, "tern", k)
+    if a is None or b is None or b[0] == 0:
+        return None
+    return a[0] / b[0]
+
+
+lines, console = [], []
+out = lines.append
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f", {int(line.split()[1]) // 1024} MiB RAM"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({cpu}){mem}, Linux {platform.release()}"
+
+
+out("# Performance")
+out("")
+if env("BENCH_QUICK") == "1":
+    out("> **Quick run** (CI smoke test: one round, short phases, small sizes). The figures "
+        "only show that every path works; they are not a measurement.")
+    out("")
+out("Generated by `bench/run.sh`: tern against coturn and the *null relay* "
+    "(`bench/null_relay.rs`, the least work any user-space TURN relay can do: no "
+    "authentication, no checks, one receive and one send per relayed packet), all on "
+    "127.0.0.1, driven by `tern load`. Each server is started fresh for every run and "
+    "stopped after it; servers alternate (tern, coturn, null relay, tern, …) so drift "
+    "in the machine hits all of them alike. Figures are medians over the rounds, with "
+    "the min–max range in parentheses.")
+out("")
+out(f"- Command: `{env('BENCH_COMMAND')}`")
+out(f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; the whole run took {int(env('BENCH_ELAPSED', '0')) // 60} min {int(env('BENCH_ELAPSED', '0')) % 60} s")
+out(f"- Machine: {machine()}; open-file limit {env('BENCH_NOFILE')}; load average "
+    f"(1/5/15 min) {env('BENCH_LOADAVG')} the run (other work on the machine skews the figures)")
+out(f"- tern: {env('BENCH_TERN_VERSION')} built from commit {env('BENCH_COMMIT')}, {env('BENCH_RUSTC')}, release build")
+out(f"- coturn: {env('BENCH_COTURN_VERSION')}")
+if env("BENCH_LOAD_BIN"):
+    out(f"- Load client: `{env('BENCH_LOAD_BIN')} load` (not this tree's tern; the servers are this tree's)")
+out(f"- Rounds: {env('BENCH_ROUNDS')}; data phase {env('BENCH_DURATION')} s; W5 holds {env('BENCH_HOLD')} s")
+out("")
+out("How the figures are measured (by `tern load --server-pid`): *server CPU* is the "
+    "server process's user + system time (from `/proc/PID/stat`) over the data phase, "
+    "divided by the packets it relayed (each round trip is two relayed packets: client "
+    "→ peer and peer → client); *loss* counts probes whose echo never came back; RTT is "
+    "client → relay → peer → relay → client; *RSS per allocation* is the growth of the "
+    "server's resident memory while the allocations are held, divided by their number. "
+    f"Process CPU time is counted in clock ticks ({1000 // int(env('BENCH_CLK_TCK') or 100)} ms "
+    "each here), so a figure resting on few ticks (short runs, setup of few allocations) "
+    "is coarse; 0 means under one tick.")
+out("")
+out("Servers: tern (`tern serve`, static user, relay ports 10000–29999 on 127.0.0.1, "
+    "the 401 rate limiter off and allocation limits raised to 20,000 so one user on one IP "
+    "can hold every allocation); coturn (`turnserver -n --no-cli --lt-cred-mech "
+    "--allow-loopback-peers --no-dtls`, same user, relay and ports, TLS only for W6); "
+    "null relay (`null_relay --listen`, UDP only, so W6 is skipped for it).")
+out("")
+
+for w in order:
+    kind = KIND.get(w, "data")
+    out(f"## {TITLE.get(w, w)}")
+    out("")
+    figs = FIGURES[kind]
+    out("| server | " + " | ".join(t for _, t, _ in figs) + " |")
+    out("| --- | " + " | ".join("---:" for _ in figs) + " |")
+    console.append(f"{TITLE.get(w, w)}")
+    for s in SERVERS:
+        row = [cell(w, s, k, f) for k, _, f in figs]
+        if all(c == "—" for c in row) and (w, s) in problems and any(
+                "skipped" in p for p in problems[(w, s)]):
+            row = ["skipped"] + [""] * (len(row) - 1)
+        out(f"| {LABEL[s]} | " + " | ".join(row) + " |")
+        if row[0] == "skipped":
+            console.append(f"  {LABEL[s]:<10} skipped (UDP only)")
+        else:
+            console.append(f"  {LABEL[s]:<10} " + "  ".join(f"{t}: {c}" for (_, t, _), c in zip(figs, row)))
+    ratio_keys = [(k, t) for k, t, _ in figs if k not in ("setup_failures", "loss_pct")]
+    rows = []
+    for s in ("coturn", "null"):
+        rs = [ratio(w, s, k) for k, _ in ratio_keys]
+        if any(r is not None for r in rs):
+            rows.append((s, rs))
+    if rows:
+        out("")
+        out("Ratio to tern (the other server's median divided by tern's; above 1 means "
+            "the other server uses more, or achieves more for rates):")
+        out("")
+        out("| server | " + " | ".join(t for _, t in ratio_keys) + " |")
+        out("| --- | " + " | ".join("---:" for _ in ratio_keys) + " |")
+        for s, rs in rows:
+            out(f"| {LABEL[s]} | " + " | ".join("—" if r is None else f"{r:.2f}×" for r in rs) + " |")
+    notes = [(s, p) for s in SERVERS for p in problems.get((w, s), []) if "skipped" not in p]
+    if notes:
+        out("")
+        for s, p in notes:
+            out(f"- {LABEL[s]}: {p}")
+            console.append(f"  ! {LABEL[s]}: {p}")
+    out("")
+
+# Targets from the performance issue.
+targets = []
+
+
+def target(name, measured, ok):
+    targets.append((name, measured, ok))
+
+
+def med(w, s, k):
+    st = stat(w, s, k)
+    return None if st is None else st[0]
+
+
+def rel(w, k, other, limit):
+    t, o = med(w, "tern", k), med(w, other, k)
+    if t is None or o is None or o == 0:
+        return "no data", None
+    r = t / o
+    return f"{r:.2f}× ({t:.3g} vs {o:.3g})", r <= limit
+
+
+for w in ("W2", "W3"):
+    if w in order:
+        target(f"{w}: tern CPU/packet ≤ 0.6× coturn", *rel(w, "cpu_per_packet_us", "coturn", 0.6))
+        target(f"{w}: tern CPU/packet ≤ 1.2× null relay", *rel(w, "cpu_per_packet_us", "null", 1.2))
+if "W1" in order:
+    target("W1: tern CPU/packet at saturation ≤ 0.9× coturn", *rel("W1", "cpu_per_packet_us", "coturn", 0.9))
+if "W4" in order:
+    text, ok = rel("W4", "cpu_per_alloc_us", "coturn", 0.25)
+    fails = values.get(("W4", "tern"), {}).get("setup_failures")
+    if fails is None:
+        ok = None if ok is None else False
+        text += "; failures: no data"
+    else:
+        text += f"; failures: {int(max(fails))}"
+        ok = None if ok is None else (ok and max(fails) == 0)
+    ok_allocs = values.get(("W4", "tern"), {}).get("allocations_ok")
+    per_alloc = med("W4", "tern", "cpu_per_alloc_us")
+    if per_alloc is not None and ok_allocs:
+        ticks = per_alloc * statistics.median(ok_allocs) * int(env("BENCH_CLK_TCK") or 100) / 1e6
+        if ticks < 10:
+            text += f"; tern's setup took {ticks:.0f} clock ticks of CPU: coarse"
+    target("W4: tern CPU/allocation ≤ 0.25× coturn, no failures", text, ok)
+if "W5" in order:
+    m = med("W5", "tern", "rss_per_alloc_b")
+    target("W5: tern ≤ 2 KiB per idle allocation",
+           "no data" if m is None else f"{m:,.0f} B", None if m is None else m <= 2048)
+for w in ("W2", "W3"):
+    if w in order:
+        v = values.get((w, "tern"), {}).get("loss_pct")
+        target(f"{w}: tern loss 0 %", "no data" if not v else f"max {max(v):.3f} %",
+               None if not v else max(v) == 0)
+if "W2" in order:
+    t, c = med("W2", "tern", "rtt_p99_ms"), med("W2", "coturn", "rtt_p99_ms")
+    target("W2: tern RTT p99 not worse than coturn's",
+           "no data" if t is None or c is None else f"{t:.3f} ms vs {c:.3f} ms",
+           None if t is None or c is None else t <= c)
+
+out("## Targets")
+out("")
+out("| target | measured | |")
+out("| --- | --- | --- |")
+console.append("Targets")
+for name, measured, ok in targets:
+    mark = "no data" if ok is None else ("met" if ok else "**not met**")
+    out(f"| {name} | {measured} | {mark} |")
+    console.append(f"  {'?' if ok is None else ('met' if ok else 'NOT MET'):<8} {name}: {measured}")
+out("")
+
+with open(out_path, "w") as f:
+    f.write("\n".join(lines))
+print("\n".join(console))
+PYEOF
+log "report written to $OUT (${ELAPSED} s)"
