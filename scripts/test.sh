@@ -13,9 +13,14 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --all-targets --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets --locked 2>&1 | tee "$log"
 # The benchmark once in its tiny configuration (one short round, every server and
 # code path), so it cannot rot. Figures are not checked: that is what
 # docs/performance.md, from a full `bench/run.sh`, is for.
 echo "== bench/run.sh --quick"
 bench/run.sh --quick
+
+# One closing line for the whole suite (the benchmark's output came after the tests').
+awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$log"
