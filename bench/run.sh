@@ -422,7 +422,7 @@ export BENCH_COMMAND="$COMMAND" BENCH_ROUNDS="$ROUNDS" BENCH_DURATION="$DURATION
     BENCH_TERN_VERSION="$TERN_VERSION" BENCH_COTURN_VERSION="$COTURN_VERSION" \
     BENCH_RUSTC="$(rustc --version 2>/dev/null || echo unknown)" \
     BENCH_LOAD_BIN="$([ "$LOAD_BIN" = "$TERN" ] || echo "$LOAD_BIN")" \
-    BENCH_COMMIT="$COMMIT"
+    BENCH_COMMIT="$COMMIT" BENCH_NOTES="$ROOT/bench/notes.md"
 mkdir -p "$(dirname "$OUT")"
 python3 - "$RUNS" "$OUT" <<'PYEOF'
 import json, os, platform, statistics, subprocess, sys, time
@@ -746,6 +746,13 @@ for name, measured, ok in targets:
     out(f"| {name} | {measured} | {mark} |")
     console.append(f"  {'?' if ok is None else ('met' if ok else 'NOT MET'):<8} {name}: {measured}")
 out("")
+
+# The hand-written reading of the results (why a target is not met, what would close
+# it) lives in bench/notes.md so that regenerating the report keeps it.
+notes = env("BENCH_NOTES")
+if notes and os.path.exists(notes):
+    out(open(notes).read().rstrip())
+    out("")
 
 with open(out_path, "w") as f:
     f.write("\n".join(lines))
