@@ -637,3 +637,30 @@ fn quotas_and_reservations_hold_across_workers() {
     assert_eq!(won.len(), 1, "{claims:?}");
     assert_eq!(won[0].1.map(|a| a.port()), Some(relay.port() + 1));
 }
+
+/// Allocations are spread over every relay IP, so one server can go past the ~16k
+/// ports one IP offers.
+#[test]
+fn allocations_spread_over_relay_ips() {
+    let ports = relay_ports_arg();
+    let s = TernServer::start(&[
+        "--user",
+        "alice:wonderland",
+        "--relay-ip",
+        "127.0.0.1",
+        "--relay-ip",
+        "127.0.0.2",
+        "--ports",
+        &ports,
+    ]);
+    let mut ips = std::collections::HashSet::new();
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        let mut c = client(&s);
+        ips.insert(relayed(&mut c).ip());
+        clients.push(c);
+    }
+    let expected: std::collections::HashSet<std::net::IpAddr> =
+        ["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()].into();
+    assert_eq!(ips, expected);
+}
