@@ -28,6 +28,15 @@ pub enum Command {
     HashKey { user: String, realm: String },
     /// Generate TURN load (allocations, channels, relayed traffic) and report figures.
     Load(Box<LoadArgs>),
+    /// Send a STUN Binding request; print the mapped (public) address and the RTT.
+    Stun(StunArgs),
+    /// Check an ICE server URL end to end (allocate, permission, channel, echo) and
+    /// say in plain words what is wrong when a step fails.
+    Probe(Box<ProbeArgs>),
+    /// Run a UDP echo peer (like turnutils_peer).
+    Peer(PeerArgs),
+    /// Mint TURN REST API credentials and print an `iceServers` entry.
+    Creds(CredsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -193,4 +202,79 @@ pub struct LoadArgs {
     /// Print one JSON object instead of the human report.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `tern stun`: see [`crate::tools::stun`].
+#[derive(Debug, Args)]
+pub struct StunArgs {
+    /// The STUN server, HOST:PORT (a name or an IP; IPv6 in brackets).
+    pub server: String,
+    #[arg(long, value_enum, default_value_t = crate::tools::Transport::Udp)]
+    pub transport: crate::tools::Transport,
+    /// Accept any TLS certificate.
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tern probe`: see [`crate::tools::probe`].
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("credentials").required(true).args(["user", "secret"])))]
+pub struct ProbeArgs {
+    /// ICE server URL as a browser takes it: turn:HOST[:PORT][?transport=udp|tcp] or
+    /// turns:HOST[:PORT][?transport=tcp].
+    pub url: String,
+    /// Static user name (with --pass).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "pass",
+        conflicts_with = "secret"
+    )]
+    pub user: Option<String>,
+    /// Password of --user.
+    #[arg(long, value_name = "PASSWORD", requires = "user")]
+    pub pass: Option<String>,
+    /// TURN REST API shared secret: credentials are minted for user id "probe".
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// External UDP echo peer; default: one built in, on this host.
+    #[arg(long, value_name = "IP:PORT")]
+    pub peer: Option<SocketAddr>,
+    /// Accept any TLS certificate.
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// Print one JSON object with the steps and the diagnosis.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tern peer`: see [`crate::tools::peer`].
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Address to bind, e.g. 0.0.0.0:3480.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Exit after echoing N datagrams.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+/// `tern creds`: see [`crate::tools::creds`].
+#[derive(Debug, Args)]
+pub struct CredsArgs {
+    /// TURN REST API shared secret (as given to the server).
+    #[arg(long, env = "TERN_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Lifetime: seconds, or with a unit: 3600s, 90m, 24h, 7d.
+    #[arg(long, default_value = "24h")]
+    pub ttl: String,
+    /// User id appended to the username (used by the server for quotas).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// ICE server URL for the iceServers entry (repeatable).
+    #[arg(long = "url", value_name = "URL")]
+    pub url: Vec<String>,
 }

@@ -17,3 +17,4 @@ pub mod net;
 pub mod policy;
 pub mod proto;
 pub mod serve;
+pub mod tools;

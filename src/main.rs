@@ -18,6 +18,10 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(&path),
         Command::HashKey { user, realm } => hash_key(&user, &realm),
         Command::Load(args) => tern::load::main(&args),
+        Command::Stun(args) => tern::tools::stun::main(&args),
+        Command::Probe(args) => tern::tools::probe::main(&args),
+        Command::Peer(args) => tern::tools::peer::main(&args),
+        Command::Creds(args) => tern::tools::creds::main(&args),
     }
 }
 

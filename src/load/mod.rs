@@ -103,6 +103,8 @@ mod tls;
 mod traffic;
 
 pub use plan::Transport;
+// Shared with `tern probe`/`tern stun` (crate::tools): the accept-anything TLS verifier.
+pub(crate) use {plan::TlsTrust, tls::client_config as tls_client_config};
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -1,0 +1,184 @@
+//! Operator tools in the spirit of coturn's turnutils: `tern stun`, `tern probe`,
+//! `tern peer` and `tern creds`. They answer the questions asked when a deployment
+//! does not work ("what is my public address?", "does this ICE server URL work from
+//! here, and if not, why?") with the project's own blocking [`crate::client`].
+//!
+//! Every tool bounds its network I/O with timeouts and exits 0 on success, 1 on
+//! failure and 2 on a usage error.
+
+pub mod creds;
+pub mod diagnosis;
+pub mod peer;
+pub mod probe;
+pub mod stun;
+pub mod url;
+
+use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::client::{ClientTransport, TurnClient};
+
+/// How long a TCP or TLS connection may take to come up.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Exit status of a usage error (as clap uses for its own).
+pub fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("tern: {msg}");
+    ExitCode::from(2)
+}
+
+/// How a tool reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+        })
+    }
+}
+
+/// The first address `host:port` resolves to (std's resolver: names and literals).
+pub fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address")))
+}
+
+/// Splits `HOST:PORT` (IPv6 hosts in brackets) as `tern stun` takes it.
+pub fn split_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+/// A client for `server` over `transport`. UDP binds the unspecified address so the
+/// kernel picks the interface that reaches the server (the project's test client
+/// binds loopback, which only reaches a local server). TLS verifies against the
+/// system roots for `server_name`, or accepts anything with `insecure`.
+pub fn connect(
+    server: SocketAddr,
+    transport: Transport,
+    server_name: &str,
+    insecure: bool,
+    credentials: (&str, &str),
+) -> io::Result<TurnClient> {
+    let (user, pass) = credentials;
+    match transport {
+        Transport::Udp => {
+            let local: SocketAddr = if server.is_ipv6() {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+            };
+            TurnClient::with_socket(UdpSocket::bind(local)?, server, user, pass)
+        }
+        Transport::Tcp => TurnClient::connect_tcp(server, user, pass),
+        Transport::Tls => {
+            let stream = tls_transport(server, server_name, insecure)?;
+            Ok(TurnClient::with_transport(stream, server, user, pass))
+        }
+    }
+}
+
+fn tls_transport(
+    server: SocketAddr,
+    server_name: &str,
+    insecure: bool,
+) -> io::Result<ClientTransport> {
+    let config = if insecure {
+        crate::load::tls_client_config(&crate::load::TlsTrust::AnyCertificate)
+            .map_err(io::Error::other)?
+    } else {
+        system_config()?
+    };
+    let name = ServerName::try_from(server_name.to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+    let tcp = TcpStream::connect_timeout(&server, CONNECT_TIMEOUT)?;
+    tcp.set_nodelay(true)?;
+    tcp.set_read_timeout(Some(CONNECT_TIMEOUT))?;
+    tcp.set_write_timeout(Some(CONNECT_TIMEOUT))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp.try_clone()?);
+    // Handshake now, so certificate problems are reported as the connect step.
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(ClientTransport::Stream {
+        stream: Box::new(stream),
+        tcp,
+        pending: Vec::new(),
+    })
+}
+
+/// Where distributions keep the bundle of trusted roots (no extra crate needed).
+const SYSTEM_ROOTS: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+fn system_config() -> io::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = SYSTEM_ROOTS
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+    {
+        // One unreadable certificate in a system bundle should not veto the rest.
+        let certs = CertificateDer::pem_file_iter(path).map_err(io::Error::other)?;
+        for cert in certs.flatten() {
+            let _ = roots.add(cert);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"stun.turn".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Milliseconds of a duration, for printing.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_host_and_port() {
+        assert_eq!(
+            split_host_port("a.example:3478"),
+            Some(("a.example".into(), 3478))
+        );
+        assert_eq!(split_host_port("[::1]:3478"), Some(("::1".into(), 3478)));
+        assert_eq!(split_host_port("a.example"), None);
+        assert_eq!(split_host_port(":3478"), None);
+        assert_eq!(split_host_port("a:99999"), None);
+    }
+}

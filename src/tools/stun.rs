@@ -1,0 +1,82 @@
+//! `tern stun`: one Binding request, answering "what address does the world see me
+//! as, and how far is the server?" — the first thing to check behind a NAT.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use stun::attributes::ATTR_XORMAPPED_ADDRESS;
+use stun::message::METHOD_BINDING;
+
+use super::diagnosis::Diagnosis;
+use super::{connect, ms, resolve, split_host_port};
+use crate::cli::StunArgs;
+use crate::client::Outgoing;
+
+/// Per attempt on UDP (three attempts); a whole exchange on a stream waits three times this.
+const TIMEOUT: Duration = Duration::from_secs(1);
+
+pub fn main(args: &StunArgs) -> ExitCode {
+    let Some((host, port)) = split_host_port(&args.server) else {
+        return super::usage_error(format!("{}: expected HOST:PORT", args.server));
+    };
+    match binding(&host, port, args) {
+        Ok((mapped, rtt)) => {
+            if args.json {
+                let out = serde_json::json!({
+                    "server": args.server,
+                    "transport": args.transport,
+                    "mapped": mapped.to_string(),
+                    "rtt_ms": ms(rtt),
+                });
+                println!("{out}");
+            } else {
+                println!("mapped {mapped} rtt {:.1} ms", ms(rtt));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"server": args.server, "error": why})
+                );
+            } else {
+                eprintln!("tern stun: {why}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn binding(
+    host: &str,
+    port: u16,
+    args: &StunArgs,
+) -> Result<(std::net::SocketAddr, Duration), String> {
+    let server = resolve(host, port).map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    let mut client = connect(server, args.transport, host, args.tls_insecure, ("", ""))
+        .map_err(|e| Diagnosis::from_io(&e).to_string())?;
+    client.timeout = TIMEOUT;
+    let (tid, request) = client.encode(METHOD_BINDING, &Outgoing::default());
+    let start = Instant::now();
+    let reply = client
+        .exchange(tid, &request)
+        .map_err(|e| Diagnosis::from_io(&e).to_string())?
+        .ok_or_else(|| Diagnosis::Unreachable.to_string())?;
+    let rtt = start.elapsed();
+    if let Some(code) = reply.code {
+        return Err(format!(
+            "the server answered the Binding request with error {code}"
+        ));
+    }
+    // Old RFC 3489 servers answer with MAPPED-ADDRESS only.
+    let mapped = reply.xor_address(ATTR_XORMAPPED_ADDRESS).or_else(|| {
+        let mut plain = stun::addr::MappedAddress::default();
+        stun::message::Getter::get_from(&mut plain, &reply.msg.msg)
+            .ok()
+            .map(|()| std::net::SocketAddr::new(plain.ip, plain.port))
+    });
+    mapped
+        .map(|m| (m, rtt))
+        .ok_or_else(|| "the Binding response carries no mapped address".into())
+}

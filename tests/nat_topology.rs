@@ -1,0 +1,829 @@
+//! Real NAT topologies built from network namespaces, veth pairs and nftables.
+//!
+//! Needs root, `ip netns` and `nft` (see `scripts/install-nat-deps.sh`). Without them
+//! the tests panic with the reason: they are never skipped silently.
+//!
+//! Topology 1 (tern on the "public" segment, clients behind masquerading routers):
+//!
+//! ```text
+//!   lan1 (10.10.1.2) ── rtr1 [masquerade] 203.0.113.11 ─┐
+//!                                                        ├─ br0 in pub: tern 203.0.113.1
+//!   lan2 (10.10.2.2) ── rtr2 [masquerade] 203.0.113.12 ─┘
+//! ```
+//!
+//! Topology 2 (tern itself behind a 1:1 NAT): as above, plus
+//! `srv (10.10.9.2, tern) ── srvrtr [dnat/snat 1:1] 203.0.113.20 ── br0`, and no tern
+//! in pub. Tern runs with `--relay-ip 10.10.9.2 --external-ip 203.0.113.20`.
+//!
+//! Clients run inside the LAN namespaces: the test binary re-executes itself with
+//! `ip netns exec <ns> <test binary> --exact nat_role_helper` and a `TERN_NAT_ROLE`
+//! saying what to do. Two clients swap their relayed addresses through files.
+
+use std::fs;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+use stun::attributes::{ATTR_XOR_RELAYED_ADDRESS, ATTR_XORMAPPED_ADDRESS};
+use stun::message::METHOD_BINDING;
+use tern::client::{Outgoing, TurnClient};
+
+const TERN_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+const RTR1_PUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
+const RTR2_PUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 12);
+const SRVRTR_PUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+const SRV_PRIV: Ipv4Addr = Ipv4Addr::new(10, 10, 9, 2);
+const LAN2_HOST: Ipv4Addr = Ipv4Addr::new(10, 10, 2, 2);
+const PORT: u16 = 3478;
+const RELAY_PORTS: (u16, u16) = (40000, 40100);
+const USER: &str = "alice";
+const PASS: &str = "pw";
+const MESSAGES: usize = 20;
+const CHANNEL: u16 = 0x4000;
+const ECHO_PORT: u16 = 5555;
+/// Upper bound for any helper process.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(40);
+
+// ---------------------------------------------------------------------------
+// Preconditions and commands.
+
+/// Panics (never skips) when the environment cannot build namespaces.
+fn require_netns() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        panic!(
+            "tests/nat_topology.rs needs root (euid is {euid}) to create network namespaces; \
+             CI runs these tests as root"
+        );
+    }
+    for tool in ["ip", "nft"] {
+        let ok = Command::new(tool)
+            .arg(if tool == "ip" { "-V" } else { "--version" })
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "`{tool}` is not available; run scripts/install-nat-deps.sh (installs iproute2 \
+             and nftables)"
+        );
+    }
+    let out = Command::new("ip").args(["netns", "list"]).output();
+    match out {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "`ip netns list` failed ({}): {}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!("cannot run `ip netns list`: {e}"),
+    }
+}
+
+/// Runs a command to completion within 20 s; panics with its output on failure.
+fn run(args: &[&str]) -> String {
+    let mut cmd = Command::new(args[0]);
+    cmd.args(&args[1..]);
+    let (status, out, err) = run_bounded(&mut cmd, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "command {args:?} failed ({status:?})\nstdout: {out}\nstderr: {err}"
+    );
+    out
+}
+
+/// Runs `cmd` with its output captured; kills it after `timeout` (status `None`).
+fn run_bounded(cmd: &mut Command, timeout: Duration) -> (Option<ExitStatus>, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = drain(child.stdout.take().expect("piped"));
+    let err = drain(child.stderr.take().expect("piped"));
+    let status = wait_bounded(&mut child, timeout);
+    (
+        status,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
+fn drain<R: std::io::Read + Send + 'static>(mut r: R) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = r.read_to_end(&mut s);
+        String::from_utf8_lossy(&s).into_owned()
+    })
+}
+
+/// Waits for `child` up to `timeout`; kills and reaps it when it overstays.
+fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Guards: namespaces, processes, temp dir.
+
+/// Namespaces created by this test run; all deleted on drop (even on panic), after
+/// killing whatever still runs inside them (only our own processes live there).
+struct Namespaces {
+    prefix: String,
+    names: Vec<String>,
+}
+
+impl Namespaces {
+    fn new(tag: &str) -> Self {
+        Self {
+            prefix: format!("tnat{tag}-{}", std::process::id()),
+            names: Vec::new(),
+        }
+    }
+
+    /// Creates namespace `role` (unique name returned) with loopback up.
+    fn add(&mut self, role: &str) -> String {
+        let name = format!("{}-{role}", self.prefix);
+        // A leftover from a crashed run of the same pid would make `add` fail.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        run(&["ip", "netns", "add", &name]);
+        self.names.push(name.clone());
+        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        for key in [
+            "net.ipv4.conf.all.rp_filter",
+            "net.ipv4.conf.default.rp_filter",
+        ] {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                &name,
+                "sysctl",
+                "-qw",
+                &format!("{key}=0"),
+            ]);
+        }
+        name
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in self.names.iter().rev() {
+            if let Ok(o) = Command::new("ip").args(["netns", "pids", name]).output() {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        // SAFETY: plain kill(2) on a pid inside our own namespace.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+            let _ = Command::new("ip")
+                .args(["netns", "del", name])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A background process (tern) killed on drop; output goes to files for diagnosis.
+struct Background {
+    name: String,
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Background {
+    fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Self {
+        let out = dir.join(format!("{name}.stdout"));
+        let err = dir.join(format!("{name}.stderr"));
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).expect("create log"))
+            .stderr(fs::File::create(&err).expect("create log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        Self {
+            name: name.to_string(),
+            child,
+            out,
+            err,
+        }
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "--- {} stdout ---\n{}\n--- {} stderr ---\n{}",
+            self.name,
+            fs::read_to_string(&self.out).unwrap_or_default(),
+            self.name,
+            fs::read_to_string(&self.err).unwrap_or_default()
+        )
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = wait_bounded(&mut self.child, Duration::from_secs(5));
+    }
+
+    fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited early ({status})\n{}", self.name, self.logs());
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "tern-nat-{tag}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Topology building.
+
+/// A veth pair from `a_ns`/`a_if` to `b_ns`/`b_if`, created directly inside the
+/// namespaces (nothing appears in the host namespace), both ends up.
+fn veth(a_ns: &str, a_if: &str, b_ns: &str, b_if: &str) {
+    run(&[
+        "ip", "link", "add", "name", a_if, "netns", a_ns, "type", "veth", "peer", "name", b_if,
+        "netns", b_ns,
+    ]);
+    run(&["ip", "-n", a_ns, "link", "set", a_if, "up"]);
+    run(&["ip", "-n", b_ns, "link", "set", b_if, "up"]);
+}
+
+fn addr(ns: &str, ifname: &str, cidr: &str) {
+    run(&["ip", "-n", ns, "addr", "add", cidr, "dev", ifname]);
+}
+
+fn default_route(ns: &str, via: &str) {
+    run(&["ip", "-n", ns, "route", "add", "default", "via", via]);
+}
+
+fn nft(ns: &str, rule: &str) {
+    run(&["ip", "netns", "exec", ns, "nft", rule]);
+}
+
+fn enable_forwarding(ns: &str) {
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.ip_forward=1",
+    ]);
+}
+
+/// The shared pieces: pub (bridge br0), rtr1/rtr2 masquerading for lan1/lan2.
+struct Net {
+    ns: Namespaces,
+    pub_ns: String,
+    lan1: String,
+    lan2: String,
+    rtr2: String,
+}
+
+impl Net {
+    fn build(tag: &str, tern_on_bridge: bool) -> Self {
+        let mut ns = Namespaces::new(tag);
+        let pub_ns = ns.add("pub");
+        run(&["ip", "-n", &pub_ns, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", &pub_ns, "link", "set", "br0", "up"]);
+        if tern_on_bridge {
+            addr(&pub_ns, "br0", &format!("{TERN_IP}/24"));
+        }
+        let mut lans = Vec::new();
+        let mut rtrs = Vec::new();
+        for (i, rtr_pub) in [(1u8, RTR1_PUB), (2, RTR2_PUB)] {
+            let rtr = ns.add(&format!("rtr{i}"));
+            let lan = ns.add(&format!("lan{i}"));
+            let port = format!("p{i}");
+            veth(&rtr, "wan", &pub_ns, &port);
+            run(&["ip", "-n", &pub_ns, "link", "set", &port, "master", "br0"]);
+            addr(&rtr, "wan", &format!("{rtr_pub}/24"));
+            veth(&rtr, "lan", &lan, "eth0");
+            addr(&rtr, "lan", &format!("10.10.{i}.1/24"));
+            addr(&lan, "eth0", &format!("10.10.{i}.2/24"));
+            default_route(&lan, &format!("10.10.{i}.1"));
+            enable_forwarding(&rtr);
+            nft(&rtr, "add table ip nat");
+            nft(
+                &rtr,
+                "add chain ip nat post { type nat hook postrouting priority 100 ; }",
+            );
+            nft(&rtr, "add rule ip nat post oifname \"wan\" masquerade");
+            lans.push(lan);
+            rtrs.push(rtr);
+        }
+        let lan2 = lans.pop().expect("two lans");
+        let lan1 = lans.pop().expect("two lans");
+        let rtr2 = rtrs.pop().expect("two routers");
+        Self {
+            ns,
+            pub_ns,
+            lan1,
+            lan2,
+            rtr2,
+        }
+    }
+
+    /// Adds srv (tern's host, 10.10.9.2) behind srvrtr doing 1:1 NAT to 203.0.113.20,
+    /// hairpin included. Returns the srv namespace.
+    fn add_one_to_one_nat(&mut self) -> String {
+        let srvrtr = self.ns.add("srvrtr");
+        let srv = self.ns.add("srv");
+        veth(&srvrtr, "wan", &self.pub_ns, "p9");
+        run(&[
+            "ip",
+            "-n",
+            &self.pub_ns,
+            "link",
+            "set",
+            "p9",
+            "master",
+            "br0",
+        ]);
+        addr(&srvrtr, "wan", &format!("{SRVRTR_PUB}/24"));
+        veth(&srvrtr, "lan", &srv, "eth0");
+        addr(&srvrtr, "lan", "10.10.9.1/24");
+        addr(&srv, "eth0", &format!("{SRV_PRIV}/24"));
+        default_route(&srv, "10.10.9.1");
+        enable_forwarding(&srvrtr);
+        nft(&srvrtr, "add table ip nat");
+        nft(
+            &srvrtr,
+            "add chain ip nat pre { type nat hook prerouting priority -100 ; }",
+        );
+        nft(
+            &srvrtr,
+            "add chain ip nat post { type nat hook postrouting priority 100 ; }",
+        );
+        nft(
+            &srvrtr,
+            &format!("add rule ip nat pre ip daddr {SRVRTR_PUB} dnat to {SRV_PRIV}"),
+        );
+        // Outbound and hairpin (srv → its own public address → srv) leave as the public IP.
+        nft(
+            &srvrtr,
+            &format!("add rule ip nat post ip saddr {SRV_PRIV} snat to {SRVRTR_PUB}"),
+        );
+        srv
+    }
+}
+
+fn start_tern(ns: &str, listen: Ipv4Addr, extra: &[String], dir: &Path) -> Background {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_tern"), "serve"])
+        .args(["--listen", &format!("{listen}:{PORT}")])
+        .args(["--relay-ip", &listen.to_string()])
+        .args(["--user", &format!("{USER}:{PASS}")])
+        .args(["--ports", &format!("{}-{}", RELAY_PORTS.0, RELAY_PORTS.1)])
+        .args(["--workers", "2"])
+        .args(extra);
+    Background::spawn("tern", &mut cmd, dir)
+}
+
+// ---------------------------------------------------------------------------
+// Roles run inside namespaces by re-executing this test binary.
+
+/// A role's command: this test binary, inside `ns`, running only `nat_role_helper`.
+fn role_cmd(ns: &str, role: &str, env: &[(&str, String)]) -> Command {
+    let exe = std::env::current_exe().expect("current exe");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(exe)
+        .args([
+            "--exact",
+            "nat_role_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TERN_NAT_ROLE", role);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs a role to completion; returns (success, combined output).
+fn run_role(ns: &str, role: &str, env: &[(&str, String)]) -> (bool, String) {
+    let (status, out, err) = run_bounded(&mut role_cmd(ns, role, env), CHILD_TIMEOUT);
+    (
+        status.is_some_and(|s| s.success()),
+        format!("[{role} in {ns}: {status:?}]\n{out}\n{err}"),
+    )
+}
+
+/// The value after `key=` on a line of a role's output.
+fn output_value(out: &str, key: &str) -> Option<String> {
+    // libtest prints `test nat_role_helper ... ` before the role's first line.
+    out.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .map(str::to_string)
+}
+
+fn env_var(key: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| panic!("{key} not set"))
+}
+
+/// Entry point for the roles; a no-op when run as an ordinary test.
+#[test]
+fn nat_role_helper() {
+    let Ok(role) = std::env::var("TERN_NAT_ROLE") else {
+        return;
+    };
+    match role.as_str() {
+        "binding" => role_binding(),
+        "echo" => role_echo(),
+        "probe" => role_probe(),
+        "peer" => role_peer(),
+        other => panic!("unknown TERN_NAT_ROLE {other}"),
+    }
+}
+
+fn client_socket() -> UdpSocket {
+    UdpSocket::bind("0.0.0.0:0").expect("bind client socket")
+}
+
+/// Binding requests until one is answered (bounded); prints `mapped=<addr>`.
+fn role_binding() {
+    let server: SocketAddr = env_var("TERN_NAT_SERVER").parse().expect("server addr");
+    let mut c = TurnClient::with_socket(client_socket(), server, USER, PASS).expect("client");
+    c.timeout = Duration::from_millis(300);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let (tid, bytes) = c.encode(METHOD_BINDING, &Outgoing::default());
+        if let Ok(Some(r)) = c.exchange(tid, &bytes) {
+            let mapped = r
+                .xor_address(ATTR_XORMAPPED_ADDRESS)
+                .expect("XOR-MAPPED-ADDRESS");
+            println!("mapped={mapped}");
+            return;
+        }
+    }
+    panic!("no Binding answer from {server} within 15 s");
+}
+
+/// UDP echo on TERN_NAT_ECHO for 20 s (bounded), answering anything it gets.
+fn role_echo() {
+    let bind: SocketAddr = env_var("TERN_NAT_ECHO").parse().expect("echo addr");
+    let s = UdpSocket::bind(bind).expect("bind echo");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    println!("echo-ready");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            let _ = s.send_to(&buf[..n], from);
+        }
+    }
+}
+
+/// Sends a datagram to TERN_NAT_TARGET and reports `answered=true|false` within 1 s.
+fn role_probe() {
+    let target: SocketAddr = env_var("TERN_NAT_TARGET").parse().expect("target");
+    let s = client_socket();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = [0u8; 1500];
+    let mut answered = false;
+    while Instant::now() < deadline && !answered {
+        // Unreachable routes surface as send errors; that is "no answer" too.
+        let _ = s.send_to(b"hello across the NAT", target);
+        answered =
+            matches!(s.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == b"hello across the NAT");
+    }
+    println!("answered={answered}");
+}
+
+fn write_atomic(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, contents).expect("write");
+    fs::rename(&tmp, path).expect("rename");
+}
+
+fn wait_file(path: &Path, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = fs::read_to_string(path) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {timeout:?}",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One TURN client: allocate, publish the relayed address, bind a channel to the
+/// other's, then exchange MESSAGES ChannelData each way. Prints `mapped=`, `relayed=`
+/// and `received=N`; fails unless all MESSAGES came back.
+fn role_peer() {
+    let server: SocketAddr = env_var("TERN_NAT_SERVER").parse().expect("server addr");
+    let dir = PathBuf::from(env_var("TERN_NAT_DIR"));
+    let me = env_var("TERN_NAT_NAME");
+    let other = env_var("TERN_NAT_OTHER");
+    let mut c = TurnClient::with_socket(client_socket(), server, USER, PASS).expect("client");
+
+    let (tid, bytes) = c.encode(METHOD_BINDING, &Outgoing::default());
+    let r = c
+        .exchange(tid, &bytes)
+        .expect("io")
+        .expect("Binding answered");
+    let mapped = r.xor_address(ATTR_XORMAPPED_ADDRESS).expect("mapped");
+    println!("mapped={mapped}");
+
+    let r = c.allocate(vec![]).expect("allocate io");
+    assert!(r.is_success(), "allocate failed: {:?}", r.code);
+    let relayed = r.xor_address(ATTR_XOR_RELAYED_ADDRESS).expect("relayed");
+    println!("relayed={relayed}");
+    write_atomic(&dir.join(format!("{me}.relay")), &relayed.to_string());
+
+    let peer: SocketAddr = wait_file(&dir.join(format!("{other}.relay")), Duration::from_secs(15))
+        .parse()
+        .expect("peer relay addr");
+    let r = c.create_permission(&[peer]).expect("permission io");
+    assert!(
+        r.is_success(),
+        "CreatePermission {peer} failed: {:?}",
+        r.code
+    );
+    let r = c.channel_bind(CHANNEL, peer).expect("channel bind io");
+    assert!(r.is_success(), "ChannelBind {peer} failed: {:?}", r.code);
+    write_atomic(&dir.join(format!("{me}.bound")), "ok");
+    wait_file(&dir.join(format!("{other}.bound")), Duration::from_secs(15));
+    if let Ok(gate) = std::env::var("TERN_NAT_GATE") {
+        wait_file(Path::new(&gate), Duration::from_secs(15));
+    }
+
+    for i in 0..MESSAGES {
+        // Errors (e.g. ICMP unreachable once the server is gone) just mean loss.
+        let _ = c.send_channel_data(CHANNEL, format!("{me}-{i}").as_bytes());
+        thread::sleep(Duration::from_millis(2));
+    }
+    let mut got = [false; MESSAGES];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.iter().any(|g| !g) && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.recv_data(left) {
+            Ok(Some((None, data))) => {
+                let text = String::from_utf8_lossy(&data).into_owned();
+                let i = text
+                    .strip_prefix(&format!("{other}-"))
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or_else(|| panic!("unexpected ChannelData payload {text:?}"));
+                got[i] = true;
+            }
+            Ok(Some((Some(from), _))) => {
+                panic!("Data indication from {from}, expected ChannelData")
+            }
+            Ok(None) => break,
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let received = got.iter().filter(|g| **g).count();
+    println!("received={received}");
+    assert_eq!(
+        received, MESSAGES,
+        "{me} got {received}/{MESSAGES} from {other}"
+    );
+}
+
+/// Starts peers a (lan1) and b (lan2) against `server`; returns their outputs.
+fn spawn_peers(net: &Net, server: SocketAddr, dir: &Path, gate: Option<&Path>) -> [Child; 2] {
+    let mk = |ns: &str, me: &str, other: &str| {
+        let mut env = vec![
+            ("TERN_NAT_SERVER", server.to_string()),
+            ("TERN_NAT_DIR", dir.display().to_string()),
+            ("TERN_NAT_NAME", me.to_string()),
+            ("TERN_NAT_OTHER", other.to_string()),
+        ];
+        if let Some(g) = gate {
+            env.push(("TERN_NAT_GATE", g.display().to_string()));
+        }
+        role_cmd(ns, "peer", &env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn peer")
+    };
+    [mk(&net.lan1, "a", "b"), mk(&net.lan2, "b", "a")]
+}
+
+struct PeerResult {
+    ok: bool,
+    out: String,
+}
+
+fn finish_peers(children: [Child; 2]) -> [PeerResult; 2] {
+    children.map(|mut child| {
+        let out = drain(child.stdout.take().expect("piped"));
+        let err = drain(child.stderr.take().expect("piped"));
+        let status = wait_bounded(&mut child, CHILD_TIMEOUT);
+        let out = format!(
+            "[{status:?}]\n{}\n{}",
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default()
+        );
+        PeerResult {
+            ok: status.is_some_and(|s| s.success()),
+            out,
+        }
+    })
+}
+
+/// Both peers exchange all messages; checks their relayed and mapped addresses.
+fn exchange_both_ways(net: &Net, server: SocketAddr, relay_ip: Ipv4Addr, tern: &mut Background) {
+    let dir = TempDir::new("xchg");
+    let results = finish_peers(spawn_peers(net, server, &dir.0, None));
+    for (r, mapped_ip) in results.iter().zip([RTR1_PUB, RTR2_PUB]) {
+        assert!(r.ok, "peer failed:\n{}\n{}", r.out, tern.logs());
+        let relayed: SocketAddr = output_value(&r.out, "relayed")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no relayed address:\n{}", r.out));
+        assert_eq!(relayed.ip(), IpAddr::V4(relay_ip), "{}", r.out);
+        assert!(
+            (RELAY_PORTS.0..=RELAY_PORTS.1).contains(&relayed.port()),
+            "relayed port outside range: {}",
+            r.out
+        );
+        let mapped: SocketAddr = output_value(&r.out, "mapped")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no mapped address:\n{}", r.out));
+        assert_eq!(mapped.ip(), IpAddr::V4(mapped_ip), "{}", r.out);
+        assert_eq!(
+            output_value(&r.out, "received").as_deref(),
+            Some("20"),
+            "{}",
+            r.out
+        );
+    }
+    tern.assert_running();
+}
+
+/// Waits for tern to answer a Binding from lan1; returns the mapped address.
+fn wait_ready(net: &Net, server: SocketAddr, tern: &mut Background) -> SocketAddr {
+    let (ok, out) = run_role(
+        &net.lan1,
+        "binding",
+        &[("TERN_NAT_SERVER", server.to_string())],
+    );
+    tern.assert_running();
+    assert!(ok, "tern not ready:\n{out}\n{}", tern.logs());
+    output_value(&out, "mapped")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no mapped address:\n{out}"))
+}
+
+fn binding_from(ns: &str, server: SocketAddr) -> SocketAddr {
+    let (ok, out) = run_role(ns, "binding", &[("TERN_NAT_SERVER", server.to_string())]);
+    assert!(ok, "binding failed:\n{out}");
+    output_value(&out, "mapped")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no mapped address:\n{out}"))
+}
+
+// ---------------------------------------------------------------------------
+// The tests.
+
+#[test]
+fn clients_behind_two_masquerading_nats_relay_through_tern() {
+    require_netns();
+    let net = Net::build("1", true);
+    let logs = TempDir::new("t1");
+    let server = SocketAddr::from((TERN_IP, PORT));
+    let mut tern = start_tern(&net.pub_ns, TERN_IP, &[], &logs.0);
+
+    // (a) lan1 cannot reach lan2 directly; the echo is alive (rtr2 reaches it).
+    let echo_addr = SocketAddr::from((LAN2_HOST, ECHO_PORT));
+    let mut echo = Background::spawn(
+        "echo",
+        role_cmd(
+            &net.lan2,
+            "echo",
+            &[("TERN_NAT_ECHO", echo_addr.to_string())],
+        )
+        .stdin(Stdio::null()),
+        &logs.0,
+    );
+    let probe_env = [("TERN_NAT_TARGET", echo_addr.to_string())];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (ok, out) = run_role(&net.rtr2, "probe", &probe_env);
+        assert!(ok, "probe failed:\n{out}");
+        if output_value(&out, "answered").as_deref() == Some("true") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "echo in lan2 never answered rtr2:\n{out}\n{}",
+            echo.logs()
+        );
+    }
+    let (ok, out) = run_role(&net.lan1, "probe", &probe_env);
+    assert!(ok, "probe failed:\n{out}");
+    assert_eq!(
+        output_value(&out, "answered").as_deref(),
+        Some("false"),
+        "lan1 reached lan2's private address directly:\n{out}"
+    );
+    echo.stop();
+
+    // (b) the server sees each client as its router's public address.
+    let mapped = wait_ready(&net, server, &mut tern);
+    assert_eq!(mapped.ip(), IpAddr::V4(RTR1_PUB), "lan1 mapped address");
+    let mapped2 = binding_from(&net.lan2, server);
+    assert_eq!(mapped2.ip(), IpAddr::V4(RTR2_PUB), "lan2 mapped address");
+
+    // (c) ChannelData both ways between the two relayed addresses.
+    exchange_both_ways(&net, server, TERN_IP, &mut tern);
+
+    // The check can fail: stop tern after the channels are bound, then exchange.
+    let dir = TempDir::new("fail");
+    let gate = dir.0.join("go");
+    let peers = spawn_peers(&net, server, &dir.0, Some(&gate));
+    wait_file(&dir.0.join("a.bound"), Duration::from_secs(20));
+    wait_file(&dir.0.join("b.bound"), Duration::from_secs(20));
+    tern.stop();
+    write_atomic(&gate, "go");
+    for r in finish_peers(peers) {
+        assert!(!r.ok, "exchange succeeded without tern:\n{}", r.out);
+        assert_eq!(
+            output_value(&r.out, "received").as_deref(),
+            Some("0"),
+            "{}",
+            r.out
+        );
+    }
+}
+
+#[test]
+fn tern_behind_one_to_one_nat_advertises_its_public_address() {
+    require_netns();
+    let mut net = Net::build("2", false);
+    let srv = net.add_one_to_one_nat();
+    let logs = TempDir::new("t2");
+    let mut tern = start_tern(
+        &srv,
+        SRV_PRIV,
+        &["--external-ip".to_string(), SRVRTR_PUB.to_string()],
+        &logs.0,
+    );
+    let server = SocketAddr::from((SRVRTR_PUB, PORT));
+
+    let mapped = wait_ready(&net, server, &mut tern);
+    assert_eq!(mapped.ip(), IpAddr::V4(RTR1_PUB), "lan1 mapped address");
+    let mapped2 = binding_from(&net.lan2, server);
+    assert_eq!(mapped2.ip(), IpAddr::V4(RTR2_PUB), "lan2 mapped address");
+
+    exchange_both_ways(&net, server, SRVRTR_PUB, &mut tern);
+}
