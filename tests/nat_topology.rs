@@ -724,12 +724,26 @@ fn wait_ready(net: &Net, server: SocketAddr, tern: &mut Background) -> SocketAdd
         .unwrap_or_else(|| panic!("no mapped address:\n{out}"))
 }
 
+/// The mapped address `tern stun` reports from inside `ns`.
 fn binding_from(ns: &str, server: SocketAddr) -> SocketAddr {
-    let (ok, out) = run_role(ns, "binding", &[("TERN_NAT_SERVER", server.to_string())]);
-    assert!(ok, "binding failed:\n{out}");
-    output_value(&out, "mapped")
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_tern"), "stun"])
+        .arg(server.to_string())
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tern stun");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tern stun failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_str(text.trim()).expect("tern stun --json");
+    json["mapped"]
+        .as_str()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no mapped address:\n{out}"))
+        .unwrap_or_else(|| panic!("no mapped address:\n{text}"))
 }
 
 // ---------------------------------------------------------------------------
