@@ -48,7 +48,14 @@ pub fn print(
     });
     println!("tern is serving. iceServers entry (valid 24 h):");
     println!("{entry}");
-    println!("Check it from another shell (coturn's client tools):");
+    let transport = if settings.server.udp { "udp" } else { "tcp" };
+    println!(
+        "Check it from another machine (its address must be a public one the peer policy allows):"
+    );
+    println!(
+        "  tern probe 'turn:{url_host}:{port}?transport={transport}' --user '{username}' --pass '{password}'"
+    );
+    println!("or from this host, client to client through two allocations (coturn's tools):");
     let tcp_flag = if settings.server.udp { "" } else { "-t " };
     println!(
         "  turnutils_uclient {tcp_flag}-y -n 10 -u '{username}' -w '{password}' -p {port} {host}"
