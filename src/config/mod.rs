@@ -50,6 +50,9 @@ pub struct ServerSettings {
     pub tcp: bool,
     /// Relay workers, each owning its allocations; 0 means one per CPU.
     pub workers: usize,
+    /// On SIGTERM, how long existing allocations may keep relaying (no new ones are
+    /// taken) before the server exits.
+    pub drain_timeout: Seconds,
     /// The long-term credential realm.
     pub realm: String,
     /// SOFTWARE attribute value in responses; none by default (no version disclosure).
@@ -64,6 +67,7 @@ impl Default for ServerSettings {
             udp: true,
             tcp: true,
             workers: 0,
+            drain_timeout: Seconds(30),
             realm: "tern".into(),
             software: None,
         }

@@ -141,6 +141,8 @@ pub struct Engine {
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
     /// Round-robin cursor over relay IPs of a family.
     next_relay_ip: usize,
+    /// While draining, new allocations are refused (508) and existing ones go on.
+    draining: bool,
 }
 
 impl Engine {
@@ -165,6 +167,7 @@ impl Engine {
             shared,
             timers: BinaryHeap::new(),
             next_relay_ip: 0,
+            draining: false,
         }
     }
 
@@ -181,6 +184,12 @@ impl Engine {
     /// Relay ports taken server-wide (bound or reserved).
     pub fn ports_in_use(&self) -> usize {
         self.shared.ports().in_use()
+    }
+
+    /// Starts or ends draining: new Allocates are refused with 508 while existing
+    /// allocations keep relaying.
+    pub fn set_draining(&mut self, draining: bool) {
+        self.draining = draining;
     }
 
     // ---- handle_* ----

@@ -234,6 +234,9 @@ impl Engine {
         if self.allocations.contains_key(tuple) {
             return Err(Reject::AllocationMismatch);
         }
+        if self.draining {
+            return Err(Reject::InsufficientCapacity);
+        }
         match req.attr(ATTR_REQUESTED_TRANSPORT) {
             None => return Err(Reject::BadRequest),
             Some([PROTOCOL_UDP, _, _, _]) => {}

@@ -120,14 +120,14 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accepts connections until shutdown, handing each to a worker chosen by the
+/// Accepts connections until the server drains or stops, handing each to a worker chosen by the
 /// client's address (`workers` holds one queue per worker).
 pub async fn serve(
     listener: TcpListener,
     accept: Accept,
     config: StreamConfig,
     workers: Vec<mpsc::Sender<StreamEvent>>,
-    mut shutdown: watch::Receiver<bool>,
+    mut lifecycle: watch::Receiver<super::worker::Lifecycle>,
 ) {
     loop {
         tokio::select! {
@@ -150,7 +150,8 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = shutdown.changed() => return,
+            // Draining or stopping: no new connections; open ones carry on.
+            _ = lifecycle.changed() => return,
         }
     }
 }

@@ -35,6 +35,16 @@ pub enum StreamEvent {
     Closed(FiveTuple),
 }
 
+/// What the server is doing, as workers and listeners follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    Serving,
+    /// Existing allocations keep relaying; new ones are refused; listeners stop
+    /// accepting connections.
+    Draining,
+    Stopping,
+}
+
 /// Sizes the worker needs.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {
@@ -123,7 +133,7 @@ impl Io for Sockets {
     }
 }
 
-/// Runs one worker on the current thread until `shutdown` turns true: a
+/// Runs one worker on the current thread until `lifecycle` says stop: a
 /// single-threaded runtime whose reactor serves this worker's listeners and relay
 /// sockets, so a relayed packet never crosses threads (no futex, no handoff).
 pub fn run_on_this_thread(
@@ -131,7 +141,7 @@ pub fn run_on_this_thread(
     listeners: Vec<std::net::UdpSocket>,
     streams: mpsc::Receiver<StreamEvent>,
     config: WorkerConfig,
-    shutdown: watch::Receiver<bool>,
+    lifecycle: watch::Receiver<Lifecycle>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -142,7 +152,7 @@ pub fn run_on_this_thread(
             .into_iter()
             .map(UdpSocket::from_std)
             .collect::<std::io::Result<Vec<_>>>()?;
-        run(engine, listeners, streams, config, shutdown).await;
+        run(engine, listeners, streams, config, lifecycle).await;
         Ok(())
     })
 }
@@ -152,7 +162,7 @@ async fn run(
     listeners: Vec<UdpSocket>,
     mut streams: mpsc::Receiver<StreamEvent>,
     config: WorkerConfig,
-    mut shutdown: watch::Receiver<bool>,
+    mut lifecycle: watch::Receiver<Lifecycle>,
 ) {
     let (relay_tx, mut relay_rx) = mpsc::channel(config.relay_queue);
     let listeners: Vec<Arc<UdpSocket>> = listeners.into_iter().map(Arc::new).collect();
@@ -220,7 +230,11 @@ async fn run(
                 armed = None;
                 engine.handle_timeout(Instant::now(), &mut io);
             }
-            _ = shutdown.changed() => break,
+            _ = lifecycle.changed() => match *lifecycle.borrow_and_update() {
+                Lifecycle::Serving => engine.set_draining(false),
+                Lifecycle::Draining => engine.set_draining(true),
+                Lifecycle::Stopping => break,
+            },
         }
     }
     // Cancelling the relay readers and dropping the connections' writers stops

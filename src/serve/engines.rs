@@ -14,13 +14,14 @@ use crate::config::Settings;
 use crate::core::{Engine, EngineConfig, Shared};
 use crate::policy::{OwnRelays, PeerPolicy};
 
-/// `count` engines sharing credentials, policy, nonce key, ports and quotas.
+/// `count` engines sharing credentials, policy, nonce key, ports and quotas, and the
+/// shared state itself (the server watches its allocation count while draining).
 pub fn build(
     settings: &Settings,
     relay_ips: &[IpAddr],
     advertised_ips: &HashMap<IpAddr, IpAddr>,
     count: usize,
-) -> anyhow::Result<Vec<Engine>> {
+) -> anyhow::Result<(Vec<Engine>, Arc<Shared>)> {
     let credentials = Arc::new(credentials(settings)?);
     let mut own_ips = relay_ips.to_vec();
     own_ips.extend(advertised_ips.values().copied());
@@ -73,7 +74,7 @@ pub fn build(
             )
         })
         .collect();
-    Ok(engines)
+    Ok((engines, shared))
 }
 
 fn credentials(settings: &Settings) -> anyhow::Result<Credentials> {

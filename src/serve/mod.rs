@@ -15,9 +15,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Settings;
+use crate::core::Shared;
 use crate::net::stream::{self, ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
-use crate::net::worker::{self, WorkerConfig};
+use crate::net::worker::{self, Lifecycle, WorkerConfig};
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
@@ -28,7 +29,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let relay_ips = relay_ips::relay_ips(&settings.relay.ips, &settings.server.listen_addrs());
     let advertised_ips = relay_ips::advertised_ips(&relay_ips, &settings.relay.external_ips);
     let workers = worker_count(&settings);
-    let engines = engines::build(&settings, &relay_ips, &advertised_ips, workers)?;
+    let (engines, shared) = engines::build(&settings, &relay_ips, &advertised_ips, workers)?;
     let limits = &settings.limits;
     let tls = load_tls(&settings)?;
     let listeners = listeners::bind(&settings, tls.as_ref(), workers)?;
@@ -36,7 +37,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     tracing::info!(relay_ips = ?relay_ips, %ports, "relaying");
     banner::print(&settings, &relay_ips, &advertised_ips, generated_secret);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Lifecycle::Serving);
     let mut stream_txs = Vec::with_capacity(workers);
     let mut stream_rxs = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -77,8 +78,11 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
             .context("cannot start a worker thread")?;
         threads.push(thread);
     }
-    wait_for_stop(tls.as_ref()).await?;
-    let _ = stop_tx.send(true);
+    if wait_for_stop(tls.as_ref()).await? == Stop::Drain {
+        let _ = stop_tx.send(Lifecycle::Draining);
+        drain(&shared, settings.server.drain_timeout.as_duration()).await;
+    }
+    let _ = stop_tx.send(Lifecycle::Stopping);
     let joined = tokio::task::spawn_blocking(move || {
         threads
             .into_iter()
@@ -109,18 +113,65 @@ fn load_tls(settings: &Settings) -> anyhow::Result<Option<TlsAcceptorSource>> {
 /// How often certificate files are checked for changes (two `stat` calls).
 const CERT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Waits for SIGINT or SIGTERM. Meanwhile SIGHUP, or a change of the files on
-/// disk, reloads the TLS certificate for new connections; established ones and every
-/// allocation are untouched, and a broken new certificate leaves the old one in use.
-async fn wait_for_stop(tls: Option<&TlsAcceptorSource>) -> anyhow::Result<()> {
+/// How the server was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGTERM: let the calls in progress finish first.
+    Drain,
+    /// SIGINT: now.
+    Now,
+}
+
+/// Waits until every allocation has ended or `timeout` has passed, while workers
+/// refuse new ones. A second SIGTERM or a SIGINT cuts it short.
+async fn drain(shared: &Shared, timeout: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    tracing::info!(
+        allocations = shared.total_allocations(),
+        timeout_secs = timeout.as_secs(),
+        "draining: refusing new allocations, relaying existing ones"
+    );
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(DRAIN_CHECK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if shared.total_allocations() == 0 {
+                    tracing::info!("drained: no allocation left");
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::info!(allocations = shared.total_allocations(), "drain timeout: stopping");
+                return;
+            }
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+        }
+    }
+}
+
+/// How often the allocation count is looked at while draining.
+const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Waits for SIGTERM (drain) or SIGINT (stop now). Meanwhile SIGHUP, or a change of
+/// the files on disk, reloads the TLS certificate for new connections; established
+/// ones and every allocation are untouched, and a broken new certificate leaves the
+/// old one in use.
+async fn wait_for_stop(tls: Option<&TlsAcceptorSource>) -> anyhow::Result<Stop> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut watch = tokio::time::interval(CERT_WATCH_INTERVAL);
     loop {
         tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
+            _ = term.recv() => return Ok(Stop::Drain),
+            _ = int.recv() => return Ok(Stop::Now),
             _ = hup.recv() => match tls {
                 Some(source) => report_reload("SIGHUP", source.reload()),
                 None => tracing::info!("SIGHUP: no TLS certificate to reload"),
