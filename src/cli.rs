@@ -37,6 +37,15 @@ pub enum Command {
     Peer(PeerArgs),
     /// Mint TURN REST API credentials and print an `iceServers` entry.
     Creds(CredsArgs),
+    /// Convert a coturn turnserver.conf to a tern config; options that cannot be
+    /// carried over are listed on stderr with the reason.
+    ImportCoturn {
+        /// The coturn config, e.g. /etc/turnserver.conf.
+        path: PathBuf,
+        /// Write the TOML here (mode 0600) instead of to stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +68,9 @@ pub struct ServeArgs {
     /// Relay workers (threads, each owning its allocations); 0 = one per CPU.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Serve metrics and health on this address (e.g. 127.0.0.1:9641).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
     /// Do not serve plain TCP.
     #[arg(long)]
     pub no_tcp: bool,
@@ -109,6 +121,9 @@ impl ServeArgs {
         }
         if let Some(workers) = self.workers {
             s.server.workers = workers;
+        }
+        if self.admin.is_some() {
+            s.admin.listen = self.admin;
         }
         s.server.tcp &= !self.no_tcp;
         s.server.udp &= !self.no_udp;

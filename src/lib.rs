@@ -7,12 +7,15 @@
 //! - [`net`] holds the tokio drivers that feed the core bytes and carry out what it asks;
 //! - [`config`] loads and validates settings before anything is bound.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod import;
 pub mod load;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod proto;

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => tern::tools::probe::main(&args),
         Command::Peer(args) => tern::tools::peer::main(&args),
         Command::Creds(args) => tern::tools::creds::main(&args),
+        Command::ImportCoturn { path, out } => tern::import::main(&path, out.as_deref()),
     }
 }
 

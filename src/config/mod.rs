@@ -35,6 +35,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub peers: PeerSettings,
     pub tls: TlsSettings,
+    pub admin: AdminSettings,
     pub limits: Limits,
     pub log: LogSettings,
 }
@@ -87,6 +88,14 @@ impl ServerSettings {
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         self.listen.iter().map(|l| l.addr).collect()
     }
+}
+
+/// The admin HTTP listener (metrics, health, readiness).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Where it listens, e.g. `127.0.0.1:9641`; unset means off.
+    pub listen: Option<SocketAddr>,
 }
 
 /// TURN over TLS (RFC 8656 §3.1): certificate files and handshake rules.

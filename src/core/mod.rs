@@ -186,6 +186,25 @@ impl Engine {
         self.shared.ports().in_use()
     }
 
+    /// The allocations gauge for `tuple`'s transport and a relay family.
+    fn allocation_gauge(
+        &self,
+        tuple: &FiveTuple,
+        ipv6: bool,
+    ) -> prometheus_client::metrics::gauge::Gauge {
+        let transport = match tuple.transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        };
+        self.shared.metrics.allocations(transport, ipv6)
+    }
+
+    /// The shared state (ports, quotas, metrics).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// Starts or ends draining: new Allocates are refused with 508 while existing
     /// allocations keep relaying.
     pub fn set_draining(&mut self, draining: bool) {
@@ -244,8 +263,10 @@ impl Engine {
                 let header = ChannelHeader { number, len };
                 buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
                 io.send_to_client(tuple, &buf[..data.end]);
+                self.shared.metrics.relay.to_client(usize::from(len));
             }
             Forward::Indication => {
+                self.shared.metrics.relay.to_client(data.len());
                 io.send_to_client(tuple, &route::data_indication(peer, &buf[data]));
             }
         }
@@ -343,6 +364,7 @@ impl Engine {
         self.relays.remove(&alloc.relay);
         self.shared
             .uncount_allocation(self.credentials.quota_identity(&alloc.username));
+        self.allocation_gauge(tuple, alloc.is_ipv6()).dec();
         io.close_relay(alloc.relay);
         io.allocation_changed(tuple, false);
         tracing::info!(client = %tuple.client, relay = %alloc.relay, "allocation deleted");
@@ -388,7 +410,9 @@ impl Engine {
             return;
         };
         if let Some(peer) = alloc.channel_peer(header.number, now) {
-            io.send_to_peer(alloc.relay, peer, header.payload(bytes));
+            let payload = header.payload(bytes);
+            io.send_to_peer(alloc.relay, peer, payload);
+            self.shared.metrics.relay.to_peer(payload.len());
         }
     }
 
@@ -413,6 +437,7 @@ impl Engine {
             && self.policy.check(peer).is_ok()
         {
             io.send_to_peer(alloc.relay, peer, data);
+            self.shared.metrics.relay.to_peer(data.len());
         }
     }
 }

@@ -132,6 +132,13 @@ impl Engine {
     }
 
     fn error_answer(&self, req: &Request, reject: &Reject, key: Option<&LongTermKey>) -> Vec<u8> {
+        let metrics = &self.shared.metrics;
+        metrics.response(reject.code());
+        match reject {
+            Reject::Forbidden => metrics.peer_denied.inc(),
+            Reject::QuotaReached => metrics.quota_rejections.inc(),
+            _ => 0,
+        };
         let mut response = Response::error(req, reject.code());
         if let Reject::UnknownAttributes(types) = reject {
             response.add(&UnknownAttributes(types.clone()));
@@ -149,9 +156,15 @@ impl Engine {
         reject: Reject,
         io: &mut dyn Io,
     ) {
+        let reason = match reject {
+            Reject::StaleNonce => "stale_nonce",
+            _ => "unauthorized",
+        };
+        self.shared.metrics.auth_failure(reason);
         if !self.limiter.allow(tuple.client.ip(), now.mono) {
             return;
         }
+        self.shared.metrics.response(reject.code());
         let nonce = self
             .nonces
             .issue(tuple.client, tuple.transport as u8, now.unix);
@@ -287,6 +300,7 @@ impl Engine {
         self.allocations.insert(*tuple, Box::new(alloc));
         self.relays.insert(relay, *tuple);
         io.allocation_changed(tuple, true);
+        self.allocation_gauge(tuple, relay.is_ipv6()).inc();
         self.timers
             .push(std::cmp::Reverse((expires, Timer::Allocation(relay))));
         tracing::info!(client = %tuple.client, %relay, user = %auth.username, "allocation created");

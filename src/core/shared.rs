@@ -1,5 +1,5 @@
-//! State the engines of all workers share: relay ports, quota counts and EVEN-PORT
-//! reservations.
+//! State the engines of all workers share: relay ports, quota counts, EVEN-PORT
+//! reservations and metrics.
 //!
 //! Every allocation belongs to one worker's engine, but the ports it binds, the quota
 //! it counts against and the reservation a client on another worker may claim are
@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::ports::PortPool;
 use crate::config::PortRange;
+use crate::metrics::Metrics;
 
 /// A port held for a later Allocate with RESERVATION-TOKEN.
 #[derive(Debug, Clone, Copy)]
@@ -28,11 +29,11 @@ struct Counts {
     per_user: HashMap<String, usize>,
 }
 
-#[derive(Debug)]
 pub struct Shared {
     ports: Mutex<PortPool>,
     counts: Mutex<Counts>,
     reservations: Mutex<HashMap<[u8; 8], Reservation>>,
+    pub metrics: Metrics,
 }
 
 /// Locks a mutex, taking the data even if another worker panicked while holding it:
@@ -47,6 +48,7 @@ impl Shared {
             ports: Mutex::new(PortPool::new(ports)),
             counts: Mutex::new(Counts::default()),
             reservations: Mutex::new(HashMap::new()),
+            metrics: Metrics::new(),
         }
     }
 

@@ -19,6 +19,7 @@ use super::socket::{bind_udp, set_dont_fragment};
 use super::udp::send_now;
 use crate::core::route::data_indication;
 use crate::core::{Forward, PEER_HEADROOM, PeerRoute};
+use crate::metrics::RelayCounters;
 use crate::proto::ChannelHeader;
 
 /// Largest UDP payload; buffers are sized for it so nothing is ever truncated.
@@ -68,6 +69,7 @@ impl RelaySocket {
         dont_fragment: bool,
         buffer: usize,
         delivery: Delivery,
+        counters: RelayCounters,
     ) -> std::io::Result<Self> {
         let socket = bind_udp(addr, buffer)?;
         if dont_fragment {
@@ -79,6 +81,7 @@ impl RelaySocket {
             socket: socket.clone(),
             route: route.clone(),
             delivery,
+            counters,
         };
         Ok(Self {
             socket,
@@ -127,6 +130,7 @@ struct Reader {
     socket: Arc<UdpSocket>,
     route: Arc<ArcSwap<PeerRoute>>,
     delivery: Delivery,
+    counters: RelayCounters,
 }
 
 impl Reader {
@@ -179,10 +183,12 @@ impl Reader {
                 let header = ChannelHeader { number, len: len16 };
                 buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
                 send_now(listener, &buf[..PEER_HEADROOM + len], client);
+                self.counters.to_client(len);
             }
             Forward::Indication => {
                 let data = &buf[PEER_HEADROOM..PEER_HEADROOM + len];
                 send_now(listener, &data_indication(peer, data), client);
+                self.counters.to_client(len);
             }
         }
     }

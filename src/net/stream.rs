@@ -71,6 +71,15 @@ impl ConnectionLimits {
         })
     }
 
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
+    }
+
     /// A slot for a connection from `ip`, or `None` when a limit is reached.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());

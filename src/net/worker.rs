@@ -18,6 +18,7 @@ use super::batch::{BATCH, RecvBatch};
 use super::relay::{Closing, Delivery, MAX_DATAGRAM, PeerDatagram, RelaySocket};
 use super::udp::send_now;
 use crate::core::{Engine, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Transport};
+use crate::metrics::RelayCounters;
 
 /// A TCP/TLS connection as the worker sees it.
 pub struct Connection {
@@ -60,6 +61,8 @@ struct Sockets {
     relay_tx: mpsc::Sender<PeerDatagram>,
     /// Relay sockets whose readers are being cancelled.
     closing: Closing,
+    /// Counters the relay readers update (they forward without the engine).
+    counters: RelayCounters,
     connections: HashMap<FiveTuple, Connection>,
     socket_buffer: usize,
 }
@@ -103,7 +106,15 @@ impl Io for Sockets {
             None => Delivery::Worker(self.relay_tx.clone(), addr),
         };
         let route = PeerRoute::new(*owner);
-        let socket = RelaySocket::bind(addr, route, dont_fragment, self.socket_buffer, delivery)?;
+        let counters = self.counters.clone();
+        let socket = RelaySocket::bind(
+            addr,
+            route,
+            dont_fragment,
+            self.socket_buffer,
+            delivery,
+            counters,
+        )?;
         self.relays.insert(addr, socket);
         Ok(())
     }
@@ -177,6 +188,7 @@ async fn run(
         relays: HashMap::new(),
         relay_tx,
         closing: Closing::default(),
+        counters: engine.shared().metrics.relay.clone(),
         connections: HashMap::new(),
         socket_buffer: config.socket_buffer,
     };

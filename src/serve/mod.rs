@@ -45,13 +45,27 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         stream_txs.push(tx);
         stream_rxs.push(rx);
     }
+    let connection_limits =
+        ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
+    if let Some(addr) = settings.admin.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind the admin listener {addr}"))?;
+        tracing::info!(%addr, "admin listening (metrics, health)");
+        let state = std::sync::Arc::new(crate::admin::AdminState {
+            shared: shared.clone(),
+            connections: connection_limits.clone(),
+            lifecycle: stop_rx.clone(),
+        });
+        tokio::spawn(crate::admin::serve(listener, state));
+    }
     let stream_config = StreamConfig {
         handshake_timeout: settings.tls.handshake_timeout.as_duration(),
         idle_timeout: limits.connection_idle_timeout.as_duration(),
         frame_timeout: limits.frame_timeout.as_duration(),
         max_frame: limits.max_frame,
         write_queue: limits.write_queue,
-        limits: ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip),
+        limits: connection_limits,
     };
     for (listener, accept) in listeners.streams {
         tokio::spawn(stream::serve(

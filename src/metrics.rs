@@ -1,0 +1,187 @@
+//! Prometheus metrics (served by the admin listener at `/metrics`).
+//!
+//! Counters are updated as the relay works: the relayed-packet path only does atomic
+//! adds on counters resolved once at start, never a label lookup or a lock. Label
+//! lookups happen on the control path (responses, auth failures, allocations).
+//! Gauges that describe state (ports in use, connections, draining) are set when
+//! scraped.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// A label set: names and values.
+type Labels = Vec<(&'static str, String)>;
+
+/// The counters of the relayed-packet path, cloned into every relay reader.
+#[derive(Clone, Default)]
+pub struct RelayCounters {
+    pub to_peer_packets: Counter,
+    pub to_peer_bytes: Counter,
+    pub to_client_packets: Counter,
+    pub to_client_bytes: Counter,
+}
+
+impl RelayCounters {
+    pub fn to_peer(&self, bytes: usize) {
+        self.to_peer_packets.inc();
+        self.to_peer_bytes.inc_by(bytes as u64);
+    }
+
+    pub fn to_client(&self, bytes: usize) {
+        self.to_client_packets.inc();
+        self.to_client_bytes.inc_by(bytes as u64);
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub relay: RelayCounters,
+    allocations: Family<Labels, Gauge>,
+    responses: Family<Labels, Counter>,
+    auth_failures: Family<Labels, Counter>,
+    pub peer_denied: Counter,
+    pub quota_rejections: Counter,
+    ports_in_use: Gauge,
+    connections: Gauge,
+    draining: Gauge,
+}
+
+/// State read at scrape time.
+pub struct Snapshot {
+    pub ports_in_use: usize,
+    pub connections: usize,
+    pub draining: bool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self {
+            registry: Registry::with_prefix("tern"),
+            relay: RelayCounters::default(),
+            allocations: Family::default(),
+            responses: Family::default(),
+            auth_failures: Family::default(),
+            peer_denied: Counter::default(),
+            quota_rejections: Counter::default(),
+            ports_in_use: Gauge::default(),
+            connections: Gauge::default(),
+            draining: Gauge::default(),
+        }
+        .registered()
+    }
+
+    /// Registers every metric with the registry; the registry keeps clones that share
+    /// their values with the handles kept here.
+    fn registered(mut self) -> Self {
+        let build = Family::<Labels, Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
+            .set(1);
+        let r = &mut self.registry;
+        let relay = &self.relay;
+        r.register(
+            "relayed_to_peer_packets",
+            "Packets relayed from clients to peers",
+            relay.to_peer_packets.clone(),
+        );
+        r.register(
+            "relayed_to_peer_bytes",
+            "Application bytes relayed from clients to peers",
+            relay.to_peer_bytes.clone(),
+        );
+        r.register(
+            "relayed_to_client_packets",
+            "Packets relayed from peers to clients",
+            relay.to_client_packets.clone(),
+        );
+        r.register(
+            "relayed_to_client_bytes",
+            "Application bytes relayed from peers to clients",
+            relay.to_client_bytes.clone(),
+        );
+        r.register("build_info", "tern's version", build);
+        r.register(
+            "allocations",
+            "Allocations, by client transport and relay address family",
+            self.allocations.clone(),
+        );
+        r.register(
+            "responses",
+            "Error responses sent, by error code",
+            self.responses.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Requests challenged (401/438), by reason",
+            self.auth_failures.clone(),
+        );
+        r.register(
+            "peer_denied",
+            "Peers refused by the peer policy (403)",
+            self.peer_denied.clone(),
+        );
+        r.register(
+            "quota_rejections",
+            "Allocations refused by a quota (486)",
+            self.quota_rejections.clone(),
+        );
+        r.register(
+            "relay_ports_in_use",
+            "Relay ports bound or reserved",
+            self.ports_in_use.clone(),
+        );
+        r.register(
+            "connections",
+            "Open TCP/TLS client connections",
+            self.connections.clone(),
+        );
+        r.register(
+            "draining",
+            "1 while the server drains",
+            self.draining.clone(),
+        );
+        self
+    }
+
+    /// The gauge of allocations for a transport and family.
+    pub fn allocations(&self, transport: &'static str, ipv6: bool) -> Gauge {
+        let family = if ipv6 { "ipv6" } else { "ipv4" };
+        let labels = vec![
+            ("transport", transport.to_string()),
+            ("family", family.to_string()),
+        ];
+        self.allocations.get_or_create(&labels).clone()
+    }
+
+    pub fn response(&self, code: u16) {
+        self.responses
+            .get_or_create(&vec![("code", code.to_string())])
+            .inc();
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    /// The Prometheus text exposition, with the state gauges set from `snapshot`.
+    pub fn encode(&self, snapshot: Snapshot) -> String {
+        self.ports_in_use.set(snapshot.ports_in_use as i64);
+        self.connections.set(snapshot.connections as i64);
+        self.draining.set(i64::from(snapshot.draining));
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
