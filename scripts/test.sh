@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need when missing
-# (coturn's tools, openssl, Chromium, iproute2 and nftables from Debian,
-# playwright-core from npm), then checks formatting and lints, runs
+# (coturn's tools, openssl, Chromium, iproute2, nftables, iptables and systemd's
+# tools from Debian, playwright-core from npm), then checks formatting and lints, runs
 # every test (unit, sans-IO engine, integration against real `tern serve` processes
 # on loopback, interop with coturn's turnutils) and the benchmark in its quick form.
 set -euo pipefail
@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 scripts/install-browser-deps.sh
 scripts/install-nat-deps.sh
+scripts/install-deploy-deps.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
