@@ -52,7 +52,8 @@ fn span_minus_one(bits: u32) -> u128 {
 /// The prefix of `width - bits` bits starting at `start`.
 fn block(start: u128, width: u32, bits: u32) -> Result<IpNet, String> {
     // `width - bits` is at most 128, which always fits a u8 prefix length.
-    let prefix = u8::try_from(width - bits).map_err(|_| "prefix length out of range".to_string())?;
+    let prefix =
+        u8::try_from(width - bits).map_err(|_| "prefix length out of range".to_string())?;
     let addr = if width == 32 {
         let v4 = u32::try_from(start).map_err(|_| "IPv4 address out of range".to_string())?;
         IpAddr::V4(Ipv4Addr::from(v4))
@@ -102,17 +103,29 @@ mod tests {
         assert_eq!(cidrs("192.168.0.0", "192.168.255.255"), ["192.168.0.0/16"]);
         assert_eq!(cidrs("172.16.0.0", "172.31.255.255"), ["172.16.0.0/12"]);
         assert_eq!(cidrs("0.0.0.0", "255.255.255.255"), ["0.0.0.0/0"]);
-        assert_eq!(cidrs("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), ["::/0"]);
-        assert_eq!(cidrs("fc00::", "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), ["fc00::/7"]);
+        assert_eq!(
+            cidrs("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            ["::/0"]
+        );
+        assert_eq!(
+            cidrs("fc00::", "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            ["fc00::/7"]
+        );
     }
 
     #[test]
     fn single_address_is_a_host_prefix() {
         assert_eq!(cidrs("1.2.3.4", "1.2.3.4"), ["1.2.3.4/32"]);
-        assert_eq!(cidrs("255.255.255.255", "255.255.255.255"), ["255.255.255.255/32"]);
+        assert_eq!(
+            cidrs("255.255.255.255", "255.255.255.255"),
+            ["255.255.255.255/32"]
+        );
         assert_eq!(cidrs("::1", "::1"), ["::1/128"]);
         assert_eq!(
-            cidrs("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+            cidrs(
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+            ),
             ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"]
         );
     }
@@ -121,10 +134,22 @@ mod tests {
     fn unaligned_range_is_minimal() {
         assert_eq!(
             cidrs("10.0.0.1", "10.0.0.10"),
-            ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/30", "10.0.0.8/31", "10.0.0.10/32"]
+            [
+                "10.0.0.1/32",
+                "10.0.0.2/31",
+                "10.0.0.4/30",
+                "10.0.0.8/31",
+                "10.0.0.10/32"
+            ]
         );
-        assert_eq!(cidrs("192.168.1.0", "192.168.2.255"), ["192.168.1.0/24", "192.168.2.0/24"]);
-        assert_eq!(cidrs("2001:db8::", "2001:db8::2"), ["2001:db8::/127", "2001:db8::2/128"]);
+        assert_eq!(
+            cidrs("192.168.1.0", "192.168.2.255"),
+            ["192.168.1.0/24", "192.168.2.0/24"]
+        );
+        assert_eq!(
+            cidrs("2001:db8::", "2001:db8::2"),
+            ["2001:db8::/127", "2001:db8::2/128"]
+        );
     }
 
     /// Exhaustive over a small space: the blocks are disjoint, cover exactly the range,
@@ -141,7 +166,9 @@ mod tests {
                 .unwrap();
                 let mut next = base + a;
                 for net in &nets {
-                    let IpNet::V4(n) = net else { panic!("family changed") };
+                    let IpNet::V4(n) = net else {
+                        panic!("family changed")
+                    };
                     assert_eq!(u32::from(n.network()), next, "{a}-{b}: gap or overlap");
                     next = u32::from(n.broadcast()) + 1;
                 }
@@ -149,7 +176,9 @@ mod tests {
                 for pair in nets.windows(2) {
                     let merged = pair[0].supernet();
                     let mergeable = pair[0].prefix_len() == pair[1].prefix_len()
-                        && merged.is_some_and(|m| m.contains(&pair[1]) && m.network() == pair[0].network());
+                        && merged.is_some_and(|m| {
+                            m.contains(&pair[1]) && m.network() == pair[0].network()
+                        });
                     assert!(!mergeable, "{a}-{b}: {nets:?} is not minimal");
                 }
             }
@@ -167,7 +196,11 @@ mod tests {
     #[test]
     fn peer_specs() {
         let s = |spec: &str| -> Vec<String> {
-            parse_peer_spec(spec).unwrap().iter().map(ToString::to_string).collect()
+            parse_peer_spec(spec)
+                .unwrap()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
         };
         assert_eq!(s("10.0.0.0-10.255.255.255"), ["10.0.0.0/8"]);
         assert_eq!(s(" 10.0.0.0 - 10.0.0.255 "), ["10.0.0.0/24"]);

@@ -20,11 +20,13 @@ pub struct Entry {
 pub fn parse(text: &str) -> Vec<Entry> {
     text.lines()
         .enumerate()
-        .filter_map(|(i, raw)| parse_line(raw).map(|(name, value)| Entry {
-            line: i + 1,
-            name,
-            value,
-        }))
+        .filter_map(|(i, raw)| {
+            parse_line(raw).map(|(name, value)| Entry {
+                line: i + 1,
+                name,
+                value,
+            })
+        })
         .collect()
 }
 
@@ -57,13 +59,28 @@ mod tests {
     #[test]
     fn forms() {
         let pair = |n: &str, v: Option<&str>| Some((n.to_string(), v.map(String::from)));
-        assert_eq!(one("listening-port=3478"), pair("listening-port", Some("3478")));
-        assert_eq!(one("listening-port 3478"), pair("listening-port", Some("3478")));
-        assert_eq!(one("  listening-port = 3478  "), pair("listening-port", Some("3478")));
-        assert_eq!(one("--realm=example.org"), pair("realm", Some("example.org")));
+        assert_eq!(
+            one("listening-port=3478"),
+            pair("listening-port", Some("3478"))
+        );
+        assert_eq!(
+            one("listening-port 3478"),
+            pair("listening-port", Some("3478"))
+        );
+        assert_eq!(
+            one("  listening-port = 3478  "),
+            pair("listening-port", Some("3478"))
+        );
+        assert_eq!(
+            one("--realm=example.org"),
+            pair("realm", Some("example.org"))
+        );
         assert_eq!(one("fingerprint"), pair("fingerprint", None));
         assert_eq!(one("--no-cli"), pair("no-cli", None));
-        assert_eq!(one("user=bob:pa ss#word"), pair("user", Some("bob:pa ss#word")));
+        assert_eq!(
+            one("user=bob:pa ss#word"),
+            pair("user", Some("bob:pa ss#word"))
+        );
         assert_eq!(one("stale-nonce="), pair("stale-nonce", None));
         assert_eq!(one("# listening-port=3478"), None);
         assert_eq!(one("   "), None);

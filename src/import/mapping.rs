@@ -1,0 +1,899 @@
+//! coturn options to tern settings.
+//!
+//! The mapping is deliberately conservative: an option becomes a tern key only when the
+//! meaning is the same. Everything else is reported with a reason, so the operator sees
+//! what they lose instead of discovering it in production. The output is TOML text
+//! written by hand (not serialized) so that each key can carry a comment naming the
+//! coturn option it came from.
+
+use ipnet::IpNet;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::cidr::parse_peer_spec;
+use super::coturn_conf::Entry;
+use crate::auth::LongTermKey;
+use crate::config::{ExternalIp, PortRange};
+
+/// coturn's default ports, used when only the addresses are given.
+const COTURN_PORT: u16 = 3478;
+const COTURN_TLS_PORT: u16 = 5349;
+/// tern's longest timer (see `config::Seconds`).
+const MAX_SECONDS: u64 = 86_400;
+/// tern's default allocation lifetime; must not exceed `relay.max_lifetime`.
+const TERN_DEFAULT_LIFETIME: u64 = 600;
+
+/// A coturn option that did not become a tern key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmapped {
+    pub line: usize,
+    pub option: String,
+    /// One line; never contains the value of a secret-bearing option.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unmapped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}: {}", self.line, self.option, self.reason)
+    }
+}
+
+/// The result of a conversion: tern TOML text and what was left behind.
+#[derive(Debug, Clone)]
+pub struct Conversion {
+    pub toml: String,
+    pub unmapped: Vec<Unmapped>,
+}
+
+/// A single-valued option: the last occurrence wins, as in coturn.
+type Single<T> = Option<(T, usize)>;
+
+/// A static user's long-term secret as coturn wrote it.
+enum Secret {
+    Password(String),
+    /// Lowercase hex of the 16-byte key, from coturn's `0x` form.
+    Key(String),
+}
+
+/// Everything read from the coturn file, before the TOML is written.
+#[derive(Default)]
+struct Collected {
+    listening_ips: Vec<(IpAddr, usize)>,
+    listening_port: Single<u16>,
+    tls_port: Single<u16>,
+    relay_ips: Vec<(IpAddr, usize)>,
+    external_ips: Vec<(ExternalIp, usize)>,
+    min_port: Single<u16>,
+    max_port: Single<u16>,
+    realm: Single<String>,
+    users: Vec<(String, Secret, usize)>,
+    use_auth_secret: Option<usize>,
+    secrets: Vec<(String, usize)>,
+    rest_separator: Single<char>,
+    stale_nonce: Single<u64>,
+    max_lifetime: Single<u64>,
+    channel_lifetime: Single<u64>,
+    permission_lifetime: Single<u64>,
+    user_quota: Single<usize>,
+    total_quota: Single<usize>,
+    relay_threads: Single<usize>,
+    denied: Vec<(IpNet, usize)>,
+    allowed: Vec<(IpNet, usize)>,
+    allow_loopback: Option<usize>,
+    cert: Single<String>,
+    pkey: Single<String>,
+    no_tls: Option<usize>,
+    no_udp: Option<usize>,
+    no_tcp: Option<usize>,
+    unmapped: Vec<Unmapped>,
+}
+
+/// Converts parsed coturn entries to tern TOML. `source` names the input in the header.
+pub fn convert(entries: &[Entry], source: &str) -> Conversion {
+    let mut c = Collected::default();
+    for entry in entries {
+        if let Err(reason) = c.take(entry) {
+            c.skip(entry, reason);
+        }
+    }
+    let toml = c.render(source);
+    let mut unmapped = c.unmapped;
+    unmapped.sort_by_key(|u| u.line);
+    Conversion { toml, unmapped }
+}
+
+/// Options whose value is (or may contain) a credential: their values never reach
+/// stderr or the comments, only the keys the operator asked for.
+fn is_sensitive(name: &str) -> bool {
+    matches!(
+        name,
+        "user"
+            | "static-auth-secret"
+            | "cli-password"
+            | "pkey-pwd"
+            | "secret-key-file"
+            | "userdb"
+            | "oauth"
+    ) || name.ends_with("-userdb")
+        || name.ends_with("-statsdb")
+        || name.contains("password")
+        || name.contains("secret")
+}
+
+/// Why a known coturn option has no tern equivalent; `None` for unknown options.
+fn unsupported_reason(name: &str) -> Option<&'static str> {
+    let reason = match name {
+        "alt-listening-port" | "alt-tls-listening-port" => {
+            "RFC 5780 alternate ports are not served; tern does not implement NAT behaviour discovery"
+        }
+        "no-rfc5780" | "response-origin-only-with-rfc5780" => {
+            "not needed: tern does not implement RFC 5780"
+        }
+        "no-stun-backward-compatibility" => {
+            "not needed: tern answers RFC 5389/8489 STUN only (messages without the magic cookie are ignored)"
+        }
+        "no-auth" => {
+            "refused for security: an open relay lets anyone relay traffic through this host; tern always requires credentials"
+        }
+        "lt-cred-mech" => "not needed: tern always uses the long-term credential mechanism",
+        "no-multicast-peers" | "no-loopback-peers" => {
+            "not needed: tern denies multicast, loopback and other special-purpose peers by default"
+        }
+        "no-software-attribute" => {
+            "not needed: tern sends no SOFTWARE attribute unless server.software is set"
+        }
+        "no-dtls" => "not needed: tern has no DTLS",
+        "no-tlsv1" | "no-tlsv1_1" => "not needed: tern accepts TLS 1.2 and 1.3 only",
+        "no-tlsv1_2" => "tern accepts TLS 1.2 and 1.3; TLS 1.2 cannot be switched off",
+        "fingerprint" => "not needed: tern always adds FINGERPRINT when the request has it",
+        "mobility" => "tern does not implement MOBILITY-TICKET (RFC 8016)",
+        "cipher-list" | "ec-curve-name" | "dh566" | "dh1066" | "dh2066" | "dh-file" => {
+            "tern's TLS (rustls) uses fixed modern cipher suites and curves"
+        }
+        "pkey-pwd" => "encrypted private keys are not supported; decrypt the key file",
+        "ca-file" => "client certificates are not checked by tern",
+        "verbose"
+        | "Verbose"
+        | "log-file"
+        | "syslog"
+        | "syslog-facility"
+        | "simple-log"
+        | "new-log-timestamp"
+        | "new-log-timestamp-format"
+        | "no-stdout-log"
+        | "log-binding" => "tern logs to stderr/journald; set log.level and log.format instead",
+        "pidfile" => "tern runs in the foreground; systemd tracks its PID",
+        "proc-user" | "proc-group" => "run tern as a dedicated user with systemd User=/Group=",
+        "no-cli" => "not needed: tern has no telnet admin CLI",
+        "web-admin" | "web-admin-ip" | "web-admin-port" | "web-admin-listen-on-workers" => {
+            "tern has no web admin interface"
+        }
+        "userdb" | "secret-key-file" => {
+            "database user stores are not supported; use static users or REST secrets"
+        }
+        "prometheus" | "prometheus-port" | "prometheus-username-labels" => {
+            "coturn's exporter settings are not carried over; configure tern's own metrics listener"
+        }
+        "listening-device" | "relay-device" => {
+            "binding to a device is not supported; list the addresses with server.listen and relay.ips"
+        }
+        "max-bps" | "bps-capacity" => "bandwidth limits are not supported",
+        "alternate-server" | "tls-alternate-server" => {
+            "ALTERNATE-SERVER redirection is not supported"
+        }
+        "aux-server" | "udp-self-balance" => {
+            "auxiliary servers and self-balancing are not supported"
+        }
+        "server-name" => "tern has no server name; the realm is server.realm",
+        "stun-only" | "no-stun" => "tern always serves both STUN and TURN",
+        "secure-stun" => "authenticated STUN Binding is not supported",
+        "server-relay" => "server relay mode is not supported",
+        "no-udp-relay" | "no-tcp-relay" => {
+            "tern relays UDP only (RFC 8656); TCP relay (RFC 6062) is not implemented"
+        }
+        "oauth" => "OAuth third-party authorization (RFC 7635) is not supported",
+        "check-origin-consistency" => "ORIGIN checks are not supported",
+        "acme-redirect" => "ACME HTTP redirection is not supported; renew certificates elsewhere",
+        "max-allocate-timeout" => "allocation setup timeouts are fixed in tern",
+        "tcp-proxy-port" => "the PROXY protocol is not supported",
+        "keep-address-family" | "allocation-default-address-family" => {
+            "tern follows RFC 6156: the relayed family is the client's unless it asks otherwise"
+        }
+        "sha256" | "sha384" | "sha512" => {
+            "tern's long-term credentials use MD5 keys (RFC 8489 with SHA-256 is not configured)"
+        }
+        _ if name.starts_with("cli-") => "tern has no telnet admin CLI",
+        _ if name.starts_with("redis-")
+            || name.starts_with("psql-")
+            || name.starts_with("mysql-")
+            || name.starts_with("mongo-") =>
+        {
+            "database user stores are not supported; use static users or REST secrets"
+        }
+        _ => return None,
+    };
+    Some(reason)
+}
+
+impl Collected {
+    /// Records `entry` into the fields, or says why it cannot be mapped.
+    fn take(&mut self, e: &Entry) -> Result<(), String> {
+        let line = e.line;
+        match e.name.as_str() {
+            "listening-port" => set(&mut self.listening_port, port(e)?, e, &mut self.unmapped),
+            "tls-listening-port" => set(&mut self.tls_port, port(e)?, e, &mut self.unmapped),
+            "listening-ip" => self.listening_ips.push((ip(e)?, line)),
+            "relay-ip" => {
+                let addr = ip(e)?;
+                if addr.is_unspecified() || addr.is_multicast() {
+                    return Err(format!(
+                        "{addr} cannot be a relay address (wildcard or multicast); leave relay.ips empty to use the interface addresses"
+                    ));
+                }
+                self.relay_ips.push((addr, line));
+            }
+            "external-ip" => self.external_ips.push((external_ip(value(e)?)?, line)),
+            "min-port" => set(&mut self.min_port, port(e)?, e, &mut self.unmapped),
+            "max-port" => set(&mut self.max_port, port(e)?, e, &mut self.unmapped),
+            "realm" => {
+                let realm = value(e)?;
+                if realm.len() > 127 {
+                    return Err("tern takes a realm of 1 to 127 characters".into());
+                }
+                set(&mut self.realm, realm.to_string(), e, &mut self.unmapped);
+            }
+            "user" => {
+                let (name, secret) = user(value(e)?)?;
+                // coturn keeps one account per name: the last line wins.
+                if let Some(i) = self.users.iter().position(|u| u.0 == name) {
+                    let (_, _, old) = self.users.remove(i);
+                    self.unmapped.push(Unmapped {
+                        line: old,
+                        option: e.name.clone(),
+                        reason: format!(
+                            "the same user name is given again on line {line} (the last one counts, as in coturn)"
+                        ),
+                    });
+                }
+                self.users.push((name, secret, line));
+            }
+            "use-auth-secret" => self.use_auth_secret = Some(line),
+            "static-auth-secret" => self.secrets.push((value(e)?.to_string(), line)),
+            "rest-api-separator" => {
+                let v = value(e)?;
+                let mut chars = v.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) if !c.is_ascii_digit() => {
+                        set(&mut self.rest_separator, c, e, &mut self.unmapped);
+                    }
+                    _ => return Err("the separator must be one character, not a digit".into()),
+                }
+            }
+            "stale-nonce" => {
+                // Bare `stale-nonce` switches coturn's nonce expiry on with 600 s.
+                let secs = match &e.value {
+                    None => 600,
+                    Some(_) => seconds(e)?,
+                };
+                set(&mut self.stale_nonce, secs, e, &mut self.unmapped);
+            }
+            "max-allocate-lifetime" => {
+                set(&mut self.max_lifetime, seconds(e)?, e, &mut self.unmapped);
+            }
+            "channel-lifetime" => {
+                set(
+                    &mut self.channel_lifetime,
+                    seconds(e)?,
+                    e,
+                    &mut self.unmapped,
+                );
+            }
+            "permission-lifetime" => {
+                set(
+                    &mut self.permission_lifetime,
+                    seconds(e)?,
+                    e,
+                    &mut self.unmapped,
+                );
+            }
+            "user-quota" => set(&mut self.user_quota, quota(e)?, e, &mut self.unmapped),
+            "total-quota" => set(&mut self.total_quota, quota(e)?, e, &mut self.unmapped),
+            "relay-threads" => {
+                let n: usize = number(e)?;
+                if !(1..=1024).contains(&n) {
+                    return Err(
+                        "tern takes 1 to 1024 workers; the default (one per CPU) applies".into(),
+                    );
+                }
+                set(&mut self.relay_threads, n, e, &mut self.unmapped);
+            }
+            "denied-peer-ip" => {
+                let nets = parse_peer_spec(value(e)?)?;
+                self.denied.extend(nets.into_iter().map(|n| (n, line)));
+            }
+            "allowed-peer-ip" => {
+                let nets = parse_peer_spec(value(e)?)?;
+                self.allowed.extend(nets.into_iter().map(|n| (n, line)));
+            }
+            "allow-loopback-peers" => self.allow_loopback = Some(line),
+            "cert" => set(&mut self.cert, value(e)?.to_string(), e, &mut self.unmapped),
+            "pkey" => set(&mut self.pkey, value(e)?.to_string(), e, &mut self.unmapped),
+            "no-tls" => self.no_tls = Some(line),
+            "no-udp" => self.no_udp = Some(line),
+            "no-tcp" => self.no_tcp = Some(line),
+            name => {
+                return Err(unsupported_reason(name)
+                    .unwrap_or("unknown option")
+                    .to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports `entry` as unmapped, scrubbing the value of secret-bearing options.
+    fn skip(&mut self, e: &Entry, reason: String) {
+        let reason = match (&e.value, is_sensitive(&e.name)) {
+            (Some(v), true) => scrub(&reason, v),
+            _ => reason,
+        };
+        self.unmapped.push(Unmapped {
+            line: e.line,
+            option: e.name.clone(),
+            reason,
+        });
+    }
+
+    fn drop_option(&mut self, line: usize, option: &str, reason: &str) {
+        self.unmapped.push(Unmapped {
+            line,
+            option: option.to_string(),
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Writes the TOML, deciding the options that only make sense together.
+    fn render(&mut self, source: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# tern config imported from coturn's {source} by `tern import-coturn`.\n\
+             # Keys not set here keep tern's defaults (documented in tern.toml).\n\
+             # Each key names the coturn option(s) it came from."
+        );
+        self.render_server(&mut out);
+        self.render_relay(&mut out);
+        self.render_auth(&mut out);
+        self.render_peers(&mut out);
+        self.render_tls(&mut out);
+        self.render_limits(&mut out);
+        if !self.unmapped.is_empty() {
+            self.unmapped.sort_by_key(|u| u.line);
+            out.push_str("\n# coturn options not carried over:\n");
+            for u in &self.unmapped {
+                let _ = writeln!(out, "#   {}", u.to_string().replace('\n', " "));
+            }
+        }
+        out
+    }
+
+    /// Whether TLS will be served: a certificate and key, and no `no-tls`.
+    fn tls_enabled(&self) -> bool {
+        self.cert.is_some() && self.pkey.is_some() && self.no_tls.is_none()
+    }
+
+    fn render_server(&mut self, dest: &mut String) {
+        let mut body = String::new();
+        let out = &mut body;
+        let ips: Vec<IpAddr> = if self.listening_ips.is_empty() {
+            vec![
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ]
+        } else {
+            self.listening_ips.iter().map(|&(ip, _)| ip).collect()
+        };
+        let from_ips = if self.listening_ips.is_empty() {
+            ""
+        } else {
+            ", listening-ip"
+        };
+        if !self.listening_ips.is_empty() || self.listening_port.is_some() {
+            let port = self.listening_port.map_or(COTURN_PORT, |(p, _)| p);
+            let _ = writeln!(out, "# coturn: listening-port{from_ips}");
+            let _ = writeln!(out, "listen = {}", listeners(&ips, port));
+        }
+        if self.no_tls.is_some() {
+            out.push_str("# coturn: no-tls\ntls_listen = []\n");
+            if let Some((_, l)) = self.tls_port {
+                self.drop_option(l, "tls-listening-port", "ignored: no-tls is set");
+            }
+        } else if self.tls_enabled() {
+            if !self.listening_ips.is_empty() || self.tls_port.is_some() {
+                let port = self.tls_port.map_or(COTURN_TLS_PORT, |(p, _)| p);
+                let _ = writeln!(out, "# coturn: tls-listening-port{from_ips}");
+                let _ = writeln!(out, "tls_listen = {}", listeners(&ips, port));
+            }
+        } else if let Some((_, l)) = self.tls_port {
+            self.drop_option(
+                l,
+                "tls-listening-port",
+                "tern serves TLS only with a certificate and key (cert and pkey)",
+            );
+        }
+        let tcp_off = self.no_tcp.is_some();
+        let udp_off = self.no_udp.is_some();
+        if tcp_off && udp_off && !self.tls_enabled() {
+            let reason = "ignored: with no-udp and no-tcp and no TLS, tern would serve nothing";
+            for (opt, l) in [("no-udp", self.no_udp), ("no-tcp", self.no_tcp)] {
+                if let Some(l) = l {
+                    self.drop_option(l, opt, reason);
+                }
+            }
+        } else {
+            if udp_off {
+                out.push_str("# coturn: no-udp\nudp = false\n");
+            }
+            if tcp_off {
+                out.push_str("# coturn: no-tcp (TLS listeners are not affected)\ntcp = false\n");
+            }
+        }
+        if let Some((n, _)) = self.relay_threads {
+            let _ = writeln!(out, "# coturn: relay-threads\nworkers = {n}");
+        }
+        if let Some((realm, _)) = &self.realm {
+            let _ = writeln!(out, "# coturn: realm\nrealm = {}", quote(realm));
+        }
+        section(dest, "server", &body);
+    }
+
+    fn render_relay(&mut self, dest: &mut String) {
+        let mut body = String::new();
+        let out = &mut body;
+        if !self.relay_ips.is_empty() {
+            let ips: Vec<String> = self
+                .relay_ips
+                .iter()
+                .map(|(ip, _)| ip.to_string())
+                .collect();
+            let _ = writeln!(out, "# coturn: relay-ip\nips = {}", list(&ips));
+        }
+        if !self.external_ips.is_empty() {
+            let ips: Vec<String> = self
+                .external_ips
+                .iter()
+                .map(|(e, _)| match e.private {
+                    Some(private) => format!("{private}={}", e.public),
+                    None => e.public.to_string(),
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "# coturn: external-ip (coturn's PUBLIC/PRIVATE is written PRIVATE=PUBLIC)\nexternal_ips = {}",
+                list(&ips)
+            );
+        }
+        if self.min_port.is_some() || self.max_port.is_some() {
+            // coturn's defaults are tern's: 49152-65535.
+            let min = self.min_port.map_or(49152, |(p, _)| p);
+            let max = self.max_port.map_or(65535, |(p, _)| p);
+            match PortRange::new(min, max) {
+                Ok(range) => {
+                    let _ = writeln!(out, "# coturn: min-port, max-port\nports = \"{range}\"");
+                }
+                Err(e) => {
+                    for (opt, v) in [("min-port", self.min_port), ("max-port", self.max_port)] {
+                        if let Some((_, l)) = v {
+                            self.drop_option(l, opt, &e);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((secs, _)) = self.max_lifetime {
+            let _ = writeln!(
+                out,
+                "# coturn: max-allocate-lifetime\nmax_lifetime = {secs}"
+            );
+            if secs < TERN_DEFAULT_LIFETIME {
+                let _ = writeln!(
+                    out,
+                    "# tern's default lifetime (600 s) may not exceed max_lifetime\ndefault_lifetime = {secs}"
+                );
+            }
+        }
+        if let Some((secs, _)) = self.permission_lifetime {
+            let _ = writeln!(
+                out,
+                "# coturn: permission-lifetime\npermission_lifetime = {secs}"
+            );
+        }
+        if let Some((secs, _)) = self.channel_lifetime {
+            let _ = writeln!(out, "# coturn: channel-lifetime\nchannel_lifetime = {secs}");
+        }
+        section(dest, "relay", &body);
+    }
+
+    fn render_auth(&mut self, dest: &mut String) {
+        let mut body = String::new();
+        let out = &mut body;
+        if !self.secrets.is_empty() {
+            let secrets: Vec<String> = self.secrets.iter().map(|(s, _)| s.clone()).collect();
+            let note = if self.use_auth_secret.is_some() {
+                "use-auth-secret, static-auth-secret"
+            } else {
+                "static-auth-secret (tern accepts REST credentials whenever secrets are set)"
+            };
+            let _ = writeln!(
+                out,
+                "# coturn: {note}; the first secret signs, all are accepted\nsecrets = {}",
+                list(&secrets)
+            );
+        } else if let Some(l) = self.use_auth_secret {
+            self.drop_option(
+                l,
+                "use-auth-secret",
+                "no static-auth-secret given: secrets kept in a database are not supported; add the secret to auth.secrets",
+            );
+        }
+        if let Some((c, _)) = self.rest_separator {
+            let _ = writeln!(
+                out,
+                "# coturn: rest-api-separator\nrest_separator = {}",
+                quote(&c.to_string())
+            );
+        }
+        if let Some((secs, _)) = self.stale_nonce {
+            let _ = writeln!(out, "# coturn: stale-nonce\nnonce_lifetime = {secs}");
+        }
+        for (name, secret, _) in &self.users {
+            let _ = writeln!(
+                out,
+                "\n# coturn: user\n[[auth.users]]\nname = {}",
+                quote(name)
+            );
+            match secret {
+                Secret::Password(p) => {
+                    let _ = writeln!(out, "password = {}", quote(p));
+                }
+                Secret::Key(k) => {
+                    let _ = writeln!(
+                        out,
+                        "# coturn's 0x key: MD5 of name:realm:password, valid only with the same realm\nkey = {}",
+                        quote(k)
+                    );
+                }
+            }
+        }
+        section(dest, "auth", &body);
+    }
+
+    fn render_peers(&mut self, dest: &mut String) {
+        let mut body = String::new();
+        let out = &mut body;
+        let mut allowed: Vec<String> = self.allowed.iter().map(|(n, _)| n.to_string()).collect();
+        if !allowed.is_empty() {
+            out.push_str("# coturn: allowed-peer-ip (ranges written as CIDR blocks)\n");
+        }
+        if self.allow_loopback.is_some() {
+            out.push_str(
+                "# coturn: allow-loopback-peers\n\
+                 # WARNING: clients can reach services listening on this host's loopback\n\
+                 # interface through the relay. Remove these unless that is intended.\n",
+            );
+            for net in ["127.0.0.0/8", "::1/128"] {
+                if !allowed.iter().any(|a| a == net) {
+                    allowed.push(net.to_string());
+                }
+            }
+        }
+        if !allowed.is_empty() {
+            let _ = writeln!(out, "allowed = {}", list(&allowed));
+        }
+        if !self.denied.is_empty() {
+            let denied: Vec<String> = self.denied.iter().map(|(n, _)| n.to_string()).collect();
+            let _ = writeln!(
+                out,
+                "# coturn: denied-peer-ip (ranges written as CIDR blocks; tern also denies\n\
+                 # private, loopback, link-local and multicast peers by default)\ndenied = {}",
+                list(&denied)
+            );
+        }
+        section(dest, "peers", &body);
+    }
+
+    fn render_tls(&mut self, dest: &mut String) {
+        let mut body = String::new();
+        let out = &mut body;
+        match (&self.cert, &self.pkey) {
+            (Some((cert, _)), Some((key, _))) if self.no_tls.is_none() => {
+                let _ = writeln!(out, "# coturn: cert\ncert = {}", quote(cert));
+                let _ = writeln!(out, "# coturn: pkey\nkey = {}", quote(key));
+            }
+            (cert, key) => {
+                let reason = if self.no_tls.is_some() {
+                    "ignored: no-tls is set"
+                } else {
+                    "tern needs both cert and pkey to serve TLS"
+                };
+                let lines = [
+                    ("cert", cert.as_ref().map(|c| c.1)),
+                    ("pkey", key.as_ref().map(|k| k.1)),
+                ];
+                for (opt, l) in lines {
+                    if let Some(l) = l {
+                        self.drop_option(l, opt, reason);
+                    }
+                }
+            }
+        }
+        section(dest, "tls", &body);
+    }
+
+    fn render_limits(&mut self, dest: &mut String) {
+        let mut body = String::new();
+        let out = &mut body;
+        if let Some((n, _)) = self.total_quota {
+            let _ = writeln!(out, "# coturn: total-quota\ntotal_allocations = {n}");
+        }
+        if let Some((n, _)) = self.user_quota {
+            let _ = writeln!(out, "# coturn: user-quota\nuser_allocations = {n}");
+        }
+        section(dest, "limits", &body);
+    }
+}
+
+/// Writes `[name]` and its keys, or nothing when no key was set (no empty tables).
+fn section(dest: &mut String, name: &str, body: &str) {
+    if body.is_empty() {
+        return;
+    }
+    // `[[auth.users]]` tables follow the `[auth]` keys; they need no `[auth]` header.
+    if !body.starts_with('\n') {
+        let _ = write!(dest, "\n[{name}]\n");
+    }
+    dest.push_str(body);
+}
+
+/// Stores a single-valued option; an earlier occurrence is reported as overridden.
+fn set<T>(slot: &mut Single<T>, value: T, e: &Entry, unmapped: &mut Vec<Unmapped>) {
+    if let Some((_, old)) = slot.replace((value, e.line)) {
+        unmapped.push(Unmapped {
+            line: old,
+            option: e.name.clone(),
+            reason: format!(
+                "overridden by line {} (the last one counts, as in coturn)",
+                e.line
+            ),
+        });
+    }
+}
+
+fn value(e: &Entry) -> Result<&str, String> {
+    e.value
+        .as_deref()
+        .ok_or_else(|| "no value given".to_string())
+}
+
+fn number<T: std::str::FromStr>(e: &Entry) -> Result<T, String> {
+    let v = value(e)?;
+    v.parse()
+        .map_err(|_| format!("{v:?} is not a number in the accepted range"))
+}
+
+fn port(e: &Entry) -> Result<u16, String> {
+    let p: u16 = number(e)?;
+    if p == 0 {
+        return Err("port 0 is not a usable port".into());
+    }
+    Ok(p)
+}
+
+fn ip(e: &Entry) -> Result<IpAddr, String> {
+    let v = value(e)?;
+    v.parse().map_err(|_| {
+        format!("{v:?} is not an IP address (host names and devices are not supported)")
+    })
+}
+
+/// A timer in seconds within tern's bounds (1 s to one day).
+fn seconds(e: &Entry) -> Result<u64, String> {
+    let v = value(e)?;
+    match v.parse::<i64>() {
+        Ok(n) if n <= 0 => Err(format!(
+            "{n} means coturn's default; tern's default applies"
+        )),
+        Ok(n) => match u64::try_from(n) {
+            Ok(n) if n <= MAX_SECONDS => Ok(n),
+            _ => Err(format!("{n} s is longer than tern's maximum of one day")),
+        },
+        Err(_) => Err(format!("{v:?} is not a number of seconds")),
+    }
+}
+
+/// An allocation quota; coturn's 0 means unlimited, which tern does not allow.
+fn quota(e: &Entry) -> Result<usize, String> {
+    let n: usize = number(e)?;
+    if n == 0 {
+        return Err(
+            "0 means unlimited in coturn; tern bounds every limit, so its default applies".into(),
+        );
+    }
+    Ok(n)
+}
+
+/// coturn's `PUBLIC` or `PUBLIC/PRIVATE` (note the order) as tern's value.
+fn external_ip(v: &str) -> Result<ExternalIp, String> {
+    let tern_form = match v.split_once('/') {
+        Some((public, private)) => format!("{}={}", private.trim(), public.trim()),
+        None => v.trim().to_string(),
+    };
+    tern_form.parse()
+}
+
+/// `NAME:PASSWORD` or `NAME:0xHEXKEY`. Errors never quote the value (it is a secret).
+fn user(v: &str) -> Result<(String, Secret), String> {
+    let (name, secret) = v
+        .split_once(':')
+        .ok_or("expected NAME:PASSWORD or NAME:0xKEY")?;
+    if name.is_empty() || secret.is_empty() {
+        return Err("expected NAME:PASSWORD or NAME:0xKEY (a part is empty)".into());
+    }
+    let hex = secret
+        .strip_prefix("0x")
+        .or_else(|| secret.strip_prefix("0X"));
+    match hex {
+        Some(hex) => {
+            let hex = hex.to_ascii_lowercase();
+            LongTermKey::from_hex(&hex)
+                .map_err(|_| "the 0x key is not 32 hex digits (an MD5 key)".to_string())?;
+            Ok((name.to_string(), Secret::Key(hex)))
+        }
+        None => Ok((name.to_string(), Secret::Password(secret.to_string()))),
+    }
+}
+
+/// Every `ip` with `port`, as a TOML array of "IP:PORT" strings.
+fn listeners(ips: &[IpAddr], port: u16) -> String {
+    let addrs: Vec<String> = ips
+        .iter()
+        .map(|&ip| SocketAddr::new(ip, port).to_string())
+        .collect();
+    list(&addrs)
+}
+
+fn list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| quote(s)).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// A TOML basic string: quotes, backslashes and control characters escaped.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Removes a secret value from a message, should a reason ever quote it.
+fn scrub(reason: &str, secret: &str) -> String {
+    let mut reason = reason.to_string();
+    for part in std::iter::once(secret).chain(secret.split(':')) {
+        if part.len() >= 3 {
+            reason = reason.replace(part, "<hidden>");
+        }
+    }
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::import::coturn_conf::parse;
+
+    fn run(text: &str) -> (Settings, Vec<Unmapped>, String) {
+        let c = convert(&parse(text), "test.conf");
+        let s =
+            Settings::from_toml(&c.toml, "generated").unwrap_or_else(|e| panic!("{e}\n{}", c.toml));
+        (s, c.unmapped, c.toml)
+    }
+
+    #[test]
+    fn quote_escapes() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(quote("x\u{1}"), "\"x\\u0001\"");
+    }
+
+    #[test]
+    fn listening_ip_without_port_uses_3478() {
+        let (s, _, _) = run("listening-ip=10.0.0.5\nlistening-ip=2001:db8::5\n");
+        let addrs: Vec<String> = s.server.listen.iter().map(|l| l.addr.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.5:3478", "[2001:db8::5]:3478"]);
+    }
+
+    #[test]
+    fn port_without_ip_uses_both_wildcards() {
+        let (s, _, _) = run("listening-port=3479\n");
+        let addrs: Vec<String> = s.server.listen.iter().map(|l| l.addr.to_string()).collect();
+        assert_eq!(addrs, ["0.0.0.0:3479", "[::]:3479"]);
+    }
+
+    #[test]
+    fn tls_port_without_cert_is_reported() {
+        let (_, unmapped, _) = run("tls-listening-port=443\n");
+        assert!(unmapped.iter().any(|u| u.option == "tls-listening-port"));
+    }
+
+    #[test]
+    fn short_max_lifetime_lowers_default() {
+        let (s, _, _) = run("max-allocate-lifetime=300\n");
+        assert_eq!(s.relay.max_lifetime.0, 300);
+        assert_eq!(s.relay.default_lifetime.0, 300);
+    }
+
+    #[test]
+    fn zero_quota_and_negative_lifetime_are_reported() {
+        let (s, unmapped, _) = run("user-quota=0\nchannel-lifetime=-1\n");
+        assert_eq!(s.limits.user_allocations, 100);
+        assert_eq!(unmapped.len(), 2);
+    }
+
+    #[test]
+    fn repeated_single_option_last_wins() {
+        let (s, unmapped, _) = run("realm=a\nrealm=b\n");
+        assert_eq!(s.server.realm, "b");
+        assert_eq!(unmapped.len(), 1);
+        assert_eq!(unmapped[0].line, 1);
+    }
+
+    #[test]
+    fn bad_user_does_not_leak() {
+        let (_, unmapped, _) = run("user=alice:0xnothexnothex\n");
+        assert_eq!(unmapped.len(), 1);
+        assert!(!unmapped[0].reason.contains("nothex"));
+    }
+
+    #[test]
+    fn loopback_and_no_tls() {
+        let (s, unmapped, toml) = run("allow-loopback-peers\nno-tls\ncert=/c\npkey=/k\n");
+        let allowed: Vec<String> = s.peers.allowed.iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["127.0.0.0/8", "::1/128"]);
+        assert!(toml.contains("WARNING"));
+        assert!(s.server.tls_listen.is_empty());
+        assert!(s.tls.cert.is_none());
+        assert_eq!(unmapped.len(), 2);
+    }
+
+    #[test]
+    fn all_transports_off_is_not_written() {
+        let (s, unmapped, _) = run("no-udp\nno-tcp\n");
+        assert!(s.server.udp && s.server.tcp);
+        assert_eq!(unmapped.len(), 2);
+    }
+
+    #[test]
+    fn repeated_user_last_wins_and_empty_tables_are_omitted() {
+        let (s, unmapped, toml) = run("user=bob:pw-first\nuser=bob:two\n");
+        assert_eq!(s.auth.users.len(), 1);
+        assert_eq!(s.auth.users[0].password.as_deref(), Some("two"));
+        assert_eq!(unmapped.len(), 1);
+        assert!(!unmapped[0].reason.contains("pw-first"));
+        assert!(
+            !toml.contains("[tls]") && !toml.contains("[limits]"),
+            "{toml}"
+        );
+    }
+}

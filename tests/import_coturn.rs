@@ -1,0 +1,231 @@
+//! `tern import-coturn`, end to end: the real binary on coturn configs (Debian's shipped
+//! example and a typical deployment), with the output loaded by tern's own config
+//! loader and checked field by field.
+//!
+//! Input and output files live under the system temp dir with unique names and are
+//! removed on drop; the importer touches no network.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tern::config::Settings;
+
+const TERN: &str = env!("CARGO_BIN_EXE_tern");
+
+/// A file under the temp dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn path(suffix: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "tern-import-coturn-{}-{}{suffix}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Self(std::env::temp_dir().join(name))
+    }
+
+    fn with(text: &str) -> Self {
+        let file = Self::path(".conf");
+        std::fs::write(&file.0, text).expect("temp dir is writable");
+        file
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn import(input: &Path, out: Option<&Path>) -> Output {
+    let mut cmd = Command::new(TERN);
+    cmd.arg("import-coturn").arg(input);
+    if let Some(out) = out {
+        cmd.arg("--out").arg(out);
+    }
+    cmd.output().expect("the tern binary runs")
+}
+
+/// Imports `text` through stdout; returns the parsed settings, the TOML and stderr.
+fn import_text(text: &str) -> (Settings, String, String) {
+    let input = TempFile::with(text);
+    let output = import(&input.0, None);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "import failed: {stderr}");
+    let settings = Settings::from_toml(&stdout, "imported")
+        .unwrap_or_else(|e| panic!("output does not load: {e}\n{stdout}"));
+    (settings, stdout, stderr)
+}
+
+/// The example turnserver.conf of Debian's coturn package, wherever it is readable.
+fn coturn_example() -> Option<(String, String)> {
+    let plain = [
+        "/usr/share/doc/coturn/examples/etc/turnserver.conf",
+        "/etc/turnserver.conf",
+    ];
+    for path in plain {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Some((path.to_string(), text));
+        }
+    }
+    let gz = "/usr/share/doc/coturn/examples/etc/turnserver.conf.gz";
+    let out = Command::new("gzip").args(["-dc", gz]).output().ok()?;
+    if out.status.success() {
+        return Some((
+            gz.to_string(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ));
+    }
+    None
+}
+
+#[test]
+fn debian_example_config_imports() {
+    let Some((origin, text)) = coturn_example() else {
+        eprintln!("skipped: no readable coturn example config (is coturn installed?)");
+        return;
+    };
+    let input = TempFile::with(&text);
+    let out = TempFile::path(".toml");
+    let output = import(&input.0, Some(&out.0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{origin}: {stderr}");
+    let toml = std::fs::read_to_string(&out.0).expect("--out was written");
+    Settings::from_toml(&toml, "imported").unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    // What the importer left behind, for whoever reads the test log.
+    println!("{origin}: unmapped options reported:\n{stderr}");
+    assert!(stderr.contains("not mapped") || stderr.contains("every coturn option"));
+}
+
+#[test]
+fn typical_deployment_maps_field_by_field() {
+    let secret = "abc123def456abc123def456";
+    let text = format!(
+        "# a typical WebRTC deployment\n\
+         listening-port=3478\n\
+         tls-listening-port=5349\n\
+         realm=example.org\n\
+         use-auth-secret\n\
+         static-auth-secret={secret}\n\
+         external-ip=203.0.113.7/10.0.0.5\n\
+         denied-peer-ip=10.0.0.0-10.255.255.255\n\
+         denied-peer-ip=192.168.0.0-192.168.255.255\n\
+         cert=/etc/ssl/turn.pem\n\
+         pkey=/etc/ssl/turn.key\n\
+         min-port=49160\n\
+         max-port=49200\n\
+         user-quota=12\n\
+         total-quota=1200\n\
+         no-cli\n\
+         fingerprint\n"
+    );
+    let (s, toml, stderr) = import_text(&text);
+
+    let listen: Vec<String> = s.server.listen.iter().map(|l| l.addr.to_string()).collect();
+    assert_eq!(listen, ["0.0.0.0:3478", "[::]:3478"]);
+    let tls_listen: Vec<String> = s
+        .server
+        .tls_listen
+        .iter()
+        .map(|l| l.addr.to_string())
+        .collect();
+    assert_eq!(tls_listen, ["0.0.0.0:5349", "[::]:5349"]);
+    assert_eq!(s.server.realm, "example.org");
+    assert_eq!(s.auth.secrets, [secret]);
+    assert_eq!(s.relay.external_ips.len(), 1);
+    let ext = s.relay.external_ips[0];
+    assert_eq!(ext.private, Some("10.0.0.5".parse().unwrap()));
+    assert_eq!(
+        ext.public,
+        "203.0.113.7".parse::<std::net::IpAddr>().unwrap()
+    );
+    let denied: Vec<String> = s.peers.denied.iter().map(ToString::to_string).collect();
+    assert_eq!(denied, ["10.0.0.0/8", "192.168.0.0/16"]);
+    assert_eq!((s.relay.ports.min(), s.relay.ports.max()), (49160, 49200));
+    assert_eq!(s.limits.user_allocations, 12);
+    assert_eq!(s.limits.total_allocations, 1200);
+    assert_eq!(s.tls.cert.as_deref(), Some(Path::new("/etc/ssl/turn.pem")));
+    assert_eq!(s.tls.key.as_deref(), Some(Path::new("/etc/ssl/turn.key")));
+
+    // Readable: each key says where it came from.
+    assert!(toml.contains("# coturn: realm"), "{toml}");
+    assert!(toml.contains("# coturn: external-ip"), "{toml}");
+    // Unmapped options are listed with a reason.
+    let no_cli = stderr
+        .lines()
+        .find(|l| l.contains("no-cli"))
+        .unwrap_or_else(|| panic!("no-cli not reported: {stderr}"));
+    assert!(no_cli.contains(": "), "{no_cli}");
+    assert!(stderr.contains("fingerprint"), "{stderr}");
+    assert!(!stderr.contains(secret), "{stderr}");
+}
+
+#[test]
+fn hex_key_user_becomes_a_key_user() {
+    let key = "0123456789ABCDEF0123456789abcdef";
+    let text = format!("realm=example.org\nuser=alice:0x{key}\nuser=bob:plain-pass\n");
+    let (s, _, _) = import_text(&text);
+    assert_eq!(s.auth.users.len(), 2);
+    let alice = &s.auth.users[0];
+    assert_eq!(alice.name, "alice");
+    assert_eq!(
+        alice.key.as_deref(),
+        Some(key.to_ascii_lowercase().as_str())
+    );
+    assert!(alice.password.is_none());
+    let bob = &s.auth.users[1];
+    assert_eq!(bob.name, "bob");
+    assert_eq!(bob.password.as_deref(), Some("plain-pass"));
+    assert!(bob.key.is_none());
+}
+
+#[test]
+fn secrets_never_reach_stderr() {
+    let secrets = [
+        "s3cr3t-static-value",
+        "hunter2-password",
+        "0xnot-a-valid-key-zz",
+        "cli-pass-w0rd",
+        "dbpass-in-url",
+    ];
+    let text = format!(
+        "use-auth-secret\n\
+         static-auth-secret={}\n\
+         user=bob:{}\n\
+         user=eve:{}\n\
+         cli-password={}\n\
+         psql-userdb=host=db user=turn password={}\n\
+         bogus-option=whatever\n",
+        secrets[0], secrets[1], secrets[2], secrets[3], secrets[4]
+    );
+    let (s, toml, stderr) = import_text(&text);
+    for secret in secrets {
+        assert!(
+            !stderr.contains(secret),
+            "{secret} leaked to stderr:\n{stderr}"
+        );
+    }
+    // The operator asked for them in the output, and only the usable ones are there.
+    assert_eq!(s.auth.secrets, [secrets[0]]);
+    assert!(toml.contains(secrets[1]));
+    for secret in &secrets[2..] {
+        assert!(
+            !toml.contains(secret),
+            "{secret} in the output comments:\n{toml}"
+        );
+    }
+    assert!(stderr.contains("bogus-option: unknown option"), "{stderr}");
+    assert!(stderr.contains("cli-password"), "{stderr}");
+    assert!(stderr.contains("psql-userdb"), "{stderr}");
+}
+
+#[test]
+fn missing_input_is_a_usage_error() {
+    let missing = TempFile::path(".conf");
+    let output = import(&missing.0, None);
+    assert_eq!(output.status.code(), Some(2));
+}
