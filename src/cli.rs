@@ -48,7 +48,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// TOML config file; without it, built-in defaults apply.
     #[arg(long, short)]

@@ -45,7 +45,16 @@ fn serve(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tern::serve::run(settings)) {
+    let (path, flags) = (args.config.clone(), args.clone());
+    let loader: tern::serve::reload::Loader = Box::new(move || {
+        let mut settings = match &path {
+            Some(path) => Settings::load(path).map_err(|e| e.to_string())?,
+            None => Settings::default(),
+        };
+        flags.apply_to(&mut settings)?;
+        Ok(settings)
+    });
+    match runtime.block_on(tern::serve::run(settings, loader)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

@@ -42,6 +42,7 @@ pub struct Metrics {
     allocations: Family<Labels, Gauge>,
     responses: Family<Labels, Counter>,
     auth_failures: Family<Labels, Counter>,
+    reloads: Family<Labels, Counter>,
     pub peer_denied: Counter,
     pub quota_rejections: Counter,
     ports_in_use: Gauge,
@@ -70,6 +71,7 @@ impl Metrics {
             allocations: Family::default(),
             responses: Family::default(),
             auth_failures: Family::default(),
+            reloads: Family::default(),
             peer_denied: Counter::default(),
             quota_rejections: Counter::default(),
             ports_in_use: Gauge::default(),
@@ -125,6 +127,11 @@ impl Metrics {
             self.auth_failures.clone(),
         );
         r.register(
+            "reloads",
+            "Configuration reloads (SIGHUP), by result",
+            self.reloads.clone(),
+        );
+        r.register(
             "peer_denied",
             "Peers refused by the peer policy (403)",
             self.peer_denied.clone(),
@@ -171,6 +178,12 @@ impl Metrics {
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
             .get_or_create(&vec![("reason", reason.to_string())])
+            .inc();
+    }
+
+    pub fn reload(&self, result: &'static str) {
+        self.reloads
+            .get_or_create(&vec![("result", result.to_string())])
             .inc();
     }
 

@@ -17,7 +17,8 @@ use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
 use tern::client::{Attr, Outgoing, Reply, Signer, encode_message, new_transaction_id, to_reply};
 use tern::config::PortRange;
 use tern::core::{
-    Engine, EngineConfig, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Shared, Transport,
+    Engine, EngineConfig, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Shared,
+    Transport,
 };
 use tern::policy::{OwnRelays, PeerPolicy};
 use tern::proto::Request;
@@ -96,10 +97,13 @@ impl Harness {
                 ports: config.ports.as_range(),
             },
         ));
-        let engine = Engine::new(
-            config,
+        let rules = EngineRules {
+            config: Arc::new(config),
             credentials,
             policy,
+        };
+        let engine = Engine::new(
+            &rules,
             NonceIssuer::new(b"nonce key for tests", 600),
             UnauthorizedLimiter::new(0, 1, 1, 0),
             rand::rngs::StdRng::seed_from_u64(7),

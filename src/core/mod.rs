@@ -111,6 +111,15 @@ pub struct EngineConfig {
     pub max_channels: usize,
 }
 
+/// What a reload may change: settings, credentials and peer policy, shared by every
+/// worker's engine.
+#[derive(Clone)]
+pub struct EngineRules {
+    pub config: Arc<EngineConfig>,
+    pub credentials: Arc<Credentials>,
+    pub policy: Arc<PeerPolicy>,
+}
+
 /// How long a port reserved by EVEN-PORT's R bit waits for its RESERVATION-TOKEN.
 const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
@@ -147,18 +156,16 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(
-        config: EngineConfig,
-        credentials: Arc<Credentials>,
-        policy: Arc<PeerPolicy>,
+        rules: &EngineRules,
         nonces: NonceIssuer,
         limiter: UnauthorizedLimiter,
         rng: StdRng,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
-            config: Arc::new(config),
-            credentials,
-            policy,
+            config: rules.config.clone(),
+            credentials: rules.credentials.clone(),
+            policy: rules.policy.clone(),
             nonces,
             limiter,
             rng,
@@ -203,6 +210,15 @@ impl Engine {
     /// The shared state (ports, quotas, metrics).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Applies reloaded rules to new work: allocations in progress keep their relay
+    /// sockets, permissions and channels and go on relaying; later requests are judged
+    /// by the new credentials, policy and limits.
+    pub fn reload(&mut self, rules: &EngineRules) {
+        self.config = rules.config.clone();
+        self.credentials = rules.credentials.clone();
+        self.policy = rules.policy.clone();
     }
 
     /// Starts or ends draining: new Allocates are refused with 508 while existing

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use super::batch::{BATCH, RecvBatch};
 use super::relay::{Closing, Delivery, MAX_DATAGRAM, PeerDatagram, RelaySocket};
 use super::udp::send_now;
-use crate::core::{Engine, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Transport};
+use crate::core::{Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Transport};
 use crate::metrics::RelayCounters;
 
 /// A TCP/TLS connection as the worker sees it.
@@ -153,6 +153,7 @@ pub fn run_on_this_thread(
     streams: mpsc::Receiver<StreamEvent>,
     config: WorkerConfig,
     lifecycle: watch::Receiver<Lifecycle>,
+    rules: watch::Receiver<EngineRules>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -163,7 +164,7 @@ pub fn run_on_this_thread(
             .into_iter()
             .map(UdpSocket::from_std)
             .collect::<std::io::Result<Vec<_>>>()?;
-        run(engine, listeners, streams, config, lifecycle).await;
+        run(engine, listeners, streams, config, lifecycle, rules).await;
         Ok(())
     })
 }
@@ -174,6 +175,7 @@ async fn run(
     mut streams: mpsc::Receiver<StreamEvent>,
     config: WorkerConfig,
     mut lifecycle: watch::Receiver<Lifecycle>,
+    mut rules: watch::Receiver<EngineRules>,
 ) {
     let (relay_tx, mut relay_rx) = mpsc::channel(config.relay_queue);
     let listeners: Vec<Arc<UdpSocket>> = listeners.into_iter().map(Arc::new).collect();
@@ -241,6 +243,10 @@ async fn run(
             () = &mut timer, if armed.is_some() => {
                 armed = None;
                 engine.handle_timeout(Instant::now(), &mut io);
+            }
+            Ok(()) = rules.changed() => {
+                let rules = rules.borrow_and_update().clone();
+                engine.reload(&rules);
             }
             _ = lifecycle.changed() => match *lifecycle.borrow_and_update() {
                 Lifecycle::Serving => engine.set_draining(false),

@@ -1,5 +1,6 @@
-//! Building one engine per worker from the settings. Everything the engines share
-//! (credentials, peer policy, nonce key, relay ports, quota counts) is built once here.
+//! Building one engine per worker from the settings, and the rules a reload swaps in.
+//! Everything the engines share (rules, nonce key, relay ports, quota counts) is built
+//! once here.
 
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
@@ -11,17 +12,16 @@ use crate::auth::{
     Credentials, LongTermKey, NonceIssuer, RestSecret, StaticSecret, UnauthorizedLimiter,
 };
 use crate::config::Settings;
-use crate::core::{Engine, EngineConfig, Shared};
+use crate::core::{Engine, EngineConfig, EngineRules, Shared};
 use crate::policy::{OwnRelays, PeerPolicy};
 
-/// `count` engines sharing credentials, policy, nonce key, ports and quotas, and the
-/// shared state itself (the server watches its allocation count while draining).
-pub fn build(
+/// The rules a reload may change, built from `settings` for the relay addresses the
+/// server runs with (those need a restart to change).
+pub fn rules(
     settings: &Settings,
     relay_ips: &[IpAddr],
     advertised_ips: &HashMap<IpAddr, IpAddr>,
-    count: usize,
-) -> anyhow::Result<(Vec<Engine>, Arc<Shared>)> {
+) -> anyhow::Result<EngineRules> {
     let credentials = Arc::new(credentials(settings)?);
     let mut own_ips = relay_ips.to_vec();
     own_ips.extend(advertised_ips.values().copied());
@@ -33,12 +33,8 @@ pub fn build(
             ports: settings.relay.ports.as_range(),
         },
     ));
-    let nonce_key = match &settings.auth.nonce_key {
-        Some(key) => key.as_bytes().to_vec(),
-        None => super::random_token(32).into_bytes(),
-    };
     let (a, limits, r) = (&settings.auth, &settings.limits, &settings.relay);
-    let config = EngineConfig {
+    let config = Arc::new(EngineConfig {
         software: settings.server.software.clone(),
         relay_ips: relay_ips.to_vec(),
         advertised_ips: advertised_ips.clone(),
@@ -52,8 +48,23 @@ pub fn build(
         user_allocations: limits.user_allocations,
         max_permissions: limits.permissions_per_allocation,
         max_channels: limits.channels_per_allocation,
+    });
+    Ok(EngineRules {
+        config,
+        credentials,
+        policy,
+    })
+}
+
+/// `count` engines following `rules`, sharing the nonce key, ports, quotas and
+/// metrics, and the shared state itself (watched while draining).
+pub fn build(settings: &Settings, rules: &EngineRules, count: usize) -> (Vec<Engine>, Arc<Shared>) {
+    let nonce_key = match &settings.auth.nonce_key {
+        Some(key) => key.as_bytes().to_vec(),
+        None => super::random_token(32).into_bytes(),
     };
-    let shared = Arc::new(Shared::new(r.ports));
+    let (a, limits) = (&settings.auth, &settings.limits);
+    let shared = Arc::new(Shared::new(settings.relay.ports));
     let engines = (0..count)
         .map(|_| {
             // Each worker limits 401s for the clients the kernel steers to it.
@@ -64,9 +75,7 @@ pub fn build(
                 rand::rng().random(),
             );
             Engine::new(
-                config.clone(),
-                credentials.clone(),
-                policy.clone(),
+                rules,
                 NonceIssuer::new(&nonce_key, a.nonce_lifetime.0),
                 limiter,
                 rand::rngs::StdRng::from_os_rng(),
@@ -74,7 +83,7 @@ pub fn build(
             )
         })
         .collect();
-    Ok((engines, shared))
+    (engines, shared)
 }
 
 fn credentials(settings: &Settings) -> anyhow::Result<Credentials> {

@@ -8,6 +8,7 @@ mod banner;
 mod engines;
 mod listeners;
 pub mod relay_ips;
+pub mod reload;
 
 use anyhow::Context;
 use rand::Rng;
@@ -21,21 +22,38 @@ use crate::net::tls::{CertPaths, TlsAcceptorSource};
 use crate::net::worker::{self, Lifecycle, WorkerConfig};
 
 /// Runs the server until SIGINT or SIGTERM.
-pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
-    let generated_secret = settings.auth.users.is_empty() && settings.auth.secrets.is_empty();
-    if generated_secret {
-        settings.auth.secrets.push(random_token(32));
-    }
+/// Runs the server until SIGINT or SIGTERM; `loader` reads the settings again on
+/// SIGHUP.
+pub async fn run(mut settings: Settings, loader: reload::Loader) -> anyhow::Result<()> {
+    let running = settings.clone();
+    let generated_secret = (settings.auth.users.is_empty() && settings.auth.secrets.is_empty())
+        .then(|| random_token(32));
+    settings.auth.secrets.extend(generated_secret.clone());
     let relay_ips = relay_ips::relay_ips(&settings.relay.ips, &settings.server.listen_addrs());
     let advertised_ips = relay_ips::advertised_ips(&relay_ips, &settings.relay.external_ips);
     let workers = worker_count(&settings);
-    let (engines, shared) = engines::build(&settings, &relay_ips, &advertised_ips, workers)?;
+    let rules = engines::rules(&settings, &relay_ips, &advertised_ips)?;
+    let (engines, shared) = engines::build(&settings, &rules, workers);
     let limits = &settings.limits;
     let tls = load_tls(&settings)?;
     let listeners = listeners::bind(&settings, tls.as_ref(), workers)?;
     let ports = settings.relay.ports;
     tracing::info!(relay_ips = ?relay_ips, %ports, "relaying");
-    banner::print(&settings, &relay_ips, &advertised_ips, generated_secret);
+    banner::print(
+        &settings,
+        &relay_ips,
+        &advertised_ips,
+        generated_secret.is_some(),
+    );
+    let (rules_tx, rules_rx) = watch::channel(rules);
+    let mut reloader = reload::Reloader {
+        loader,
+        rules: rules_tx,
+        running,
+        relay_ips: relay_ips.clone(),
+        advertised_ips: advertised_ips.clone(),
+        generated_secret,
+    };
 
     let (stop_tx, stop_rx) = watch::channel(Lifecycle::Serving);
     let mut stream_txs = Vec::with_capacity(workers);
@@ -85,14 +103,16 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let mut threads = Vec::with_capacity(workers);
     let udp = listeners.udp.into_iter();
     for (i, ((engine, udp), streams)) in engines.into_iter().zip(udp).zip(stream_rxs).enumerate() {
-        let stop = stop_rx.clone();
+        let (stop, rules) = (stop_rx.clone(), rules_rx.clone());
         let thread = std::thread::Builder::new()
             .name(format!("tern-worker-{i}"))
-            .spawn(move || worker::run_on_this_thread(engine, udp, streams, worker_config, stop))
+            .spawn(move || {
+                worker::run_on_this_thread(engine, udp, streams, worker_config, stop, rules)
+            })
             .context("cannot start a worker thread")?;
         threads.push(thread);
     }
-    if wait_for_stop(tls.as_ref()).await? == Stop::Drain {
+    if wait_for_stop(tls.as_ref(), &mut reloader, &shared).await? == Stop::Drain {
         let _ = stop_tx.send(Lifecycle::Draining);
         drain(&shared, settings.server.drain_timeout.as_duration()).await;
     }
@@ -173,11 +193,16 @@ async fn drain(shared: &Shared, timeout: std::time::Duration) {
 /// How often the allocation count is looked at while draining.
 const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Waits for SIGTERM (drain) or SIGINT (stop now). Meanwhile SIGHUP, or a change of
-/// the files on disk, reloads the TLS certificate for new connections; established
-/// ones and every allocation are untouched, and a broken new certificate leaves the
-/// old one in use.
-async fn wait_for_stop(tls: Option<&TlsAcceptorSource>) -> anyhow::Result<Stop> {
+/// Waits for SIGTERM (drain) or SIGINT (stop now). Meanwhile SIGHUP reloads the
+/// configuration (see [`reload`]) and the TLS certificate, and a change of the
+/// certificate files on disk reloads the certificate: new connections get it,
+/// established ones and every allocation are untouched, and a broken new certificate
+/// leaves the old one in use.
+async fn wait_for_stop(
+    tls: Option<&TlsAcceptorSource>,
+    reloader: &mut reload::Reloader,
+    shared: &Shared,
+) -> anyhow::Result<Stop> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -186,10 +211,12 @@ async fn wait_for_stop(tls: Option<&TlsAcceptorSource>) -> anyhow::Result<Stop> 
         tokio::select! {
             _ = term.recv() => return Ok(Stop::Drain),
             _ = int.recv() => return Ok(Stop::Now),
-            _ = hup.recv() => match tls {
-                Some(source) => report_reload("SIGHUP", source.reload()),
-                None => tracing::info!("SIGHUP: no TLS certificate to reload"),
-            },
+            _ = hup.recv() => {
+                reloader.reload(shared);
+                if let Some(source) = tls {
+                    report_reload("SIGHUP", source.reload());
+                }
+            }
             _ = watch.tick() => {
                 if let Some(result) = tls.and_then(TlsAcceptorSource::reload_if_changed) {
                     report_reload("certificate files changed", result);
