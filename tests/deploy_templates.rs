@@ -128,7 +128,7 @@ fn systemd_unit_has_the_required_directives() {
             .any(|(s, k, v)| s == section && k == key && v == value)
     };
     let required = [
-        ("Service", "Type", "exec"),
+        ("Service", "Type", "notify"),
         (
             "Service",
             "ExecStart",
@@ -165,11 +165,6 @@ fn systemd_unit_has_the_required_directives() {
             "tern.service lacks [{section}] {key}={value}"
         );
     }
-    // tern does not send READY=1: Type=notify would hang every start until timeout.
-    assert!(
-        !has("Service", "Type", "notify"),
-        "tern.service must not be Type=notify: tern does not speak sd_notify"
-    );
     assert!(
         text.contains("LoadCredential="),
         "tern.service should document the LoadCredential= alternative"

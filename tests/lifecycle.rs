@@ -140,3 +140,26 @@ fn sigint_exits_at_once_with_allocations_alive() {
     UdpSocket::bind(s.addr).expect("UDP listen port free after exit");
     UdpSocket::bind(relay).expect("relay port free after exit");
 }
+
+/// Under systemd (Type=notify) tern says READY=1 once it serves, and STOPPING=1.
+#[test]
+fn tells_systemd_when_ready_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = support::TempDir::new("notify");
+    let path = dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let ports = relay_ports_arg();
+    let s = TernServer::builder()
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .args(&["--user", "alice:pw", "--ports", &ports])
+        .start();
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("a notification");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    signal(&s, "-TERM");
+    let n = socket.recv(&mut buf).expect("a notification");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+}

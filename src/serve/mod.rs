@@ -112,7 +112,11 @@ pub async fn run(mut settings: Settings, loader: reload::Loader) -> anyhow::Resu
             .context("cannot start a worker thread")?;
         threads.push(thread);
     }
-    if wait_for_stop(tls.as_ref(), &mut reloader, &shared).await? == Stop::Drain {
+    // Everything is bound and running: tell systemd (Type=notify); a no-op elsewhere.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let stop = wait_for_stop(tls.as_ref(), &mut reloader, &shared).await?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if stop == Stop::Drain {
         let _ = stop_tx.send(Lifecycle::Draining);
         drain(&shared, settings.server.drain_timeout.as_duration()).await;
     }
@@ -212,7 +216,9 @@ async fn wait_for_stop(
             _ = term.recv() => return Ok(Stop::Drain),
             _ = int.recv() => return Ok(Stop::Now),
             _ = hup.recv() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
                 reloader.reload(shared);
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
                 if let Some(source) = tls {
                     report_reload("SIGHUP", source.reload());
                 }
