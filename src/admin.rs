@@ -1,37 +1,58 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process
-//! answers) and `/readyz` (listeners bound and not draining).
+//! answers), `/readyz` (listeners bound and not draining), and with a bearer token the
+//! JSON API under `/api/`: list sessions, kill one or a user's, revoke a user, drain.
 //!
-//! Off unless `admin.listen` (or `--admin`) is set. Bind it to loopback or a private
-//! network: it holds no secrets, but it tells anyone who asks how busy the server is.
+//! Off unless `admin.listen` (or `--admin`) is set; the API is off unless
+//! `admin.token` (or `TERN_ADMIN_TOKEN`) is set. Bind it to loopback or a private
+//! network. The token is compared in constant time and never logged.
 
-use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::Shared;
+use crate::core::{Session, Shared};
 use crate::metrics::Snapshot;
 use crate::net::stream::ConnectionLimits;
 use crate::net::worker::Lifecycle;
+use crate::net::worker::WorkerCommand;
 
-/// What the endpoints read.
+/// What the endpoints read and steer.
 pub struct AdminState {
     pub shared: Arc<Shared>,
     pub connections: Arc<ConnectionLimits>,
     pub lifecycle: watch::Receiver<Lifecycle>,
+    pub lifecycle_control: watch::Sender<Lifecycle>,
+    /// One command queue per worker; each owns some of the allocations.
+    pub workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
+    pub token: Option<String>,
 }
 
 /// Serves the admin endpoints on `listener` until the server stops.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     let mut lifecycle = state.lifecycle.clone();
+    let api = Router::new()
+        .route("/api/sessions", get(sessions))
+        .route("/api/sessions/{relay}", delete(kill_session))
+        .route("/api/users/{user}/sessions", delete(kill_user))
+        .route("/api/users/{user}/revoke", post(revoke_user))
+        .route("/api/drain", put(drain))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .merge(api)
         .with_state(state);
     let stopped = async move {
         while lifecycle.changed().await.is_ok() {
@@ -64,4 +85,104 @@ async fn ready(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         Lifecycle::Serving => (StatusCode::OK, "ready\n"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
     }
+}
+
+/// Lets an API request through only with `Authorization: Bearer <token>` matching the
+/// configured token (constant-time); 401 otherwise, and 404 when no token is set.
+async fn require_token(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = &state.token else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        next.run(request).await
+    } else {
+        (StatusCode::UNAUTHORIZED, "a valid bearer token is needed\n").into_response()
+    }
+}
+
+/// Asks every worker and gathers the answers.
+async fn ask_all<T>(
+    state: &AdminState,
+    command: impl Fn(oneshot::Sender<T>) -> WorkerCommand,
+) -> Vec<T> {
+    let mut replies = Vec::with_capacity(state.workers.len());
+    for worker in &state.workers {
+        let (tx, rx) = oneshot::channel();
+        if worker.send(command(tx)).is_ok() {
+            replies.push(rx);
+        }
+    }
+    let mut answers = Vec::with_capacity(replies.len());
+    for rx in replies {
+        if let Ok(answer) = rx.await {
+            answers.push(answer);
+        }
+    }
+    answers
+}
+
+async fn sessions(State(state): State<Arc<AdminState>>) -> Json<Vec<Session>> {
+    Json(ask_all(&state, WorkerCommand::Sessions).await.concat())
+}
+
+async fn kill_session(
+    State(state): State<Arc<AdminState>>,
+    Path(relay): Path<String>,
+) -> StatusCode {
+    let Ok(relay) = relay.parse::<SocketAddr>() else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let killed = ask_all(&state, |tx| WorkerCommand::Kill(relay, tx)).await;
+    if killed.contains(&true) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+async fn kill_user(
+    State(state): State<Arc<AdminState>>,
+    Path(user): Path<String>,
+) -> Json<serde_json::Value> {
+    let killed: usize = ask_all(&state, |tx| WorkerCommand::KillUser(user.clone(), tx))
+        .await
+        .into_iter()
+        .sum();
+    Json(serde_json::json!({ "killed": killed }))
+}
+
+/// Refuses the user (a static name or REST user id) from now on and kills its
+/// allocations.
+async fn revoke_user(
+    State(state): State<Arc<AdminState>>,
+    Path(user): Path<String>,
+) -> Json<serde_json::Value> {
+    state.shared.revoke(&user);
+    tracing::info!(user = %user, "user revoked");
+    kill_user(State(state), Path(user)).await
+}
+
+/// `on` starts draining (new allocations refused, existing ones relay on), `off`
+/// ends it.
+async fn drain(State(state): State<Arc<AdminState>>, body: String) -> StatusCode {
+    let next = match body.trim() {
+        "on" => Lifecycle::Draining,
+        "off" => Lifecycle::Serving,
+        _ => return StatusCode::BAD_REQUEST,
+    };
+    if *state.lifecycle.borrow() == Lifecycle::Stopping {
+        return StatusCode::CONFLICT;
+    }
+    state.lifecycle_control.send_replace(next);
+    StatusCode::NO_CONTENT
 }

@@ -37,6 +37,12 @@ pub enum Command {
     Peer(PeerArgs),
     /// Mint TURN REST API credentials and print an `iceServers` entry.
     Creds(CredsArgs),
+    /// List the allocations a running server holds (admin API).
+    Sessions(AdminArgs),
+    /// Kill a session, a user's sessions, or revoke a user (admin API).
+    Kill(KillArgs),
+    /// Start or stop draining a running server (admin API).
+    Drain(DrainArgs),
     /// Convert a coturn turnserver.conf to a tern config; options that cannot be
     /// carried over are listed on stderr with the reason.
     ImportCoturn {
@@ -45,6 +51,17 @@ pub enum Command {
         /// Write the TOML here (mode 0600) instead of to stdout.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+    /// Print a shell completion script to stdout.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (tern.1 and one per subcommand) into a directory.
+    Man {
+        /// Directory to write the pages to (created if missing), e.g. target/man.
+        out_dir: PathBuf,
     },
 }
 
@@ -71,6 +88,9 @@ pub struct ServeArgs {
     /// Serve metrics and health on this address (e.g. 127.0.0.1:9641).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+    /// Bearer token enabling the admin JSON API.
+    #[arg(long, env = "TERN_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Do not serve plain TCP.
     #[arg(long)]
     pub no_tcp: bool,
@@ -124,6 +144,9 @@ impl ServeArgs {
         }
         if self.admin.is_some() {
             s.admin.listen = self.admin;
+        }
+        if let Some(token) = &self.admin_token {
+            s.admin.token = Some(token.clone());
         }
         s.server.tcp &= !self.no_tcp;
         s.server.udp &= !self.no_udp;
@@ -292,4 +315,42 @@ pub struct CredsArgs {
     /// ICE server URL for the iceServers entry (repeatable).
     #[arg(long = "url", value_name = "URL")]
     pub url: Vec<String>,
+}
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The admin listener.
+    #[arg(long, default_value = "127.0.0.1:9641")]
+    pub admin: SocketAddr,
+    /// Bearer token (admin.token of the server).
+    #[arg(long, env = "TERN_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// A session, by its relay address (see `tern sessions`).
+    #[arg(long, value_name = "RELAY")]
+    pub session: Option<String>,
+    /// Every session of a user (static name or REST user id).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Refuse a user from now on and kill its sessions.
+    #[arg(long, value_name = "USER")]
+    pub revoke: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// `on` (refuse new allocations, relay existing ones) or `off`.
+    #[arg(value_parser = ["on", "off"])]
+    pub state: String,
 }

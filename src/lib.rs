@@ -17,6 +17,7 @@ pub mod import;
 pub mod load;
 pub mod metrics;
 pub mod net;
+pub mod packaging;
 pub mod policy;
 pub mod proto;
 pub mod serve;

@@ -22,7 +22,12 @@ fn main() -> ExitCode {
         Command::Probe(args) => tern::tools::probe::main(&args),
         Command::Peer(args) => tern::tools::peer::main(&args),
         Command::Creds(args) => tern::tools::creds::main(&args),
+        Command::Sessions(args) => tern::tools::admin::sessions_main(&args),
+        Command::Kill(args) => tern::tools::admin::kill_main(&args),
+        Command::Drain(args) => tern::tools::admin::drain_main(&args),
         Command::ImportCoturn { path, out } => tern::import::main(&path, out.as_deref()),
+        Command::Completions { shell } => tern::packaging::completions_main(shell),
+        Command::Man { out_dir } => tern::packaging::man_main(&out_dir),
     }
 }
 

@@ -90,12 +90,37 @@ impl ServerSettings {
     }
 }
 
-/// The admin HTTP listener (metrics, health, readiness).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The admin HTTP listener (metrics, health, readiness, JSON API).
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// Where it listens, e.g. `127.0.0.1:9641`; unset means off.
     pub listen: Option<SocketAddr>,
+    /// Bearer token for the JSON API (sessions, kill, revoke, drain); without one the
+    /// API is off and only metrics and health are served.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSettingsToken<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "<redacted>"
+        } else {
+            "none"
+        })
+    }
+}
+
+/// Shows whether a token is set, never the token.
+struct AdminSettingsToken<'a>(&'a Option<String>);
+
+impl std::fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .field("token", &AdminSettingsToken(&self.token))
+            .finish()
+    }
 }
 
 /// TURN over TLS (RFC 8656 §3.1): certificate files and handshake rules.

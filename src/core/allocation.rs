@@ -48,6 +48,7 @@ pub struct Allocation {
     /// The USERNAME every later request on this allocation must carry (else 441).
     pub username: Box<str>,
     pub expires: Instant,
+    pub created: Instant,
     /// When the timer heap will next look at this allocation (see `Engine::schedule`).
     pub scheduled: Instant,
     /// The Allocate's transaction id and the bytes answered, kept for retransmissions
@@ -61,10 +62,17 @@ pub struct Allocation {
 }
 
 impl Allocation {
-    pub fn new(client: FiveTuple, relay: SocketAddr, username: Box<str>, expires: Instant) -> Self {
+    pub fn new(
+        client: FiveTuple,
+        relay: SocketAddr,
+        username: Box<str>,
+        created: Instant,
+        expires: Instant,
+    ) -> Self {
         Self {
             relay,
             username,
+            created,
             expires,
             scheduled: expires,
             last_answer: None,
@@ -74,6 +82,12 @@ impl Allocation {
 
     pub fn is_ipv6(&self) -> bool {
         self.relay.is_ipv6()
+    }
+
+    /// Active permissions and channels at `now`: (permissions, channels).
+    pub fn table_sizes(&self, now: Instant) -> (usize, usize) {
+        let channels = self.route.channels.iter().filter(|c| c.is_active(now));
+        (self.permission_count(now), channels.count())
     }
 
     /// The forwarding snapshot, to publish to the relay socket's reader.
@@ -182,7 +196,7 @@ mod tests {
             server: "192.0.2.1:3478".parse().unwrap(),
             transport: crate::core::Transport::Udp,
         };
-        Allocation::new(client, a, "u".into(), now + Duration::from_secs(600))
+        Allocation::new(client, a, "u".into(), now, now + Duration::from_secs(600))
     }
 
     #[test]

@@ -111,6 +111,26 @@ pub struct EngineConfig {
     pub max_channels: usize,
 }
 
+/// An allocation as the admin API shows it; its relay address is its id.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Session {
+    pub relay: SocketAddr,
+    pub user: String,
+    pub client: SocketAddr,
+    pub transport: &'static str,
+    pub permissions: usize,
+    pub channels: usize,
+    pub age_secs: u64,
+}
+
+fn transport_name(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Udp => "udp",
+        Transport::Tcp => "tcp",
+        Transport::Tls => "tls",
+    }
+}
+
 /// What a reload may change: settings, credentials and peer policy, shared by every
 /// worker's engine.
 #[derive(Clone)]
@@ -210,6 +230,49 @@ impl Engine {
     /// The shared state (ports, quotas, metrics).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// The allocations of this engine, as the admin API lists them.
+    pub fn sessions(&self, now: Instant) -> Vec<Session> {
+        self.allocations
+            .iter()
+            .map(|(tuple, alloc)| {
+                let (permissions, channels) = alloc.table_sizes(now);
+                Session {
+                    relay: alloc.relay,
+                    user: alloc.username.to_string(),
+                    client: tuple.client,
+                    transport: transport_name(tuple.transport),
+                    permissions,
+                    channels,
+                    age_secs: now.saturating_duration_since(alloc.created).as_secs(),
+                }
+            })
+            .collect()
+    }
+
+    /// Deletes the allocation relayed at `relay`; false if this engine has none there.
+    pub fn kill(&mut self, relay: SocketAddr, io: &mut dyn Io) -> bool {
+        let Some(tuple) = self.relays.get(&relay).copied() else {
+            return false;
+        };
+        self.delete_allocation(&tuple, io);
+        true
+    }
+
+    /// Deletes every allocation counted against `identity` (a static user's name or
+    /// a REST user id); returns how many.
+    pub fn kill_user(&mut self, identity: &str, io: &mut dyn Io) -> usize {
+        let doomed: Vec<FiveTuple> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| self.credentials.quota_identity(&a.username) == identity)
+            .map(|(tuple, _)| *tuple)
+            .collect();
+        for tuple in &doomed {
+            self.delete_allocation(tuple, io);
+        }
+        doomed.len()
     }
 
     /// Applies reloaded rules to new work: allocations in progress keep their relay

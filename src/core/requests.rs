@@ -202,6 +202,12 @@ impl Engine {
         let allow_expired = self.config.allow_refresh_after_expiry
             && req.method() != METHOD_ALLOCATE
             && self.allocations.contains_key(tuple);
+        if self
+            .shared
+            .is_revoked(self.credentials.quota_identity(username))
+        {
+            return Err(Refusal::Challenge(Reject::Unauthorized));
+        }
         let keys = match self.credentials.keys_for(username, now.unix, allow_expired) {
             Ok(keys) => keys,
             Err(AuthError::UnknownUser | AuthError::Expired | AuthError::BadIntegrity) => {
@@ -296,7 +302,8 @@ impl Engine {
             .unwrap_or(self.config.default_lifetime);
         let advertised = self.advertised(relay);
         let expires = now.mono + lifetime;
-        let alloc = Allocation::new(*tuple, relay, auth.username.as_str().into(), expires);
+        let username = auth.username.as_str().into();
+        let alloc = Allocation::new(*tuple, relay, username, now.mono, expires);
         self.allocations.insert(*tuple, Box::new(alloc));
         self.relays.insert(relay, *tuple);
         io.allocation_changed(tuple, true);

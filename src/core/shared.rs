@@ -33,6 +33,8 @@ pub struct Shared {
     ports: Mutex<PortPool>,
     counts: Mutex<Counts>,
     reservations: Mutex<HashMap<[u8; 8], Reservation>>,
+    /// Quota identities (REST user ids, static names) refused from now on.
+    revoked: Mutex<std::collections::HashSet<String>>,
     pub metrics: Metrics,
 }
 
@@ -48,6 +50,7 @@ impl Shared {
             ports: Mutex::new(PortPool::new(ports)),
             counts: Mutex::new(Counts::default()),
             reservations: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(std::collections::HashSet::new()),
             metrics: Metrics::new(),
         }
     }
@@ -114,6 +117,16 @@ impl Shared {
             self.release_port(r.relay);
             reservations.remove(token);
         }
+    }
+
+    /// Refuses `identity` from now on (its allocations are killed by the caller).
+    pub fn revoke(&self, identity: &str) {
+        lock(&self.revoked).insert(identity.to_string());
+    }
+
+    pub fn is_revoked(&self, identity: &str) -> bool {
+        let revoked = lock(&self.revoked);
+        !revoked.is_empty() && revoked.contains(identity)
     }
 
     pub fn release_port(&self, addr: SocketAddr) {

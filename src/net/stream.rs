@@ -129,7 +129,7 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accepts connections until the server drains or stops, handing each to a worker chosen by the
+/// Accepts connections until the server stops, handing each to a worker chosen by the
 /// client's address (`workers` holds one queue per worker).
 pub async fn serve(
     listener: TcpListener,
@@ -159,8 +159,13 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            // Draining or stopping: no new connections; open ones carry on.
-            _ = lifecycle.changed() => return,
+            // Only on stop: while draining, new connections are still taken (their
+            // Allocates are refused, other requests are answered).
+            changed = lifecycle.changed() => {
+                if changed.is_err() || *lifecycle.borrow() == super::worker::Lifecycle::Stopping {
+                    return;
+                }
+            }
         }
     }
 }

@@ -12,12 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batch::{BATCH, RecvBatch};
 use super::relay::{Closing, Delivery, MAX_DATAGRAM, PeerDatagram, RelaySocket};
 use super::udp::send_now;
-use crate::core::{Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Transport};
+use crate::core::{
+    Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Session, Transport,
+};
 use crate::metrics::RelayCounters;
 
 /// A TCP/TLS connection as the worker sees it.
@@ -44,6 +46,22 @@ pub enum Lifecycle {
     /// accepting connections.
     Draining,
     Stopping,
+}
+
+/// What the admin API asks of a worker about the allocations it owns.
+pub enum WorkerCommand {
+    Sessions(oneshot::Sender<Vec<Session>>),
+    /// Kill the allocation relayed at this address, if this worker owns it.
+    Kill(SocketAddr, oneshot::Sender<bool>),
+    /// Kill every allocation of a user (static name or REST user id).
+    KillUser(String, oneshot::Sender<usize>),
+}
+
+/// How the server steers a worker: its state, reloaded rules and admin commands.
+pub struct Control {
+    pub lifecycle: watch::Receiver<Lifecycle>,
+    pub rules: watch::Receiver<EngineRules>,
+    pub commands: mpsc::UnboundedReceiver<WorkerCommand>,
 }
 
 /// Sizes the worker needs.
@@ -152,8 +170,7 @@ pub fn run_on_this_thread(
     listeners: Vec<std::net::UdpSocket>,
     streams: mpsc::Receiver<StreamEvent>,
     config: WorkerConfig,
-    lifecycle: watch::Receiver<Lifecycle>,
-    rules: watch::Receiver<EngineRules>,
+    control: Control,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -164,7 +181,7 @@ pub fn run_on_this_thread(
             .into_iter()
             .map(UdpSocket::from_std)
             .collect::<std::io::Result<Vec<_>>>()?;
-        run(engine, listeners, streams, config, lifecycle, rules).await;
+        run(engine, listeners, streams, config, control).await;
         Ok(())
     })
 }
@@ -174,9 +191,13 @@ async fn run(
     listeners: Vec<UdpSocket>,
     mut streams: mpsc::Receiver<StreamEvent>,
     config: WorkerConfig,
-    mut lifecycle: watch::Receiver<Lifecycle>,
-    mut rules: watch::Receiver<EngineRules>,
+    control: Control,
 ) {
+    let Control {
+        mut lifecycle,
+        mut rules,
+        mut commands,
+    } = control;
     let (relay_tx, mut relay_rx) = mpsc::channel(config.relay_queue);
     let listeners: Vec<Arc<UdpSocket>> = listeners.into_iter().map(Arc::new).collect();
     let listener_index = listeners
@@ -244,6 +265,17 @@ async fn run(
                 armed = None;
                 engine.handle_timeout(Instant::now(), &mut io);
             }
+            Some(command) = commands.recv() => match command {
+                WorkerCommand::Sessions(reply) => {
+                    let _ = reply.send(engine.sessions(Instant::now()));
+                }
+                WorkerCommand::Kill(relay, reply) => {
+                    let _ = reply.send(engine.kill(relay, &mut io));
+                }
+                WorkerCommand::KillUser(user, reply) => {
+                    let _ = reply.send(engine.kill_user(&user, &mut io));
+                }
+            },
             Ok(()) = rules.changed() => {
                 let rules = rules.borrow_and_update().clone();
                 engine.reload(&rules);

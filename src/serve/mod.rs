@@ -19,7 +19,7 @@ use crate::config::Settings;
 use crate::core::Shared;
 use crate::net::stream::{self, ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
-use crate::net::worker::{self, Lifecycle, WorkerConfig};
+use crate::net::worker::{self, Control, Lifecycle, WorkerConfig};
 
 /// Runs the server until SIGINT or SIGTERM.
 /// Runs the server until SIGINT or SIGTERM; `loader` reads the settings again on
@@ -65,25 +65,21 @@ pub async fn run(mut settings: Settings, loader: reload::Loader) -> anyhow::Resu
     }
     let connection_limits =
         ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
-    if let Some(addr) = settings.admin.listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot bind the admin listener {addr}"))?;
-        tracing::info!(%addr, "admin listening (metrics, health)");
-        let state = std::sync::Arc::new(crate::admin::AdminState {
-            shared: shared.clone(),
-            connections: connection_limits.clone(),
-            lifecycle: stop_rx.clone(),
-        });
-        tokio::spawn(crate::admin::serve(listener, state));
-    }
+    let admin_listener = match settings.admin.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the admin listener {addr}"))?,
+        ),
+        None => None,
+    };
     let stream_config = StreamConfig {
         handshake_timeout: settings.tls.handshake_timeout.as_duration(),
         idle_timeout: limits.connection_idle_timeout.as_duration(),
         frame_timeout: limits.frame_timeout.as_duration(),
         max_frame: limits.max_frame,
         write_queue: limits.write_queue,
-        limits: connection_limits,
+        limits: connection_limits.clone(),
     };
     for (listener, accept) in listeners.streams {
         tokio::spawn(stream::serve(
@@ -101,16 +97,34 @@ pub async fn run(mut settings: Settings, loader: reload::Loader) -> anyhow::Resu
     };
     tracing::info!(workers, "starting workers");
     let mut threads = Vec::with_capacity(workers);
+    let mut worker_commands = Vec::with_capacity(workers);
     let udp = listeners.udp.into_iter();
     for (i, ((engine, udp), streams)) in engines.into_iter().zip(udp).zip(stream_rxs).enumerate() {
-        let (stop, rules) = (stop_rx.clone(), rules_rx.clone());
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        worker_commands.push(commands_tx);
+        let control = Control {
+            lifecycle: stop_rx.clone(),
+            rules: rules_rx.clone(),
+            commands,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("tern-worker-{i}"))
-            .spawn(move || {
-                worker::run_on_this_thread(engine, udp, streams, worker_config, stop, rules)
-            })
+            .spawn(move || worker::run_on_this_thread(engine, udp, streams, worker_config, control))
             .context("cannot start a worker thread")?;
         threads.push(thread);
+    }
+    if let Some(listener) = admin_listener {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, api = settings.admin.token.is_some(), "admin listening");
+        let state = std::sync::Arc::new(crate::admin::AdminState {
+            shared: shared.clone(),
+            connections: connection_limits.clone(),
+            lifecycle: stop_rx.clone(),
+            lifecycle_control: stop_tx.clone(),
+            workers: worker_commands,
+            token: settings.admin.token.clone(),
+        });
+        tokio::spawn(crate::admin::serve(listener, state));
     }
     // Everything is bound and running: tell systemd (Type=notify); a no-op elsewhere.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

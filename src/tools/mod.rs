@@ -1,11 +1,12 @@
 //! Operator tools in the spirit of coturn's turnutils: `tern stun`, `tern probe`,
-//! `tern peer` and `tern creds`. They answer the questions asked when a deployment
+//! `tern peer` and `tern creds`, and the admin API's `tern sessions`, `kill`, `drain`. They answer the questions asked when a deployment
 //! does not work ("what is my public address?", "does this ICE server URL work from
 //! here, and if not, why?") with the project's own blocking [`crate::client`].
 //!
 //! Every tool bounds its network I/O with timeouts and exits 0 on success, 1 on
 //! failure and 2 on a usage error.
 
+pub mod admin;
 pub mod creds;
 pub mod diagnosis;
 pub mod peer;

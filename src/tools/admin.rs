@@ -1,0 +1,123 @@
+//! `tern sessions`, `tern kill` and `tern drain`: the admin API from a shell.
+//!
+//! They talk HTTP/1.1 to the admin listener, which is on loopback or a private
+//! network; one request per connection (`Connection: close`) keeps the client to a few
+//! lines. The token comes from `--token` or `TERN_ADMIN_TOKEN` and is never printed.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::cli::{AdminArgs, DrainArgs, KillArgs};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `tern sessions`: the allocations the server holds.
+pub fn sessions_main(args: &AdminArgs) -> ExitCode {
+    let (status, body) = match request(args, "GET", "/api/sessions", "") {
+        Ok(r) => r,
+        Err(e) => return failed(args.admin, &e),
+    };
+    if status != 200 {
+        return refused(status, &body);
+    }
+    if args.json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    let sessions: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+    println!(
+        "{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7}",
+        "RELAY (id)", "USER", "CLIENT", "TRANS", "PERMS", "CHANS", "AGE s"
+    );
+    for s in &sessions {
+        println!(
+            "{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7}",
+            s["relay"].as_str().unwrap_or("?"),
+            s["user"].as_str().unwrap_or("?"),
+            s["client"].as_str().unwrap_or("?"),
+            s["transport"].as_str().unwrap_or("?"),
+            s["permissions"],
+            s["channels"],
+            s["age_secs"],
+        );
+    }
+    println!("{} session(s)", sessions.len());
+    ExitCode::SUCCESS
+}
+
+/// `tern kill`: one session, a user's sessions, or a revocation.
+pub fn kill_main(args: &KillArgs) -> ExitCode {
+    let (method, path) = match (&args.session, &args.user, &args.revoke) {
+        (Some(relay), None, None) => ("DELETE", format!("/api/sessions/{relay}")),
+        (None, Some(user), None) => ("DELETE", format!("/api/users/{user}/sessions")),
+        (None, None, Some(user)) => ("POST", format!("/api/users/{user}/revoke")),
+        _ => {
+            eprintln!("tern kill: give exactly one of --session, --user, --revoke");
+            return ExitCode::from(2);
+        }
+    };
+    match request(&args.admin, method, &path, "") {
+        Ok((204, _)) => {
+            println!("killed");
+            ExitCode::SUCCESS
+        }
+        Ok((200, body)) => {
+            println!("{}", body.trim());
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => refused(status, &body),
+        Err(e) => failed(args.admin.admin, &e),
+    }
+}
+
+/// `tern drain on|off`.
+pub fn drain_main(args: &DrainArgs) -> ExitCode {
+    match request(&args.admin, "PUT", "/api/drain", &args.state) {
+        Ok((204, _)) => {
+            println!("drain {}", args.state);
+            ExitCode::SUCCESS
+        }
+        Ok((status, body)) => refused(status, &body),
+        Err(e) => failed(args.admin.admin, &e),
+    }
+}
+
+fn failed(admin: SocketAddr, e: &io::Error) -> ExitCode {
+    eprintln!("tern: cannot reach the admin listener at {admin}: {e}");
+    ExitCode::FAILURE
+}
+
+fn refused(status: u16, body: &str) -> ExitCode {
+    let why = match status {
+        401 => "the token was refused (set --token or TERN_ADMIN_TOKEN)".to_string(),
+        404 => "not found (the API is off without admin.token, or no such session)".into(),
+        _ => format!("status {status}: {}", body.trim()),
+    };
+    eprintln!("tern: {why}");
+    ExitCode::FAILURE
+}
+
+/// One HTTP/1.1 request with the bearer token; returns (status, body).
+fn request(args: &AdminArgs, method: &str, path: &str, body: &str) -> io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&args.admin, TIMEOUT)?;
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    let token = args.token.as_deref().unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        args.admin,
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response"))?;
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
+}

@@ -1,0 +1,162 @@
+//! The admin JSON API through `tern sessions`, `tern kill` and `tern drain`: token
+//! required, sessions listed across workers, killed one by one or per user, users
+//! revoked, draining switched on and off.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Output};
+use std::time::Duration;
+use support::{TernServer, free_udp_tcp_port, relay_ports_arg};
+use tern::client::TurnClient;
+
+const TOKEN: &str = "admin-token-for-tests-0123456789";
+
+fn start(token: Option<&str>) -> (TernServer, SocketAddr) {
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let ports = relay_ports_arg();
+    let admin_arg = admin.to_string();
+    let mut args = vec![
+        "--user",
+        "alice:pw",
+        "--user",
+        "bob:pw",
+        "--ports",
+        &ports,
+        "--admin",
+        &admin_arg,
+        "--workers",
+        "2",
+    ];
+    if let Some(token) = token {
+        args.extend(["--admin-token", token]);
+    }
+    (TernServer::start(&args), admin)
+}
+
+fn tern(admin: SocketAddr, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .args(["--admin", &admin.to_string()])
+        .env("TERN_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("running tern")
+}
+
+fn sessions(admin: SocketAddr) -> Vec<serde_json::Value> {
+    let out = tern(admin, &["sessions", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("sessions JSON")
+}
+
+/// A raw request with an optional bearer token: the status code.
+fn status(admin: SocketAddr, method: &str, path: &str, token: Option<&str>) -> u16 {
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn allocated(server: &TernServer, user: &str) -> (TurnClient, String) {
+    let mut c = TurnClient::new(server.addr, user, "pw").unwrap();
+    let r = c.allocate(vec![]).unwrap();
+    assert!(r.is_success(), "{:?}", r.code);
+    let relay = r
+        .xor_address(stun::attributes::ATTR_XOR_RELAYED_ADDRESS)
+        .unwrap();
+    (c, relay.to_string())
+}
+
+#[test]
+fn the_api_needs_the_token_and_is_off_without_one() {
+    let (_s, admin) = start(Some(TOKEN));
+    assert_eq!(status(admin, "GET", "/api/sessions", None), 401);
+    assert_eq!(status(admin, "GET", "/api/sessions", Some("wrong")), 401);
+    assert_eq!(status(admin, "GET", "/api/sessions", Some(TOKEN)), 200);
+    assert_eq!(
+        status(admin, "GET", "/metrics", None),
+        200,
+        "metrics need no token"
+    );
+    let (_s, admin) = start(None);
+    assert_eq!(status(admin, "GET", "/api/sessions", Some(TOKEN)), 404);
+}
+
+#[test]
+fn sessions_are_listed_and_killed() {
+    let (s, admin) = start(Some(TOKEN));
+    let (mut a1, relay_a1) = allocated(&s, "alice");
+    let (mut a2, _) = allocated(&s, "alice");
+    let (mut b, _) = allocated(&s, "bob");
+    let listed = sessions(admin);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .any(|x| x["relay"] == relay_a1.as_str() && x["user"] == "alice")
+    );
+
+    let out = tern(admin, &["kill", "--session", &relay_a1]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        a1.refresh(None).unwrap().code,
+        Some(437),
+        "killed session still there"
+    );
+    assert!(a2.refresh(None).unwrap().is_success());
+
+    let out = tern(admin, &["kill", "--user", "bob"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"killed\":1"));
+    assert_eq!(b.refresh(None).unwrap().code, Some(437));
+    assert_eq!(sessions(admin).len(), 1);
+}
+
+#[test]
+fn revoked_users_are_refused_and_cut_off() {
+    let (s, admin) = start(Some(TOKEN));
+    let (mut a, _) = allocated(&s, "alice");
+    let out = tern(admin, &["kill", "--revoke", "alice"]);
+    assert!(out.status.success());
+    assert_eq!(
+        a.refresh(None).unwrap().code,
+        Some(401),
+        "revoked user still served"
+    );
+    let mut again = TurnClient::new(s.addr, "alice", "pw").unwrap();
+    assert_eq!(again.allocate(vec![]).unwrap().code, Some(401));
+    allocated(&s, "bob");
+}
+
+#[test]
+fn drain_switches_on_and_off() {
+    let (s, admin) = start(Some(TOKEN));
+    let (mut a, _) = allocated(&s, "alice");
+    assert!(tern(admin, &["drain", "on"]).status.success());
+    assert_eq!(status(admin, "GET", "/readyz", None), 503);
+    let mut late = TurnClient::new(s.addr, "bob", "pw").unwrap();
+    assert_eq!(late.allocate(vec![]).unwrap().code, Some(508));
+    assert!(
+        a.refresh(None).unwrap().is_success(),
+        "existing allocation goes on"
+    );
+    assert!(tern(admin, &["drain", "off"]).status.success());
+    assert_eq!(status(admin, "GET", "/readyz", None), 200);
+    allocated(&s, "bob");
+}

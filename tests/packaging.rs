@@ -1,0 +1,158 @@
+//! Packaging: shell completions, man pages and the cargo-deb metadata in Cargo.toml.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn tern(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(args)
+        .output()
+        .expect("run tern")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tern-packaging-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn bash_completions_name_the_subcommands() {
+    let out = tern(&["completions", "bash"]);
+    assert!(out.status.success(), "{out:?}");
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(!script.trim().is_empty());
+    assert!(script.contains("serve"), "no serve in:\n{script}");
+    assert!(
+        script.contains("check-config"),
+        "no check-config in:\n{script}"
+    );
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = tern(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {out:?}");
+        assert!(!out.stdout.is_empty(), "{shell}: empty script");
+    }
+    assert!(!tern(&["completions", "tcsh"]).status.success());
+}
+
+/// True when the text opens with roff requests and has a `.TH` title line among them.
+fn has_roff_header(text: &str) -> bool {
+    text.starts_with('.')
+        && text
+            .lines()
+            .take_while(|l| l.starts_with('.'))
+            .any(|l| l.starts_with(".TH "))
+}
+
+fn man_available() -> bool {
+    Command::new("man")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn man_pages_for_the_command_and_subcommands() {
+    let dir = temp_dir("man");
+    let out = tern(&["man", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let man = man_available();
+    if !man {
+        eprintln!("man (man-db) not installed: checking the roff header only");
+    }
+    for name in ["tern.1", "tern-serve.1", "tern-check-config.1"] {
+        let path = dir.join(name);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(has_roff_header(&text), "{name} has no roff header:\n{text}");
+        if man {
+            let rendered = Command::new("man")
+                .arg("-l")
+                .arg(&path)
+                .env("MANPAGER", "cat")
+                .env("PAGER", "cat")
+                .env("MANWIDTH", "80")
+                .output()
+                .expect("run man");
+            assert!(rendered.status.success(), "man -l {name}: {rendered:?}");
+            let stderr = String::from_utf8_lossy(&rendered.stderr);
+            assert!(stderr.trim().is_empty(), "man -l {name} warned: {stderr}");
+            assert!(
+                !rendered.stdout.is_empty(),
+                "man -l {name} rendered nothing"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn deb_metadata_is_complete_and_assets_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deb = manifest["package"]["metadata"]["deb"]
+        .as_table()
+        .expect("[package.metadata.deb]");
+    for key in [
+        "maintainer",
+        "section",
+        "priority",
+        "depends",
+        "extended-description",
+        "conf-files",
+        "assets",
+    ] {
+        assert!(deb.contains_key(key), "[package.metadata.deb] lacks {key}");
+    }
+    assert_eq!(deb["section"].as_str(), Some("net"));
+    assert_eq!(deb["priority"].as_str(), Some("optional"));
+    assert_eq!(deb["depends"].as_str(), Some("$auto"));
+    let conf_files: Vec<&str> = deb["conf-files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(conf_files.contains(&"/etc/tern/tern.toml"));
+
+    let assets = deb["assets"].as_array().unwrap();
+    let mut targets = Vec::new();
+    for asset in assets {
+        let asset = asset.as_array().expect("asset is [source, target, mode]");
+        assert_eq!(asset.len(), 3, "{asset:?}");
+        let source = asset[0].as_str().unwrap();
+        let target = asset[1].as_str().unwrap();
+        let mode = asset[2].as_str().unwrap();
+        assert!(
+            u32::from_str_radix(mode, 8).is_ok(),
+            "{source}: bad mode {mode}"
+        );
+        targets.push(target.to_string());
+        if source.starts_with("target/") {
+            continue; // built or generated before `cargo deb`
+        }
+        assert!(
+            root.join(source).is_file(),
+            "asset source {source} is missing"
+        );
+    }
+    for want in [
+        "usr/bin/tern",
+        "lib/systemd/system/tern.service",
+        "etc/tern/tern.toml",
+        "usr/share/doc/tern/README",
+        "usr/share/man/man1/",
+    ] {
+        assert!(
+            targets.iter().any(|t| t == want),
+            "no asset installs {want}"
+        );
+    }
+}
