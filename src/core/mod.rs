@@ -172,6 +172,9 @@ pub struct Engine {
     next_relay_ip: usize,
     /// While draining, new allocations are refused (508) and existing ones go on.
     draining: bool,
+    /// The origin of allocations' `created_secs`: the time of the first allocation
+    /// (taken from the `now` passed in; the engine never reads a clock).
+    epoch: Option<Instant>,
 }
 
 impl Engine {
@@ -195,6 +198,7 @@ impl Engine {
             timers: BinaryHeap::new(),
             next_relay_ip: 0,
             draining: false,
+            epoch: None,
         }
     }
 
@@ -233,7 +237,8 @@ impl Engine {
     }
 
     /// The allocations of this engine, as the admin API lists them.
-    pub fn sessions(&self, now: Instant) -> Vec<Session> {
+    pub fn sessions(&mut self, now: Instant) -> Vec<Session> {
+        let uptime = self.uptime_secs(now);
         self.allocations
             .iter()
             .map(|(tuple, alloc)| {
@@ -245,10 +250,17 @@ impl Engine {
                     transport: transport_name(tuple.transport),
                     permissions,
                     channels,
-                    age_secs: now.saturating_duration_since(alloc.created).as_secs(),
+                    age_secs: u64::from(uptime.saturating_sub(alloc.created_secs)),
                 }
             })
             .collect()
+    }
+
+    /// Whole seconds since the engine's epoch, as allocations record their birth.
+    fn uptime_secs(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        let secs = now.saturating_duration_since(epoch).as_secs();
+        u32::try_from(secs).unwrap_or(u32::MAX)
     }
 
     /// Deletes the allocation relayed at `relay`; false if this engine has none there.

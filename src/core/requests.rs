@@ -303,7 +303,8 @@ impl Engine {
         let advertised = self.advertised(relay);
         let expires = now.mono + lifetime;
         let username = auth.username.as_str().into();
-        let alloc = Allocation::new(*tuple, relay, username, now.mono, expires);
+        let created = self.uptime_secs(now.mono);
+        let alloc = Allocation::new(*tuple, relay, username, created, expires);
         self.allocations.insert(*tuple, Box::new(alloc));
         self.relays.insert(relay, *tuple);
         io.allocation_changed(tuple, true);

@@ -20,7 +20,6 @@ use super::udp::send_now;
 use crate::core::{
     Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Session, Transport,
 };
-use crate::metrics::RelayCounters;
 
 /// A TCP/TLS connection as the worker sees it.
 pub struct Connection {
@@ -79,8 +78,6 @@ struct Sockets {
     relay_tx: mpsc::Sender<PeerDatagram>,
     /// Relay sockets whose readers are being cancelled.
     closing: Closing,
-    /// Counters the relay readers update (they forward without the engine).
-    counters: RelayCounters,
     connections: HashMap<FiveTuple, Connection>,
     socket_buffer: usize,
 }
@@ -124,15 +121,7 @@ impl Io for Sockets {
             None => Delivery::Worker(self.relay_tx.clone(), addr),
         };
         let route = PeerRoute::new(*owner);
-        let counters = self.counters.clone();
-        let socket = RelaySocket::bind(
-            addr,
-            route,
-            dont_fragment,
-            self.socket_buffer,
-            delivery,
-            counters,
-        )?;
+        let socket = RelaySocket::bind(addr, route, dont_fragment, self.socket_buffer, delivery)?;
         self.relays.insert(addr, socket);
         Ok(())
     }
@@ -198,6 +187,8 @@ async fn run(
         mut rules,
         mut commands,
     } = control;
+    // Relay readers run on this thread and count what they forward here.
+    super::relay::set_thread_counters(engine.shared().metrics.relay.clone());
     let (relay_tx, mut relay_rx) = mpsc::channel(config.relay_queue);
     let listeners: Vec<Arc<UdpSocket>> = listeners.into_iter().map(Arc::new).collect();
     let listener_index = listeners
@@ -211,7 +202,6 @@ async fn run(
         relays: HashMap::new(),
         relay_tx,
         closing: Closing::default(),
-        counters: engine.shared().metrics.relay.clone(),
         connections: HashMap::new(),
         socket_buffer: config.socket_buffer,
     };
