@@ -33,6 +33,8 @@ pub struct AdminState {
     /// One command queue per worker; each owns some of the allocations.
     pub workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
     pub token: Option<String>,
+    /// Relay ports over every relay IP.
+    pub port_capacity: usize,
 }
 
 /// Serves the admin endpoints on `listener` until the server stops.
@@ -70,8 +72,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let sessions = ask_all(&state, WorkerCommand::Sessions).await.concat();
+    let ports_in_use = state.shared.ports().in_use();
     let snapshot = Snapshot {
-        ports_in_use: state.shared.ports().in_use(),
+        ports_in_use,
+        ports_free: state.port_capacity.saturating_sub(ports_in_use),
+        permissions: sessions.iter().map(|s| s.permissions).sum(),
+        channels: sessions.iter().map(|s| s.channels).sum(),
         connections: state.connections.open(),
         draining: *state.lifecycle.borrow() != Lifecycle::Serving,
     };

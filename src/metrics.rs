@@ -73,13 +73,20 @@ pub struct Metrics {
     pub peer_denied: Counter,
     pub quota_rejections: Counter,
     ports_in_use: Gauge,
+    ports_free: Gauge,
+    permissions: Gauge,
+    channels: Gauge,
     connections: Gauge,
     draining: Gauge,
+    last_reload_ok: Gauge,
 }
 
 /// State read at scrape time.
 pub struct Snapshot {
     pub ports_in_use: usize,
+    pub ports_free: usize,
+    pub permissions: usize,
+    pub channels: usize,
     pub connections: usize,
     pub draining: bool,
 }
@@ -102,8 +109,12 @@ impl Metrics {
             peer_denied: Counter::default(),
             quota_rejections: Counter::default(),
             ports_in_use: Gauge::default(),
+            ports_free: Gauge::default(),
+            permissions: Gauge::default(),
+            channels: Gauge::default(),
             connections: Gauge::default(),
             draining: Gauge::default(),
+            last_reload_ok: Gauge::default(),
         }
         .registered()
     }
@@ -176,6 +187,26 @@ impl Metrics {
             self.ports_in_use.clone(),
         );
         r.register(
+            "relay_ports_free",
+            "Relay ports left, over every relay IP",
+            self.ports_free.clone(),
+        );
+        r.register(
+            "permissions",
+            "Active permissions over all allocations",
+            self.permissions.clone(),
+        );
+        r.register(
+            "channels",
+            "Active channel bindings over all allocations",
+            self.channels.clone(),
+        );
+        r.register(
+            "last_reload_ok",
+            "1 if the last reload applied, 0 if it was refused",
+            self.last_reload_ok.clone(),
+        );
+        r.register(
             "connections",
             "Open TCP/TLS client connections",
             self.connections.clone(),
@@ -207,11 +238,15 @@ impl Metrics {
 
     pub fn reload(&self, result: &'static str) {
         self.reloads.get_or_create(&ResultLabel { result }).inc();
+        self.last_reload_ok.set(i64::from(result == "ok"));
     }
 
     /// The Prometheus text exposition, with the state gauges set from `snapshot`.
     pub fn encode(&self, snapshot: Snapshot) -> String {
         self.ports_in_use.set(snapshot.ports_in_use as i64);
+        self.ports_free.set(snapshot.ports_free as i64);
+        self.permissions.set(snapshot.permissions as i64);
+        self.channels.set(snapshot.channels as i64);
         self.connections.set(snapshot.connections as i64);
         self.draining.set(i64::from(snapshot.draining));
         let mut text = String::new();

@@ -103,6 +103,10 @@ fn relay_counters_move_by_exactly_what_was_relayed() {
         (N * 7) as f64
     );
     assert_eq!(value(admin, "tern_relay_ports_in_use"), 1.0);
+    // relay_ports_arg() gives 200 ports on one relay IP.
+    assert_eq!(value(admin, "tern_relay_ports_free"), 199.0);
+    assert_eq!(value(admin, "tern_permissions"), 1.0);
+    assert_eq!(value(admin, "tern_channels"), 1.0);
 
     // The allocation is deleted right after its Refresh is answered.
     assert!(c.refresh(Some(0)).unwrap().is_success());

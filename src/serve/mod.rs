@@ -123,6 +123,7 @@ pub async fn run(mut settings: Settings, loader: reload::Loader) -> anyhow::Resu
             lifecycle_control: stop_tx.clone(),
             workers: worker_commands,
             token: settings.admin.token.clone(),
+            port_capacity: settings.relay.ports.count() * relay_ips.len(),
         });
         tokio::spawn(crate::admin::serve(listener, state));
     }
