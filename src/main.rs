@@ -42,7 +42,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     if let Err(e) = args.apply_to(&mut settings) {
         return config_error(e);
     }
-    init_logging(&settings.log.level, settings.log.format);
+    let log_level = init_logging(&settings.log.level, settings.log.format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -59,7 +59,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
         flags.apply_to(&mut settings)?;
         Ok(settings)
     });
-    match runtime.block_on(tern::serve::run(settings, loader)) {
+    match runtime.block_on(tern::serve::run(settings, loader, log_level)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -114,15 +114,32 @@ fn config_error(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn init_logging(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+/// Sets up logging and returns how to change the level later (a reload). RUST_LOG,
+/// when set, wins over the config and is kept across reloads.
+fn init_logging(level: &str, format: LogFormat) -> tern::serve::reload::LogLevel {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let pinned = from_env.is_some();
+    let filter = from_env
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let output = match format {
+        LogFormat::Human => output.boxed(),
+        LogFormat::Json => output.json().boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .init();
+    Box::new(move |level: &str| {
+        if pinned {
+            return Ok(());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }

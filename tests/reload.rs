@@ -159,3 +159,35 @@ fn sighup_applies_new_rules_and_keeps_calls_relaying() {
     assert!(logs.contains("configuration reloaded"), "{logs}");
     assert!(logs.contains("configuration not reloaded"), "{logs}");
 }
+
+#[test]
+fn sighup_applies_a_new_log_level() {
+    let dir = TempDir::new("reload-log");
+    let path = dir.join("tern.toml");
+    let quiet = format!(
+        "{}[log]\nlevel = \"warn\"\n",
+        config(&[("alice", "pw")], "")
+    );
+    std::fs::write(&path, &quiet).unwrap();
+    let ports = relay_ports_arg();
+    let s = TernServer::start(&["--config", path.to_str().unwrap(), "--ports", &ports]);
+    let mut first = TurnClient::new(s.addr, "alice", "pw").unwrap();
+    assert!(first.allocate(vec![]).unwrap().is_success());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !s.logs().contains("allocation created"),
+        "info logged at warn level"
+    );
+
+    let chatty = quiet.replace("\"warn\"", "\"info\"");
+    std::fs::write(&path, chatty).unwrap();
+    hangup(&s);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.logs().contains("configuration reloaded") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut second = TurnClient::new(s.addr, "alice", "pw").unwrap();
+    assert!(second.allocate(vec![]).unwrap().is_success());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(s.logs().contains("allocation created"), "{}", s.logs());
+}

@@ -22,9 +22,13 @@ use crate::net::tls::{CertPaths, TlsAcceptorSource};
 use crate::net::worker::{self, Control, Lifecycle, WorkerConfig};
 
 /// Runs the server until SIGINT or SIGTERM.
-/// Runs the server until SIGINT or SIGTERM; `loader` reads the settings again on
-/// SIGHUP.
-pub async fn run(mut settings: Settings, loader: reload::Loader) -> anyhow::Result<()> {
+/// Runs the server until SIGINT or SIGTERM; on SIGHUP `loader` reads the settings
+/// again and `log_level` applies a new log filter.
+pub async fn run(
+    mut settings: Settings,
+    loader: reload::Loader,
+    log_level: reload::LogLevel,
+) -> anyhow::Result<()> {
     let running = settings.clone();
     let generated_secret = (settings.auth.users.is_empty() && settings.auth.secrets.is_empty())
         .then(|| random_token(32));
@@ -48,6 +52,7 @@ pub async fn run(mut settings: Settings, loader: reload::Loader) -> anyhow::Resu
     let (rules_tx, rules_rx) = watch::channel(rules);
     let mut reloader = reload::Reloader {
         loader,
+        log_level,
         rules: rules_tx,
         running,
         relay_ips: relay_ips.clone(),

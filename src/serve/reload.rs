@@ -1,7 +1,7 @@
 //! SIGHUP: re-reading the config and swapping in what can change while calls go on.
 //!
-//! Users, secrets, peer policy, quotas, lifetimes and per-allocation caps are rebuilt
-//! and handed to every worker; allocations in progress keep their relay sockets,
+//! Users, secrets, peer policy, quotas, lifetimes, per-allocation caps and the log
+//! level are rebuilt and handed to every worker; allocations in progress keep their relay sockets,
 //! permissions and channels. Listen addresses, relay addresses and ports, workers and
 //! the nonce key need a restart: a change there is reported, not applied. A config
 //! that does not load is refused with a logged error and the old rules stay.
@@ -17,9 +17,13 @@ use crate::core::{EngineRules, Shared};
 /// Loads the settings again: the config file with the command-line flags on top.
 pub type Loader = Box<dyn Fn() -> Result<Settings, String> + Send + Sync>;
 
+/// Changes the log filter (`log.level`) of the running process.
+pub type LogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// What a reload needs to know about the running server.
 pub struct Reloader {
     pub loader: Loader,
+    pub log_level: LogLevel,
     pub rules: watch::Sender<EngineRules>,
     pub running: Settings,
     pub relay_ips: Vec<IpAddr>,
@@ -57,6 +61,9 @@ impl Reloader {
         }
         let rules = engines::rules(&settings, &self.relay_ips, &self.advertised_ips)
             .map_err(|e| format!("{e:#}"))?;
+        if settings.log.level != self.running.log.level {
+            (self.log_level)(&settings.log.level).map_err(|e| format!("log.level: {e}"))?;
+        }
         self.rules.send_replace(rules);
         self.running = settings;
         Ok(())

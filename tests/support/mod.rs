@@ -467,7 +467,9 @@ impl TernBuilder {
         cmd.arg("--listen").arg(addr.to_string());
         cmd.args(&self.args);
         // Deterministic: no inherited secret, no colour codes in the logs.
-        cmd.env_remove("TERN_SECRET").env("NO_COLOR", "1");
+        cmd.env_remove("TERN_SECRET")
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1");
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
