@@ -14,6 +14,10 @@ use tern::client::TurnClient;
 const TOKEN: &str = "admin-token-for-tests-0123456789";
 
 fn start(token: Option<&str>) -> (TernServer, SocketAddr) {
+    start_with(token, &[])
+}
+
+fn start_with(token: Option<&str>, extra: &[&str]) -> (TernServer, SocketAddr) {
     let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
     let ports = relay_ports_arg();
     let admin_arg = admin.to_string();
@@ -32,6 +36,7 @@ fn start(token: Option<&str>) -> (TernServer, SocketAddr) {
     if let Some(token) = token {
         args.extend(["--admin-token", token]);
     }
+    args.extend_from_slice(extra);
     (TernServer::start(&args), admin)
 }
 
@@ -159,4 +164,28 @@ fn drain_switches_on_and_off() {
     assert!(tern(admin, &["drain", "off"]).status.success());
     assert_eq!(status(admin, "GET", "/readyz", None), 200);
     allocated(&s, "bob");
+}
+
+#[test]
+fn sessions_count_bytes_both_ways() {
+    let (s, admin) = start_with(Some(TOKEN), &["--allow-peer", "127.0.0.0/8"]);
+    let (mut c, relay) = allocated(&s, "alice");
+    let relay: SocketAddr = relay.parse().unwrap();
+    let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert!(
+        c.channel_bind(0x4000, peer.local_addr().unwrap())
+            .unwrap()
+            .is_success()
+    );
+    let mut buf = [0u8; 64];
+    for _ in 0..3 {
+        c.send_channel_data(0x4000, &[1; 10]).unwrap();
+        peer.recv_from(&mut buf).unwrap();
+        peer.send_to(&[2; 7], relay).unwrap();
+        assert!(c.recv_data(Duration::from_secs(2)).unwrap().is_some());
+    }
+    let listed = sessions(admin);
+    assert_eq!(listed[0]["bytes_to_peer"], 30, "{listed:?}");
+    assert_eq!(listed[0]["bytes_to_client"], 21, "{listed:?}");
 }

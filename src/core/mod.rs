@@ -121,6 +121,8 @@ pub struct Session {
     pub permissions: usize,
     pub channels: usize,
     pub age_secs: u64,
+    pub bytes_to_peer: u64,
+    pub bytes_to_client: u64,
 }
 
 fn transport_name(transport: Transport) -> &'static str {
@@ -251,6 +253,8 @@ impl Engine {
                     permissions,
                     channels,
                     age_secs: u64::from(uptime.saturating_sub(alloc.created_secs)),
+                    bytes_to_peer: alloc.route().to_peer_bytes(),
+                    bytes_to_client: alloc.route().to_client_bytes(),
                 }
             })
             .collect()
@@ -354,9 +358,11 @@ impl Engine {
                 let header = ChannelHeader { number, len };
                 buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
                 io.send_to_client(tuple, &buf[..data.end]);
+                alloc.route().count_to_client(usize::from(len));
                 self.shared.metrics.relay.to_client(usize::from(len));
             }
             Forward::Indication => {
+                alloc.route().count_to_client(data.len());
                 self.shared.metrics.relay.to_client(data.len());
                 io.send_to_client(tuple, &route::data_indication(peer, &buf[data]));
             }
@@ -503,6 +509,7 @@ impl Engine {
         if let Some(peer) = alloc.channel_peer(header.number, now) {
             let payload = header.payload(bytes);
             io.send_to_peer(alloc.relay, peer, payload);
+            alloc.route().count_to_peer(payload.len());
             self.shared.metrics.relay.to_peer(payload.len());
         }
     }
@@ -528,6 +535,7 @@ impl Engine {
             && self.policy.check(peer).is_ok()
         {
             io.send_to_peer(alloc.relay, peer, data);
+            alloc.route().count_to_peer(data.len());
             self.shared.metrics.relay.to_peer(data.len());
         }
     }

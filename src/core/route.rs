@@ -7,6 +7,7 @@
 //! route stays right without being republished when something expires.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use stun::attributes::{ATTR_DATA, ATTR_XOR_PEER_ADDRESS};
 use stun::message::METHOD_DATA;
@@ -27,12 +28,31 @@ pub enum Forward {
 }
 
 /// An allocation's client and its permissions and channels, as of one moment.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PeerRoute {
     pub client: FiveTuple,
     /// Peer IP → permission expiry.
     pub(super) permissions: Vec<(IpAddr, Instant)>,
     pub(super) channels: Vec<ChannelBinding>,
+    /// Application bytes relayed to the client and to peers. They live here because
+    /// the snapshot is the one thing a relay reader holds (and the allocation's box
+    /// stays in its malloc size class); a copy-on-write carries the counts over (bytes
+    /// counted on the old snapshot between copy and publication are lost, which an
+    /// admin listing can afford).
+    to_client_bytes: AtomicU64,
+    to_peer_bytes: AtomicU64,
+}
+
+impl Clone for PeerRoute {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client,
+            permissions: self.permissions.clone(),
+            channels: self.channels.clone(),
+            to_client_bytes: AtomicU64::new(self.to_client_bytes()),
+            to_peer_bytes: AtomicU64::new(self.to_peer_bytes()),
+        }
+    }
 }
 
 impl PeerRoute {
@@ -42,7 +62,29 @@ impl PeerRoute {
             client,
             permissions: Vec::new(),
             channels: Vec::new(),
+            to_client_bytes: AtomicU64::new(0),
+            to_peer_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Counts `bytes` relayed to the client.
+    pub fn count_to_client(&self, bytes: usize) {
+        self.to_client_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn to_client_bytes(&self) -> u64 {
+        self.to_client_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` relayed to a peer.
+    pub fn count_to_peer(&self, bytes: usize) {
+        self.to_peer_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn to_peer_bytes(&self) -> u64 {
+        self.to_peer_bytes.load(Ordering::Relaxed)
     }
 
     /// The decision for a datagram from `peer` at `now`. Tables are small (bounded by
@@ -99,6 +141,8 @@ mod tests {
                 peer: bound,
                 expires: later,
             }],
+            to_client_bytes: AtomicU64::new(0),
+            to_peer_bytes: AtomicU64::new(0),
         };
         assert_eq!(route.forward(bound, now), Forward::Channel(0x4001));
         assert_eq!(route.forward(same_ip, now), Forward::Indication);

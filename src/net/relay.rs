@@ -198,11 +198,13 @@ impl Reader {
                 let header = ChannelHeader { number, len: len16 };
                 buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
                 send_now(listener, &buf[..PEER_HEADROOM + len], client);
+                route.count_to_client(len);
                 count_to_client(len);
             }
             Forward::Indication => {
                 let data = &buf[PEER_HEADROOM..PEER_HEADROOM + len];
                 send_now(listener, &data_indication(peer, data), client);
+                route.count_to_client(len);
                 count_to_client(len);
             }
         }

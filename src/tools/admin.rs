@@ -28,12 +28,20 @@ pub fn sessions_main(args: &AdminArgs) -> ExitCode {
     }
     let sessions: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
     println!(
-        "{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7}",
-        "RELAY (id)", "USER", "CLIENT", "TRANS", "PERMS", "CHANS", "AGE s"
+        "{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12}",
+        "RELAY (id)",
+        "USER",
+        "CLIENT",
+        "TRANS",
+        "PERMS",
+        "CHANS",
+        "AGE s",
+        "TO PEER B",
+        "TO CLIENT B"
     );
     for s in &sessions {
         println!(
-            "{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7}",
+            "{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12}",
             s["relay"].as_str().unwrap_or("?"),
             s["user"].as_str().unwrap_or("?"),
             s["client"].as_str().unwrap_or("?"),
@@ -41,6 +49,8 @@ pub fn sessions_main(args: &AdminArgs) -> ExitCode {
             s["permissions"],
             s["channels"],
             s["age_secs"],
+            s["bytes_to_peer"],
+            s["bytes_to_client"],
         );
     }
     println!("{} session(s)", sessions.len());
