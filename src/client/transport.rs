@@ -60,15 +60,25 @@ impl ClientTransport {
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![b"stun.turn".to_vec()];
+        Self::tls_with_config(server, server_name, Arc::new(config), timeout)
+    }
+
+    /// TLS to `server` with a ready client config (its trust and ALPN included).
+    /// The handshake completes here, so certificate problems surface at connect time.
+    pub fn tls_with_config(
+        server: SocketAddr,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> io::Result<Self> {
         let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let conn =
-            rustls::ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
+        let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
         let tcp = TcpStream::connect_timeout(&server, timeout)?;
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
         let mut stream = rustls::StreamOwned::new(conn, tcp.try_clone()?);
-        // Complete the handshake now so certificate errors surface at connect time.
         while stream.conn.is_handshaking() {
             stream.conn.complete_io(&mut stream.sock)?;
         }
@@ -157,6 +167,19 @@ impl ClientTransport {
 fn remaining(deadline: Instant) -> Option<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     (!left.is_zero()).then_some(left)
+}
+
+/// Receive errors a UDP echo or client just rides out: timeouts, interruptions and
+/// ICMP feedback from an earlier send.
+pub fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+    )
 }
 
 fn is_timeout(e: &io::Error) -> bool {

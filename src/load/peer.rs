@@ -93,7 +93,7 @@ fn echo(socket: &UdpSocket, received: &AtomicU64, stop: &AtomicBool) {
                 // A send that fails is a packet lost towards the client, as on a network.
                 let _ = socket.send_to(&buf[..len], from);
             }
-            Err(e) if is_transient(&e) => {}
+            Err(e) if crate::client::transport::is_transient(&e) => {}
             Err(_) => return,
         }
     }
@@ -154,17 +154,6 @@ fn proc_hex(octets: &[u8]) -> String {
             )
         })
         .collect()
-}
-
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock
-            | io::ErrorKind::TimedOut
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-    )
 }
 
 #[cfg(test)]

@@ -15,13 +15,13 @@ pub mod stun;
 pub mod url;
 
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::client::{ClientTransport, TurnClient};
 
@@ -114,23 +114,7 @@ fn tls_transport(
     } else {
         system_config()?
     };
-    let name = ServerName::try_from(server_name.to_string())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
-    let tcp = TcpStream::connect_timeout(&server, CONNECT_TIMEOUT)?;
-    tcp.set_nodelay(true)?;
-    tcp.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-    tcp.set_write_timeout(Some(CONNECT_TIMEOUT))?;
-    let mut stream = rustls::StreamOwned::new(conn, tcp.try_clone()?);
-    // Handshake now, so certificate problems are reported as the connect step.
-    while stream.conn.is_handshaking() {
-        stream.conn.complete_io(&mut stream.sock)?;
-    }
-    Ok(ClientTransport::Stream {
-        stream: Box::new(stream),
-        tcp,
-        pending: Vec::new(),
-    })
+    ClientTransport::tls_with_config(server, server_name, config, CONNECT_TIMEOUT)
 }
 
 /// Where distributions keep the bundle of trusted roots (no extra crate needed).

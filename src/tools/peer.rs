@@ -57,22 +57,11 @@ fn echo(socket: &UdpSocket, limit: Option<u64>, stop: &AtomicBool) -> io::Result
                 // A failed send is a lost packet, as on a network: keep serving.
                 let _ = socket.send_to(&buf[..len], from);
             }
-            Err(e) if is_transient(&e) => {}
+            Err(e) if crate::client::transport::is_transient(&e) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(count)
-}
-
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock
-            | io::ErrorKind::TimedOut
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionReset
-    )
 }
 
 /// An echo peer on a thread, stopped when dropped.
