@@ -196,20 +196,8 @@ pub struct LoadArgs {
     /// PEM file of the roots to verify the TLS server against (for its IP address).
     #[arg(long, value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
-    /// Static user name (with --pass).
-    #[arg(
-        long,
-        value_name = "NAME",
-        requires = "pass",
-        conflicts_with = "secret"
-    )]
-    pub user: Option<String>,
-    /// Password of --user.
-    #[arg(long, value_name = "PASSWORD", requires = "user")]
-    pub pass: Option<String>,
-    /// TURN REST API shared secret: credentials are minted for user id "load".
-    #[arg(long)]
-    pub secret: Option<String>,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     /// Allocations to set up, each on its own socket.
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub allocations: u32,
@@ -264,20 +252,8 @@ pub struct ProbeArgs {
     /// ICE server URL as a browser takes it: turn:HOST[:PORT][?transport=udp|tcp] or
     /// turns:HOST[:PORT][?transport=tcp].
     pub url: String,
-    /// Static user name (with --pass).
-    #[arg(
-        long,
-        value_name = "NAME",
-        requires = "pass",
-        conflicts_with = "secret"
-    )]
-    pub user: Option<String>,
-    /// Password of --user.
-    #[arg(long, value_name = "PASSWORD", requires = "user")]
-    pub pass: Option<String>,
-    /// TURN REST API shared secret: credentials are minted for user id "probe".
-    #[arg(long)]
-    pub secret: Option<String>,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     /// External UDP echo peer; default: one built in, on this host.
     #[arg(long, value_name = "IP:PORT")]
     pub peer: Option<SocketAddr>,
@@ -353,4 +329,24 @@ pub struct DrainArgs {
     /// `on` (refuse new allocations, relay existing ones) or `off`.
     #[arg(value_parser = ["on", "off"])]
     pub state: String,
+}
+
+/// How a client tool authenticates: a static user, or TURN REST credentials minted
+/// from the shared secret (user id: the tool's name).
+#[derive(Debug, Clone, Args)]
+pub struct CredentialArgs {
+    /// Static user name (with --pass).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "pass",
+        conflicts_with = "secret"
+    )]
+    pub user: Option<String>,
+    /// Password of --user.
+    #[arg(long, value_name = "PASSWORD", requires = "user")]
+    pub pass: Option<String>,
+    /// TURN REST API shared secret.
+    #[arg(long)]
+    pub secret: Option<String>,
 }

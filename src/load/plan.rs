@@ -122,7 +122,8 @@ impl Plan {
 }
 
 fn credentials(args: &LoadArgs) -> Result<(String, String), String> {
-    match (&args.user, &args.pass, &args.secret) {
+    let c = &args.credentials;
+    match (&c.user, &c.pass, &c.secret) {
         (Some(user), Some(pass), None) => Ok((user.clone(), pass.clone())),
         (None, None, Some(secret)) => {
             let now = SystemTime::now()

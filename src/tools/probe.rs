@@ -242,13 +242,14 @@ fn run(
 
 /// Username, password and (for a REST credential) its expiry.
 fn credentials(args: &ProbeArgs) -> (String, String, Option<u64>) {
-    match (&args.secret, &args.user) {
+    let c = &args.credentials;
+    match (&c.secret, &c.user) {
         (Some(secret), _) => {
             let (user, pass) = super::creds::mint(secret, REST_TTL, Some("probe"));
             let expiry = user.split(':').next().and_then(|e| e.parse().ok());
             (user, pass, expiry)
         }
-        (None, Some(user)) => (user.clone(), args.pass.clone().unwrap_or_default(), None),
+        (None, Some(user)) => (user.clone(), c.pass.clone().unwrap_or_default(), None),
         (None, None) => (String::new(), String::new(), None),
     }
 }
