@@ -564,8 +564,9 @@ fn unauthorized_answers_are_rate_limited_per_source() {
     while c.recv(Duration::from_millis(300)).unwrap().is_some() {
         answers += 1;
     }
+    // The start-up readiness Binding came from the same IP and took one token.
     assert!(
-        (5..=7).contains(&answers),
+        (4..=7).contains(&answers),
         "{answers} answers to 40 unsigned requests"
     );
 }

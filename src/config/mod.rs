@@ -196,7 +196,8 @@ pub struct AuthSettings {
     pub nonce_lifetime: Seconds,
     /// Key for stateless nonces; share it across a fleet. Random per start when unset.
     pub nonce_key: Option<String>,
-    /// 401 answers allowed per second per source IP (0 disables the limit).
+    /// Answers to unauthenticated requests (401/438 challenges, Binding, errors before
+    /// authentication) allowed per second per source IP (0 disables the limit).
     pub unauthorized_per_second: u32,
     pub unauthorized_burst: u32,
 }

@@ -39,7 +39,9 @@ pub(super) struct Authenticated {
 enum Refusal {
     /// A 401/438 challenge (no integrity), subject to the per-IP limiter.
     Challenge(Reject),
-    /// An error answered without integrity (the request could not be checked).
+    /// An error answered without integrity (the request could not be checked), subject
+    /// to the same limiter: every answer to a source that has not proved a credential
+    /// is.
     Error(Reject),
 }
 
@@ -52,7 +54,7 @@ impl Engine {
         io: &mut dyn Io,
     ) {
         if req.method() == METHOD_BINDING {
-            return self.answer_binding(tuple, req, io);
+            return self.answer_binding(now, tuple, req, io);
         }
         let known = [
             METHOD_ALLOCATE,
@@ -61,8 +63,11 @@ impl Engine {
             METHOD_CHANNEL_BIND,
         ];
         if !known.contains(&req.method()) {
-            let bytes = Response::error(req, 400).finish(None, req.has_fingerprint());
-            return io.send_to_client(tuple, &bytes);
+            if self.limiter.allow(tuple.client.ip(), now.mono) {
+                let bytes = Response::error(req, 400).finish(None, req.has_fingerprint());
+                io.send_to_client(tuple, &bytes);
+            }
+            return;
         }
         // A retransmitted Allocate gets exactly the answer the original got.
         if let Some(alloc) = self.allocations.get(tuple)
@@ -76,8 +81,11 @@ impl Engine {
             Ok(auth) => auth,
             Err(Refusal::Challenge(reject)) => return self.challenge(now, tuple, req, reject, io),
             Err(Refusal::Error(reject)) => {
-                let bytes = self.error_answer(req, &reject, None);
-                return io.send_to_client(tuple, &bytes);
+                if self.limiter.allow(tuple.client.ip(), now.mono) {
+                    let bytes = self.error_answer(req, &reject, None);
+                    io.send_to_client(tuple, &bytes);
+                }
+                return;
             }
         };
         let result = if !req.unknown_required().is_empty() {
@@ -117,7 +125,14 @@ impl Engine {
         }
     }
 
-    fn answer_binding(&mut self, tuple: &FiveTuple, req: &Request, io: &mut dyn Io) {
+    /// Binding needs no credentials, so its answer (larger than a bare request) is a
+    /// reflector's gift unless it is budgeted like a 401; a client with an allocation
+    /// on this 5-tuple (a keepalive) has proved itself and is not charged.
+    fn answer_binding(&mut self, now: Now, tuple: &FiveTuple, req: &Request, io: &mut dyn Io) {
+        if !self.allocations.contains_key(tuple) && !self.limiter.allow(tuple.client.ip(), now.mono)
+        {
+            return;
+        }
         let mut response = if req.unknown_required().is_empty() {
             let mut r = Response::success(req);
             r.add_xor_address(ATTR_XORMAPPED_ADDRESS, tuple.client);
