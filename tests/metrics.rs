@@ -3,47 +3,11 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
-use support::{TernServer, free_udp_tcp_port, relay_ports_arg};
+use support::{TernServer, admin_get, free_udp_tcp_port, metric, relay_ports_arg};
 use tern::client::TurnClient;
-
-/// GET `path` on the admin listener: (status code, body).
-fn get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    (status, body)
-}
-
-/// The value of the sample named exactly `name` (with its labels, if any).
-fn value(admin: SocketAddr, name: &str) -> f64 {
-    let (status, body) = get(admin, "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
 
 fn start(extra: &[&str]) -> (TernServer, SocketAddr) {
     let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
@@ -59,8 +23,8 @@ fn start(extra: &[&str]) -> (TernServer, SocketAddr) {
 #[test]
 fn relay_counters_move_by_exactly_what_was_relayed() {
     let (s, admin) = start(&["--allow-peer", "127.0.0.0/8"]);
-    let before_peer = value(admin, "tern_relayed_to_peer_packets_total");
-    let before_client = value(admin, "tern_relayed_to_client_packets_total");
+    let before_peer = metric(admin, "tern_relayed_to_peer_packets_total");
+    let before_client = metric(admin, "tern_relayed_to_client_packets_total");
     let mut c = TurnClient::new(s.addr, "alice", "pw").unwrap();
     let relay = c
         .allocate(vec![])
@@ -68,7 +32,7 @@ fn relay_counters_move_by_exactly_what_was_relayed() {
         .xor_address(ATTR_XOR_RELAYED_ADDRESS)
         .unwrap();
     assert_eq!(
-        value(admin, "tern_allocations{transport=\"udp\",family=\"ipv4\"}"),
+        metric(admin, "tern_allocations{transport=\"udp\",family=\"ipv4\"}"),
         1.0
     );
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -87,37 +51,37 @@ fn relay_counters_move_by_exactly_what_was_relayed() {
         assert!(c.recv_data(Duration::from_secs(2)).unwrap().is_some());
     }
     assert_eq!(
-        value(admin, "tern_relayed_to_peer_packets_total") - before_peer,
+        metric(admin, "tern_relayed_to_peer_packets_total") - before_peer,
         N as f64
     );
     assert_eq!(
-        value(admin, "tern_relayed_to_client_packets_total") - before_client,
+        metric(admin, "tern_relayed_to_client_packets_total") - before_client,
         N as f64
     );
     assert_eq!(
-        value(admin, "tern_relayed_to_peer_bytes_total"),
+        metric(admin, "tern_relayed_to_peer_bytes_total"),
         (N * 10) as f64
     );
     assert_eq!(
-        value(admin, "tern_relayed_to_client_bytes_total"),
+        metric(admin, "tern_relayed_to_client_bytes_total"),
         (N * 7) as f64
     );
-    assert_eq!(value(admin, "tern_relay_ports_in_use"), 1.0);
+    assert_eq!(metric(admin, "tern_relay_ports_in_use"), 1.0);
     // relay_ports_arg() gives 200 ports on one relay IP.
-    assert_eq!(value(admin, "tern_relay_ports_free"), 199.0);
-    assert_eq!(value(admin, "tern_permissions"), 1.0);
-    assert_eq!(value(admin, "tern_channels"), 1.0);
+    assert_eq!(metric(admin, "tern_relay_ports_free"), 199.0);
+    assert_eq!(metric(admin, "tern_permissions"), 1.0);
+    assert_eq!(metric(admin, "tern_channels"), 1.0);
 
     // The allocation is deleted right after its Refresh is answered.
     assert!(c.refresh(Some(0)).unwrap().is_success());
     let gauge = "tern_allocations{transport=\"udp\",family=\"ipv4\"}";
-    let mut left = value(admin, gauge);
+    let mut left = metric(admin, gauge);
     for _ in 0..50 {
         if left == 0.0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
-        left = value(admin, gauge);
+        left = metric(admin, gauge);
     }
     assert_eq!(left, 0.0);
 }
@@ -129,26 +93,26 @@ fn refusals_are_counted_by_code_and_reason() {
     assert_eq!(wrong.allocate(vec![]).unwrap().code, Some(401));
     // The unsigned first try and the signed retry were both challenged.
     assert_eq!(
-        value(admin, "tern_auth_failures_total{reason=\"unauthorized\"}"),
+        metric(admin, "tern_auth_failures_total{reason=\"unauthorized\"}"),
         2.0
     );
-    assert_eq!(value(admin, "tern_responses_total{code=\"401\"}"), 2.0);
+    assert_eq!(metric(admin, "tern_responses_total{code=\"401\"}"), 2.0);
 
     let mut c = TurnClient::new(s.addr, "alice", "pw").unwrap();
     assert!(c.allocate(vec![]).unwrap().is_success());
     // Loopback is denied by default.
     let denied: SocketAddr = "127.0.0.1:9".parse().unwrap();
     assert_eq!(c.create_permission(&[denied]).unwrap().code, Some(403));
-    assert_eq!(value(admin, "tern_peer_denied_total"), 1.0);
-    assert_eq!(value(admin, "tern_responses_total{code=\"403\"}"), 1.0);
+    assert_eq!(metric(admin, "tern_peer_denied_total"), 1.0);
+    assert_eq!(metric(admin, "tern_responses_total{code=\"403\"}"), 1.0);
 }
 
 #[test]
 fn health_and_readiness_follow_draining() {
     let (s, admin) = start(&["--allow-peer", "127.0.0.0/8"]);
-    assert_eq!(get(admin, "/healthz").0, 200);
-    assert_eq!(get(admin, "/readyz").0, 200);
-    assert_eq!(value(admin, "tern_draining"), 0.0);
+    assert_eq!(admin_get(admin, "/healthz").0, 200);
+    assert_eq!(admin_get(admin, "/readyz").0, 200);
+    assert_eq!(metric(admin, "tern_draining"), 0.0);
     // An allocation keeps the server draining after SIGTERM.
     let mut c = TurnClient::new(s.addr, "alice", "pw").unwrap();
     assert!(c.allocate(vec![]).unwrap().is_success());
@@ -158,7 +122,7 @@ fn health_and_readiness_follow_draining() {
         .unwrap();
     assert!(status.success());
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(get(admin, "/readyz").0, 503);
-    assert_eq!(get(admin, "/healthz").0, 200);
-    assert_eq!(value(admin, "tern_draining"), 1.0);
+    assert_eq!(admin_get(admin, "/readyz").0, 503);
+    assert_eq!(admin_get(admin, "/healthz").0, 200);
+    assert_eq!(metric(admin, "tern_draining"), 1.0);
 }

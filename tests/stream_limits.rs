@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use stun::attributes::{ATTR_XOR_RELAYED_ADDRESS, AttrType};
 use stun::message::METHOD_BINDING;
-use support::{TempDir, TernServer, relay_ports_arg};
+use support::{TempDir, TernServer, relay_ports_arg, vm_rss_kb};
 use tern::client::{Attr, ClientTransport, Incoming, Outgoing, TurnClient};
 
 const USER: &str = "alice";
@@ -231,17 +231,6 @@ fn round_trips(client: &mut TurnClient, channel: u16, n: usize, tag: &str) -> Ve
         }
     }
     missing
-}
-
-/// The server's resident memory in kB, from /proc.
-fn vm_rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/<pid>/status")
 }
 
 fn free_tcp_port() -> u16 {

@@ -566,6 +566,59 @@ pub fn run_tern(args: &[&str], timeout: Duration) -> RunOutput {
 }
 
 // ---------------------------------------------------------------------------------------
+// Watching a running server: its admin listener and its process
+// ---------------------------------------------------------------------------------------
+
+/// GET `path` on an admin listener: (status code, body).
+pub fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("connecting to the admin listener {admin}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+/// The value of the /metrics sample named exactly `name` (with its labels, if any);
+/// 0 when the sample is absent.
+pub fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let (status, body) = admin_get(admin, "/metrics");
+    assert_eq!(status, 200, "GET /metrics on {admin}");
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A process's resident memory in kB, from /proc.
+pub fn vm_rss_kb(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+// ---------------------------------------------------------------------------------------
 // coturn's turnutils_uclient
 // ---------------------------------------------------------------------------------------
 
