@@ -12,11 +12,12 @@
 //!   (mapped, compatible, NAT64 well-known prefix, 6to4) is judged as the IPv4 it
 //!   carries, so `::ffff:127.0.0.1` is loopback exactly like `127.0.0.1`.
 //! - let a client reach the host's own services through the relay: the server's
-//!   own addresses are only reachable on the relay port range.
+//!   own addresses are only reachable on the relay port range, and its own listening
+//!   endpoints (STUN/TURN, TLS, admin) never, whatever the operator's lists say.
 //!
-//! Order of a decision (see [`PeerPolicy::check`]): port 0, then the operator
-//! lists (most specific entry wins), then the server's own addresses, then the
-//! default-denied table, and otherwise allow.
+//! Order of a decision (see [`PeerPolicy::check`]): port 0, then the server's own
+//! listening endpoints, then the operator lists (most specific entry wins), then the
+//! server's own addresses, then the default-denied table, and otherwise allow.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -36,7 +37,8 @@ pub enum PeerDenied {
     /// The operator's `denied` list covers the address more specifically than `allowed`.
     #[error("config-denied")]
     ConfigDenied,
-    /// The address is one of the server's own, on a port outside the relay range.
+    /// The address is one of the server's own, on a port outside the relay range or
+    /// on one of its listening endpoints.
     #[error("own-address")]
     OwnAddress,
 }
@@ -49,6 +51,21 @@ pub struct OwnRelays {
     pub ports: RangeInclusive<u16>,
 }
 
+/// The server's own listening endpoints (STUN/TURN over UDP and TCP, TLS, admin):
+/// never a peer, whatever the operator's lists say. Relaying to a listener lets a
+/// client speak to the server from a relay address (a TURN loop, which a worker that
+/// does not own that relay cannot recognise), and no client has business with the
+/// admin port.
+#[derive(Debug, Clone, Default)]
+pub struct OwnServices {
+    /// Listening addresses as configured; an unspecified IP listens on every local
+    /// address.
+    pub endpoints: Vec<SocketAddr>,
+    /// This host's interface addresses, where a wildcard endpoint is reachable besides
+    /// loopback and the own relay addresses.
+    pub host_ips: Vec<IpAddr>,
+}
+
 /// Which peers a TURN client may relay to. Build once from configuration, then
 /// call [`PeerPolicy::check`] for every CreatePermission / ChannelBind / Send.
 #[derive(Debug, Clone)]
@@ -56,6 +73,7 @@ pub struct PeerPolicy {
     allowed: Vec<IpNet>,
     denied: Vec<IpNet>,
     own: OwnRelays,
+    services: OwnServices,
 }
 
 /// Built-in ranges no relay should reach unless the operator re-allows them:
@@ -155,27 +173,50 @@ impl PeerPolicy {
                 ips,
                 ports: own.ports,
             },
+            services: OwnServices::default(),
         }
+    }
+
+    /// The same policy, refusing the server's own listening endpoints as well.
+    /// Addresses are canonicalized like peers, so an embedded spelling matches.
+    pub fn with_services(mut self, services: OwnServices) -> Self {
+        let endpoints = services
+            .endpoints
+            .into_iter()
+            .map(|e| SocketAddr::new(canonical_ip(e.ip()), e.port()))
+            .collect();
+        let host_ips = services.host_ips.into_iter().map(canonical_ip).collect();
+        self.services = OwnServices {
+            endpoints,
+            host_ips,
+        };
+        self
     }
 
     /// Decide whether a client may relay to `peer`.
     ///
     /// 1. Port 0 is refused.
-    /// 2. The IP is canonicalized ([`canonical_ip`]) and judged: the operator's most
-    ///    specific entry decides (deny wins ties); else the server's own addresses are
-    ///    allowed only on the relay port range; else the default-denied table applies.
-    /// 3. If the peer was written as IPv6 embedding IPv4, the wire address is judged
+    /// 2. The IP is canonicalized ([`canonical_ip`]). A datagram that would reach one
+    ///    of the server's own listening endpoints is refused, whatever the lists say.
+    /// 3. The canonical IP is judged: the operator's most specific entry decides (deny
+    ///    wins ties); else the server's own addresses are allowed only on the relay
+    ///    port range; else the default-denied table applies.
+    /// 4. If the peer was written as IPv6 embedding IPv4, the wire address is judged
     ///    too (operator lists, then the default table), so 6to4 stays denied as a
     ///    tunnel prefix unless the operator allows it. Both judgements must pass.
     ///
     /// An operator `allowed` entry is taken at its word, including when it covers
-    /// the server's own addresses; deny those explicitly with a more specific entry.
+    /// the server's own addresses (except its listening endpoints); deny those
+    /// explicitly with a more specific entry.
     pub fn check(&self, peer: SocketAddr) -> Result<(), PeerDenied> {
         if peer.port() == 0 {
             return Err(PeerDenied::PortZero);
         }
         let wire_ip = peer.ip();
         let ip = canonical_ip(wire_ip);
+        if self.reaches_own_service(ip, peer.port()) {
+            return Err(PeerDenied::OwnAddress);
+        }
         self.judge_canonical(ip, peer.port())?;
         if wire_ip != ip {
             self.judge_wire_form(wire_ip)?;
@@ -219,6 +260,26 @@ impl PeerPolicy {
             None if default_denied_reason(wire_ip).is_some() => Err(PeerDenied::DefaultDenied),
             None => Ok(()),
         }
+    }
+
+    /// Whether a datagram to `ip:port` (`ip` canonical) would arrive at one of the
+    /// server's listening endpoints: its own address, or any local address when the
+    /// endpoint is a wildcard. An unspecified destination is delivered to this host.
+    fn reaches_own_service(&self, ip: IpAddr, port: u16) -> bool {
+        self.services
+            .endpoints
+            .iter()
+            .filter(|endpoint| endpoint.port() == port)
+            .any(|endpoint| {
+                ip == endpoint.ip()
+                    || ip.is_unspecified()
+                    || (endpoint.ip().is_unspecified() && self.is_local(ip))
+            })
+    }
+
+    /// Loopback, a relay or advertised address of this server, or a host interface.
+    fn is_local(&self, ip: IpAddr) -> bool {
+        ip.is_loopback() || self.own.ips.contains(&ip) || self.services.host_ips.contains(&ip)
     }
 
     /// Other clients' relay addresses are fair peers; anything else on the host is not.
@@ -770,6 +831,78 @@ mod tests {
             check_port(&policy, "10.0.0.5", 50000),
             Err(PeerDenied::ConfigDenied)
         );
+    }
+
+    /// Loopback, private ranges and all of IPv6 re-allowed by the operator; relaying on
+    /// 10.0.0.5; listening on 10.0.0.5:3478 (UDP/TCP), on every address at 5349 (TLS),
+    /// and on 127.0.0.1:9641 (admin); another interface has 192.168.1.20.
+    fn services_policy() -> PeerPolicy {
+        let own = OwnRelays {
+            ips: vec![ip("10.0.0.5")],
+            ports: RELAY_PORTS,
+        };
+        let services = OwnServices {
+            endpoints: vec![
+                peer("10.0.0.5", 3478),
+                peer("::", 5349),
+                peer("127.0.0.1", 9641),
+            ],
+            host_ips: vec![ip("192.168.1.20")],
+        };
+        let allowed = nets(&[
+            "0.0.0.0/8",
+            "10.0.0.0/8",
+            "127.0.0.0/8",
+            "192.168.0.0/16",
+            "::/0",
+        ]);
+        PeerPolicy::new(allowed, Vec::new(), own).with_services(services)
+    }
+
+    #[test]
+    fn own_listening_endpoints_are_denied_even_when_allowed() {
+        let policy = services_policy();
+        for (address, port) in [
+            ("10.0.0.5", 3478),
+            ("::ffff:10.0.0.5", 3478),
+            ("64:ff9b::a00:5", 3478),
+            ("0.0.0.0", 3478), // delivered to this host
+            ("127.0.0.1", 9641),
+            ("::ffff:127.0.0.1", 9641),
+            // The wildcard TLS listener, on every local address.
+            ("10.0.0.5", 5349),
+            ("192.168.1.20", 5349),
+            ("127.0.0.1", 5349),
+            ("127.8.9.10", 5349),
+            ("::1", 5349),
+            ("::", 5349),
+        ] {
+            assert_eq!(
+                check_port(&policy, address, port),
+                Err(PeerDenied::OwnAddress),
+                "{address}:{port}"
+            );
+        }
+    }
+
+    #[test]
+    fn listening_ports_elsewhere_and_other_local_ports_follow_the_lists() {
+        let policy = services_policy();
+        for (address, port) in [
+            ("10.0.0.5", 3479),     // re-allowed by 10.0.0.0/8
+            ("10.0.0.5", 50000),    // a relay address
+            ("10.0.0.6", 3478),     // another host
+            ("127.0.0.1", 3478),    // nothing of ours listens there
+            ("127.0.0.1", 9642),    // next to the admin port
+            ("192.168.1.21", 5349), // another host on the LAN
+            ("8.8.8.8", 5349),      // someone else's TURN server
+        ] {
+            assert_eq!(
+                check_port(&policy, address, port),
+                Ok(()),
+                "{address}:{port}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::auth::{
@@ -13,7 +13,7 @@ use crate::auth::{
 };
 use crate::config::Settings;
 use crate::core::{Engine, EngineConfig, EngineRules, Shared};
-use crate::policy::{OwnRelays, PeerPolicy};
+use crate::policy::{OwnRelays, OwnServices, PeerPolicy};
 
 /// The rules a reload may change, built from `settings` for the relay addresses the
 /// server runs with (those need a restart to change).
@@ -25,14 +25,21 @@ pub fn rules(
     let credentials = Arc::new(credentials(settings)?);
     let mut own_ips = relay_ips.to_vec();
     own_ips.extend(advertised_ips.values().copied());
-    let policy = Arc::new(PeerPolicy::new(
-        settings.peers.allowed.clone(),
-        settings.peers.denied.clone(),
-        OwnRelays {
-            ips: own_ips,
-            ports: settings.relay.ports.as_range(),
-        },
-    ));
+    let services = OwnServices {
+        endpoints: service_endpoints(settings),
+        host_ips: super::relay_ips::interface_ips(),
+    };
+    let policy = Arc::new(
+        PeerPolicy::new(
+            settings.peers.allowed.clone(),
+            settings.peers.denied.clone(),
+            OwnRelays {
+                ips: own_ips,
+                ports: settings.relay.ports.as_range(),
+            },
+        )
+        .with_services(services),
+    );
     let (a, limits, r) = (&settings.auth, &settings.limits, &settings.relay);
     let config = Arc::new(EngineConfig {
         software: settings.server.software.clone(),
@@ -54,6 +61,15 @@ pub fn rules(
         credentials,
         policy,
     })
+}
+
+/// Every address the server listens on (STUN/TURN over UDP and TCP, TLS, admin):
+/// the peer policy never lets a client relay to one of them.
+fn service_endpoints(settings: &Settings) -> Vec<SocketAddr> {
+    let tls = settings.server.tls_listen.iter().map(|l| l.addr);
+    let mut endpoints = settings.server.listen_addrs();
+    endpoints.extend(tls.chain(settings.admin.listen));
+    endpoints
 }
 
 /// `count` engines following `rules`, sharing the nonce key, ports, quotas and
