@@ -37,6 +37,8 @@ pub enum Command {
     Peer(PeerArgs),
     /// Mint TURN REST API credentials and print an `iceServers` entry.
     Creds(CredsArgs),
+    /// Print the links of the self-test page and a call room (`[selftest]` in the config).
+    SelftestUrl(SelftestUrlArgs),
     /// List the allocations a running server holds (admin API).
     Sessions(AdminArgs),
     /// Kill a session, a user's sessions, or revoke a user (admin API).
@@ -291,6 +293,21 @@ pub struct CredsArgs {
     /// ICE server URL for the iceServers entry (repeatable).
     #[arg(long = "url", value_name = "URL")]
     pub url: Vec<String>,
+}
+
+/// `tern selftest-url`: see [`crate::tools::selftest_url`].
+#[derive(Debug, Args)]
+pub struct SelftestUrlArgs {
+    /// The server's TOML config (with a `[selftest]` section).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Host for the links; default selftest.public_host, else the server's public
+    /// relay address. With HTTPS, use the name the certificate is for.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Name of the call room; default a random one.
+    #[arg(long)]
+    pub room: Option<String>,
 }
 
 /// Where the admin API is and how to authenticate to it.

@@ -20,5 +20,6 @@ pub mod net;
 pub mod packaging;
 pub mod policy;
 pub mod proto;
+pub mod selftest;
 pub mod serve;
 pub mod tools;

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Command::Probe(args) => tern::tools::probe::main(&args),
         Command::Peer(args) => tern::tools::peer::main(&args),
         Command::Creds(args) => tern::tools::creds::main(&args),
+        Command::SelftestUrl(args) => tern::tools::selftest_url::main(&args),
         Command::Sessions(args) => tern::tools::admin::sessions_main(&args),
         Command::Kill(args) => tern::tools::admin::kill_main(&args),
         Command::Drain(args) => tern::tools::admin::drain_main(&args),

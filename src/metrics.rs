@@ -38,6 +38,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PageLabel {
+    page: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -79,6 +84,11 @@ pub struct Metrics {
     connections: Gauge,
     draining: Gauge,
     last_reload_ok: Gauge,
+    selftest_pages: Family<PageLabel, Counter>,
+    pub selftest_credentials: Counter,
+    pub selftest_rooms: Gauge,
+    pub selftest_signaling_messages: Counter,
+    selftest_refused: Family<ReasonLabel, Counter>,
 }
 
 /// State read at scrape time.
@@ -115,6 +125,11 @@ impl Metrics {
             connections: Gauge::default(),
             draining: Gauge::default(),
             last_reload_ok: Gauge::default(),
+            selftest_pages: Family::default(),
+            selftest_credentials: Counter::default(),
+            selftest_rooms: Gauge::default(),
+            selftest_signaling_messages: Counter::default(),
+            selftest_refused: Family::default(),
         }
         .registered()
     }
@@ -216,6 +231,31 @@ impl Metrics {
             "1 while the server drains",
             self.draining.clone(),
         );
+        r.register(
+            "selftest_pages",
+            "Self-test pages served, by page",
+            self.selftest_pages.clone(),
+        );
+        r.register(
+            "selftest_credentials",
+            "TURN credentials minted for self-test pages",
+            self.selftest_credentials.clone(),
+        );
+        r.register(
+            "selftest_rooms",
+            "Self-test call rooms open",
+            self.selftest_rooms.clone(),
+        );
+        r.register(
+            "selftest_signaling_messages",
+            "Signaling messages passed between call room members",
+            self.selftest_signaling_messages.clone(),
+        );
+        r.register(
+            "selftest_refused",
+            "Self-test requests and signaling refused, by reason",
+            self.selftest_refused.clone(),
+        );
         self
     }
 
@@ -232,6 +272,16 @@ impl Metrics {
 
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn selftest_page(&self, page: &'static str) {
+        self.selftest_pages.get_or_create(&PageLabel { page }).inc();
+    }
+
+    pub fn selftest_refused(&self, reason: &'static str) {
+        self.selftest_refused
             .get_or_create(&ReasonLabel { reason })
             .inc();
     }

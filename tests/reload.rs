@@ -8,7 +8,6 @@ mod support;
 mod certs;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
 use support::{TempDir, TernServer, free_udp_tcp_port, relay_ports_arg};
@@ -22,15 +21,6 @@ fn config(users: &[(&str, &str)], denied: &str) -> String {
         ));
     }
     text
-}
-
-fn hangup(server: &TernServer) {
-    let ok = Command::new("kill")
-        .args(["-HUP", &server.pid().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
 }
 
 /// A client whose allocation relays to a local echo peer over channel 0x4000.
@@ -130,7 +120,7 @@ fn sighup_applies_new_rules_and_keeps_calls_relaying() {
         config(&[("alice", "pw"), ("bob", "builder")], "\"127.0.0.2/32\""),
     )
     .unwrap();
-    hangup(&s);
+    s.hangup();
     assert_eq!(
         traffic(&mut calls, Duration::from_millis(700)),
         0,
@@ -147,7 +137,7 @@ fn sighup_applies_new_rules_and_keeps_calls_relaying() {
 
     // A broken config is refused: the running rules (bob included) stay.
     std::fs::write(&path, "[peers]\nallowed = [\"not a network\"]\n").unwrap();
-    hangup(&s);
+    s.hangup();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(traffic(&mut calls, Duration::from_millis(300)), 0);
     let mut bob2 = TurnClient::new(s.addr, "bob", "builder").unwrap();
@@ -181,7 +171,7 @@ fn sighup_applies_a_new_log_level() {
 
     let chatty = quiet.replace("\"warn\"", "\"info\"");
     std::fs::write(&path, chatty).unwrap();
-    hangup(&s);
+    s.hangup();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !s.logs().contains("configuration reloaded") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));

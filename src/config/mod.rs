@@ -36,6 +36,7 @@ pub struct Settings {
     pub peers: PeerSettings,
     pub tls: TlsSettings,
     pub admin: AdminSettings,
+    pub selftest: SelftestSettings,
     pub limits: Limits,
     pub log: LogSettings,
 }
@@ -120,6 +121,67 @@ impl std::fmt::Debug for AdminSettings {
             .field("listen", &self.listen)
             .field("token", &AdminSettingsToken(&self.token))
             .finish()
+    }
+}
+
+/// The self-test page and call room (`/check`, `/call`): off unless `listen` is set.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelftestSettings {
+    /// Where the pages are served: HTTPS with the `[tls]` certificate when one is set,
+    /// else plain HTTP, which only a loopback address may use (browsers allow WebRTC
+    /// only on secure origins and localhost).
+    pub listen: Option<SocketAddr>,
+    /// Required with `listen`: every page, credential and signaling request must carry
+    /// it, so the page cannot be used by anyone without the link.
+    pub token: Option<String>,
+    /// Host name put in the links `tern selftest-url` prints (default: the external
+    /// IP, else the listen address).
+    pub public_host: Option<String>,
+    /// How long the TURN credentials the page mints for itself stay valid.
+    pub credential_lifetime: Seconds,
+    /// A call room closes this long after it was opened.
+    pub room_ttl: Seconds,
+    /// Call rooms open at once (two members each).
+    pub max_rooms: usize,
+    /// Largest signaling message, in bytes.
+    pub max_message: usize,
+    /// Signaling messages one member may send per second, and in a burst.
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+    /// HTTP connections open at once on the self-test listener.
+    pub max_connections: usize,
+}
+
+impl Default for SelftestSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token: None,
+            public_host: None,
+            credential_lifetime: Seconds(600),
+            room_ttl: Seconds(3600),
+            max_rooms: 100,
+            max_message: 64 << 10,
+            messages_per_second: 50,
+            message_burst: 200,
+            max_connections: 256,
+        }
+    }
+}
+
+impl std::fmt::Debug for SelftestSettings {
+    /// Whether a token is set, never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelftestSettings")
+            .field("listen", &self.listen)
+            .field("token", &AdminSettingsToken(&self.token))
+            .field("public_host", &self.public_host)
+            .field("credential_lifetime", &self.credential_lifetime)
+            .field("room_ttl", &self.room_ttl)
+            .field("max_rooms", &self.max_rooms)
+            .field("max_message", &self.max_message)
+            .finish_non_exhaustive()
     }
 }
 
@@ -410,6 +472,7 @@ impl Settings {
             ));
         }
         self.validate_transports()?;
+        self.validate_selftest()?;
         if !(4096..=(256 << 20)).contains(&self.limits.socket_buffer) {
             return Err((
                 "limits.socket_buffer",
@@ -468,6 +531,65 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+impl Settings {
+    /// The self-test must be locked by a token, served over HTTPS unless on loopback,
+    /// and bounded.
+    fn validate_selftest(&self) -> Result<(), (&'static str, String)> {
+        let t = &self.selftest;
+        let Some(listen) = t.listen else {
+            return Ok(());
+        };
+        match &t.token {
+            None => return Err(("selftest.token", "selftest.listen needs a token".into())),
+            Some(token) if token.len() < 16 || !token.bytes().all(is_url_safe) => {
+                return Err((
+                    "selftest.token",
+                    "must be at least 16 characters of A-Z a-z 0-9 - _ . ~ (it goes in a link)"
+                        .into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        if !listen.ip().is_loopback() && !self.tls.is_enabled() {
+            return Err((
+                "selftest.listen",
+                format!("{listen} is not loopback: the self-test needs HTTPS, so set tls.cert and tls.key"),
+            ));
+        }
+        if !(60..=86_400).contains(&t.credential_lifetime.0) {
+            return Err((
+                "selftest.credential_lifetime",
+                "must be between 60 and 86400 seconds".into(),
+            ));
+        }
+        let bounds = [
+            ("selftest.room_ttl", t.room_ttl.0 as usize),
+            ("selftest.max_rooms", t.max_rooms),
+            ("selftest.max_message", t.max_message),
+            ("selftest.messages_per_second", t.messages_per_second as usize),
+            ("selftest.message_burst", t.message_burst as usize),
+            ("selftest.max_connections", t.max_connections),
+        ];
+        for (key, value) in bounds {
+            if value == 0 {
+                return Err((key, "must be at least 1 (every limit is bounded)".into()));
+            }
+        }
+        if !(1024..=(1 << 20)).contains(&t.max_message) {
+            return Err((
+                "selftest.max_message",
+                "must be between 1024 and 1048576 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Characters that need no escaping in a URL query.
+fn is_url_safe(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.~".contains(&b)
 }
 
 /// "line N: " for the last segment of a dotted key when it can be found in the text,

@@ -130,12 +130,31 @@ impl Stamps {
     }
 }
 
+/// One certificate, two uses: TURN over TLS and the self-test pages (HTTPS), which
+/// differ only in ALPN.
+struct Configs {
+    turn: Arc<ServerConfig>,
+    https: Arc<ServerConfig>,
+}
+
+impl Configs {
+    fn build(paths: &CertPaths) -> Result<Self, TlsError> {
+        let turn = build_config(paths)?;
+        let mut https = turn.clone();
+        https.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            turn: Arc::new(turn),
+            https: Arc::new(https),
+        })
+    }
+}
+
 struct Inner {
     paths: CertPaths,
     /// The configuration new handshakes use. Replaced whole on reload, so a fresh session
     /// cache comes with each certificate: sessions established under the old
     /// certificate are not resumed under the new one.
-    config: ArcSwap<ServerConfig>,
+    configs: ArcSwap<Configs>,
     /// Stamps of the last load attempt. The mutex also serializes reloads, so a slow
     /// reload can never publish an older configuration over a newer one.
     seen: Mutex<Stamps>,
@@ -162,11 +181,11 @@ impl TlsAcceptorSource {
     /// server fails before binding rather than on the first client.
     pub fn load(paths: CertPaths) -> Result<Self, TlsError> {
         let seen = Stamps::of(&paths);
-        let config = build_config(&paths)?;
+        let configs = Configs::build(&paths)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 paths,
-                config: ArcSwap::from_pointee(config),
+                configs: ArcSwap::from_pointee(configs),
                 seen: Mutex::new(seen),
             }),
         })
@@ -174,7 +193,12 @@ impl TlsAcceptorSource {
 
     /// An acceptor for one new connection, using the current certificate.
     pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(self.inner.config.load_full())
+        TlsAcceptor::from(self.inner.configs.load().turn.clone())
+    }
+
+    /// The same for an HTTPS connection to the self-test pages (ALPN `http/1.1`).
+    pub fn https_acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.inner.configs.load().https.clone())
     }
 
     /// Re-reads the files. On success the new certificate is used for new handshakes; on
@@ -215,8 +239,8 @@ impl TlsAcceptorSource {
     /// the next poll) and publishes the new configuration only if it built cleanly.
     fn reload_locked(&self, seen: &mut Stamps, stamps: Stamps) -> Result<(), TlsError> {
         *seen = stamps;
-        let config = build_config(&self.inner.paths)?;
-        self.inner.config.store(Arc::new(config));
+        let configs = Configs::build(&self.inner.paths)?;
+        self.inner.configs.store(Arc::new(configs));
         Ok(())
     }
 }
@@ -533,8 +557,9 @@ mod tests {
         let paths = dir.paths();
         TestCert::new().write(&paths);
         let source = TlsAcceptorSource::load(paths).expect("load");
-        let config = source.inner.config.load();
-        assert_eq!(config.alpn_protocols, vec![b"stun.turn".to_vec()]);
+        let configs = source.inner.configs.load();
+        assert_eq!(configs.turn.alpn_protocols, vec![b"stun.turn".to_vec()]);
+        assert_eq!(configs.https.alpn_protocols, vec![b"http/1.1".to_vec()]);
         assert!(format!("{source:?}").contains("fullchain.pem"));
     }
 

@@ -10,17 +10,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::{RestSecret, rest_credential};
 use crate::config::Settings;
+use crate::tools::url::server_urls;
+
+use super::relay_ips::public_host;
 
 /// How long the printed credentials stay valid.
 const CREDENTIAL_TTL_SECS: u64 = 24 * 3600;
 
+/// `secret` signs the printed credentials (none: static users only, nothing printed).
 pub fn print(
     settings: &Settings,
+    secret: Option<&str>,
     relay_ips: &[IpAddr],
     advertised: &HashMap<IpAddr, IpAddr>,
     generated_secret: bool,
 ) {
-    let Some(secret) = settings.auth.secrets.first() else {
+    let Some(secret) = secret else {
         return;
     };
     let listen = settings.server.listen_addrs();
@@ -42,7 +47,7 @@ pub fn print(
         IpAddr::V4(v4) => v4.to_string(),
     };
     let entry = serde_json::json!({
-        "urls": ice_urls(settings, &url_host, port),
+        "urls": server_urls(settings, &url_host).into_iter().map(|(_, url)| url).collect::<Vec<_>>(),
         "username": username,
         "credential": password,
     });
@@ -68,43 +73,4 @@ pub fn print(
             "The REST secret was generated for this run only: set TERN_SECRET or auth.secrets to keep credentials valid across restarts."
         );
     }
-}
-
-/// One URL per transport that is on. The `turns:` URL carries an IP: browsers check
-/// the certificate against the name in the URL, so use the certificate's DNS name.
-fn ice_urls(settings: &Settings, host: &str, port: u16) -> Vec<String> {
-    let mut urls = Vec::new();
-    if settings.server.udp {
-        urls.push(format!("turn:{host}:{port}?transport=udp"));
-    }
-    if settings.server.tcp {
-        urls.push(format!("turn:{host}:{port}?transport=tcp"));
-    }
-    if let Some(tls) = settings
-        .server
-        .tls_listen
-        .first()
-        .filter(|_| settings.tls.is_enabled())
-    {
-        urls.push(format!("turns:{host}:{}?transport=tcp", tls.addr.port()));
-    }
-    urls
-}
-
-/// The address clients should use: the advertised public IP of the first IPv4 relay,
-/// or the first relay IP, or the first listen address.
-fn public_host(
-    relay_ips: &[IpAddr],
-    advertised: &HashMap<IpAddr, IpAddr>,
-    listen: &[SocketAddr],
-) -> IpAddr {
-    let relay = relay_ips
-        .iter()
-        .find(|ip| ip.is_ipv4())
-        .or(relay_ips.first())
-        .copied();
-    relay
-        .map(|ip| advertised.get(&ip).copied().unwrap_or(ip))
-        .or(listen.first().map(SocketAddr::ip))
-        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }

@@ -33,6 +33,10 @@ pub async fn run(
     let generated_secret = (settings.auth.users.is_empty() && settings.auth.secrets.is_empty())
         .then(|| random_token(32));
     settings.auth.secrets.extend(generated_secret.clone());
+    let banner_secret = settings.auth.secrets.first().cloned();
+    // The self-test page signs its own short-lived credentials with a secret of its own.
+    let selftest_secret = settings.selftest.listen.map(|_| random_token(32));
+    settings.auth.secrets.extend(selftest_secret.clone());
     let relay_ips = relay_ips::relay_ips(&settings.relay.ips, &settings.server.listen_addrs());
     let advertised_ips = relay_ips::advertised_ips(&relay_ips, &settings.relay.external_ips);
     let workers = worker_count(&settings);
@@ -45,6 +49,7 @@ pub async fn run(
     tracing::info!(relay_ips = ?relay_ips, %ports, "relaying");
     banner::print(
         &settings,
+        banner_secret.as_deref(),
         &relay_ips,
         &advertised_ips,
         generated_secret.is_some(),
@@ -58,6 +63,7 @@ pub async fn run(
         relay_ips: relay_ips.clone(),
         advertised_ips: advertised_ips.clone(),
         generated_secret,
+        selftest_secret: selftest_secret.clone(),
     };
 
     let (stop_tx, stop_rx) = watch::channel(Lifecycle::Serving);
@@ -75,6 +81,14 @@ pub async fn run(
             tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot bind the admin listener {addr}"))?,
+        ),
+        None => None,
+    };
+    let selftest_listener = match settings.selftest.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot bind the self-test listener {addr}"))?,
         ),
         None => None,
     };
@@ -131,6 +145,19 @@ pub async fn run(
             port_capacity: settings.relay.ports.count() * relay_ips.len(),
         });
         tokio::spawn(crate::admin::serve(listener, state));
+    }
+    if let (Some(listener), Some(secret)) = (selftest_listener, &selftest_secret) {
+        let addr = listener.local_addr()?;
+        let https = tls.is_some();
+        tracing::info!(%addr, https, "self-test page listening (`tern selftest-url` prints its link)");
+        let state = std::sync::Arc::new(crate::selftest::SelftestState::new(
+            &settings,
+            secret,
+            shared.clone(),
+            stop_rx.clone(),
+        ));
+        crate::selftest::serve(listener, tls.clone(), &settings, state)
+            .context("cannot start the self-test listener")?;
     }
     // Everything is bound and running: tell systemd (Type=notify); a no-op elsewhere.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -71,6 +71,24 @@ pub fn advertised_ips(relay_ips: &[IpAddr], external: &[ExternalIp]) -> HashMap<
     map
 }
 
+/// The address clients should use: the advertised public IP of the first IPv4 relay,
+/// or the first relay IP, or the first listen address.
+pub fn public_host(
+    relay_ips: &[IpAddr],
+    advertised: &HashMap<IpAddr, IpAddr>,
+    listen: &[SocketAddr],
+) -> IpAddr {
+    let relay = relay_ips
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(relay_ips.first())
+        .copied();
+    relay
+        .map(|ip| advertised.get(&ip).copied().unwrap_or(ip))
+        .or(listen.first().map(SocketAddr::ip))
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,8 @@ pub struct Reloader {
     /// The secret made up at start when the config has no credentials at all; kept
     /// so that credentials handed out stay valid.
     pub generated_secret: Option<String>,
+    /// The secret the self-test page signs its credentials with; always accepted.
+    pub selftest_secret: Option<String>,
 }
 
 impl Reloader {
@@ -56,6 +58,7 @@ impl Reloader {
         {
             settings.auth.secrets.push(secret.clone());
         }
+        settings.auth.secrets.extend(self.selftest_secret.clone());
         for key in needs_restart(&self.running, &settings) {
             tracing::warn!("{key} changed: that takes a restart; the running value stays");
         }
@@ -91,6 +94,7 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("relay.ports", old.relay.ports != new.relay.ports),
         ("auth.nonce_key", old.auth.nonce_key != new.auth.nonce_key),
         ("admin.listen", old.admin.listen != new.admin.listen),
+        ("selftest", old.selftest != new.selftest),
     ];
     checks
         .into_iter()

@@ -1,5 +1,5 @@
 //! Operator tools in the spirit of coturn's turnutils: `tern stun`, `tern probe`,
-//! `tern peer` and `tern creds`, and the admin API's `tern sessions`, `kill`, `drain`. They answer the questions asked when a deployment
+//! `tern peer`, `tern creds` and `tern selftest-url`, and the admin API's `tern sessions`, `kill`, `drain`. They answer the questions asked when a deployment
 //! does not work ("what is my public address?", "does this ICE server URL work from
 //! here, and if not, why?") with the project's own blocking [`crate::client`].
 //!
@@ -11,6 +11,7 @@ pub mod creds;
 pub mod diagnosis;
 pub mod peer;
 pub mod probe;
+pub mod selftest_url;
 pub mod stun;
 pub mod url;
 

@@ -10,6 +10,34 @@ pub const TURN_PORT: u16 = 3478;
 /// Default port of `turns:`.
 pub const TURNS_PORT: u16 = 5349;
 
+/// The ICE server URLs of a server run with `settings` and reached at `host` (a name,
+/// an IPv4 literal or a bracketed IPv6 literal): one per transport that is on, named
+/// `udp`, `tcp` or `tls`. A `turns:` URL should carry the certificate's DNS name, which
+/// browsers check.
+pub fn server_urls(settings: &crate::config::Settings, host: &str) -> Vec<(&'static str, String)> {
+    let s = &settings.server;
+    let port = s.listen.first().map(|l| l.addr.port());
+    let tls_port = s.tls_listen.first().map(|l| l.addr.port());
+    [
+        ("udp", port.filter(|_| s.udp), "turn", "udp"),
+        ("tcp", port.filter(|_| s.tcp), "turn", "tcp"),
+        (
+            "tls",
+            tls_port.filter(|_| settings.tls.is_enabled()),
+            "turns",
+            "tcp",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, port, scheme, transport)| {
+        Some((
+            name,
+            format!("{scheme}:{host}:{}?transport={transport}", port?),
+        ))
+    })
+    .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceUrl {
     /// A name or an IP literal (IPv6 without its brackets).

@@ -543,6 +543,30 @@ impl TernServer {
         self.process.try_exit_status()
     }
 
+    /// Sends SIGHUP (reload the configuration and certificate).
+    pub fn hangup(&self) {
+        let ok = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -HUP {}", self.pid());
+    }
+
+    /// SIGHUP, then waits (at most 5 s) until the log says the reload is done.
+    pub fn reload(&self) {
+        let before = self.logs().matches("configuration reloaded").count();
+        self.hangup();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.logs().matches("configuration reloaded").count() == before {
+            assert!(
+                Instant::now() < deadline,
+                "no reload logged:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Panics (with the logs) if the server is no longer running.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.try_exit_status() {

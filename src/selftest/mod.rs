@@ -1,0 +1,237 @@
+//! The self-test pages, served by tern itself: `/check` runs a relay-only WebRTC call
+//! through this server inside one browser page, and `/call` joins two browsers (a
+//! laptop and a phone on different networks) in a room whose signaling tern carries.
+//!
+//! Off unless `selftest.listen` is set. Every page and API call needs the token (403
+//! without detail otherwise). The page's TURN credentials are REST credentials signed
+//! with a secret made up at start for this purpose only, valid for minutes, so the
+//! page never sees an operator's secret or a static user's password.
+
+mod ice;
+mod listener;
+mod signaling;
+
+use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::core::Shared;
+use crate::net::tls::TlsAcceptorSource;
+use crate::net::worker::Lifecycle;
+
+pub use ice::IceServers;
+pub use signaling::valid_room_name;
+use signaling::{RoomLimits, Rooms};
+
+/// Everything the pages and their API need.
+pub struct SelftestState {
+    token: String,
+    ice: IceServers,
+    rooms: Arc<Rooms>,
+    shared: Arc<Shared>,
+    lifecycle: watch::Receiver<Lifecycle>,
+    next_member: AtomicU64,
+}
+
+impl SelftestState {
+    /// `secret` signs the page's own credentials; it must be among the secrets the
+    /// engines accept.
+    pub fn new(
+        settings: &Settings,
+        secret: &str,
+        shared: Arc<Shared>,
+        lifecycle: watch::Receiver<Lifecycle>,
+    ) -> Self {
+        let t = &settings.selftest;
+        let limits = RoomLimits {
+            ttl: t.room_ttl.as_duration(),
+            max_rooms: t.max_rooms,
+            max_message: t.max_message,
+            messages_per_second: t.messages_per_second,
+            message_burst: t.message_burst,
+        };
+        Self {
+            token: t.token.clone().unwrap_or_default(),
+            ice: IceServers::new(settings, secret),
+            rooms: Arc::new(Rooms::new(limits, shared.clone())),
+            shared,
+            lifecycle,
+            next_member: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Serves the pages on `tcp` (through TLS when `tls` is given) until the server stops.
+pub fn serve(
+    tcp: TcpListener,
+    tls: Option<TlsAcceptorSource>,
+    settings: &Settings,
+    state: Arc<SelftestState>,
+) -> std::io::Result<()> {
+    let listener = listener::SelftestListener::start(
+        tcp,
+        tls,
+        settings.selftest.max_connections,
+        settings.tls.handshake_timeout.as_duration(),
+    )?;
+    let mut lifecycle = state.lifecycle.clone();
+    let max_frame = settings.selftest.max_message.saturating_mul(2);
+    let guarded = Router::new()
+        .route(
+            "/check",
+            get(|State(s): State<Arc<SelftestState>>| async move { s.page("check", CHECK_HTML) }),
+        )
+        .route(
+            "/call",
+            get(|State(s): State<Arc<SelftestState>>| async move { s.page("call", CALL_HTML) }),
+        )
+        .route("/api/ice", get(ice_servers))
+        .route(
+            "/api/ws",
+            get(move |state, query, ws| signaling(state, query, ws, max_frame)),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
+    let app = Router::new()
+        .route(
+            "/assets/selftest.js",
+            get(|| async { asset(SELFTEST_JS, "text/javascript") }),
+        )
+        .route(
+            "/assets/selftest.css",
+            get(|| async { asset(SELFTEST_CSS, "text/css") }),
+        )
+        .merge(guarded)
+        .with_state(state)
+        .layer(axum::middleware::from_fn(security_headers));
+    let stopped = async move {
+        while lifecycle.changed().await.is_ok() {
+            if *lifecycle.borrow() == Lifecycle::Stopping {
+                return;
+            }
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!("self-test listener failed: {e}");
+        }
+    });
+    Ok(())
+}
+
+const CHECK_HTML: &str = include_str!("assets/check.html");
+const CALL_HTML: &str = include_str!("assets/call.html");
+const SELFTEST_JS: &str = include_str!("assets/selftest.js");
+const SELFTEST_CSS: &str = include_str!("assets/selftest.css");
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RoomQuery {
+    room: Option<String>,
+}
+
+/// 403 with an empty body for a missing or wrong token: nothing tells a scanner what
+/// is behind the listener. Compared in constant time.
+async fn require_token(
+    State(state): State<Arc<SelftestState>>,
+    Query(query): Query<TokenQuery>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let given = query.token.unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(state.token.as_bytes())) {
+        next.run(request).await
+    } else {
+        state.shared.metrics.selftest_refused("token");
+        StatusCode::FORBIDDEN.into_response()
+    }
+}
+
+/// The token travels in the URL, so no page may leak it in a Referer, be cached, or be
+/// framed; scripts and styles come only from this listener.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let fixed = [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; script-src 'self'; style-src 'self'; \
+             img-src 'self' data: blob:; media-src 'self' blob:; \
+             connect-src 'self' ws: wss:; frame-ancestors 'none'",
+        ),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+impl SelftestState {
+    /// A page, counted by name.
+    fn page(&self, name: &'static str, html: &'static str) -> Response {
+        self.shared.metrics.selftest_page(name);
+        asset(html, "text/html; charset=utf-8")
+    }
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Fresh credentials and this server's TURN URLs, for the host the browser used.
+async fn ice_servers(State(state): State<Arc<SelftestState>>, headers: HeaderMap) -> Response {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(ice::host_without_port);
+    let Some(host) = host else {
+        return (StatusCode::BAD_REQUEST, "no usable Host header\n").into_response();
+    };
+    state.shared.metrics.selftest_credentials.inc();
+    axum::Json(state.ice.for_host(&host, crate::tools::creds::now())).into_response()
+}
+
+async fn signaling(
+    State(state): State<Arc<SelftestState>>,
+    Query(query): Query<RoomQuery>,
+    ws: WebSocketUpgrade,
+    max_frame: usize,
+) -> Response {
+    let Some(room) = query.room.filter(|r| valid_room_name(r)) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "room: 1 to 64 of A-Z a-z 0-9 - _\n",
+        )
+            .into_response();
+    };
+    let id = state.next_member.fetch_add(1, Ordering::Relaxed);
+    let rooms = state.rooms.clone();
+    let lifecycle = state.lifecycle.clone();
+    ws.max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .on_upgrade(move |socket| signaling::run_member(socket, rooms, room, id, lifecycle))
+}

@@ -1,0 +1,370 @@
+//! Signaling for the call room: a WebSocket per member, two members per room, and the
+//! server passing each member's messages (SDP, ICE candidates) to the other verbatim.
+//!
+//! It is deliberately useless as a general relay for other apps: the token is needed to
+//! connect, rooms hold two members and close after `room_ttl`, messages are size- and
+//! rate-limited per member, nothing is stored, and a member that stops reading loses
+//! messages rather than growing a queue.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+use crate::core::Shared;
+use crate::net::worker::Lifecycle;
+
+/// Messages waiting for one member's socket; past it, messages to that member are dropped.
+const MEMBER_QUEUE: usize = 64;
+
+/// WebSocket close codes (RFC 6455 §7.4.1).
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// The bounds a room lives within.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLimits {
+    pub ttl: Duration,
+    pub max_rooms: usize,
+    pub max_message: usize,
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+}
+
+/// The open rooms, by name.
+pub struct Rooms {
+    rooms: Mutex<HashMap<String, Room>>,
+    limits: RoomLimits,
+    shared: Arc<Shared>,
+}
+
+struct Room {
+    opened: Instant,
+    members: Vec<Member>,
+}
+
+struct Member {
+    id: u64,
+    /// Text for the member's socket.
+    outbox: mpsc::Sender<Utf8Bytes>,
+}
+
+/// Why a member could not join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    RoomFull,
+    TooManyRooms,
+}
+
+impl JoinRefused {
+    fn reason(self) -> &'static str {
+        match self {
+            JoinRefused::RoomFull => "room full",
+            JoinRefused::TooManyRooms => "too many rooms open on this server",
+        }
+    }
+}
+
+/// A member's place in a room, from joining until its socket ends.
+struct Membership {
+    id: u64,
+    room: String,
+    first: bool,
+    closes_at: Instant,
+    inbox: mpsc::Receiver<Utf8Bytes>,
+}
+
+/// A room name: 1 to 64 of A-Z a-z 0-9 - _.
+pub fn valid_room_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Rooms {
+    pub fn new(limits: RoomLimits, shared: Arc<Shared>) -> Self {
+        Self {
+            rooms: Mutex::new(HashMap::new()),
+            limits,
+            shared,
+        }
+    }
+
+    pub fn limits(&self) -> RoomLimits {
+        self.limits
+    }
+
+    /// Rooms are plain data updated in one step each, so a panic elsewhere cannot
+    /// leave them half-changed: poisoning is ignored.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Room>> {
+        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn join(&self, name: &str, id: u64) -> Result<Membership, JoinRefused> {
+        let mut rooms = self.lock();
+        if !rooms.contains_key(name) && rooms.len() >= self.limits.max_rooms {
+            return Err(JoinRefused::TooManyRooms);
+        }
+        let room = rooms.entry(name.to_string()).or_insert_with(|| Room {
+            opened: Instant::now(),
+            members: Vec::with_capacity(2),
+        });
+        if room.members.len() >= 2 {
+            return Err(JoinRefused::RoomFull);
+        }
+        let (outbox, inbox) = mpsc::channel(MEMBER_QUEUE);
+        let first = room.members.is_empty();
+        if let Some(other) = room.members.first() {
+            let _ = other.outbox.try_send(r#"{"type":"peer-joined"}"#.into());
+        }
+        room.members.push(Member { id, outbox });
+        let closes_at = room.opened + self.limits.ttl;
+        self.shared.metrics.selftest_rooms.set(rooms.len() as i64);
+        Ok(Membership {
+            id,
+            room: name.to_string(),
+            first,
+            closes_at,
+            inbox,
+        })
+    }
+
+    /// Passes `text` from member `from` to the other member of `room`, if any.
+    fn forward(&self, room: &str, from: u64, text: Utf8Bytes) {
+        let rooms = self.lock();
+        let other = rooms
+            .get(room)
+            .and_then(|r| r.members.iter().find(|m| m.id != from));
+        if let Some(other) = other {
+            if other.outbox.try_send(text).is_ok() {
+                self.shared.metrics.selftest_signaling_messages.inc();
+            } else {
+                self.shared.metrics.selftest_refused("queue_full");
+            }
+        }
+    }
+
+    fn leave(&self, room: &str, id: u64) {
+        let mut rooms = self.lock();
+        if let Some(r) = rooms.get_mut(room) {
+            r.members.retain(|m| m.id != id);
+            match r.members.first() {
+                None => {
+                    rooms.remove(room);
+                }
+                Some(other) => {
+                    let _ = other.outbox.try_send(r#"{"type":"peer-left"}"#.into());
+                }
+            }
+        }
+        self.shared.metrics.selftest_rooms.set(rooms.len() as i64);
+    }
+}
+
+/// A token bucket for one member's messages.
+struct MessageBudget {
+    tokens: f64,
+    per_second: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl MessageBudget {
+    fn new(per_second: u32, burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            per_second: f64::from(per_second),
+            burst: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Runs one member's socket until it closes, the room expires or the server stops.
+pub async fn run_member(
+    mut socket: WebSocket,
+    rooms: Arc<Rooms>,
+    room: String,
+    id: u64,
+    mut lifecycle: watch::Receiver<Lifecycle>,
+) {
+    let mut member = match rooms.join(&room, id) {
+        Ok(member) => member,
+        Err(refused) => {
+            rooms.shared.metrics.selftest_refused(match refused {
+                JoinRefused::RoomFull => "room_full",
+                JoinRefused::TooManyRooms => "too_many_rooms",
+            });
+            let text = format!(r#"{{"type":"error","reason":"{}"}}"#, refused.reason());
+            let _ = socket.send(Message::Text(text.into())).await;
+            let _ = socket.send(close(CLOSE_POLICY, refused.reason())).await;
+            return;
+        }
+    };
+    let role = if member.first { "first" } else { "second" };
+    let welcome = format!(r#"{{"type":"welcome","role":"{role}"}}"#);
+    if socket.send(Message::Text(welcome.into())).await.is_ok() {
+        serve_member(&mut socket, &rooms, &mut member, &mut lifecycle).await;
+    }
+    rooms.leave(&member.room, member.id);
+}
+
+async fn serve_member(
+    socket: &mut WebSocket,
+    rooms: &Rooms,
+    member: &mut Membership,
+    lifecycle: &mut watch::Receiver<Lifecycle>,
+) {
+    let limits = rooms.limits();
+    let mut budget = MessageBudget::new(limits.messages_per_second, limits.message_burst);
+    let expiry = tokio::time::sleep_until(member.closes_at.into());
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        let _ = socket.send(close(CLOSE_POLICY, "text messages only")).await;
+                        return;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    // Closed, or a protocol error (including a message past twice the
+                    // limit, which the WebSocket layer refuses itself).
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                };
+                if text.len() > limits.max_message {
+                    rooms.shared.metrics.selftest_refused("too_big");
+                    let _ = socket.send(close(CLOSE_TOO_BIG, "message too big")).await;
+                    return;
+                }
+                if !budget.take(Instant::now()) {
+                    rooms.shared.metrics.selftest_refused("rate");
+                    let _ = socket.send(close(CLOSE_POLICY, "too many messages")).await;
+                    return;
+                }
+                rooms.forward(&member.room, member.id, text);
+            }
+            outgoing = member.inbox.recv() => {
+                let Some(text) = outgoing else {
+                    return;
+                };
+                if socket.send(Message::Text(text)).await.is_err() {
+                    return;
+                }
+            }
+            () = &mut expiry => {
+                let text = r#"{"type":"error","reason":"room expired"}"#;
+                let _ = socket.send(Message::Text(text.into())).await;
+                let _ = socket.send(close(CLOSE_POLICY, "room expired")).await;
+                return;
+            }
+            changed = lifecycle.changed() => {
+                if changed.is_err() || *lifecycle.borrow() == Lifecycle::Stopping {
+                    let _ = socket.send(close(CLOSE_GOING_AWAY, "server stopping")).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rooms(max_rooms: usize) -> Rooms {
+        let limits = RoomLimits {
+            ttl: Duration::from_secs(60),
+            max_rooms,
+            max_message: 1024,
+            messages_per_second: 1,
+            message_burst: 2,
+        };
+        let ports = crate::config::PortRange::new(50000, 50001).unwrap();
+        Rooms::new(limits, Arc::new(Shared::new(ports)))
+    }
+
+    #[test]
+    fn a_room_takes_two_members_and_is_gone_when_both_leave() {
+        let rooms = rooms(10);
+        let a = rooms.join("r", 1).unwrap();
+        let b = rooms.join("r", 2).unwrap();
+        assert!(a.first && !b.first);
+        assert_eq!(rooms.join("r", 3).err(), Some(JoinRefused::RoomFull));
+        rooms.leave("r", 1);
+        rooms.leave("r", 2);
+        assert!(rooms.lock().is_empty());
+        assert!(rooms.join("r", 4).unwrap().first);
+    }
+
+    #[test]
+    fn rooms_are_bounded() {
+        let rooms = rooms(2);
+        rooms.join("a", 1).unwrap();
+        rooms.join("b", 2).unwrap();
+        assert_eq!(rooms.join("c", 3).err(), Some(JoinRefused::TooManyRooms));
+        // Joining an existing room is still fine.
+        rooms.join("a", 4).unwrap();
+    }
+
+    #[test]
+    fn the_first_member_hears_of_the_second_and_of_its_leaving() {
+        let rooms = rooms(10);
+        let mut a = rooms.join("r", 1).unwrap();
+        let _b = rooms.join("r", 2).unwrap();
+        rooms.forward("r", 2, "hello".into());
+        rooms.leave("r", 2);
+        let texts: Vec<String> = std::iter::from_fn(|| a.inbox.try_recv().ok())
+            .map(|t| t.to_string())
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                r#"{"type":"peer-joined"}"#,
+                "hello",
+                r#"{"type":"peer-left"}"#
+            ]
+        );
+    }
+
+    #[test]
+    fn budget_refills_over_time_up_to_the_burst() {
+        let mut budget = MessageBudget::new(1, 2);
+        let t0 = budget.last;
+        assert!(budget.take(t0) && budget.take(t0));
+        assert!(!budget.take(t0));
+        assert!(budget.take(t0 + Duration::from_secs(1)));
+        assert!(!budget.take(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn room_names_are_restricted() {
+        assert!(valid_room_name("team-42_b"));
+        for bad in ["", "a b", "x/y", "é", &"a".repeat(65)] {
+            assert!(!valid_room_name(bad), "{bad:?}");
+        }
+    }
+}
