@@ -175,7 +175,7 @@ async fn revoke_user(
     Path(user): Path<String>,
 ) -> Json<serde_json::Value> {
     state.shared.revoke(&user);
-    tracing::info!(user = %user, "user revoked");
+    tracing::info!(user = %user.escape_debug(), "user revoked");
     kill_user(State(state), Path(user)).await
 }
 

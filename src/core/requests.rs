@@ -326,7 +326,10 @@ impl Engine {
         self.allocation_gauge(tuple, relay.is_ipv6()).inc();
         self.timers
             .push(std::cmp::Reverse((expires, Timer::Allocation(relay))));
-        tracing::info!(client = %tuple.client, %relay, user = %auth.username, "allocation created");
+        // A REST user id is whatever the credential service put there: escaped, its
+        // control characters cannot forge or garble log lines.
+        let user = auth.username.escape_debug();
+        tracing::info!(client = %tuple.client, %relay, %user, "allocation created");
 
         response.add_xor_address(ATTR_XOR_RELAYED_ADDRESS, advertised);
         response.add(&Lifetime(lifetime));
