@@ -10,7 +10,8 @@
 //!   pass both as that IPv4 and as the IPv6 address it is on the wire.
 //! - let an alternate spelling of an address dodge a rule. IPv4 embedded in IPv6
 //!   (mapped, compatible, NAT64 well-known prefix, 6to4) is judged as the IPv4 it
-//!   carries, so `::ffff:127.0.0.1` is loopback exactly like `127.0.0.1`.
+//!   carries, so `::ffff:127.0.0.1` is loopback exactly like `127.0.0.1`; the two
+//!   IPv4 a Teredo address carries (server and client) must pass too.
 //! - let a client reach the host's own services through the relay: the server's
 //!   own addresses are only reachable on the relay port range, and its own listening
 //!   endpoints (STUN/TURN, TLS, admin) never, whatever the operator's lists say.
@@ -145,6 +146,9 @@ const IPV4_MAPPED_PREFIX: u128 = 0xffff;
 const NAT64_WELL_KNOWN_PREFIX: u128 = 0x0064_ff9b_0000_0000_0000_0000;
 /// `2002::/16`: 6to4 (RFC 3056); bits 16..48 are the IPv4 of the tunnel endpoint.
 const SIX_TO_FOUR_PREFIX: u128 = 0x2002;
+/// `2001::/32`: Teredo (RFC 4380); bits 32..64 are the Teredo server's IPv4 and the
+/// low 32 bits the client's, inverted.
+const TEREDO_PREFIX: u128 = 0x2001_0000;
 
 /// The operator's word on an address, from the most specific matching list entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +208,8 @@ impl PeerPolicy {
     /// 4. If the peer was written as IPv6 embedding IPv4, the wire address is judged
     ///    too (operator lists, then the default table), so 6to4 stays denied as a
     ///    tunnel prefix unless the operator allows it. Both judgements must pass.
+    /// 5. A Teredo peer's server and client IPv4 are judged the same way, so
+    ///    re-opening `2001::/32` does not open what it tunnels to.
     ///
     /// An operator `allowed` entry is taken at its word, including when it covers
     /// the server's own addresses (except its listening endpoints); deny those
@@ -219,7 +225,10 @@ impl PeerPolicy {
         }
         self.judge_canonical(ip, peer.port())?;
         if wire_ip != ip {
-            self.judge_wire_form(wire_ip)?;
+            self.judge_by_lists(wire_ip)?;
+        }
+        for tunnelled in teredo_ipv4s(wire_ip).into_iter().flatten() {
+            self.judge_by_lists(IpAddr::V4(tunnelled))?;
         }
         Ok(())
     }
@@ -251,13 +260,15 @@ impl PeerPolicy {
         }
     }
 
-    /// Judge the IPv6 spelling of an embedded-IPv4 peer. The own-relay rule does not
-    /// apply here: own addresses are matched in canonical form only.
-    fn judge_wire_form(&self, wire_ip: IpAddr) -> Result<(), PeerDenied> {
-        match self.operator_verdict(wire_ip) {
+    /// Judge an address by the operator lists and the default table only: the IPv6
+    /// spelling of an embedded-IPv4 peer, or an IPv4 a Teredo peer tunnels to. The
+    /// own-relay rule does not apply here: own addresses are matched in canonical
+    /// form only.
+    fn judge_by_lists(&self, ip: IpAddr) -> Result<(), PeerDenied> {
+        match self.operator_verdict(ip) {
             Some(OperatorVerdict::Denied) => Err(PeerDenied::ConfigDenied),
             Some(OperatorVerdict::Allowed) => Ok(()),
-            None if default_denied_reason(wire_ip).is_some() => Err(PeerDenied::DefaultDenied),
+            None if default_denied_reason(ip).is_some() => Err(PeerDenied::DefaultDenied),
             None => Ok(()),
         }
     }
@@ -356,6 +367,24 @@ fn embedded_ipv4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
     } else {
         None
     }
+}
+
+/// The Teredo server and client IPv4 addresses `ip` carries, if it is a Teredo
+/// address. A host with a Teredo interface sends to both (bubbles to the server, data
+/// to the client's mapped address), so a tunnel prefix the operator re-opens must not
+/// re-open them.
+fn teredo_ipv4s(ip: IpAddr) -> Option<[Ipv4Addr; 2]> {
+    let IpAddr::V6(v6) = ip else {
+        return None;
+    };
+    let bits = v6.to_bits();
+    if bits >> 96 != TEREDO_PREFIX {
+        return None;
+    }
+    // Truncating casts: bits 32..64 hold the server, the low 32 bits the client.
+    let server = Ipv4Addr::from_bits((bits >> 64) as u32);
+    let client = Ipv4Addr::from_bits(!(bits as u32));
+    Some([server, client])
 }
 
 #[cfg(test)]
@@ -649,15 +678,41 @@ mod tests {
     fn operator_can_reopen_tunnels_but_not_what_they_embed() {
         let tunnels_open = policy(&["2002::/16", "2001::/32"], &[]);
         assert_eq!(check(&tunnels_open, "2002:808:808::1"), Ok(()));
-        assert_eq!(check(&tunnels_open, "2001:0:4136:e378::1"), Ok(()));
+        // Teredo server 65.54.227.120, client 8.8.8.8 (inverted in the last 32 bits).
         assert_eq!(
-            check(&tunnels_open, "2002:7f00:1::"),
-            Err(PeerDenied::DefaultDenied)
+            check(&tunnels_open, "2001:0:4136:e378:8000:63bf:f7f7:f7f7"),
+            Ok(())
         );
+        for address in [
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo client 127.0.0.1
+            "2001:0:4136:e378:8000:63bf:5601:5601", // Teredo client 169.254.169.254
+            "2001:0:7f00:1:8000:63bf:f7f7:f7f7",    // Teredo server 127.0.0.1
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2", // RFC 4380's client 192.0.2.45
+        ] {
+            assert_eq!(
+                check(&tunnels_open, address),
+                Err(PeerDenied::DefaultDenied),
+                "{address}"
+            );
+        }
+        // What the operator re-opens as IPv4 is open inside Teredo too.
+        let lab = policy(&["2001::/32", "127.0.0.0/8"], &[]);
+        assert_eq!(check(&lab, "2001:0:4136:e378:8000:63bf:80ff:fffe"), Ok(()));
+    }
+
+    #[test]
+    fn teredo_addresses_carry_a_server_and_an_inverted_client_ipv4() {
+        let v4 = |literal: &str| literal.parse::<Ipv4Addr>().expect("test IPv4 literal");
+        // RFC 4380 section 4's example.
         assert_eq!(
-            check(&tunnels_open, "2002:a9fe:a9fe::"),
-            Err(PeerDenied::DefaultDenied)
+            teredo_ipv4s(ip("2001:0:4136:e378:8000:63bf:3fff:fdd2")),
+            Some([v4("65.54.227.120"), v4("192.0.2.45")])
         );
+        for address in ["2001:db8::1", "2002:808:808::1", "2001:1::1", "127.0.0.1"] {
+            assert_eq!(teredo_ipv4s(ip(address)), None, "{address}");
+        }
     }
 
     #[test]
