@@ -12,10 +12,11 @@ mod support;
 
 #[path = "support/certs.rs"]
 mod certs;
+#[path = "support/chromium.rs"]
+mod chromium;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -26,37 +27,6 @@ const PASSWORD: &str = "pw";
 /// The driver bounds each run itself (20 s data, 15 s wrong password, 20 s media,
 /// 150 s overall); this is the outer bound.
 const DRIVER_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-fn chromium_path() -> PathBuf {
-    std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
-}
-
-/// Panics with the install hint when Chromium, node or playwright-core is missing.
-fn require_browser_deps() -> PathBuf {
-    let hint = "run `bash scripts/install-browser-deps.sh` (installs Debian's chromium and \
-                tests/browser/node_modules/playwright-core)";
-    let chromium = chromium_path();
-    assert!(
-        chromium.is_file(),
-        "browser test: {} is missing; {hint}",
-        chromium.display()
-    );
-    let node = support::find_tool("node")
-        .unwrap_or_else(|| panic!("browser test: `node` is not on PATH; install Node.js >= 18"));
-    let module = browser_dir().join("node_modules/playwright-core/package.json");
-    assert!(
-        module.is_file(),
-        "browser test: {} is missing; {hint}",
-        module.display()
-    );
-    node
-}
 
 /// A tern with UDP+TCP on `.addr`, TLS on the returned port, user alice:pw and
 /// the relay range from `support`. `config` is an optional TOML file.
@@ -92,10 +62,8 @@ fn run_driver(
     tls_port: u16,
     runs: &str,
 ) -> (RunOutput, BTreeMap<String, Value>) {
-    let mut cmd = Command::new(node);
-    cmd.current_dir(browser_dir())
-        .arg("run.mjs")
-        .arg(server.addr.ip().to_string())
+    let mut cmd = chromium::driver(node, "run.mjs");
+    cmd.arg(server.addr.ip().to_string())
         .arg(server.port().to_string())
         .arg(tls_port.to_string())
         .arg(USER)
@@ -103,13 +71,10 @@ fn run_driver(
         .arg("--runs")
         .arg(runs);
     let out = support::run_with_timeout(&mut cmd, DRIVER_TIMEOUT);
-    let mut results = BTreeMap::new();
-    for line in out.stdout.lines().filter(|l| l.starts_with('{')) {
-        let v: Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("bad JSON line from run.mjs ({e}): {line}"));
-        let name = v["run"].as_str().unwrap_or("?").to_string();
-        results.insert(name, v);
-    }
+    let results = chromium::json_lines(&out.stdout)
+        .into_iter()
+        .map(|v| (v["run"].as_str().unwrap_or("?").to_string(), v))
+        .collect();
     (out, results)
 }
 
@@ -119,7 +84,7 @@ fn context(out: &RunOutput, server: &TernServer) -> String {
 
 #[test]
 fn chromium_relays_data_over_udp_tcp_tls_and_video_over_udp() {
-    let node = require_browser_deps();
+    let node = chromium::require_browser_deps();
     let (mut server, tls_port, _certs) = start_tern(None, true);
     let (out, results) = run_driver(&node, &server, tls_port, "udp,tcp,tls,badauth,media");
     let ctx = context(&out, &server);
@@ -191,7 +156,7 @@ fn chromium_relays_data_over_udp_tcp_tls_and_video_over_udp() {
 /// refused (CreatePermission 403) and no data can flow. Proves the check above can fail.
 #[test]
 fn chromium_udp_run_fails_when_peer_policy_denies_the_relays() {
-    let node = require_browser_deps();
+    let node = chromium::require_browser_deps();
     let (mut server, tls_port, _certs) =
         start_tern(Some("[peers]\ndenied = [\"127.0.0.0/8\"]\n"), false);
     let (out, results) = run_driver(&node, &server, tls_port, "udp");

@@ -1,4 +1,5 @@
-//! Real NAT topologies built from network namespaces, veth pairs and nftables.
+//! Real NAT topologies built from network namespaces, veth pairs and nftables (the
+//! builder is tests/support/netns.rs).
 //!
 //! Needs root, `ip netns` and `nft` (see `scripts/install-nat-deps.sh`). Without them
 //! the tests panic with the reason: they are never skipped silently.
@@ -19,6 +20,11 @@
 //! `ip netns exec <ns> <test binary> --exact nat_role_helper` and a `TERN_NAT_ROLE`
 //! saying what to do. Two clients swap their relayed addresses through files.
 
+mod support;
+
+#[path = "support/netns.rs"]
+mod netns;
+
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -30,16 +36,11 @@ use stun::attributes::{ATTR_XOR_RELAYED_ADDRESS, ATTR_XORMAPPED_ADDRESS};
 use stun::message::METHOD_BINDING;
 use tern::client::{Outgoing, TurnClient};
 
-const TERN_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
-const RTR1_PUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
-const RTR2_PUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 12);
-const SRVRTR_PUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
-const SRV_PRIV: Ipv4Addr = Ipv4Addr::new(10, 10, 9, 2);
-const LAN2_HOST: Ipv4Addr = Ipv4Addr::new(10, 10, 2, 2);
-const PORT: u16 = 3478;
-const RELAY_PORTS: (u16, u16) = (40000, 40100);
-const USER: &str = "alice";
-const PASS: &str = "pw";
+use netns::{
+    LAN2_HOST, Net, PASS, RELAY_PORTS, RTR1_PUB, RTR2_PUB, SRV_PRIV, SRVRTR_PUB, TERN_IP, USER,
+    require_netns,
+};
+
 const MESSAGES: usize = 20;
 const CHANNEL: u16 = 0x4000;
 const ECHO_PORT: u16 = 5555;
@@ -47,54 +48,7 @@ const ECHO_PORT: u16 = 5555;
 const CHILD_TIMEOUT: Duration = Duration::from_secs(40);
 
 // ---------------------------------------------------------------------------
-// Preconditions and commands.
-
-/// Panics (never skips) when the environment cannot build namespaces.
-fn require_netns() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 {
-        panic!(
-            "tests/nat_topology.rs needs root (euid is {euid}) to create network namespaces; \
-             CI runs these tests as root"
-        );
-    }
-    for tool in ["ip", "nft"] {
-        let ok = Command::new(tool)
-            .arg(if tool == "ip" { "-V" } else { "--version" })
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "`{tool}` is not available; run scripts/install-nat-deps.sh (installs iproute2 \
-             and nftables)"
-        );
-    }
-    let out = Command::new("ip").args(["netns", "list"]).output();
-    match out {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!(
-            "`ip netns list` failed ({}): {}",
-            o.status,
-            String::from_utf8_lossy(&o.stderr)
-        ),
-        Err(e) => panic!("cannot run `ip netns list`: {e}"),
-    }
-}
-
-/// Runs a command to completion within 20 s; panics with its output on failure.
-fn run(args: &[&str]) -> String {
-    let mut cmd = Command::new(args[0]);
-    cmd.args(&args[1..]);
-    let (status, out, err) = run_bounded(&mut cmd, Duration::from_secs(20));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "command {args:?} failed ({status:?})\nstdout: {out}\nstderr: {err}"
-    );
-    out
-}
+// Commands.
 
 /// Runs `cmd` with its output captured; kills it after `timeout` (status `None`).
 fn run_bounded(cmd: &mut Command, timeout: Duration) -> (Option<ExitStatus>, String, String) {
@@ -139,70 +93,7 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 }
 
 // ---------------------------------------------------------------------------
-// Guards: namespaces, processes, temp dir.
-
-/// Namespaces created by this test run; all deleted on drop (even on panic), after
-/// killing whatever still runs inside them (only our own processes live there).
-struct Namespaces {
-    prefix: String,
-    names: Vec<String>,
-}
-
-impl Namespaces {
-    fn new(tag: &str) -> Self {
-        Self {
-            prefix: format!("tnat{tag}-{}", std::process::id()),
-            names: Vec::new(),
-        }
-    }
-
-    /// Creates namespace `role` (unique name returned) with loopback up.
-    fn add(&mut self, role: &str) -> String {
-        let name = format!("{}-{role}", self.prefix);
-        // A leftover from a crashed run of the same pid would make `add` fail.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run(&["ip", "netns", "add", &name]);
-        self.names.push(name.clone());
-        run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        for key in [
-            "net.ipv4.conf.all.rp_filter",
-            "net.ipv4.conf.default.rp_filter",
-        ] {
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &name,
-                "sysctl",
-                "-qw",
-                &format!("{key}=0"),
-            ]);
-        }
-        name
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in self.names.iter().rev() {
-            if let Ok(o) = Command::new("ip").args(["netns", "pids", name]).output() {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    if let Ok(pid) = pid.parse::<i32>() {
-                        // SAFETY: plain kill(2) on a pid inside our own namespace.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
-                }
-            }
-            let _ = Command::new("ip")
-                .args(["netns", "del", name])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
-}
+// Guards: processes, temp dir.
 
 /// A background process (tern) killed on drop; output goes to files for diagnosis.
 struct Background {
@@ -280,151 +171,9 @@ impl Drop for TempDir {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Topology building.
-
-/// A veth pair from `a_ns`/`a_if` to `b_ns`/`b_if`, created directly inside the
-/// namespaces (nothing appears in the host namespace), both ends up.
-fn veth(a_ns: &str, a_if: &str, b_ns: &str, b_if: &str) {
-    run(&[
-        "ip", "link", "add", "name", a_if, "netns", a_ns, "type", "veth", "peer", "name", b_if,
-        "netns", b_ns,
-    ]);
-    run(&["ip", "-n", a_ns, "link", "set", a_if, "up"]);
-    run(&["ip", "-n", b_ns, "link", "set", b_if, "up"]);
-}
-
-fn addr(ns: &str, ifname: &str, cidr: &str) {
-    run(&["ip", "-n", ns, "addr", "add", cidr, "dev", ifname]);
-}
-
-fn default_route(ns: &str, via: &str) {
-    run(&["ip", "-n", ns, "route", "add", "default", "via", via]);
-}
-
-fn nft(ns: &str, rule: &str) {
-    run(&["ip", "netns", "exec", ns, "nft", rule]);
-}
-
-fn enable_forwarding(ns: &str) {
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "sysctl",
-        "-qw",
-        "net.ipv4.ip_forward=1",
-    ]);
-}
-
-/// The shared pieces: pub (bridge br0), rtr1/rtr2 masquerading for lan1/lan2.
-struct Net {
-    ns: Namespaces,
-    pub_ns: String,
-    lan1: String,
-    lan2: String,
-    rtr2: String,
-}
-
-impl Net {
-    fn build(tag: &str, tern_on_bridge: bool) -> Self {
-        let mut ns = Namespaces::new(tag);
-        let pub_ns = ns.add("pub");
-        run(&["ip", "-n", &pub_ns, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &pub_ns, "link", "set", "br0", "up"]);
-        if tern_on_bridge {
-            addr(&pub_ns, "br0", &format!("{TERN_IP}/24"));
-        }
-        let mut lans = Vec::new();
-        let mut rtrs = Vec::new();
-        for (i, rtr_pub) in [(1u8, RTR1_PUB), (2, RTR2_PUB)] {
-            let rtr = ns.add(&format!("rtr{i}"));
-            let lan = ns.add(&format!("lan{i}"));
-            let port = format!("p{i}");
-            veth(&rtr, "wan", &pub_ns, &port);
-            run(&["ip", "-n", &pub_ns, "link", "set", &port, "master", "br0"]);
-            addr(&rtr, "wan", &format!("{rtr_pub}/24"));
-            veth(&rtr, "lan", &lan, "eth0");
-            addr(&rtr, "lan", &format!("10.10.{i}.1/24"));
-            addr(&lan, "eth0", &format!("10.10.{i}.2/24"));
-            default_route(&lan, &format!("10.10.{i}.1"));
-            enable_forwarding(&rtr);
-            nft(&rtr, "add table ip nat");
-            nft(
-                &rtr,
-                "add chain ip nat post { type nat hook postrouting priority 100 ; }",
-            );
-            nft(&rtr, "add rule ip nat post oifname \"wan\" masquerade");
-            lans.push(lan);
-            rtrs.push(rtr);
-        }
-        let lan2 = lans.pop().expect("two lans");
-        let lan1 = lans.pop().expect("two lans");
-        let rtr2 = rtrs.pop().expect("two routers");
-        Self {
-            ns,
-            pub_ns,
-            lan1,
-            lan2,
-            rtr2,
-        }
-    }
-
-    /// Adds srv (tern's host, 10.10.9.2) behind srvrtr doing 1:1 NAT to 203.0.113.20,
-    /// hairpin included. Returns the srv namespace.
-    fn add_one_to_one_nat(&mut self) -> String {
-        let srvrtr = self.ns.add("srvrtr");
-        let srv = self.ns.add("srv");
-        veth(&srvrtr, "wan", &self.pub_ns, "p9");
-        run(&[
-            "ip",
-            "-n",
-            &self.pub_ns,
-            "link",
-            "set",
-            "p9",
-            "master",
-            "br0",
-        ]);
-        addr(&srvrtr, "wan", &format!("{SRVRTR_PUB}/24"));
-        veth(&srvrtr, "lan", &srv, "eth0");
-        addr(&srvrtr, "lan", "10.10.9.1/24");
-        addr(&srv, "eth0", &format!("{SRV_PRIV}/24"));
-        default_route(&srv, "10.10.9.1");
-        enable_forwarding(&srvrtr);
-        nft(&srvrtr, "add table ip nat");
-        nft(
-            &srvrtr,
-            "add chain ip nat pre { type nat hook prerouting priority -100 ; }",
-        );
-        nft(
-            &srvrtr,
-            "add chain ip nat post { type nat hook postrouting priority 100 ; }",
-        );
-        nft(
-            &srvrtr,
-            &format!("add rule ip nat pre ip daddr {SRVRTR_PUB} dnat to {SRV_PRIV}"),
-        );
-        // Outbound and hairpin (srv → its own public address → srv) leave as the public IP.
-        nft(
-            &srvrtr,
-            &format!("add rule ip nat post ip saddr {SRV_PRIV} snat to {SRVRTR_PUB}"),
-        );
-        srv
-    }
-}
-
+/// tern inside `ns` (see `netns::tern_serve`), its output in `dir`.
 fn start_tern(ns: &str, listen: Ipv4Addr, extra: &[String], dir: &Path) -> Background {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_tern"), "serve"])
-        .args(["--listen", &format!("{listen}:{PORT}")])
-        .args(["--relay-ip", &listen.to_string()])
-        .args(["--user", &format!("{USER}:{PASS}")])
-        .args(["--ports", &format!("{}-{}", RELAY_PORTS.0, RELAY_PORTS.1)])
-        .args(["--workers", "2"])
-        .args(extra);
-    Background::spawn("tern", &mut cmd, dir)
+    Background::spawn("tern", &mut netns::tern_serve(ns, listen, extra), dir)
 }
 
 // ---------------------------------------------------------------------------
@@ -726,24 +475,7 @@ fn wait_ready(net: &Net, server: SocketAddr, tern: &mut Background) -> SocketAdd
 
 /// The mapped address `tern stun` reports from inside `ns`.
 fn binding_from(ns: &str, server: SocketAddr) -> SocketAddr {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_tern"), "stun"])
-        .arg(server.to_string())
-        .arg("--json")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running tern stun");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "tern stun failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_str(text.trim()).expect("tern stun --json");
-    json["mapped"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no mapped address:\n{text}"))
+    netns::stun_from(ns, server).unwrap_or_else(|e| panic!("{e}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -754,7 +486,7 @@ fn clients_behind_two_masquerading_nats_relay_through_tern() {
     require_netns();
     let net = Net::build("1", true);
     let logs = TempDir::new("t1");
-    let server = SocketAddr::from((TERN_IP, PORT));
+    let server = SocketAddr::from((TERN_IP, netns::PORT));
     let mut tern = start_tern(&net.pub_ns, TERN_IP, &[], &logs.0);
 
     // (a) lan1 cannot reach lan2 directly; the echo is alive (rtr2 reaches it).
@@ -832,7 +564,7 @@ fn tern_behind_one_to_one_nat_advertises_its_public_address() {
         &["--external-ip".to_string(), SRVRTR_PUB.to_string()],
         &logs.0,
     );
-    let server = SocketAddr::from((SRVRTR_PUB, PORT));
+    let server = SocketAddr::from((SRVRTR_PUB, netns::PORT));
 
     let mapped = wait_ready(&net, server, &mut tern);
     assert_eq!(mapped.ip(), IpAddr::V4(RTR1_PUB), "lan1 mapped address");

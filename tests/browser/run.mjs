@@ -11,10 +11,9 @@
 
 import http from 'node:http';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { launchChromium, watchdog, emit } from './launch.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -69,19 +68,13 @@ const tcpUrl = `turn:${cfg.host}:${cfg.port}?transport=tcp`;
 const tlsUrl = `turns:${cfg.host}:${cfg.tlsPort}?transport=tcp`;
 
 const server = await servePage();
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-chromium-'));
-let context;
+const stopWatchdog = watchdog(150_000, 'run.mjs');
+let browser;
 let failed = 0;
-
-// Hard bound on the whole run, so a stuck browser never hangs the caller.
-const watchdog = setTimeout(() => {
-  console.error('run.mjs: overall timeout (150 s)');
-  process.exit(3);
-}, 150_000);
 
 function report(run, pass, result) {
   if (!pass) failed++;
-  console.log(JSON.stringify({ run, pass, ...result }));
+  emit({ run, pass, ...result });
 }
 
 // The checks for a data run: all messages in order, both selected local candidates
@@ -102,32 +95,10 @@ function checkData(result, relayProtocol) {
 }
 
 try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--ignore-certificate-errors',
-      '--use-fake-device-for-media-stream',
-      '--use-fake-ui-for-media-stream',
-    ],
-    timeout: 30_000,
-  });
-  const page = context.pages()[0] || (await context.newPage());
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') console.error(`page console: ${msg.text()}`);
-  });
-  page.on('pageerror', (err) => console.error(`page error: ${err}`));
+  browser = await launchChromium('run');
+  const { page } = browser;
   await page.goto(`http://127.0.0.1:${server.address().port}/`);
   await page.waitForFunction(() => window.pageReady === true, null, { timeout: 10_000 });
-  const browserVersion = context.browser() ? context.browser().version() : undefined;
 
   const creds = { username: cfg.user, credential: cfg.pass };
   const dataRuns = { udp: [udpUrl, 'udp'], tcp: [tcpUrl, 'tcp'], tls: [tlsUrl, 'tls'] };
@@ -158,14 +129,13 @@ try {
       report(run, false, { problems: [`unknown run ${run}`] });
     }
   }
-  console.error(`run.mjs: chromium ${browserVersion || '?'}, ${failed} failed`);
+  console.error(`run.mjs: chromium ${browser.version || '?'}, ${failed} failed`);
 } catch (e) {
   failed++;
-  console.log(JSON.stringify({ run: 'driver', pass: false, error: String(e && e.stack || e) }));
+  emit({ run: 'driver', pass: false, error: String(e && e.stack || e) });
 } finally {
-  clearTimeout(watchdog);
-  if (context) await context.close().catch(() => {});
+  stopWatchdog();
+  if (browser) await browser.close();
   server.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
 }
 process.exit(failed ? 1 : 0);
