@@ -14,7 +14,8 @@
 //!   IPv4 a Teredo address carries (server and client) must pass too.
 //! - let a client reach the host's own services through the relay: the server's
 //!   own addresses are only reachable on the relay port range, and its own listening
-//!   endpoints (STUN/TURN, TLS, admin) never, whatever the operator's lists say.
+//!   endpoints (STUN/TURN, TLS, admin, self-test) never, whatever the operator's
+//!   lists say.
 //!
 //! Order of a decision (see [`PeerPolicy::check`]): port 0, then the server's own
 //! listening endpoints, then the operator lists (most specific entry wins), then the
@@ -52,11 +53,11 @@ pub struct OwnRelays {
     pub ports: RangeInclusive<u16>,
 }
 
-/// The server's own listening endpoints (STUN/TURN over UDP and TCP, TLS, admin):
-/// never a peer, whatever the operator's lists say. Relaying to a listener lets a
-/// client speak to the server from a relay address (a TURN loop, which a worker that
-/// does not own that relay cannot recognise), and no client has business with the
-/// admin port.
+/// The server's own listening endpoints (STUN/TURN over UDP and TCP, TLS, admin,
+/// self-test): never a peer, whatever the operator's lists say. Relaying to a
+/// listener lets a client speak to the server from a relay address (a TURN loop,
+/// which a worker that does not own that relay cannot recognise), and no client has
+/// business with the admin or self-test ports.
 #[derive(Debug, Clone, Default)]
 pub struct OwnServices {
     /// Listening addresses as configured; an unspecified IP listens on every local

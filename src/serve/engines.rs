@@ -63,12 +63,15 @@ pub fn rules(
     })
 }
 
-/// Every address the server listens on (STUN/TURN over UDP and TCP, TLS, admin):
-/// the peer policy never lets a client relay to one of them.
+/// Every address the server listens on (STUN/TURN over UDP and TCP, TLS, admin,
+/// self-test): the peer policy never lets a client relay to one of them.
 fn service_endpoints(settings: &Settings) -> Vec<SocketAddr> {
     let tls = settings.server.tls_listen.iter().map(|l| l.addr);
     let mut endpoints = settings.server.listen_addrs();
-    endpoints.extend(tls.chain(settings.admin.listen));
+    endpoints.extend(
+        tls.chain(settings.admin.listen)
+            .chain(settings.selftest.listen),
+    );
     endpoints
 }
 
