@@ -268,6 +268,8 @@
       };
       const channel = a.createDataChannel('echo');
       const failed = connectionFailed(a, b);
+      // Only the races below consume it; after the call it must not count as unhandled.
+      failed.catch(() => {});
       await a.setLocalDescription(await a.createOffer());
       await b.setRemoteDescription(a.localDescription);
       await b.setLocalDescription(await b.createAnswer());
@@ -437,15 +439,19 @@
     );
   }
 
-  function renderCall(call) {
+  // Step 2's facts, starting afresh with its one-line result.
+  function renderCallResult(text) {
     const facts = $('call-facts');
-    const add = (label, value) => facts.append(el('dt', label), el('dd', value));
-    facts.replaceChildren();
+    facts.replaceChildren(el('dt', 'Result'), el('dd', text));
+    return (label, value) => facts.append(el('dt', label), el('dd', value));
+  }
+
+  function renderCall(call) {
     if (!call) {
-      add('Result', 'not tried: no transport gave a relay');
+      renderCallResult('not tried: no transport gave a relay');
       return;
     }
-    add('Result', call.ok ? '✓ data and video went through the relay' : `✗ ${call.error}`);
+    const add = renderCallResult(call.ok ? '✓ data and video went through the relay' : `✗ ${call.error}`);
     if (!call.ok) return;
     add('Route', describePair(call.pair));
     add('Relay address', call.pair && call.pair.localAddress ? call.pair.localAddress : '–');
@@ -459,7 +465,8 @@
     const box = $('verdict');
     box.dataset.verdict = result.verdict;
     const title = { running: 'Checking…', ok: '✓ Calls through this server work', fail: '✗ Problem found' };
-    setText('verdict-title', title[result.verdict]);
+    const partly = result.verdict === 'fail' && result.call && result.call.ok;
+    setText('verdict-title', partly ? '✗ Calls work, but not on every transport' : title[result.verdict]);
     setText('verdict-cause', result.cause || (result.verdict === 'ok' ? 'Every transport relays, and a call went through the relay.' : ''));
     $('verdict-notes').replaceChildren(...result.notes.map((n) => el('li', n)));
     $('rerun').hidden = result.verdict === 'running';
@@ -470,6 +477,9 @@
     window.selftestResult = result;
     renderVerdict(result);
     $('transports').replaceChildren();
+    renderCallResult('waiting for step 1');
+    $('call-video').hidden = true;
+    $('call-still').hidden = true;
     let ice;
     try {
       ice = await fetchIce();
@@ -493,7 +503,7 @@
     }));
     const working = offered.filter((t) => result.transports[t].ok);
     if (working.length) {
-      setText('call-result', 'calling…');
+      renderCallResult('calling…');
       result.call = await loopbackCall(ice, working.map((t) => ice.urls[t]), CALL_MS);
     }
     renderCall(result.call);
@@ -503,11 +513,12 @@
   }
 
   function startCheck() {
-    $('rerun').onclick = () => runCheck();
-    runCheck().catch((e) => {
+    const check = () => runCheck().catch((e) => {
       Object.assign(window.selftestResult, { verdict: 'fail', cause: `the check stopped: ${e.message}`, done: true });
       renderVerdict(window.selftestResult);
     });
+    $('rerun').onclick = check;
+    check();
   }
 
   // ---------------------------------------------------------------------------------
@@ -708,21 +719,23 @@
 
     fail(reason) {
       if (this.ended) return;
-      this.ended = true;
       this.state.error = reason;
-      this.closePeer();
-      if (this.ws) this.ws.close();
+      this.end();
       this.status('error', 'The call stopped', ERROR_WORDS[reason] || reason);
-      this.offerRejoin();
     }
 
     hangUp() {
       if (this.ended) return;
+      this.end();
+      this.status('hung-up', 'You hung up', '');
+    }
+
+    // Leaves the room for good: no call, no socket, camera off, a way back in.
+    end() {
       this.ended = true;
       this.closePeer();
       if (this.ws) this.ws.close(1000);
       if (this.media) this.media.stop();
-      this.status('hung-up', 'You hung up', '');
       this.offerRejoin();
     }
 
