@@ -18,6 +18,10 @@ use thiserror::Error;
 use super::attrs::{UNDERSTOOD, decode_xor_address};
 
 const MAC_LEN: usize = 20;
+/// Unknown comprehension-required types kept for a 420's UNKNOWN-ATTRIBUTES, each once.
+/// A Binding needs no credentials, so a request naming thousands of them must not earn
+/// an answer thousands of bytes long (RFC 8489 §9.2 reflection).
+pub const MAX_UNKNOWN_LISTED: usize = 8;
 
 /// Why bytes were not a usable STUN message. Such input is dropped without an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -43,7 +47,8 @@ pub struct Request {
     /// Offset of the MESSAGE-INTEGRITY attribute header in the raw message, and its MAC.
     integrity: Option<(usize, [u8; MAC_LEN])>,
     has_fingerprint: bool,
-    /// Comprehension-required attributes this server does not understand.
+    /// Comprehension-required attributes this server does not understand: each once, in
+    /// order of appearance, at most [`MAX_UNKNOWN_LISTED`].
     unknown: Vec<AttrType>,
 }
 
@@ -71,7 +76,11 @@ impl Request {
             } else if attr.typ == ATTR_MESSAGE_INTEGRITY {
                 let mac = attr.value.as_slice().try_into();
                 integrity = Some((start, mac.map_err(|_| Malformed::Attributes)?));
-            } else if attr.typ.required() && !UNDERSTOOD.contains(&attr.typ) {
+            } else if attr.typ.required()
+                && !UNDERSTOOD.contains(&attr.typ)
+                && !unknown.contains(&attr.typ)
+                && unknown.len() < MAX_UNKNOWN_LISTED
+            {
                 unknown.push(attr.typ);
             }
             kept.push(attr);
@@ -181,4 +190,27 @@ fn check_fingerprint(bytes: &[u8], start: usize, value: &[u8]) -> Result<(), Mal
         return Err(Malformed::Fingerprint);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stun::message::BINDING_REQUEST;
+
+    #[test]
+    fn unknown_attributes_are_listed_once_each_and_capped() {
+        let mut msg = Message::new();
+        msg.set_type(BINDING_REQUEST);
+        msg.write_header();
+        // Two types repeated, then many more distinct ones: 1000 attributes in all.
+        for i in 0..1000u16 {
+            let typ = if i < 10 { 0x7F00 + i % 2 } else { 0x7000 + i };
+            msg.add(AttrType(typ), &[]);
+        }
+        let req = Request::parse(&msg.raw).unwrap();
+        let listed: Vec<u16> = req.unknown_required().iter().map(|t| t.0).collect();
+        let mut expected = vec![0x7F00, 0x7F01];
+        expected.extend(0x700A..0x700A + MAX_UNKNOWN_LISTED as u16 - 2);
+        assert_eq!(listed, expected);
+    }
 }
