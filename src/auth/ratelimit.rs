@@ -5,9 +5,14 @@
 //! must never grow memory with traffic: buckets live in a fixed table indexed by a keyed
 //! hash of the IP (a collision only makes two sources share a bucket). It never reads the
 //! clock; the caller passes an [`Instant`].
+//!
+//! Clones of a limiter share its table, so all the workers of a server draw on one budget
+//! per source IP: the kernel spreads the source ports of one IP over every worker, and a
+//! table per worker would give such a source the budget once per worker.
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Token amounts are kept in billionths of a token, so refill is exact integer arithmetic
@@ -22,14 +27,17 @@ struct Bucket {
     last: Option<Instant>,
 }
 
-/// Fixed-memory, per-source-IP token buckets for 401 answers.
+/// Fixed-memory, per-source-IP token buckets for 401 answers. Clones share the buckets.
+#[derive(Clone)]
 pub struct UnauthorizedLimiter {
     per_second: u64,
     /// Bucket capacity in units.
     capacity: u64,
     hash_key: u64,
-    /// Empty when the limiter is disabled.
-    buckets: Box<[Bucket]>,
+    /// Number of buckets; 0 when the limiter is disabled.
+    slots: usize,
+    /// Held only for one bucket update, on the unauthenticated path.
+    buckets: Arc<Mutex<Box<[Bucket]>>>,
 }
 
 impl UnauthorizedLimiter {
@@ -49,7 +57,8 @@ impl UnauthorizedLimiter {
             per_second: u64::from(per_second),
             capacity,
             hash_key,
-            buckets: vec![empty; slots].into_boxed_slice(),
+            slots,
+            buckets: Arc::new(Mutex::new(vec![empty; slots].into_boxed_slice())),
         }
     }
 
@@ -61,7 +70,9 @@ impl UnauthorizedLimiter {
         }
         let slot = self.slot(ip);
         let (per_second, capacity) = (self.per_second, self.capacity);
-        let Some(bucket) = self.buckets.get_mut(slot) else {
+        // Nothing below panics, so even a lock poisoned elsewhere holds valid buckets.
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(bucket) = buckets.get_mut(slot) else {
             return true;
         };
         if let Some(last) = bucket.last {
@@ -92,7 +103,7 @@ impl UnauthorizedLimiter {
         // modulo a table length that fits usize.
         let (high, low) = ((bits >> 64) as u64, bits as u64);
         let hash = mix(mix(self.hash_key ^ high) ^ low);
-        (hash % self.buckets.len().max(1) as u64) as usize
+        (hash % self.slots.max(1) as u64) as usize
     }
 }
 
@@ -112,7 +123,7 @@ impl fmt::Debug for UnauthorizedLimiter {
         f.debug_struct("UnauthorizedLimiter")
             .field("per_second", &self.per_second)
             .field("burst", &(self.capacity / UNITS_PER_TOKEN))
-            .field("slots", &self.buckets.len())
+            .field("slots", &self.slots)
             .finish_non_exhaustive()
     }
 }
@@ -196,7 +207,7 @@ mod tests {
     #[test]
     fn memory_is_fixed_and_slots_clamped() {
         let mut limiter = UnauthorizedLimiter::new(1, 1, 0, KEY);
-        assert_eq!(limiter.buckets.len(), 1);
+        assert_eq!(limiter.slots, 1);
         let now = Instant::now();
         // Everyone shares the single bucket: one answer in total.
         assert!(limiter.allow(ip(1), now));
@@ -204,7 +215,20 @@ mod tests {
         for last in 0..=255 {
             limiter.allow(ip(last), now);
         }
-        assert_eq!(limiter.buckets.len(), 1);
+        assert_eq!(limiter.buckets.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn clones_share_one_budget() {
+        let mut first = UnauthorizedLimiter::new(1, 4, 64, KEY);
+        let mut second = first.clone();
+        let now = Instant::now();
+        assert_eq!(
+            drain(&mut first, ip(1), now) + drain(&mut second, ip(1), now),
+            4
+        );
+        assert!(!second.allow(ip(1), now + std::time::Duration::from_millis(999)));
+        assert!(first.allow(ip(1), now + std::time::Duration::from_secs(1)));
     }
 
     #[test]
@@ -216,7 +240,7 @@ mod tests {
     #[test]
     fn disabled_always_allows() {
         let mut limiter = UnauthorizedLimiter::new(0, 1, 1024, KEY);
-        assert!(limiter.buckets.is_empty());
+        assert!(limiter.buckets.lock().unwrap().is_empty());
         let now = Instant::now();
         assert!((0..10_000).all(|_| limiter.allow(ip(1), now)));
     }

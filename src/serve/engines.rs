@@ -84,19 +84,20 @@ pub fn build(settings: &Settings, rules: &EngineRules, count: usize) -> (Vec<Eng
     };
     let (a, limits) = (&settings.auth, &settings.limits);
     let shared = Arc::new(Shared::new(settings.relay.ports));
+    // One table for all workers: the kernel spreads one IP's source ports over all of
+    // them, and the budget is per IP.
+    let limiter = UnauthorizedLimiter::new(
+        a.unauthorized_per_second,
+        a.unauthorized_burst,
+        limits.rate_limit_slots,
+        rand::rng().random(),
+    );
     let engines = (0..count)
         .map(|_| {
-            // Each worker limits 401s for the clients the kernel steers to it.
-            let limiter = UnauthorizedLimiter::new(
-                a.unauthorized_per_second,
-                a.unauthorized_burst,
-                limits.rate_limit_slots,
-                rand::rng().random(),
-            );
             Engine::new(
                 rules,
                 NonceIssuer::new(&nonce_key, a.nonce_lifetime.0),
-                limiter,
+                limiter.clone(),
                 rand::rngs::StdRng::from_os_rng(),
                 shared.clone(),
             )
