@@ -60,11 +60,10 @@ pub struct OwnRelays {
 /// business with the admin or self-test ports.
 #[derive(Debug, Clone, Default)]
 pub struct OwnServices {
-    /// Listening addresses as configured; an unspecified IP listens on every local
-    /// address.
+    /// Listening addresses as configured. Their ports are refused on every address of
+    /// this host, whichever one they are bound to.
     pub endpoints: Vec<SocketAddr>,
-    /// This host's interface addresses, where a wildcard endpoint is reachable besides
-    /// loopback and the own relay addresses.
+    /// This host's interface addresses, besides loopback and the own relay addresses.
     pub host_ips: Vec<IpAddr>,
 }
 
@@ -201,8 +200,8 @@ impl PeerPolicy {
     /// Decide whether a client may relay to `peer`.
     ///
     /// 1. Port 0 is refused.
-    /// 2. The IP is canonicalized ([`canonical_ip`]). A datagram that would reach one
-    ///    of the server's own listening endpoints is refused, whatever the lists say.
+    /// 2. The IP is canonicalized ([`canonical_ip`]). A listening port of the server on
+    ///    one of this host's addresses is refused, whatever the lists say.
     /// 3. The canonical IP is judged: the operator's most specific entry decides (deny
     ///    wins ties); else the server's own addresses are allowed only on the relay
     ///    port range; else the default-denied table applies.
@@ -274,19 +273,17 @@ impl PeerPolicy {
         }
     }
 
-    /// Whether a datagram to `ip:port` (`ip` canonical) would arrive at one of the
-    /// server's listening endpoints: its own address, or any local address when the
-    /// endpoint is a wildcard. An unspecified destination is delivered to this host.
+    /// Whether `ip:port` (`ip` canonical) is a listening port of this server on one
+    /// of this host's addresses. Any local address counts, not only the one an
+    /// endpoint is bound to: a wildcard listens on all of them, a datagram to the
+    /// advertised address of a 1:1 NAT comes back to the private one, and one to an
+    /// unspecified address is delivered to this host. Refusing a port of our own host
+    /// where nothing listens costs nothing.
     fn reaches_own_service(&self, ip: IpAddr, port: u16) -> bool {
-        self.services
-            .endpoints
-            .iter()
-            .filter(|endpoint| endpoint.port() == port)
-            .any(|endpoint| {
-                ip == endpoint.ip()
-                    || ip.is_unspecified()
-                    || (endpoint.ip().is_unspecified() && self.is_local(ip))
-            })
+        let is_ours = ip.is_unspecified()
+            || self.is_local(ip)
+            || self.services.endpoints.iter().any(|e| e.ip() == ip);
+        is_ours && self.services.endpoints.iter().any(|e| e.port() == port)
     }
 
     /// Loopback, a relay or advertised address of this server, or a host interface.
@@ -889,12 +886,13 @@ mod tests {
         );
     }
 
-    /// Loopback, private ranges and all of IPv6 re-allowed by the operator; relaying on
-    /// 10.0.0.5; listening on 10.0.0.5:3478 (UDP/TCP), on every address at 5349 (TLS),
-    /// and on 127.0.0.1:9641 (admin); another interface has 192.168.1.20.
+    /// Loopback, private ranges, the server's public address and all of IPv6
+    /// re-allowed by the operator; relaying on 10.0.0.5, advertised as 198.51.100.5;
+    /// listening on 10.0.0.5:3478 (UDP/TCP), on every address at 5349 (TLS), and on
+    /// 127.0.0.1:9641 (admin); another interface has 192.168.1.20.
     fn services_policy() -> PeerPolicy {
         let own = OwnRelays {
-            ips: vec![ip("10.0.0.5")],
+            ips: vec![ip("10.0.0.5"), ip("198.51.100.5")],
             ports: RELAY_PORTS,
         };
         let services = OwnServices {
@@ -910,6 +908,7 @@ mod tests {
             "10.0.0.0/8",
             "127.0.0.0/8",
             "192.168.0.0/16",
+            "198.51.100.0/24",
             "::/0",
         ]);
         PeerPolicy::new(allowed, Vec::new(), own).with_services(services)
@@ -925,7 +924,11 @@ mod tests {
             ("0.0.0.0", 3478), // delivered to this host
             ("127.0.0.1", 9641),
             ("::ffff:127.0.0.1", 9641),
-            // The wildcard TLS listener, on every local address.
+            // Through the 1:1 NAT's public address, back to 10.0.0.5.
+            ("198.51.100.5", 3478),
+            // Any listening port on any local address.
+            ("127.0.0.1", 3478),
+            ("10.0.0.5", 9641),
             ("10.0.0.5", 5349),
             ("192.168.1.20", 5349),
             ("127.0.0.1", 5349),
@@ -948,7 +951,7 @@ mod tests {
             ("10.0.0.5", 3479),     // re-allowed by 10.0.0.0/8
             ("10.0.0.5", 50000),    // a relay address
             ("10.0.0.6", 3478),     // another host
-            ("127.0.0.1", 3478),    // nothing of ours listens there
+            ("198.51.100.6", 3478), // another host
             ("127.0.0.1", 9642),    // next to the admin port
             ("192.168.1.21", 5349), // another host on the LAN
             ("8.8.8.8", 5349),      // someone else's TURN server
