@@ -578,6 +578,29 @@ impl TernServer {
     pub fn stop(&mut self) {
         self.process.stop();
     }
+
+    /// Panics unless the server still runs, answers a Binding, grants `user` a fresh
+    /// allocation and never logged a panic: how an attack test shows it did no harm.
+    pub fn assert_still_serving(&mut self, user: &str, password: &str) {
+        self.assert_running();
+        stun_binding(self.addr, Duration::from_secs(2)).unwrap_or_else(|e| panic!("{e}"));
+        let mut client = TurnClient::new(self.addr, user, password).expect("client socket");
+        let reply = client.allocate(vec![]).expect("Allocate answered");
+        assert!(reply.is_success(), "{:?}\n{}", reply.code, self.logs());
+        assert!(!self.logs().contains("panicked"), "{}", self.logs());
+    }
+}
+
+/// `client` once it knows the server's realm and a nonce, still without an allocation:
+/// its unsigned Refresh drew a 401, the signed retry a 437.
+pub fn with_realm_and_nonce(mut client: TurnClient) -> TurnClient {
+    let reply = client.refresh(None).expect("Refresh answered");
+    assert_eq!(
+        reply.code,
+        Some(437),
+        "a signed Refresh without an allocation"
+    );
+    client
 }
 
 /// Runs `tern ARGS...` to completion (e.g. `check-config`), bounded by `timeout`.
