@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need on Debian/Ubuntu: coturn's tools
-# (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient) and openssl.
+# (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient), openssl and
+# redis-server (the fleet tests start their own on a loopback port).
 #
 # Idempotent: does nothing when the tools are already on PATH. Non-interactive; meant
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
@@ -10,9 +11,9 @@
 # left running: it is kept from starting during the install and stopped/disabled after.
 set -euo pipefail
 
-TOOLS=(turnserver turnutils_uclient turnutils_peer turnutils_stunclient openssl)
+TOOLS=(turnserver turnutils_uclient turnutils_peer turnutils_stunclient openssl redis-server)
 # Debian packages that provide them (openssl: `openssl s_client` checks TLS versions).
-PACKAGES=(coturn openssl)
+PACKAGES=(coturn openssl redis-server)
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 
@@ -36,19 +37,21 @@ as_root() {
     fi
 }
 
-# Stops and disables the coturn system service if one is there.
-stop_coturn_service() {
+# Stops and disables a system service (coturn, redis-server) if one is there: the
+# tests start their own servers.
+stop_service() {
+    local name=$1
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-        if systemctl is-active --quiet coturn 2>/dev/null \
-            || systemctl is-enabled --quiet coturn 2>/dev/null; then
-            log "stopping and disabling the coturn system service"
-            as_root systemctl disable --now coturn >/dev/null 2>&1 || true
+        if systemctl is-active --quiet "$name" 2>/dev/null \
+            || systemctl is-enabled --quiet "$name" 2>/dev/null; then
+            log "stopping and disabling the $name system service"
+            as_root systemctl disable --now "$name" >/dev/null 2>&1 || true
         fi
-    elif [ -x /etc/init.d/coturn ]; then
+    elif [ -x "/etc/init.d/$name" ]; then
         # sysvinit (or containers without an init): stopping is harmless when not running.
-        as_root /etc/init.d/coturn stop >/dev/null 2>&1 || true
+        as_root "/etc/init.d/$name" stop >/dev/null 2>&1 || true
         if command -v update-rc.d >/dev/null 2>&1; then
-            as_root update-rc.d coturn disable >/dev/null 2>&1 || true
+            as_root update-rc.d "$name" disable >/dev/null 2>&1 || true
         fi
     fi
 }
@@ -57,7 +60,7 @@ if [ -z "$(missing_tools)" ]; then
     # Already installed: only make sure a system turnserver is not running.
     if { [ -d /run/systemd/system ] && systemctl is-active --quiet coturn 2>/dev/null; } \
         && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }; then
-        stop_coturn_service
+        stop_service coturn
     fi
     exit 0
 fi
@@ -91,11 +94,12 @@ as_root apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "${PACKAGES[@]}" >/dev/null
 
-stop_coturn_service
+stop_service coturn
+stop_service redis-server
 
 still_missing="$(missing_tools)"
 if [ -n "$still_missing" ]; then
     log "still missing after installing ${PACKAGES[*]}: $(echo "$still_missing" | paste -sd' ' -)"
     exit 1
 fi
-log "installed: $(command -v turnutils_uclient) $(command -v openssl)"
+log "installed: $(command -v turnutils_uclient) $(command -v openssl) $(command -v redis-server)"

@@ -33,6 +33,8 @@ pub struct AdminState {
     /// One command queue per worker; each owns some of the allocations.
     pub workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
     pub token: Option<String>,
+    /// The fleet this node belongs to, if any.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Relay ports over every relay IP.
     pub port_capacity: usize,
 }
@@ -46,6 +48,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         .route("/api/users/{user}/sessions", delete(kill_user))
         .route("/api/users/{user}/revoke", post(revoke_user))
         .route("/api/drain", put(drain))
+        .route("/api/fleet/sessions", get(fleet_sessions))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -122,20 +125,7 @@ async fn ask_all<T>(
     state: &AdminState,
     command: impl Fn(oneshot::Sender<T>) -> WorkerCommand,
 ) -> Vec<T> {
-    let mut replies = Vec::with_capacity(state.workers.len());
-    for worker in &state.workers {
-        let (tx, rx) = oneshot::channel();
-        if worker.send(command(tx)).is_ok() {
-            replies.push(rx);
-        }
-    }
-    let mut answers = Vec::with_capacity(replies.len());
-    for rx in replies {
-        if let Ok(answer) = rx.await {
-            answers.push(answer);
-        }
-    }
-    answers
+    crate::net::worker::ask_all(&state.workers, command).await
 }
 
 async fn sessions(State(state): State<Arc<AdminState>>) -> Json<Vec<Session>> {
@@ -176,7 +166,33 @@ async fn revoke_user(
 ) -> Json<serde_json::Value> {
     state.shared.revoke(&user);
     tracing::info!(user = %user.escape_debug(), "user revoked");
-    kill_user(State(state), Path(user)).await
+    // In a fleet, every other node refuses and kills too (`fleet` says whether the
+    // fleet could be told; if not, nodes pick it up from Redis when it is back).
+    let fleet = match &state.cluster {
+        Some(cluster) => Some(cluster.publish_revocation(&user).await.is_ok()),
+        None => None,
+    };
+    let Json(mut answer) = kill_user(State(state), Path(user)).await;
+    if let Some(told) = fleet {
+        answer["fleet"] = told.into();
+    }
+    Json(answer)
+}
+
+/// Every live node's sessions (404 for a node that is not in a fleet, 503 while
+/// Redis is unreachable).
+async fn fleet_sessions(State(state): State<Arc<AdminState>>) -> Response {
+    let Some(cluster) = &state.cluster else {
+        return (
+            StatusCode::NOT_FOUND,
+            "not in a fleet ([cluster] is not set)\n",
+        )
+            .into_response();
+    };
+    match cluster.fleet_sessions().await {
+        Ok(sessions) => Json(sessions).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
 }
 
 /// `on` starts draining (new allocations refused, existing ones relay on), `off`

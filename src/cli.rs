@@ -93,6 +93,13 @@ pub struct ServeArgs {
     /// Bearer token enabling the admin JSON API.
     #[arg(long, env = "TERN_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Redis URL joining this node to a fleet (redis:// or rediss://); replaces
+    /// cluster.redis_url.
+    #[arg(long, env = "TERN_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's name in the fleet; replaces cluster.node_id.
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
     /// Do not serve plain TCP.
     #[arg(long)]
     pub no_tcp: bool,
@@ -127,7 +134,8 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// Applies the flags on top of the file's settings.
+    /// Applies the flags on top of the file's settings (validated afterwards, by
+    /// [`Settings::load_with`]).
     pub fn apply_to(&self, s: &mut Settings) -> Result<(), String> {
         if !self.listen.is_empty() {
             s.server.listen = self.listen.iter().map(|&a| a.into()).collect();
@@ -146,6 +154,12 @@ impl ServeArgs {
         }
         if self.admin.is_some() {
             s.admin.listen = self.admin;
+        }
+        if let Some(url) = &self.redis_url {
+            s.cluster.redis_url = Some(url.clone());
+        }
+        if let Some(id) = &self.node_id {
+            s.cluster.node_id = Some(id.clone());
         }
         if let Some(token) = &self.admin_token {
             s.admin.token = Some(token.clone());
@@ -180,7 +194,7 @@ impl ServeArgs {
         if let Some(level) = &self.log_level {
             s.log.level = level.clone();
         }
-        s.validate().map_err(|(key, msg)| format!("{key}: {msg}"))
+        Ok(())
     }
 }
 

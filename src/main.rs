@@ -33,16 +33,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> ExitCode {
-    let mut settings = match &args.config {
-        Some(path) => match Settings::load(path) {
-            Ok(s) => s,
-            Err(e) => return config_error(e),
-        },
-        None => Settings::default(),
+    let settings = match Settings::load_with(args.config.as_deref(), |s| args.apply_to(s)) {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
     };
-    if let Err(e) = args.apply_to(&mut settings) {
-        return config_error(e);
-    }
     let log_level = init_logging(&settings.log.level, settings.log.format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -53,12 +47,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
     };
     let (path, flags) = (args.config.clone(), args.clone());
     let loader: tern::serve::reload::Loader = Box::new(move || {
-        let mut settings = match &path {
-            Some(path) => Settings::load(path).map_err(|e| e.to_string())?,
-            None => Settings::default(),
-        };
-        flags.apply_to(&mut settings)?;
-        Ok(settings)
+        Settings::load_with(path.as_deref(), |s| flags.apply_to(s)).map_err(|e| e.to_string())
     });
     match runtime.block_on(tern::serve::run(settings, loader, log_level)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -89,6 +89,8 @@ pub struct Metrics {
     pub selftest_rooms: Gauge,
     pub selftest_signaling_messages: Counter,
     selftest_refused: Family<ReasonLabel, Counter>,
+    pub cluster_up: Gauge,
+    pub cluster_nodes: Gauge,
 }
 
 /// State read at scrape time.
@@ -130,6 +132,8 @@ impl Metrics {
             selftest_rooms: Gauge::default(),
             selftest_signaling_messages: Counter::default(),
             selftest_refused: Family::default(),
+            cluster_up: Gauge::default(),
+            cluster_nodes: Gauge::default(),
         }
         .registered()
     }
@@ -250,6 +254,16 @@ impl Metrics {
             "selftest_signaling_messages",
             "Signaling messages passed between call room members",
             self.selftest_signaling_messages.clone(),
+        );
+        r.register(
+            "cluster_redis_up",
+            "1 while the fleet's Redis answers (0: local quotas only)",
+            self.cluster_up.clone(),
+        );
+        r.register(
+            "cluster_nodes",
+            "Live nodes of the fleet, this one included",
+            self.cluster_nodes.clone(),
         );
         r.register(
             "selftest_refused",

@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::time::Duration;
 use support::{TernServer, free_udp_tcp_port, relay_ports_arg};
@@ -61,17 +60,7 @@ fn sessions(admin: SocketAddr) -> Vec<serde_json::Value> {
 
 /// A raw request with an optional bearer token: the status code.
 fn status(admin: SocketAddr, method: &str, path: &str, token: Option<&str>) -> u16 {
-    let mut s = TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.split_whitespace().nth(1).unwrap().parse().unwrap()
+    support::http_request(admin, method, path, token, "").0
 }
 
 fn allocated(server: &TernServer, user: &str) -> (TurnClient, String) {

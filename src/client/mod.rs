@@ -20,7 +20,7 @@ use stun::message::{CLASS_INDICATION, METHOD_ALLOCATE, METHOD_CHANNEL_BIND};
 use stun::message::{METHOD_CREATE_PERMISSION, METHOD_DATA, METHOD_REFRESH, METHOD_SEND};
 
 use crate::auth::LongTermKey;
-use crate::proto::attrs::decode_xor_address;
+use crate::proto::attrs::{decode_address, decode_xor_address};
 use crate::proto::{ChannelHeader, Kind, Request};
 
 /// An attribute to put in a request.
@@ -88,6 +88,11 @@ impl Reply {
 
     pub fn xor_address(&self, t: AttrType) -> Option<SocketAddr> {
         decode_xor_address(self.msg.attr(t)?, &self.msg.transaction_id())
+    }
+
+    /// ALTERNATE-SERVER of a 300 (Try Alternate).
+    pub fn alternate_server(&self) -> Option<SocketAddr> {
+        decode_address(self.msg.attr(stun::attributes::ATTR_ALTERNATE_SERVER)?)
     }
 
     pub fn lifetime(&self) -> Option<u32> {
@@ -185,6 +190,13 @@ impl TurnClient {
 
     pub fn nonce(&self) -> Option<&str> {
         self.nonce.as_deref()
+    }
+
+    /// Takes the realm and nonce another client was challenged with (a nonce from one
+    /// node of a fleet, used on another).
+    pub fn adopt_challenge(&mut self, other: &TurnClient) {
+        self.realm.clone_from(&other.realm);
+        self.nonce.clone_from(&other.nonce);
     }
 
     /// Overrides the nonce used for the next signed request (stale/foreign nonce tests).

@@ -37,6 +37,7 @@ pub struct Settings {
     pub tls: TlsSettings,
     pub admin: AdminSettings,
     pub selftest: SelftestSettings,
+    pub cluster: ClusterSettings,
     pub limits: Limits,
     pub log: LogSettings,
 }
@@ -181,6 +182,75 @@ impl std::fmt::Debug for SelftestSettings {
             .field("room_ttl", &self.room_ttl)
             .field("max_rooms", &self.max_rooms)
             .field("max_message", &self.max_message)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fleet of nodes sharing quotas, sessions, revocations and the nonce key through
+/// Redis, and handing new clients to each other; off unless `redis_url` is set.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// `redis://[:PASSWORD@]HOST[:PORT][/DB]` or `rediss://` for TLS.
+    pub redis_url: Option<String>,
+    /// This node's name in the fleet; default the host name.
+    pub node_id: Option<String>,
+    /// Addresses clients reach this node's UDP/TCP listener on, given to clients that
+    /// other nodes redirect here; default the public relay address and listen port.
+    pub advertise: Vec<SocketAddr>,
+    /// The same for this node's TLS listener.
+    pub advertise_tls: Vec<SocketAddr>,
+    /// Prefix of every Redis key, so several fleets can share one Redis.
+    pub key_prefix: String,
+    /// How often the node publishes its state (load, quota counts, sessions).
+    pub heartbeat_interval: Seconds,
+    /// A node silent this long is dead: its sessions leave the registry and its
+    /// allocations stop counting against quotas.
+    pub node_ttl: Seconds,
+    /// Over this many allocations here, new ones are redirected (300 Try Alternate)
+    /// to the least-loaded live node; 0 never.
+    pub redirect_above_allocations: usize,
+    /// The same for relayed bandwidth, in Mbit/s both ways; 0 never.
+    pub redirect_above_mbps: u64,
+    /// Allocations in this realm over the whole fleet; 0 means only each node's
+    /// limits.total_allocations.
+    pub realm_allocations: usize,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            node_id: None,
+            advertise: Vec::new(),
+            advertise_tls: Vec::new(),
+            key_prefix: "tern".into(),
+            heartbeat_interval: Seconds(1),
+            node_ttl: Seconds(5),
+            redirect_above_allocations: 0,
+            redirect_above_mbps: 0,
+            realm_allocations: 0,
+        }
+    }
+}
+
+impl ClusterSettings {
+    pub fn is_enabled(&self) -> bool {
+        self.redis_url.is_some()
+    }
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    /// The URL may hold the Redis password: only whether it is set is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("redis_url", &AdminSettingsToken(&self.redis_url))
+            .field("node_id", &self.node_id)
+            .field("advertise", &self.advertise)
+            .field("advertise_tls", &self.advertise_tls)
+            .field("key_prefix", &self.key_prefix)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("node_ttl", &self.node_ttl)
             .finish_non_exhaustive()
     }
 }
@@ -373,20 +443,45 @@ impl Default for LogSettings {
 impl Settings {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml(&text, &path.display().to_string())
+        Self::load_with(Some(path), |_| Ok(()))
+    }
+
+    /// Reads a config file (none: the defaults), lets `adjust` change it (command-line
+    /// flags) and only then validates, so a flag can complete what the file needs
+    /// (`--cert` for a TLS listener) and errors still name the file's lines.
+    pub fn load_with(
+        path: Option<&Path>,
+        adjust: impl FnOnce(&mut Settings) -> Result<(), String>,
+    ) -> Result<Self, ConfigError> {
+        let (text, origin) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                (text, path.display().to_string())
+            }
+            None => (String::new(), "command line".to_string()),
+        };
+        Self::from_toml_with(&text, &origin, adjust)
     }
 
     /// Parses and validates TOML text; `origin` names it in errors (usually the path).
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with(text, origin, |_| Ok(()))
+    }
+
+    fn from_toml_with(
+        text: &str,
+        origin: &str,
+        adjust: impl FnOnce(&mut Settings) -> Result<(), String>,
+    ) -> Result<Self, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             origin: origin.to_string(),
             message,
         };
-        let settings: Settings = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let mut settings: Settings = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        adjust(&mut settings).map_err(invalid)?;
         settings
             .validate()
             .map_err(|(key, message)| invalid(format!("{}{key}: {message}", line_of(text, key))))?;
@@ -473,6 +568,7 @@ impl Settings {
         }
         self.validate_transports()?;
         self.validate_selftest()?;
+        self.validate_cluster()?;
         if !(4096..=(256 << 20)).contains(&self.limits.socket_buffer) {
             return Err((
                 "limits.socket_buffer",
@@ -587,6 +683,55 @@ impl Settings {
     }
 }
 
+impl Settings {
+    fn validate_cluster(&self) -> Result<(), (&'static str, String)> {
+        let c = &self.cluster;
+        if let Some(url) = &c.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err((
+                "cluster.redis_url",
+                "must start with redis:// or rediss://".into(),
+            ));
+        }
+        if let Some(id) = &c.node_id
+            && !is_name(id)
+        {
+            return Err((
+                "cluster.node_id",
+                format!("{id:?}: use 1 to 64 of A-Z a-z 0-9 . - _"),
+            ));
+        }
+        if !is_name(&c.key_prefix) {
+            return Err((
+                "cluster.key_prefix",
+                "use 1 to 64 of A-Z a-z 0-9 . - _".into(),
+            ));
+        }
+        if c.heartbeat_interval.0 == 0 {
+            return Err(("cluster.heartbeat_interval", "must be at least 1 s".into()));
+        }
+        if c.node_ttl.0 < 2 * c.heartbeat_interval.0 {
+            return Err((
+                "cluster.node_ttl",
+                format!(
+                    "must be at least twice cluster.heartbeat_interval ({} s), or live nodes would expire between heartbeats",
+                    c.heartbeat_interval.0
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A node id or key prefix: 1 to 64 of A-Z a-z 0-9 . - _.
+fn is_name(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// Characters that need no escaping in a URL query.
 fn is_url_safe(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-_.~".contains(&b)
@@ -675,6 +820,19 @@ mod tests {
         }
         let text = "[relay]\nips = [\"10.0.0.5\", \"2001:db8::5\"]\n";
         assert!(Settings::from_toml(text, "t").is_ok());
+    }
+
+    #[test]
+    fn flags_complete_the_file_before_validation() {
+        let text = "[selftest]\nlisten = \"0.0.0.0:8443\"\ntoken = \"0123456789abcdefgh\"\n";
+        let err = Settings::from_toml(text, "t").unwrap_err().to_string();
+        assert!(err.contains("line 2: selftest.listen"), "{err}");
+        let with_cert = Settings::from_toml_with(text, "t", |s| {
+            s.tls.cert = Some("fullchain.pem".into());
+            s.tls.key = Some("privkey.pem".into());
+            Ok(())
+        });
+        assert!(with_cert.is_ok(), "{with_cert:?}");
     }
 
     #[test]

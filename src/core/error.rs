@@ -16,6 +16,8 @@ pub enum Reject {
     Unauthorized,
     StaleNonce,
     WrongCredentials,
+    // Another node of the fleet should take it.
+    TryAlternate(std::net::SocketAddr),
     // Policy or resources say no.
     Forbidden,
     QuotaReached,
@@ -26,6 +28,7 @@ impl Reject {
     /// The STUN/TURN error code (RFC 8489 §14.8, RFC 8656 §18).
     pub fn code(&self) -> u16 {
         match self {
+            Self::TryAlternate(_) => 300,
             Self::BadRequest => 400,
             Self::Unauthorized => 401,
             Self::Forbidden => 403,

@@ -13,6 +13,7 @@
 
 pub mod allocation;
 pub mod error;
+pub mod fleet;
 pub mod ports;
 mod requests;
 pub mod route;

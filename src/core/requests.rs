@@ -155,8 +155,10 @@ impl Engine {
             _ => 0,
         };
         let mut response = Response::error(req, reject.code());
-        if let Reject::UnknownAttributes(types) = reject {
-            response.add(&UnknownAttributes(types.clone()));
+        match reject {
+            Reject::UnknownAttributes(types) => response.add(&UnknownAttributes(types.clone())),
+            Reject::TryAlternate(server) => response.add_address(ATTR_ALTERNATE_SERVER, *server),
+            _ => {}
         }
         response.add_software(self.config.software.as_deref());
         response.finish(key.map(LongTermKey::as_bytes), req.has_fingerprint())
@@ -268,8 +270,16 @@ impl Engine {
         if self.allocations.contains_key(tuple) {
             return Err(Reject::AllocationMismatch);
         }
-        if self.draining {
-            return Err(Reject::InsufficientCapacity);
+        let fleet = self.shared.fleet.load();
+        if self.draining || fleet.overloaded {
+            // Another node takes the client if there is one for its transport and family.
+            let server_v6 = tuple.server.is_ipv6();
+            if let Some(alternate) = fleet.alternate_for(tuple.transport, server_v6) {
+                return Err(Reject::TryAlternate(alternate));
+            }
+            if self.draining {
+                return Err(Reject::InsufficientCapacity);
+            }
         }
         match req.attr(ATTR_REQUESTED_TRANSPORT) {
             None => return Err(Reject::BadRequest),

@@ -11,6 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
+
+use super::fleet::FleetView;
 use super::ports::PortPool;
 use crate::config::PortRange;
 use crate::metrics::Metrics;
@@ -35,6 +38,8 @@ pub struct Shared {
     reservations: Mutex<HashMap<[u8; 8], Reservation>>,
     /// Quota identities (REST user ids, static names) refused from now on.
     revoked: Mutex<std::collections::HashSet<String>>,
+    /// The rest of the fleet, replaced whole by `crate::cluster` at each heartbeat.
+    pub fleet: ArcSwap<FleetView>,
     pub metrics: Metrics,
 }
 
@@ -51,6 +56,7 @@ impl Shared {
             counts: Mutex::new(Counts::default()),
             reservations: Mutex::new(HashMap::new()),
             revoked: Mutex::new(std::collections::HashSet::new()),
+            fleet: ArcSwap::from_pointee(FleetView::default()),
             metrics: Metrics::new(),
         }
     }
@@ -60,16 +66,18 @@ impl Shared {
     }
 
     /// Counts one more allocation for `identity` unless that would pass `max_total`
-    /// or `max_per_user`; false when a quota is reached.
+    /// here or `max_per_user` (over the fleet, with the other nodes' counts); false
+    /// when a quota is reached.
     pub fn try_count_allocation(
         &self,
         identity: &str,
         max_total: usize,
         max_per_user: usize,
     ) -> bool {
+        let fleet = self.fleet.load();
         let mut counts = lock(&self.counts);
         let user = counts.per_user.get(identity).copied().unwrap_or(0);
-        if counts.total >= max_total || user >= max_per_user {
+        if counts.total >= max_total || !fleet.admits(identity, user, counts.total, max_per_user) {
             return false;
         }
         counts.total += 1;
@@ -90,6 +98,11 @@ impl Shared {
 
     pub fn total_allocations(&self) -> usize {
         lock(&self.counts).total
+    }
+
+    /// Allocations per quota identity on this node, for the fleet.
+    pub fn allocations_per_user(&self) -> HashMap<String, usize> {
+        lock(&self.counts).per_user.clone()
     }
 
     pub fn reserve(&self, token: [u8; 8], reservation: Reservation) {

@@ -56,6 +56,28 @@ pub enum WorkerCommand {
     KillUser(String, oneshot::Sender<usize>),
 }
 
+/// Sends `command` to every worker and gathers the answers (a worker that has
+/// stopped simply does not answer).
+pub async fn ask_all<T>(
+    workers: &[mpsc::UnboundedSender<WorkerCommand>],
+    command: impl Fn(oneshot::Sender<T>) -> WorkerCommand,
+) -> Vec<T> {
+    let mut replies = Vec::with_capacity(workers.len());
+    for worker in workers {
+        let (tx, rx) = oneshot::channel();
+        if worker.send(command(tx)).is_ok() {
+            replies.push(rx);
+        }
+    }
+    let mut answers = Vec::with_capacity(replies.len());
+    for rx in replies {
+        if let Ok(answer) = rx.await {
+            answers.push(answer);
+        }
+    }
+    answers
+}
+
 /// How the server steers a worker: its state, reloaded rules and admin commands.
 pub struct Control {
     pub lifecycle: watch::Receiver<Lifecycle>,

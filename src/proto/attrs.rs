@@ -43,9 +43,17 @@ pub const UNDERSTOOD: &[AttrType] = &[
 /// Decodes an XOR-PEER-ADDRESS / XOR-MAPPED-ADDRESS style value. `None` when the
 /// family is unknown or the length is not exactly right for it.
 pub fn decode_xor_address(value: &[u8], tid: &TransactionId) -> Option<SocketAddr> {
+    decode_masked(value, (MAGIC_COOKIE >> 16) as u16, &xor_mask(tid))
+}
+
+/// Decodes a plain MAPPED-ADDRESS style value, as ALTERNATE-SERVER carries it.
+pub fn decode_address(value: &[u8]) -> Option<SocketAddr> {
+    decode_masked(value, 0, &[0; 16])
+}
+
+fn decode_masked(value: &[u8], port_mask: u16, mask: &[u8; 16]) -> Option<SocketAddr> {
     let (&[_, family, p0, p1], rest) = value.split_first_chunk::<4>()?;
-    let port = u16::from_be_bytes([p0, p1]) ^ (MAGIC_COOKIE >> 16) as u16;
-    let mask = xor_mask(tid);
+    let port = u16::from_be_bytes([p0, p1]) ^ port_mask;
     let ip = match (family, rest.len()) {
         (FAMILY_IPV4, 4) => {
             let mut octets = [0u8; 4];

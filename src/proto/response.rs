@@ -67,6 +67,18 @@ impl Response {
             .expect("XOR address setter does not fail");
     }
 
+    /// An address in the plain MAPPED-ADDRESS format (RFC 8489 §14.1), as
+    /// ALTERNATE-SERVER carries it.
+    pub fn add_address(&mut self, t: AttrType, addr: SocketAddr) {
+        let mut value = vec![0, if addr.is_ipv6() { 2 } else { 1 }];
+        value.extend_from_slice(&addr.port().to_be_bytes());
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => value.extend_from_slice(&ip.octets()),
+            std::net::IpAddr::V6(ip) => value.extend_from_slice(&ip.octets()),
+        }
+        self.add_raw(t, &value);
+    }
+
     pub fn add_software(&mut self, software: Option<&str>) {
         if let Some(s) = software {
             self.add_raw(ATTR_SOFTWARE, s.as_bytes());

@@ -75,13 +75,14 @@ fn service_endpoints(settings: &Settings) -> Vec<SocketAddr> {
     endpoints
 }
 
-/// `count` engines following `rules`, sharing the nonce key, ports, quotas and
+/// `count` engines following `rules`, sharing `nonce_key`, ports, quotas and
 /// metrics, and the shared state itself (watched while draining).
-pub fn build(settings: &Settings, rules: &EngineRules, count: usize) -> (Vec<Engine>, Arc<Shared>) {
-    let nonce_key = match &settings.auth.nonce_key {
-        Some(key) => key.as_bytes().to_vec(),
-        None => super::random_token(32).into_bytes(),
-    };
+pub fn build(
+    settings: &Settings,
+    rules: &EngineRules,
+    count: usize,
+    nonce_key: &[u8],
+) -> (Vec<Engine>, Arc<Shared>) {
     let (a, limits) = (&settings.auth, &settings.limits);
     let shared = Arc::new(Shared::new(settings.relay.ports));
     // One table for all workers: the kernel spreads one IP's source ports over all of
@@ -96,7 +97,7 @@ pub fn build(settings: &Settings, rules: &EngineRules, count: usize) -> (Vec<Eng
         .map(|_| {
             Engine::new(
                 rules,
-                NonceIssuer::new(&nonce_key, a.nonce_lifetime.0),
+                NonceIssuer::new(nonce_key, a.nonce_lifetime.0),
                 limiter.clone(),
                 rand::rngs::StdRng::from_os_rng(),
                 shared.clone(),

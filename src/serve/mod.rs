@@ -12,6 +12,7 @@ pub mod reload;
 
 use anyhow::Context;
 use rand::Rng;
+use std::net::SocketAddr;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
@@ -41,7 +42,15 @@ pub async fn run(
     let advertised_ips = relay_ips::advertised_ips(&relay_ips, &settings.relay.external_ips);
     let workers = worker_count(&settings);
     let rules = engines::rules(&settings, &relay_ips, &advertised_ips)?;
-    let (engines, shared) = engines::build(&settings, &rules, workers);
+    let cluster = match settings.cluster.is_enabled() {
+        true => {
+            let (plain, tls) = fleet_addresses(&settings, &relay_ips, &advertised_ips);
+            Some(crate::cluster::Cluster::connect(&settings, plain, tls).await?)
+        }
+        false => None,
+    };
+    let nonce_key = nonce_key(&settings, cluster.as_deref()).await;
+    let (engines, shared) = engines::build(&settings, &rules, workers, nonce_key.as_bytes());
     let limits = &settings.limits;
     let tls = load_tls(&settings)?;
     let listeners = listeners::bind(&settings, tls.as_ref(), workers)?;
@@ -132,6 +141,13 @@ pub async fn run(
             .context("cannot start a worker thread")?;
         threads.push(thread);
     }
+    if let Some(cluster) = &cluster {
+        cluster.spawn(crate::cluster::Server {
+            shared: shared.clone(),
+            workers: worker_commands.clone(),
+            lifecycle: stop_rx.clone(),
+        });
+    }
     if let Some(listener) = admin_listener {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, api = settings.admin.token.is_some(), "admin listening");
@@ -142,6 +158,7 @@ pub async fn run(
             lifecycle_control: stop_tx.clone(),
             workers: worker_commands,
             token: settings.admin.token.clone(),
+            cluster: cluster.clone(),
             port_capacity: settings.relay.ports.count() * relay_ips.len(),
         });
         tokio::spawn(crate::admin::serve(listener, state));
@@ -181,6 +198,60 @@ pub async fn run(
     joined.await.context("joining workers")??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The key nonces are made with: `auth.nonce_key`, else the fleet's (so any node
+/// accepts another's challenge), else one made up for this run.
+async fn nonce_key(settings: &Settings, cluster: Option<&crate::cluster::Cluster>) -> String {
+    if let Some(key) = &settings.auth.nonce_key {
+        return key.clone();
+    }
+    let own = random_token(32);
+    match cluster {
+        Some(cluster) => match cluster.shared_nonce_key(&own).await {
+            Some(key) => key,
+            None => {
+                tracing::warn!(
+                    "fleet: no shared nonce key (Redis unreachable); challenges from other nodes will be answered 438 once; set auth.nonce_key to avoid this"
+                );
+                own
+            }
+        },
+        None => own,
+    }
+}
+
+/// Where other nodes send this node's redirected clients: `cluster.advertise` and
+/// `cluster.advertise_tls`, else the public relay address with the first listen port
+/// and, with TLS, the first TLS port.
+fn fleet_addresses(
+    settings: &Settings,
+    relay_ips: &[std::net::IpAddr],
+    advertised_ips: &std::collections::HashMap<std::net::IpAddr, std::net::IpAddr>,
+) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let c = &settings.cluster;
+    let listen = settings.server.listen_addrs();
+    let host = relay_ips::public_host(relay_ips, advertised_ips, &listen);
+    let plain = match c.advertise.is_empty() {
+        false => c.advertise.clone(),
+        true => listen
+            .first()
+            .map(|l| SocketAddr::new(host, l.port()))
+            .into_iter()
+            .collect(),
+    };
+    let tls = match c.advertise_tls.is_empty() {
+        false => c.advertise_tls.clone(),
+        true => settings
+            .server
+            .tls_listen
+            .first()
+            .filter(|_| settings.tls.is_enabled())
+            .map(|l| SocketAddr::new(host, l.addr.port()))
+            .into_iter()
+            .collect(),
+    };
+    (plain, tls)
 }
 
 /// Loads the TLS certificate when one is configured; a broken one fails the start.

@@ -95,6 +95,7 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<&'static str> {
         ("auth.nonce_key", old.auth.nonce_key != new.auth.nonce_key),
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("selftest", old.selftest != new.selftest),
+        ("cluster", old.cluster != new.cluster),
     ];
     checks
         .into_iter()

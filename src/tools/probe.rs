@@ -117,6 +117,9 @@ pub fn main(args: &ProbeArgs) -> ExitCode {
     }
 }
 
+/// How many 300 (Try Alternate) answers in a row the probe follows.
+const MAX_REDIRECTS: usize = 3;
+
 fn run(
     args: &ProbeArgs,
     url: &IceUrl,
@@ -154,7 +157,26 @@ fn run(
     client.timeout = REQUEST_TIMEOUT;
 
     let relay = probe.step("allocate", || {
-        let reply = client.allocate(vec![]).map_err(io_failure)?;
+        let mut reply = client.allocate(vec![]).map_err(io_failure)?;
+        // A node of a fleet that is draining or busy names another (300 Try
+        // Alternate); like a browser, follow it, a few times at most.
+        let mut redirects = Vec::new();
+        while reply.code == Some(300) && redirects.len() < MAX_REDIRECTS {
+            let alternate = reply
+                .alternate_server()
+                .ok_or_else(|| no_attr("ALTERNATE-SERVER"))?;
+            client = connect(
+                alternate,
+                url.transport,
+                &url.host,
+                args.tls_insecure,
+                (&username, &password),
+            )
+            .map_err(|e| (e.to_string(), Diagnosis::from_io(&e)))?;
+            client.timeout = REQUEST_TIMEOUT;
+            redirects.push(alternate.to_string());
+            reply = client.allocate(vec![]).map_err(io_failure)?;
+        }
         match reply.code {
             None => {}
             Some(401) => {
@@ -173,7 +195,11 @@ fn run(
         let mapped = reply
             .xor_address(ATTR_XORMAPPED_ADDRESS)
             .map_or("?".into(), |m| m.to_string());
-        Ok((relay, format!("relay {relay}, mapped {mapped}")))
+        let via = match redirects.is_empty() {
+            true => String::new(),
+            false => format!(" (redirected to {})", redirects.join(" then ")),
+        };
+        Ok((relay, format!("relay {relay}, mapped {mapped}{via}")))
     })?;
 
     probe.step("relay address", || {

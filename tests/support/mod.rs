@@ -618,19 +618,33 @@ pub fn run_tern(args: &[&str], timeout: Duration) -> RunOutput {
 
 /// GET `path` on an admin listener: (status code, body).
 pub fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
+    http_request(admin, "GET", path, None, "")
+}
+
+/// An HTTP/1.1 request with an optional bearer token and body: (status code, body);
+/// status 0 when no HTTP answer came.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     use std::io::Write;
-    let mut stream = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))
-        .unwrap_or_else(|e| panic!("connecting to the admin listener {admin}: {e}"));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
     stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
+        .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
+    let _ = stream.read_to_string(&mut text);
     let status = text
         .split_whitespace()
         .nth(1)

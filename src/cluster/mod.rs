@@ -1,0 +1,427 @@
+//! A fleet of tern nodes behaving as one service, through Redis: quotas hold
+//! fleet-wide, the session registry lists every node's allocations, a revocation on
+//! one node refuses and kills on all, a nonce from one node is accepted by another,
+//! and a draining or overloaded node redirects new clients (300 Try Alternate) to the
+//! least-loaded live node.
+//!
+//! Each node writes one record (its load, quota counts and sessions) under a key that
+//! expires after `cluster.node_ttl`, so a dead node leaves the fleet by itself, and
+//! reads everyone's records at each heartbeat into the [`FleetView`] the engines
+//! consult on Allocate. Revocations go through a Redis set (for nodes that start or
+//! reconnect later) and pub/sub (to be immediate). Redis is never on the relayed-packet
+//! path, and only this module's tasks wait for it: when it is unreachable, the node
+//! serves with local quotas, says so once in the log and in `tern_cluster_redis_up`,
+//! retries with backoff, and its next heartbeat after Redis returns rewrites its
+//! record whole, which reconciles the counts.
+
+mod record;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, PushInfo, PushKind};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, mpsc, watch};
+
+pub use record::{LoadLimits, NodeRecord, fleet_view};
+
+use crate::config::Settings;
+use crate::core::Shared;
+use crate::core::fleet::FleetView;
+use crate::net::worker::{Lifecycle, WorkerCommand, ask_all};
+
+/// How long one Redis command or connection attempt may take: a heartbeat must not
+/// hang on a Redis that stopped answering.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest wait between reconnection attempts while Redis is unreachable.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Redis key names, all under the configured prefix.
+#[derive(Debug, Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn node(&self, id: &str) -> String {
+        format!("{}:node:{id}", self.prefix)
+    }
+    fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+    fn revoked(&self) -> String {
+        format!("{}:revoked", self.prefix)
+    }
+    fn revoke_channel(&self) -> String {
+        format!("{}:revoke", self.prefix)
+    }
+    fn nonce_key(&self) -> String {
+        format!("{}:nonce-key", self.prefix)
+    }
+}
+
+/// What this node is in the fleet, and how it reaches Redis.
+pub struct Cluster {
+    keys: Keys,
+    client: redis::Client,
+    /// `None` until the first connection succeeds.
+    conn: Mutex<Option<ConnectionManager>>,
+    /// Pub/sub messages (revocations) pushed by the connection.
+    pushes_tx: mpsc::UnboundedSender<PushInfo>,
+    pushes_rx: Mutex<Option<mpsc::UnboundedReceiver<PushInfo>>>,
+    /// This node's fixed part of its record (id, realm, addresses).
+    identity: NodeRecord,
+    limits: LoadLimits,
+    realm_cap: usize,
+    interval: Duration,
+    ttl: Duration,
+}
+
+/// What the fleet tasks need of the running server.
+pub struct Server {
+    pub shared: Arc<Shared>,
+    pub workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
+    pub lifecycle: watch::Receiver<Lifecycle>,
+}
+
+impl Cluster {
+    /// Reads the `[cluster]` settings and tries Redis once (a failure is not fatal:
+    /// the heartbeat keeps trying). `plain` and `tls` are the addresses other nodes
+    /// send this node's redirected clients to.
+    pub async fn connect(
+        settings: &Settings,
+        plain: Vec<SocketAddr>,
+        tls: Vec<SocketAddr>,
+    ) -> anyhow::Result<Arc<Self>> {
+        let c = &settings.cluster;
+        let url = c.redis_url.as_deref().unwrap_or_default();
+        let mut info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
+        // Pushed pub/sub messages arrive on the ordinary connection with RESP3.
+        info.redis.protocol = redis::ProtocolVersion::RESP3;
+        let client =
+            redis::Client::open(info).map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
+        let id = c.node_id.clone().unwrap_or_else(host_name);
+        let (pushes_tx, pushes_rx) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Self {
+            keys: Keys {
+                prefix: c.key_prefix.clone(),
+            },
+            client,
+            conn: Mutex::new(None),
+            pushes_tx,
+            pushes_rx: Mutex::new(Some(pushes_rx)),
+            identity: NodeRecord {
+                id,
+                realm: settings.server.realm.clone(),
+                plain,
+                tls,
+                ..NodeRecord::default()
+            },
+            limits: LoadLimits {
+                allocations: c.redirect_above_allocations,
+                mbps: c.redirect_above_mbps,
+            },
+            realm_cap: c.realm_allocations,
+            interval: c.heartbeat_interval.as_duration(),
+            ttl: c.node_ttl.as_duration(),
+        });
+        match cluster.connection().await {
+            Some(_) => {
+                tracing::info!(node = %cluster.identity.id, "joined the fleet through Redis")
+            }
+            None => tracing::warn!(
+                node = %cluster.identity.id,
+                "Redis unreachable at start: serving with local quotas until it answers"
+            ),
+        }
+        Ok(cluster)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.identity.id
+    }
+
+    /// The connection, made (and subscribed to revocations) on first use.
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Some(conn.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(REDIS_TIMEOUT)
+            .set_response_timeout(REDIS_TIMEOUT)
+            .set_number_of_retries(1)
+            .set_push_sender(self.pushes_tx.clone())
+            .set_automatic_resubscription();
+        let connect = ConnectionManager::new_with_config(self.client.clone(), config);
+        let mut conn = tokio::time::timeout(2 * REDIS_TIMEOUT, connect)
+            .await
+            .ok()?
+            .ok()?;
+        conn.subscribe(self.keys.revoke_channel()).await.ok()?;
+        *slot = Some(conn.clone());
+        Some(conn)
+    }
+
+    /// The nonce key of the fleet: the first node to start sets it, the others adopt
+    /// it, so a challenge from one node is accepted by another behind the same name.
+    /// `None` when Redis cannot be reached (the caller uses a key of its own).
+    pub async fn shared_nonce_key(&self, candidate: &str) -> Option<String> {
+        let mut conn = self.connection().await?;
+        let key = self.keys.nonce_key();
+        let _: bool = conn.set_nx(&key, candidate).await.ok()?;
+        conn.get(&key).await.ok()
+    }
+
+    /// Refuses `user` on every node: recorded for nodes that start later, announced
+    /// to the running ones.
+    pub async fn publish_revocation(&self, user: &str) -> Result<(), String> {
+        let mut conn = self.connection().await.ok_or("Redis is unreachable")?;
+        redis::pipe()
+            .sadd(self.keys.revoked(), user)
+            .publish(self.keys.revoke_channel(), user)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Every live node's sessions, each with a `node` field.
+    pub async fn fleet_sessions(&self) -> Result<Vec<serde_json::Value>, String> {
+        let mut conn = self.connection().await.ok_or("Redis is unreachable")?;
+        let records = self
+            .live_records(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut sessions = Vec::new();
+        for record in records {
+            for mut session in record.sessions {
+                if let Some(object) = session.as_object_mut() {
+                    object.insert("node".into(), record.id.clone().into());
+                }
+                sessions.push(session);
+            }
+        }
+        Ok(sessions)
+    }
+
+    /// The records of the nodes whose keys have not expired; ids of expired ones are
+    /// dropped from the node set on the way.
+    async fn live_records(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<Vec<NodeRecord>> {
+        let ids: Vec<String> = conn.smembers(self.keys.nodes()).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.node(id)).collect();
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+        let mut records = Vec::with_capacity(ids.len());
+        for (id, value) in ids.iter().zip(values) {
+            match value.and_then(|v| serde_json::from_str(&v).ok()) {
+                Some(record) => records.push(record),
+                None => {
+                    let _: redis::RedisResult<()> = conn.srem(self.keys.nodes(), id).await;
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Runs the heartbeat and the revocation listener until the server stops.
+    pub fn spawn(self: &Arc<Self>, server: Server) {
+        let server = Arc::new(server);
+        tokio::spawn(self.clone().heartbeats(server.clone()));
+        tokio::spawn(self.clone().listen_for_revocations(server));
+    }
+
+    async fn heartbeats(self: Arc<Self>, server: Arc<Server>) {
+        let mut lifecycle = server.lifecycle.clone();
+        let mut load = LoadMeter::new(&server.shared);
+        let mut up = None;
+        let mut wait = self.interval;
+        let mut last_view = Instant::now();
+        loop {
+            let record = self.own_record(&server, load.mbps(&server.shared)).await;
+            let result = self.beat(&server, &record).await;
+            let now_up = result.is_ok();
+            if up != Some(now_up) {
+                match &result {
+                    Ok(nodes) => tracing::info!(nodes, "fleet: Redis reachable"),
+                    Err(e) => tracing::warn!(
+                        "fleet: Redis unreachable ({e}): serving with local quotas until it is back"
+                    ),
+                }
+                up = Some(now_up);
+            }
+            server.shared.metrics.cluster_up.set(i64::from(now_up));
+            if let Ok(nodes) = result {
+                server.shared.metrics.cluster_nodes.set(nodes as i64);
+                wait = self.interval;
+                last_view = Instant::now();
+            } else {
+                // The last view holds while the other nodes' records would still be
+                // alive; after that this node is alone: local quotas, no one to
+                // redirect to.
+                if last_view.elapsed() >= self.ttl {
+                    server.shared.fleet.store(Arc::new(FleetView {
+                        overloaded: record.overloaded,
+                        ..FleetView::default()
+                    }));
+                }
+                wait = (wait * 2).min(MAX_BACKOFF);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                changed = lifecycle.changed() => {
+                    if changed.is_err() || *lifecycle.borrow() == Lifecycle::Stopping {
+                        self.leave().await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// This node's record now.
+    async fn own_record(&self, server: &Server, mbps: f64) -> NodeRecord {
+        let shared = &server.shared;
+        let allocations = shared.total_allocations();
+        let sessions = ask_all(&server.workers, WorkerCommand::Sessions)
+            .await
+            .concat()
+            .iter()
+            .filter_map(|s| serde_json::to_value(s).ok())
+            .collect();
+        NodeRecord {
+            allocations,
+            mbps,
+            draining: *server.lifecycle.borrow() != Lifecycle::Serving,
+            overloaded: self.limits.exceeded_by(allocations, mbps),
+            users: shared.allocations_per_user(),
+            sessions,
+            ..self.identity.clone()
+        }
+    }
+
+    /// Publishes `record`, reads the fleet, applies revocations made while this node
+    /// was not listening, and installs the new fleet view; the number of live nodes.
+    async fn beat(&self, server: &Server, record: &NodeRecord) -> Result<usize, String> {
+        let mut conn = self.connection().await.ok_or("cannot connect")?;
+        let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.node(&record.id))
+            .arg(json)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .sadd(self.keys.nodes(), &record.id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let records = self
+            .live_records(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let revoked: Vec<String> = conn
+            .smembers(self.keys.revoked())
+            .await
+            .map_err(|e| e.to_string())?;
+        for user in revoked {
+            if !server.shared.is_revoked(&user) {
+                revoke_here(server, &user).await;
+            }
+        }
+        let view = fleet_view(record, &records, self.realm_cap);
+        server.shared.fleet.store(Arc::new(view));
+        Ok(records.len())
+    }
+
+    /// On a clean stop, the node's record goes at once rather than at its TTL.
+    async fn leave(&self) {
+        if let Some(mut conn) = self.conn.lock().await.clone() {
+            let _: redis::RedisResult<()> = redis::pipe()
+                .del(self.keys.node(&self.identity.id))
+                .srem(self.keys.nodes(), &self.identity.id)
+                .query_async(&mut conn)
+                .await;
+        }
+    }
+
+    async fn listen_for_revocations(self: Arc<Self>, server: Arc<Server>) {
+        let Some(mut pushes) = self.pushes_rx.lock().await.take() else {
+            return;
+        };
+        let channel = self.keys.revoke_channel();
+        while let Some(push) = pushes.recv().await {
+            if push.kind != PushKind::Message {
+                continue;
+            }
+            let mut data = push.data.into_iter();
+            let (Some(from), Some(user)) = (data.next(), data.next()) else {
+                continue;
+            };
+            let from: Option<String> = redis::from_redis_value(&from).ok();
+            let user: Option<String> = redis::from_redis_value(&user).ok();
+            if let (Some(from), Some(user)) = (from, user)
+                && from == channel
+                && !server.shared.is_revoked(&user)
+            {
+                revoke_here(&server, &user).await;
+            }
+        }
+    }
+}
+
+/// Refuses `user` on this node and kills its allocations.
+async fn revoke_here(server: &Server, user: &str) {
+    server.shared.revoke(user);
+    let killed: usize = ask_all(&server.workers, |tx| {
+        WorkerCommand::KillUser(user.to_string(), tx)
+    })
+    .await
+    .into_iter()
+    .sum();
+    tracing::info!(user = %user.escape_debug(), killed, "user revoked by the fleet");
+}
+
+/// Relayed bandwidth between two heartbeats, from the relay byte counters.
+struct LoadMeter {
+    bytes: u64,
+    at: Instant,
+}
+
+impl LoadMeter {
+    fn new(shared: &Shared) -> Self {
+        Self {
+            bytes: relayed_bytes(shared),
+            at: Instant::now(),
+        }
+    }
+
+    fn mbps(&mut self, shared: &Shared) -> f64 {
+        let (bytes, at) = (relayed_bytes(shared), Instant::now());
+        let seconds = at.duration_since(self.at).as_secs_f64().max(1e-3);
+        let mbps = bytes.saturating_sub(self.bytes) as f64 * 8.0 / seconds / 1e6;
+        (self.bytes, self.at) = (bytes, at);
+        mbps
+    }
+}
+
+fn relayed_bytes(shared: &Shared) -> u64 {
+    let relay = &shared.metrics.relay;
+    relay.to_peer_bytes.get() + relay.to_client_bytes.get()
+}
+
+/// The host name, for a node id nobody set.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tern".into())
+}

@@ -1,0 +1,102 @@
+//! What a node knows of the rest of its fleet, as the engine needs it on Allocate:
+//! allocations other nodes hold (quotas hold fleet-wide) and where to send a client
+//! when this node is draining or over its load threshold. `crate::cluster` keeps it
+//! current from Redis; a single node has the empty view, which changes nothing.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use super::Transport;
+
+#[derive(Debug, Default, Clone)]
+pub struct FleetView {
+    /// Allocations the other live nodes hold, per quota identity.
+    pub remote_users: HashMap<String, usize>,
+    /// Allocations the other live nodes of this realm hold.
+    pub remote_total: usize,
+    /// Cap on the realm's allocations over the fleet; 0 for none.
+    pub realm_cap: usize,
+    /// This node is over its load threshold: new allocations go to `alternate`.
+    pub overloaded: bool,
+    /// The least-loaded live node, if any other is.
+    pub alternate: Alternate,
+}
+
+/// Where a redirected client should go, by listener kind; each holds IPv4 and/or IPv6.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Alternate {
+    pub plain: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+}
+
+impl FleetView {
+    /// The alternate for a client that came over `transport` to a server address of
+    /// the given family: a client is only sent to the same transport and family.
+    pub fn alternate_for(&self, transport: Transport, ipv6: bool) -> Option<SocketAddr> {
+        let candidates = match transport {
+            Transport::Udp | Transport::Tcp => &self.alternate.plain,
+            Transport::Tls => &self.alternate.tls,
+        };
+        candidates.iter().copied().find(|a| a.is_ipv6() == ipv6)
+    }
+
+    /// Whether one more allocation for `identity` passes the fleet-wide quotas, given
+    /// what this node holds itself.
+    pub fn admits(
+        &self,
+        identity: &str,
+        local_user: usize,
+        local_total: usize,
+        max_per_user: usize,
+    ) -> bool {
+        let remote_user = self.remote_users.get(identity).copied().unwrap_or(0);
+        let realm_ok = self.realm_cap == 0 || local_total + self.remote_total < self.realm_cap;
+        local_user + remote_user < max_per_user && realm_ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn alternates_keep_transport_and_family() {
+        let view = FleetView {
+            alternate: Alternate {
+                plain: vec![addr("192.0.2.5:3478"), addr("[2001:db8::5]:3478")],
+                tls: vec![addr("192.0.2.5:5349")],
+            },
+            ..FleetView::default()
+        };
+        assert_eq!(
+            view.alternate_for(Transport::Udp, false),
+            Some(addr("192.0.2.5:3478"))
+        );
+        assert_eq!(
+            view.alternate_for(Transport::Tcp, true),
+            Some(addr("[2001:db8::5]:3478"))
+        );
+        assert_eq!(
+            view.alternate_for(Transport::Tls, false),
+            Some(addr("192.0.2.5:5349"))
+        );
+        assert_eq!(view.alternate_for(Transport::Tls, true), None);
+    }
+
+    #[test]
+    fn quotas_count_the_other_nodes() {
+        let mut view = FleetView::default();
+        view.remote_users.insert("alice".into(), 1);
+        view.remote_total = 7;
+        assert!(view.admits("alice", 0, 0, 2));
+        assert!(!view.admits("alice", 1, 0, 2));
+        assert!(view.admits("bob", 1, 0, 2));
+        view.realm_cap = 8;
+        assert!(view.admits("bob", 0, 0, 2));
+        assert!(!view.admits("bob", 0, 1, 2));
+    }
+}

@@ -1,0 +1,446 @@
+//! A fleet of three `tern serve` nodes on loopback sharing one real Redis (Debian's
+//! redis-server, started here on a free port): quotas hold fleet-wide, a revocation
+//! through one node's admin API kills on the others, a nonce from one node works on
+//! another, a killed node leaves the registry after its TTL, a draining node redirects
+//! Allocate (300 Try Alternate) and `tern probe` follows it, and relaying goes on
+//! while Redis is down, the counts converging when it is back.
+//!
+//! Needs redis-server (`scripts/install-test-deps.sh` installs it); missing, the tests
+//! fail with that hint.
+
+mod support;
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
+use stun::message::METHOD_ALLOCATE;
+use support::{
+    BackgroundProcess, TempDir, TernServer, ensure_tool, free_port_range, free_udp_tcp_port,
+    http_request, metric, run_tern,
+};
+use tern::client::{Attr, Outgoing, TurnClient};
+
+const TOKEN: &str = "fleet-admin-token";
+const USER: &str = "alice";
+const PASS: &str = "pw";
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Node TTL in the tests' config.
+const NODE_TTL: Duration = Duration::from_secs(3);
+const WAIT: Duration = Duration::from_secs(3);
+
+/// A redis-server of the test's own, on a loopback port, without persistence.
+struct Redis {
+    process: BackgroundProcess,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let dir = TempDir::new("fleet-redis");
+        let port = free_udp_tcp_port();
+        let process = Self::spawn(port, &dir);
+        Redis { process, port, dir }
+    }
+
+    fn spawn(port: u16, dir: &TempDir) -> BackgroundProcess {
+        let server = ensure_tool("redis-server");
+        let mut cmd = Command::new(server);
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdin(Stdio::null());
+        let process = BackgroundProcess::spawn("redis-server", &mut cmd, dir.path());
+        let deadline = Instant::now() + WAIT;
+        while !Self::answers(port) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        process
+    }
+
+    /// Whether PING gets PONG.
+    fn answers(port: u16) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// A fresh, empty Redis on the same port (what nodes see after a Redis restart).
+    fn restart(&mut self) {
+        self.process = Self::spawn(self.port, &self.dir);
+    }
+}
+
+struct Node {
+    server: TernServer,
+    admin: SocketAddr,
+}
+
+impl Node {
+    /// Node `id` of a fleet on `redis` (keys under `prefix`), `extra` in `[cluster]`.
+    fn start(id: &str, redis: &Redis, prefix: &str, extra: &str) -> Node {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+        let (min, max) = free_port_range(50);
+        let config = format!(
+            "[cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\nkey_prefix = \"{prefix}\"\n\
+             heartbeat_interval = {}\nnode_ttl = {}\n{extra}\n\
+             [limits]\nuser_allocations = 2\n",
+            redis.url(),
+            HEARTBEAT.as_secs(),
+            NODE_TTL.as_secs()
+        );
+        let server = TernServer::builder()
+            .config(&config)
+            .args(&["--user", &format!("{USER}:{PASS}"), "--user", "bob:pw"])
+            .args(&[
+                "--ports",
+                &format!("{min}-{max}"),
+                "--allow-peer",
+                "127.0.0.0/8",
+            ])
+            .args(&["--admin", &admin.to_string(), "--admin-token", TOKEN])
+            .start();
+        Node { server, admin }
+    }
+
+    fn client(&self, user: &str) -> TurnClient {
+        TurnClient::new(
+            self.server.addr,
+            user,
+            if user == USER { PASS } else { "pw" },
+        )
+        .unwrap()
+    }
+
+    fn allocate(&self, user: &str) -> (TurnClient, Option<u16>) {
+        let mut client = self.client(user);
+        let code = client.allocate(vec![]).unwrap().code;
+        (client, code)
+    }
+
+    fn sessions(&self) -> Vec<Value> {
+        let (code, body) = http_request(self.admin, "GET", "/api/sessions", Some(TOKEN), "");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn fleet_sessions(&self) -> (u16, Vec<Value>) {
+        let (code, body) = http_request(self.admin, "GET", "/api/fleet/sessions", Some(TOKEN), "");
+        (code, serde_json::from_str(&body).unwrap_or_default())
+    }
+}
+
+/// Three nodes on one Redis, with keys of their own so tests do not see each other.
+fn fleet(redis: &Redis, extra: &str) -> Vec<Node> {
+    let prefix = format!("t{}", rand::random::<u32>());
+    ["a", "b", "c"]
+        .iter()
+        .map(|id| Node::start(id, redis, &prefix, extra))
+        .collect()
+}
+
+/// Waits until `cond` holds, at most `limit`; how long it took.
+fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    start.elapsed()
+}
+
+/// Long enough for every node to have published and read the others' records.
+fn settle() {
+    std::thread::sleep(HEARTBEAT * 2 + Duration::from_millis(500));
+}
+
+#[test]
+fn a_user_quota_holds_across_the_fleet() {
+    let redis = Redis::start();
+    let nodes = fleet(&redis, "");
+    let (_on_a, code) = nodes[0].allocate(USER);
+    assert_eq!(code, None);
+    let (mut on_b, code) = nodes[1].allocate(USER);
+    assert_eq!(code, None);
+    settle();
+    for node in &nodes {
+        assert_eq!(
+            node.allocate(USER).1,
+            Some(486),
+            "third allocation of alice"
+        );
+    }
+    // Another user is not affected, and freeing one of alice's frees a slot anywhere.
+    assert_eq!(nodes[2].allocate("bob").1, None);
+    assert!(on_b.refresh(Some(0)).unwrap().is_success());
+    settle();
+    assert_eq!(nodes[2].allocate(USER).1, None);
+}
+
+#[test]
+fn a_revocation_on_one_node_kills_on_all() {
+    let redis = Redis::start();
+    let nodes = fleet(&redis, "");
+    let (_on_b, code_b) = nodes[1].allocate(USER);
+    let (_on_c, code_c) = nodes[2].allocate(USER);
+    assert_eq!((code_b, code_c), (None, None));
+    let (_bob, code) = nodes[2].allocate("bob");
+    assert_eq!(code, None);
+    let sent = Instant::now();
+    let (code, body) = http_request(
+        nodes[0].admin,
+        "POST",
+        &format!("/api/users/{USER}/revoke"),
+        Some(TOKEN),
+        "",
+    );
+    assert_eq!(code, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["fleet"], true, "{answer}");
+    for node in &nodes[1..] {
+        wait_until(WAIT, "alice's sessions killed", || {
+            node.sessions().iter().all(|s| s["user"] != USER)
+        });
+    }
+    println!("revocation reached every node in {:?}", sent.elapsed());
+    assert_eq!(nodes[2].sessions().len(), 1, "bob's allocation stays");
+    for node in &nodes {
+        assert_eq!(node.allocate(USER).1, Some(401), "alice is refused");
+    }
+}
+
+#[test]
+fn a_nonce_from_one_node_is_accepted_by_another() {
+    let redis = Redis::start();
+    let nodes = fleet(&redis, "");
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut on_a = TurnClient::with_socket(
+        socket.try_clone().unwrap(),
+        nodes[0].server.addr,
+        USER,
+        PASS,
+    )
+    .unwrap();
+    assert!(
+        on_a.allocate(vec![]).unwrap().is_success(),
+        "challenged by a"
+    );
+    let mut on_b = TurnClient::with_socket(socket, nodes[1].server.addr, USER, PASS).unwrap();
+    on_b.adopt_challenge(&on_a);
+    let out = Outgoing {
+        attrs: vec![Attr::udp_transport()],
+        sign: true,
+        fingerprint: true,
+        ..Outgoing::default()
+    };
+    let (tid, bytes) = on_b.encode(METHOD_ALLOCATE, &out);
+    let reply = on_b
+        .exchange(tid, &bytes)
+        .unwrap()
+        .expect("an answer from b");
+    assert_eq!(reply.code, None, "b took a's nonce at once (no 438)");
+}
+
+#[test]
+fn a_killed_node_leaves_the_registry_and_frees_its_quota_share() {
+    let redis = Redis::start();
+    let mut nodes = fleet(&redis, "");
+    let (_on_a, code_a) = nodes[0].allocate(USER);
+    let (_on_c, code_c) = nodes[2].allocate(USER);
+    assert_eq!((code_a, code_c), (None, None));
+    wait_until(WAIT, "both sessions in the registry", || {
+        nodes[1].fleet_sessions().1.len() == 2
+    });
+    let (code, sessions) = nodes[1].fleet_sessions();
+    assert_eq!(code, 200);
+    let mut where_: Vec<&str> = sessions
+        .iter()
+        .map(|s| s["node"].as_str().unwrap())
+        .collect();
+    where_.sort();
+    assert_eq!(where_, ["a", "c"]);
+    settle();
+    assert_eq!(
+        nodes[1].allocate(USER).1,
+        Some(486),
+        "quota 2 used on a and c"
+    );
+
+    let c = nodes.remove(2);
+    let pid = c.server.pid();
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let gone = wait_until(NODE_TTL + 3 * HEARTBEAT, "c's session expired", || {
+        nodes[1].fleet_sessions().1.len() == 1
+    });
+    println!("a killed node left the registry after {gone:?} (node_ttl {NODE_TTL:?})");
+    settle();
+    assert_eq!(nodes[1].allocate(USER).1, None, "c's share is released");
+}
+
+#[test]
+fn a_draining_node_redirects_to_a_live_one_and_probe_follows() {
+    let redis = Redis::start();
+    let nodes = fleet(&redis, "");
+    let (code, _) = http_request(nodes[1].admin, "PUT", "/api/drain", Some(TOKEN), "on");
+    assert_eq!(code, 204);
+    settle();
+    let mut client = nodes[1].client(USER);
+    let reply = client.allocate(vec![]).unwrap();
+    assert_eq!(reply.code, Some(300), "draining node answers Try Alternate");
+    let alternate = reply.alternate_server().expect("ALTERNATE-SERVER");
+    let others = [nodes[0].server.addr, nodes[2].server.addr];
+    assert!(others.contains(&alternate), "{alternate} is a live node");
+
+    let url = format!("turn:127.0.0.1:{}?transport=udp", nodes[1].server.port());
+    let out = run_tern(
+        &["probe", &url, "--user", USER, "--pass", PASS, "--json"],
+        Duration::from_secs(20),
+    );
+    assert!(out.success(), "{}", out.describe());
+    let report: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    let allocate = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "allocate")
+        .unwrap();
+    let detail = allocate["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("redirected to {alternate}")),
+        "{detail}"
+    );
+    assert_eq!(
+        metric(nodes[1].admin, "tern_responses_total{code=\"300\"}"),
+        2.0
+    );
+    // Over TCP the same: a client keeps its transport when redirected.
+    let mut tcp = TurnClient::connect_tcp(nodes[1].server.addr, USER, PASS).unwrap();
+    let reply = tcp.allocate(vec![]).unwrap();
+    assert_eq!(reply.code, Some(300));
+    assert!(others.contains(&reply.alternate_server().unwrap()));
+}
+
+#[test]
+fn an_overloaded_node_redirects_new_allocations() {
+    let redis = Redis::start();
+    let nodes = fleet(&redis, "redirect_above_allocations = 1\n");
+    let (_first, code) = nodes[0].allocate("bob");
+    assert_eq!(code, None);
+    settle();
+    let reply = nodes[0].client(USER).allocate(vec![]).unwrap();
+    assert_eq!(reply.code, Some(300), "a holds its threshold");
+    let alternate = reply.alternate_server().unwrap();
+    assert!([nodes[1].server.addr, nodes[2].server.addr].contains(&alternate));
+}
+
+/// A client with a channel to a local echo peer through `node`.
+struct Call {
+    client: TurnClient,
+    peer: UdpSocket,
+    relay: SocketAddr,
+}
+
+impl Call {
+    fn new(node: &Node, user: &str) -> Call {
+        let mut client = node.client(user);
+        let reply = client.allocate(vec![]).unwrap();
+        assert!(reply.is_success(), "{:?}", reply.code);
+        let relay = reply.xor_address(ATTR_XOR_RELAYED_ADDRESS).unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(WAIT)).unwrap();
+        let bound = client
+            .channel_bind(0x4000, peer.local_addr().unwrap())
+            .unwrap();
+        assert!(bound.is_success());
+        Call {
+            client,
+            peer,
+            relay,
+        }
+    }
+
+    fn round_trip(&mut self) {
+        self.client.send_channel_data(0x4000, b"ping").unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = self.peer.recv_from(&mut buf).expect("peer got data");
+        assert_eq!((&buf[..n], from), (&b"ping"[..], self.relay));
+        self.peer.send_to(b"pong", self.relay).unwrap();
+        assert!(self.client.recv_data(WAIT).unwrap().is_some(), "echo back");
+    }
+}
+
+#[test]
+fn relaying_goes_on_without_redis_and_counts_converge_when_it_returns() {
+    let mut redis = Redis::start();
+    let nodes = fleet(&redis, "");
+    let mut calls: Vec<Call> = nodes.iter().map(|n| Call::new(n, "bob")).collect();
+    settle();
+    for node in &nodes {
+        assert_eq!(metric(node.admin, "tern_cluster_redis_up"), 1.0);
+        assert_eq!(metric(node.admin, "tern_cluster_nodes"), 3.0);
+    }
+    redis.stop();
+    for node in &nodes {
+        wait_until(WAIT, "Redis seen down", || {
+            metric(node.admin, "tern_cluster_redis_up") == 0.0
+        });
+    }
+    for call in &mut calls {
+        call.round_trip();
+    }
+    // Local quotas: alice gets an allocation on each node (2 per node).
+    let held: Vec<TurnClient> = nodes
+        .iter()
+        .map(|n| {
+            let (client, code) = n.allocate(USER);
+            assert_eq!(code, None, "local quota while Redis is down");
+            client
+        })
+        .collect();
+    let logs = nodes[0].server.logs();
+    assert_eq!(
+        logs.matches("Redis unreachable").count(),
+        1,
+        "logged once:\n{logs}"
+    );
+
+    redis.restart();
+    for node in &nodes {
+        wait_until(Duration::from_secs(15), "Redis seen back", || {
+            metric(node.admin, "tern_cluster_redis_up") == 1.0
+        });
+    }
+    wait_until(Duration::from_secs(5), "registry rebuilt", || {
+        nodes[0].fleet_sessions().1.len() == 6
+    });
+    settle();
+    // Counts converged: alice holds 3 allocations over the fleet, past her quota of 2.
+    for node in &nodes {
+        assert_eq!(node.allocate(USER).1, Some(486));
+    }
+    for call in &mut calls {
+        call.round_trip();
+    }
+    drop(held);
+}
