@@ -53,14 +53,7 @@ impl ClientTransport {
         roots: rustls::RootCertStore,
         timeout: Duration,
     ) -> io::Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(io::Error::other)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"stun.turn".to_vec()];
-        Self::tls_with_config(server, server_name, Arc::new(config), timeout)
+        Self::tls_with_config(server, server_name, tls_config(roots)?, timeout)
     }
 
     /// TLS to `server` with a ready client config (its trust and ALPN included).
@@ -71,10 +64,21 @@ impl ClientTransport {
         config: Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> io::Result<Self> {
+        let tcp = TcpStream::connect_timeout(&server, timeout)?;
+        Self::tls_over(tcp, server_name, config, timeout)
+    }
+
+    /// TLS over a TCP connection made by the caller (say, with socket options that
+    /// must be set before connecting); the handshake completes here.
+    pub fn tls_over(
+        tcp: TcpStream,
+        server_name: &str,
+        config: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> io::Result<Self> {
         let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
-        let tcp = TcpStream::connect_timeout(&server, timeout)?;
         tcp.set_nodelay(true)?;
         tcp.set_read_timeout(Some(timeout))?;
         tcp.set_write_timeout(Some(timeout))?;
@@ -162,6 +166,19 @@ impl ClientTransport {
             },
         }
     }
+}
+
+/// The client config of [`ClientTransport::tls`]: TLS 1.2 and 1.3, `roots` trusted,
+/// ALPN `stun.turn` offered (RFC 7443).
+pub fn tls_config(roots: rustls::RootCertStore) -> io::Result<Arc<rustls::ClientConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"stun.turn".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn remaining(deadline: Instant) -> Option<Duration> {
