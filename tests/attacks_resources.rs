@@ -1,22 +1,32 @@
 //! Resource attacks against a running `tern serve` on loopback: what unauthenticated
-//! floods cost the server and what they get back (amplification).
+//! floods cost the server and what they get back (amplification), relay-port
+//! exhaustion, quotas and caps that no transport or reconnection escapes, and stream
+//! clients that stop reading.
 //!
 //! Every figure a test measures is printed (`cargo test --test attacks_resources --
 //! --nocapture`) and bounded by an assertion. Only loopback addresses are used (the
 //! whole of 127.0.0.0/8 is local on Linux, so sources on several IPs are possible);
 //! every loop is bounded in count and time.
 
+#[path = "support/certs.rs"]
+mod certs;
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::ops::Range;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use certs::{CertFiles, TestCert};
 use stun::agent::TransactionId;
 use stun::attributes::{ATTR_MESSAGE_INTEGRITY, AttrType};
 use stun::message::{CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CONNECT, Method};
-use support::{TernServer, relay_ports_arg};
-use tern::client::{Attr, Outgoing, Signer, encode_message, new_transaction_id, to_reply};
+use support::{
+    TempDir, TernServer, admin_get, free_port_range, free_udp_tcp_port, relay_ports_arg, vm_rss_kb,
+};
+use tern::client::{
+    Attr, Outgoing, Signer, TurnClient, encode_message, new_transaction_id, to_reply,
+};
 use tern::proto::Request;
 
 /// The per-IP budget for answers to unauthenticated sources, by default
@@ -24,12 +34,115 @@ use tern::proto::Request;
 const DEFAULT_BURST: f64 = 500.0;
 const DEFAULT_PER_SECOND: f64 = 100.0;
 
-/// `tern serve` with a static user, a private relay range and `extra` arguments.
-fn server(config: &str, extra: &[&str]) -> TernServer {
-    let ports = relay_ports_arg();
-    let mut args = vec!["--user", "alice:wonderland", "--ports", &ports];
-    args.extend_from_slice(extra);
-    TernServer::builder().config(config).args(&args).start()
+const USER: &str = "alice";
+const PASS: &str = "wonderland";
+
+/// A server under attack, with its admin listener on to read its state.
+struct Target {
+    server: TernServer,
+    admin: SocketAddr,
+    tls: Option<TlsListener>,
+}
+
+/// A TLS listener and the certificate it serves.
+struct TlsListener {
+    addr: SocketAddr,
+    cert: TestCert,
+    /// Holds the certificate files.
+    _dir: TempDir,
+}
+
+/// How a client reaches the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+const TRANSPORTS: [Via; 3] = [Via::Udp, Via::Tcp, Via::Tls];
+
+impl Target {
+    /// `tern serve` with users alice, bob and carol, loopback peers allowed, relay
+    /// ports `ports`, a TLS listener when `tls`, `config` as its file and `extra`
+    /// arguments.
+    fn start(config: &str, ports: &str, tls: bool, extra: &[&str]) -> Target {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+        let mut args: Vec<String> = [
+            "--user",
+            "alice:wonderland",
+            "--user",
+            "bob:builder",
+            "--user",
+            "carol:singer",
+            "--allow-peer",
+            "127.0.0.0/8",
+            "--ports",
+            ports,
+            "--admin",
+            &admin.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        let tls = tls.then(|| {
+            let dir = TempDir::new("tern-attacks-certs");
+            let files = CertFiles::in_dir(dir.path());
+            let cert = TestCert::new();
+            cert.write(&files);
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+            args.extend(files.args());
+            args.extend(["--tls-listen".to_string(), addr.to_string()]);
+            TlsListener {
+                addr,
+                cert,
+                _dir: dir,
+            }
+        });
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let server = TernServer::builder().config(config).args(&args).start();
+        Target { server, admin, tls }
+    }
+
+    /// A client of `user` (password `pass`) over `via`.
+    fn client(&self, via: Via, user: &str, pass: &str) -> TurnClient {
+        let c = match via {
+            Via::Udp => TurnClient::new(self.addr(), user, pass),
+            Via::Tcp => TurnClient::connect_tcp(self.addr(), user, pass),
+            Via::Tls => {
+                let tls = self.tls.as_ref().expect("a server started with TLS");
+                TurnClient::connect_tls(tls.addr, "localhost", tls.cert.roots(), user, pass)
+            }
+        };
+        c.unwrap_or_else(|e| panic!("{via:?} client: {e}\n{}", self.server.logs()))
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    /// The sum of every sample of the metric `family` (all label sets).
+    fn metric_total(&self, family: &str) -> f64 {
+        let (status, body) = admin_get(self.admin, "/metrics");
+        assert_eq!(status, 200, "GET /metrics");
+        body.lines()
+            .filter(|l| {
+                l.strip_prefix(family)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Allocations, permissions, channels and relay ports the server holds now.
+    fn state(&self) -> [f64; 4] {
+        [
+            "tern_allocations",
+            "tern_permissions",
+            "tern_channels",
+            "tern_relay_ports_in_use",
+        ]
+        .map(|m| self.metric_total(m))
+    }
 }
 
 /// `n` non-blocking UDP sockets on `ip`: one source IP, many source ports, so the
@@ -224,14 +337,14 @@ fn unauthenticated_answers_amplify_less_than_one_under_a_flood() {
     const WORKERS: &str = "4";
     const FLOOD: usize = 20_000;
     const SPREAD: Duration = Duration::from_secs(2);
-    let s = server("", &["--workers", WORKERS]);
+    let t = Target::start("", &relay_ports_arg(), false, &["--workers", WORKERS]);
     let ip = |i: usize| Ipv4Addr::new(127, 0, 0, 20 + i as u8);
 
     // One request of each kind, each from its own IP (its own budget).
     let singles: Vec<(usize, usize)> = UNAUTHENTICATED
         .iter()
         .enumerate()
-        .map(|(i, kind)| single_exchange(s.addr, ip(2 * i), kind))
+        .map(|(i, kind)| single_exchange(t.addr(), ip(2 * i), kind))
         .collect();
 
     // A flood of each kind at once, each from one more IP over 64 ports.
@@ -240,7 +353,7 @@ fn unauthenticated_answers_amplify_less_than_one_under_a_flood() {
             .iter()
             .enumerate()
             .map(|(i, kind)| {
-                let server = s.addr;
+                let server = t.addr();
                 scope.spawn(move || {
                     let sockets = sockets_on(ip(2 * i + 1), 64);
                     let request = kind.request(new_transaction_id());
@@ -288,5 +401,406 @@ fn unauthenticated_answers_amplify_less_than_one_under_a_flood() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{}\n{}", failures.join("\n"), s.logs());
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.join("\n"),
+        t.server.logs()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A flood of unauthenticated Allocates
+// ---------------------------------------------------------------------------------------
+
+/// A source of the Allocate flood: a socket and its three unauthenticated Allocates:
+/// unsigned (401); signed with a forged nonce (438); signed with the nonce the server
+/// gave this source and an unknown user (401 after the credential lookup).
+struct FloodSource {
+    socket: UdpSocket,
+    templates: [Vec<u8>; 3],
+    /// Where the 16-byte username sits in the signed ones.
+    username: Range<usize>,
+}
+
+impl FloodSource {
+    fn new(server: SocketAddr, socket: UdpSocket) -> FloodSource {
+        const NAME: &str = "user-placeholder";
+        socket.set_nonblocking(false).unwrap();
+        let client = TurnClient::with_socket(socket.try_clone().unwrap(), server, NAME, "x");
+        let mut client = client.unwrap();
+        let challenge = client
+            .allocate(vec![])
+            .unwrap_or_else(|e| panic!("no 401 for {}: {e}", client.local_addr()));
+        assert_eq!(challenge.code, Some(401));
+        socket.set_nonblocking(true).unwrap();
+        let encode = |out: &Outgoing, signer: &Signer| {
+            let tid = new_transaction_id();
+            encode_message(METHOD_ALLOCATE, CLASS_REQUEST, tid, out, signer)
+        };
+        let sign = |nonce: &str| {
+            let signer = Signer {
+                username: NAME,
+                realm: client.realm().unwrap(),
+                nonce,
+                password: "x",
+            };
+            encode(&tern::client::signed(vec![Attr::udp_transport()]), &signer)
+        };
+        let unsigned = Outgoing {
+            attrs: vec![Attr::udp_transport()],
+            ..Outgoing::default()
+        };
+        let real = sign(client.nonce().unwrap());
+        let at = real
+            .windows(NAME.len())
+            .position(|w| w == NAME.as_bytes())
+            .expect("the username is in the request");
+        FloodSource {
+            templates: [encode(&unsigned, &NOBODY), sign("forged-nonce"), real],
+            username: at..at + NAME.len(),
+            socket,
+        }
+    }
+
+    /// Request `kind` (0 to 2) with a fresh transaction id and, signed, a fresh
+    /// username.
+    fn packet(&self, kind: usize) -> Vec<u8> {
+        let mut packet = self.templates[kind].clone();
+        rand::Rng::fill(&mut rand::rng(), &mut packet[8..20]);
+        if kind > 0 {
+            let user = format!("{:016x}", rand::random::<u64>());
+            packet[self.username.clone()].copy_from_slice(user.as_bytes());
+        }
+        packet
+    }
+}
+
+/// Sends `count` packets round-robin over `sources` and their three kinds, paced in
+/// batches so the server sees them all. Returns how many were sent.
+fn allocate_flood(server: SocketAddr, sources: &[FloodSource], count: usize) -> usize {
+    const BATCH: usize = 400;
+    let mut sent = 0;
+    let mut buf = [0u8; 2048];
+    for i in 0..count {
+        let source = &sources[i % sources.len()];
+        let packet = source.packet((i / sources.len()) % 3);
+        if source.socket.send_to(&packet, server).is_ok() {
+            sent += 1;
+        }
+        if i % BATCH == BATCH - 1 {
+            for source in sources {
+                while source.socket.recv(&mut buf).is_ok() {}
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    sent
+}
+
+/// 100,000 unauthenticated Allocates from 128 source addresses on nine IPs: the
+/// server's memory does not grow (no state per source, per username or per nonce) and
+/// nothing is allocated.
+#[test]
+fn unauthenticated_allocate_flood_keeps_memory_flat() {
+    const WARM_UP: usize = 10_000;
+    const FLOOD: usize = 100_000;
+    /// Growth allowed over the flood (measured: 0 kB): room for allocator noise, far
+    /// below what any per-request state would cost (16 bytes kept per request is
+    /// 1.6 MB).
+    const MAX_GROWTH_KB: u64 = 512;
+    let t = Target::start("", &relay_ports_arg(), false, &[]);
+    let mut sockets = sockets_on(Ipv4Addr::LOCALHOST, 64);
+    for last in 2..=9 {
+        sockets.extend(sockets_on(Ipv4Addr::new(127, 0, 0, last), 8));
+    }
+    let sources: Vec<FloodSource> = sockets
+        .into_iter()
+        .map(|socket| FloodSource::new(t.addr(), socket))
+        .collect();
+    let seen = || t.metric_total("tern_auth_failures_total");
+
+    // The warm-up includes a first look at /metrics (its buffers stay).
+    allocate_flood(t.addr(), &sources, WARM_UP);
+    thread::sleep(Duration::from_millis(300));
+    let seen_before = seen();
+    let rss_before = vm_rss_kb(t.server.pid());
+    let start = Instant::now();
+    let sent = allocate_flood(t.addr(), &sources, FLOOD);
+    let took = start.elapsed();
+    thread::sleep(Duration::from_millis(300));
+    let rss_after = vm_rss_kb(t.server.pid());
+    let seen_after = seen();
+    let handled = seen_after - seen_before;
+    println!(
+        "flood: {sent} unauthenticated Allocates from {} sources in {took:.2?}; the server \
+         handled {handled} of them; VmRSS {rss_before} kB before, {rss_after} kB after \
+         ({:+} kB)",
+        sources.len(),
+        rss_after as i64 - rss_before as i64
+    );
+    assert!(
+        handled >= 0.8 * FLOOD as f64,
+        "the server handled only {handled} of {FLOOD} requests: the flood did not reach it"
+    );
+    assert!(
+        rss_after <= rss_before + MAX_GROWTH_KB,
+        "VmRSS grew from {rss_before} kB to {rss_after} kB over the flood"
+    );
+    assert_eq!(
+        t.state(),
+        [0.0; 4],
+        "allocations, permissions, channels, ports in use"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Relay ports, quotas and caps
+// ---------------------------------------------------------------------------------------
+
+/// The ERROR-CODE of an Allocate by `c` (`None`: success).
+fn allocate_code(c: &mut TurnClient) -> Option<u16> {
+    c.allocate(vec![])
+        .unwrap_or_else(|e| panic!("Allocate from {}: {e}", c.local_addr()))
+        .code
+}
+
+/// Allocates over `c`, retrying for up to 2 s while the server lets go of what a
+/// deletion or a closed connection freed (its relay socket closes, its quota count
+/// drops, asynchronously on another worker).
+fn allocate_when_freed(c: &mut TurnClient, refused: u16) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match allocate_code(c) {
+            None => return,
+            Some(code) if code == refused && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(20));
+            }
+            other => panic!("Allocate after freeing: {other:?} (still refused after 2 s?)"),
+        }
+    }
+}
+
+/// Four relay ports shared by every transport: the fifth Allocate, over any of them,
+/// is 508, however often it is tried, and a refused Allocate costs the user nothing
+/// (a quota it leaked would turn the next 508 into a 486). Deleting one allocation
+/// lets the next one in.
+#[test]
+fn port_exhaustion_is_508_on_every_transport_and_recovers() {
+    let (min, max) = free_port_range(4);
+    let t = Target::start(
+        "[server]\nworkers = 2\n[limits]\nuser_allocations = 5\n",
+        &format!("{min}-{max}"),
+        true,
+        &[],
+    );
+    let mut held: Vec<TurnClient> = [Via::Udp, Via::Udp, Via::Tcp, Via::Tls]
+        .into_iter()
+        .map(|via| {
+            let mut c = t.client(via, USER, PASS);
+            assert_eq!(allocate_code(&mut c), None, "{via:?} allocation");
+            c
+        })
+        .collect();
+    assert_eq!(t.metric_total("tern_relay_ports_free"), 0.0);
+    let mut late: Vec<TurnClient> = TRANSPORTS.map(|via| t.client(via, USER, PASS)).into();
+    for round in 0..5 {
+        for (c, via) in late.iter_mut().zip(TRANSPORTS) {
+            assert_eq!(
+                allocate_code(c),
+                Some(508),
+                "round {round}: a fifth allocation over {via:?}"
+            );
+        }
+    }
+    let refused = t.metric_total("tern_responses_total{code=\"508\"}");
+    println!(
+        "4 relay ports: 15 Allocates over UDP, TCP and TLS refused with 508 ({refused} counted)"
+    );
+    assert!(held[0].refresh(Some(0)).unwrap().is_success());
+    allocate_when_freed(&mut late[2], 508);
+    assert_eq!(allocate_code(&mut late[0]), Some(508), "full again");
+    assert_eq!(t.state()[3], 4.0, "relay ports in use");
+    drop(held.remove(2));
+    allocate_when_freed(&mut late[1], 508);
+}
+
+/// `user_allocations = 2`: a third allocation for the user is refused over every
+/// transport, from new sockets and new connections alike; other users are not held
+/// back; closing a TCP connection frees its allocation's place.
+#[test]
+fn user_quota_holds_across_transports_and_reconnections() {
+    let t = Target::start(
+        "[limits]\nuser_allocations = 2\n",
+        &relay_ports_arg(),
+        true,
+        &[],
+    );
+    let mut udp = t.client(Via::Udp, USER, PASS);
+    assert_eq!(allocate_code(&mut udp), None);
+    let mut tcp = t.client(Via::Tcp, USER, PASS);
+    assert_eq!(allocate_code(&mut tcp), None);
+    for via in TRANSPORTS {
+        for attempt in 0..2 {
+            // A fresh socket or connection each time: reconnecting changes nothing.
+            let mut c = t.client(via, USER, PASS);
+            assert_eq!(
+                allocate_code(&mut c),
+                Some(486),
+                "a third allocation for alice over {via:?} (attempt {attempt})"
+            );
+        }
+    }
+    let mut bob = t.client(Via::Tls, "bob", "builder");
+    assert_eq!(allocate_code(&mut bob), None, "bob has a quota of his own");
+    assert_eq!(t.metric_total("tern_quota_rejections_total"), 6.0);
+
+    let mut tls = t.client(Via::Tls, USER, PASS);
+    assert_eq!(allocate_code(&mut tls), Some(486));
+    drop(tcp);
+    allocate_when_freed(&mut tls, 486);
+    let mut udp2 = t.client(Via::Udp, USER, PASS);
+    assert_eq!(allocate_code(&mut udp2), Some(486), "at the quota again");
+    assert!(udp.refresh(None).unwrap().is_success());
+}
+
+/// `total_allocations = 3` counts every user over every transport.
+#[test]
+fn total_quota_holds_across_users_and_transports() {
+    let t = Target::start(
+        "[limits]\ntotal_allocations = 3\n",
+        &relay_ports_arg(),
+        true,
+        &[],
+    );
+    let users = [(USER, PASS), ("bob", "builder"), ("carol", "singer")];
+    let mut holders: Vec<TurnClient> = users
+        .iter()
+        .zip(TRANSPORTS)
+        .map(|(&(user, pass), via)| {
+            let mut c = t.client(via, user, pass);
+            assert_eq!(allocate_code(&mut c), None, "{user} over {via:?}");
+            c
+        })
+        .collect();
+    for (&(user, pass), via) in users.iter().zip(TRANSPORTS.iter().cycle().skip(1)) {
+        let mut c = t.client(*via, user, pass);
+        assert_eq!(
+            allocate_code(&mut c),
+            Some(486),
+            "{user} over {via:?}: total quota"
+        );
+    }
+    // Bob's TCP connection closes: his place is free for anyone.
+    drop(holders.remove(1));
+    let mut carol = t.client(Via::Udp, "carol", "singer");
+    allocate_when_freed(&mut carol, 486);
+    let mut alice = t.client(Via::Tls, USER, PASS);
+    assert_eq!(allocate_code(&mut alice), Some(486), "full again");
+}
+
+/// A UDP socket standing in for a peer on its own loopback IP (permissions are per IP).
+fn peer_on(last_octet: u8) -> UdpSocket {
+    let socket = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, last_octet), 0)).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    socket
+}
+
+/// Whether `peer`'s datagram through `relay` reaches the client (it does only with a
+/// permission for the peer's IP).
+fn reaches_client(c: &mut TurnClient, peer: &UdpSocket, relay: SocketAddr) -> bool {
+    let payload = format!("from {}", peer.local_addr().unwrap());
+    peer.send_to(payload.as_bytes(), relay).unwrap();
+    let deadline = Instant::now() + Duration::from_millis(400);
+    while let Some((_, data)) = c
+        .recv_data(deadline.saturating_duration_since(Instant::now()))
+        .unwrap()
+    {
+        if data == payload.as_bytes() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether ChannelData on `channel` reaches `peer`.
+fn channel_reaches(c: &mut TurnClient, channel: u16, peer: &UdpSocket) -> bool {
+    let payload = format!("on {channel:#06x}");
+    c.send_channel_data(channel, payload.as_bytes()).unwrap();
+    let mut buf = [0u8; 256];
+    matches!(peer.recv(&mut buf), Ok(n) if buf[..n] == *payload.as_bytes())
+}
+
+/// `permissions_per_allocation = 3`, `channels_per_allocation = 2`: a request that
+/// would pass a cap is 508 and installs nothing (not even the part that would fit);
+/// refreshing what exists at the cap still works.
+#[test]
+fn permission_and_channel_caps_refuse_the_excess_and_install_nothing() {
+    let t = Target::start(
+        "[limits]\npermissions_per_allocation = 3\nchannels_per_allocation = 2\n",
+        &relay_ports_arg(),
+        false,
+        &[],
+    );
+    let mut c = t.client(Via::Udp, USER, PASS);
+    let relay = c
+        .allocate(vec![])
+        .unwrap()
+        .xor_address(stun::attributes::ATTR_XOR_RELAYED_ADDRESS)
+        .expect("relayed address");
+    let peers: Vec<UdpSocket> = (2..=6).map(peer_on).collect();
+    let addr = |i: usize| peers[i].local_addr().unwrap();
+    let permit = |c: &mut TurnClient, which: &[usize]| {
+        let addrs: Vec<SocketAddr> = which.iter().map(|&i| addr(i)).collect();
+        c.create_permission(&addrs).unwrap().code
+    };
+
+    assert_eq!(permit(&mut c, &[0, 1]), None);
+    assert_eq!(permit(&mut c, &[2, 3]), Some(508), "2 + 2 over a cap of 3");
+    assert!(
+        !reaches_client(&mut c, &peers[2], relay),
+        "half of a refused request installed"
+    );
+    assert_eq!(
+        permit(&mut c, &[0, 2]),
+        None,
+        "one new and one refreshed fit"
+    );
+    assert_eq!(permit(&mut c, &[3]), Some(508), "a fourth");
+    assert_eq!(permit(&mut c, &[0, 1, 2]), None, "refreshing at the cap");
+    assert!(
+        reaches_client(&mut c, &peers[0], relay),
+        "a permitted peer gets through"
+    );
+    assert!(
+        !reaches_client(&mut c, &peers[3], relay),
+        "the refused fourth peer"
+    );
+    assert_eq!(t.metric_total("tern_permissions"), 3.0);
+
+    let bind =
+        |c: &mut TurnClient, channel: u16, i: usize| c.channel_bind(channel, addr(i)).unwrap().code;
+    assert_eq!(bind(&mut c, 0x4000, 0), None);
+    assert_eq!(bind(&mut c, 0x4001, 1), None);
+    assert_eq!(bind(&mut c, 0x4002, 2), Some(508), "a third channel");
+    assert!(
+        !channel_reaches(&mut c, 0x4002, &peers[2]),
+        "the refused channel relays"
+    );
+    assert_eq!(
+        bind(&mut c, 0x4000, 0),
+        None,
+        "refreshing a channel at the cap"
+    );
+    assert!(channel_reaches(&mut c, 0x4001, &peers[1]));
+    // A channel to a peer without a permission, with permissions at their cap.
+    assert_eq!(bind(&mut c, 0x4003, 4), Some(508));
+    assert!(
+        !reaches_client(&mut c, &peers[4], relay),
+        "a permission came with it"
+    );
+    assert_eq!(t.metric_total("tern_channels"), 2.0);
+    assert_eq!(t.metric_total("tern_permissions"), 3.0);
 }
