@@ -12,7 +12,7 @@
 mod certs;
 mod support;
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::ops::Range;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,8 +24,10 @@ use stun::message::{CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CONNE
 use support::{
     TempDir, TernServer, admin_get, free_port_range, free_udp_tcp_port, relay_ports_arg, vm_rss_kb,
 };
+use tern::client::transport::tls_config;
 use tern::client::{
-    Attr, Outgoing, Signer, TurnClient, encode_message, new_transaction_id, to_reply,
+    Attr, ClientTransport, Outgoing, Signer, TurnClient, encode_message, new_transaction_id,
+    to_reply,
 };
 use tern::proto::Request;
 
@@ -803,4 +805,121 @@ fn permission_and_channel_caps_refuse_the_excess_and_install_nothing() {
     );
     assert_eq!(t.metric_total("tern_channels"), 2.0);
     assert_eq!(t.metric_total("tern_permissions"), 3.0);
+}
+
+// ---------------------------------------------------------------------------------------
+// A stream client that stops reading
+// ---------------------------------------------------------------------------------------
+
+/// A client over `via` (TCP or TLS) whose socket has a 4 KB receive buffer, so the
+/// server's writes stall as soon as it stops reading.
+fn slow_client(t: &Target, via: Via) -> TurnClient {
+    let server = match via {
+        Via::Tcp => t.addr(),
+        Via::Tls => t.tls.as_ref().expect("a TLS listener").addr,
+        Via::Udp => unreachable!("UDP clients do not stall the server"),
+    };
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect_timeout(&server.into(), Duration::from_secs(2))
+        .unwrap();
+    let tcp: TcpStream = socket.into();
+    tcp.set_nodelay(true).unwrap();
+    let transport = match via {
+        Via::Tls => {
+            let roots = t.tls.as_ref().unwrap().cert.roots();
+            let config = tls_config(roots).unwrap();
+            ClientTransport::tls_over(tcp, "localhost", config, Duration::from_secs(2)).unwrap()
+        }
+        _ => ClientTransport::Stream {
+            stream: Box::new(tcp.try_clone().unwrap()),
+            tcp,
+            pending: Vec::new(),
+        },
+    };
+    TurnClient::with_transport(transport, server, USER, PASS)
+}
+
+/// A client that allocates over TCP or TLS, binds a channel and stops reading while
+/// its peer floods the relay: the server holds at most its small write queue for it
+/// (memory stays flat while megabytes are thrown at the client), and once a write has
+/// waited `frame_timeout` the connection and its allocation are let go.
+#[test]
+fn stalled_stream_reader_costs_bounded_memory_and_is_let_go() {
+    const FRAME_TIMEOUT: Duration = Duration::from_secs(2);
+    const DATAGRAM: usize = 60_000;
+    /// Memory the server may hold for the stalled client: its write queue (8 frames of
+    /// 60 KB), TLS buffers, allocator slack.
+    const MAX_GROWTH_KB: u64 = 4 * 1024;
+    let t = Target::start(
+        "[limits]\nwrite_queue = 8\nframe_timeout = 2\n",
+        &relay_ports_arg(),
+        true,
+        &[],
+    );
+    let pid = t.server.pid();
+    for via in [Via::Tcp, Via::Tls] {
+        let mut c = slow_client(&t, via);
+        let relay = c
+            .allocate(vec![])
+            .unwrap()
+            .xor_address(stun::attributes::ATTR_XOR_RELAYED_ADDRESS)
+            .expect("relayed address");
+        let flooder = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let r = c
+            .channel_bind(0x4000, flooder.local_addr().unwrap())
+            .unwrap();
+        assert!(r.is_success(), "{via:?} ChannelBind: {:?}", r.code);
+        let allocated = || t.metric_total("tern_allocations");
+        assert_eq!(allocated(), 1.0);
+        let rss_before = vm_rss_kb(pid);
+
+        // Up to 24 MB at the client, paced so the relay keeps up; until the server
+        // lets the client go, and for 8 s at most.
+        let big = vec![0xab; DATAGRAM];
+        let start = Instant::now();
+        let (mut sent, mut peak, mut let_go) = (0usize, rss_before, None);
+        while start.elapsed() < Duration::from_secs(8) {
+            if sent < 400 {
+                let _ = flooder.send_to(&big, relay);
+                sent += 1;
+            }
+            thread::sleep(Duration::from_millis(2));
+            if sent % 10 == 0 {
+                peak = peak.max(vm_rss_kb(pid));
+                if allocated() == 0.0 {
+                    let_go = Some(start.elapsed());
+                    break;
+                }
+            }
+        }
+        let rss_after = vm_rss_kb(pid);
+        println!(
+            "{via:?} client not reading: {} MB thrown at it; VmRSS {rss_before} kB before, \
+             peak {peak} kB ({:+} kB), {rss_after} kB after; let go after {let_go:.2?}",
+            sent * DATAGRAM / 1_000_000,
+            peak as i64 - rss_before as i64,
+        );
+        let let_go = let_go.unwrap_or_else(|| {
+            panic!(
+                "{via:?}: the stalled client was still allocated after 8 s\n{}",
+                t.server.logs()
+            )
+        });
+        assert!(
+            let_go >= FRAME_TIMEOUT && let_go <= FRAME_TIMEOUT + Duration::from_secs(3),
+            "{via:?}: let go after {let_go:.2?}, expected frame_timeout ({FRAME_TIMEOUT:?}) \
+             after the writes stalled"
+        );
+        assert!(
+            peak <= rss_before + MAX_GROWTH_KB,
+            "{via:?}: VmRSS rose from {rss_before} kB to {peak} kB for one stalled client"
+        );
+        assert_eq!(
+            t.metric_total("tern_connections"),
+            0.0,
+            "{via:?} connection closed"
+        );
+    }
 }

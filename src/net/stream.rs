@@ -264,6 +264,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = Vec::with_capacity(4096);
     let mut seen_stun = false;
     let mut frame_started: Option<Instant> = None;
+    let mut stalled = false;
     loop {
         let idle_deadline =
             (!allocated.load(Ordering::Relaxed)).then(|| opened + config.idle_timeout);
@@ -295,6 +296,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     let written = timeout(config.frame_timeout, write_frame(&mut stream, &bytes)).await;
                     if !matches!(written, Ok(Ok(()))) {
                         tracing::debug!(client = %tuple.client, "closing connection: client not reading");
+                        stalled = true;
                         break;
                     }
                 }
@@ -307,7 +309,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
-    let _ = stream.shutdown().await;
+    // A TLS shutdown writes close_notify behind whatever is still buffered: for a
+    // client that stopped reading it would wait forever, holding the connection, its
+    // slot and its allocation. Such a client gets no goodbye; others get
+    // `frame_timeout` for it, like for any frame.
+    if !stalled {
+        let _ = timeout(config.frame_timeout, stream.shutdown()).await;
+    }
     let _ = events.send(StreamEvent::Closed(tuple)).await;
 }
 
