@@ -1,7 +1,8 @@
 //! Resource attacks against a running `tern serve` on loopback: what unauthenticated
 //! floods cost the server and what they get back (amplification), relay-port
-//! exhaustion, quotas and caps that no transport or reconnection escapes, and stream
-//! clients that stop reading.
+//! exhaustion, quotas and caps that no transport or reconnection escapes, stream
+//! clients that stop reading, running out of file descriptors, and how a panic in a
+//! connection's task is contained.
 //!
 //! Every figure a test measures is printed (`cargo test --test attacks_resources --
 //! --nocapture`) and bounded by an assertion. Only loopback addresses are used (the
@@ -26,9 +27,12 @@ use support::{
 };
 use tern::client::transport::tls_config;
 use tern::client::{
-    Attr, ClientTransport, Outgoing, Signer, TurnClient, encode_message, new_transaction_id,
-    to_reply,
+    Attr, ClientTransport, Incoming, Outgoing, Signer, TurnClient, encode_message,
+    new_transaction_id, to_reply,
 };
+use tern::load::server_stats::ProcSample;
+use tern::net::stream::{Accept, ConnectionLimits, StreamConfig, bind_listener, serve};
+use tern::net::worker::{Lifecycle, StreamEvent};
 use tern::proto::Request;
 
 /// The per-IP budget for answers to unauthenticated sources, by default
@@ -920,6 +924,291 @@ fn stalled_stream_reader_costs_bounded_memory_and_is_let_go() {
             t.metric_total("tern_connections"),
             0.0,
             "{via:?} connection closed"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Out of file descriptors
+// ---------------------------------------------------------------------------------------
+
+/// The open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> Vec<u64> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap_or_else(|e| panic!("listing /proc/{pid}/fd: {e}"))
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Sets the soft limit on open files of process `pid` (its hard limit stays, so the
+/// old limit can be put back); returns the old soft limit.
+fn set_open_files_limit(pid: u32, soft: u64) -> u64 {
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit reads `new` and writes `old`, both valid for the call.
+    let read = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(
+        read,
+        0,
+        "prlimit {pid}: {}",
+        std::io::Error::last_os_error()
+    );
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let set = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(set, 0, "prlimit {pid}: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}
+
+/// CPU time process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let sample = ProcSample::take(pid).unwrap_or_else(|e| panic!("reading /proc/{pid}: {e}"));
+    Duration::from_micros(sample.cpu_us)
+}
+
+/// The server runs out of file descriptors (its open-files limit is lowered to what it
+/// holds plus one or two): an Allocate that needs a relay socket is answered 508 at
+/// once; a TCP connection the listener cannot accept waits in the backlog while accept
+/// backs off instead of spinning; UDP service goes on; freeing a descriptor lets the
+/// waiting connection in, and the old limit brings allocations back.
+#[test]
+fn out_of_file_descriptors_is_508_without_spinning_and_service_resumes() {
+    /// A spinning accept loop burns a whole core; backing off costs almost nothing.
+    const MAX_CPU_SHARE: f64 = 0.2;
+    let mut t = Target::start("", &relay_ports_arg(), false, &[]);
+    let pid = t.server.pid();
+    let mut clients: Vec<TurnClient> = (0..6).map(|_| t.client(Via::Udp, USER, PASS)).collect();
+    // New descriptors take the lowest free numbers: the limit is where exactly
+    // `SPARE` numbers below it are free (descriptors inherited high up stay open).
+    const SPARE: usize = 2;
+    let fds = open_fds(pid);
+    let free_below = |limit: u64| limit as usize - fds.iter().filter(|&&fd| fd < limit).count();
+    let limit = (0..).find(|&l| free_below(l) == SPARE).unwrap();
+    let original = set_open_files_limit(pid, limit);
+    println!(
+        "server holds {} descriptors; open-files limit lowered from {original} to {limit}",
+        fds.len()
+    );
+
+    let (mut codes, mut slowest) = (Vec::new(), Duration::ZERO);
+    for c in &mut clients {
+        let start = Instant::now();
+        codes.push(allocate_code(c));
+        slowest = slowest.max(start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "an Allocate took {:.2?}",
+            start.elapsed()
+        );
+    }
+    println!(
+        "Allocates with {SPARE} spare descriptors: {codes:?}, the slowest answered in {slowest:.2?}"
+    );
+    let allocated = codes.iter().take_while(|c| c.is_none()).count();
+    assert_eq!(
+        allocated, SPARE,
+        "one relay socket per spare descriptor: {codes:?}"
+    );
+    assert!(
+        codes[SPARE..].iter().all(|&c| c == Some(508)),
+        "then 508: {codes:?}"
+    );
+
+    // A TCP connection the server cannot accept, with a Binding waiting on it.
+    let tcp = TcpStream::connect_timeout(&t.addr(), Duration::from_secs(2)).unwrap();
+    let transport = ClientTransport::Stream {
+        stream: Box::new(tcp.try_clone().unwrap()),
+        tcp,
+        pending: Vec::new(),
+    };
+    let mut waiting = TurnClient::with_transport(transport, t.addr(), USER, PASS);
+    let (tid, binding) = waiting.encode(METHOD_BINDING, &Outgoing::default());
+    waiting.send_raw(&binding).unwrap();
+    let (cpu_before, start) = (cpu_time(pid), Instant::now());
+    thread::sleep(Duration::from_secs(2));
+    let (cpu, window) = (cpu_time(pid) - cpu_before, start.elapsed());
+    let accept_failures = t.server.stderr().matches("accept failed").count();
+    println!(
+        "accept failing for {window:.2?}: server CPU {cpu:.2?} ({:.1}% of a core), {accept_failures} \
+         accept failures logged",
+        100.0 * cpu.as_secs_f64() / window.as_secs_f64()
+    );
+    assert!(
+        accept_failures > 0,
+        "accept never failed: the test did not exhaust descriptors\n{}",
+        t.server.logs()
+    );
+    assert!(
+        cpu.as_secs_f64() < MAX_CPU_SHARE * window.as_secs_f64(),
+        "the server used {cpu:.2?} of CPU in {window:.2?} while it could not accept"
+    );
+    assert!(
+        accept_failures as f64 <= 20.0 * window.as_secs_f64() + 5.0,
+        "{accept_failures} accept failures in {window:.2?}: no back-off"
+    );
+    assert!(
+        waiting.recv(Duration::from_millis(100)).unwrap().is_none(),
+        "a connection over the limit was served"
+    );
+    support::stun_binding(t.addr(), Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("UDP Binding while out of descriptors: {e}"));
+
+    // Deleting an allocation closes its relay socket: the waiting connection gets in.
+    assert!(clients[0].refresh(Some(0)).unwrap().is_success());
+    let start = Instant::now();
+    match waiting.recv(Duration::from_secs(2)).unwrap() {
+        Some(Incoming::Stun(msg)) if msg.transaction_id() == tid => {}
+        other => {
+            panic!("the waiting connection was not served once a descriptor was free: {other:?}")
+        }
+    }
+    println!(
+        "the waiting connection was served {:.2?} after a descriptor was freed",
+        start.elapsed()
+    );
+    set_open_files_limit(pid, original);
+    assert_eq!(
+        allocate_code(&mut clients[SPARE + 1]),
+        None,
+        "allocating with the old limit back"
+    );
+    t.server.assert_running();
+}
+
+// ---------------------------------------------------------------------------------------
+// A panic in a connection's task
+// ---------------------------------------------------------------------------------------
+
+/// A TCP connection to `server` from `ip` (any loopback address).
+fn connect_from(ip: Ipv4Addr, server: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
+    socket
+        .connect_timeout(&server.into(), Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("connecting from {ip} to {server}: {e}"));
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    stream
+}
+
+/// Sends a Binding request on `stream` and reads back what the server writes: the
+/// same bytes when echoed, `Err` when the connection is closed first.
+fn echo(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let (_, request) = TurnClient::new("127.0.0.1:9".parse().unwrap(), "", "")
+        .unwrap()
+        .encode(METHOD_BINDING, &Outgoing::default());
+    stream.write_all(&request)?;
+    let mut back = vec![0; request.len()];
+    stream.read_exact(&mut back)?;
+    assert_eq!(back, request, "echoed bytes");
+    Ok(back)
+}
+
+/// Waits up to 2 s for the open connections counted by `limits` to come down to `n`.
+fn wait_open(limits: &ConnectionLimits, n: usize) -> Result<(), usize> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while limits.open() != n {
+        if Instant::now() > deadline {
+            return Err(limits.open());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+/// Nothing reachable from the network is known to panic in a connection's task, so
+/// this makes one panic for real: the same accept loop and connection code as `tern
+/// serve`, on the same kind of runtime, with a write queue of 0, which tokio refuses
+/// with a panic as each connection starts (config validation keeps 0 from the binary).
+/// Each connection is a task of its own; tokio catches its panic, and unwinding drops
+/// its connection slot. A second listener on the same runtime, with a stand-in worker
+/// that echoes frames, shows the process, its other connections and the accept loops
+/// carry on, and that the panicked connections' slots (one per IP here) came back.
+/// The panic messages printed during this test are expected.
+#[test]
+fn a_panicking_connection_task_harms_no_other_connection() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let limits = ConnectionLimits::new(100, 1);
+    let config = |write_queue| StreamConfig {
+        handshake_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(30),
+        frame_timeout: Duration::from_secs(2),
+        max_frame: 65_552,
+        write_queue,
+        limits: limits.clone(),
+    };
+    let (events, mut worker) = tokio::sync::mpsc::channel(64);
+    let (_lifecycle, state) = tokio::sync::watch::channel(Lifecycle::Serving);
+    let bind = || runtime.block_on(async { bind_listener("127.0.0.1:0".parse().unwrap()) });
+    let (healthy, doomed) = (bind().unwrap(), bind().unwrap());
+    let healthy_addr = healthy.local_addr().unwrap();
+    let doomed_addr = doomed.local_addr().unwrap();
+    let plain = || Accept::Plain(None);
+    runtime.spawn(serve(
+        healthy,
+        plain(),
+        config(8),
+        vec![events.clone()],
+        state.clone(),
+    ));
+    runtime.spawn(serve(doomed, plain(), config(0), vec![events], state));
+    runtime.spawn(async move {
+        let mut connections = std::collections::HashMap::new();
+        while let Some(event) = worker.recv().await {
+            match event {
+                StreamEvent::Opened(tuple, conn) => {
+                    connections.insert(tuple, conn);
+                }
+                StreamEvent::Frame(tuple, bytes) => {
+                    if let Some(conn) = connections.get(&tuple) {
+                        let _ = conn.writer.try_send(bytes);
+                    }
+                }
+                StreamEvent::Closed(tuple) => {
+                    connections.remove(&tuple);
+                }
+            }
+        }
+    });
+
+    let mut survivor = connect_from(Ipv4Addr::new(127, 0, 0, 2), healthy_addr);
+    echo(&mut survivor).expect("an echo before the panics");
+    let panicker = Ipv4Addr::new(127, 0, 0, 3);
+    for i in 0..5 {
+        let mut c = connect_from(panicker, doomed_addr);
+        assert!(
+            echo(&mut c).is_err(),
+            "connection {i}: its task was to panic"
+        );
+        wait_open(&limits, 1)
+            .unwrap_or_else(|open| panic!("connection {i} kept its slot: {open} open"));
+    }
+    echo(&mut survivor).expect("an echo on a connection opened before the panics");
+    let mut after = connect_from(panicker, healthy_addr);
+    echo(&mut after).expect("a new connection from the IP whose connections panicked");
+    assert_eq!(limits.open(), 2);
+}
+
+/// `panic = "abort"` in a profile would turn any panic in a connection's task into
+/// the end of the process: unwinding is what lets tokio contain it.
+#[test]
+fn no_profile_aborts_on_panic() {
+    let manifest: toml::Table = include_str!("../Cargo.toml").parse().unwrap();
+    let profiles = manifest.get("profile").and_then(toml::Value::as_table);
+    for (name, profile) in profiles.into_iter().flatten() {
+        assert_ne!(
+            profile.get("panic").and_then(toml::Value::as_str),
+            Some("abort"),
+            "profile.{name} aborts on panic"
         );
     }
 }

@@ -96,7 +96,7 @@ mod plan;
 mod pool;
 mod probe;
 mod report;
-mod server_stats;
+pub mod server_stats;
 mod setup;
 mod stats;
 mod tls;
