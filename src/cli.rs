@@ -40,7 +40,7 @@ pub enum Command {
     /// Print the links of the self-test page and a call room (`[selftest]` in the config).
     SelftestUrl(SelftestUrlArgs),
     /// List the allocations a running server holds (admin API).
-    Sessions(AdminArgs),
+    Sessions(SessionsArgs),
     /// Kill a session, a user's sessions, or revoke a user (admin API).
     Kill(KillArgs),
     /// Start or stop draining a running server (admin API).
@@ -307,6 +307,16 @@ pub struct CredsArgs {
     /// ICE server URL for the iceServers entry (repeatable).
     #[arg(long = "url", value_name = "URL")]
     pub url: Vec<String>,
+}
+
+/// `tern sessions`.
+#[derive(Debug, Clone, Args)]
+pub struct SessionsArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Every node of the fleet (`[cluster]`), with a NODE column.
+    #[arg(long)]
+    pub fleet: bool,
 }
 
 /// `tern selftest-url`: see [`crate::tools::selftest_url`].

@@ -26,6 +26,8 @@ use tern::client::{Attr, Outgoing, TurnClient};
 const TOKEN: &str = "fleet-admin-token";
 const USER: &str = "alice";
 const PASS: &str = "pw";
+/// For REST credentials with a user id of their own per client.
+const REST_SECRET: &str = "fleet-rest-secret";
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Node TTL in the tests' config.
 const NODE_TTL: Duration = Duration::from_secs(3);
@@ -109,6 +111,7 @@ impl Node {
         let server = TernServer::builder()
             .config(&config)
             .args(&["--user", &format!("{USER}:{PASS}"), "--user", "bob:pw"])
+            .args(&["--secret", REST_SECRET])
             .args(&[
                 "--ports",
                 &format!("{min}-{max}"),
@@ -270,6 +273,14 @@ fn a_killed_node_leaves_the_registry_and_frees_its_quota_share() {
     });
     let (code, sessions) = nodes[1].fleet_sessions();
     assert_eq!(code, 200);
+    let admin = nodes[1].admin.to_string();
+    let table = run_tern(
+        &["sessions", "--fleet", "--admin", &admin, "--token", TOKEN],
+        WAIT,
+    );
+    assert!(table.success(), "{}", table.describe());
+    assert!(table.stdout.starts_with("NODE"), "{}", table.stdout);
+    assert!(table.stdout.contains("2 session(s)"), "{}", table.stdout);
     let mut where_: Vec<&str> = sessions
         .iter()
         .map(|s| s["node"].as_str().unwrap())
@@ -341,17 +352,46 @@ fn a_draining_node_redirects_to_a_live_one_and_probe_follows() {
     assert!(others.contains(&reply.alternate_server().unwrap()));
 }
 
+/// Clients that all ask node a, with every node's threshold at 5 allocations, paced
+/// like a busy minute compressed into three seconds: following 300 Try Alternate
+/// like a browser does, they fill each node up to its threshold.
 #[test]
-fn an_overloaded_node_redirects_new_allocations() {
+fn an_overloaded_node_hands_new_allocations_to_the_others() {
     let redis = Redis::start();
-    let nodes = fleet(&redis, "redirect_above_allocations = 1\n");
-    let (_first, code) = nodes[0].allocate("bob");
-    assert_eq!(code, None);
+    let nodes = fleet(&redis, "redirect_above_allocations = 5\n");
     settle();
-    let reply = nodes[0].client(USER).allocate(vec![]).unwrap();
-    assert_eq!(reply.code, Some(300), "a holds its threshold");
-    let alternate = reply.alternate_server().unwrap();
-    assert!([nodes[1].server.addr, nodes[2].server.addr].contains(&alternate));
+    let by_addr = |addr: SocketAddr| nodes.iter().position(|n| n.server.addr == addr).unwrap();
+    let mut held = Vec::new();
+    let mut landed = [0usize; 3];
+    let mut redirected = 0;
+    for i in 0..14 {
+        let (user, pass) = tern::tools::creds::mint(REST_SECRET, 600, Some(&format!("u{i}")));
+        let mut server = nodes[0].server.addr;
+        let (client, reply) = loop {
+            let mut client = TurnClient::new(server, &user, &pass).unwrap();
+            let reply = client.allocate(vec![]).unwrap();
+            match (reply.code, reply.alternate_server()) {
+                // Like a browser, a client follows a few redirects in a row.
+                (Some(300), Some(alternate)) if redirected < 3 * 14 => {
+                    redirected += 1;
+                    server = alternate;
+                }
+                _ => break (client, reply),
+            }
+        };
+        assert!(reply.is_success(), "{:?} from {server}", reply.code);
+        landed[by_addr(server)] += 1;
+        held.push(client);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "14 allocations asked of a (threshold 5): a {}, b {}, c {}; {redirected} redirected",
+        landed[0], landed[1], landed[2]
+    );
+    assert_eq!(landed[0], 5, "a stops at its threshold");
+    assert!(landed[1] <= 5 && landed[2] <= 5, "{landed:?}");
+    assert_eq!(landed[1] + landed[2], 9);
+    assert!(redirected >= 9, "{redirected}");
 }
 
 /// A client with a channel to a local echo peer through `node`.

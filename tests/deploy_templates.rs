@@ -615,39 +615,25 @@ fn configmap_toml(yaml: &str) -> String {
         .join("\n")
 }
 
-#[test]
-fn kubernetes_daemonset_is_valid() {
-    let path = repo().join("deploy/kubernetes/daemonset.yaml");
-    let text = read("deploy/kubernetes/daemonset.yaml");
-    for needle in [
-        "kind: DaemonSet",
-        "kind: Secret",
-        "kind: ConfigMap",
-        "hostNetwork: true",
-        "dnsPolicy: ClusterFirstWithHostNet",
-        "runAsNonRoot: true",
-        "name: tern-secret",
-        "TERN_SECRET:",
-        "tern.toml: |",
-        r#"command: ["/usr/bin/tern", "stun", "127.0.0.1:3478"]"#,
-        "preStop",
-        "mountPath: /etc/tern",
-    ] {
-        assert!(text.contains(needle), "daemonset.yaml lacks `{needle}`");
+/// Checks shared by the Kubernetes manifests: the needles are there, the YAML is
+/// tidy (spaces, even indentation), it parses and passes `checks` (Python over the
+/// documents `docs`) when PyYAML is installed, and its ConfigMap's tern.toml passes
+/// `tern check-config`.
+fn check_manifest(rel: &str, needles: &[&str], checks: &str) {
+    let path = repo().join(rel);
+    let text = read(rel);
+    for needle in needles {
+        assert!(text.contains(needle), "{rel} lacks `{needle}`");
     }
     assert!(!text.contains('\t'), "YAML must not contain tabs");
     for (n, line) in text.lines().enumerate() {
         let indent = line.len() - line.trim_start().len();
         assert!(
             line.trim().is_empty() || line.trim_start().starts_with('#') || indent % 2 == 0,
-            "daemonset.yaml:{}: odd indentation",
+            "{rel}:{}: odd indentation",
             n + 1
         );
-        assert!(
-            line == line.trim_end(),
-            "daemonset.yaml:{}: trailing space",
-            n + 1
-        );
+        assert!(line == line.trim_end(), "{rel}:{}: trailing space", n + 1);
     }
 
     // Full parse when PyYAML is there (no packages are installed for it).
@@ -657,26 +643,13 @@ fn kubernetes_daemonset_is_valid() {
         .status()
         .is_ok_and(|s| s.success());
     if has_pyyaml {
-        let script = r#"
-import sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]
-kinds = sorted(d["kind"] for d in docs)
-assert kinds == ["ConfigMap", "DaemonSet", "Secret"], kinds
-ds = next(d for d in docs if d["kind"] == "DaemonSet")
-spec = ds["spec"]["template"]["spec"]
-assert spec["hostNetwork"] is True
-assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
-c = spec["containers"][0]
-assert c["readinessProbe"]["exec"]["command"] == ["/usr/bin/tern", "stun", "127.0.0.1:3478"]
-assert c["envFrom"][0]["secretRef"]["name"] == "tern-secret"
-cm = next(d for d in docs if d["kind"] == "ConfigMap")
-assert spec["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"]
-print("ok")
-"#;
-        let out = run(Command::new("python3").args(["-c", script]).arg(&path));
+        let script = format!(
+            "import sys, yaml\ndocs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]\n{checks}\nprint('ok')\n"
+        );
+        let out = run(Command::new("python3").args(["-c", &script]).arg(&path));
         assert!(
             out.status.success(),
-            "daemonset.yaml failed the PyYAML check:\n{}",
+            "{rel} failed the PyYAML check:\n{}",
             describe(&out)
         );
     }
@@ -690,9 +663,75 @@ print("ok")
         .arg(&toml));
     assert!(
         out.status.success(),
-        "the ConfigMap's tern.toml fails `tern check-config`:\n{}",
+        "the ConfigMap's tern.toml in {rel} fails `tern check-config`:\n{}",
         describe(&out)
     );
+}
+
+#[test]
+fn kubernetes_daemonset_is_valid() {
+    let needles = [
+        "kind: DaemonSet",
+        "kind: Secret",
+        "kind: ConfigMap",
+        "hostNetwork: true",
+        "dnsPolicy: ClusterFirstWithHostNet",
+        "runAsNonRoot: true",
+        "name: tern-secret",
+        "TERN_SECRET:",
+        "tern.toml: |",
+        r#"command: ["/usr/bin/tern", "stun", "127.0.0.1:3478"]"#,
+        "preStop",
+        "mountPath: /etc/tern",
+    ];
+    let checks = r#"
+kinds = sorted(d["kind"] for d in docs)
+assert kinds == ["ConfigMap", "DaemonSet", "Secret"], kinds
+ds = next(d for d in docs if d["kind"] == "DaemonSet")
+spec = ds["spec"]["template"]["spec"]
+assert spec["hostNetwork"] is True
+assert ds["spec"]["selector"]["matchLabels"].items() <= ds["spec"]["template"]["metadata"]["labels"].items()
+c = spec["containers"][0]
+assert c["readinessProbe"]["exec"]["command"] == ["/usr/bin/tern", "stun", "127.0.0.1:3478"]
+assert c["envFrom"][0]["secretRef"]["name"] == "tern-secret"
+cm = next(d for d in docs if d["kind"] == "ConfigMap")
+assert spec["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"]
+"#;
+    check_manifest("deploy/kubernetes/daemonset.yaml", &needles, checks);
+}
+
+#[test]
+fn kubernetes_fleet_is_valid() {
+    let needles = [
+        "kind: DaemonSet",
+        "kind: Deployment",
+        "kind: Service",
+        "hostNetwork: true",
+        "dnsPolicy: ClusterFirstWithHostNet",
+        "TERN_REDIS_URL",
+        "[cluster]",
+        "path: /readyz",
+        r#"command: ["/usr/bin/tern", "drain", "on", "--admin", "127.0.0.1:9641"]"#,
+    ];
+    let checks = r#"
+kinds = sorted(d["kind"] for d in docs)
+assert kinds == ["ConfigMap", "DaemonSet", "Deployment", "Secret", "Service"], kinds
+ds = next(d for d in docs if d["kind"] == "DaemonSet")
+spec = ds["spec"]["template"]["spec"]
+assert spec["hostNetwork"] is True
+c = spec["containers"][0]
+assert c["readinessProbe"]["httpGet"] == {"host": "127.0.0.1", "path": "/readyz", "port": 9641}
+assert c["lifecycle"]["preStop"]["exec"]["command"][1:3] == ["drain", "on"]
+env = {e["name"]: e for e in c["env"]}
+assert env["TERN_REDIS_URL"]["value"].startswith("redis://:$(REDIS_PASSWORD)@tern-redis.")
+redis = next(d for d in docs if d["kind"] == "Deployment")
+service = next(d for d in docs if d["kind"] == "Service")
+assert service["spec"]["selector"] == redis["spec"]["selector"]["matchLabels"]
+cm = next(d for d in docs if d["kind"] == "ConfigMap")
+assert spec["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"]
+assert spec["terminationGracePeriodSeconds"] > 120, "above drain_timeout"
+"#;
+    check_manifest("deploy/kubernetes/fleet.yaml", &needles, checks);
 }
 
 #[test]
@@ -703,6 +742,7 @@ fn deploy_readme_names_every_template() {
         "firewall/",
         "docker/Dockerfile",
         "kubernetes/daemonset.yaml",
+        "kubernetes/fleet.yaml",
         "scripts/install-deploy-deps.sh",
     ] {
         assert!(

@@ -27,7 +27,6 @@ pub use record::{LoadLimits, NodeRecord, fleet_view};
 
 use crate::config::Settings;
 use crate::core::Shared;
-use crate::core::fleet::FleetView;
 use crate::net::worker::{Lifecycle, WorkerCommand, ask_all};
 
 /// How long one Redis command or connection attempt may take: a heartbeat must not
@@ -265,10 +264,8 @@ impl Cluster {
                 // alive; after that this node is alone: local quotas, no one to
                 // redirect to.
                 if last_view.elapsed() >= self.ttl {
-                    server.shared.fleet.store(Arc::new(FleetView {
-                        overloaded: record.overloaded,
-                        ..FleetView::default()
-                    }));
+                    let alone = fleet_view(&record, &[], self.realm_cap, self.limits);
+                    server.shared.fleet.store(Arc::new(alone));
                 }
                 wait = (wait * 2).min(MAX_BACKOFF);
             }
@@ -336,7 +333,7 @@ impl Cluster {
                 revoke_here(server, &user).await;
             }
         }
-        let view = fleet_view(record, &records, self.realm_cap);
+        let view = fleet_view(record, &records, self.realm_cap, self.limits);
         server.shared.fleet.store(Arc::new(view));
         Ok(records.len())
     }

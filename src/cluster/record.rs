@@ -20,6 +20,7 @@ pub struct NodeRecord {
     /// Relayed bandwidth over the last heartbeat, both ways, in Mbit/s.
     pub mbps: f64,
     pub draining: bool,
+    /// Over a load threshold: other nodes do not send it clients.
     pub overloaded: bool,
     /// Allocations per quota identity.
     pub users: HashMap<String, usize>,
@@ -44,7 +45,12 @@ impl LoadLimits {
 /// The view of `me` from the live records of the fleet (its own included or not):
 /// the other nodes of its realm count against quotas, and the least-loaded of them
 /// that takes clients (not draining, not overloaded) is the alternate.
-pub fn fleet_view(me: &NodeRecord, records: &[NodeRecord], realm_cap: usize) -> FleetView {
+pub fn fleet_view(
+    me: &NodeRecord,
+    records: &[NodeRecord],
+    realm_cap: usize,
+    limits: LoadLimits,
+) -> FleetView {
     let others: Vec<&NodeRecord> = records
         .iter()
         .filter(|r| r.id != me.id && r.realm == me.realm)
@@ -73,7 +79,9 @@ pub fn fleet_view(me: &NodeRecord, records: &[NodeRecord], realm_cap: usize) -> 
         remote_users,
         remote_total: others.iter().map(|r| r.allocations).sum(),
         realm_cap,
-        overloaded: me.overloaded,
+        // Allocations are checked live by the engine; bandwidth only per heartbeat.
+        overloaded: limits.mbps > 0 && me.mbps >= limits.mbps as f64,
+        redirect_above_allocations: limits.allocations,
         alternate,
     }
 }
@@ -108,7 +116,7 @@ mod tests {
         let mut elsewhere = node("e", 0);
         elsewhere.realm = "other".into();
         let records = [me.clone(), busy, leaving, idle.clone(), elsewhere];
-        let view = fleet_view(&me, &records, 0);
+        let view = fleet_view(&me, &records, 0, LoadLimits::default());
         assert_eq!(view.remote_users["alice"], 3, "b, c and d; not me, not e");
         assert_eq!(view.remote_total, 9);
         assert_eq!(view.alternate.plain, idle.plain);
@@ -117,7 +125,7 @@ mod tests {
     #[test]
     fn a_lone_node_has_no_alternate() {
         let me = node("a", 1);
-        let view = fleet_view(&me, std::slice::from_ref(&me), 0);
+        let view = fleet_view(&me, std::slice::from_ref(&me), 0, LoadLimits::default());
         assert_eq!(view.alternate, Alternate::default());
         assert!(view.remote_users.is_empty());
     }

@@ -16,8 +16,12 @@ pub struct FleetView {
     pub remote_total: usize,
     /// Cap on the realm's allocations over the fleet; 0 for none.
     pub realm_cap: usize,
-    /// This node is over its load threshold: new allocations go to `alternate`.
+    /// This node is over its bandwidth threshold (measured at each heartbeat): new
+    /// allocations go to `alternate`.
     pub overloaded: bool,
+    /// New allocations go to `alternate` once this node holds this many (0: never);
+    /// checked against the live count at each Allocate, so it holds exactly.
+    pub redirect_above_allocations: usize,
     /// The least-loaded live node, if any other is.
     pub alternate: Alternate,
 }
@@ -30,6 +34,13 @@ pub struct Alternate {
 }
 
 impl FleetView {
+    /// Whether a node holding `allocations` should hand new clients to another.
+    pub fn wants_redirect(&self, allocations: usize) -> bool {
+        self.overloaded
+            || (self.redirect_above_allocations > 0
+                && allocations >= self.redirect_above_allocations)
+    }
+
     /// The alternate for a client that came over `transport` to a server address of
     /// the given family: a client is only sent to the same transport and family.
     pub fn alternate_for(&self, transport: Transport, ipv6: bool) -> Option<SocketAddr> {
@@ -85,6 +96,18 @@ mod tests {
             Some(addr("192.0.2.5:5349"))
         );
         assert_eq!(view.alternate_for(Transport::Tls, true), None);
+    }
+
+    #[test]
+    fn redirect_starts_at_the_allocation_threshold_or_when_overloaded() {
+        let mut view = FleetView::default();
+        assert!(!view.wants_redirect(1_000_000), "0 is never");
+        view.redirect_above_allocations = 5;
+        assert!(!view.wants_redirect(4));
+        assert!(view.wants_redirect(5));
+        view.redirect_above_allocations = 0;
+        view.overloaded = true;
+        assert!(view.wants_redirect(0));
     }
 
     #[test]

@@ -271,7 +271,7 @@ impl Engine {
             return Err(Reject::AllocationMismatch);
         }
         let fleet = self.shared.fleet.load();
-        if self.draining || fleet.overloaded {
+        if self.draining || fleet.wants_redirect(self.shared.total_allocations()) {
             // Another node takes the client if there is one for its transport and family.
             let server_v6 = tuple.server.is_ipv6();
             if let Some(alternate) = fleet.alternate_for(tuple.transport, server_v6) {

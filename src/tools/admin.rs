@@ -9,13 +9,18 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::{AdminArgs, DrainArgs, KillArgs};
+use crate::cli::{AdminArgs, DrainArgs, KillArgs, SessionsArgs};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `tern sessions`: the allocations the server holds.
-pub fn sessions_main(args: &AdminArgs) -> ExitCode {
-    let (status, body) = match request(args, "GET", "/api/sessions", "") {
+pub fn sessions_main(sessions_args: &SessionsArgs) -> ExitCode {
+    let args = &sessions_args.admin;
+    let path = match sessions_args.fleet {
+        true => "/api/fleet/sessions",
+        false => "/api/sessions",
+    };
+    let (status, body) = match request(args, "GET", path, "") {
         Ok(r) => r,
         Err(e) => return failed(args.admin, &e),
     };
@@ -27,8 +32,14 @@ pub fn sessions_main(args: &AdminArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let sessions: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+    let node = |s: &serde_json::Value| match sessions_args.fleet {
+        true => format!("{:<16} ", s["node"].as_str().unwrap_or("?")),
+        false => String::new(),
+    };
+    let header = serde_json::json!({ "node": "NODE" });
     println!(
-        "{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12}",
+        "{}{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12}",
+        node(&header),
         "RELAY (id)",
         "USER",
         "CLIENT",
@@ -41,7 +52,8 @@ pub fn sessions_main(args: &AdminArgs) -> ExitCode {
     );
     for s in &sessions {
         println!(
-            "{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12}",
+            "{}{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12}",
+            node(s),
             s["relay"].as_str().unwrap_or("?"),
             s["user"].as_str().unwrap_or("?"),
             s["client"].as_str().unwrap_or("?"),
