@@ -2,10 +2,10 @@
 //! reservations and nonces expire exactly when they should, and data traffic never
 //! refreshes anything. No sockets: a recording `Io` stands in for the driver.
 
-use rand::SeedableRng;
-use std::collections::{HashMap, HashSet};
+#[path = "support/sans_io.rs"]
+mod sans_io;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
 use stun::message::{
@@ -13,50 +13,13 @@ use stun::message::{
     Method,
 };
 
-use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
+use sans_io::{PASSWORD, REALM, Recorder, USER};
 use tern::client::{Attr, Outgoing, Reply, Signer, encode_message, new_transaction_id, to_reply};
-use tern::config::PortRange;
-use tern::core::{
-    Engine, EngineConfig, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Shared,
-    Transport,
-};
-use tern::policy::{OwnRelays, PeerPolicy};
+use tern::core::{Engine, FiveTuple, Now, PEER_HEADROOM, Transport};
 use tern::proto::Request;
 
 const SEC: Duration = Duration::from_secs(1);
 const MS: Duration = Duration::from_millis(1);
-
-#[derive(Default)]
-struct Recorder {
-    to_client: Vec<Vec<u8>>,
-    to_peer: Vec<(SocketAddr, Vec<u8>)>,
-    bound: HashSet<SocketAddr>,
-    closed: Vec<SocketAddr>,
-}
-
-impl Io for Recorder {
-    fn send_to_client(&mut self, _tuple: &FiveTuple, bytes: &[u8]) {
-        self.to_client.push(bytes.to_vec());
-    }
-    fn send_to_peer(&mut self, _relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
-        self.to_peer.push((peer, bytes.to_vec()));
-    }
-    fn bind_relay(
-        &mut self,
-        addr: SocketAddr,
-        _owner: &FiveTuple,
-        _dont_fragment: bool,
-    ) -> std::io::Result<()> {
-        self.bound.insert(addr);
-        Ok(())
-    }
-    fn close_relay(&mut self, addr: SocketAddr) {
-        self.bound.remove(&addr);
-        self.closed.push(addr);
-    }
-    fn allocation_changed(&mut self, _tuple: &FiveTuple, _alive: bool) {}
-    fn publish_route(&mut self, _relay: SocketAddr, _route: Arc<PeerRoute>) {}
-}
 
 struct Harness {
     engine: Engine,
@@ -71,44 +34,7 @@ const PEER: &str = "198.51.100.7:4000";
 
 impl Harness {
     fn new() -> Self {
-        let config = EngineConfig {
-            software: None,
-            relay_ips: vec!["192.0.2.1".parse().unwrap()],
-            advertised_ips: HashMap::new(),
-            ports: PortRange::new(50000, 50009).unwrap(),
-            default_lifetime: 600 * SEC,
-            max_lifetime: 3600 * SEC,
-            permission_lifetime: 300 * SEC,
-            channel_lifetime: 600 * SEC,
-            allow_refresh_after_expiry: false,
-            total_allocations: 100,
-            user_allocations: 10,
-            max_permissions: 8,
-            max_channels: 8,
-        };
-        let users = HashMap::from([("alice".to_string(), StaticSecret::Password("pw".into()))]);
-        let credentials = Arc::new(Credentials::new("test".into(), users, vec![], ':'));
-        // Documentation addresses stand in for peers; no packet leaves this test.
-        let policy = Arc::new(PeerPolicy::new(
-            vec!["198.51.100.0/24".parse().unwrap()],
-            vec![],
-            OwnRelays {
-                ips: config.relay_ips.clone(),
-                ports: config.ports.as_range(),
-            },
-        ));
-        let rules = EngineRules {
-            config: Arc::new(config),
-            credentials,
-            policy,
-        };
-        let engine = Engine::new(
-            &rules,
-            NonceIssuer::new(b"nonce key for tests", 600),
-            UnauthorizedLimiter::new(0, 1, 1, 0),
-            rand::rngs::StdRng::seed_from_u64(7),
-            Arc::new(Shared::new(PortRange::new(50000, 50009).unwrap())),
-        );
+        let engine = sans_io::engine(sans_io::no_limit());
         let tuple = FiveTuple {
             client: "203.0.113.9:40000".parse().unwrap(),
             server: "192.0.2.1:3478".parse().unwrap(),
@@ -142,10 +68,10 @@ impl Harness {
 
     fn request_at(&mut self, at: Duration, method: Method, attrs: Vec<Attr>, sign: bool) -> Reply {
         let signer = Signer {
-            username: "alice",
-            realm: "test",
+            username: USER,
+            realm: REALM,
             nonce: &self.nonce,
-            password: "pw",
+            password: PASSWORD,
         };
         let out = Outgoing {
             attrs,
@@ -156,7 +82,7 @@ impl Harness {
         self.io.to_client.clear();
         self.engine
             .handle_client(self.now(at), self.tuple, &bytes, &mut self.io);
-        let answer = self.io.to_client.pop().expect("an answer");
+        let (_, answer) = self.io.to_client.pop().expect("an answer");
         to_reply(Request::parse(&answer).unwrap())
     }
 
@@ -282,11 +208,11 @@ fn channel_data_arrives_as_channel_data_and_others_as_data_indications() {
         true,
     );
     assert!(h.peer_sends(SEC, relay, bound));
-    assert_eq!(&h.io.to_client[0][..4], &[0x40, 0x01, 0x00, 0x03]);
-    assert_eq!(&h.io.to_client[0][4..], b"hey");
+    assert_eq!(&h.io.to_client[0].1[..4], &[0x40, 0x01, 0x00, 0x03]);
+    assert_eq!(&h.io.to_client[0].1[4..], b"hey");
     // Same IP (so permitted), other port: not the channel's peer, so a Data indication.
     assert!(h.peer_sends(SEC, relay, same_ip_other_port));
-    let ind = Request::parse(&h.io.to_client[0]).unwrap();
+    let ind = Request::parse(&h.io.to_client[0].1).unwrap();
     assert_eq!(ind.method(), stun::message::METHOD_DATA);
 }
 

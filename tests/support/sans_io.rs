@@ -1,0 +1,132 @@
+//! The sans-IO engine with no driver: a recording `Io` and an engine with one static
+//! user, shared by the engine tests, the property tests and the `core_sequence` fuzz
+//! target. Those include this file with `#[path]` (the fuzz crate cannot use the
+//! integration tests' `support` module), so it needs nothing but `tern`, `stun` and
+//! `rand`.
+//!
+//! Documentation addresses stand in for relay IPs and peers: nothing is ever sent.
+#![allow(dead_code)]
+
+use rand::SeedableRng;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
+use tern::config::PortRange;
+use tern::core::{Engine, EngineConfig, EngineRules, FiveTuple, Io, PeerRoute, Shared};
+use tern::policy::{OwnRelays, PeerPolicy};
+
+pub const REALM: &str = "test";
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "pw";
+pub const RELAY_V4: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+pub const RELAY_V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+/// Ten relay ports per IP: few enough that exhaustion (508) is reachable.
+pub const PORTS: (u16, u16) = (50000, 50009);
+/// The peers the policy lets through; everything else a test names is default-denied.
+pub const ALLOWED_PEERS: [&str; 2] = ["198.51.100.0/24", "2001:db8:1::/48"];
+
+/// The largest answer the engine gives a source that has not authenticated, with the
+/// settings below (realm "test", no SOFTWARE): a 401 or 438 carrying ERROR-CODE, REALM,
+/// a 40-character NONCE and FINGERPRINT is 100 bytes; a Binding answer (success with an
+/// IPv6 XOR-MAPPED-ADDRESS, or 420 with the capped UNKNOWN-ATTRIBUTES list) is smaller.
+pub const MAX_UNAUTHENTICATED_ANSWER: usize = 100;
+
+/// Records everything the engine asks of its driver.
+#[derive(Default)]
+pub struct Recorder {
+    /// Every datagram sent to a client, with the 5-tuple it went to.
+    pub to_client: Vec<(FiveTuple, Vec<u8>)>,
+    /// Every datagram sent to a peer: (peer, payload).
+    pub to_peer: Vec<(SocketAddr, Vec<u8>)>,
+    /// Relay sockets currently bound.
+    pub bound: HashSet<SocketAddr>,
+    /// Relay sockets closed, in order (the driver reports them back as closed).
+    pub closed: Vec<SocketAddr>,
+}
+
+impl Io for Recorder {
+    fn send_to_client(&mut self, tuple: &FiveTuple, bytes: &[u8]) {
+        self.to_client.push((*tuple, bytes.to_vec()));
+    }
+    fn send_to_peer(&mut self, _relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
+        self.to_peer.push((peer, bytes.to_vec()));
+    }
+    fn bind_relay(
+        &mut self,
+        addr: SocketAddr,
+        _owner: &FiveTuple,
+        _dont_fragment: bool,
+    ) -> std::io::Result<()> {
+        self.bound.insert(addr);
+        Ok(())
+    }
+    fn close_relay(&mut self, addr: SocketAddr) {
+        self.bound.remove(&addr);
+        self.closed.push(addr);
+    }
+    fn allocation_changed(&mut self, _tuple: &FiveTuple, _alive: bool) {}
+    fn publish_route(&mut self, _relay: SocketAddr, _route: Arc<PeerRoute>) {}
+}
+
+pub fn port_range() -> PortRange {
+    PortRange::new(PORTS.0, PORTS.1).expect("valid port range")
+}
+
+/// Lifetimes as a server ships them; quotas and caps small enough to be reached.
+pub fn engine_config() -> EngineConfig {
+    const SEC: Duration = Duration::from_secs(1);
+    EngineConfig {
+        software: None,
+        relay_ips: vec![RELAY_V4, RELAY_V6],
+        advertised_ips: HashMap::new(),
+        ports: port_range(),
+        default_lifetime: 600 * SEC,
+        max_lifetime: 3600 * SEC,
+        permission_lifetime: 300 * SEC,
+        channel_lifetime: 600 * SEC,
+        allow_refresh_after_expiry: false,
+        total_allocations: 100,
+        user_allocations: 10,
+        max_permissions: 8,
+        max_channels: 8,
+    }
+}
+
+/// The policy of [`engine`]: [`ALLOWED_PEERS`] re-allowed, the rest default.
+pub fn peer_policy() -> PeerPolicy {
+    let allowed = ALLOWED_PEERS
+        .iter()
+        .map(|net| net.parse().expect("valid network"))
+        .collect();
+    let own = OwnRelays {
+        ips: vec![RELAY_V4, RELAY_V6],
+        ports: port_range().as_range(),
+    };
+    PeerPolicy::new(allowed, vec![], own)
+}
+
+/// An engine with the static user [`USER`]/[`PASSWORD`] in [`REALM`], nonces valid for
+/// 600 s, and the given limiter on answers to unauthenticated sources.
+pub fn engine(limiter: UnauthorizedLimiter) -> Engine {
+    let users = HashMap::from([(USER.to_string(), StaticSecret::Password(PASSWORD.into()))]);
+    let rules = EngineRules {
+        config: Arc::new(engine_config()),
+        credentials: Arc::new(Credentials::new(REALM.into(), users, vec![], ':')),
+        policy: Arc::new(peer_policy()),
+    };
+    Engine::new(
+        &rules,
+        NonceIssuer::new(b"nonce key for tests", 600),
+        limiter,
+        rand::rngs::StdRng::seed_from_u64(7),
+        Arc::new(Shared::new(port_range())),
+    )
+}
+
+/// A limiter that lets every answer through.
+pub fn no_limit() -> UnauthorizedLimiter {
+    UnauthorizedLimiter::new(0, 1, 1, 0)
+}
