@@ -311,8 +311,8 @@ impl Engine {
 
     /// Bytes from a client: a STUN message or ChannelData.
     pub fn handle_client(&mut self, now: Now, tuple: FiveTuple, bytes: &[u8], io: &mut dyn Io) {
-        // A datagram from one of our own relay addresses is a TURN loop: drop it.
-        if self.relays.contains_key(&tuple.client) {
+        // A datagram from one of our own relay sockets is a TURN loop: drop it.
+        if tuple.transport == Transport::Udp && self.is_own_relay(tuple.client) {
             return;
         }
         match proto::classify(bytes) {
@@ -330,6 +330,16 @@ impl Engine {
             }
             Kind::Other => {}
         }
+    }
+
+    /// Whether `addr` is a relay socket of this server, this worker's or another's: the
+    /// kernel spreads datagrams over the workers' listeners by address, not by owner.
+    /// Only a source on a relay IP inside the port range costs a look at the shared pool.
+    fn is_own_relay(&self, addr: SocketAddr) -> bool {
+        self.relays.contains_key(&addr)
+            || (self.config.ports.contains(addr.port())
+                && self.config.relay_ips.contains(&addr.ip())
+                && self.shared.port_taken(addr))
     }
 
     /// A datagram that reached the relay socket at `relay` from `peer`. The data sits

@@ -71,6 +71,12 @@ impl PortPool {
         self.range.contains(port) && self.used.entry(ip).or_default().insert(port)
     }
 
+    pub fn is_taken(&self, ip: IpAddr, port: u16) -> bool {
+        self.used
+            .get(&ip)
+            .is_some_and(|ports| ports.contains(&port))
+    }
+
     pub fn release(&mut self, ip: IpAddr, port: u16) {
         if let Some(set) = self.used.get_mut(&ip) {
             set.remove(&port);
@@ -100,7 +106,9 @@ mod tests {
             assert!(pool.take(ip, p));
         }
         assert!(pool.candidates(ip, PortWish::Any, 8, &mut rng).is_empty());
+        assert!(pool.is_taken(ip, 50002));
         pool.release(ip, 50002);
+        assert!(!pool.is_taken(ip, 50002));
         assert_eq!(pool.candidates(ip, PortWish::Any, 8, &mut rng), vec![50002]);
     }
 

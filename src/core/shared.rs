@@ -4,7 +4,8 @@
 //! Every allocation belongs to one worker's engine, but the ports it binds, the quota
 //! it counts against and the reservation a client on another worker may claim are
 //! server-wide. They are only touched on the control path (Allocate, deletion,
-//! reservation expiry), never per relayed packet, so a mutex each is enough.
+//! reservation expiry, and a datagram from a relay IP checked for a TURN loop), never
+//! per relayed packet, so a mutex each is enough.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -144,6 +145,11 @@ impl Shared {
 
     pub fn release_port(&self, addr: SocketAddr) {
         self.ports().release(addr.ip(), addr.port());
+    }
+
+    /// Whether the port of `addr` is taken on its IP (bound by a relay socket or reserved).
+    pub fn port_taken(&self, addr: SocketAddr) -> bool {
+        self.ports().is_taken(addr.ip(), addr.port())
     }
 
     pub fn take_port(&self, ip: IpAddr, port: u16) -> bool {
