@@ -6,14 +6,15 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::integrity::MessageIntegrity;
 use stun::message::*;
-use support::{TernServer, free_udp_tcp_port, metric, relay_ports_arg, with_realm_and_nonce};
+use support::{
+    TernServer, free_udp_tcp_port, http_request, metric, relay_ports_arg, with_realm_and_nonce,
+};
 use tern::auth::{LongTermKey, RestSecret, rest_credential};
 use tern::client::{
     Attr, ClientTransport, Outgoing, Reply, TurnClient, new_transaction_id, signed, to_reply,
@@ -320,26 +321,6 @@ fn password_guessing_from_one_ip_is_throttled_and_counted() {
 
 const ADMIN_TOKEN: &str = "attack-suite-admin-token-0123456789";
 
-/// POSTs `path` to the admin API with [`ADMIN_TOKEN`]; the status code.
-fn admin_post(admin: SocketAddr, path: &str) -> u16 {
-    let mut stream = TcpStream::connect_timeout(&admin, Duration::from_secs(2)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\
-         Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
-}
-
 /// An Allocate whose USERNAME, REALM and NONCE are arbitrary bytes, with a
 /// MESSAGE-INTEGRITY keyed from their lossy text (no user has such a key).
 fn hostile_allocate([username, realm, nonce]: [&[u8]; 3]) -> (TransactionId, Vec<u8>) {
@@ -411,7 +392,8 @@ fn hostile_names_are_refused_and_logged_safely() {
     assert!(r.is_success(), "a REST user id is opaque: {:?}", r.code);
     assert!(odd.refresh(Some(0)).unwrap().is_success());
     let revoke = "/api/users/ev%0D%1B%5B2J%00%0A2030-01-01T00:00:00Z%20FORGED/revoke";
-    assert_eq!(admin_post(admin, revoke), 200);
+    let (status, _) = http_request(admin, "POST", revoke, Some(ADMIN_TOKEN), "");
+    assert_eq!(status, 200);
     s.assert_still_serving(USER, PASS);
 
     let log = s.stderr();
