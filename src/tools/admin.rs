@@ -69,12 +69,28 @@ pub fn sessions_main(sessions_args: &SessionsArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `text` percent-encoded for one URL path segment: a REST user id may hold `/`, `?`,
+/// spaces or any other byte.
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `tern kill`: one session, a user's sessions, or a revocation.
 pub fn kill_main(args: &KillArgs) -> ExitCode {
     let (method, path) = match (&args.session, &args.user, &args.revoke) {
         (Some(relay), None, None) => ("DELETE", format!("/api/sessions/{relay}")),
-        (None, Some(user), None) => ("DELETE", format!("/api/users/{user}/sessions")),
-        (None, None, Some(user)) => ("POST", format!("/api/users/{user}/revoke")),
+        (None, Some(user), None) => (
+            "DELETE",
+            format!("/api/users/{}/sessions", path_segment(user)),
+        ),
+        (None, None, Some(user)) => ("POST", format!("/api/users/{}/revoke", path_segment(user))),
         _ => {
             eprintln!("tern kill: give exactly one of --session, --user, --revoke");
             return ExitCode::from(2);
@@ -142,4 +158,16 @@ fn request(args: &AdminArgs, method: &str, path: &str, body: &str) -> io::Result
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response"))?;
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     Ok((status, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_segment;
+
+    #[test]
+    fn user_names_are_percent_encoded_for_the_path() {
+        assert_eq!(path_segment("1796102579:bob"), "1796102579:bob");
+        assert_eq!(path_segment("a/b c?\r\n%"), "a%2Fb%20c%3F%0D%0A%25");
+        assert_eq!(path_segment("é"), "%C3%A9");
+    }
 }
