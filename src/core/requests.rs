@@ -18,6 +18,7 @@ use super::allocation::ChannelConflict;
 use super::ports::PortWish;
 use super::{
     Allocation, Engine, FiveTuple, Io, Now, RESERVATION_LIFETIME, Reject, Reservation, Timer,
+    Transport,
 };
 use crate::auth::{AuthError, LongTermKey};
 use crate::proto::attrs::decode_address_family;
@@ -113,14 +114,18 @@ impl Engine {
             alloc.last_answer = (req.method() == METHOD_ALLOCATE)
                 .then(|| Box::new((req.transaction_id(), bytes.as_slice().into())));
         }
-        io.send_to_client(tuple, &bytes);
-        // A Refresh with LIFETIME 0 ends the allocation only once its answer is on its
-        // way: on TCP/TLS, deleting the allocation closes the connection.
-        if self
+        // A Refresh with LIFETIME 0 ends the allocation. Over UDP it goes before the
+        // answer, so a client that reads the answer finds its quota and port already
+        // free; on TCP/TLS deleting it closes the connection, so the answer goes first.
+        let ended = self
             .allocations
             .get(tuple)
-            .is_some_and(|a| a.expires <= now.mono)
-        {
+            .is_some_and(|a| a.expires <= now.mono);
+        if ended && tuple.transport == Transport::Udp {
+            self.delete_allocation(tuple, io);
+        }
+        io.send_to_client(tuple, &bytes);
+        if ended && tuple.transport != Transport::Udp {
             self.delete_allocation(tuple, io);
         }
     }

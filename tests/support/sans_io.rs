@@ -45,10 +45,13 @@ pub struct Recorder {
     pub bound: HashSet<SocketAddr>,
     /// Relay sockets closed, in order (the driver reports them back as closed).
     pub closed: Vec<SocketAddr>,
+    /// "send" and "close" in the order the engine asked for them.
+    pub order: Vec<&'static str>,
 }
 
 impl Io for Recorder {
     fn send_to_client(&mut self, tuple: &FiveTuple, bytes: &[u8]) {
+        self.order.push("send");
         self.to_client.push((*tuple, bytes.to_vec()));
     }
     fn send_to_peer(&mut self, _relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
@@ -64,6 +67,7 @@ impl Io for Recorder {
         Ok(())
     }
     fn close_relay(&mut self, addr: SocketAddr) {
+        self.order.push("close");
         self.bound.remove(&addr);
         self.closed.push(addr);
     }
