@@ -127,6 +127,7 @@ pub async fn run(
     let mut threads = Vec::with_capacity(workers);
     let mut worker_commands = Vec::with_capacity(workers);
     let udp = listeners.udp.into_iter();
+    let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
     for (i, ((engine, udp), streams)) in engines.into_iter().zip(udp).zip(stream_rxs).enumerate() {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         worker_commands.push(commands_tx);
@@ -135,10 +136,9 @@ pub async fn run(
             rules: rules_rx.clone(),
             commands,
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("tern-worker-{i}"))
-            .spawn(move || worker::run_on_this_thread(engine, udp, streams, worker_config, control))
-            .context("cannot start a worker thread")?;
+        let run = move || worker::run_on_this_thread(engine, udp, streams, worker_config, control);
+        let thread =
+            spawn_supervised(i, failed_tx.clone(), run).context("cannot start a worker thread")?;
         threads.push(thread);
     }
     if let Some(cluster) = &cluster {
@@ -178,9 +178,17 @@ pub async fn run(
     }
     // Everything is bound and running: tell systemd (Type=notify); a no-op elsewhere.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let stop = wait_for_stop(tls.as_ref(), &mut reloader, &shared).await?;
+    let stop = wait_for_stop(tls.as_ref(), &mut reloader, &shared, &mut failed_rx).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    if stop == Stop::Drain {
+    if let Stop::WorkerFailed(i) = stop {
+        // Its allocations are gone and their ports and quota counts would stay taken:
+        // drain the others and exit with an error, for the supervisor to restart tern.
+        tracing::error!(
+            worker = i,
+            "a worker panicked: draining the others, then exiting with an error"
+        );
+    }
+    if matches!(stop, Stop::Drain | Stop::WorkerFailed(_)) {
         let _ = stop_tx.send(Lifecycle::Draining);
         drain(&shared, settings.server.drain_timeout.as_duration()).await;
     }
@@ -195,9 +203,9 @@ pub async fn run(
             })
             .collect::<anyhow::Result<Vec<()>>>()
     });
-    joined.await.context("joining workers")??;
+    let joined = joined.await.context("joining workers")?;
     tracing::info!("stopped");
-    Ok(())
+    joined.map(drop)
 }
 
 /// The key nonces are made with: `auth.nonce_key`, else the fleet's (so any node
@@ -276,6 +284,8 @@ enum Stop {
     Drain,
     /// SIGINT: now.
     Now,
+    /// A worker thread panicked (its index): drain the others, then fail.
+    WorkerFailed(usize),
 }
 
 /// Waits until every allocation has ended or `timeout` has passed, while workers
@@ -315,7 +325,7 @@ async fn drain(shared: &Shared, timeout: std::time::Duration) {
 /// How often the allocation count is looked at while draining.
 const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Waits for SIGTERM (drain) or SIGINT (stop now). Meanwhile SIGHUP reloads the
+/// Waits for SIGTERM (drain), SIGINT (stop now) or a worker's panic. Meanwhile SIGHUP reloads the
 /// configuration (see [`reload`]) and the TLS certificate, and a change of the
 /// certificate files on disk reloads the certificate: new connections get it,
 /// established ones and every allocation are untouched, and a broken new certificate
@@ -324,6 +334,7 @@ async fn wait_for_stop(
     tls: Option<&TlsAcceptorSource>,
     reloader: &mut reload::Reloader,
     shared: &Shared,
+    failed: &mut mpsc::UnboundedReceiver<usize>,
 ) -> anyhow::Result<Stop> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -333,6 +344,7 @@ async fn wait_for_stop(
         tokio::select! {
             _ = term.recv() => return Ok(Stop::Drain),
             _ = int.recv() => return Ok(Stop::Now),
+            Some(i) = failed.recv() => return Ok(Stop::WorkerFailed(i)),
             _ = hup.recv() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
                 reloader.reload(shared);
@@ -359,6 +371,24 @@ fn report_reload(why: &str, result: Result<(), crate::net::tls::TlsError>) {
     }
 }
 
+/// Runs worker `index` on a thread of its own. A panic there is caught and reported on
+/// `failed` rather than ending the thread unnoticed (the server then drains and exits
+/// with an error), and the thread's result says so.
+fn spawn_supervised(
+    index: usize,
+    failed: mpsc::UnboundedSender<usize>,
+    work: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> std::io::Result<std::thread::JoinHandle<std::io::Result<()>>> {
+    std::thread::Builder::new()
+        .name(format!("tern-worker-{index}"))
+        .spawn(move || {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
+                let _ = failed.send(index);
+                Err(std::io::Error::other(format!("worker {index} panicked")))
+            })
+        })
+}
+
 /// How many workers to run: `server.workers`, or one per CPU when it is 0.
 fn worker_count(settings: &Settings) -> usize {
     match settings.server.workers {
@@ -374,4 +404,24 @@ pub(crate) fn random_token(len: usize) -> String {
     (0..len)
         .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_worker_is_reported_and_its_thread_ends_in_an_error() {
+        let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
+        let quiet = spawn_supervised(0, failed_tx.clone(), || Ok(())).unwrap();
+        assert!(quiet.join().unwrap().is_ok());
+        let boom = spawn_supervised(3, failed_tx, || panic!("engine bug")).unwrap();
+        let err = boom.join().expect("the panic is caught").unwrap_err();
+        assert_eq!(err.to_string(), "worker 3 panicked");
+        assert_eq!(failed_rx.try_recv().ok(), Some(3));
+        assert!(
+            failed_rx.try_recv().is_err(),
+            "only the panicking worker is reported"
+        );
+    }
 }
