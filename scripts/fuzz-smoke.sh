@@ -17,7 +17,9 @@ cd "$(dirname "$0")/.."
 CARGO_FUZZ_VERSION=0.13.2
 FUZZ_SECONDS=${FUZZ_SECONDS:-15}
 read -r -a targets <<<"${FUZZ_TARGETS:-stun_decode channel_data stream_framer core_sequence}"
-flags=(--sanitizer none --debug-assertions)
+# Unoptimised: the build takes a third of the release one (which compiles with one
+# codegen unit), and 15 s of smoke need coverage, not speed. Long runs use -O.
+flags=(--sanitizer none --debug-assertions --dev)
 
 if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
     echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION"

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need when missing
-# (coturn's tools, openssl, Chromium, iproute2, nftables, iptables and systemd's
-# tools from Debian, playwright-core from npm), then checks formatting and lints, runs
-# every test (unit, sans-IO engine, integration against real `tern serve` processes
-# on loopback, interop with coturn's turnutils) and the benchmark in its quick form.
+# (coturn's tools, openssl, redis-server, Chromium, iproute2, nftables, iptables and
+# systemd's tools from Debian, playwright-core from npm, cargo-fuzz from crates.io),
+# then checks formatting and lints, runs every test (unit, properties, sans-IO engine,
+# integration against real `tern serve` processes on loopback, attack suites, interop
+# with coturn's turnutils, browsers, network namespaces, a fleet on Redis), each fuzz
+# target briefly, and the benchmark in its quick form.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,9 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --all-targets --locked 2>&1 | tee "$log"
+# Each fuzz target briefly over its seed corpus (docs/fuzzing.md has the long runs).
+echo "== scripts/fuzz-smoke.sh"
+scripts/fuzz-smoke.sh
 # The benchmark once in its tiny configuration (one short round, every server and
 # code path), so it cannot rot. Figures are not checked: that is what
 # docs/performance.md, from a full `bench/run.sh`, is for.

@@ -198,6 +198,19 @@ fn a_user_quota_holds_across_the_fleet() {
 }
 
 #[test]
+fn a_realm_cap_holds_across_users_and_nodes() {
+    let redis = Redis::start();
+    let nodes = fleet(&redis, "realm_allocations = 2\n");
+    let (_alice, code_a) = nodes[0].allocate(USER);
+    let (_bob, code_b) = nodes[1].allocate("bob");
+    assert_eq!((code_a, code_b), (None, None));
+    settle();
+    for node in &nodes {
+        assert_eq!(node.allocate("bob").1, Some(486), "the realm holds 2");
+    }
+}
+
+#[test]
 fn a_revocation_on_one_node_kills_on_all() {
     let redis = Redis::start();
     let nodes = fleet(&redis, "");
