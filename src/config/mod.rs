@@ -651,7 +651,9 @@ impl Settings {
         if !listen.ip().is_loopback() && !self.tls.is_enabled() {
             return Err((
                 "selftest.listen",
-                format!("{listen} is not loopback: the self-test needs HTTPS, so set tls.cert and tls.key"),
+                format!(
+                    "{listen} is not loopback: the self-test needs HTTPS, so set tls.cert and tls.key"
+                ),
             ));
         }
         if !(60..=86_400).contains(&t.credential_lifetime.0) {
@@ -664,7 +666,10 @@ impl Settings {
             ("selftest.room_ttl", t.room_ttl.0 as usize),
             ("selftest.max_rooms", t.max_rooms),
             ("selftest.max_message", t.max_message),
-            ("selftest.messages_per_second", t.messages_per_second as usize),
+            (
+                "selftest.messages_per_second",
+                t.messages_per_second as usize,
+            ),
             ("selftest.message_burst", t.message_burst as usize),
             ("selftest.max_connections", t.max_connections),
         ];

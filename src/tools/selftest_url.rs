@@ -49,7 +49,11 @@ fn links(args: &SelftestUrlArgs) -> Result<(String, String), String> {
     };
     // HTTPS whenever a certificate is configured (config validation allows plain HTTP
     // only on loopback).
-    let scheme = if settings.tls.is_enabled() { "https" } else { "http" };
+    let scheme = if settings.tls.is_enabled() {
+        "https"
+    } else {
+        "http"
+    };
     let base = format!("{scheme}://{host}:{}", listen.port());
     Ok((
         format!("{base}/check?token={token}"),
