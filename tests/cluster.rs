@@ -10,6 +10,9 @@
 
 mod support;
 
+#[path = "support/certs.rs"]
+mod certs;
+
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -496,4 +499,70 @@ fn relaying_goes_on_without_redis_and_counts_converge_when_it_returns() {
         call.round_trip();
     }
     drop(held);
+}
+
+/// rediss:// with a password: a node joins over TLS (trusting the test certificate
+/// through SSL_CERT_FILE, as it would a private CA); with a wrong password it stays
+/// alone, says so, and serves.
+#[test]
+fn a_node_reaches_redis_over_tls_with_a_password() {
+    let dir = TempDir::new("fleet-redis-tls");
+    let files = certs::CertFiles::in_dir(dir.path());
+    certs::TestCert::new().write(&files);
+    let (cert, key) = (files.cert.to_str().unwrap(), files.key.to_str().unwrap());
+    let port = free_udp_tcp_port();
+    let mut cmd = Command::new(ensure_tool("redis-server"));
+    cmd.args([
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ])
+    .args([
+        "--tls-cert-file",
+        cert,
+        "--tls-key-file",
+        key,
+        "--tls-ca-cert-file",
+        cert,
+    ])
+    .args(["--tls-auth-clients", "no", "--requirepass", "s3cret"])
+    .args(["--save", "", "--appendonly", "no"])
+    .stdin(Stdio::null());
+    let redis = BackgroundProcess::spawn("redis-tls", &mut cmd, dir.path());
+    wait_until(WAIT, "Redis's TLS port open", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    for (password, up) in [("s3cret", 1.0), ("wrong", 0.0)] {
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+        let (min, max) = free_port_range(20);
+        let config = format!(
+            "[cluster]\nredis_url = \"rediss://:{password}@127.0.0.1:{port}/\"\nnode_id = \"tls\"\n"
+        );
+        let server = TernServer::builder()
+            .config(&config)
+            .env("SSL_CERT_FILE", cert)
+            .args(&["--ports", &format!("{min}-{max}"), "--user", "bob:pw"])
+            .args(&["--admin", &admin.to_string()])
+            .start();
+        std::thread::sleep(HEARTBEAT * 2);
+        assert_eq!(
+            metric(admin, "tern_cluster_redis_up"),
+            up,
+            "password {password}:\n{}\n{}",
+            server.logs(),
+            redis.logs()
+        );
+        if up == 0.0 {
+            assert!(
+                server.logs().contains("Redis unreachable"),
+                "{}",
+                server.logs()
+            );
+        }
+        let mut client = TurnClient::new(server.addr, "bob", "pw").unwrap();
+        assert!(client.allocate(vec![]).unwrap().is_success());
+    }
 }
