@@ -85,22 +85,8 @@ pub async fn run(
     }
     let connection_limits =
         ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
-    let admin_listener = match settings.admin.listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind the admin listener {addr}"))?,
-        ),
-        None => None,
-    };
-    let selftest_listener = match settings.selftest.listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot bind the self-test listener {addr}"))?,
-        ),
-        None => None,
-    };
+    let admin_listener = bind_http(settings.admin.listen, "admin").await?;
+    let selftest_listener = bind_http(settings.selftest.listen, "self-test").await?;
     let stream_config = StreamConfig {
         handshake_timeout: settings.tls.handshake_timeout.as_duration(),
         idle_timeout: limits.connection_idle_timeout.as_duration(),
@@ -206,6 +192,20 @@ pub async fn run(
     let joined = joined.await.context("joining workers")?;
     tracing::info!("stopped");
     joined.map(drop)
+}
+
+/// Binds the HTTP listener called `what`, if it has an address.
+async fn bind_http(
+    addr: Option<SocketAddr>,
+    what: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the {what} listener {addr}"))?;
+    Ok(Some(listener))
 }
 
 /// The key nonces are made with: `auth.nonce_key`, else the fleet's (so any node

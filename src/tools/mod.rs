@@ -137,14 +137,7 @@ fn system_config() -> io::Result<Arc<rustls::ClientConfig>> {
             let _ = roots.add(cert);
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(io::Error::other)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"stun.turn".to_vec()];
-    Ok(Arc::new(config))
+    crate::client::transport::tls_config(roots)
 }
 
 /// Milliseconds of a duration, for printing.

@@ -139,22 +139,28 @@ fn run(
     *server_out = Some(server);
 
     let (username, password, rest_expiry) = credentials(args);
-    let mut client = probe.step("connect", || {
-        let client = connect(
+    // The URL's transport and name, the credentials, to `server` or to an alternate.
+    let open = |server: SocketAddr| -> Result<crate::client::TurnClient, Failure> {
+        let credentials = (username.as_str(), password.as_str());
+        let mut client = connect(
             server,
             url.transport,
             &url.host,
             args.tls_insecure,
-            (&username, &password),
+            credentials,
         )
         .map_err(|e| (e.to_string(), Diagnosis::from_io(&e)))?;
+        client.timeout = REQUEST_TIMEOUT;
+        Ok(client)
+    };
+    let mut client = probe.step("connect", || {
+        let client = open(server)?;
         let local = client
             .transport
             .local_addr()
             .map_or(String::new(), |a| format!("from {a}"));
         Ok((client, local))
     })?;
-    client.timeout = REQUEST_TIMEOUT;
 
     let relay = probe.step("allocate", || {
         let mut reply = client.allocate(vec![]).map_err(io_failure)?;
@@ -165,15 +171,7 @@ fn run(
             let alternate = reply
                 .alternate_server()
                 .ok_or_else(|| no_attr("ALTERNATE-SERVER"))?;
-            client = connect(
-                alternate,
-                url.transport,
-                &url.host,
-                args.tls_insecure,
-                (&username, &password),
-            )
-            .map_err(|e| (e.to_string(), Diagnosis::from_io(&e)))?;
-            client.timeout = REQUEST_TIMEOUT;
+            client = open(alternate)?;
             redirects.push(alternate.to_string());
             reply = client.allocate(vec![]).map_err(io_failure)?;
         }
