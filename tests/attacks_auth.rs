@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use stun::agent::TransactionId;
 use stun::attributes::*;
@@ -127,13 +127,7 @@ fn tcp_client_from(s: &TernServer, local: SocketAddr) -> TurnClient {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&local.into()).unwrap();
     socket.connect(&s.addr.into()).unwrap();
-    let tcp: TcpStream = socket.into();
-    tcp.set_nodelay(true).unwrap();
-    let transport = ClientTransport::Stream {
-        stream: Box::new(tcp.try_clone().unwrap()),
-        tcp,
-        pending: Vec::new(),
-    };
+    let transport = ClientTransport::tcp_over(socket.into()).unwrap();
     TurnClient::with_transport(transport, s.addr, USER, PASS)
 }
 

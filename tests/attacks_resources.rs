@@ -829,18 +829,13 @@ fn slow_client(t: &Target, via: Via) -> TurnClient {
         .connect_timeout(&server.into(), Duration::from_secs(2))
         .unwrap();
     let tcp: TcpStream = socket.into();
-    tcp.set_nodelay(true).unwrap();
     let transport = match via {
         Via::Tls => {
             let roots = t.tls.as_ref().unwrap().cert.roots();
             let config = tls_config(roots).unwrap();
             ClientTransport::tls_over(tcp, "localhost", config, Duration::from_secs(2)).unwrap()
         }
-        _ => ClientTransport::Stream {
-            stream: Box::new(tcp.try_clone().unwrap()),
-            tcp,
-            pending: Vec::new(),
-        },
+        _ => ClientTransport::tcp_over(tcp).unwrap(),
     };
     TurnClient::with_transport(transport, server, USER, PASS)
 }

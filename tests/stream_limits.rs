@@ -141,13 +141,7 @@ fn tcp_client_small_rcvbuf(server: SocketAddr) -> TurnClient {
     socket
         .connect_timeout(&server.into(), Duration::from_secs(2))
         .unwrap();
-    let tcp: TcpStream = socket.into();
-    tcp.set_nodelay(true).unwrap();
-    let transport = ClientTransport::Stream {
-        stream: Box::new(tcp.try_clone().unwrap()),
-        tcp,
-        pending: Vec::new(),
-    };
+    let transport = ClientTransport::tcp_over(socket.into()).unwrap();
     TurnClient::with_transport(transport, server, USER, PASS)
 }
 

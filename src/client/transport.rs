@@ -36,7 +36,12 @@ impl ClientTransport {
     }
 
     pub fn tcp(server: SocketAddr, timeout: Duration) -> io::Result<Self> {
-        let tcp = TcpStream::connect_timeout(&server, timeout)?;
+        Self::tcp_over(TcpStream::connect_timeout(&server, timeout)?)
+    }
+
+    /// Plain TCP over a connection made by the caller (a chosen source address, a
+    /// small receive buffer).
+    pub fn tcp_over(tcp: TcpStream) -> io::Result<Self> {
         tcp.set_nodelay(true)?;
         Ok(Self::Stream {
             stream: Box::new(tcp.try_clone()?),
