@@ -70,7 +70,29 @@ pub fn lint(settings: &Settings) -> Vec<String> {
     warnings.extend(short_secrets(settings));
     warnings.extend(denied_own_addresses(settings, &relays));
     warnings.extend(allowed_internal_ranges(settings));
+    warnings.extend(plain_redis_with_password(settings));
+    warnings.extend(cluster_without_shared_nonce_key_hint(settings));
     warnings
+}
+
+/// A password sent to Redis without TLS crosses the network in the clear.
+fn plain_redis_with_password(settings: &Settings) -> Option<String> {
+    let url = settings.cluster.redis_url.as_deref()?;
+    let host = url.strip_prefix("redis://")?;
+    let (userinfo, rest) = host.split_once('@')?;
+    let host = rest.split([':', '/']).next().unwrap_or_default();
+    let on_this_host =
+        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (userinfo.contains(':') && !on_this_host).then(|| {
+        "cluster.redis_url sends the Redis password unencrypted (redis://) to another host; use rediss:// unless the network between the nodes and Redis is private.".to_string()
+    })
+}
+
+/// Without Redis at start a node makes up its own nonce key; a fixed one avoids that.
+fn cluster_without_shared_nonce_key_hint(settings: &Settings) -> Option<String> {
+    (settings.cluster.is_enabled() && settings.auth.nonce_key.is_none()).then(|| {
+        "cluster is on and auth.nonce_key is unset: nodes share a nonce key through Redis, but a node that starts while Redis is unreachable uses its own, and clients moving to it get one 438 each; set the same auth.nonce_key on every node to rule that out.".to_string()
+    })
 }
 
 /// The relay IPs that can be known from the file alone: `relay.ips`, or else the
@@ -333,6 +355,32 @@ secrets = ["correct-horse-battery-staple-42"]
             None => lines.extend([header, line.to_string()]),
         }
         lines.join("\n")
+    }
+
+    #[test]
+    fn a_fleet_is_warned_about_plain_passwords_and_nonce_keys() {
+        let text = "[cluster]\nredis_url = \"redis://:pw@10.0.0.5:6379/0\"\n";
+        let warnings = lints(text);
+        assert!(
+            warnings.iter().any(|w| w.contains("rediss://")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("auth.nonce_key")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings.iter().all(|w| !w.contains("pw@")),
+            "no password in a warning"
+        );
+        let text = "[auth]\nnonce_key = \"0123456789abcdef0123\"\n[cluster]\nredis_url = \"rediss://:pw@10.0.0.5:6379/0\"\n";
+        let warnings = lints(text);
+        assert!(
+            warnings.iter().all(|w| !w.contains("cluster")),
+            "{warnings:?}"
+        );
+        let local = "[cluster]\nredis_url = \"redis://:pw@127.0.0.1:6379/0\"\n";
+        assert!(lints(local).iter().all(|w| !w.contains("rediss://")));
     }
 
     #[test]
