@@ -213,6 +213,38 @@ fn a_realm_cap_holds_across_users_and_nodes() {
     }
 }
 
+/// The self-test page of one node mints credentials every node accepts: its URLs may
+/// lead to any node of the fleet, or a redirect may take it to another.
+#[test]
+fn self_test_credentials_from_one_node_work_on_another() {
+    let redis = Redis::start();
+    let prefix = format!("t{}", rand::random::<u32>());
+    let token = "fleet-selftest-token-0123";
+    let page = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let selftest = format!("[selftest]\nlisten = \"{page}\"\ntoken = \"{token}\"\n");
+    let other_page = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let other = format!("[selftest]\nlisten = \"{other_page}\"\ntoken = \"{token}\"\n");
+    let a = Node::start("a", &redis, &prefix, &format!("\n{selftest}"));
+    let b = Node::start("b", &redis, &prefix, &format!("\n{other}"));
+    let (code, body) = http_request(page, "GET", &format!("/api/ice?token={token}"), None, "");
+    assert_eq!(code, 200, "{body}");
+    let ice: Value = serde_json::from_str(&body).unwrap();
+    let (user, pass) = (
+        ice["username"].as_str().unwrap(),
+        ice["credential"].as_str().unwrap(),
+    );
+    for node in [&a, &b] {
+        let mut client = TurnClient::new(node.server.addr, user, pass).unwrap();
+        let reply = client.allocate(vec![]).unwrap();
+        assert!(
+            reply.is_success(),
+            "{:?} on {}",
+            reply.code,
+            node.server.addr
+        );
+    }
+}
+
 #[test]
 fn a_revocation_on_one_node_kills_on_all() {
     let redis = Redis::start();

@@ -21,4 +21,4 @@ pub use error::{AuthConfigError, AuthError};
 pub use key::{LongTermKey, StaticSecret};
 pub use nonce::{NonceError, NonceIssuer};
 pub use ratelimit::UnauthorizedLimiter;
-pub use rest::{RestSecret, rest_credential};
+pub use rest::{RestSecret, derived_secret, rest_credential};

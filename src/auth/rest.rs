@@ -37,6 +37,14 @@ impl fmt::Debug for RestSecret {
     }
 }
 
+/// A REST secret derived from `seed` for one `purpose` (HMAC-SHA256, hex): the same on
+/// every server given the same seed, and unrelated to the seed for anyone who only
+/// sees credentials made with it.
+pub fn derived_secret(purpose: &str, seed: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, seed.as_bytes());
+    super::hex::encode(hmac::sign(&key, purpose.as_bytes()).as_ref())
+}
+
 /// Builds a REST username and its password, as the credential-issuing web service would:
 /// for printing credentials at startup and for tests.
 pub fn rest_credential(
@@ -84,6 +92,15 @@ impl<'a> RestUsername<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_secrets_depend_on_seed_and_purpose() {
+        let a = derived_secret("self-test", "token-0123456789");
+        assert_eq!(a, derived_secret("self-test", "token-0123456789"));
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, derived_secret("self-test", "token-0123456788"));
+        assert_ne!(a, derived_secret("other", "token-0123456789"));
+    }
 
     /// Expected value computed independently:
     /// `printf '%s' '1700000000:alice' | openssl dgst -sha1 -hmac 'north-secret' -binary | base64`

@@ -4,8 +4,9 @@
 //!
 //! Off unless `selftest.listen` is set. Every page and API call needs the token (403
 //! without detail otherwise). The page's TURN credentials are REST credentials signed
-//! with a secret made up at start for this purpose only, valid for minutes, so the
-//! page never sees an operator's secret or a static user's password.
+//! with a secret derived from the token for this purpose only (every node of a fleet
+//! with the same token accepts them), valid for minutes, so the page never sees an
+//! operator's secret or a static user's password.
 
 mod ice;
 mod listener;

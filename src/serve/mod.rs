@@ -35,8 +35,14 @@ pub async fn run(
         .then(|| random_token(32));
     settings.auth.secrets.extend(generated_secret.clone());
     let banner_secret = settings.auth.secrets.first().cloned();
-    // The self-test page signs its own short-lived credentials with a secret of its own.
-    let selftest_secret = settings.selftest.listen.map(|_| random_token(32));
+    // The self-test page signs its short-lived credentials with a secret of its own,
+    // derived from its token: every node of a fleet with the same token accepts them
+    // (the page's URLs may lead to any node, or a redirect to another).
+    let selftest_secret = settings
+        .selftest
+        .listen
+        .and(settings.selftest.token.as_deref())
+        .map(|token| crate::auth::derived_secret("tern self-test TURN credentials", token));
     settings.auth.secrets.extend(selftest_secret.clone());
     let relay_ips = relay_ips::relay_ips(&settings.relay.ips, &settings.server.listen_addrs());
     let advertised_ips = relay_ips::advertised_ips(&relay_ips, &settings.relay.external_ips);
