@@ -163,7 +163,10 @@ async fn kill_user(
 async fn revoke_user(
     State(state): State<Arc<AdminState>>,
     Path(user): Path<String>,
-) -> Json<serde_json::Value> {
+) -> Response {
+    if user.is_empty() {
+        return (StatusCode::BAD_REQUEST, "an empty user name\n").into_response();
+    }
     state.shared.revoke(&user);
     tracing::info!(user = %user.escape_debug(), "user revoked");
     // In a fleet, every other node refuses and kills too (`fleet` says whether the
@@ -176,7 +179,7 @@ async fn revoke_user(
     if let Some(told) = fleet {
         answer["fleet"] = told.into();
     }
-    Json(answer)
+    Json(answer).into_response()
 }
 
 /// Every live node's sessions (404 for a node that is not in a fleet, 503 while

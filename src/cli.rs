@@ -358,7 +358,8 @@ pub struct KillArgs {
     /// Every session of a user (static name or REST user id).
     #[arg(long)]
     pub user: Option<String>,
-    /// Refuse a user from now on and kill its sessions.
+    /// Refuse a user from now on and kill its sessions: a static name, or the user id of
+    /// REST credentials (`bob` in `1796102579:bob`).
     #[arg(long, value_name = "USER")]
     pub revoke: Option<String>,
 }

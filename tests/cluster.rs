@@ -79,6 +79,26 @@ impl Redis {
         s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
     }
 
+    /// Runs one command (RESP array of bulk strings, any bytes); the first reply line.
+    fn command(&self, args: &[&[u8]]) -> String {
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg);
+            request.extend_from_slice(b"\r\n");
+        }
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(&request).unwrap();
+        let mut reply = [0u8; 64];
+        let n = s.read(&mut reply).unwrap();
+        String::from_utf8_lossy(&reply[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
@@ -243,6 +263,49 @@ fn self_test_credentials_from_one_node_work_on_another() {
             node.server.addr
         );
     }
+}
+
+/// Garbage in Redis (a non-UTF-8 revocation, a node id whose record is not JSON, a
+/// record missing fields) is skipped entry by entry: the fleet keeps working.
+#[test]
+fn foreign_or_corrupt_entries_in_redis_are_skipped() {
+    let redis = Redis::start();
+    let prefix = format!("t{}", rand::random::<u32>());
+    let p = prefix.as_bytes();
+    let key = |suffix: &[u8]| [p, suffix].concat();
+    assert_eq!(
+        redis.command(&[b"SADD", &key(b":revoked"), b"\xff\xfe"]),
+        ":1"
+    );
+    assert_eq!(
+        redis.command(&[b"SADD", &key(b":nodes"), b"junk", b"old"]),
+        ":2"
+    );
+    assert_eq!(
+        redis.command(&[b"SET", &key(b":node:junk"), b"not json"]),
+        "+OK"
+    );
+    let old_record = br#"{"id":"old","realm":"tern","allocations":1,"users":{"alice":1}}"#;
+    assert_eq!(
+        redis.command(&[b"SET", &key(b":node:old"), old_record]),
+        "+OK"
+    );
+    let a = Node::start("a", &redis, &prefix, "");
+    settle();
+    assert_eq!(
+        metric(a.admin, "tern_cluster_redis_up"),
+        1.0,
+        "{}",
+        a.server.logs()
+    );
+    assert_eq!(
+        metric(a.admin, "tern_cluster_nodes"),
+        2.0,
+        "a and the old-format node"
+    );
+    // The old-format record still counts: alice has 1 of her 2 there.
+    assert_eq!(a.allocate(USER).1, None);
+    assert_eq!(a.allocate(USER).1, Some(486));
 }
 
 #[test]

@@ -4,8 +4,9 @@
 //! and a draining or overloaded node redirects new clients (300 Try Alternate) to the
 //! least-loaded live node.
 //!
-//! Each node writes one record (its load, quota counts and sessions) under a key that
+//! Each node writes one small record (its load and quota counts) under a key that
 //! expires after `cluster.node_ttl`, so a dead node leaves the fleet by itself, and
+//! its session list under another, read only when the admin API asks; and
 //! reads everyone's records at each heartbeat into the [`FleetView`] the engines
 //! consult on Allocate. Revocations go through a Redis set (for nodes that start or
 //! reconnect later) and pub/sub (to be immediate). Redis is never on the relayed-packet
@@ -34,6 +35,10 @@ use crate::net::worker::{Lifecycle, WorkerCommand, ask_all};
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest wait between reconnection attempts while Redis is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A node with more sessions than this publishes its list only every
+/// [`SPARSE_SESSIONS_EVERY`] heartbeats, so the registry costs Redis little.
+const SESSIONS_EVERY_BEAT_UP_TO: usize = 1_000;
+const SPARSE_SESSIONS_EVERY: u64 = 10;
 
 /// Redis key names, all under the configured prefix.
 #[derive(Debug, Clone)]
@@ -42,11 +47,15 @@ struct Keys {
 }
 
 impl Keys {
-    fn node(&self, id: &str) -> String {
-        format!("{}:node:{id}", self.prefix)
+    /// Ids come back from Redis as bytes; any bytes make a key.
+    fn node(&self, id: impl AsRef<[u8]>) -> Vec<u8> {
+        [self.prefix.as_bytes(), b":node:", id.as_ref()].concat()
     }
     fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
+    }
+    fn sessions(&self, id: &str) -> String {
+        format!("{}:sessions:{id}", self.prefix)
     }
     fn revoked(&self) -> String {
         format!("{}:revoked", self.prefix)
@@ -74,6 +83,7 @@ pub struct Cluster {
     realm_cap: usize,
     interval: Duration,
     ttl: Duration,
+    id_clash_reported: std::sync::atomic::AtomicBool,
 }
 
 /// What the fleet tasks need of the running server.
@@ -112,6 +122,7 @@ impl Cluster {
             pushes_rx: Mutex::new(Some(pushes_rx)),
             identity: NodeRecord {
                 id,
+                instance: rand::random(),
                 realm: settings.server.realm.clone(),
                 plain,
                 tls,
@@ -124,6 +135,7 @@ impl Cluster {
             realm_cap: c.realm_allocations,
             interval: c.heartbeat_interval.as_duration(),
             ttl: c.node_ttl.as_duration(),
+            id_clash_reported: std::sync::atomic::AtomicBool::new(false),
         });
         match cluster.connection().await {
             Some(_) => {
@@ -192,9 +204,21 @@ impl Cluster {
             .live_records(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = records.iter().map(|r| self.keys.sessions(&r.id)).collect();
+        let lists: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut sessions = Vec::new();
-        for record in records {
-            for mut session in record.sessions {
+        for (record, list) in records.iter().zip(lists) {
+            let list: Vec<serde_json::Value> = list
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+                .unwrap_or_default();
+            for mut session in list {
                 if let Some(object) = session.as_object_mut() {
                     object.insert("node".into(), record.id.clone().into());
                 }
@@ -210,15 +234,17 @@ impl Cluster {
         &self,
         conn: &mut ConnectionManager,
     ) -> redis::RedisResult<Vec<NodeRecord>> {
-        let ids: Vec<String> = conn.smembers(self.keys.nodes()).await?;
+        // Read as bytes: one foreign or corrupt entry is skipped, not fatal to the fleet.
+        let ids: Vec<Vec<u8>> = conn.smembers(self.keys.nodes()).await?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids.iter().map(|id| self.keys.node(id)).collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+        let keys: Vec<Vec<u8>> = ids.iter().map(|id| self.keys.node(id)).collect();
+        let values: Vec<Option<Vec<u8>>> =
+            redis::cmd("MGET").arg(&keys).query_async(conn).await?;
         let mut records = Vec::with_capacity(ids.len());
         for (id, value) in ids.iter().zip(values) {
-            match value.and_then(|v| serde_json::from_str(&v).ok()) {
+            match value.and_then(|v| serde_json::from_slice(&v).ok()) {
                 Some(record) => records.push(record),
                 None => {
                     let _: redis::RedisResult<()> = conn.srem(self.keys.nodes(), id).await;
@@ -228,11 +254,12 @@ impl Cluster {
         Ok(records)
     }
 
-    /// Runs the heartbeat and the revocation listener until the server stops.
-    pub fn spawn(self: &Arc<Self>, server: Server) {
+    /// Runs the heartbeat and the revocation listener until the server stops; the
+    /// heartbeat's task ends once the node has left the fleet (await it at stop).
+    pub fn spawn(self: &Arc<Self>, server: Server) -> tokio::task::JoinHandle<()> {
         let server = Arc::new(server);
-        tokio::spawn(self.clone().heartbeats(server.clone()));
-        tokio::spawn(self.clone().listen_for_revocations(server));
+        tokio::spawn(self.clone().listen_for_revocations(server.clone()));
+        tokio::spawn(self.clone().heartbeats(server))
     }
 
     async fn heartbeats(self: Arc<Self>, server: Arc<Server>) {
@@ -241,9 +268,11 @@ impl Cluster {
         let mut up = None;
         let mut wait = self.interval;
         let mut last_view = Instant::now();
-        loop {
-            let record = self.own_record(&server, load.mbps(&server.shared)).await;
-            let result = self.beat(&server, &record).await;
+        for beat in 0u64.. {
+            let record = self.own_record(&server, load.mbps(&server.shared));
+            let publish_sessions = record.allocations <= SESSIONS_EVERY_BEAT_UP_TO
+                || beat % SPARSE_SESSIONS_EVERY == 0;
+            let result = self.beat(&server, &record, publish_sessions).await;
             let now_up = result.is_ok();
             if up != Some(now_up) {
                 match &result {
@@ -282,54 +311,68 @@ impl Cluster {
     }
 
     /// This node's record now.
-    async fn own_record(&self, server: &Server, mbps: f64) -> NodeRecord {
+    fn own_record(&self, server: &Server, mbps: f64) -> NodeRecord {
         let shared = &server.shared;
         let allocations = shared.total_allocations();
-        let sessions = ask_all(&server.workers, WorkerCommand::Sessions)
-            .await
-            .concat()
-            .iter()
-            .filter_map(|s| serde_json::to_value(s).ok())
-            .collect();
         NodeRecord {
             allocations,
             mbps,
             draining: *server.lifecycle.borrow() != Lifecycle::Serving,
             overloaded: self.limits.exceeded_by(allocations, mbps),
             users: shared.allocations_per_user(),
-            sessions,
             ..self.identity.clone()
         }
     }
 
-    /// Publishes `record`, reads the fleet, applies revocations made while this node
-    /// was not listening, and installs the new fleet view; the number of live nodes.
-    async fn beat(&self, server: &Server, record: &NodeRecord) -> Result<usize, String> {
+    /// Publishes `record` (and the session list when `publish_sessions`), reads the
+    /// fleet, applies revocations made while this node was not listening, and installs
+    /// the new fleet view; the number of live nodes.
+    async fn beat(
+        &self,
+        server: &Server,
+        record: &NodeRecord,
+        publish_sessions: bool,
+    ) -> Result<usize, String> {
         let mut conn = self.connection().await.ok_or("cannot connect")?;
         let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        redis::pipe()
-            .cmd("SET")
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
             .arg(self.keys.node(&record.id))
             .arg(json)
             .arg("PX")
             .arg(ttl_ms)
             .ignore()
             .sadd(self.keys.nodes(), &record.id)
-            .ignore()
-            .query_async::<()>(&mut conn)
+            .ignore();
+        if publish_sessions {
+            let sessions = ask_all(&server.workers, WorkerCommand::Sessions)
+                .await
+                .concat();
+            let json = serde_json::to_string(&sessions).map_err(|e| e.to_string())?;
+            // Outlives the sparse republishing; listed only while the record is alive.
+            let sessions_ttl = ttl_ms + SPARSE_SESSIONS_EVERY * u64::try_from(self.interval.as_millis()).unwrap_or(0);
+            pipe.cmd("SET")
+                .arg(self.keys.sessions(&record.id))
+                .arg(json)
+                .arg("PX")
+                .arg(sessions_ttl)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
         let records = self
             .live_records(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
-        let revoked: Vec<String> = conn
+        self.warn_if_id_taken(&records);
+        let revoked: Vec<Vec<u8>> = conn
             .smembers(self.keys.revoked())
             .await
             .map_err(|e| e.to_string())?;
-        for user in revoked {
-            if !server.shared.is_revoked(&user) {
+        for user in revoked.into_iter().filter_map(|u| String::from_utf8(u).ok()) {
+            if !user.is_empty() && !server.shared.is_revoked(&user) {
                 revoke_here(server, &user).await;
             }
         }
@@ -338,11 +381,26 @@ impl Cluster {
         Ok(records.len())
     }
 
+    /// Two running nodes with one id overwrite each other's record: say so (once).
+    fn warn_if_id_taken(&self, records: &[NodeRecord]) {
+        let me = &self.identity;
+        let taken = records
+            .iter()
+            .any(|r| r.id == me.id && r.instance != me.instance);
+        if taken && !self.id_clash_reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(
+                node = %me.id,
+                "another running node uses this node id: set a distinct cluster.node_id on each"
+            );
+        }
+    }
+
     /// On a clean stop, the node's record goes at once rather than at its TTL.
     async fn leave(&self) {
         if let Some(mut conn) = self.conn.lock().await.clone() {
             let _: redis::RedisResult<()> = redis::pipe()
                 .del(self.keys.node(&self.identity.id))
+                .del(self.keys.sessions(&self.identity.id))
                 .srem(self.keys.nodes(), &self.identity.id)
                 .query_async(&mut conn)
                 .await;

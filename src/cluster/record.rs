@@ -9,9 +9,14 @@ use crate::core::fleet::{Alternate, FleetView};
 
 /// One node's state, stored under its own key with the node TTL, so a node that dies
 /// disappears from the fleet (sessions, quota share, redirect target) by itself.
+/// Fields missing from a record (one written by another version during a rolling
+/// upgrade) take their defaults instead of hiding the node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NodeRecord {
     pub id: String,
+    /// Random per start: two running nodes given the same id tell each other apart.
+    pub instance: u64,
     pub realm: String,
     /// Where clients reach its UDP/TCP and TLS listeners.
     pub plain: Vec<SocketAddr>,
@@ -24,8 +29,6 @@ pub struct NodeRecord {
     pub overloaded: bool,
     /// Allocations per quota identity.
     pub users: HashMap<String, usize>,
-    /// The node's sessions as its admin API lists them.
-    pub sessions: Vec<serde_json::Value>,
 }
 
 /// The thresholds above which a node hands new clients to others (0: never).

@@ -276,7 +276,11 @@ impl Engine {
             return Err(Reject::AllocationMismatch);
         }
         let fleet = self.shared.fleet.load();
-        if self.draining || fleet.wants_redirect(self.shared.total_allocations()) {
+        // A RESERVATION-TOKEN names a port reserved on this node: no redirect then.
+        let reserved_here = req.attr(ATTR_RESERVATION_TOKEN).is_some();
+        if (self.draining || fleet.wants_redirect(self.shared.total_allocations()))
+            && !reserved_here
+        {
             // Another node takes the client if there is one for its transport and family.
             let server_v6 = tuple.server.is_ipv6();
             if let Some(alternate) = fleet.alternate_for(tuple.transport, server_v6) {

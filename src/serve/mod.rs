@@ -133,13 +133,13 @@ pub async fn run(
             spawn_supervised(i, failed_tx.clone(), run).context("cannot start a worker thread")?;
         threads.push(thread);
     }
-    if let Some(cluster) = &cluster {
+    let fleet_task = cluster.as_ref().map(|cluster| {
         cluster.spawn(crate::cluster::Server {
             shared: shared.clone(),
             workers: worker_commands.clone(),
             lifecycle: stop_rx.clone(),
-        });
-    }
+        })
+    });
     if let Some(listener) = admin_listener {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, api = settings.admin.token.is_some(), "admin listening");
@@ -185,6 +185,11 @@ pub async fn run(
         drain(&shared, settings.server.drain_timeout.as_duration()).await;
     }
     let _ = stop_tx.send(Lifecycle::Stopping);
+    if let Some(task) = fleet_task {
+        // Leave the fleet before exiting, so other nodes stop sending clients here now
+        // rather than when this node's record expires.
+        let _ = tokio::time::timeout(FLEET_LEAVE_TIMEOUT, task).await;
+    }
     let joined = tokio::task::spawn_blocking(move || {
         threads
             .into_iter()
@@ -327,6 +332,9 @@ async fn drain(shared: &Shared, timeout: std::time::Duration) {
         }
     }
 }
+
+/// How long a stopping node waits to remove its record from Redis.
+const FLEET_LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// How often the allocation count is looked at while draining.
 const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
