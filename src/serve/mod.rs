@@ -241,34 +241,23 @@ async fn nonce_key(settings: &Settings, cluster: Option<&crate::cluster::Cluster
 }
 
 /// Where other nodes send this node's redirected clients: `cluster.advertise` and
-/// `cluster.advertise_tls`, else the public relay address with the first listen port
-/// and, with TLS, the first TLS port.
+/// `cluster.advertise_tls`, else one address per family the listeners serve.
 fn fleet_addresses(
     settings: &Settings,
     relay_ips: &[std::net::IpAddr],
     advertised_ips: &std::collections::HashMap<std::net::IpAddr, std::net::IpAddr>,
 ) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
     let c = &settings.cluster;
-    let listen = settings.server.listen_addrs();
-    let host = relay_ips::public_host(relay_ips, advertised_ips, &listen);
+    let reachable =
+        |listeners: Vec<SocketAddr>| relay_ips::reachable_at(&listeners, relay_ips, advertised_ips);
     let plain = match c.advertise.is_empty() {
         false => c.advertise.clone(),
-        true => listen
-            .first()
-            .map(|l| SocketAddr::new(host, l.port()))
-            .into_iter()
-            .collect(),
+        true => reachable(settings.server.listen_addrs()),
     };
-    let tls = match c.advertise_tls.is_empty() {
-        false => c.advertise_tls.clone(),
-        true => settings
-            .server
-            .tls_listen
-            .first()
-            .filter(|_| settings.tls.is_enabled())
-            .map(|l| SocketAddr::new(host, l.addr.port()))
-            .into_iter()
-            .collect(),
+    let tls = match (c.advertise_tls.is_empty(), settings.tls.is_enabled()) {
+        (false, _) => c.advertise_tls.clone(),
+        (true, true) => reachable(settings.server.tls_listen.iter().map(|l| l.addr).collect()),
+        (true, false) => Vec::new(),
     };
     (plain, tls)
 }

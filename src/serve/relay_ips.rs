@@ -89,9 +89,54 @@ pub fn public_host(
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
+/// One address per IP family among `listeners`, as clients outside reach it: that
+/// family's first relay IP (its advertised public IP behind a 1:1 NAT), or else the
+/// listener's own IP when it is a specific one, with the listener's port.
+pub fn reachable_at(
+    listeners: &[SocketAddr],
+    relay_ips: &[IpAddr],
+    advertised: &HashMap<IpAddr, IpAddr>,
+) -> Vec<SocketAddr> {
+    [false, true]
+        .into_iter()
+        .filter_map(|ipv6| {
+            let listener = listeners.iter().find(|l| l.is_ipv6() == ipv6)?;
+            let relay = relay_ips
+                .iter()
+                .find(|ip| ip.is_ipv6() == ipv6)
+                .map(|ip| advertised.get(ip).copied().unwrap_or(*ip));
+            let own = Some(listener.ip()).filter(|ip| !ip.is_unspecified());
+            Some(SocketAddr::new(relay.or(own)?, listener.port()))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirect_targets_cover_each_listened_family() {
+        let addr = |t: &str| t.parse::<SocketAddr>().unwrap();
+        let ip = |t: &str| t.parse::<IpAddr>().unwrap();
+        let listeners = [addr("0.0.0.0:3478"), addr("[::]:3478")];
+        let relays = [ip("10.0.0.5"), ip("2001:db8::5")];
+        let nat = HashMap::from([(ip("10.0.0.5"), ip("203.0.113.5"))]);
+        assert_eq!(
+            reachable_at(&listeners, &relays, &nat),
+            [addr("203.0.113.5:3478"), addr("[2001:db8::5]:3478")]
+        );
+        // No IPv6 relay and a wildcard IPv6 listener: no IPv6 address to give.
+        assert_eq!(
+            reachable_at(&listeners, &relays[..1], &nat),
+            [addr("203.0.113.5:3478")]
+        );
+        // A specific listener stands for itself.
+        assert_eq!(
+            reachable_at(&[addr("[2001:db8::9]:5349")], &[], &HashMap::new()),
+            [addr("[2001:db8::9]:5349")]
+        );
+    }
 
     #[test]
     fn specific_listen_ip_is_the_relay_ip() {
