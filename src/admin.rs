@@ -160,10 +160,7 @@ async fn kill_user(
 
 /// Refuses the user (a static name or REST user id) from now on and kills its
 /// allocations.
-async fn revoke_user(
-    State(state): State<Arc<AdminState>>,
-    Path(user): Path<String>,
-) -> Response {
+async fn revoke_user(State(state): State<Arc<AdminState>>, Path(user): Path<String>) -> Response {
     if user.is_empty() {
         return (StatusCode::BAD_REQUEST, "an empty user name\n").into_response();
     }

@@ -240,8 +240,7 @@ impl Cluster {
             return Ok(Vec::new());
         }
         let keys: Vec<Vec<u8>> = ids.iter().map(|id| self.keys.node(id)).collect();
-        let values: Vec<Option<Vec<u8>>> =
-            redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
         let mut records = Vec::with_capacity(ids.len());
         for (id, value) in ids.iter().zip(values) {
             match value.and_then(|v| serde_json::from_slice(&v).ok()) {
@@ -351,7 +350,8 @@ impl Cluster {
                 .concat();
             let json = serde_json::to_string(&sessions).map_err(|e| e.to_string())?;
             // Outlives the sparse republishing; listed only while the record is alive.
-            let sessions_ttl = ttl_ms + SPARSE_SESSIONS_EVERY * u64::try_from(self.interval.as_millis()).unwrap_or(0);
+            let sessions_ttl = ttl_ms
+                + SPARSE_SESSIONS_EVERY * u64::try_from(self.interval.as_millis()).unwrap_or(0);
             pipe.cmd("SET")
                 .arg(self.keys.sessions(&record.id))
                 .arg(json)
@@ -371,7 +371,10 @@ impl Cluster {
             .smembers(self.keys.revoked())
             .await
             .map_err(|e| e.to_string())?;
-        for user in revoked.into_iter().filter_map(|u| String::from_utf8(u).ok()) {
+        for user in revoked
+            .into_iter()
+            .filter_map(|u| String::from_utf8(u).ok())
+        {
             if !user.is_empty() && !server.shared.is_revoked(&user) {
                 revoke_here(server, &user).await;
             }
@@ -387,7 +390,11 @@ impl Cluster {
         let taken = records
             .iter()
             .any(|r| r.id == me.id && r.instance != me.instance);
-        if taken && !self.id_clash_reported.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if taken
+            && !self
+                .id_clash_reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
             tracing::error!(
                 node = %me.id,
                 "another running node uses this node id: set a distinct cluster.node_id on each"
