@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::auth::{RestSecret, rest_credential};
-use crate::config::Settings;
+use crate::config::{ServerSettings, Settings};
 use crate::tools::url::server_urls;
 
 /// Mints credentials and builds URLs for the page.
@@ -15,8 +15,10 @@ pub struct IceServers {
     separator: char,
     lifetime: u64,
     realm: String,
-    /// The listeners and transports the URLs are made from.
-    settings: Settings,
+    /// The listeners and transports the URLs are made from (not the whole settings:
+    /// they hold secrets).
+    server: ServerSettings,
+    tls_enabled: bool,
     external_ip: Option<IpAddr>,
 }
 
@@ -44,7 +46,8 @@ impl IceServers {
             separator: settings.auth.rest_separator.0,
             lifetime: settings.selftest.credential_lifetime.0,
             realm: settings.server.realm.clone(),
-            settings: settings.clone(),
+            server: settings.server.clone(),
+            tls_enabled: settings.tls.is_enabled(),
             external_ip: settings.relay.external_ips.first().map(|e| e.public),
         }
     }
@@ -54,7 +57,9 @@ impl IceServers {
         let expiry = now.saturating_add(self.lifetime);
         let (username, credential) =
             rest_credential(&self.secret, expiry, Some(USER_ID), self.separator);
-        let urls = server_urls(&self.settings, host).into_iter().collect();
+        let urls = server_urls(&self.server, self.tls_enabled, host)
+            .into_iter()
+            .collect();
         IceAnswer {
             username,
             credential,

@@ -47,7 +47,7 @@ pub fn print(
         IpAddr::V4(v4) => v4.to_string(),
     };
     let entry = serde_json::json!({
-        "urls": server_urls(settings, &url_host).into_iter().map(|(_, url)| url).collect::<Vec<_>>(),
+        "urls": server_urls(&settings.server, settings.tls.is_enabled(), &url_host).into_iter().map(|(_, url)| url).collect::<Vec<_>>(),
         "username": username,
         "credential": password,
     });

@@ -14,19 +14,17 @@ pub const TURNS_PORT: u16 = 5349;
 /// an IPv4 literal or a bracketed IPv6 literal): one per transport that is on, named
 /// `udp`, `tcp` or `tls`. A `turns:` URL should carry the certificate's DNS name, which
 /// browsers check.
-pub fn server_urls(settings: &crate::config::Settings, host: &str) -> Vec<(&'static str, String)> {
-    let s = &settings.server;
+pub fn server_urls(
+    s: &crate::config::ServerSettings,
+    tls_enabled: bool,
+    host: &str,
+) -> Vec<(&'static str, String)> {
     let port = s.listen.first().map(|l| l.addr.port());
     let tls_port = s.tls_listen.first().map(|l| l.addr.port());
     [
         ("udp", port.filter(|_| s.udp), "turn", "udp"),
         ("tcp", port.filter(|_| s.tcp), "turn", "tcp"),
-        (
-            "tls",
-            tls_port.filter(|_| settings.tls.is_enabled()),
-            "turns",
-            "tcp",
-        ),
+        ("tls", tls_port.filter(|_| tls_enabled), "turns", "tcp"),
     ]
     .into_iter()
     .filter_map(|(name, port, scheme, transport)| {
