@@ -1,7 +1,9 @@
 //! The self-test listener without a browser: the token gate, the credentials the page
 //! mints (a real allocation with them), the call room's signaling over real
 //! WebSockets (two members, a third refused, messages passed verbatim, bounds on size
-//! and rate), relaying untouched by a signaling flood, HTTPS, and config errors.
+//! and rate), relaying untouched by a signaling flood, HTTPS, and config errors; the
+//! listener's bounds (idle connections closed, a cap per client address) and members
+//! that stop reading or vanish.
 //! The pages themselves run in Chromium in tests/selftest_browser.rs.
 
 mod support;
@@ -10,8 +12,9 @@ mod support;
 mod certs;
 
 use serde_json::Value;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
 use support::{TernServer, admin_get, free_udp_tcp_port, metric, relay_ports_arg, run_tern};
 use tern::client::TurnClient;
@@ -288,7 +291,7 @@ fn https_when_a_certificate_is_configured() {
     let page = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
     let config = format!(
         "[tls]\ncert = {:?}\nkey = {:?}\n[server]\ntls_listen = []\n\
-         [selftest]\nlisten = \"{page}\"\ntoken = \"{TOKEN}\"\n",
+         [selftest]\nlisten = \"{page}\"\ntoken = \"{TOKEN}\"\nidle_timeout = 1\n",
         files.cert, files.key
     );
     let _server = TernServer::builder()
@@ -300,11 +303,31 @@ fn https_when_a_certificate_is_configured() {
     assert!(answer.contains("\"username\""), "{answer}");
     let refused = https_get(page, &cert, "/check?token=wrong-token-0123456789");
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    // A TLS connection that says nothing after its handshake is closed when idle.
+    let mut tls = tls_client(page, &cert);
+    tls.conn.complete_io(&mut tls.sock).unwrap();
+    let idle = wait_closed(&mut tls.sock, Instant::now(), Duration::from_secs(4));
+    assert!(idle >= Duration::from_millis(900), "closed after {idle:?}");
 }
 
 /// GET over TLS, trusting only `cert`: the whole response.
 fn https_get(addr: SocketAddr, cert: &certs::TestCert, path: &str) -> String {
-    use std::io::{Read, Write};
+    let mut tls = tls_client(addr, cert);
+    write!(
+        tls,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    // A close without close_notify still leaves the response read so far.
+    let _ = tls.read_to_string(&mut response);
+    response
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS client to `addr` trusting only `cert`; the handshake happens on first use.
+fn tls_client(addr: SocketAddr, cert: &certs::TestCert) -> TlsStream {
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -316,16 +339,7 @@ fn https_get(addr: SocketAddr, cert: &certs::TestCert, path: &str) -> String {
     let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
     let tcp = TcpStream::connect_timeout(&addr, WAIT).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
-    let mut tls = rustls::StreamOwned::new(connection, tcp);
-    write!(
-        tls,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    // A close without close_notify still leaves the response read so far.
-    let _ = tls.read_to_string(&mut response);
-    response
+    rustls::StreamOwned::new(connection, tcp)
 }
 
 #[test]
@@ -347,6 +361,10 @@ fn config_errors_name_the_key() {
         (
             "[selftest]\nlisten = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdefgh\"\nmax_rooms = 0\n",
             "line 4: selftest.max_rooms",
+        ),
+        (
+            "[selftest]\nlisten = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdefgh\"\nidle_timeout = 3601\n",
+            "line 4: selftest.idle_timeout",
         ),
     ];
     for (text, expected) in cases {
@@ -398,4 +416,271 @@ fn config_errors_name_the_key() {
         "{}",
         out.describe()
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Slots: idle connections, the cap per address, members that stop reading or vanish
+// ---------------------------------------------------------------------------------------
+
+/// A TCP connection to `page` from `source` (any port), sending nothing yet.
+fn connect_from(source: [u8; 4], page: SocketAddr) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect_timeout(&page.into(), WAIT).unwrap();
+    socket.into()
+}
+
+/// Reads (and discards) until the server closes `stream`: how long that took from
+/// `since`. Panics if it is still open after `within`.
+fn wait_closed(stream: &mut TcpStream, since: Instant, within: Duration) -> Duration {
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = within.saturating_sub(since.elapsed());
+        assert!(!left.is_zero(), "still open after {within:?}");
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => return since.elapsed(),
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("still open after {within:?}")
+            }
+            // Reset: closed too.
+            Err(_) => return since.elapsed(),
+        }
+    }
+}
+
+/// One keep-alive GET on `stream`: the status code; the connection stays open.
+fn get_keep_alive(stream: &mut TcpStream, path: &str) -> u16 {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).unwrap() == 0 {
+            return 0;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .expect("Content-Length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).unwrap();
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// GET `path` until it answers 200 (a slot may take a moment to come back): how long.
+fn wait_for_200(page: SocketAddr, path: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if status(page, path) == 200 {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "no 200 within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn an_idle_connection_is_closed_and_its_slot_is_free_again() {
+    let t = start("idle_timeout = 2\nmax_connections = 1\n");
+    let check = format!("/check?token={TOKEN}");
+    // A connection that never sends a byte holds the only slot...
+    let opened = Instant::now();
+    let mut silent = connect_from([127, 0, 0, 1], t.page);
+    // ...so the next one is closed at once...
+    let mut refused = connect_from([127, 0, 0, 1], t.page);
+    let at_once = wait_closed(&mut refused, Instant::now(), Duration::from_secs(1));
+    // ...until the idle timeout closes the silent one and frees it.
+    let idle = wait_closed(&mut silent, opened, Duration::from_secs(5));
+    assert!(idle >= Duration::from_millis(1900), "closed after {idle:?}");
+    wait_for_200(t.page, &check, Duration::from_secs(1));
+
+    // The same for a keep-alive connection after its request.
+    let mut kept = connect_from([127, 0, 0, 1], t.page);
+    assert_eq!(get_keep_alive(&mut kept, &check), 200);
+    let answered = Instant::now();
+    let kept_idle = wait_closed(&mut kept, answered, Duration::from_secs(5));
+    assert!(
+        kept_idle >= Duration::from_millis(1900),
+        "closed after {kept_idle:?}"
+    );
+    wait_for_200(t.page, &check, Duration::from_secs(1));
+    eprintln!("refused in {at_once:?}; idle closed after {idle:?}, keep-alive after {kept_idle:?}");
+    assert_eq!(
+        metric(t.admin, "tern_selftest_refused_total{reason=\"idle\"}"),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            t.admin,
+            "tern_selftest_refused_total{reason=\"connections\"}"
+        ),
+        1.0
+    );
+}
+
+#[test]
+fn one_address_holds_at_most_16_connections() {
+    let t = start("");
+    let check = format!("/check?token={TOKEN}");
+    let mut held: Vec<TcpStream> = (0..16)
+        .map(|_| connect_from([127, 0, 0, 1], t.page))
+        .collect();
+    let mut over = connect_from([127, 0, 0, 1], t.page);
+    let at_once = wait_closed(&mut over, Instant::now(), Duration::from_secs(1));
+    // The 16 are still served, and another address is not affected.
+    assert_eq!(get_keep_alive(&mut held[0], &check), 200);
+    let mut other = connect_from([127, 0, 0, 2], t.page);
+    assert_eq!(get_keep_alive(&mut other, &check), 200);
+    // One closes: its slot is free for the same address again.
+    drop(held.pop());
+    let back = wait_for_200(t.page, &check, Duration::from_secs(2));
+    eprintln!("17th refused in {at_once:?}; a slot back after {back:?}");
+    assert!(metric(t.admin, "tern_selftest_refused_total{reason=\"per_ip\"}") >= 1.0);
+}
+
+#[test]
+fn a_member_that_stops_reading_is_dropped_and_its_room_closes() {
+    let t = start("room_ttl = 3\n");
+    let opened = Instant::now();
+    // A member with a tiny receive window that never reads after the handshake.
+    let stuck = {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect_timeout(&t.page.into(), WAIT).unwrap();
+        let stream: TcpStream = socket.into();
+        let url = format!("ws://{}/api/ws?room=stuck&token={TOKEN}", t.page);
+        tungstenite::client(url, stream).unwrap().0
+    };
+    let mut sender = join(t.page, "stuck", TOKEN).unwrap();
+    assert_eq!(next_json(&mut sender)["role"], "second");
+    // 150 messages of 60 KB: 9 MB, more than the socket buffers on both sides hold.
+    let big = format!(
+        "{{\"type\":\"candidate\",\"pad\":\"{}\"}}",
+        "x".repeat(60 << 10)
+    );
+    for _ in 0..150 {
+        sender.send(Message::text(big.clone())).unwrap();
+    }
+    // The sender's own room expires with room_ttl.
+    let expired = next_json(&mut sender);
+    assert_eq!(expired["reason"], "room expired", "{expired}");
+    drop(sender);
+    // Until the stuck member is dropped the room is still there; then it is gone.
+    let gone = loop {
+        let elapsed = opened.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "room still held after {elapsed:?}"
+        );
+        let mut next = join(t.page, "stuck", TOKEN).unwrap();
+        if next_json(&mut next)["role"] == "first" {
+            break elapsed;
+        }
+        drop(next);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("room gone {gone:?} after it opened");
+    // Past room_ttl (3 s), and the stuck write was given up after 5 s.
+    assert!(gone >= Duration::from_secs(3), "{gone:?}");
+    assert!(
+        metric(
+            t.admin,
+            "tern_selftest_refused_total{reason=\"send_timeout\"}"
+        ) >= 1.0
+    );
+    drop(stuck);
+}
+
+#[test]
+fn a_member_that_answers_pings_stays_and_one_that_vanished_is_dropped() {
+    let t = start("idle_timeout = 2\n");
+    // Alive: reads (tungstenite answers pings while reading) and sends nothing.
+    let mut alive = join(t.page, "alive", TOKEN).unwrap();
+    assert_eq!(next_json(&mut alive)["role"], "first");
+    // Vanished: never reads or sends again, but never closes either.
+    let mut vanished = join(t.page, "vanished", TOKEN).unwrap();
+    assert_eq!(next_json(&mut vanished)["role"], "first");
+    let joined = Instant::now();
+
+    alive
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut pings = 0;
+    let mut dropped = None;
+    while joined.elapsed() < Duration::from_secs(5) {
+        match alive.read() {
+            Ok(Message::Ping(_)) => pings += 1,
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("alive member lost its socket: {e}"),
+        }
+        // The vanished member's room frees up after idle_timeout.
+        if dropped.is_none() {
+            let mut probe = join(t.page, "vanished", TOKEN).unwrap();
+            if next_json(&mut probe)["role"] == "first" {
+                dropped = Some(joined.elapsed());
+            }
+        }
+    }
+    let dropped = dropped.expect("vanished member still in its room after 5 s");
+    eprintln!("alive got {pings} pings in 5 s; vanished member dropped after {dropped:?}");
+    assert!(pings >= 3, "{pings} pings");
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(4)).contains(&dropped),
+        "{dropped:?}"
+    );
+    // Still in its room, 2.5 idle timeouts later: it hears the next member arrive.
+    alive.get_mut().set_read_timeout(Some(WAIT)).unwrap();
+    let mut second = join(t.page, "alive", TOKEN).unwrap();
+    assert_eq!(next_json(&mut second)["role"], "second");
+    assert_eq!(next_json(&mut alive)["type"], "peer-joined");
+    second.send(Message::text(r#"{"type":"offer"}"#)).unwrap();
+    assert_eq!(next_json(&mut alive)["type"], "offer");
+    drop(vanished);
+}
+
+#[test]
+fn a_repeated_token_or_room_is_refused_without_detail() {
+    let t = start("");
+    let wrong = "selftest-token-0123456788";
+    for path in [
+        format!("/check?token={TOKEN}&token={TOKEN}"),
+        format!("/call?room=r&token={TOKEN}&token={wrong}"),
+        format!("/api/ice?token={wrong}&token={TOKEN}"),
+        format!("/api/ws?room=r&token={TOKEN}&%74oken={TOKEN}"),
+    ] {
+        let (code, body) = admin_get(t.page, &path);
+        assert_eq!((code, body.as_str()), (403, ""), "{path}");
+    }
+    // Percent-encoding is decoded, as a browser may send it.
+    let encoded = TOKEN.replace('-', "%2D");
+    assert_eq!(status(t.page, &format!("/check?token={encoded}")), 200);
+    // Two rooms: our own 400, not a parser's error text.
+    match join(t.page, "a&room=b", TOKEN) {
+        Err(tungstenite::Error::Http(r)) => {
+            let body = String::from_utf8_lossy(r.body().as_deref().unwrap_or_default());
+            assert_eq!(r.status(), 400);
+            assert!(body.starts_with("room: once, 1 to 64"), "{body}");
+        }
+        other => panic!("two rooms: {:?}", other.map(|_| ())),
+    }
 }

@@ -152,6 +152,9 @@ pub struct SelftestSettings {
     pub message_burst: u32,
     /// HTTP connections open at once on the self-test listener.
     pub max_connections: usize,
+    /// A self-test connection (page, API or call-room WebSocket) that sends nothing
+    /// for this long is closed.
+    pub idle_timeout: Seconds,
 }
 
 impl Default for SelftestSettings {
@@ -167,6 +170,7 @@ impl Default for SelftestSettings {
             messages_per_second: 50,
             message_burst: 200,
             max_connections: 256,
+            idle_timeout: Seconds(30),
         }
     }
 }
@@ -660,6 +664,12 @@ impl Settings {
             return Err((
                 "selftest.credential_lifetime",
                 "must be between 60 and 86400 seconds".into(),
+            ));
+        }
+        if !(1..=3600).contains(&t.idle_timeout.0) {
+            return Err((
+                "selftest.idle_timeout",
+                "must be between 1 and 3600 seconds".into(),
             ));
         }
         let bounds = [

@@ -14,12 +14,11 @@ mod signaling;
 
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use subtle::ConstantTimeEq;
@@ -61,6 +60,7 @@ impl SelftestState {
             max_message: t.max_message,
             messages_per_second: t.messages_per_second,
             message_burst: t.message_burst,
+            ping_interval: signaling::ping_interval(t.idle_timeout.as_duration()),
         };
         Self {
             token: t.token.clone().unwrap_or_default(),
@@ -80,12 +80,12 @@ pub fn serve(
     settings: &Settings,
     state: Arc<SelftestState>,
 ) -> std::io::Result<()> {
-    let listener = listener::SelftestListener::start(
-        tcp,
-        tls,
-        settings.selftest.max_connections,
-        settings.tls.handshake_timeout.as_duration(),
-    )?;
+    let limits = listener::Limits {
+        max_connections: settings.selftest.max_connections,
+        handshake_timeout: settings.tls.handshake_timeout.as_duration(),
+        idle_timeout: settings.selftest.idle_timeout.as_duration(),
+    };
+    let listener = listener::SelftestListener::start(tcp, tls, limits, state.shared.clone())?;
     let mut lifecycle = state.lifecycle.clone();
     let max_frame = settings.selftest.max_message.saturating_mul(2);
     let guarded = Router::new()
@@ -141,26 +141,55 @@ const CALL_HTML: &str = include_str!("assets/call.html");
 const SELFTEST_JS: &str = include_str!("assets/selftest.js");
 const SELFTEST_CSS: &str = include_str!("assets/selftest.css");
 
-#[derive(Deserialize)]
-struct TokenQuery {
-    token: Option<String>,
+/// The value of the one parameter `name` in a query string (form-encoded: `+` and
+/// `%XX` decoded), or None when it is missing or given more than once, so no two
+/// parsers can disagree about which of several values counts.
+fn only_param(query: Option<&str>, name: &str) -> Option<Vec<u8>> {
+    let mut found = None;
+    for pair in query.unwrap_or_default().split('&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if form_decode(key) == name.as_bytes() && found.replace(form_decode(value)).is_some() {
+            return None;
+        }
+    }
+    found
 }
 
-#[derive(Deserialize)]
-struct RoomQuery {
-    room: Option<String>,
+/// `text` with `+` as a space and `%XX` as the byte it names; a `%` not followed by
+/// two hex digits stays as it is.
+fn form_decode(text: &str) -> Vec<u8> {
+    let hex = |b: Option<&u8>| b.and_then(|&b| char::from(b).to_digit(16));
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        match (b, hex(bytes.get(i)), hex(bytes.get(i + 1))) {
+            (b'+', _, _) => out.push(b' '),
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits: below 256.
+                out.push((high * 16 + low) as u8);
+                i += 2;
+            }
+            (b, _, _) => out.push(b),
+        }
+    }
+    out
 }
 
-/// 403 with an empty body for a missing or wrong token: nothing tells a scanner what
-/// is behind the listener. Compared in constant time.
+/// 403 with an empty body for a missing, repeated or wrong token: nothing tells a
+/// scanner what is behind the listener. Compared in constant time.
 async fn require_token(
     State(state): State<Arc<SelftestState>>,
-    Query(query): Query<TokenQuery>,
+    RawQuery(query): RawQuery,
     request: Request,
     next: Next,
 ) -> Response {
-    let given = query.token.unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(state.token.as_bytes())) {
+    let given = only_param(query.as_deref(), "token").unwrap_or_default();
+    if bool::from(given.as_slice().ct_eq(state.token.as_bytes())) {
         next.run(request).await
     } else {
         state.shared.metrics.selftest_refused("token");
@@ -218,14 +247,15 @@ async fn ice_servers(State(state): State<Arc<SelftestState>>, headers: HeaderMap
 
 async fn signaling(
     State(state): State<Arc<SelftestState>>,
-    Query(query): Query<RoomQuery>,
+    RawQuery(query): RawQuery,
     ws: WebSocketUpgrade,
     max_frame: usize,
 ) -> Response {
-    let Some(room) = query.room.filter(|r| valid_room_name(r)) else {
+    let room = only_param(query.as_deref(), "room").and_then(|r| String::from_utf8(r).ok());
+    let Some(room) = room.filter(|r| valid_room_name(r)) else {
         return (
             StatusCode::BAD_REQUEST,
-            "room: 1 to 64 of A-Z a-z 0-9 - _\n",
+            "room: once, 1 to 64 of A-Z a-z 0-9 - _\n",
         )
             .into_response();
     };
@@ -235,4 +265,25 @@ async fn signaling(
     ws.max_message_size(max_frame)
         .max_frame_size(max_frame)
         .on_upgrade(move |socket| signaling::run_member(socket, rooms, room, id, lifecycle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_parameter_counts_only_when_given_exactly_once() {
+        let token = |q: &str| only_param(Some(q), "token");
+        assert_eq!(token("token=abc"), Some(b"abc".to_vec()));
+        assert_eq!(token("room=r&token=abc&policy=all"), Some(b"abc".to_vec()));
+        assert_eq!(token("token=a%7Eb+c"), Some(b"a~b c".to_vec()));
+        assert_eq!(token("%74oken=abc"), Some(b"abc".to_vec()), "encoded name");
+        assert_eq!(token("token"), Some(Vec::new()));
+        for refused in ["", "room=r", "token=abc&token=abc", "token=abc&%74oken=x"] {
+            assert_eq!(token(refused), None, "{refused:?}");
+        }
+        assert_eq!(only_param(None, "token"), None);
+        // A stray % stays as it is.
+        assert_eq!(token("token=%zz%4"), Some(b"%zz%4".to_vec()));
+    }
 }

@@ -4,7 +4,9 @@
 //! It is deliberately useless as a general relay for other apps: the token is needed to
 //! connect, rooms hold two members and close after `room_ttl`, messages are size- and
 //! rate-limited per member, nothing is stored, and a member that stops reading loses
-//! messages rather than growing a queue.
+//! messages rather than growing a queue, and is dropped when a write to it stalls.
+//! The server pings every member, so one that vanished without closing stops
+//! answering and the listener's idle timeout ends it.
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use std::collections::HashMap;
@@ -17,6 +19,20 @@ use crate::net::worker::Lifecycle;
 
 /// Messages waiting for one member's socket; past it, messages to that member are dropped.
 const MEMBER_QUEUE: usize = 64;
+
+/// Longest a write to a member's socket may take. A member that stops reading fills
+/// its TCP buffers and then stalls every write; it is dropped and leaves its room.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest time between the server's pings to a member.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+
+/// How often members are pinged when connections close after `idle_timeout` without
+/// a byte from the client: often enough that a live member's pongs (browsers answer
+/// pings by themselves) keep it open, at most every [`PING_INTERVAL`].
+pub fn ping_interval(idle_timeout: Duration) -> Duration {
+    PING_INTERVAL.min(idle_timeout / 2)
+}
 
 /// WebSocket close codes (RFC 6455 §7.4.1).
 const CLOSE_POLICY: u16 = 1008;
@@ -31,6 +47,8 @@ pub struct RoomLimits {
     pub max_message: usize,
     pub messages_per_second: u32,
     pub message_burst: u32,
+    /// How often each member is pinged.
+    pub ping_interval: Duration,
 }
 
 /// The open rooms, by name.
@@ -211,14 +229,20 @@ pub async fn run_member(
                 JoinRefused::TooManyRooms => "too_many_rooms",
             });
             let text = format!(r#"{{"type":"error","reason":"{}"}}"#, refused.reason());
-            let _ = socket.send(Message::Text(text.into())).await;
-            let _ = socket.send(close(CLOSE_POLICY, refused.reason())).await;
+            if send(&mut socket, Message::Text(text.into()), &rooms.shared).await {
+                send(
+                    &mut socket,
+                    close(CLOSE_POLICY, refused.reason()),
+                    &rooms.shared,
+                )
+                .await;
+            }
             return;
         }
     };
     let role = if member.first { "first" } else { "second" };
     let welcome = format!(r#"{{"type":"welcome","role":"{role}"}}"#);
-    if socket.send(Message::Text(welcome.into())).await.is_ok() {
+    if send(&mut socket, Message::Text(welcome.into()), &rooms.shared).await {
         serve_member(&mut socket, &rooms, &mut member, &mut lifecycle).await;
     }
     rooms.leave(&member.room, member.id);
@@ -234,13 +258,19 @@ async fn serve_member(
     let mut budget = MessageBudget::new(limits.messages_per_second, limits.message_burst);
     let expiry = tokio::time::sleep_until(member.closes_at.into());
     tokio::pin!(expiry);
+    let first_ping = tokio::time::Instant::now() + limits.ping_interval;
+    let mut ping = tokio::time::interval_at(first_ping, limits.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shared = &rooms.shared;
+    // Every write is bounded by SEND_TIMEOUT, so a member that stopped reading cannot
+    // hold this loop (and with it the room's expiry and the server's shutdown).
     loop {
         tokio::select! {
             incoming = socket.recv() => {
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => {
-                        let _ = socket.send(close(CLOSE_POLICY, "text messages only")).await;
+                        send(socket, close(CLOSE_POLICY, "text messages only"), shared).await;
                         return;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -250,12 +280,12 @@ async fn serve_member(
                 };
                 if text.len() > limits.max_message {
                     rooms.shared.metrics.selftest_refused("too_big");
-                    let _ = socket.send(close(CLOSE_TOO_BIG, "message too big")).await;
+                    send(socket, close(CLOSE_TOO_BIG, "message too big"), shared).await;
                     return;
                 }
                 if !budget.take(Instant::now()) {
                     rooms.shared.metrics.selftest_refused("rate");
-                    let _ = socket.send(close(CLOSE_POLICY, "too many messages")).await;
+                    send(socket, close(CLOSE_POLICY, "too many messages"), shared).await;
                     return;
                 }
                 rooms.forward(&member.room, member.id, text);
@@ -264,22 +294,40 @@ async fn serve_member(
                 let Some(text) = outgoing else {
                     return;
                 };
-                if socket.send(Message::Text(text)).await.is_err() {
+                if !send(socket, Message::Text(text), shared).await {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if !send(socket, Message::Ping(Default::default()), shared).await {
                     return;
                 }
             }
             () = &mut expiry => {
                 let text = r#"{"type":"error","reason":"room expired"}"#;
-                let _ = socket.send(Message::Text(text.into())).await;
-                let _ = socket.send(close(CLOSE_POLICY, "room expired")).await;
+                if send(socket, Message::Text(text.into()), shared).await {
+                    send(socket, close(CLOSE_POLICY, "room expired"), shared).await;
+                }
                 return;
             }
             changed = lifecycle.changed() => {
                 if changed.is_err() || *lifecycle.borrow() == Lifecycle::Stopping {
-                    let _ = socket.send(close(CLOSE_GOING_AWAY, "server stopping")).await;
+                    send(socket, close(CLOSE_GOING_AWAY, "server stopping"), shared).await;
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Sends `message` to a member within [`SEND_TIMEOUT`]: false when the socket failed
+/// or the member stopped reading, and the member must go.
+async fn send(socket: &mut WebSocket, message: Message, shared: &Shared) -> bool {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+        Ok(sent) => sent.is_ok(),
+        Err(_) => {
+            shared.metrics.selftest_refused("send_timeout");
+            false
         }
     }
 }
@@ -302,6 +350,7 @@ mod tests {
             max_message: 1024,
             messages_per_second: 1,
             message_burst: 2,
+            ping_interval: Duration::from_secs(15),
         };
         let ports = crate::config::PortRange::new(50000, 50001).unwrap();
         Rooms::new(limits, Arc::new(Shared::new(ports)))
@@ -358,6 +407,15 @@ mod tests {
         assert!(!budget.take(t0));
         assert!(budget.take(t0 + Duration::from_secs(1)));
         assert!(!budget.take(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn members_are_pinged_twice_per_idle_timeout_at_most_every_15_s() {
+        let ping = |idle| ping_interval(Duration::from_secs(idle));
+        assert_eq!(ping(30), Duration::from_secs(15));
+        assert_eq!(ping(3600), Duration::from_secs(15));
+        assert_eq!(ping(2), Duration::from_secs(1));
+        assert_eq!(ping(1), Duration::from_millis(500));
     }
 
     #[test]
