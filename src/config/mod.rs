@@ -319,7 +319,7 @@ impl Default for RelaySettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     pub users: Vec<UserEntry>,
@@ -350,6 +350,28 @@ impl Default for AuthSettings {
             unauthorized_per_second: 100,
             unauthorized_burst: 500,
         }
+    }
+}
+
+impl std::fmt::Debug for AuthSettings {
+    /// Secrets and the nonce key are counted or flagged, never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthSettings")
+            .field("users", &self.users)
+            .field(
+                "secrets",
+                &format_args!("<{} redacted>", self.secrets.len()),
+            )
+            .field("rest_separator", &self.rest_separator)
+            .field(
+                "allow_refresh_after_expiry",
+                &self.allow_refresh_after_expiry,
+            )
+            .field("nonce_lifetime", &self.nonce_lifetime)
+            .field("nonce_key", &AdminSettingsToken(&self.nonce_key))
+            .field("unauthorized_per_second", &self.unauthorized_per_second)
+            .field("unauthorized_burst", &self.unauthorized_burst)
+            .finish()
     }
 }
 
@@ -666,6 +688,16 @@ impl Settings {
                 "must be between 60 and 86400 seconds".into(),
             ));
         }
+        if let Some(host) = &t.public_host
+            && crate::selftest::host_without_port(host).as_deref() != Some(host.as_str())
+        {
+            return Err((
+                "selftest.public_host",
+                format!(
+                    "{host:?}: a host name or IP (an IPv6 address in brackets), without a port"
+                ),
+            ));
+        }
         if !(1..=3600).contains(&t.idle_timeout.0) {
             return Err((
                 "selftest.idle_timeout",
@@ -723,8 +755,28 @@ impl Settings {
                 "use 1 to 64 of A-Z a-z 0-9 . - _".into(),
             ));
         }
-        if c.heartbeat_interval.0 == 0 {
-            return Err(("cluster.heartbeat_interval", "must be at least 1 s".into()));
+        if !(1..=60).contains(&c.heartbeat_interval.0) {
+            return Err((
+                "cluster.heartbeat_interval",
+                "must be between 1 and 60 s".into(),
+            ));
+        }
+        if c.node_ttl.0 > 600 {
+            return Err(("cluster.node_ttl", "must be at most 600 s".into()));
+        }
+        for (key, addrs) in [
+            ("cluster.advertise", &c.advertise),
+            ("cluster.advertise_tls", &c.advertise_tls),
+        ] {
+            if let Some(bad) = addrs
+                .iter()
+                .find(|a| a.ip().is_unspecified() || a.ip().is_multicast() || a.port() == 0)
+            {
+                return Err((
+                    key,
+                    format!("{bad}: clients need a specific unicast address and a port"),
+                ));
+            }
         }
         if c.node_ttl.0 < 2 * c.heartbeat_interval.0 {
             return Err((
@@ -848,6 +900,57 @@ mod tests {
             Ok(())
         });
         assert!(with_cert.is_ok(), "{with_cert:?}");
+    }
+
+    #[test]
+    fn fleet_and_self_test_values_are_bounded() {
+        let cases = [
+            (
+                "[cluster]\nheartbeat_interval = 61\n",
+                "line 2: cluster.heartbeat_interval",
+            ),
+            ("[cluster]\nnode_ttl = 601\n", "line 2: cluster.node_ttl"),
+            (
+                "[cluster]\nadvertise = [\"0.0.0.0:3478\"]\n",
+                "line 2: cluster.advertise",
+            ),
+            (
+                "[cluster]\nadvertise_tls = [\"192.0.2.1:0\"]\n",
+                "cluster.advertise_tls",
+            ),
+            (
+                "[selftest]\nlisten = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdefgh\"\nroom_ttl = 99999999999\n",
+                "out of range",
+            ),
+            (
+                "[selftest]\nlisten = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdefgh\"\npublic_host = \"2001:db8::1\"\n",
+                "line 4: selftest.public_host",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Settings::from_toml(text, "t").unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let ok = "[selftest]\nlisten = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdefgh\"\npublic_host = \"[2001:db8::1]\"\n";
+        assert!(Settings::from_toml(ok, "t").is_ok());
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let text = "[auth]\nsecrets = [\"s3cr3t-one\"]\nnonce_key = \"n0nce-key-0123456789\"\n\
+                    [[auth.users]]\nname = \"alice\"\npassword = \"pa55word\"\n\
+                    [admin]\ntoken = \"adm1n-token\"\n\
+                    [cluster]\nredis_url = \"redis://:red1s-pw@10.0.0.5/\"\n";
+        let shown = format!("{:?}", Settings::from_toml(text, "t").unwrap());
+        for secret in [
+            "s3cr3t-one",
+            "n0nce-key",
+            "pa55word",
+            "adm1n-token",
+            "red1s-pw",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 
     #[test]

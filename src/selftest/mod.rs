@@ -30,7 +30,7 @@ use crate::core::Shared;
 use crate::net::tls::TlsAcceptorSource;
 use crate::net::worker::Lifecycle;
 
-pub use ice::IceServers;
+pub use ice::{IceServers, host_without_port};
 pub use signaling::valid_room_name;
 use signaling::{RoomLimits, Rooms};
 
