@@ -21,7 +21,8 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --all-targets --locked 2>&1 | tee "$log"
+# Every test binary runs even after a failure, so one run shows every failure.
+cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$log"
 # Each fuzz target briefly over its seed corpus (docs/fuzzing.md has the long runs).
 echo "== scripts/fuzz-smoke.sh"
 scripts/fuzz-smoke.sh
