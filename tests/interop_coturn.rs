@@ -9,6 +9,9 @@
 
 mod support;
 
+#[path = "support/coturn.rs"]
+mod coturn;
+
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -443,63 +446,16 @@ fn stunclient_reports_mapped_address() {
     }
 }
 
-/// TLS for coturn: certificate, key and the TLS port.
-struct CoturnTls<'a> {
-    cert: &'a Path,
-    key: &'a Path,
-    port: u16,
-}
-
-/// coturn's `turnserver` on loopback, ready to serve: UDP only, or with `tls` also
-/// TCP on the same port and TLS on its own.
-fn start_coturn(dir: &TempDir, tls: Option<CoturnTls<'_>>) -> (BackgroundProcess, SocketAddr) {
-    let bin = ensure_tool("turnserver");
-    let port = free_udp_tcp_port();
-    let (min, max) = free_port_range(200);
-    let mut cmd = Command::new(bin);
-    match &tls {
-        None => cmd.args(["--no-tls", "--no-tcp"]),
-        Some(t) => cmd.args([
-            format!("--cert={}", t.cert.display()),
-            format!("--pkey={}", t.key.display()),
-            format!("--tls-listening-port={}", t.port),
-        ]),
+/// coturn's `turnserver` with this file's user: UDP only, or with `tls` also TCP on the
+/// same port and TLS on its own.
+fn start_coturn(dir: &TempDir, tls: Option<coturn::Tls<'_>>) -> (BackgroundProcess, SocketAddr) {
+    let user = coturn::User {
+        name: USER,
+        password: PASSWORD,
+        realm: REALM,
     };
-    cmd.args([
-        "-n",
-        "--no-cli",
-        "--listening-ip=127.0.0.1",
-        &format!("--listening-port={port}"),
-        "--relay-ip=127.0.0.1",
-        &format!("--min-port={min}"),
-        &format!("--max-port={max}"),
-        "--lt-cred-mech",
-        &format!("--user={USER}:{PASSWORD}"),
-        &format!("--realm={REALM}"),
-        "--allow-loopback-peers",
-        "--no-dtls",
-        "--no-tcp-relay",
-        "--no-rfc5780",
-        "--log-file=stdout",
-        "--simple-log",
-    ])
-    .arg(format!(
-        "--pidfile={}",
-        dir.join("turnserver.pid").display()
-    ))
-    .arg(format!("--db={}", dir.join("turndb").display()));
-    let mut coturn = BackgroundProcess::spawn("turnserver", &mut cmd, dir.path());
-    let addr = SocketAddr::new(LOCALHOST_V4, port);
-    let ready = wait_for_stun(addr, Duration::from_secs(15), || {
-        match coturn.try_exit_status() {
-            Some(status) => Err(format!("turnserver exited early with {status}")),
-            None => Ok(()),
-        }
-    });
-    if let Err(e) = ready {
-        panic!("coturn did not start: {e}\n{}", coturn.logs());
-    }
-    (coturn, addr)
+    let tcp = tls.is_some();
+    coturn::start(dir, &user, &coturn::Listeners { tcp, tls })
 }
 
 /// The same ChannelData run against coturn's own server and against tern: both must
@@ -570,7 +526,7 @@ fn uclient_over_tcp_and_tls_side_by_side_with_coturn() {
     drop(tern);
 
     let coturn_tls_port = free_udp_tcp_port();
-    let tls = CoturnTls {
+    let tls = coturn::Tls {
         cert: &cert,
         key: &key,
         port: coturn_tls_port,

@@ -3,6 +3,9 @@
 
 mod support;
 
+#[path = "support/coturn.rs"]
+mod coturn;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -155,45 +158,16 @@ fn probe_rejects_a_bad_url_as_usage() {
 #[test]
 fn probe_works_against_coturn() {
     let dir = TempDir::new("tools-coturn");
-    let bin = ensure_tool("turnserver");
-    let port = free_udp_tcp_port();
-    let (min, max) = free_port_range(200);
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "-n",
-        "--no-cli",
-        "--no-tls",
-        "--no-dtls",
-        "--listening-ip=127.0.0.1",
-        &format!("--listening-port={port}"),
-        "--relay-ip=127.0.0.1",
-        &format!("--min-port={min}"),
-        &format!("--max-port={max}"),
-        "--lt-cred-mech",
-        "--user=alice:wonderland",
-        "--realm=coturn.test",
-        "--allow-loopback-peers",
-        "--no-tcp-relay",
-        "--no-rfc5780",
-        "--log-file=stdout",
-        "--simple-log",
-    ])
-    .arg(format!(
-        "--pidfile={}",
-        dir.join("turnserver.pid").display()
-    ))
-    .arg(format!("--db={}", dir.join("turndb").display()));
-    let mut coturn = BackgroundProcess::spawn("turnserver", &mut cmd, dir.path());
-    let addr = SocketAddr::new(LOCALHOST_V4, port);
-    let ready = wait_for_stun(addr, Duration::from_secs(15), || {
-        match coturn.try_exit_status() {
-            Some(status) => Err(format!("turnserver exited early with {status}")),
-            None => Ok(()),
-        }
-    });
-    if let Err(e) = ready {
-        panic!("coturn did not start: {e}\n{}", coturn.logs());
-    }
+    let user = coturn::User {
+        name: "alice",
+        password: "wonderland",
+        realm: "coturn.test",
+    };
+    let listeners = coturn::Listeners {
+        tcp: true,
+        tls: None,
+    };
+    let (coturn, addr) = coturn::start(&dir, &user, &listeners);
     for url in [format!("turn:{addr}"), format!("turn:{addr}?transport=tcp")] {
         let out = tern(&["probe", &url, "--user", "alice", "--pass", "wonderland"]);
         assert!(
