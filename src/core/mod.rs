@@ -311,17 +311,20 @@ impl Engine {
 
     /// Bytes from a client: a STUN message or ChannelData.
     pub fn handle_client(&mut self, now: Now, tuple: FiveTuple, bytes: &[u8], io: &mut dyn Io) {
-        // A datagram from one of our own relay sockets is a TURN loop: drop it.
-        if tuple.transport == Transport::Udp && self.is_own_relay(tuple.client) {
-            return;
-        }
         match proto::classify(bytes) {
+            // Data needs an allocation on its 5-tuple, which a relay socket never has:
+            // a TURN loop's data is dropped there without a look at the port pool.
             Kind::ChannelData => self.relay_channel_data(now.mono, &tuple, bytes, io),
             Kind::Stun => {
                 let Ok(req) = Request::parse(bytes) else {
                     return;
                 };
                 if req.class() == CLASS_REQUEST {
+                    // A request from one of our own relay sockets is a TURN loop: it
+                    // gets no answer (and so never an allocation).
+                    if tuple.transport == Transport::Udp && self.is_own_relay(tuple.client) {
+                        return;
+                    }
                     self.handle_request(now, &tuple, &req, io);
                 } else if req.class() == CLASS_INDICATION && req.method() == METHOD_SEND {
                     self.relay_send_indication(now.mono, &tuple, &req, io);
