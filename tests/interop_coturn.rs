@@ -13,7 +13,7 @@ mod support;
 mod coturn;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use md5::{Digest, Md5};
 use support::{
     BackgroundProcess, LOCALHOST_V4, LOCALHOST_V6, RunOutput, TempDir, TernServer, UclientSummary,
     ensure_tool, free_port_range, free_port_range_on, free_udp_port_on, free_udp_tcp_port,
-    ipv6_loopback_available, run_with_timeout, wait_for_stun,
+    ipv6_loopback_available, run_with_timeout,
 };
 
 const REALM: &str = "tern.test";

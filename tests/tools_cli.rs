@@ -11,8 +11,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{
-    BackgroundProcess, LOCALHOST_V4, RunOutput, TempDir, TernServer, ensure_tool, free_port_range,
-    free_udp_port, free_udp_tcp_port, relay_ports_arg, run_tern, wait_for_stun,
+    BackgroundProcess, LOCALHOST_V4, RunOutput, TempDir, TernServer, free_udp_port,
+    relay_ports_arg, run_tern,
 };
 
 const SECRET: &str = "probe-secret";
