@@ -559,8 +559,9 @@ fn one_address_holds_at_most_16_connections() {
 fn a_member_that_stops_reading_is_dropped_and_its_room_closes() {
     let t = start("room_ttl = 3\n");
     let opened = Instant::now();
-    // A member with a tiny receive window that never reads after the handshake.
-    let stuck = {
+    // A member with a tiny receive window that never reads after its welcome (read so
+    // that it is in the room before the other joins: the join follows the upgrade).
+    let mut stuck = {
         use socket2::{Domain, Socket, Type};
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
@@ -569,6 +570,7 @@ fn a_member_that_stops_reading_is_dropped_and_its_room_closes() {
         let url = format!("ws://{}/api/ws?room=stuck&token={TOKEN}", t.page);
         tungstenite::client(url, stream).unwrap().0
     };
+    assert_eq!(next_json(&mut stuck)["role"], "first");
     let mut sender = join(t.page, "stuck", TOKEN).unwrap();
     assert_eq!(next_json(&mut sender)["role"], "second");
     // 150 messages of 60 KB: 9 MB, more than the socket buffers on both sides hold.
