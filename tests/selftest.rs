@@ -211,14 +211,16 @@ fn a_room_joins_two_members_and_refuses_a_third() {
 #[test]
 fn rooms_are_bounded_and_expire() {
     let t = start("max_rooms = 2\nroom_ttl = 2\n");
+    // Each welcome is read before the next join: a join follows its WebSocket upgrade.
     let mut a = join(t.page, "a", TOKEN).unwrap();
-    let _b = join(t.page, "b", TOKEN).unwrap();
+    assert_eq!(next_json(&mut a)["role"], "first");
+    let mut b = join(t.page, "b", TOKEN).unwrap();
+    assert_eq!(next_json(&mut b)["role"], "first");
     let mut c = join(t.page, "c", TOKEN).unwrap();
     assert_eq!(
         next_json(&mut c)["reason"],
         "too many rooms open on this server"
     );
-    assert_eq!(next_json(&mut a)["role"], "first");
     let expired = next_json(&mut a);
     assert_eq!(expired["reason"], "room expired", "{expired}");
     assert_eq!(close_code(&mut a), Some(CloseCode::Policy));
@@ -246,9 +248,9 @@ fn oversized_messages_and_floods_are_cut_off_and_relaying_goes_on() {
     assert_eq!(close_code(&mut big), Some(CloseCode::Size));
 
     let mut flood = join(t.page, "flood", TOKEN).unwrap();
+    assert_eq!(next_json(&mut flood)["role"], "first");
     let mut listener = join(t.page, "flood", TOKEN).unwrap();
-    next_json(&mut flood);
-    next_json(&mut listener);
+    assert_eq!(next_json(&mut listener)["role"], "second");
     let mut sent = 0;
     for i in 0..200 {
         if flood.send(Message::text(format!("{{\"n\":{i}}}"))).is_err() {
