@@ -356,7 +356,8 @@ impl Engine {
         Ok(response)
     }
 
-    /// Picks a relay IP of the family and binds a free port on it.
+    /// Picks a relay IP of the family (the one the client reached, if it is one) and
+    /// binds a free port on it.
     fn bind_new_relay(
         &mut self,
         owner: &FiveTuple,
@@ -375,9 +376,18 @@ impl Engine {
         if ips.is_empty() {
             return Err(Reject::AddressFamilyNotSupported);
         }
+        // The address the client reached the server on, when it is a relay IP of the
+        // family, comes first: on a host with several addresses that is the one the
+        // client's network is known to reach. The others follow round-robin.
+        let reached = ips.iter().position(|&ip| ip == owner.server.ip());
         self.next_relay_ip = self.next_relay_ip.wrapping_add(1);
-        for i in 0..ips.len() {
-            let ip = ips[(self.next_relay_ip + i) % ips.len()];
+        let order = reached.into_iter().chain(
+            (0..ips.len())
+                .map(|i| (self.next_relay_ip + i) % ips.len())
+                .filter(|&i| Some(i) != reached),
+        );
+        for i in order {
+            let ip = ips[i];
             let candidates = self
                 .shared
                 .ports()

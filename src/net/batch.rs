@@ -7,10 +7,12 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+
+use super::pktinfo::{self, ControlBuf};
 
 /// Datagrams read per `recvmmsg`.
 pub const BATCH: usize = 16;
@@ -22,6 +24,9 @@ pub struct RecvBatch {
     headroom: usize,
     lens: [usize; BATCH],
     addrs: [Option<SocketAddr>; BATCH],
+    /// The local address each datagram was sent to, on sockets that ask for it.
+    destinations: [Option<IpAddr>; BATCH],
+    controls: [ControlBuf; BATCH],
 }
 
 impl RecvBatch {
@@ -34,6 +39,8 @@ impl RecvBatch {
             headroom,
             lens: [0; BATCH],
             addrs: [None; BATCH],
+            destinations: [None; BATCH],
+            controls: [[0; 8]; BATCH],
         }
     }
 
@@ -61,6 +68,12 @@ impl RecvBatch {
         Some((&mut self.bufs[i], self.lens[i], from))
     }
 
+    /// The local address datagram `i` of the last batch was sent to, when its socket
+    /// asked for it (wildcard listeners, see [`pktinfo`]).
+    pub fn destination(&self, i: usize) -> Option<IpAddr> {
+        self.destinations.get(i).copied().flatten()
+    }
+
     pub fn headroom(&self) -> usize {
         self.headroom
     }
@@ -85,13 +98,16 @@ impl RecvBatch {
             hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdr.msg_iov = iovecs[i].as_mut_ptr();
             hdr.msg_iovlen = 1;
+            hdr.msg_control = self.controls[i].as_mut_ptr().cast();
+            hdr.msg_controllen = std::mem::size_of::<ControlBuf>();
             msgs[i].write(libc::mmsghdr {
                 msg_hdr: hdr,
                 msg_len: 0,
             });
         }
-        // SAFETY: `msgs` holds BATCH initialised headers whose name and iovec pointers
-        // point into `names`, `iovecs` and `self.bufs`, all alive for the call.
+        // SAFETY: `msgs` holds BATCH initialised headers whose name, iovec and control
+        // pointers point into `names`, `iovecs`, `self.bufs` and `self.controls`, all
+        // alive for the call.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -116,6 +132,9 @@ impl RecvBatch {
                 // SAFETY: the kernel wrote `msg_namelen` bytes of a socket address.
                 unsafe { to_socket_addr(names[i].assume_init_ref(), msg.msg_hdr.msg_namelen) }
             };
+            // SAFETY: the kernel filled this header, and its control buffer (in
+            // `self.controls`) is untouched since.
+            self.destinations[i] = unsafe { pktinfo::destination(&msg.msg_hdr) };
         }
         Ok(n)
     }

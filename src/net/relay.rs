@@ -7,7 +7,7 @@
 //! owns the connections.
 
 use arc_swap::ArcSwap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::UdpSocket;
@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::batch::{BATCH as BATCH_SIZE, RecvBatch};
 use super::socket::{bind_udp, set_dont_fragment};
-use super::udp::send_now;
+use super::udp::send_now_from;
 use crate::core::route::data_indication;
 use crate::core::{Forward, PEER_HEADROOM, PeerRoute};
 use crate::metrics::RelayCounters;
@@ -73,8 +73,12 @@ pub struct RelaySocket {
 
 /// How a relay socket's reader delivers to the client.
 pub enum Delivery {
-    /// Straight to a UDP client, through the worker's listening socket.
-    Direct(Arc<UdpSocket>),
+    /// Straight to a UDP client, through the worker's listening socket, from `source`
+    /// when that socket is a wildcard one (the address the client sent to).
+    Direct {
+        listener: Arc<UdpSocket>,
+        source: Option<IpAddr>,
+    },
     /// Through the worker (TCP/TLS clients), naming the relay address.
     Worker(mpsc::Sender<PeerDatagram>, SocketAddr),
 }
@@ -177,8 +181,8 @@ impl Reader {
 
     /// Forwards the datagram at `buf[PEER_HEADROOM..][..len]` from `peer`.
     fn deliver(&self, buf: &mut [u8], len: usize, peer: SocketAddr) {
-        let listener = match &self.delivery {
-            Delivery::Direct(listener) => listener,
+        let (listener, source) = match &self.delivery {
+            Delivery::Direct { listener, source } => (listener, *source),
             Delivery::Worker(tx, relay) => {
                 let buf = buf[..PEER_HEADROOM + len].to_vec();
                 let relay = *relay;
@@ -197,13 +201,13 @@ impl Reader {
                 };
                 let header = ChannelHeader { number, len: len16 };
                 buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
-                send_now(listener, &buf[..PEER_HEADROOM + len], client);
+                send_now_from(listener, &buf[..PEER_HEADROOM + len], client, source);
                 route.count_to_client(len);
                 count_to_client(len);
             }
             Forward::Indication => {
                 let data = &buf[PEER_HEADROOM..PEER_HEADROOM + len];
-                send_now(listener, &data_indication(peer, data), client);
+                send_now_from(listener, &data_indication(peer, data), client, source);
                 route.count_to_client(len);
                 count_to_client(len);
             }

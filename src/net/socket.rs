@@ -1,5 +1,6 @@
 //! Creating UDP sockets the way a relay needs them: explicit buffer sizes, IPv6
-//! sockets that do not also take IPv4, non-blocking for tokio.
+//! sockets that do not also take IPv4, non-blocking for tokio, and wildcard sockets
+//! that learn each datagram's local address.
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
@@ -50,6 +51,10 @@ fn bind_udp_with(
     let _ = socket.set_recv_buffer_size(buffer);
     let _ = socket.set_send_buffer_size(buffer);
     warn_if_capped(&socket, buffer);
+    if addr.ip().is_unspecified() {
+        // Answers must leave from the address each client used (see pktinfo).
+        super::pktinfo::enable(&socket, addr.is_ipv6())?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
@@ -73,20 +78,30 @@ fn warn_if_capped(socket: &Socket, wanted: usize) {
 /// Sets the IP don't-fragment bit on everything `socket` sends (path MTU discovery
 /// "do"), as DONT-FRAGMENT asks of a relay (RFC 8656 §14.8). socket2 has no call for it.
 pub fn set_dont_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (level, name, value) = if ipv6 {
-        (
+    if ipv6 {
+        set_int_option(
+            socket,
             libc::IPPROTO_IPV6,
             libc::IPV6_MTU_DISCOVER,
             libc::IPV6_PMTUDISC_DO,
         )
     } else {
-        (
+        set_int_option(
+            socket,
             libc::IPPROTO_IP,
             libc::IP_MTU_DISCOVER,
             libc::IP_PMTUDISC_DO,
         )
-    };
+    }
+}
+
+/// `setsockopt` with a C int value, for the options socket2 has no call for.
+pub fn set_int_option(
+    socket: &impl std::os::fd::AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
     // SAFETY: the fd is open for the lifetime of `socket`, and the option value is a
     // c_int whose size is passed along with its address.
     let rc = unsafe {

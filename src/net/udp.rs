@@ -1,8 +1,9 @@
 //! UDP listeners: binding them, reading from all of them at once, and sending.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use tokio::net::UdpSocket;
 
+use super::pktinfo;
 use super::socket::bind_udp_group;
 
 /// Binds one listening socket per worker on `addr`. Done before anything else starts
@@ -23,4 +24,13 @@ pub fn bind_listeners(
 /// of a new allocation.
 pub fn send_now(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
     let _ = socket2::SockRef::from(socket).send_to(bytes, &to.into());
+}
+
+/// [`send_now`], from the local address `source` when given: a wildcard listener
+/// answers from the address the client sent to (see [`pktinfo`]).
+pub fn send_now_from(socket: &UdpSocket, bytes: &[u8], to: SocketAddr, source: Option<IpAddr>) {
+    match source {
+        Some(source) => pktinfo::send_from(socket, bytes, to, source),
+        None => send_now(socket, bytes, to),
+    }
 }

@@ -7,7 +7,7 @@
 //! relayed data rather than stall every other client.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batch::{BATCH, RecvBatch};
 use super::relay::{Closing, Delivery, MAX_DATAGRAM, PeerDatagram, RelaySocket};
-use super::udp::send_now;
+use super::udp::{send_now, send_now_from};
 use crate::core::{
     Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Session, Transport,
 };
@@ -95,6 +95,7 @@ pub struct WorkerConfig {
 /// Everything the engine may ask the driver to do.
 struct Sockets {
     listeners: Vec<Arc<UdpSocket>>,
+    /// Listener by its bound address (a wildcard one under `0.0.0.0:PORT`/`[::]:PORT`).
     listener_index: HashMap<SocketAddr, usize>,
     relays: HashMap<SocketAddr, RelaySocket>,
     relay_tx: mpsc::Sender<PeerDatagram>,
@@ -104,11 +105,29 @@ struct Sockets {
     socket_buffer: usize,
 }
 
+impl Sockets {
+    /// The listener that received from a UDP client whose server side is `server`
+    /// (the local address it sent to), and the source address to answer from when that
+    /// listener is a wildcard one.
+    fn listener_for(&self, server: SocketAddr) -> Option<(&Arc<UdpSocket>, Option<IpAddr>)> {
+        if let Some(&i) = self.listener_index.get(&server) {
+            return Some((&self.listeners[i], None));
+        }
+        let unspecified = match server {
+            SocketAddr::V4(_) => IpAddr::from([0u8; 4]),
+            SocketAddr::V6(_) => IpAddr::from([0u16; 8]),
+        };
+        let wildcard = SocketAddr::new(unspecified, server.port());
+        let &i = self.listener_index.get(&wildcard)?;
+        Some((&self.listeners[i], Some(server.ip())))
+    }
+}
+
 impl Io for Sockets {
     fn send_to_client(&mut self, tuple: &FiveTuple, bytes: &[u8]) {
         if tuple.transport == Transport::Udp {
-            if let Some(&i) = self.listener_index.get(&tuple.server) {
-                send_now(&self.listeners[i], bytes, tuple.client);
+            if let Some((listener, source)) = self.listener_for(tuple.server) {
+                send_now_from(listener, bytes, tuple.client, source);
             }
             return;
         }
@@ -135,11 +154,13 @@ impl Io for Sockets {
         dont_fragment: bool,
     ) -> std::io::Result<()> {
         let listener = (owner.transport == Transport::Udp)
-            .then(|| self.listener_index.get(&owner.server))
-            .flatten()
-            .map(|&i| self.listeners[i].clone());
+            .then(|| self.listener_for(owner.server))
+            .flatten();
         let delivery = match listener {
-            Some(listener) => Delivery::Direct(listener),
+            Some((listener, source)) => Delivery::Direct {
+                listener: listener.clone(),
+                source,
+            },
             None => Delivery::Worker(self.relay_tx.clone(), addr),
         };
         let route = PeerRoute::new(*owner);
@@ -314,7 +335,8 @@ const CLOSING_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
 /// inputs again: amortises the loop over bursts without starving relay events.
 const LISTENER_ROUNDS: usize = 4;
 
-/// Handles the datagrams waiting on listener `i`, a batch per system call.
+/// Handles the datagrams waiting on listener `i` (bound at `server`), a batch per
+/// system call.
 fn drain_listener(
     engine: &mut Engine,
     io: &mut Sockets,
@@ -326,6 +348,11 @@ fn drain_listener(
         let n = batch.recv(&io.listeners[i]);
         let now = now();
         for k in 0..n {
+            // A wildcard listener's client is served on the address it sent to.
+            let server = match batch.destination(k) {
+                Some(ip) if server.ip().is_unspecified() => SocketAddr::new(ip, server.port()),
+                _ => server,
+            };
             if let Some((buf, len, client)) = batch.get(k) {
                 let tuple = FiveTuple {
                     client,

@@ -1,0 +1,198 @@
+//! The local address of a datagram on a wildcard listener, and sending from it.
+//!
+//! A socket bound to `0.0.0.0` or `[::]` receives on every address of the host, but a
+//! plain `sendto` leaves from whichever address the kernel's route picks, which on a
+//! host with several addresses may not be the one the client sent to. A NAT in front
+//! of the client then drops the answer (it matches replies on the full 5-tuple), and
+//! a client checking where answers come from ignores it. So wildcard listeners ask
+//! for each datagram's destination (`IP_PKTINFO` / `IPV6_RECVPKTINFO`) and every
+//! answer and relayed datagram to that client names it as its source.
+//!
+//! This module owns the socket options and the control messages; it never decides
+//! which address to use.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+
+/// Room for one control message of either family, aligned for `cmsghdr`.
+pub type ControlBuf = [u64; 8];
+
+/// Asks the kernel to tell the destination address of every datagram `socket`
+/// receives. Only wildcard listeners need it.
+pub fn enable(socket: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
+    let (level, name) = if ipv6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    super::socket::set_int_option(socket, level, name, 1)
+}
+
+/// The local address a received datagram was sent to, from the control messages of
+/// its header. `None` when the socket did not ask for it.
+///
+/// # Safety
+/// `hdr` must be a header the kernel filled by `recvmsg`/`recvmmsg`, whose control
+/// buffer is still alive.
+pub unsafe fn destination(hdr: &libc::msghdr) -> Option<IpAddr> {
+    // SAFETY: the kernel wrote `msg_controllen` bytes of well-formed control messages
+    // into the buffer `hdr` points at; the CMSG_* walk stays inside them, and each
+    // payload is read unaligned as the type its level and type say it holds.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            let data = libc::CMSG_DATA(cmsg);
+            match (c.cmsg_level, c.cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info = data.cast::<libc::in_pktinfo>().read_unaligned();
+                    // The local address the kernel routed the datagram to: the same as
+                    // the header's destination for unicast, the receiving interface's
+                    // address for a broadcast (never a valid source).
+                    let ip = Ipv4Addr::from(u32::from_be(info.ipi_spec_dst.s_addr));
+                    return Some(IpAddr::V4(ip));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
+                    return Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    None
+}
+
+/// Sends `bytes` to `to` from the local address `from` with one non-blocking
+/// `sendmsg`; the routing (interface, next hop) is left to the kernel. A full socket
+/// buffer drops the datagram, as `send_to` does.
+pub fn send_from(socket: &impl AsRawFd, bytes: &[u8], to: SocketAddr, from: IpAddr) {
+    let mut control: ControlBuf = [0; 8];
+    let control_len = write_source(&mut control, from);
+    let to = socket2::SockAddr::from(to);
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr().cast_mut().cast(),
+        iov_len: bytes.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty header; the fields that matter are
+    // set right after.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_name = to.as_ptr().cast_mut().cast();
+    hdr.msg_namelen = to.len();
+    hdr.msg_iov = &raw mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = control.as_mut_ptr().cast();
+    hdr.msg_controllen = control_len;
+    // SAFETY: every pointer in `hdr` points at a live local (address, iovec over
+    // `bytes`, control buffer) of the length given; the kernel only reads them.
+    unsafe { libc::sendmsg(socket.as_raw_fd(), &hdr, libc::MSG_DONTWAIT) };
+}
+
+/// Writes one `IP_PKTINFO` / `IPV6_PKTINFO` control message naming `from` as the
+/// source into `control`; returns its length for `msg_controllen`.
+fn write_source(control: &mut ControlBuf, from: IpAddr) -> usize {
+    let (level, kind, payload_len) = match from {
+        IpAddr::V4(_) => (
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            std::mem::size_of::<libc::in_pktinfo>(),
+        ),
+        IpAddr::V6(_) => (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_PKTINFO,
+            std::mem::size_of::<libc::in6_pktinfo>(),
+        ),
+    };
+    // SAFETY: CMSG_SPACE and CMSG_LEN are arithmetic on a length.
+    let (space, len) = unsafe {
+        (
+            libc::CMSG_SPACE(payload_len as u32) as usize,
+            libc::CMSG_LEN(payload_len as u32) as usize,
+        )
+    };
+    debug_assert!(space <= std::mem::size_of::<ControlBuf>());
+    // SAFETY: a header with its control buffer set is all CMSG_FIRSTHDR reads; the
+    // buffer holds `space` bytes (checked above), aligned for cmsghdr (u64 array), so
+    // the header and payload written through the returned pointers stay inside it.
+    unsafe {
+        let mut hdr: libc::msghdr = std::mem::zeroed();
+        hdr.msg_control = control.as_mut_ptr().cast();
+        hdr.msg_controllen = space;
+        let cmsg = libc::CMSG_FIRSTHDR(&hdr);
+        (*cmsg).cmsg_level = level;
+        (*cmsg).cmsg_type = kind;
+        (*cmsg).cmsg_len = len;
+        let data = libc::CMSG_DATA(cmsg);
+        match from {
+            IpAddr::V4(ip) => {
+                let info = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from(ip).to_be(),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                data.cast::<libc::in_pktinfo>().write_unaligned(info);
+            }
+            IpAddr::V6(ip) => {
+                let info = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: ip.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                data.cast::<libc::in6_pktinfo>().write_unaligned(info);
+            }
+        }
+    }
+    space
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    /// A wildcard socket learns which local address each datagram was sent to, and
+    /// an answer sent from that address arrives from it.
+    async fn round_trip(wildcard: &str, local: &str) {
+        let server = super::super::socket::bind_udp(wildcard.parse().unwrap(), 65536).unwrap();
+        let server = tokio::net::UdpSocket::from_std(server).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let local: IpAddr = local.parse().unwrap();
+        let client = UdpSocket::bind(SocketAddr::new(local, 0)).unwrap();
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        client
+            .send_to(b"ping", SocketAddr::new(local, port))
+            .unwrap();
+
+        let mut batch = super::super::batch::RecvBatch::new(0, 64);
+        server.readable().await.unwrap();
+        assert_eq!(batch.recv(&server), 1);
+        assert_eq!(batch.destination(0), Some(local));
+        let (_, _, from) = batch.get(0).unwrap();
+        send_from(&server, b"pong", from, local);
+        let mut buf = [0u8; 16];
+        let (n, source) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(
+            (&buf[..n], source),
+            (&b"pong"[..], SocketAddr::new(local, port))
+        );
+    }
+
+    #[tokio::test]
+    async fn ipv4_destination_and_source() {
+        // 127.0.0.2 is on loopback too, but the kernel's own choice of source for it
+        // is 127.0.0.1: the answer comes from 127.0.0.2 only if the source is set.
+        round_trip("0.0.0.0:0", "127.0.0.2").await;
+    }
+
+    #[tokio::test]
+    async fn ipv6_destination_and_source() {
+        round_trip("[::]:0", "::1").await;
+    }
+}
