@@ -16,6 +16,11 @@
 //! `srv (10.10.9.2, tern) ── srvrtr [dnat/snat 1:1] 203.0.113.20 ── br0`, and no tern
 //! in pub. Tern runs with `--relay-ip 10.10.9.2 --external-ip 203.0.113.20`.
 //!
+//! Topology 3 (tern on a multi-homed host with the built-in wildcard listeners, see
+//! `Net::build_multihomed`): each LAN reaches both of the host's addresses, through
+//! its own router only; a client that uses the far address must be answered from it,
+//! or its NAT drops the answer. IPv4 and IPv6, tern's client and coturn's uclient.
+//!
 //! Clients run inside the LAN namespaces: the test binary re-executes itself with
 //! `ip netns exec <ns> <test binary> --exact nat_role_helper` and a `TERN_NAT_ROLE`
 //! saying what to do. Two clients swap their relayed addresses through files.
@@ -37,9 +42,11 @@ use stun::message::METHOD_BINDING;
 use tern::client::{Outgoing, TurnClient};
 
 use netns::{
-    LAN2_HOST, Net, PASS, RELAY_PORTS, RTR1_PUB, RTR2_PUB, SRV_PRIV, SRVRTR_PUB, TERN_IP, USER,
-    require_netns,
+    HUB_V4, HUB_V6, LAN2_HOST, Net, PASS, RELAY_PORTS, RTR1_PUB, RTR2_PUB, SRV_PRIV, SRVRTR_PUB,
+    TERN_IP, USER, require_netns,
 };
+use support::UclientSummary;
+use tern::client::Attr;
 
 const MESSAGES: usize = 20;
 const CHANNEL: u16 = 0x4000;
@@ -172,7 +179,7 @@ impl Drop for TempDir {
 }
 
 /// tern inside `ns` (see `netns::tern_serve`), its output in `dir`.
-fn start_tern(ns: &str, listen: Ipv4Addr, extra: &[String], dir: &Path) -> Background {
+fn start_tern(ns: &str, listen: Option<Ipv4Addr>, extra: &[String], dir: &Path) -> Background {
     Background::spawn("tern", &mut netns::tern_serve(ns, listen, extra), dir)
 }
 
@@ -234,14 +241,20 @@ fn nat_role_helper() {
     }
 }
 
-fn client_socket() -> UdpSocket {
-    UdpSocket::bind("0.0.0.0:0").expect("bind client socket")
+/// A client socket of `server`'s family.
+fn client_socket(server: SocketAddr) -> UdpSocket {
+    let any: SocketAddr = if server.is_ipv6() {
+        "[::]:0".parse().expect("address")
+    } else {
+        "0.0.0.0:0".parse().expect("address")
+    };
+    UdpSocket::bind(any).expect("bind client socket")
 }
 
 /// Binding requests until one is answered (bounded); prints `mapped=<addr>`.
 fn role_binding() {
     let server: SocketAddr = env_var("TERN_NAT_SERVER").parse().expect("server addr");
-    let mut c = TurnClient::with_socket(client_socket(), server, USER, PASS).expect("client");
+    let mut c = TurnClient::with_socket(client_socket(server), server, USER, PASS).expect("client");
     c.timeout = Duration::from_millis(300);
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -276,7 +289,7 @@ fn role_echo() {
 /// Sends a datagram to TERN_NAT_TARGET and reports `answered=true|false` within 1 s.
 fn role_probe() {
     let target: SocketAddr = env_var("TERN_NAT_TARGET").parse().expect("target");
-    let s = client_socket();
+    let s = client_socket(target);
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(1);
@@ -312,15 +325,16 @@ fn wait_file(path: &Path, timeout: Duration) -> String {
     }
 }
 
-/// One TURN client: allocate, publish the relayed address, bind a channel to the
-/// other's, then exchange MESSAGES ChannelData each way. Prints `mapped=`, `relayed=`
+/// One TURN client: allocate (an IPv6 relay when the server is reached over IPv6),
+/// publish the relayed address, bind a channel to the other's, then exchange MESSAGES
+/// ChannelData each way. Prints `mapped=`, `relayed=`
 /// and `received=N`; fails unless all MESSAGES came back.
 fn role_peer() {
     let server: SocketAddr = env_var("TERN_NAT_SERVER").parse().expect("server addr");
     let dir = PathBuf::from(env_var("TERN_NAT_DIR"));
     let me = env_var("TERN_NAT_NAME");
     let other = env_var("TERN_NAT_OTHER");
-    let mut c = TurnClient::with_socket(client_socket(), server, USER, PASS).expect("client");
+    let mut c = TurnClient::with_socket(client_socket(server), server, USER, PASS).expect("client");
 
     let (tid, bytes) = c.encode(METHOD_BINDING, &Outgoing::default());
     let r = c
@@ -330,7 +344,12 @@ fn role_peer() {
     let mapped = r.xor_address(ATTR_XORMAPPED_ADDRESS).expect("mapped");
     println!("mapped={mapped}");
 
-    let r = c.allocate(vec![]).expect("allocate io");
+    let family = if server.is_ipv6() {
+        vec![Attr::family(2)]
+    } else {
+        vec![]
+    };
+    let r = c.allocate(family).expect("allocate io");
     assert!(r.is_success(), "allocate failed: {:?}", r.code);
     let relayed = r.xor_address(ATTR_XOR_RELAYED_ADDRESS).expect("relayed");
     println!("relayed={relayed}");
@@ -386,9 +405,9 @@ fn role_peer() {
     );
 }
 
-/// Starts peers a (lan1) and b (lan2) against `server`; returns their outputs.
-fn spawn_peers(net: &Net, server: SocketAddr, dir: &Path, gate: Option<&Path>) -> [Child; 2] {
-    let mk = |ns: &str, me: &str, other: &str| {
+/// Starts peers a (lan1) and b (lan2) against `servers[0]` and `servers[1]`.
+fn spawn_peers(net: &Net, servers: [SocketAddr; 2], dir: &Path, gate: Option<&Path>) -> [Child; 2] {
+    let mk = |ns: &str, server: SocketAddr, me: &str, other: &str| {
         let mut env = vec![
             ("TERN_NAT_SERVER", server.to_string()),
             ("TERN_NAT_DIR", dir.display().to_string()),
@@ -405,7 +424,10 @@ fn spawn_peers(net: &Net, server: SocketAddr, dir: &Path, gate: Option<&Path>) -
             .spawn()
             .expect("spawn peer")
     };
-    [mk(&net.lan1, "a", "b"), mk(&net.lan2, "b", "a")]
+    [
+        mk(&net.lan1, servers[0], "a", "b"),
+        mk(&net.lan2, servers[1], "b", "a"),
+    ]
 }
 
 struct PeerResult {
@@ -430,16 +452,22 @@ fn finish_peers(children: [Child; 2]) -> [PeerResult; 2] {
     })
 }
 
-/// Both peers exchange all messages; checks their relayed and mapped addresses.
-fn exchange_both_ways(net: &Net, server: SocketAddr, relay_ip: Ipv4Addr, tern: &mut Background) {
+/// Peers a (lan1) and b (lan2) exchange all messages through `servers[0]` and
+/// `servers[1]`; each is relayed on `relay_ips[i]` and seen as its router's address.
+fn exchange_both_ways(
+    net: &Net,
+    servers: [SocketAddr; 2],
+    relay_ips: [IpAddr; 2],
+    tern: &mut Background,
+) {
     let dir = TempDir::new("xchg");
-    let results = finish_peers(spawn_peers(net, server, &dir.0, None));
-    for (r, mapped_ip) in results.iter().zip([RTR1_PUB, RTR2_PUB]) {
+    let results = finish_peers(spawn_peers(net, servers, &dir.0, None));
+    for (i, r) in results.iter().enumerate() {
         assert!(r.ok, "peer failed:\n{}\n{}", r.out, tern.logs());
         let relayed: SocketAddr = output_value(&r.out, "relayed")
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no relayed address:\n{}", r.out));
-        assert_eq!(relayed.ip(), IpAddr::V4(relay_ip), "{}", r.out);
+        assert_eq!(relayed.ip(), relay_ips[i], "{}", r.out);
         assert!(
             (RELAY_PORTS.0..=RELAY_PORTS.1).contains(&relayed.port()),
             "relayed port outside range: {}",
@@ -448,7 +476,7 @@ fn exchange_both_ways(net: &Net, server: SocketAddr, relay_ip: Ipv4Addr, tern: &
         let mapped: SocketAddr = output_value(&r.out, "mapped")
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no mapped address:\n{}", r.out));
-        assert_eq!(mapped.ip(), IpAddr::V4(mapped_ip), "{}", r.out);
+        assert!(net.rtr_pub[i].contains(&mapped.ip()), "{}", r.out);
         assert_eq!(
             output_value(&r.out, "received").as_deref(),
             Some("20"),
@@ -473,6 +501,26 @@ fn wait_ready(net: &Net, server: SocketAddr, tern: &mut Background) -> SocketAdd
         .unwrap_or_else(|| panic!("no mapped address:\n{out}"))
 }
 
+/// Waits (at most 10 s) until the UDP echo `echo` at `addr` answers a probe sent
+/// from `ns`.
+fn wait_echo(ns: &str, addr: SocketAddr, echo: &mut Background) {
+    let probe_env = [("TERN_NAT_TARGET", addr.to_string())];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        echo.assert_running();
+        let (ok, out) = run_role(ns, "probe", &probe_env);
+        assert!(ok, "probe failed:\n{out}");
+        if output_value(&out, "answered").as_deref() == Some("true") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "echo at {addr} never answered {ns}:\n{out}\n{}",
+            echo.logs()
+        );
+    }
+}
+
 /// The mapped address `tern stun` reports from inside `ns`.
 fn binding_from(ns: &str, server: SocketAddr) -> SocketAddr {
     netns::stun_from(ns, server).unwrap_or_else(|e| panic!("{e}"))
@@ -487,7 +535,7 @@ fn clients_behind_two_masquerading_nats_relay_through_tern() {
     let net = Net::build("1", true);
     let logs = TempDir::new("t1");
     let server = SocketAddr::from((TERN_IP, netns::PORT));
-    let mut tern = start_tern(&net.pub_ns, TERN_IP, &[], &logs.0);
+    let mut tern = start_tern(&net.pub_ns, Some(TERN_IP), &[], &logs.0);
 
     // (a) lan1 cannot reach lan2 directly; the echo is alive (rtr2 reaches it).
     let echo_addr = SocketAddr::from((LAN2_HOST, ECHO_PORT));
@@ -501,20 +549,8 @@ fn clients_behind_two_masquerading_nats_relay_through_tern() {
         .stdin(Stdio::null()),
         &logs.0,
     );
+    wait_echo(&net.rtr2, echo_addr, &mut echo);
     let probe_env = [("TERN_NAT_TARGET", echo_addr.to_string())];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (ok, out) = run_role(&net.rtr2, "probe", &probe_env);
-        assert!(ok, "probe failed:\n{out}");
-        if output_value(&out, "answered").as_deref() == Some("true") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "echo in lan2 never answered rtr2:\n{out}\n{}",
-            echo.logs()
-        );
-    }
     let (ok, out) = run_role(&net.lan1, "probe", &probe_env);
     assert!(ok, "probe failed:\n{out}");
     assert_eq!(
@@ -531,12 +567,12 @@ fn clients_behind_two_masquerading_nats_relay_through_tern() {
     assert_eq!(mapped2.ip(), IpAddr::V4(RTR2_PUB), "lan2 mapped address");
 
     // (c) ChannelData both ways between the two relayed addresses.
-    exchange_both_ways(&net, server, TERN_IP, &mut tern);
+    exchange_both_ways(&net, [server; 2], [TERN_IP.into(); 2], &mut tern);
 
     // The check can fail: stop tern after the channels are bound, then exchange.
     let dir = TempDir::new("fail");
     let gate = dir.0.join("go");
-    let peers = spawn_peers(&net, server, &dir.0, Some(&gate));
+    let peers = spawn_peers(&net, [server; 2], &dir.0, Some(&gate));
     wait_file(&dir.0.join("a.bound"), Duration::from_secs(20));
     wait_file(&dir.0.join("b.bound"), Duration::from_secs(20));
     tern.stop();
@@ -560,7 +596,7 @@ fn tern_behind_one_to_one_nat_advertises_its_public_address() {
     let logs = TempDir::new("t2");
     let mut tern = start_tern(
         &srv,
-        SRV_PRIV,
+        Some(SRV_PRIV),
         &["--external-ip".to_string(), SRVRTR_PUB.to_string()],
         &logs.0,
     );
@@ -571,5 +607,108 @@ fn tern_behind_one_to_one_nat_advertises_its_public_address() {
     let mapped2 = binding_from(&net.lan2, server);
     assert_eq!(mapped2.ip(), IpAddr::V4(RTR2_PUB), "lan2 mapped address");
 
-    exchange_both_ways(&net, server, SRVRTR_PUB, &mut tern);
+    exchange_both_ways(&net, [server; 2], [SRVRTR_PUB.into(); 2], &mut tern);
+}
+
+/// Waits until tern, with its built-in wildcard listeners on the multi-homed hub,
+/// answers a Binding sent from `ns` to `server`.
+fn wait_serving(ns: &str, server: SocketAddr, tern: &mut Background) {
+    let ready = netns::wait_stun_from(ns, server, Duration::from_secs(15), || {
+        match tern.child.try_wait() {
+            Ok(Some(status)) => Err(format!("tern exited with {status}")),
+            _ => Ok(()),
+        }
+    });
+    if let Err(e) = ready {
+        panic!("tern is not reachable at {server}: {e}\n{}", tern.logs());
+    }
+}
+
+#[test]
+fn wildcard_listener_on_a_multihomed_host_answers_from_the_address_each_client_used() {
+    require_netns();
+    let net = Net::build_multihomed("mh");
+    let logs = TempDir::new("mh");
+    let mut tern = start_tern(&net.pub_ns, None, &[], &logs.0);
+    let v4 = HUB_V4.map(|ip| SocketAddr::from((ip, netns::PORT)));
+    let v6 = HUB_V6.map(|ip| SocketAddr::from((ip, netns::PORT)));
+    wait_serving(&net.lan1, v4[0], &mut tern);
+
+    // Each client uses the hub's address on the far side: its packets arrive on one
+    // link and the kernel's route back leaves from the other address. Binding answers
+    // reach the client from the address it used (else its NAT drops them)...
+    for (ns, server, router) in [(&net.lan1, v4[1], 0), (&net.lan2, v4[0], 1)] {
+        let mapped = binding_from(ns, server);
+        assert!(net.rtr_pub[router].contains(&mapped.ip()), "{ns}: {mapped}");
+    }
+    for (ns, server, router) in [(&net.lan1, v6[1], 0), (&net.lan2, v6[0], 1)] {
+        let mapped = binding_from(ns, server);
+        assert!(net.rtr_pub[router].contains(&mapped.ip()), "{ns}: {mapped}");
+    }
+    // ...and so do allocations: each is relayed on the address its client reached
+    // (relay IPs are auto-detected), and ChannelData flows both ways.
+    let far = [v4[1], v4[0]];
+    exchange_both_ways(&net, far, far.map(|s| s.ip()), &mut tern);
+    let far = [v6[1], v6[0]];
+    exchange_both_ways(&net, far, far.map(|s| s.ip()), &mut tern);
+    // The near addresses work as before.
+    exchange_both_ways(&net, v4, v4.map(|s| s.ip()), &mut tern);
+}
+
+/// coturn's `turnutils_uclient` in lan2 relays through the hub's far address (the
+/// wildcard listener) to `turnutils_peer` on rtr1's public address, for `family`.
+fn uclient_through_far_address(net: &Net, server: IpAddr, peer: IpAddr, tern: &mut Background) {
+    let peer_port = &ECHO_PORT.to_string();
+    let dir = TempDir::new("mu-peer");
+    let mut peer_cmd = netns::exec_in(&net.rtr1, support::ensure_tool("turnutils_peer"));
+    peer_cmd.args(["-L", &peer.to_string(), "-p", peer_port]);
+    let mut echo = Background::spawn("turnutils_peer", &mut peer_cmd, &dir.0);
+    wait_echo(&net.rtr1, SocketAddr::new(peer, ECHO_PORT), &mut echo);
+    let mut cmd = netns::exec_in(&net.lan2, support::ensure_tool("turnutils_uclient"));
+    cmd.args(["-u", USER, "-w", PASS, "-n", "20", "-m", "2", "-l", "120"])
+        .args(["-e", &peer.to_string(), "-r", peer_port])
+        .args(["-p", &netns::PORT.to_string()]);
+    if server.is_ipv6() {
+        // An IPv6 relay, to reach the IPv6 peer.
+        cmd.arg("-x");
+    }
+    cmd.arg(server.to_string());
+    let (status, out, err) = run_bounded(&mut cmd, CHILD_TIMEOUT);
+    let text = format!("{out}\n{err}");
+    let summary = UclientSummary::parse(&text).unwrap_or_else(|| {
+        panic!(
+            "uclient via {server}: no summary ({status:?})\n{text}\n{}\n{}",
+            echo.logs(),
+            tern.logs()
+        )
+    });
+    println!("[uclient via {server}]\n{}", UclientSummary::lines(&text));
+    assert!(
+        status.is_some_and(|s| s.success())
+            && summary.lost_packets == 0
+            && summary.tot_send_msgs >= 40
+            && summary.tot_recv_msgs == summary.tot_send_msgs,
+        "uclient via {server}: {summary:?}\n{text}\n{}",
+        tern.logs()
+    );
+    echo.stop();
+}
+
+#[test]
+fn coturn_uclient_relays_through_a_wildcard_listener_on_a_multihomed_host() {
+    require_netns();
+    let net = Net::build_multihomed("mu");
+    let logs = TempDir::new("mu");
+    // rtr1's IPv6 address is a documentation address, denied as a peer by default.
+    let extra = ["--allow-peer".to_string(), "2001:db8:1::1/128".to_string()];
+    let mut tern = start_tern(&net.pub_ns, None, &extra, &logs.0);
+    let [rtr1_v4, rtr1_v6] = [net.rtr_pub[0][0], net.rtr_pub[0][1]];
+    wait_serving(
+        &net.lan2,
+        SocketAddr::from((HUB_V4[0], netns::PORT)),
+        &mut tern,
+    );
+    uclient_through_far_address(&net, HUB_V4[0].into(), rtr1_v4, &mut tern);
+    uclient_through_far_address(&net, HUB_V6[0].into(), rtr1_v6, &mut tern);
+    tern.assert_running();
 }

@@ -344,7 +344,7 @@ fn start_tern_in(net: &netns::Net, dir: &TempDir) -> BackgroundProcess {
         "--tls-listen".to_string(),
         format!("{}:{TLS_PORT}", netns::TERN_IP),
     ];
-    let mut cmd = netns::tern_serve(&net.pub_ns, netns::TERN_IP, &extra);
+    let mut cmd = netns::tern_serve(&net.pub_ns, Some(netns::TERN_IP), &extra);
     BackgroundProcess::spawn("tern", &mut cmd, dir.path())
 }
 

@@ -15,11 +15,19 @@
 //! [`Net::add_one_to_one_nat`] adds `srv (10.10.9.2) ── srvrtr [dnat/snat 1:1]
 //! 203.0.113.20 ── br0` for a tern that is itself behind a NAT.
 //!
+//! [`Net::build_multihomed`]: tern's host ("hub") has one address on each side, and
+//! each LAN reaches both through its own router; IPv6 is NATed (masquerade) too:
+//!
+//! ```text
+//!   lan1 (10.10.1.2, fd00:1::2) ── rtr1 [masq] 11.0.1.1, 2001:db8:1::1 ── hub 11.0.1.10, 2001:db8:1::10
+//!   lan2 (10.10.2.2, fd00:2::2) ── rtr2 [masq] 11.0.2.1, 2001:db8:2::1 ── hub 11.0.2.10, 2001:db8:2::10
+//! ```
+//!
 //! Every address is inside namespaces the test creates; nothing reaches the host's
 //! network. Use it with `mod support;` and `#[path = "support/netns.rs"] mod netns;`.
 #![allow(dead_code)]
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -36,6 +44,12 @@ pub const LAN2_HOST: Ipv4Addr = Ipv4Addr::new(10, 10, 2, 2);
 pub const PORT: u16 = 3478;
 /// tern's relay range: the namespaces have their own ports, so a fixed range is safe.
 pub const RELAY_PORTS: (u16, u16) = (40000, 40100);
+/// The multi-homed hub's addresses, one per side (see [`Net::build_multihomed`]).
+pub const HUB_V4: [Ipv4Addr; 2] = [Ipv4Addr::new(11, 0, 1, 10), Ipv4Addr::new(11, 0, 2, 10)];
+pub const HUB_V6: [Ipv6Addr; 2] = [
+    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10),
+    Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x10),
+];
 pub const USER: &str = "alice";
 pub const PASS: &str = "pw";
 
@@ -187,15 +201,75 @@ fn enable_forwarding(ns: &str) {
         "-qw",
         "net.ipv4.ip_forward=1",
     ]);
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.forwarding=1",
+    ]);
 }
 
-/// The shared pieces: pub (bridge br0), rtr1/rtr2 masquerading for lan1/lan2.
+fn addr6(ns: &str, ifname: &str, cidr: &str) {
+    // nodad: usable at once, not after duplicate address detection.
+    run(&[
+        "ip", "-n", ns, "-6", "addr", "add", cidr, "dev", ifname, "nodad",
+    ]);
+}
+
+/// rtrI and lanI: lanI (10.10.I.2, fd00:I::2) behind rtrI, which masquerades both
+/// families out of its "wan" end; "wan" is linked to `up_if` in `up_ns`, both up and
+/// unaddressed. Returns (rtr, lan).
+fn add_nat_lan(ns: &mut Namespaces, i: u8, up_ns: &str, up_if: &str) -> (String, String) {
+    let rtr = ns.add(&format!("rtr{i}"));
+    let lan = ns.add(&format!("lan{i}"));
+    veth(&rtr, "wan", up_ns, up_if);
+    veth(&rtr, "lan", &lan, "eth0");
+    addr(&rtr, "lan", &format!("10.10.{i}.1/24"));
+    addr(&lan, "eth0", &format!("10.10.{i}.2/24"));
+    addr6(&rtr, "lan", &format!("fd00:{i}::1/64"));
+    addr6(&lan, "eth0", &format!("fd00:{i}::2/64"));
+    default_route(&lan, &format!("10.10.{i}.1"));
+    run(&[
+        "ip",
+        "-n",
+        &lan,
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("fd00:{i}::1"),
+    ]);
+    enable_forwarding(&rtr);
+    for family in ["ip", "ip6"] {
+        nft(&rtr, &format!("add table {family} nat"));
+        nft(
+            &rtr,
+            &format!("add chain {family} nat post {{ type nat hook postrouting priority 100 ; }}"),
+        );
+        nft(
+            &rtr,
+            &format!("add rule {family} nat post oifname \"wan\" masquerade"),
+        );
+    }
+    (rtr, lan)
+}
+
+/// The shared pieces: pub (bridge br0, or the multi-homed hub), rtr1/rtr2
+/// masquerading for lan1/lan2.
 pub struct Net {
     pub ns: Namespaces,
     pub pub_ns: String,
     pub lan1: String,
     pub lan2: String,
+    pub rtr1: String,
     pub rtr2: String,
+    /// The routers' public addresses: what the server sees as lan1's and lan2's
+    /// clients (IPv4, and IPv6 where the topology has it).
+    pub rtr_pub: [Vec<IpAddr>; 2],
 }
 
 impl Net {
@@ -208,38 +282,71 @@ impl Net {
         if tern_on_bridge {
             addr(&pub_ns, "br0", &format!("{TERN_IP}/24"));
         }
-        let mut lans = Vec::new();
-        let mut rtrs = Vec::new();
-        for (i, rtr_pub) in [(1u8, RTR1_PUB), (2, RTR2_PUB)] {
-            let rtr = ns.add(&format!("rtr{i}"));
-            let lan = ns.add(&format!("lan{i}"));
+        let routers = [(1u8, RTR1_PUB), (2, RTR2_PUB)].map(|(i, rtr_pub)| {
             let port = format!("p{i}");
-            veth(&rtr, "wan", &pub_ns, &port);
+            let (rtr, lan) = add_nat_lan(&mut ns, i, &pub_ns, &port);
             run(&["ip", "-n", &pub_ns, "link", "set", &port, "master", "br0"]);
             addr(&rtr, "wan", &format!("{rtr_pub}/24"));
-            veth(&rtr, "lan", &lan, "eth0");
-            addr(&rtr, "lan", &format!("10.10.{i}.1/24"));
-            addr(&lan, "eth0", &format!("10.10.{i}.2/24"));
-            default_route(&lan, &format!("10.10.{i}.1"));
-            enable_forwarding(&rtr);
-            nft(&rtr, "add table ip nat");
-            nft(
+            (rtr, lan)
+        });
+        Self::from_parts(
+            ns,
+            pub_ns,
+            routers,
+            [RTR1_PUB, RTR2_PUB].map(|ip| vec![ip.into()]),
+        )
+    }
+
+    /// The multi-homed topology: tern's host "hub" (`pub_ns`) with HUB_V4[i] and
+    /// HUB_V6[i] on its link to rtrI, whose default routes point at the hub. Both LANs
+    /// can reach both hub addresses, through their own router only.
+    pub fn build_multihomed(tag: &str) -> Self {
+        let mut ns = Namespaces::new(tag);
+        let hub = ns.add("hub");
+        let mut rtr_pub = [Vec::new(), Vec::new()];
+        let routers = [1u8, 2].map(|i| {
+            let side = usize::from(i - 1);
+            let hub_if = format!("side{i}");
+            let (rtr, lan) = add_nat_lan(&mut ns, i, &hub, &hub_if);
+            let rtr_v4 = Ipv4Addr::new(11, 0, i, 1);
+            let rtr_v6 = Ipv6Addr::new(0x2001, 0xdb8, u16::from(i), 0, 0, 0, 0, 1);
+            addr(&hub, &hub_if, &format!("{}/24", HUB_V4[side]));
+            addr6(&hub, &hub_if, &format!("{}/64", HUB_V6[side]));
+            addr(&rtr, "wan", &format!("{rtr_v4}/24"));
+            addr6(&rtr, "wan", &format!("{rtr_v6}/64"));
+            default_route(&rtr, &HUB_V4[side].to_string());
+            run(&[
+                "ip",
+                "-n",
                 &rtr,
-                "add chain ip nat post { type nat hook postrouting priority 100 ; }",
-            );
-            nft(&rtr, "add rule ip nat post oifname \"wan\" masquerade");
-            lans.push(lan);
-            rtrs.push(rtr);
-        }
-        let lan2 = lans.pop().expect("two lans");
-        let lan1 = lans.pop().expect("two lans");
-        let rtr2 = rtrs.pop().expect("two routers");
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &HUB_V6[side].to_string(),
+            ]);
+            rtr_pub[side] = vec![rtr_v4.into(), rtr_v6.into()];
+            (rtr, lan)
+        });
+        Self::from_parts(ns, hub, routers, rtr_pub)
+    }
+
+    fn from_parts(
+        ns: Namespaces,
+        pub_ns: String,
+        routers: [(String, String); 2],
+        rtr_pub: [Vec<IpAddr>; 2],
+    ) -> Self {
+        let [(rtr1, lan1), (rtr2, lan2)] = routers;
         Self {
             ns,
             pub_ns,
             lan1,
             lan2,
+            rtr1,
             rtr2,
+            rtr_pub,
         }
     }
 
@@ -290,14 +397,18 @@ impl Net {
 // ---------------------------------------------------------------------------
 // tern inside the topology.
 
-/// `tern serve` inside `ns` on `listen`:PORT (UDP and TCP), relaying from `listen` on
-/// RELAY_PORTS, user USER:PASS, then `extra`.
-pub fn tern_serve(ns: &str, listen: Ipv4Addr, extra: &[String]) -> Command {
+/// `tern serve` inside `ns` on `listen`:PORT (UDP and TCP), relaying from `listen`
+/// on RELAY_PORTS, user USER:PASS, then `extra`. Without `listen`, the built-in
+/// listeners (the wildcard addresses of both families) and relay IPs found on the
+/// host's interfaces.
+pub fn tern_serve(ns: &str, listen: Option<Ipv4Addr>, extra: &[String]) -> Command {
     let mut cmd = exec_in(ns, env!("CARGO_BIN_EXE_tern"));
-    cmd.arg("serve")
-        .args(["--listen", &format!("{listen}:{PORT}")])
-        .args(["--relay-ip", &listen.to_string()])
-        .args(["--user", &format!("{USER}:{PASS}")])
+    cmd.arg("serve");
+    if let Some(listen) = listen {
+        cmd.args(["--listen", &format!("{listen}:{PORT}")])
+            .args(["--relay-ip", &listen.to_string()]);
+    }
+    cmd.args(["--user", &format!("{USER}:{PASS}")])
         .args(["--ports", &format!("{}-{}", RELAY_PORTS.0, RELAY_PORTS.1)])
         .args(["--workers", "2"])
         .args(extra)
