@@ -9,6 +9,9 @@
 //!   over HTTPS, through tern's own signaling: both decode video over a relay pair, a
 //!   third joiner hears "room full", a wrong token gets 403, and hanging up sends the
 //!   other side back to waiting.
+//! - `/call` in two browsers on either side of a multi-homed tern host, each using the
+//!   host's far address through the built-in wildcard listeners, TURN over UDP only: the
+//!   call connects only if tern answers each from the address it used.
 //!
 //! Needs Chromium and playwright-core (`scripts/install-browser-deps.sh`); the call test
 //! also needs root for the namespaces. Missing pieces fail the test with the reason.
@@ -23,7 +26,7 @@ mod chromium;
 mod netns;
 
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Ipv6Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -348,6 +351,17 @@ fn start_tern_in(net: &netns::Net, dir: &TempDir) -> BackgroundProcess {
     BackgroundProcess::spawn("tern", &mut cmd, dir.path())
 }
 
+/// Waits until tern answers a Binding from `ns` at `turn`, or panics with its logs.
+fn wait_turn_from(ns: &str, turn: SocketAddr, tern: &mut BackgroundProcess) {
+    netns::wait_stun_from(ns, turn, Duration::from_secs(15), || {
+        match tern.try_exit_status() {
+            Some(status) => Err(format!("tern exited with {status}\n{}", tern.logs())),
+            None => Ok(()),
+        }
+    })
+    .unwrap_or_else(|e| panic!("tern is not reachable from {ns}: {e}"));
+}
+
 #[test]
 fn two_browsers_behind_nats_call_through_tern_signaling() {
     netns::require_netns();
@@ -356,13 +370,7 @@ fn two_browsers_behind_nats_call_through_tern_signaling() {
     let dir = TempDir::new("tern-selftest-call");
     let mut tern = start_tern_in(&net, &dir);
     let turn = SocketAddr::from((netns::TERN_IP, netns::PORT));
-    netns::wait_stun_from(&net.lan1, turn, Duration::from_secs(15), || {
-        match tern.try_exit_status() {
-            Some(status) => Err(format!("tern exited with {status}\n{}", tern.logs())),
-            None => Ok(()),
-        }
-    })
-    .unwrap_or_else(|e| panic!("tern is not reachable from lan1: {e}"));
+    wait_turn_from(&net.lan1, turn, &mut tern);
 
     let base = format!("https://{}:{SELFTEST_PORT}/call", netns::TERN_IP);
     let room = format!("{base}?room=nat-call&token={TOKEN}");
@@ -437,4 +445,77 @@ fn two_browsers_behind_nats_call_through_tern_signaling() {
         tern.logs()
     );
     eprintln!("call test total: {:.1?}", started.elapsed());
+}
+
+#[test]
+fn two_browsers_on_either_side_of_a_multihomed_host_call_through_its_wildcard_listeners() {
+    netns::require_netns();
+    let node = chromium::require_browser_deps();
+    let net = netns::Net::build_multihomed("sm");
+    let dir = TempDir::new("tern-selftest-multihomed");
+    // The built-in wildcard listeners and auto-detected relay IPs; TURN over UDP only
+    // (a TCP or TLS relay would connect the call whatever UDP does). The pages on
+    // `[::]`, which takes IPv4 too.
+    let config = dir.join("selftest.toml");
+    let pages = SocketAddr::from((Ipv6Addr::UNSPECIFIED, SELFTEST_PORT));
+    let toml = format!(
+        "[server]\ntcp = false\ntls_listen = []\n\n{}{}",
+        selftest_config(pages),
+        tls_config(dir.path())
+    );
+    fs::write(&config, toml).expect("writing the config");
+    let extra = ["--config".to_string(), config.display().to_string()];
+    let mut cmd = netns::tern_serve(&net.pub_ns, None, &extra);
+    let mut tern = BackgroundProcess::spawn("tern", &mut cmd, dir.path());
+    let turn = SocketAddr::from((netns::HUB_V4[0], netns::PORT));
+    wait_turn_from(&net.lan1, turn, &mut tern);
+
+    // Each browser opens the page, and so gets its TURN URL, on the hub's address on
+    // the other side: a (lan1) on side 2's, b (lan2) on side 1's.
+    let v4 = netns::HUB_V4.map(|ip| ip.to_string());
+    let v6 = netns::HUB_V6.map(|ip| format!("[{ip}]"));
+    for (family, [side1, side2]) in [("ipv4", v4), ("ipv6", v6)] {
+        let url =
+            |host: &str| format!("https://{host}:{SELFTEST_PORT}/call?room={family}&token={TOKEN}");
+        let started = Instant::now();
+        // Both stay in the call until it is released, so neither sees the other leave
+        // before its state is read.
+        let release = dir.join(&format!("release-{family}"));
+        let hold = ["--hold", release.to_str().expect("a UTF-8 temp path")];
+        let mut a = Joiner::spawn("mh-a", &net.lan1, &node, &url(&side2), &hold, dir.path());
+        let pattern = format!("{}&media=pattern", url(&side1));
+        let mut b = Joiner::spawn("mh-b", &net.lan2, &node, &pattern, &hold, dir.path());
+        let deadline = started + JOIN_TIMEOUT;
+        let joined_a = a.first_line(deadline);
+        let joined_b = b.first_line(deadline);
+        for (who, line, media) in [("a", &joined_a, "camera"), ("b", &joined_b, "pattern")] {
+            let all_logs = logs(&[&a.process, &b.process, &tern]);
+            assert_eq!(
+                line["phase"], "connected",
+                "{family} {who}: {line:#}\n{all_logs}"
+            );
+            assert_in_call(who, line, media);
+            let via = &line["state"]["pair"]["relayProtocol"];
+            assert_eq!(via, "udp", "{family} {who}: {line:#}");
+        }
+        eprintln!("{family}: call connected after {:.1?}", started.elapsed());
+        fs::write(&release, "go").expect("writing the release file");
+        let ok = [
+            a.finish(Duration::from_secs(60)),
+            b.finish(Duration::from_secs(60)),
+        ];
+        let all_logs = logs(&[&a.process, &b.process, &tern]);
+        assert_eq!(ok, [true, true], "{family}: drivers failed\n{all_logs}");
+    }
+    // The IPv6 round went over IPv6: both routers' IPv6 addresses allocated.
+    let logs = tern.logs();
+    for router in ["2001:db8:1::1", "2001:db8:2::1"] {
+        let from_router = format!("allocation created client=[{router}]:");
+        assert!(logs.contains(&from_router), "no {from_router}\n{logs}");
+    }
+    assert!(
+        tern.try_exit_status().is_none(),
+        "tern exited\n{}",
+        tern.logs()
+    );
 }
