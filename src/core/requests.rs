@@ -326,7 +326,7 @@ impl Engine {
         };
         let relay = relay.inspect_err(|_| self.shared.uncount_allocation(&identity))?;
         let mut response = Response::success(req);
-        if wish == (PortWish::Even { reserve_next: true }) {
+        if wish.reserves_next() {
             let token = self.reserve_next_port(relay, now);
             response.add(&ReservationToken(token.to_vec()));
         }
@@ -356,7 +356,8 @@ impl Engine {
         Ok(response)
     }
 
-    /// Picks a relay IP of the family and binds a free port on it.
+    /// Picks a relay IP of the family and binds a free port on it (with an EVEN-PORT
+    /// reservation, its successor is taken too, for [`Engine::reserve_next_port`]).
     fn bind_new_relay(
         &mut self,
         owner: &FiveTuple,
@@ -378,43 +379,48 @@ impl Engine {
         self.next_relay_ip = self.next_relay_ip.wrapping_add(1);
         for i in 0..ips.len() {
             let ip = ips[(self.next_relay_ip + i) % ips.len()];
-            let candidates = self
-                .shared
-                .ports()
-                .candidates(ip, wish, BIND_ATTEMPTS, &mut self.rng);
-            for port in candidates {
+            // A port another process holds stays taken until this search ends, so the
+            // search does not come back to it.
+            let mut unbindable = Vec::new();
+            let mut bound = None;
+            for _ in 0..BIND_ATTEMPTS {
                 // Taken before binding, so two workers never bind the same port.
-                if !self.shared.take_port(ip, port) {
-                    continue;
-                }
+                let taken = self.shared.ports().take_free(ip, wish, &mut self.rng);
+                let Some(port) = taken else { break };
                 let addr = SocketAddr::new(ip, port);
                 match io.bind_relay(addr, owner, dont_fragment) {
-                    Ok(()) => return Ok(addr),
-                    // Another process holds it: keep looking.
+                    Ok(()) => {
+                        bound = Some(addr);
+                        break;
+                    }
                     Err(e) => {
-                        self.shared.release_port(addr);
                         tracing::debug!(%addr, error = %e, "relay port unavailable");
+                        unbindable.push(port);
                     }
                 }
+            }
+            let mut ports = self.shared.ports();
+            for port in unbindable {
+                ports.give_back(ip, port, wish);
+            }
+            if let Some(addr) = bound {
+                return Ok(addr);
             }
         }
         Err(Reject::InsufficientCapacity)
     }
 
-    /// Holds `relay`'s next port for a later Allocate and returns the token for it.
+    /// Holds `relay`'s next port for a later Allocate and returns the token for it. The
+    /// port was taken with `relay` (see [`super::ports::PortPool::take_free`]): the
+    /// reservation owns it from here and frees it when it expires unclaimed.
     fn reserve_next_port(&mut self, relay: SocketAddr, now: Now) -> [u8; 8] {
         let reserved = SocketAddr::new(relay.ip(), relay.port() + 1);
-        self.shared.take_port(reserved.ip(), reserved.port());
-        let mut token = [0u8; 8];
-        rand::Rng::fill(&mut self.rng, &mut token);
         let expires = now.mono + RESERVATION_LIFETIME;
-        self.shared.reserve(
-            token,
-            Reservation {
-                relay: reserved,
-                expires,
-            },
-        );
+        let reservation = Reservation {
+            relay: reserved,
+            expires,
+        };
+        let token = self.shared.reserve(reservation, &mut self.rng);
         self.timers
             .push(std::cmp::Reverse((expires, Timer::Reservation(token))));
         token
