@@ -109,8 +109,8 @@ impl Shared {
     }
 
     /// Keeps `reservation` under a fresh random token and returns the token. A token
-    /// never replaces a live one: that reservation's port would be freed by the wrong
-    /// expiry and then never again, and its owner's claim would get another's port.
+    /// never replaces a live one: that reservation's port would never be freed, and a
+    /// claim with the token would get the other reservation's port.
     pub fn reserve(&self, reservation: Reservation, rng: &mut impl Rng) -> [u8; 8] {
         let mut reservations = lock(&self.reservations);
         // Ends at the first token not in use: there are far fewer than 2^64.
