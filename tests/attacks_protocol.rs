@@ -756,7 +756,7 @@ fn the_engine_drops_datagrams_from_any_workers_relay_socket() {
     let mut io = sans_io::Recorder::default();
     let port = sans_io::PORTS.0 + 3;
     assert!(
-        engine.shared().take_port(sans_io::RELAY_V4, port),
+        engine.shared().ports().take(sans_io::RELAY_V4, port),
         "another worker's relay"
     );
     let from = |port, transport| FiveTuple {

@@ -101,6 +101,15 @@ fn debian_example_config_imports() {
     assert!(stderr.contains("not mapped") || stderr.contains("every coturn option"));
 }
 
+/// The reason stderr gives for not mapping `option` (its line is `line N: OPTION: REASON`).
+fn note<'a>(stderr: &'a str, option: &str) -> &'a str {
+    let prefix = format!(": {option}: ");
+    stderr
+        .lines()
+        .find_map(|l| l.split_once(&prefix).map(|(_, reason)| reason))
+        .unwrap_or_else(|| panic!("{option} not reported: {stderr}"))
+}
+
 #[test]
 fn typical_deployment_maps_field_by_field() {
     let secret = "abc123def456abc123def456";
@@ -155,13 +164,44 @@ fn typical_deployment_maps_field_by_field() {
     assert!(toml.contains("# coturn: realm"), "{toml}");
     assert!(toml.contains("# coturn: external-ip"), "{toml}");
     // Unmapped options are listed with a reason.
-    let no_cli = stderr
-        .lines()
-        .find(|l| l.contains("no-cli"))
-        .unwrap_or_else(|| panic!("no-cli not reported: {stderr}"));
-    assert!(no_cli.contains(": "), "{no_cli}");
+    assert!(!note(&stderr, "no-cli").is_empty());
     assert!(stderr.contains("fingerprint"), "{stderr}");
     assert!(!stderr.contains(secret), "{stderr}");
+}
+
+/// The notes for options tern covers differently say what tern does instead, and
+/// what it does not implement.
+#[test]
+fn notes_say_what_tern_does_instead() {
+    let text = "realm=example.org\n\
+                keep-address-family\n\
+                allocation-default-address-family=keep\n\
+                alternate-server=192.0.2.10:3478\n\
+                tls-alternate-server=192.0.2.10:5349\n\
+                sha256\n";
+    let (_, _, stderr) = import_text(text);
+    for option in ["keep-address-family", "allocation-default-address-family"] {
+        let reason = note(&stderr, option);
+        assert!(reason.contains("RFC 6156"), "{reason}");
+        assert!(reason.contains("IPv4 unless"), "{reason}");
+        assert!(reason.contains("REQUESTED-ADDRESS-FAMILY"), "{reason}");
+    }
+    for option in ["alternate-server", "tls-alternate-server"] {
+        let reason = note(&stderr, option);
+        assert!(
+            reason.contains("static alternate-server lists are not supported"),
+            "{reason}"
+        );
+        assert!(reason.contains("300 Try Alternate"), "{reason}");
+        assert!(reason.contains("docs/fleet.md"), "{reason}");
+    }
+    let reason = note(&stderr, "sha256");
+    assert!(
+        reason.contains(
+            "MESSAGE-INTEGRITY-SHA256 and PASSWORD-ALGORITHMS (RFC 8489) are not implemented"
+        ),
+        "{reason}"
+    );
 }
 
 #[test]

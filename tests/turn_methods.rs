@@ -639,6 +639,157 @@ fn quotas_and_reservations_hold_across_workers() {
     assert_eq!(won[0].1.map(|a| a.port()), Some(relay.port() + 1));
 }
 
+/// Relay ports of the contended range in `even_port_reservations_race_across_workers`.
+const RACE_PORTS: u16 = 12;
+/// Allocations of one round of that race: with EVEN-PORT R=1, then plain ones.
+const RACE_RESERVING: usize = 3;
+const RACE_PLAIN: usize = 4;
+/// Rounds of that race: a round takes well under 100 ms on loopback, and the window in
+/// which two workers meet on one pair is hit in only a few per cent of rounds.
+const RACE_ROUNDS: usize = 20;
+
+/// What one Allocate got: its client, and the error code or relayed address and token.
+struct Allocated {
+    client: TurnClient,
+    code: Option<u16>,
+    relay: Option<SocketAddr>,
+    token: Option<Vec<u8>>,
+}
+
+fn allocate_from(mut client: TurnClient, attrs: Vec<Attr>) -> Allocated {
+    let r = client.allocate(attrs).unwrap();
+    Allocated {
+        code: r.code,
+        relay: r.xor_address(ATTR_XOR_RELAYED_ADDRESS),
+        token: r.msg.attr(ATTR_RESERVATION_TOKEN).map(<[u8]>::to_vec),
+        client,
+    }
+}
+
+/// Waits (a second at most) until the server holds `n` relay ports: a deleted
+/// allocation's port comes back once its socket is closed, milliseconds later.
+fn wait_ports_in_use(admin: SocketAddr, n: usize) {
+    let mut in_use = support::metric(admin, "tern_relay_ports_in_use");
+    for _ in 0..50 {
+        if in_use == n as f64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        in_use = support::metric(admin, "tern_relay_ports_in_use");
+    }
+    assert_eq!(in_use, n as f64, "relay ports in use");
+}
+
+/// Clients on several workers allocate at once over a narrow port range, some with
+/// EVEN-PORT R=1 (an even port and its successor), some without (any port, odd ones
+/// included). Every port ends up with one owner, a 508 for a pair means no pair was
+/// free, each RESERVATION-TOKEN gets exactly the port after its even one, and once
+/// everything is deleted the whole range can be allocated again: no port lost or held
+/// twice.
+#[test]
+fn even_port_reservations_race_across_workers() {
+    let (min, max) = support::free_port_range(RACE_PORTS);
+    let admin = SocketAddr::from(([127, 0, 0, 1], support::free_udp_tcp_port()));
+    let admin_arg = admin.to_string();
+    let s = server_with_ports(
+        &format!("{min}-{max}"),
+        &["--workers", "4", "--admin", &admin_arg],
+    );
+    let pairs: Vec<u16> = (min..max).filter(|p| p % 2 == 0).collect();
+    for round in 0..RACE_ROUNDS {
+        let start = std::sync::Barrier::new(RACE_RESERVING + RACE_PLAIN);
+        let results: Vec<Allocated> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..RACE_RESERVING + RACE_PLAIN)
+                .map(|i| {
+                    let (s, start) = (&s, &start);
+                    scope.spawn(move || {
+                        let mut c = client(s);
+                        // This only learns the nonce, so the signed Allocates race.
+                        c.refresh(None).unwrap();
+                        let attrs = if i < RACE_RESERVING {
+                            vec![Attr::Raw(ATTR_EVEN_PORT, vec![0x80])]
+                        } else {
+                            vec![]
+                        };
+                        start.wait();
+                        allocate_from(c, attrs)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let (reserving, plain) = results.split_at(RACE_RESERVING);
+        let mut held = std::collections::HashSet::new();
+        for a in plain {
+            assert_eq!(a.code, None, "round {round}: a plain Allocate was refused");
+            let relay = a.relay.unwrap();
+            assert!(held.insert(relay.port()), "round {round}: {relay} twice");
+        }
+        let mut tokens = Vec::new();
+        let mut refused = 0;
+        for a in reserving {
+            match (a.code, a.relay, &a.token) {
+                (None, Some(relay), Some(token)) => {
+                    assert_eq!(relay.port() % 2, 0, "round {round}: {relay}");
+                    assert!(held.insert(relay.port()), "round {round}: {relay} twice");
+                    assert!(
+                        held.insert(relay.port() + 1),
+                        "round {round}: {relay}'s next port is held by another"
+                    );
+                    tokens.push((relay, token.clone()));
+                }
+                (Some(508), None, None) => refused += 1,
+                other => panic!("round {round}: EVEN-PORT answered {other:?}"),
+            }
+        }
+        // Nothing was freed during the race, so a pair free now was free then.
+        let free_pair = pairs
+            .iter()
+            .find(|&&p| !held.contains(&p) && !held.contains(&(p + 1)));
+        assert!(
+            refused == 0 || free_pair.is_none(),
+            "round {round}: 508 for EVEN-PORT while {free_pair:?} was free"
+        );
+        wait_ports_in_use(admin, held.len());
+
+        let mut clients: Vec<TurnClient> = results.into_iter().map(|a| a.client).collect();
+        for (relay, token) in tokens {
+            let claim = vec![Attr::Raw(ATTR_RESERVATION_TOKEN, token)];
+            let a = allocate_from(client(&s), claim);
+            assert_eq!(
+                a.code, None,
+                "round {round}: the token of {relay} was refused"
+            );
+            let claimed = a.relay.map(|r| r.port());
+            assert_eq!(claimed, Some(relay.port() + 1), "round {round}");
+            clients.push(a.client);
+        }
+        wait_ports_in_use(admin, held.len());
+        for c in &mut clients {
+            // Refused clients have no allocation to delete: 437.
+            c.refresh(Some(0)).unwrap();
+        }
+        wait_ports_in_use(admin, 0);
+
+        // Every port can be allocated again, each once, and then none is left.
+        let refill: Vec<Allocated> = (min..=max)
+            .map(|_| allocate_from(client(&s), vec![]))
+            .collect();
+        let mut ports: Vec<u16> = refill
+            .iter()
+            .filter_map(|a| a.relay)
+            .map(|r| r.port())
+            .collect();
+        ports.sort_unstable();
+        assert_eq!(ports, (min..=max).collect::<Vec<_>>(), "round {round}");
+        assert_eq!(allocate_from(client(&s), vec![]).code, Some(508));
+        for mut a in refill {
+            assert!(a.client.refresh(Some(0)).unwrap().is_success());
+        }
+        wait_ports_in_use(admin, 0);
+    }
+}
+
 /// Allocations are spread over every relay IP, so one server can go past the ~16k
 /// ports one IP offers.
 #[test]

@@ -1,7 +1,8 @@
 //! A UDP listener on the wildcard address serves each client on the local address it
 //! sent to: answers and relayed data come from that address (a NAT or a client
 //! checking the source would drop them otherwise), the allocation belongs to that
-//! 5-tuple, and the client is relayed on that address when it is a relay IP.
+//! 5-tuple. With relay IPs taken from the listen addresses (no `relay.ips`), a client
+//! is relayed on the address it reached.
 //!
 //! Loopback has every 127.0.0.0/8 address, and the kernel's own choice of source for
 //! any of them is 127.0.0.1, so 127.0.0.2 and 127.0.0.3 stand in for a multi-homed
@@ -60,9 +61,9 @@ fn each_client_is_answered_and_relayed_from_the_address_it_used() {
         // Answered at all: the client takes only datagrams from `server`.
         let r = c.allocate(vec![]).expect("allocate io");
         assert!(r.is_success(), "round {round} via {server}: {:?}", r.code);
-        // Relayed on the address it reached, whichever the round-robin would give.
+        // Configured relay IPs take turns.
         let relay = r.xor_address(ATTR_XOR_RELAYED_ADDRESS).expect("relayed");
-        assert_eq!(relay.ip(), IpAddr::V4(side), "round {round}");
+        assert!(SIDES.map(IpAddr::V4).contains(&relay.ip()), "round {round}");
 
         // Peer data comes back through the listener from the same address, both as a
         // Data indication and as ChannelData.
@@ -105,5 +106,33 @@ fn the_allocation_belongs_to_the_address_the_client_used() {
     assert!(r.is_success(), "{:?}", r.code);
     // The first allocation is untouched.
     assert!(c.refresh(Some(600)).unwrap().is_success());
+    s.assert_running();
+}
+
+/// Relay IPs not configured: they are the listen addresses, and each client gets the
+/// one it reached (an address another network reaches may be out of its reach).
+#[test]
+fn without_relay_ips_a_client_is_relayed_on_the_address_it_reached() {
+    let port = support::free_udp_port();
+    let listen = SIDES.map(|ip| SocketAddr::from((ip, port)).to_string());
+    let mut s = TernServer::start(&[
+        "--listen",
+        &listen[0],
+        "--listen",
+        &listen[1],
+        "--user",
+        "alice:wonderland",
+        "--ports",
+        &relay_ports_arg(),
+    ]);
+    let mut clients = Vec::new();
+    for side in [SIDES[0], SIDES[1], SIDES[1], SIDES[0], SIDES[0], SIDES[1]] {
+        let mut c = client(SocketAddr::from((side, port)));
+        let r = c.allocate(vec![]).expect("allocate io");
+        assert!(r.is_success(), "{side}: {:?}", r.code);
+        let relay = r.xor_address(ATTR_XOR_RELAYED_ADDRESS).expect("relayed");
+        assert_eq!(relay.ip(), IpAddr::V4(side));
+        clients.push(c);
+    }
     s.assert_running();
 }

@@ -98,6 +98,8 @@ pub struct EngineConfig {
     pub software: Option<String>,
     /// Local IPs relay sockets bind to.
     pub relay_ips: Vec<IpAddr>,
+    /// How an allocation's relay IP is picked among those of its family.
+    pub relay_ip_choice: RelayIpChoice,
     /// Relay IP → the public IP to advertise for it (1:1 NAT).
     pub advertised_ips: HashMap<IpAddr, IpAddr>,
     pub ports: PortRange,
@@ -110,6 +112,20 @@ pub struct EngineConfig {
     pub user_allocations: usize,
     pub max_permissions: usize,
     pub max_channels: usize,
+}
+
+/// How an allocation's relay IP is picked among the relay IPs of its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayIpChoice {
+    /// The operator listed the relay IPs: each is reachable, so they take turns, which
+    /// spreads allocations past the ports one IP offers.
+    Spread,
+    /// The relay IPs were derived from the listen addresses or the host's interfaces,
+    /// which may include addresses the client's network cannot reach (another LAN's
+    /// side, a VPN or container bridge). The address the client reached the server on
+    /// is known to be reachable, so it comes first; the others take turns only when it
+    /// is not a relay IP of the family or its ports have run out.
+    ReachedFirst,
 }
 
 /// An allocation as the admin API shows it; its relay address is its id.

@@ -17,8 +17,8 @@ use turn::proto::rsrvtoken::ReservationToken;
 use super::allocation::ChannelConflict;
 use super::ports::PortWish;
 use super::{
-    Allocation, Engine, FiveTuple, Io, Now, RESERVATION_LIFETIME, Reject, Reservation, Timer,
-    Transport,
+    Allocation, Engine, FiveTuple, Io, Now, RESERVATION_LIFETIME, Reject, RelayIpChoice,
+    Reservation, Timer, Transport,
 };
 use crate::auth::{AuthError, LongTermKey};
 use crate::proto::attrs::decode_address_family;
@@ -326,7 +326,7 @@ impl Engine {
         };
         let relay = relay.inspect_err(|_| self.shared.uncount_allocation(&identity))?;
         let mut response = Response::success(req);
-        if wish == (PortWish::Even { reserve_next: true }) {
+        if wish.reserves_next() {
             let token = self.reserve_next_port(relay, now);
             response.add(&ReservationToken(token.to_vec()));
         }
@@ -356,8 +356,8 @@ impl Engine {
         Ok(response)
     }
 
-    /// Picks a relay IP of the family (the one the client reached, if it is one) and
-    /// binds a free port on it.
+    /// Picks a relay IP of the family (see [`RelayIpChoice`]) and binds a free port on it (with an EVEN-PORT reservation, its successor is taken
+    /// too, for [`Engine::reserve_next_port`]).
     fn bind_new_relay(
         &mut self,
         owner: &FiveTuple,
@@ -376,10 +376,10 @@ impl Engine {
         if ips.is_empty() {
             return Err(Reject::AddressFamilyNotSupported);
         }
-        // The address the client reached the server on, when it is a relay IP of the
-        // family, comes first: on a host with several addresses that is the one the
-        // client's network is known to reach. The others follow round-robin.
-        let reached = ips.iter().position(|&ip| ip == owner.server.ip());
+        let reached = match self.config.relay_ip_choice {
+            RelayIpChoice::ReachedFirst => ips.iter().position(|&ip| ip == owner.server.ip()),
+            RelayIpChoice::Spread => None,
+        };
         self.next_relay_ip = self.next_relay_ip.wrapping_add(1);
         let order = reached.into_iter().chain(
             (0..ips.len())
@@ -388,43 +388,48 @@ impl Engine {
         );
         for i in order {
             let ip = ips[i];
-            let candidates = self
-                .shared
-                .ports()
-                .candidates(ip, wish, BIND_ATTEMPTS, &mut self.rng);
-            for port in candidates {
+            // A port another process holds stays taken until this search ends, so the
+            // search does not come back to it.
+            let mut unbindable = Vec::new();
+            let mut bound = None;
+            for _ in 0..BIND_ATTEMPTS {
                 // Taken before binding, so two workers never bind the same port.
-                if !self.shared.take_port(ip, port) {
-                    continue;
-                }
+                let taken = self.shared.ports().take_free(ip, wish, &mut self.rng);
+                let Some(port) = taken else { break };
                 let addr = SocketAddr::new(ip, port);
                 match io.bind_relay(addr, owner, dont_fragment) {
-                    Ok(()) => return Ok(addr),
-                    // Another process holds it: keep looking.
+                    Ok(()) => {
+                        bound = Some(addr);
+                        break;
+                    }
                     Err(e) => {
-                        self.shared.release_port(addr);
                         tracing::debug!(%addr, error = %e, "relay port unavailable");
+                        unbindable.push(port);
                     }
                 }
+            }
+            let mut ports = self.shared.ports();
+            for port in unbindable {
+                ports.give_back(ip, port, wish);
+            }
+            if let Some(addr) = bound {
+                return Ok(addr);
             }
         }
         Err(Reject::InsufficientCapacity)
     }
 
-    /// Holds `relay`'s next port for a later Allocate and returns the token for it.
+    /// Holds `relay`'s next port for a later Allocate and returns the token for it. The
+    /// port was taken with `relay` (see [`super::ports::PortPool::take_free`]): the
+    /// reservation owns it from here and frees it when it expires unclaimed.
     fn reserve_next_port(&mut self, relay: SocketAddr, now: Now) -> [u8; 8] {
         let reserved = SocketAddr::new(relay.ip(), relay.port() + 1);
-        self.shared.take_port(reserved.ip(), reserved.port());
-        let mut token = [0u8; 8];
-        rand::Rng::fill(&mut self.rng, &mut token);
         let expires = now.mono + RESERVATION_LIFETIME;
-        self.shared.reserve(
-            token,
-            Reservation {
-                relay: reserved,
-                expires,
-            },
-        );
+        let reservation = Reservation {
+            relay: reserved,
+            expires,
+        };
+        let token = self.shared.reserve(reservation, &mut self.rng);
         self.timers
             .push(std::cmp::Reverse((expires, Timer::Reservation(token))));
         token

@@ -7,8 +7,10 @@
 //! reservation expiry, and a datagram from a relay IP checked for a TURN loop), never
 //! per relayed packet, so a mutex each is enough.
 
+use rand::Rng;
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::hash_map::Entry;
+use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -106,8 +108,19 @@ impl Shared {
         lock(&self.counts).per_user.clone()
     }
 
-    pub fn reserve(&self, token: [u8; 8], reservation: Reservation) {
-        lock(&self.reservations).insert(token, reservation);
+    /// Keeps `reservation` under a fresh random token and returns the token. A token
+    /// never replaces a live one: that reservation's port would never be freed, and a
+    /// claim with the token would get the other reservation's port.
+    pub fn reserve(&self, reservation: Reservation, rng: &mut impl Rng) -> [u8; 8] {
+        let mut reservations = lock(&self.reservations);
+        // Ends at the first token not in use: there are far fewer than 2^64.
+        loop {
+            let token: [u8; 8] = rng.random();
+            if let Entry::Vacant(slot) = reservations.entry(token) {
+                slot.insert(reservation);
+                return token;
+            }
+        }
     }
 
     /// Takes the reservation of `token` if it is still valid at `now`; an expired one
@@ -150,9 +163,5 @@ impl Shared {
     /// Whether the port of `addr` is taken on its IP (bound by a relay socket or reserved).
     pub fn port_taken(&self, addr: SocketAddr) -> bool {
         self.ports().is_taken(addr.ip(), addr.port())
-    }
-
-    pub fn take_port(&self, ip: IpAddr, port: u16) -> bool {
-        self.ports().take(ip, port)
     }
 }

@@ -179,7 +179,7 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
         }
         "max-bps" | "bps-capacity" => "bandwidth limits are not supported",
         "alternate-server" | "tls-alternate-server" => {
-            "ALTERNATE-SERVER redirection is not supported"
+            "static alternate-server lists are not supported; a tern fleet ([cluster], docs/fleet.md) redirects Allocates with 300 Try Alternate to another node while draining or over redirect_above_allocations / redirect_above_mbps"
         }
         "aux-server" | "udp-self-balance" => {
             "auxiliary servers and self-balancing are not supported"
@@ -197,10 +197,10 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
         "max-allocate-timeout" => "allocation setup timeouts are fixed in tern",
         "tcp-proxy-port" => "the PROXY protocol is not supported",
         "keep-address-family" | "allocation-default-address-family" => {
-            "tern follows RFC 6156: the relayed family is the client's unless it asks otherwise"
+            "tern follows RFC 6156: the relayed address is IPv4 unless the Allocate asks for IPv6 with REQUESTED-ADDRESS-FAMILY, whatever family the client connects over"
         }
         "sha256" | "sha384" | "sha512" => {
-            "tern's long-term credentials use MD5 keys (RFC 8489 with SHA-256 is not configured)"
+            "tern's long-term credentials use MD5 keys and HMAC-SHA1 MESSAGE-INTEGRITY; MESSAGE-INTEGRITY-SHA256 and PASSWORD-ALGORITHMS (RFC 8489) are not implemented"
         }
         _ if name.starts_with("cli-") => "tern has no telnet admin CLI",
         _ if name.starts_with("redis-")

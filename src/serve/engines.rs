@@ -12,7 +12,7 @@ use crate::auth::{
     Credentials, LongTermKey, NonceIssuer, RestSecret, StaticSecret, UnauthorizedLimiter,
 };
 use crate::config::Settings;
-use crate::core::{Engine, EngineConfig, EngineRules, Shared};
+use crate::core::{Engine, EngineConfig, EngineRules, RelayIpChoice, Shared};
 use crate::policy::{OwnRelays, OwnServices, PeerPolicy};
 
 /// The rules a reload may change, built from `settings` for the relay addresses the
@@ -44,6 +44,11 @@ pub fn rules(
     let config = Arc::new(EngineConfig {
         software: settings.server.software.clone(),
         relay_ips: relay_ips.to_vec(),
+        relay_ip_choice: if r.ips.is_empty() {
+            RelayIpChoice::ReachedFirst
+        } else {
+            RelayIpChoice::Spread
+        },
         advertised_ips: advertised_ips.clone(),
         ports: r.ports,
         default_lifetime: r.default_lifetime.as_duration(),

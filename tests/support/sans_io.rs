@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
 use tern::config::PortRange;
-use tern::core::{Engine, EngineConfig, EngineRules, FiveTuple, Io, PeerRoute, Shared};
+use tern::core::{
+    Engine, EngineConfig, EngineRules, FiveTuple, Io, PeerRoute, RelayIpChoice, Shared,
+};
 use tern::policy::{OwnRelays, PeerPolicy};
 
 pub const REALM: &str = "test";
@@ -85,6 +87,7 @@ pub fn engine_config() -> EngineConfig {
     EngineConfig {
         software: None,
         relay_ips: vec![RELAY_V4, RELAY_V6],
+        relay_ip_choice: RelayIpChoice::Spread,
         advertised_ips: HashMap::new(),
         ports: port_range(),
         default_lifetime: 600 * SEC,
@@ -112,9 +115,19 @@ pub fn peer_policy() -> PeerPolicy {
     PeerPolicy::new(allowed, vec![], own)
 }
 
+/// The key of the engines' stateless nonces: any engine built here accepts the nonces
+/// of any other, as the workers of one server do.
+pub const NONCE_KEY: &[u8] = b"nonce key for tests";
+
 /// An engine with the static user [`USER`]/[`PASSWORD`] in [`REALM`], nonces valid for
 /// 600 s, and the given limiter on answers to unauthenticated sources.
 pub fn engine(limiter: UnauthorizedLimiter) -> Engine {
+    engine_sharing(limiter, Arc::new(Shared::new(port_range())))
+}
+
+/// Like [`engine`], with the state it shares with other engines (ports, quotas,
+/// reservations) given: engines sharing one [`Shared`] are the workers of one server.
+pub fn engine_sharing(limiter: UnauthorizedLimiter, shared: Arc<Shared>) -> Engine {
     let users = HashMap::from([(USER.to_string(), StaticSecret::Password(PASSWORD.into()))]);
     let rules = EngineRules {
         config: Arc::new(engine_config()),
@@ -123,10 +136,10 @@ pub fn engine(limiter: UnauthorizedLimiter) -> Engine {
     };
     Engine::new(
         &rules,
-        NonceIssuer::new(b"nonce key for tests", 600),
+        NonceIssuer::new(NONCE_KEY, 600),
         limiter,
         rand::rngs::StdRng::seed_from_u64(7),
-        Arc::new(Shared::new(port_range())),
+        shared,
     )
 }
 
