@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
 use stun::message::{METHOD_BINDING, METHOD_REFRESH};
-use support::{TempDir, TernServer, free_port_range, free_udp_tcp_port, run_tern};
+use support::{TempDir, TernServer, free_port_range, free_udp_tcp_port, relay_ports_arg, run_tern};
 use tern::client::{ClientTransport, Outgoing, TurnClient, signed};
 
 /// A UDP client of `server` sending from `ip` (any 127.0.0.0/8 address is local), so
@@ -59,11 +59,12 @@ fn write(path: &Path, text: &str) {
 fn applied_keys_change_what_new_requests_and_connections_get() {
     let dir = TempDir::new("reload-applies");
     let path = dir.join("tern.toml");
+    // Many buckets, so that the three source IPs below almost surely get one each.
     let before = "[auth]\nunauthorized_per_second = 1\nunauthorized_burst = 50\n\
-                  [limits]\nmax_connections_per_ip = 64\n\
+                  [limits]\nmax_connections_per_ip = 64\nrate_limit_slots = 65536\n\
                   [[auth.users]]\nname = \"alice\"\npassword = \"pw\"\n";
     write(&path, before);
-    let ports = support::relay_ports_arg();
+    let ports = relay_ports_arg();
     let s = TernServer::start(&["--config", path.to_str().unwrap(), "--ports", &ports]);
 
     let mut flood = client_from([127, 0, 0, 2], s.addr, "", "");
