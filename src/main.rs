@@ -87,7 +87,10 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         .filter(|key| restart.contains(key))
         .collect();
     if !set.is_empty() {
-        println!("restart-only keys this file sets: {}", set.join(", "));
+        println!(
+            "restart-only keys this file changes from their defaults: {}",
+            set.join(", ")
+        );
     }
     println!(
         "{}: valid ({} warning{})",

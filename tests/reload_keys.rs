@@ -263,7 +263,7 @@ fn check_config_lists_the_restart_only_keys() {
     }
     assert!(
         out.stdout
-            .contains("restart-only keys this file sets: relay.ports\n"),
+            .contains("restart-only keys this file changes from their defaults: relay.ports\n"),
         "{}",
         out.describe()
     );
