@@ -8,9 +8,10 @@ mod support;
 #[path = "support/certs.rs"]
 mod certs;
 
+use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
 use stun::message::{METHOD_BINDING, METHOD_REFRESH};
 use support::{TempDir, TernServer, free_port_range, free_udp_tcp_port, relay_ports_arg, run_tern};
@@ -123,6 +124,39 @@ fn applied_keys_change_what_new_requests_and_connections_get() {
     let mut bob = TurnClient::new(s.addr, "bob", "builder").unwrap();
     assert!(bob.allocate(vec![]).unwrap().is_success(), "bob known");
     assert_eq!(refresh_once(&mut alice), Some(438), "nonce lifetime of 1 s");
+}
+
+#[test]
+fn a_new_idle_timeout_applies_to_new_connections_only() {
+    let dir = TempDir::new("reload-idle");
+    let path = dir.join("tern.toml");
+    write(&path, "[limits]\nconnection_idle_timeout = 30\n");
+    let ports = relay_ports_arg();
+    let s = TernServer::start(&["--config", path.to_str().unwrap(), "--ports", &ports]);
+    let mut old = tcp_served(s.addr).expect("a connection before the reload");
+
+    write(&path, "[limits]\nconnection_idle_timeout = 1\n");
+    s.reload();
+    let mut new = tcp_served(s.addr).expect("a connection after the reload");
+    let opened = Instant::now();
+    let closed = new.recv(Duration::from_secs(5));
+    assert!(
+        closed
+            .as_ref()
+            .is_err_and(|e| e.kind() == ErrorKind::UnexpectedEof),
+        "{closed:?}"
+    );
+    assert!(
+        opened.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        opened.elapsed()
+    );
+    // Past the new timeout, the connection opened before the reload is still served.
+    let reply = old.request(METHOD_BINDING, &Outgoing::default());
+    assert!(
+        reply.is_ok_and(|r| r.is_success()),
+        "the old connection was closed"
+    );
 }
 
 #[test]
