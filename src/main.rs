@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 
 use tern::auth::LongTermKey;
 use tern::cli::{Cli, Command, ServeArgs};
-use tern::config::{LogFormat, Settings, lint};
+use tern::config::{LogFormat, Settings, lint, reload};
 
 fn main() -> ExitCode {
     match Cli::parse().command {
@@ -76,6 +76,21 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     let warnings = lint::lint(&settings);
     for w in &warnings {
         println!("warning: {w}");
+    }
+    let restart: Vec<&str> = reload::restart_only().collect();
+    println!(
+        "a reload (SIGHUP) applies every key except these, which take a restart: {}",
+        restart.join(", ")
+    );
+    let set: Vec<&str> = reload::changed(&Settings::default(), &settings)
+        .into_iter()
+        .filter(|key| restart.contains(key))
+        .collect();
+    if !set.is_empty() {
+        println!(
+            "restart-only keys this file changes from their defaults: {}",
+            set.join(", ")
+        );
     }
     println!(
         "{}: valid ({} warning{})",

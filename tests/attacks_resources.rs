@@ -1149,14 +1149,17 @@ fn a_panicking_connection_task_harms_no_other_connection() {
     let healthy_addr = healthy.local_addr().unwrap();
     let doomed_addr = doomed.local_addr().unwrap();
     let plain = || Accept::Plain(None);
+    // Each listener's rules, as `tern serve` hands them over (a reload would send new ones).
+    let (_healthy_config, healthy_config) = tokio::sync::watch::channel(config(8));
+    let (_doomed_config, doomed_config) = tokio::sync::watch::channel(config(0));
     runtime.spawn(serve(
         healthy,
         plain(),
-        config(8),
+        healthy_config,
         vec![events.clone()],
         state.clone(),
     ));
-    runtime.spawn(serve(doomed, plain(), config(0), vec![events], state));
+    runtime.spawn(serve(doomed, plain(), doomed_config, vec![events], state));
     runtime.spawn(async move {
         let mut connections = std::collections::HashMap::new();
         while let Some(event) = worker.recv().await {

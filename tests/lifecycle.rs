@@ -128,6 +128,20 @@ fn sigterm_stops_at_the_drain_timeout() {
     UdpSocket::bind(relay).expect("relay port free after exit");
 }
 
+/// `server.drain_timeout` applies on reload: the drain that follows uses the new one.
+#[test]
+fn a_reloaded_drain_timeout_applies_to_the_next_drain() {
+    let ports = relay_ports_arg();
+    let mut s = start("[server]\ndrain_timeout = 60\n", &ports);
+    std::fs::write(s.dir.join("tern.toml"), "[server]\ndrain_timeout = 1\n").unwrap();
+    s.reload();
+    let (_c, _peer, _relay) = relaying(&s);
+    signal(&s, "-TERM");
+    let (status, took) = exit_within(&mut s, Duration::from_secs(10)).expect("server exited");
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(5), "drained for {took:?}");
+}
+
 #[test]
 fn sigint_exits_at_once_with_allocations_alive() {
     let ports = relay_ports_arg();

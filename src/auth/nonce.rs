@@ -53,6 +53,12 @@ impl NonceIssuer {
         }
     }
 
+    /// A new lifetime (a reload): nonces already handed out are judged by it too, as
+    /// their issue time is in them.
+    pub fn set_lifetime(&mut self, lifetime_secs: u64) {
+        self.lifetime_secs = lifetime_secs;
+    }
+
     /// A nonce for `client` over `transport`, issued at `unix_now`: 16 lowercase hex digits of
     /// the time then 24 of the MAC, 40 characters, all legal in a STUN NONCE.
     pub fn issue(&self, client: SocketAddr, transport: u8, unix_now: u64) -> String {

@@ -27,17 +27,39 @@ struct Bucket {
     last: Option<Instant>,
 }
 
-/// Fixed-memory, per-source-IP token buckets for 401 answers. Clones share the buckets.
+/// Fixed-memory, per-source-IP token buckets for 401 answers. Clones share the buckets
+/// and the rates, so a reload changes the rates of every worker at once.
 #[derive(Clone)]
 pub struct UnauthorizedLimiter {
+    hash_key: u64,
+    /// Number of buckets, fixed for the life of the limiter.
+    slots: usize,
+    /// Held only for one bucket update, on the unauthenticated path, or a rate change.
+    table: Arc<Mutex<Table>>,
+}
+
+/// The rates and the buckets they apply to.
+struct Table {
     per_second: u64,
     /// Bucket capacity in units.
     capacity: u64,
-    hash_key: u64,
-    /// Number of buckets; 0 when the limiter is disabled.
-    slots: usize,
-    /// Held only for one bucket update, on the unauthenticated path.
-    buckets: Arc<Mutex<Box<[Bucket]>>>,
+    /// Empty while the limiter is disabled and has never been enabled.
+    buckets: Box<[Bucket]>,
+}
+
+impl Table {
+    /// Sets the rates; the first time the limit is on, the buckets are made (full).
+    fn set(&mut self, per_second: u32, burst: u32, slots: usize) {
+        self.per_second = u64::from(per_second);
+        self.capacity = u64::from(burst.max(1)) * UNITS_PER_TOKEN;
+        if per_second > 0 && self.buckets.is_empty() {
+            let full = Bucket {
+                units: self.capacity,
+                last: None,
+            };
+            self.buckets = vec![full; slots].into_boxed_slice();
+        }
+    }
 }
 
 impl UnauthorizedLimiter {
@@ -47,40 +69,52 @@ impl UnauthorizedLimiter {
     /// limiter: every call is allowed and no table is allocated. `hash_key` should be random
     /// per process so outsiders cannot aim at a chosen bucket.
     pub fn new(per_second: u32, burst: u32, slots: usize, hash_key: u64) -> Self {
-        let capacity = u64::from(burst.max(1)) * UNITS_PER_TOKEN;
-        let slots = if per_second == 0 { 0 } else { slots.max(1) };
-        let empty = Bucket {
-            units: capacity,
-            last: None,
+        let slots = slots.max(1);
+        let mut table = Table {
+            per_second: 0,
+            capacity: 0,
+            buckets: Box::default(),
         };
+        table.set(per_second, burst, slots);
         Self {
-            per_second: u64::from(per_second),
-            capacity,
             hash_key,
             slots,
-            buckets: Arc::new(Mutex::new(vec![empty; slots].into_boxed_slice())),
+            table: Arc::new(Mutex::new(table)),
         }
+    }
+
+    /// New rates for every clone (a reload). Each bucket keeps its tokens, capped to the
+    /// new burst when next used, so a lower burst applies at once and a source gains
+    /// nothing from a reload; `per_second == 0` turns the limit off.
+    pub fn set_rates(&self, per_second: u32, burst: u32) {
+        self.lock().set(per_second, burst, self.slots);
+    }
+
+    /// Nothing done under the lock panics, so even a lock poisoned elsewhere holds valid
+    /// buckets.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes a token for `ip` at `now`; `false` means the source is over budget and should
     /// get no answer. A `now` earlier than one already seen counts as no time passing.
     pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
-        if self.per_second == 0 {
+        let slot = self.slot(ip);
+        let mut table = self.lock();
+        let (per_second, capacity) = (table.per_second, table.capacity);
+        if per_second == 0 {
             return true;
         }
-        let slot = self.slot(ip);
-        let (per_second, capacity) = (self.per_second, self.capacity);
-        // Nothing below panics, so even a lock poisoned elsewhere holds valid buckets.
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(bucket) = buckets.get_mut(slot) else {
+        let Some(bucket) = table.buckets.get_mut(slot) else {
             return true;
         };
+        let mut units = u128::from(bucket.units);
         if let Some(last) = bucket.last {
             let elapsed = now.saturating_duration_since(last).as_nanos();
-            let refill = elapsed.saturating_mul(u128::from(per_second));
-            let units = u128::from(bucket.units).saturating_add(refill);
-            bucket.units = u64::try_from(units).unwrap_or(u64::MAX).min(capacity);
+            units = units.saturating_add(elapsed.saturating_mul(u128::from(per_second)));
         }
+        // Capped also for a bucket never used: a reload may have lowered the burst.
+        bucket.units = u64::try_from(units).unwrap_or(u64::MAX).min(capacity);
         if bucket.last.is_none_or(|last| now > last) {
             bucket.last = Some(now);
         }
@@ -120,9 +154,10 @@ fn mix(mut x: u64) -> u64 {
 /// Omits `hash_key`, which would let a reader predict bucket placement.
 impl fmt::Debug for UnauthorizedLimiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let table = self.lock();
         f.debug_struct("UnauthorizedLimiter")
-            .field("per_second", &self.per_second)
-            .field("burst", &(self.capacity / UNITS_PER_TOKEN))
+            .field("per_second", &table.per_second)
+            .field("burst", &(table.capacity / UNITS_PER_TOKEN))
             .field("slots", &self.slots)
             .finish_non_exhaustive()
     }
@@ -215,7 +250,7 @@ mod tests {
         for last in 0..=255 {
             limiter.allow(ip(last), now);
         }
-        assert_eq!(limiter.buckets.lock().unwrap().len(), 1);
+        assert_eq!(limiter.lock().buckets.len(), 1);
     }
 
     #[test]
@@ -240,9 +275,33 @@ mod tests {
     #[test]
     fn disabled_always_allows() {
         let mut limiter = UnauthorizedLimiter::new(0, 1, 1024, KEY);
-        assert!(limiter.buckets.lock().unwrap().is_empty());
+        assert!(limiter.lock().buckets.is_empty());
         let now = Instant::now();
         assert!((0..10_000).all(|_| limiter.allow(ip(1), now)));
+    }
+
+    #[test]
+    fn new_rates_reach_every_clone_and_a_lower_burst_applies_at_once() {
+        let first = UnauthorizedLimiter::new(1, 50, 64, KEY);
+        let mut second = first.clone();
+        let now = Instant::now();
+        assert!(second.allow(ip(1), now), "one of 50 taken");
+        first.set_rates(1, 3);
+        assert_eq!(drain(&mut second, ip(1), now), 3, "capped to the new burst");
+        assert_eq!(drain(&mut second, ip(2), now), 3, "a bucket never used too");
+        first.set_rates(1000, 3);
+        assert!(second.allow(ip(1), now + std::time::Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn a_disabled_limiter_can_be_turned_on_and_off() {
+        let mut limiter = UnauthorizedLimiter::new(0, 1, 16, KEY);
+        let now = Instant::now();
+        limiter.set_rates(1, 2);
+        assert_eq!(limiter.lock().buckets.len(), 16);
+        assert_eq!(drain(&mut limiter, ip(1), now), 2);
+        limiter.set_rates(0, 2);
+        assert!((0..100).all(|_| limiter.allow(ip(1), now)));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! network or the clock.
 
 pub mod lint;
+pub mod reload;
 pub mod types;
 
 use ipnet::IpNet;
@@ -376,7 +377,7 @@ impl std::fmt::Debug for AuthSettings {
 }
 
 /// A static user: exactly one of `password` or `key` (hex MD5 of `user:realm:password`).
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserEntry {
     pub name: String,

@@ -108,6 +108,9 @@ pub struct EngineConfig {
     pub permission_lifetime: Duration,
     pub channel_lifetime: Duration,
     pub allow_refresh_after_expiry: bool,
+    /// How long a nonce stays fresh; handed to the nonce issuer on reload (the issuer
+    /// is built with the start-up value, and its key never changes).
+    pub nonce_lifetime: Duration,
     pub total_allocations: usize,
     pub user_allocations: usize,
     pub max_permissions: usize,
@@ -310,8 +313,10 @@ impl Engine {
 
     /// Applies reloaded rules to new work: allocations in progress keep their relay
     /// sockets, permissions and channels and go on relaying; later requests are judged
-    /// by the new credentials, policy and limits.
+    /// by the new credentials, policy and limits, and nonces by the new lifetime.
     pub fn reload(&mut self, rules: &EngineRules) {
+        self.nonces
+            .set_lifetime(rules.config.nonce_lifetime.as_secs());
         self.config = rules.config.clone();
         self.credentials = rules.credentials.clone();
         self.policy = rules.policy.clone();

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -25,7 +25,8 @@ use crate::proto::framing::{self, Frame};
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-/// Rules every connection follows.
+/// Rules every connection follows: each takes the ones current when it is accepted,
+/// so a reload changes them for new connections only.
 #[derive(Clone)]
 pub struct StreamConfig {
     pub handshake_timeout: Duration,
@@ -51,8 +52,10 @@ pub enum Accept {
 /// Open connections, in total and per source IP.
 #[derive(Debug)]
 pub struct ConnectionLimits {
-    max_total: usize,
-    max_per_ip: usize,
+    /// Atomics so a reload can change them while connections are counted: the new
+    /// limits refuse new connections, and connections already open stay.
+    max_total: AtomicUsize,
+    max_per_ip: AtomicUsize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -65,10 +68,16 @@ pub struct ConnectionSlot {
 impl ConnectionLimits {
     pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
         Arc::new(Self {
-            max_total,
-            max_per_ip,
+            max_total: AtomicUsize::new(max_total),
+            max_per_ip: AtomicUsize::new(max_per_ip),
             open: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// New limits for connections accepted from now on.
+    pub fn set_limits(&self, max_total: usize, max_per_ip: usize) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_ip.store(max_per_ip, Ordering::Relaxed);
     }
 
     /// Connections open now.
@@ -85,7 +94,9 @@ impl ConnectionLimits {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let total: usize = open.values().sum();
         let from_ip = open.get(&ip).copied().unwrap_or(0);
-        if total >= self.max_total || from_ip >= self.max_per_ip {
+        if total >= self.max_total.load(Ordering::Relaxed)
+            || from_ip >= self.max_per_ip.load(Ordering::Relaxed)
+        {
             return None;
         }
         *open.entry(ip).or_default() += 1;
@@ -130,11 +141,12 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts connections until the server stops, handing each to a worker chosen by the
-/// client's address (`workers` holds one queue per worker).
+/// client's address (`workers` holds one queue per worker). Each connection follows the
+/// `config` current when it is accepted.
 pub async fn serve(
     listener: TcpListener,
     accept: Accept,
-    config: StreamConfig,
+    config: watch::Receiver<StreamConfig>,
     workers: Vec<mpsc::Sender<StreamEvent>>,
     mut lifecycle: watch::Receiver<super::worker::Lifecycle>,
 ) {
@@ -142,12 +154,13 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
+                    let config = config.borrow().clone();
                     let Some(slot) = config.limits.acquire(client.ip()) else {
                         tracing::debug!(%client, "connection refused: connection limit");
                         continue;
                     };
                     let events = workers[worker_for(client, workers.len())].clone();
-                    let task = connection(stream, client, accept.clone(), config.clone(), events);
+                    let task = connection(stream, client, accept.clone(), config, events);
                     tokio::spawn(async move {
                         task.await;
                         drop(slot);

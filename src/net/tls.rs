@@ -150,14 +150,20 @@ impl Configs {
 }
 
 struct Inner {
-    paths: CertPaths,
     /// The configuration new handshakes use. Replaced whole on reload, so a fresh session
     /// cache comes with each certificate: sessions established under the old
     /// certificate are not resumed under the new one.
     configs: ArcSwap<Configs>,
-    /// Stamps of the last load attempt. The mutex also serializes reloads, so a slow
-    /// reload can never publish an older configuration over a newer one.
-    seen: Mutex<Stamps>,
+    /// The files in use and their stamps as of the last load attempt. The mutex also
+    /// serializes reloads, so a slow reload can never publish an older configuration
+    /// over a newer one.
+    loaded: Mutex<Loaded>,
+}
+
+/// Which files the certificate in use came from, and what they looked like.
+struct Loaded {
+    paths: CertPaths,
+    stamps: Stamps,
 }
 
 /// The certificate currently served. Cheap to clone (one `Arc`). New TLS handshakes use
@@ -171,7 +177,7 @@ impl std::fmt::Debug for TlsAcceptorSource {
     /// Paths only: the configuration holds the private key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsAcceptorSource")
-            .field("paths", &self.inner.paths)
+            .field("paths", &self.lock_loaded().paths)
             .finish_non_exhaustive()
     }
 }
@@ -180,13 +186,12 @@ impl TlsAcceptorSource {
     /// Loads and checks the files; error if anything is wrong. Meant for start-up, so the
     /// server fails before binding rather than on the first client.
     pub fn load(paths: CertPaths) -> Result<Self, TlsError> {
-        let seen = Stamps::of(&paths);
+        let stamps = Stamps::of(&paths);
         let configs = Configs::build(&paths)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                paths,
                 configs: ArcSwap::from_pointee(configs),
-                seen: Mutex::new(seen),
+                loaded: Mutex::new(Loaded { paths, stamps }),
             }),
         })
     }
@@ -201,13 +206,23 @@ impl TlsAcceptorSource {
         TlsAcceptor::from(self.inner.configs.load().https.clone())
     }
 
-    /// Re-reads the files. On success the new certificate is used for new handshakes; on
-    /// error the old one stays and the error is returned for the caller to log.
+    /// Reads the pair at `paths` (on SIGHUP: the files in use, or new ones when
+    /// `tls.cert` or `tls.key` changed). On success the new certificate is used for new
+    /// handshakes and its files are the ones watched; on error the old certificate and
+    /// files stay in use and the error is returned for the caller to log.
     ///
     /// Reads two small files synchronously.
-    pub fn reload(&self) -> Result<(), TlsError> {
-        let mut seen = self.lock_seen();
-        self.reload_locked(&mut seen, Stamps::of(&self.inner.paths))
+    pub fn reload_from(&self, paths: CertPaths) -> Result<(), TlsError> {
+        let mut loaded = self.lock_loaded();
+        if paths.cert == loaded.paths.cert && paths.key == loaded.paths.key {
+            let stamps = Stamps::of(&loaded.paths);
+            return self.reload_locked(&mut loaded, stamps);
+        }
+        let stamps = Stamps::of(&paths);
+        let configs = Configs::build(&paths)?;
+        self.inner.configs.store(Arc::new(configs));
+        *loaded = Loaded { paths, stamps };
+        Ok(())
     }
 
     /// Reloads only if either file's modification time (or size) changed since the last
@@ -218,28 +233,28 @@ impl TlsAcceptorSource {
     /// renewal is picked up when its last file lands, and a broken pair is reported once
     /// rather than at every poll.
     pub fn reload_if_changed(&self) -> Option<Result<(), TlsError>> {
-        let mut seen = self.lock_seen();
-        let now = Stamps::of(&self.inner.paths);
-        if now == *seen {
+        let mut loaded = self.lock_loaded();
+        let now = Stamps::of(&loaded.paths);
+        if now == loaded.stamps {
             return None;
         }
-        Some(self.reload_locked(&mut seen, now))
+        Some(self.reload_locked(&mut loaded, now))
     }
 
-    /// The stamps are plain data, so a panic elsewhere while holding the lock cannot
-    /// leave them inconsistent: poisoning is ignored.
-    fn lock_seen(&self) -> std::sync::MutexGuard<'_, Stamps> {
+    /// The paths and stamps are plain data, so a panic elsewhere while holding the lock
+    /// cannot leave them inconsistent: poisoning is ignored.
+    fn lock_loaded(&self) -> std::sync::MutexGuard<'_, Loaded> {
         self.inner
-            .seen
+            .loaded
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records `stamps` (taken before reading, so a change during the read is noticed at
     /// the next poll) and publishes the new configuration only if it built cleanly.
-    fn reload_locked(&self, seen: &mut Stamps, stamps: Stamps) -> Result<(), TlsError> {
-        *seen = stamps;
-        let configs = Configs::build(&self.inner.paths)?;
+    fn reload_locked(&self, loaded: &mut Loaded, stamps: Stamps) -> Result<(), TlsError> {
+        loaded.stamps = stamps;
+        let configs = Configs::build(&loaded.paths)?;
         self.inner.configs.store(Arc::new(configs));
         Ok(())
     }
@@ -788,6 +803,15 @@ mod tests {
             .await
     }
 
+    /// The certificate a new connection to `addr` is served.
+    async fn served_by(
+        addr: std::net::SocketAddr,
+        trusted: &[&CertificateDer<'static>],
+    ) -> CertificateDer<'static> {
+        let stream = connect(addr, trusted, &[&TLS13], &[b"stun.turn"]).await;
+        served_cert(&stream.expect("connect"))
+    }
+
     fn served_cert(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
         let certs = stream.get_ref().1.peer_certificates().expect("peer certs");
         certs.first().expect("end-entity cert").clone()
@@ -868,7 +892,7 @@ mod tests {
         echo_roundtrip(&mut before, b"one").await;
 
         b.write(&paths);
-        source.reload().expect("reload to B");
+        source.reload_from(paths.clone()).expect("reload to B");
         let after = connect(addr, &trusted, &[&TLS13], &[b"stun.turn"])
             .await
             .expect("connect B");
@@ -878,7 +902,7 @@ mod tests {
         // Garbage: the reload fails and B keeps serving.
         fs::write(&paths.cert, "garbage").expect("write");
         fs::write(&paths.key, "garbage").expect("write");
-        assert!(source.reload().is_err());
+        assert!(source.reload_from(paths.clone()).is_err());
         let still_b = connect(addr, &trusted, &[&TLS13], &[b"stun.turn"])
             .await
             .expect("connect after failed reload");
@@ -887,12 +911,47 @@ mod tests {
         // A half-renewed pair (new cert, old key) is refused the same way.
         fs::write(&paths.cert, &a.cert_pem).expect("write");
         fs::write(&paths.key, &b.key_pem).expect("write");
-        assert!(matches!(source.reload(), Err(TlsError::KeyMismatch { .. })));
+        assert!(matches!(
+            source.reload_from(paths.clone()),
+            Err(TlsError::KeyMismatch { .. })
+        ));
         let still_b = connect(addr, &trusted, &[&TLS13], &[b"stun.turn"])
             .await
             .expect("connect after mismatched reload");
         assert_eq!(served_cert(&still_b), b.der);
         echo_roundtrip(&mut before, b"and still").await;
+    }
+
+    #[tokio::test]
+    async fn reload_from_new_paths_serves_and_watches_the_new_files() {
+        let (old_dir, new_dir) = (TempDir::new("old-paths"), TempDir::new("new-paths"));
+        let (old_paths, new_paths) = (old_dir.paths(), new_dir.paths());
+        let (a, b, c) = (TestCert::new(), TestCert::new(), TestCert::new());
+        a.write(&old_paths);
+        let source = TlsAcceptorSource::load(old_paths.clone()).expect("load");
+        let addr = spawn_echo_server(source.clone()).await;
+        let trusted = [&a.der, &b.der, &c.der];
+        let served = || served_by(addr, &trusted);
+
+        // Paths to files that do not exist: refused, A and its files stay.
+        assert!(source.reload_from(new_paths.clone()).is_err());
+        assert_eq!(served().await, a.der);
+        b.write(&new_paths);
+        source
+            .reload_from(new_paths.clone())
+            .expect("reload from the new paths");
+        assert_eq!(served().await, b.der);
+
+        // The new files are the ones watched; the old ones are not any more.
+        c.write(&old_paths);
+        assert!(
+            source.reload_if_changed().is_none(),
+            "old files still watched"
+        );
+        c.write(&new_paths);
+        touch(&new_paths, 2_000_000);
+        assert!(matches!(source.reload_if_changed(), Some(Ok(()))));
+        assert_eq!(served().await, c.der);
     }
 
     /// Gives both files an explicit, distinct mtime: rewriting within the filesystem's

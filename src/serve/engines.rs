@@ -56,6 +56,7 @@ pub fn rules(
         permission_lifetime: r.permission_lifetime.as_duration(),
         channel_lifetime: r.channel_lifetime.as_duration(),
         allow_refresh_after_expiry: a.allow_refresh_after_expiry,
+        nonce_lifetime: a.nonce_lifetime.as_duration(),
         total_allocations: limits.total_allocations,
         user_allocations: limits.user_allocations,
         max_permissions: limits.permissions_per_allocation,
@@ -80,29 +81,33 @@ fn service_endpoints(settings: &Settings) -> Vec<SocketAddr> {
     endpoints
 }
 
-/// `count` engines following `rules`, sharing `nonce_key`, ports, quotas and
-/// metrics, and the shared state itself (watched while draining).
+/// The limiter on answers to unauthenticated sources. One table for all workers: the
+/// kernel spreads one IP's source ports over all of them, and the budget is per IP.
+pub fn limiter(settings: &Settings) -> UnauthorizedLimiter {
+    let a = &settings.auth;
+    UnauthorizedLimiter::new(
+        a.unauthorized_per_second,
+        a.unauthorized_burst,
+        settings.limits.rate_limit_slots,
+        rand::rng().random(),
+    )
+}
+
+/// `count` engines following `rules`, sharing `nonce_key`, `limiter`, ports, quotas
+/// and metrics, and the shared state itself (watched while draining).
 pub fn build(
     settings: &Settings,
     rules: &EngineRules,
     count: usize,
     nonce_key: &[u8],
+    limiter: &UnauthorizedLimiter,
 ) -> (Vec<Engine>, Arc<Shared>) {
-    let (a, limits) = (&settings.auth, &settings.limits);
     let shared = Arc::new(Shared::new(settings.relay.ports));
-    // One table for all workers: the kernel spreads one IP's source ports over all of
-    // them, and the budget is per IP.
-    let limiter = UnauthorizedLimiter::new(
-        a.unauthorized_per_second,
-        a.unauthorized_burst,
-        limits.rate_limit_slots,
-        rand::rng().random(),
-    );
     let engines = (0..count)
         .map(|_| {
             Engine::new(
                 rules,
-                NonceIssuer::new(nonce_key, a.nonce_lifetime.0),
+                NonceIssuer::new(nonce_key, settings.auth.nonce_lifetime.0),
                 limiter.clone(),
                 rand::rngs::StdRng::from_os_rng(),
                 shared.clone(),

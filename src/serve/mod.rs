@@ -13,10 +13,11 @@ pub mod reload;
 use anyhow::Context;
 use rand::Rng;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Settings;
+use crate::config::{Settings, TlsSettings};
 use crate::core::Shared;
 use crate::net::stream::{self, ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
@@ -56,7 +57,9 @@ pub async fn run(
         false => None,
     };
     let nonce_key = nonce_key(&settings, cluster.as_deref()).await;
-    let (engines, shared) = engines::build(&settings, &rules, workers, nonce_key.as_bytes());
+    let limiter = engines::limiter(&settings);
+    let (engines, shared) =
+        engines::build(&settings, &rules, workers, nonce_key.as_bytes(), &limiter);
     let limits = &settings.limits;
     let tls = load_tls(&settings)?;
     let listeners = listeners::bind(&settings, tls.as_ref(), workers)?;
@@ -70,17 +73,6 @@ pub async fn run(
         generated_secret.is_some(),
     );
     let (rules_tx, rules_rx) = watch::channel(rules);
-    let mut reloader = reload::Reloader {
-        loader,
-        log_level,
-        rules: rules_tx,
-        running,
-        relay_ips: relay_ips.clone(),
-        advertised_ips: advertised_ips.clone(),
-        generated_secret,
-        selftest_secret: selftest_secret.clone(),
-    };
-
     let (stop_tx, stop_rx) = watch::channel(Lifecycle::Serving);
     let mut stream_txs = Vec::with_capacity(workers);
     let mut stream_rxs = Vec::with_capacity(workers);
@@ -93,14 +85,8 @@ pub async fn run(
         ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
     let admin_listener = bind_http(settings.admin.listen, "admin").await?;
     let selftest_listener = bind_http(settings.selftest.listen, "self-test").await?;
-    let stream_config = StreamConfig {
-        handshake_timeout: settings.tls.handshake_timeout.as_duration(),
-        idle_timeout: limits.connection_idle_timeout.as_duration(),
-        frame_timeout: limits.frame_timeout.as_duration(),
-        max_frame: limits.max_frame,
-        write_queue: limits.write_queue,
-        limits: connection_limits.clone(),
-    };
+    let (stream_config_tx, stream_config) =
+        watch::channel(stream_config(&settings, &connection_limits));
     for (listener, accept) in listeners.streams {
         tokio::spawn(stream::serve(
             listener,
@@ -110,6 +96,20 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
+    let mut reloader = reload::Reloader {
+        loader,
+        log_level,
+        rules: rules_tx,
+        limiter,
+        connections: connection_limits.clone(),
+        stream_config: stream_config_tx,
+        tls: tls.clone(),
+        running,
+        relay_ips: relay_ips.clone(),
+        advertised_ips: advertised_ips.clone(),
+        generated_secret,
+        selftest_secret: selftest_secret.clone(),
+    };
     drop(stream_txs);
     let worker_config = WorkerConfig {
         socket_buffer: limits.socket_buffer,
@@ -182,7 +182,8 @@ pub async fn run(
     }
     if matches!(stop, Stop::Drain | Stop::WorkerFailed(_)) {
         let _ = stop_tx.send(Lifecycle::Draining);
-        drain(&shared, settings.server.drain_timeout.as_duration()).await;
+        let timeout = reloader.running.server.drain_timeout.as_duration();
+        drain(&shared, timeout).await;
     }
     let _ = stop_tx.send(Lifecycle::Stopping);
     if let Some(task) = fleet_task {
@@ -264,14 +265,34 @@ fn fleet_addresses(
 
 /// Loads the TLS certificate when one is configured; a broken one fails the start.
 fn load_tls(settings: &Settings) -> anyhow::Result<Option<TlsAcceptorSource>> {
-    let (Some(cert), Some(key)) = (&settings.tls.cert, &settings.tls.key) else {
+    let Some(paths) = cert_paths(&settings.tls) else {
         return Ok(None);
     };
-    let paths = CertPaths {
+    Ok(Some(TlsAcceptorSource::load(paths)?))
+}
+
+/// The certificate files, when TLS is on.
+fn cert_paths(tls: &TlsSettings) -> Option<CertPaths> {
+    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+        return None;
+    };
+    Some(CertPaths {
         cert: cert.clone(),
         key: key.clone(),
-    };
-    Ok(Some(TlsAcceptorSource::load(paths)?))
+    })
+}
+
+/// The rules new TCP/TLS connections follow, counted in `connections`.
+fn stream_config(settings: &Settings, connections: &Arc<ConnectionLimits>) -> StreamConfig {
+    let limits = &settings.limits;
+    StreamConfig {
+        handshake_timeout: settings.tls.handshake_timeout.as_duration(),
+        idle_timeout: limits.connection_idle_timeout.as_duration(),
+        frame_timeout: limits.frame_timeout.as_duration(),
+        max_frame: limits.max_frame,
+        write_queue: limits.write_queue,
+        limits: connections.clone(),
+    }
 }
 
 /// How often certificate files are checked for changes (two `stat` calls).
@@ -352,9 +373,6 @@ async fn wait_for_stop(
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
                 reloader.reload(shared);
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-                if let Some(source) = tls {
-                    report_reload("SIGHUP", source.reload());
-                }
             }
             _ = watch.tick() => {
                 if let Some(result) = tls.and_then(TlsAcceptorSource::reload_if_changed) {

@@ -95,6 +95,7 @@ pub fn engine_config() -> EngineConfig {
         permission_lifetime: 300 * SEC,
         channel_lifetime: 600 * SEC,
         allow_refresh_after_expiry: false,
+        nonce_lifetime: 600 * SEC,
         total_allocations: 100,
         user_allocations: 10,
         max_permissions: 8,
