@@ -11,6 +11,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod core;

@@ -7,7 +7,7 @@
 mod support;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::integrity::MessageIntegrity;
@@ -19,6 +19,7 @@ use tern::auth::{LongTermKey, RestSecret, rest_credential};
 use tern::client::{
     Attr, ClientTransport, Outgoing, Reply, TurnClient, new_transaction_id, signed, to_reply,
 };
+use tern::clock::unix_now;
 use tern::proto::Request;
 
 const USER: &str = "alice";
@@ -43,13 +44,6 @@ fn start(auth_toml: &str, extra: &[&str]) -> (TernServer, SocketAddr) {
     args.extend_from_slice(extra);
     let s = TernServer::start_with_config(&config, &args);
     (s, admin)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 /// A REST username/password pair under `secret` for `user`, expiring in `ttl` seconds.

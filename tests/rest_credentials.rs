@@ -4,17 +4,11 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use support::{TernServer, relay_ports_arg};
 use tern::auth::{RestSecret, rest_credential};
 use tern::client::TurnClient;
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+use tern::clock::unix_now;
 
 /// A REST username/password pair minted with `secret`, valid for `ttl` seconds.
 fn credential(secret: &str, ttl: i64, user: &str) -> (String, String) {

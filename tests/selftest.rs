@@ -94,7 +94,7 @@ fn minted_credentials_allocate_and_relay() {
     let username = ice["username"].as_str().unwrap();
     let (expiry, user) = username.split_once(':').unwrap();
     assert_eq!(user, "selftest");
-    let ttl = expiry.parse::<u64>().unwrap() - tern::tools::creds::now();
+    let ttl = expiry.parse::<u64>().unwrap() - tern::clock::unix_now();
     assert!((110..=120).contains(&ttl), "expires in {ttl} s");
     // The Host header of the request ("x") names the server in the URLs.
     let port = t.server.port();

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::auth::{RestSecret, rest_credential};
 use crate::cli::LoadArgs;
@@ -126,11 +126,12 @@ fn credentials(args: &LoadArgs) -> Result<(String, String), String> {
     match (&c.user, &c.pass, &c.secret) {
         (Some(user), Some(pass), None) => Ok((user.clone(), pass.clone())),
         (None, None, Some(secret)) => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_err(|_| "the system clock is before 1970".to_string())?;
+            let now = match crate::clock::unix_now() {
+                0 => return Err("the system clock is before 1970".into()),
+                now => now,
+            };
             // Valid for a day past anything this run may do.
-            let expiry = now.as_secs() + 86_400 + args.hold.unwrap_or(0) + args.duration;
+            let expiry = now + 86_400 + args.hold.unwrap_or(0) + args.duration;
             let secret = RestSecret::new(secret.as_bytes());
             Ok(rest_credential(&secret, expiry, Some(REST_USER_ID), ':'))
         }

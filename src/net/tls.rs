@@ -25,7 +25,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -370,21 +370,13 @@ fn warn_if_outside_validity(path: &Path, cert: &CertificateDer<'_>) {
         tracing::warn!(path = %path.display(), "could not read the certificate's validity period");
         return;
     };
-    let now = unix_now();
+    let now = i64::try_from(crate::clock::unix_now()).unwrap_or(i64::MAX);
     if now > not_after {
         let days = (now - not_after) / 86_400;
         tracing::warn!(path = %path.display(), days_ago = days, "certificate has expired; clients will reject it");
     } else if now < not_before {
         tracing::warn!(path = %path.display(), "certificate is not valid yet (check the clock); clients will reject it");
     }
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .and_then(|elapsed| i64::try_from(elapsed.as_secs()).ok())
-        .unwrap_or(0)
 }
 
 const TAG_SEQUENCE: u8 = 0x30;
@@ -501,7 +493,7 @@ mod tests {
     use rustls::pki_types::ServerName;
     use rustls::{ClientConfig, ProtocolVersion, RootCertStore, SupportedProtocolVersion};
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
     use tokio_rustls::TlsConnector;

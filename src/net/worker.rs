@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -383,11 +383,8 @@ async fn ready_any(listeners: &[Arc<UdpSocket>]) -> usize {
 }
 
 fn now() -> Now {
-    let unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     Now {
         mono: Instant::now(),
-        unix,
+        unix: crate::clock::unix_now(),
     }
 }

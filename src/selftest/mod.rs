@@ -242,7 +242,7 @@ async fn ice_servers(State(state): State<Arc<SelftestState>>, headers: HeaderMap
         return (StatusCode::BAD_REQUEST, "no usable Host header\n").into_response();
     };
     state.shared.metrics.selftest_credentials.inc();
-    axum::Json(state.ice.for_host(&host, crate::tools::creds::now())).into_response()
+    axum::Json(state.ice.for_host(&host, crate::clock::unix_now())).into_response()
 }
 
 async fn signaling(

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::{RestSecret, rest_credential};
 use crate::config::Settings;
@@ -31,10 +30,7 @@ pub fn print(
     let listen = settings.server.listen_addrs();
     let host = public_host(relay_ips, advertised, &listen);
     let port = listen.first().map_or(3478, SocketAddr::port);
-    let expiry = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + CREDENTIAL_TTL_SECS;
+    let expiry = crate::clock::unix_now() + CREDENTIAL_TTL_SECS;
     let secret = RestSecret::new(secret.as_bytes().to_vec());
     let (username, password) = rest_credential(
         &secret,

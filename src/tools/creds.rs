@@ -3,10 +3,10 @@
 //! service first.
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::auth::{RestSecret, rest_credential};
 use crate::cli::CredsArgs;
+use crate::clock::unix_now;
 
 pub fn main(args: &CredsArgs) -> ExitCode {
     let ttl = match parse_ttl(&args.ttl) {
@@ -34,16 +34,8 @@ pub fn main(args: &CredsArgs) -> ExitCode {
 
 /// A REST username valid `ttl` seconds from now, and its password.
 pub fn mint(secret: &str, ttl: u64, user: Option<&str>) -> (String, String) {
-    let expiry = now().saturating_add(ttl);
+    let expiry = unix_now().saturating_add(ttl);
     rest_credential(&RestSecret::new(secret), expiry, user, ':')
-}
-
-/// Unix time in seconds (0 if the clock is before 1970, which the server would refuse
-/// anyway).
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// `3600`, `3600s`, `90m`, `24h` or `7d`, in seconds (more than zero).

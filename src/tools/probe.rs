@@ -181,7 +181,7 @@ fn run(
                 let d = Diagnosis::CredentialsRefused {
                     realm: client.realm().map(str::to_string),
                     expiry: rest_expiry,
-                    now: super::creds::now(),
+                    now: crate::clock::unix_now(),
                 };
                 return Err(("error 401 Unauthorized".into(), d));
             }
