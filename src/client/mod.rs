@@ -5,6 +5,7 @@
 //! nonce → retry) and lets a caller put any attribute anywhere, including where a
 //! well-behaved client never would, to test a server's defences.
 
+pub mod echo;
 pub mod transport;
 
 pub use transport::ClientTransport;

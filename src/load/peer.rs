@@ -1,21 +1,15 @@
-//! The built-in echo peer: a UDP socket on the loopback address of the server's
-//! family that sends every datagram back where it came from (the relayed address) and
-//! counts them, on a thread of its own so it costs one syscall pair per packet. Its
-//! socket buffers are enlarged so bursts from many allocations are not dropped here
-//! (which would be counted against the server), and what its socket still drops is
-//! read from `/proc/net/udp` so a report can tell the two apart.
+//! The built-in echo peer: [`EchoThread`] on the loopback address of the server's
+//! family. Its socket buffers are enlarged so bursts from many allocations are not
+//! dropped here (which would be counted against the server), and what its socket still
+//! drops is read from `/proc/net/udp` so a report can tell the two apart.
 
 use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
 
-/// How often the peer looks whether it should stop.
-const POLL: Duration = Duration::from_millis(100);
+use crate::client::echo::EchoThread;
+
 /// Socket buffers asked for: all allocations' bursts meet in this one socket, and the
 /// default holds only a few hundred small datagrams. Forced past net.core.rmem_max
 /// when allowed (root), else capped there.
@@ -29,12 +23,7 @@ pub struct PeerCounts {
     pub dropped: Option<u64>,
 }
 
-pub struct EchoPeer {
-    addr: SocketAddr,
-    received: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct EchoPeer(EchoThread);
 
 impl EchoPeer {
     /// Binds `127.0.0.1:0`, or `[::1]:0` when `ipv6`, and starts echoing.
@@ -45,56 +34,19 @@ impl EchoPeer {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         };
         let socket = UdpSocket::bind((ip, 0))?;
-        socket.set_read_timeout(Some(POLL))?;
         enlarge_buffers(&socket);
-        let addr = socket.local_addr()?;
-        let received = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = thread::Builder::new().name("load-peer".into()).spawn({
-            let (received, stop) = (received.clone(), stop.clone());
-            move || echo(&socket, &received, &stop)
-        })?;
-        Ok(Self {
-            addr,
-            received,
-            stop,
-            thread: Some(thread),
-        })
+        EchoThread::spawn(socket).map(Self)
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.0.addr()
     }
 
     /// What the peer has seen so far.
     pub fn counts(&self) -> PeerCounts {
         PeerCounts {
-            received: self.received.load(Ordering::Relaxed),
-            dropped: socket_drops(self.addr),
-        }
-    }
-}
-
-impl Drop for EchoPeer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn echo(socket: &UdpSocket, received: &AtomicU64, stop: &AtomicBool) {
-    let mut buf = vec![0u8; 65_536];
-    while !stop.load(Ordering::Relaxed) {
-        match socket.recv_from(&mut buf) {
-            Ok((len, from)) => {
-                received.fetch_add(1, Ordering::Relaxed);
-                // A send that fails is a packet lost towards the client, as on a network.
-                let _ = socket.send_to(&buf[..len], from);
-            }
-            Err(e) if crate::client::transport::is_transient(&e) => {}
-            Err(_) => return,
+            received: self.0.received(),
+            dropped: socket_drops(self.addr()),
         }
     }
 }
@@ -159,6 +111,7 @@ fn proc_hex(octets: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn echoes_and_counts() {

@@ -11,11 +11,11 @@ use serde::Serialize;
 use stun::attributes::{ATTR_XOR_RELAYED_ADDRESS, ATTR_XORMAPPED_ADDRESS};
 
 use super::diagnosis::{Diagnosis, is_private};
-use super::peer::EchoThread;
 use super::url::IceUrl;
 use super::{Transport, connect, ms, resolve};
 use crate::cli::ProbeArgs;
 use crate::client::Reply;
+use crate::client::echo::EchoThread;
 
 /// Per attempt on UDP (three attempts); a stream exchange waits three times this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
@@ -218,7 +218,8 @@ fn run(
                     let why = format!("no local address towards {server}: {e}");
                     (why.clone(), Diagnosis::Other(why))
                 })?;
-                let peer = EchoThread::start(SocketAddr::new(bind, 0)).map_err(|e| {
+                let socket = UdpSocket::bind(SocketAddr::new(bind, 0));
+                let peer = socket.and_then(EchoThread::spawn).map_err(|e| {
                     let why = format!("cannot start the echo peer: {e}");
                     (why.clone(), Diagnosis::Other(why))
                 })?;
