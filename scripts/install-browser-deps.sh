@@ -9,36 +9,20 @@
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
 # Node.js (>= 18) and npm must already be installed.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BROWSER_DIR="$ROOT/tests/browser"
 CHROMIUM=/usr/bin/chromium
+TOOLS=("$CHROMIUM=chromium")
 
-log() { printf 'install-browser-deps: %s\n' "$*" >&2; }
-
-# Runs a command as root (directly, or through sudo).
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        log "need root (or sudo) to run: $*"
-        return 1
-    fi
-}
-
-if [ -x "$CHROMIUM" ]; then
+mapfile -t missing < <(missing_packages "${TOOLS[@]}")
+if [ "${#missing[@]}" -eq 0 ]; then
     log "chromium already installed ($CHROMIUM)"
 else
     log "installing chromium with apt"
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
-    if [ ! -x "$CHROMIUM" ]; then
-        log "apt installed chromium but $CHROMIUM is missing"
-        exit 1
-    fi
+    apt_install "${missing[@]}"
+    require_tools "${TOOLS[@]}"
 fi
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

@@ -6,55 +6,22 @@
 #
 # It only installs packages: it never starts, enables or masks a service and never
 # touches the live firewall (the tests use check modes: `nft -c`,
-# `iptables-restore --test`, `systemd-analyze verify`). policy-rc.d forbids the
-# package scripts from starting anything while apt runs.
+# `iptables-restore --test`, `systemd-analyze verify`).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
-# The tools may live in /usr/sbin, which is not on every user's PATH.
-export PATH="$PATH:/usr/sbin:/sbin"
+TOOLS=(
+    systemd-analyze=systemd
+    nft=nftables
+    iptables-restore=iptables
+    ip6tables-restore=iptables
+)
 
-missing=()
-command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
-command -v nft >/dev/null 2>&1 || missing+=(nftables)
-{ command -v iptables-restore >/dev/null 2>&1 && command -v ip6tables-restore >/dev/null 2>&1; } \
-    || missing+=(iptables)
-
+mapfile -t missing < <(missing_packages "${TOOLS[@]}")
 if [ "${#missing[@]}" -eq 0 ]; then
-    echo "install-deploy-deps: systemd-analyze, nft, iptables-restore and ip6tables-restore already present"
+    log "ok: systemd-analyze, nft, iptables-restore and ip6tables-restore already present"
     exit 0
 fi
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-deploy-deps: need ${missing[*]} but apt-get is not available" >&2
-    exit 1
-fi
-
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    SUDO="sudo"
-fi
-
-# Keep maintainer scripts from starting services (invoke-rc.d honours policy-rc.d,
-# exit 101 = "action forbidden"). Only when no policy exists already; removed after.
-policy=/usr/sbin/policy-rc.d
-made_policy=0
-if [ ! -e "$policy" ]; then
-    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
-    $SUDO chmod 755 "$policy"
-    made_policy=1
-fi
-cleanup() {
-    if [ "$made_policy" -eq 1 ]; then
-        $SUDO rm -f "$policy"
-    fi
-}
-trap cleanup EXIT
-
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get -o DPkg::Lock::Timeout=300 update -q
-$SUDO apt-get -o DPkg::Lock::Timeout=300 install -y -q --no-install-recommends "${missing[@]}"
-
-for tool in systemd-analyze nft iptables-restore ip6tables-restore; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "install-deploy-deps: $tool still missing" >&2; exit 1; }
-done
-echo "install-deploy-deps: installed ${missing[*]}"
+apt_install "${missing[@]}"
+require_tools "${TOOLS[@]}"
+log "installed ${missing[*]}"

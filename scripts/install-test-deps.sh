@@ -10,32 +10,18 @@
 # random high loopback ports and never use 3478, but a system turnserver must not be
 # left running: it is kept from starting during the install and stopped/disabled after.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
-TOOLS=(turnserver turnutils_uclient turnutils_peer turnutils_stunclient openssl redis-server)
-# Debian packages that provide them (openssl: `openssl s_client` checks TLS versions).
-PACKAGES=(coturn openssl redis-server)
-
-log() { printf 'install-test-deps: %s\n' "$*" >&2; }
-
-missing_tools() {
-    local t missing=()
-    for t in "${TOOLS[@]}"; do
-        command -v "$t" >/dev/null 2>&1 || missing+=("$t")
-    done
-    printf '%s\n' "${missing[@]}"
-}
-
-# Runs a command as root (directly, or through sudo).
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        log "need root (or sudo) to run: $*"
-        return 1
-    fi
-}
+# Each tool with the Debian package that provides it (openssl: `openssl s_client`
+# checks TLS versions).
+TOOLS=(
+    turnserver=coturn
+    turnutils_uclient=coturn
+    turnutils_peer=coturn
+    turnutils_stunclient=coturn
+    openssl=openssl
+    redis-server=redis-server
+)
 
 # Stops and disables a system service (coturn, redis-server) if one is there: the
 # tests start their own servers.
@@ -56,50 +42,20 @@ stop_service() {
     fi
 }
 
-if [ -z "$(missing_tools)" ]; then
+mapfile -t missing < <(missing_packages "${TOOLS[@]}")
+if [ "${#missing[@]}" -eq 0 ]; then
     # Already installed: only make sure a system turnserver is not running.
     if { [ -d /run/systemd/system ] && systemctl is-active --quiet coturn 2>/dev/null; } \
         && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }; then
         stop_service coturn
     fi
+    log "ok: coturn's tools, openssl and redis-server already present"
     exit 0
 fi
 
-log "missing: $(missing_tools | paste -sd' ' -); installing ${PACKAGES[*]}"
-if ! command -v apt-get >/dev/null 2>&1; then
-    log "apt-get not found: install coturn (turnserver, turnutils_*) with your package manager"
-    exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-
-# Keep maintainer scripts from starting the service during the install
-# (policy-rc.d exit 101 = "action forbidden"; honoured by invoke-rc.d and
-# deb-systemd-invoke). Only when no policy is already in place; removed afterwards.
-policy=/usr/sbin/policy-rc.d
-added_policy=0
-if [ ! -e "$policy" ]; then
-    as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
-    added_policy=1
-fi
-cleanup() {
-    if [ "$added_policy" -eq 1 ]; then
-        as_root rm -f "$policy" || true
-    fi
-}
-trap cleanup EXIT
-
-as_root apt-get update -qq
-as_root apt-get install -y -qq --no-install-recommends \
-    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-    "${PACKAGES[@]}" >/dev/null
-
+log "installing ${missing[*]}"
+apt_install "${missing[@]}"
 stop_service coturn
 stop_service redis-server
-
-still_missing="$(missing_tools)"
-if [ -n "$still_missing" ]; then
-    log "still missing after installing ${PACKAGES[*]}: $(echo "$still_missing" | paste -sd' ' -)"
-    exit 1
-fi
+require_tools "${TOOLS[@]}"
 log "installed: $(command -v turnutils_uclient) $(command -v openssl) $(command -v redis-server)"
