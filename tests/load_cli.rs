@@ -2,7 +2,8 @@
 //! max-rate traffic through the built-in echo peer, setup-only runs, server sampling
 //! with `--server-pid`, TCP and TLS transports, REST credentials, and a wrong password.
 //!
-//! Only the report's counts and shape are checked, never timings or rates beyond "> 0".
+//! Only the report's counts and shape are checked, never timings or rates beyond "> 0"
+//! (server CPU figures are also bounded by the CPU time the run could have used).
 //! Every run is bounded by a process timeout.
 
 #[path = "support/certs.rs"]
@@ -181,8 +182,29 @@ fn server_pid_samples_cpu_and_memory() {
     ] {
         assert!(report[field].as_f64().is_some(), "{field} in {report}");
     }
-    assert!(fraction(&report, "server_cpu_us_per_packet") >= 0.0);
-    assert!(fraction(&report, "server_cpu_us_per_allocation") >= 0.0);
+    // The server cannot relay packets or set up allocations without running: both
+    // figures are positive, and each is a whole number of CPU microseconds spread over
+    // the count it is divided by, bounded by what the run's wall-clock time allows.
+    let cpu_budget_us = run.elapsed.as_secs_f64()
+        * 1e6
+        * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    for (field, divisor) in [
+        ("server_cpu_us_per_packet", "relayed_packets"),
+        ("server_cpu_us_per_allocation", "allocations_ok"),
+    ] {
+        let per = fraction(&report, field);
+        let total = per * count(&report, divisor) as f64;
+        assert!(per.is_finite() && per > 0.0, "{field} in {report}");
+        assert!(
+            (total - total.round()).abs() < 1e-6 * total.max(1.0),
+            "{field} times {divisor} is not whole microseconds: {report}"
+        );
+        assert!(
+            total <= cpu_budget_us,
+            "{field}: more CPU than {:?} of the run allows: {report}",
+            run.elapsed
+        );
+    }
     for field in [
         "server_rss_kb_before",
         "server_rss_kb_after",
