@@ -100,9 +100,7 @@ fn start_peer(ip: IpAddr) -> Peer {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 64];
     loop {
-        if let Some(status) = peer.try_exit_status() {
-            panic!("turnutils_peer exited early with {status}\n{}", peer.logs());
-        }
+        peer.assert_running();
         assert!(
             Instant::now() < deadline,
             "turnutils_peer on {addr} did not echo within 10 s\n{}",

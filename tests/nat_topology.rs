@@ -33,9 +33,8 @@ mod netns;
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::thread;
+use std::process::Command;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 use stun::attributes::{ATTR_XOR_RELAYED_ADDRESS, ATTR_XORMAPPED_ADDRESS};
 use stun::message::METHOD_BINDING;
@@ -45,7 +44,7 @@ use netns::{
     HUB_V4, HUB_V6, LAN2_HOST, Net, PASS, RELAY_PORTS, RTR1_PUB, RTR2_PUB, SRV_PRIV, SRVRTR_PUB,
     TERN_IP, USER, require_netns,
 };
-use support::UclientSummary;
+use support::{BackgroundProcess, RunOutput, TempDir, UclientSummary, run_with_timeout};
 use tern::client::Attr;
 
 const MESSAGES: usize = 20;
@@ -54,133 +53,14 @@ const ECHO_PORT: u16 = 5555;
 /// Upper bound for any helper process.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(40);
 
-// ---------------------------------------------------------------------------
-// Commands.
-
-/// Runs `cmd` with its output captured; kills it after `timeout` (status `None`).
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> (Option<ExitStatus>, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let out = drain(child.stdout.take().expect("piped"));
-    let err = drain(child.stderr.take().expect("piped"));
-    let status = wait_bounded(&mut child, timeout);
-    (
-        status,
-        out.join().unwrap_or_default(),
-        err.join().unwrap_or_default(),
-    )
-}
-
-fn drain<R: std::io::Read + Send + 'static>(mut r: R) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = r.read_to_end(&mut s);
-        String::from_utf8_lossy(&s).into_owned()
-    })
-}
-
-/// Waits for `child` up to `timeout`; kills and reaps it when it overstays.
-fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Guards: processes, temp dir.
-
-/// A background process (tern) killed on drop; output goes to files for diagnosis.
-struct Background {
-    name: String,
-    child: Child,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl Background {
-    fn spawn(name: &str, cmd: &mut Command, dir: &Path) -> Self {
-        let out = dir.join(format!("{name}.stdout"));
-        let err = dir.join(format!("{name}.stderr"));
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).expect("create log"))
-            .stderr(fs::File::create(&err).expect("create log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        Self {
-            name: name.to_string(),
-            child,
-            out,
-            err,
-        }
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- {} stdout ---\n{}\n--- {} stderr ---\n{}",
-            self.name,
-            fs::read_to_string(&self.out).unwrap_or_default(),
-            self.name,
-            fs::read_to_string(&self.err).unwrap_or_default()
-        )
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = wait_bounded(&mut self.child, Duration::from_secs(5));
-    }
-
-    fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited early ({status})\n{}", self.name, self.logs());
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "tern-nat-{tag}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).expect("create temp dir");
-        Self(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 /// tern inside `ns` (see `netns::tern_serve`), its output in `dir`.
-fn start_tern(ns: &str, listen: Option<Ipv4Addr>, extra: &[String], dir: &Path) -> Background {
-    Background::spawn("tern", &mut netns::tern_serve(ns, listen, extra), dir)
+fn start_tern(
+    ns: &str,
+    listen: Option<Ipv4Addr>,
+    extra: &[String],
+    dir: &Path,
+) -> BackgroundProcess {
+    BackgroundProcess::spawn("tern", &mut netns::tern_serve(ns, listen, extra), dir)
 }
 
 // ---------------------------------------------------------------------------
@@ -207,10 +87,10 @@ fn role_cmd(ns: &str, role: &str, env: &[(&str, String)]) -> Command {
 
 /// Runs a role to completion; returns (success, combined output).
 fn run_role(ns: &str, role: &str, env: &[(&str, String)]) -> (bool, String) {
-    let (status, out, err) = run_bounded(&mut role_cmd(ns, role, env), CHILD_TIMEOUT);
+    let run = run_with_timeout(&mut role_cmd(ns, role, env), CHILD_TIMEOUT);
     (
-        status.is_some_and(|s| s.success()),
-        format!("[{role} in {ns}: {status:?}]\n{out}\n{err}"),
+        run.success(),
+        format!("[{role} in {ns}]\n{}", run.describe()),
     )
 }
 
@@ -405,8 +285,14 @@ fn role_peer() {
     );
 }
 
-/// Starts peers a (lan1) and b (lan2) against `servers[0]` and `servers[1]`.
-fn spawn_peers(net: &Net, servers: [SocketAddr; 2], dir: &Path, gate: Option<&Path>) -> [Child; 2] {
+/// Starts peers a (lan1) and b (lan2) against `servers[0]` and `servers[1]`, each run
+/// to completion (bounded) on a thread of its own so that both run at once.
+fn spawn_peers(
+    net: &Net,
+    servers: [SocketAddr; 2],
+    dir: &Path,
+    gate: Option<&Path>,
+) -> [JoinHandle<RunOutput>; 2] {
     let mk = |ns: &str, server: SocketAddr, me: &str, other: &str| {
         let mut env = vec![
             ("TERN_NAT_SERVER", server.to_string()),
@@ -417,12 +303,8 @@ fn spawn_peers(net: &Net, servers: [SocketAddr; 2], dir: &Path, gate: Option<&Pa
         if let Some(g) = gate {
             env.push(("TERN_NAT_GATE", g.display().to_string()));
         }
-        role_cmd(ns, "peer", &env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn peer")
+        let mut cmd = role_cmd(ns, "peer", &env);
+        thread::spawn(move || run_with_timeout(&mut cmd, CHILD_TIMEOUT))
     };
     [
         mk(&net.lan1, servers[0], "a", "b"),
@@ -435,19 +317,12 @@ struct PeerResult {
     out: String,
 }
 
-fn finish_peers(children: [Child; 2]) -> [PeerResult; 2] {
-    children.map(|mut child| {
-        let out = drain(child.stdout.take().expect("piped"));
-        let err = drain(child.stderr.take().expect("piped"));
-        let status = wait_bounded(&mut child, CHILD_TIMEOUT);
-        let out = format!(
-            "[{status:?}]\n{}\n{}",
-            out.join().unwrap_or_default(),
-            err.join().unwrap_or_default()
-        );
+fn finish_peers(peers: [JoinHandle<RunOutput>; 2]) -> [PeerResult; 2] {
+    peers.map(|peer| {
+        let run = peer.join().expect("peer runner thread");
         PeerResult {
-            ok: status.is_some_and(|s| s.success()),
-            out,
+            ok: run.success(),
+            out: run.describe(),
         }
     })
 }
@@ -458,10 +333,10 @@ fn exchange_both_ways(
     net: &Net,
     servers: [SocketAddr; 2],
     relay_ips: [IpAddr; 2],
-    tern: &mut Background,
+    tern: &mut BackgroundProcess,
 ) {
-    let dir = TempDir::new("xchg");
-    let results = finish_peers(spawn_peers(net, servers, &dir.0, None));
+    let dir = TempDir::new("tern-nat-xchg");
+    let results = finish_peers(spawn_peers(net, servers, dir.path(), None));
     for (i, r) in results.iter().enumerate() {
         assert!(r.ok, "peer failed:\n{}\n{}", r.out, tern.logs());
         let relayed: SocketAddr = output_value(&r.out, "relayed")
@@ -488,7 +363,7 @@ fn exchange_both_ways(
 }
 
 /// Waits for tern to answer a Binding from lan1; returns the mapped address.
-fn wait_ready(net: &Net, server: SocketAddr, tern: &mut Background) -> SocketAddr {
+fn wait_ready(net: &Net, server: SocketAddr, tern: &mut BackgroundProcess) -> SocketAddr {
     let (ok, out) = run_role(
         &net.lan1,
         "binding",
@@ -503,7 +378,7 @@ fn wait_ready(net: &Net, server: SocketAddr, tern: &mut Background) -> SocketAdd
 
 /// Waits (at most 10 s) until the UDP echo `echo` at `addr` answers a probe sent
 /// from `ns`.
-fn wait_echo(ns: &str, addr: SocketAddr, echo: &mut Background) {
+fn wait_echo(ns: &str, addr: SocketAddr, echo: &mut BackgroundProcess) {
     let probe_env = [("TERN_NAT_TARGET", addr.to_string())];
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -533,21 +408,20 @@ fn binding_from(ns: &str, server: SocketAddr) -> SocketAddr {
 fn clients_behind_two_masquerading_nats_relay_through_tern() {
     require_netns();
     let net = Net::build("1", true);
-    let logs = TempDir::new("t1");
+    let logs = TempDir::new("tern-nat-t1");
     let server = SocketAddr::from((TERN_IP, netns::PORT));
-    let mut tern = start_tern(&net.pub_ns, Some(TERN_IP), &[], &logs.0);
+    let mut tern = start_tern(&net.pub_ns, Some(TERN_IP), &[], logs.path());
 
     // (a) lan1 cannot reach lan2 directly; the echo is alive (rtr2 reaches it).
     let echo_addr = SocketAddr::from((LAN2_HOST, ECHO_PORT));
-    let mut echo = Background::spawn(
+    let mut echo = BackgroundProcess::spawn(
         "echo",
-        role_cmd(
+        &mut role_cmd(
             &net.lan2,
             "echo",
             &[("TERN_NAT_ECHO", echo_addr.to_string())],
-        )
-        .stdin(Stdio::null()),
-        &logs.0,
+        ),
+        logs.path(),
     );
     wait_echo(&net.rtr2, echo_addr, &mut echo);
     let probe_env = [("TERN_NAT_TARGET", echo_addr.to_string())];
@@ -570,11 +444,11 @@ fn clients_behind_two_masquerading_nats_relay_through_tern() {
     exchange_both_ways(&net, [server; 2], [TERN_IP.into(); 2], &mut tern);
 
     // The check can fail: stop tern after the channels are bound, then exchange.
-    let dir = TempDir::new("fail");
-    let gate = dir.0.join("go");
-    let peers = spawn_peers(&net, [server; 2], &dir.0, Some(&gate));
-    wait_file(&dir.0.join("a.bound"), Duration::from_secs(20));
-    wait_file(&dir.0.join("b.bound"), Duration::from_secs(20));
+    let dir = TempDir::new("tern-nat-fail");
+    let gate = dir.join("go");
+    let peers = spawn_peers(&net, [server; 2], dir.path(), Some(&gate));
+    wait_file(&dir.join("a.bound"), Duration::from_secs(20));
+    wait_file(&dir.join("b.bound"), Duration::from_secs(20));
     tern.stop();
     write_atomic(&gate, "go");
     for r in finish_peers(peers) {
@@ -593,12 +467,12 @@ fn tern_behind_one_to_one_nat_advertises_its_public_address() {
     require_netns();
     let mut net = Net::build("2", false);
     let srv = net.add_one_to_one_nat();
-    let logs = TempDir::new("t2");
+    let logs = TempDir::new("tern-nat-t2");
     let mut tern = start_tern(
         &srv,
         Some(SRV_PRIV),
         &["--external-ip".to_string(), SRVRTR_PUB.to_string()],
-        &logs.0,
+        logs.path(),
     );
     let server = SocketAddr::from((SRVRTR_PUB, netns::PORT));
 
@@ -612,11 +486,11 @@ fn tern_behind_one_to_one_nat_advertises_its_public_address() {
 
 /// Waits until tern, with its built-in wildcard listeners on the multi-homed hub,
 /// answers a Binding sent from `ns` to `server`.
-fn wait_serving(ns: &str, server: SocketAddr, tern: &mut Background) {
+fn wait_serving(ns: &str, server: SocketAddr, tern: &mut BackgroundProcess) {
     let ready = netns::wait_stun_from(ns, server, Duration::from_secs(15), || {
-        match tern.child.try_wait() {
-            Ok(Some(status)) => Err(format!("tern exited with {status}")),
-            _ => Ok(()),
+        match tern.try_exit_status() {
+            Some(status) => Err(format!("tern exited with {status}")),
+            None => Ok(()),
         }
     });
     if let Err(e) = ready {
@@ -628,8 +502,8 @@ fn wait_serving(ns: &str, server: SocketAddr, tern: &mut Background) {
 fn wildcard_listener_on_a_multihomed_host_answers_from_the_address_each_client_used() {
     require_netns();
     let net = Net::build_multihomed("mh");
-    let logs = TempDir::new("mh");
-    let mut tern = start_tern(&net.pub_ns, None, &[], &logs.0);
+    let logs = TempDir::new("tern-nat-mh");
+    let mut tern = start_tern(&net.pub_ns, None, &[], logs.path());
     let v4 = HUB_V4.map(|ip| SocketAddr::from((ip, netns::PORT)));
     let v6 = HUB_V6.map(|ip| SocketAddr::from((ip, netns::PORT)));
     wait_serving(&net.lan1, v4[0], &mut tern);
@@ -657,12 +531,17 @@ fn wildcard_listener_on_a_multihomed_host_answers_from_the_address_each_client_u
 
 /// coturn's `turnutils_uclient` in lan2 relays through the hub's far address (the
 /// wildcard listener) to `turnutils_peer` on rtr1's public address, for `family`.
-fn uclient_through_far_address(net: &Net, server: IpAddr, peer: IpAddr, tern: &mut Background) {
+fn uclient_through_far_address(
+    net: &Net,
+    server: IpAddr,
+    peer: IpAddr,
+    tern: &mut BackgroundProcess,
+) {
     let peer_port = &ECHO_PORT.to_string();
-    let dir = TempDir::new("mu-peer");
+    let dir = TempDir::new("tern-nat-mu-peer");
     let mut peer_cmd = netns::exec_in(&net.rtr1, support::ensure_tool("turnutils_peer"));
     peer_cmd.args(["-L", &peer.to_string(), "-p", peer_port]);
-    let mut echo = Background::spawn("turnutils_peer", &mut peer_cmd, &dir.0);
+    let mut echo = BackgroundProcess::spawn("turnutils_peer", &mut peer_cmd, dir.path());
     wait_echo(&net.rtr1, SocketAddr::new(peer, ECHO_PORT), &mut echo);
     let mut cmd = netns::exec_in(&net.lan2, support::ensure_tool("turnutils_uclient"));
     cmd.args(["-u", USER, "-w", PASS, "-n", "20", "-m", "2", "-l", "120"])
@@ -673,18 +552,19 @@ fn uclient_through_far_address(net: &Net, server: IpAddr, peer: IpAddr, tern: &m
         cmd.arg("-x");
     }
     cmd.arg(server.to_string());
-    let (status, out, err) = run_bounded(&mut cmd, CHILD_TIMEOUT);
-    let text = format!("{out}\n{err}");
+    let run = run_with_timeout(&mut cmd, CHILD_TIMEOUT);
+    let text = run.combined();
     let summary = UclientSummary::parse(&text).unwrap_or_else(|| {
         panic!(
-            "uclient via {server}: no summary ({status:?})\n{text}\n{}\n{}",
+            "uclient via {server}: no summary\n{}\n{}\n{}",
+            run.describe(),
             echo.logs(),
             tern.logs()
         )
     });
     println!("[uclient via {server}]\n{}", UclientSummary::lines(&text));
     assert!(
-        status.is_some_and(|s| s.success())
+        run.success()
             && summary.lost_packets == 0
             && summary.tot_send_msgs >= 40
             && summary.tot_recv_msgs == summary.tot_send_msgs,
@@ -698,10 +578,10 @@ fn uclient_through_far_address(net: &Net, server: IpAddr, peer: IpAddr, tern: &m
 fn coturn_uclient_relays_through_a_wildcard_listener_on_a_multihomed_host() {
     require_netns();
     let net = Net::build_multihomed("mu");
-    let logs = TempDir::new("mu");
+    let logs = TempDir::new("tern-nat-mu");
     // rtr1's IPv6 address is a documentation address, denied as a peer by default.
     let extra = ["--allow-peer".to_string(), "2001:db8:1::1/128".to_string()];
-    let mut tern = start_tern(&net.pub_ns, None, &extra, &logs.0);
+    let mut tern = start_tern(&net.pub_ns, None, &extra, logs.path());
     let [rtr1_v4, rtr1_v6] = [net.rtr_pub[0][0], net.rtr_pub[0][1]];
     wait_serving(
         &net.lan2,

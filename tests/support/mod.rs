@@ -321,6 +321,17 @@ impl BackgroundProcess {
         )
     }
 
+    /// Panics (with the logs) if the process is no longer running.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.try_exit_status() {
+            panic!(
+                "{} exited unexpectedly with {status}\n{}",
+                self.name,
+                self.logs()
+            );
+        }
+    }
+
     /// Kills and reaps the process (idempotent).
     pub fn stop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
@@ -569,9 +580,7 @@ impl TernServer {
 
     /// Panics (with the logs) if the server is no longer running.
     pub fn assert_running(&mut self) {
-        if let Some(status) = self.try_exit_status() {
-            panic!("tern exited unexpectedly with {status}\n{}", self.logs());
-        }
+        self.process.assert_running();
     }
 
     /// Kills and reaps the server now.
