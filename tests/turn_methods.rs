@@ -616,8 +616,11 @@ fn quotas_and_reservations_hold_across_workers() {
 
     // Free the quota, then reserve a pair and claim it from many other clients:
     // exactly one claim wins, whichever worker it lands on.
-    for c in clients.iter_mut() {
-        let _ = c.refresh(Some(0));
+    for (c, code) in clients.iter_mut().zip(&codes) {
+        if code.is_none() {
+            let r = c.refresh(Some(0)).unwrap();
+            assert!(r.is_success(), "Refresh to 0: {:?}", r.code);
+        }
     }
     let mut first = client(&s);
     let r = first
