@@ -7,9 +7,13 @@
 //! loaded. A missing tool is a failure naming `scripts/install-deploy-deps.sh`, never a
 //! skipped test. The iptables checks need root (as CI runs).
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+
+use support::TempDir;
 
 const INSTALL_HINT: &str = "run scripts/install-deploy-deps.sh (as root) to install it";
 
@@ -68,28 +72,6 @@ fn run_with_stdin(program: &Path, args: &[&str], input: &str) -> Output {
         .write_all(input.as_bytes())
         .expect("writing stdin");
     child.wait_with_output().expect("waiting for child")
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("tern-deploy-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("creating temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Lines that are neither blank nor comments (`#` in the first column after spaces).
@@ -174,7 +156,7 @@ fn systemd_unit_has_the_required_directives() {
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
     let analyze = tool("systemd-analyze");
-    let dir = TempDir::new("systemd");
+    let dir = TempDir::new("tern-deploy-systemd");
     let binary = env!("CARGO_BIN_EXE_tern");
     let text = read("deploy/systemd/tern.service");
     assert!(
@@ -182,7 +164,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         "ExecStart should use /usr/bin/tern"
     );
     // verify checks that ExecStart= points at an executable: use the built binary.
-    let unit = dir.0.join("tern.service");
+    let unit = dir.join("tern.service");
     std::fs::write(&unit, text.replace("/usr/bin/tern", binary)).expect("writing unit");
 
     let verify = |unit: &Path| {
@@ -209,7 +191,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     );
 
     // The check is not vacuous: a mistyped directive is reported.
-    let bad = dir.0.join("tern-bad.service");
+    let bad = dir.join("tern-bad.service");
     std::fs::write(
         &bad,
         std::fs::read_to_string(&unit)
@@ -655,8 +637,8 @@ fn check_manifest(rel: &str, needles: &[&str], checks: &str) {
     }
 
     // The ConfigMap's tern.toml is a valid config.
-    let dir = TempDir::new("k8s");
-    let toml = dir.0.join("tern.toml");
+    let dir = TempDir::new("tern-deploy-k8s");
+    let toml = dir.join("tern.toml");
     std::fs::write(&toml, configmap_toml(&text)).unwrap();
     let out = run(Command::new(env!("CARGO_BIN_EXE_tern"))
         .arg("check-config")

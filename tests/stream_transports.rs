@@ -11,10 +11,10 @@
 mod certs;
 mod support;
 
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,10 @@ use certs::{CertFiles, TestCert};
 use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::message::{CLASS_INDICATION, METHOD_ALLOCATE, METHOD_BINDING, METHOD_REFRESH};
-use support::{TempDir, TernServer, free_port_range, free_udp_tcp_port, relay_ports_arg};
+use support::{
+    RunOutput, TempDir, TernServer, free_port_range, free_udp_tcp_port, relay_ports_arg,
+    run_with_timeout,
+};
 use tern::client::{Attr, Incoming, Outgoing, Reply, TurnClient, signed, to_reply};
 
 const USER: &str = "alice";
@@ -198,60 +201,6 @@ fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
             return None;
         }
         thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Output of a process run with stdin closed, killed after `timeout`.
-struct Ran {
-    /// None when killed at the deadline.
-    status: Option<ExitStatus>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-impl Ran {
-    fn describe(&self) -> String {
-        format!(
-            "status {:?} after {:.1?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.elapsed, self.stdout, self.stderr
-        )
-    }
-}
-
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> Ran {
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
-    let drain = |mut r: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("stderr")));
-    let status = loop {
-        match child.try_wait().expect("waiting for child") {
-            Some(status) => break Some(status),
-            None if start.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            None => thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    Ran {
-        status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-        elapsed: start.elapsed(),
     }
 }
 
@@ -547,15 +496,15 @@ fn openssl() -> &'static str {
 }
 
 /// `openssl s_client -connect ADDR ARGS...` with stdin closed, at most ~5 s.
-fn s_client(addr: SocketAddr, args: &[&str]) -> Ran {
+fn s_client(addr: SocketAddr, args: &[&str]) -> RunOutput {
     let mut cmd = Command::new("timeout");
     cmd.args(["5", openssl(), "s_client", "-connect", &addr.to_string()])
         .args(args);
-    run_bounded(&mut cmd, Duration::from_secs(10))
+    run_with_timeout(&mut cmd, Duration::from_secs(10))
 }
 
 /// The cipher s_client reports as negotiated, if any ("Cipher is X" with X not NONE).
-fn negotiated_cipher(ran: &Ran) -> Option<String> {
+fn negotiated_cipher(ran: &RunOutput) -> Option<String> {
     let text = format!("{}{}", ran.stdout, ran.stderr);
     text.lines()
         .filter_map(|l| l.split_once("Cipher is ").map(|(_, c)| c.trim()))
@@ -563,8 +512,8 @@ fn negotiated_cipher(ran: &Ran) -> Option<String> {
         .map(str::to_string)
 }
 
-fn handshake_accepted(ran: &Ran) -> bool {
-    ran.status.is_some_and(|s| s.success()) && negotiated_cipher(ran).is_some()
+fn handshake_accepted(ran: &RunOutput) -> bool {
+    ran.success() && negotiated_cipher(ran).is_some()
 }
 
 #[test]
@@ -765,14 +714,14 @@ fn changed_certificate_files_are_reloaded_without_a_signal() {
 // 8. Bad TLS settings fail the start
 // ---------------------------------------------------------------------------------------
 
-fn tern_serve(args: &[&str]) -> Ran {
+fn tern_serve(args: &[&str]) -> RunOutput {
     let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port())).to_string();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
     cmd.args(["serve", "--listen", &listen])
         .args(args)
         .env_remove("TERN_SECRET")
         .env("NO_COLOR", "1");
-    run_bounded(&mut cmd, Duration::from_secs(10))
+    run_with_timeout(&mut cmd, Duration::from_secs(10))
 }
 
 fn path_str(p: &Path) -> &str {
