@@ -204,8 +204,8 @@ impl ServeArgs {
 pub struct LoadArgs {
     /// The TURN server, IP:PORT.
     pub server: SocketAddr,
-    #[arg(long, value_enum, default_value_t = crate::load::Transport::Udp)]
-    pub transport: crate::load::Transport,
+    #[arg(long, value_enum, default_value_t = crate::client::Transport::Udp)]
+    pub transport: crate::client::Transport,
     /// Accept any TLS certificate (for loopback benchmarks only).
     #[arg(long, conflicts_with = "tls_ca")]
     pub tls_insecure: bool,
@@ -251,8 +251,8 @@ pub struct LoadArgs {
 pub struct StunArgs {
     /// The STUN server, HOST:PORT (a name or an IP; IPv6 in brackets).
     pub server: String,
-    #[arg(long, value_enum, default_value_t = crate::tools::Transport::Udp)]
-    pub transport: crate::tools::Transport,
+    #[arg(long, value_enum, default_value_t = crate::client::Transport::Udp)]
+    pub transport: crate::client::Transport,
     /// Accept any TLS certificate.
     #[arg(long)]
     pub tls_insecure: bool,

@@ -8,7 +8,7 @@
 pub mod echo;
 pub mod transport;
 
-pub use transport::ClientTransport;
+pub use transport::{ClientTransport, Transport};
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

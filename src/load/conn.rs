@@ -16,9 +16,9 @@ use tokio::runtime::Handle;
 use tokio_rustls::TlsConnector;
 
 use super::bridge::{self, BlockingStream};
-use super::plan::{Plan, Transport};
+use super::plan::Plan;
 use super::tls;
-use crate::client::{ClientTransport, TurnClient};
+use crate::client::{ClientTransport, Transport, TurnClient};
 
 /// How long a TCP connect plus TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);

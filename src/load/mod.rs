@@ -102,7 +102,6 @@ mod stats;
 mod tls;
 mod traffic;
 
-pub use plan::Transport;
 // Shared with `tern probe`/`tern stun` (crate::tools): the accept-anything TLS verifier.
 pub(crate) use {plan::TlsTrust, tls::client_config as tls_client_config};
 
@@ -114,6 +113,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::cli::LoadArgs;
+use crate::client::Transport;
 use conn::{Conn, Connector};
 use peer::EchoPeer;
 use plan::{Phase, Plan};

@@ -7,21 +7,13 @@ use std::time::Duration;
 
 use crate::auth::{RestSecret, rest_credential};
 use crate::cli::LoadArgs;
+use crate::client::Transport;
 
 /// The REST user id `--secret` credentials are minted for.
 const REST_USER_ID: &str = "load";
 
 /// Highest `--rate` accepted: one round trip per microsecond per allocation.
 const MAX_RATE: f64 = 1_000_000.0;
-
-/// How the client reaches the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
 
 /// How the TLS server certificate is checked.
 #[derive(Debug, Clone)]

@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use serde_json::{Value, json};
 
 use super::peer::PeerCounts;
-use super::plan::{Phase, Plan, Traffic, Transport};
+use super::plan::{Phase, Plan, Traffic};
 use super::server_stats::{ProcSample, ServerWatch};
 use super::setup::{Established, Failures};
 use super::stats::Percentiles;
 use super::traffic::Outcome;
+use crate::client::Transport;
 use crate::proto::channel_data::HEADER_LEN;
 
 #[derive(Debug, Clone, PartialEq)]

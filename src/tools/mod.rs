@@ -24,7 +24,7 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use crate::client::{ClientTransport, TurnClient};
+use crate::client::{ClientTransport, Transport, TurnClient};
 
 /// How long a TCP or TLS connection may take to come up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -33,25 +33,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("tern: {msg}");
     ExitCode::from(2)
-}
-
-/// How a tool reaches the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-impl std::fmt::Display for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Udp => "udp",
-            Self::Tcp => "tcp",
-            Self::Tls => "tls",
-        })
-    }
 }
 
 /// The first address `host:port` resolves to (std's resolver: names and literals).

@@ -12,9 +12,10 @@ use stun::attributes::{ATTR_XOR_RELAYED_ADDRESS, ATTR_XORMAPPED_ADDRESS};
 
 use super::diagnosis::{Diagnosis, is_private};
 use super::url::IceUrl;
-use super::{Transport, connect, ms, resolve};
+use super::{connect, ms, resolve};
 use crate::cli::ProbeArgs;
 use crate::client::Reply;
+use crate::client::Transport;
 use crate::client::echo::EchoThread;
 
 /// Per attempt on UDP (three attempts); a stream exchange waits three times this.

@@ -3,7 +3,7 @@
 //! Parsed here rather than by a URL crate because these are not hierarchical URLs
 //! (no `//`), and `tern probe` should accept exactly what a browser accepts.
 
-use super::Transport;
+use crate::client::Transport;
 
 /// Default port of `turn:` (RFC 8656 §3).
 pub const TURN_PORT: u16 = 3478;
