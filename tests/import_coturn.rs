@@ -2,43 +2,18 @@
 //! example and a typical deployment), with the output loaded by tern's own config
 //! loader and checked field by field.
 //!
-//! Input and output files live under the system temp dir with unique names and are
-//! removed on drop; the importer touches no network.
+//! Input and output files live in temp dirs removed on drop; the importer touches no
+//! network.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use support::TempDir;
 use tern::config::Settings;
 
 const TERN: &str = env!("CARGO_BIN_EXE_tern");
-
-/// A file under the temp dir, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn path(suffix: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "tern-import-coturn-{}-{}{suffix}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        Self(std::env::temp_dir().join(name))
-    }
-
-    fn with(text: &str) -> Self {
-        let file = Self::path(".conf");
-        std::fs::write(&file.0, text).expect("temp dir is writable");
-        file
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn import(input: &Path, out: Option<&Path>) -> Output {
     let mut cmd = Command::new(TERN);
@@ -51,8 +26,8 @@ fn import(input: &Path, out: Option<&Path>) -> Output {
 
 /// Imports `text` through stdout; returns the parsed settings, the TOML and stderr.
 fn import_text(text: &str) -> (Settings, String, String) {
-    let input = TempFile::with(text);
-    let output = import(&input.0, None);
+    let dir = TempDir::new("tern-import-coturn");
+    let output = import(&dir.write("turnserver.conf", text), None);
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "import failed: {stderr}");
@@ -83,12 +58,12 @@ fn coturn_example() -> (&'static str, String) {
 #[test]
 fn debian_example_config_imports() {
     let (origin, text) = coturn_example();
-    let input = TempFile::with(&text);
-    let out = TempFile::path(".toml");
-    let output = import(&input.0, Some(&out.0));
+    let dir = TempDir::new("tern-import-coturn");
+    let out = dir.join("tern.toml");
+    let output = import(&dir.write("turnserver.conf", &text), Some(&out));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{origin}: {stderr}");
-    let toml = std::fs::read_to_string(&out.0).expect("--out was written");
+    let toml = std::fs::read_to_string(&out).expect("--out was written");
     Settings::from_toml(&toml, "imported").unwrap_or_else(|e| panic!("{e}\n{toml}"));
     // The example enables options tern has no use for (such as syslog): the summary
     // counts them and one `line N: OPTION: REASON` line follows per option.
@@ -267,7 +242,7 @@ fn secrets_never_reach_stderr() {
 
 #[test]
 fn missing_input_is_a_usage_error() {
-    let missing = TempFile::path(".conf");
-    let output = import(&missing.0, None);
+    let dir = TempDir::new("tern-import-coturn");
+    let output = import(&dir.join("missing.conf"), None);
     assert_eq!(output.status.code(), Some(2));
 }

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -59,6 +59,13 @@ impl TempDir {
 
     pub fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)
+    }
+
+    /// Writes `contents` to `name` in the directory; returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.join(name);
+        fs::write(&path, contents).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
     }
 }
 
@@ -231,15 +238,30 @@ fn drain<R: Read + Send + 'static>(mut reader: R) -> thread::JoinHandle<String> 
 
 /// Runs `cmd` with stdin closed and stdout/stderr captured, killing it after `timeout`.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> RunOutput {
+    run_bounded(cmd.stdin(Stdio::null()), None, timeout)
+}
+
+/// [`run_with_timeout`] with `input` on the process's stdin, which is then closed.
+pub fn run_with_input(cmd: &mut Command, input: &str, timeout: Duration) -> RunOutput {
+    run_bounded(cmd.stdin(Stdio::piped()), Some(input), timeout)
+}
+
+fn run_bounded(cmd: &mut Command, input: Option<&str>, timeout: Duration) -> RunOutput {
     let start = Instant::now();
     let mut child = cmd
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     let out = drain(child.stdout.take().expect("piped stdout"));
     let err = drain(child.stderr.take().expect("piped stderr"));
+    if let Some(input) = input {
+        // Dropping the handle closes stdin, so the process sees the end of its input.
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin
+            .write_all(input.as_bytes())
+            .unwrap_or_else(|e| panic!("writing to the stdin of {cmd:?}: {e}"));
+    }
     let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
@@ -612,13 +634,19 @@ pub fn with_realm_and_nonce(mut client: TurnClient) -> TurnClient {
     client
 }
 
-/// Runs `tern ARGS...` to completion (e.g. `check-config`), bounded by `timeout`.
-pub fn run_tern(args: &[&str], timeout: Duration) -> RunOutput {
+/// `tern ARGS...` with TERN_SECRET cleared (so the caller's environment cannot change
+/// the outcome) and colours off.
+pub fn tern_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
     cmd.args(args)
         .env_remove("TERN_SECRET")
         .env("NO_COLOR", "1");
-    run_with_timeout(&mut cmd, timeout)
+    cmd
+}
+
+/// Runs `tern ARGS...` to completion (e.g. `check-config`), bounded by `timeout`.
+pub fn run_tern(args: &[&str], timeout: Duration) -> RunOutput {
+    run_with_timeout(&mut tern_command(args), timeout)
 }
 
 // ---------------------------------------------------------------------------------------
