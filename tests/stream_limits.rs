@@ -11,13 +11,14 @@ mod support;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use stun::attributes::{ATTR_XOR_RELAYED_ADDRESS, AttrType};
 use stun::message::METHOD_BINDING;
 use support::{TempDir, TernServer, relay_ports_arg, vm_rss_kb};
+use tern::client::echo::EchoThread;
 use tern::client::{Attr, ClientTransport, Incoming, Outgoing, TurnClient};
 
 const USER: &str = "alice";
@@ -153,51 +154,10 @@ fn allocate(client: &mut TurnClient) -> SocketAddr {
         .expect("XOR-RELAYED-ADDRESS")
 }
 
-/// A UDP peer on loopback that sends back whatever it receives, until dropped.
-struct EchoPeer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    echoed: Arc<AtomicUsize>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl EchoPeer {
-    fn start() -> EchoPeer {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let echoed = Arc::new(AtomicUsize::new(0));
-        let thread = {
-            let (stop, echoed) = (stop.clone(), echoed.clone());
-            thread::spawn(move || {
-                let mut buf = [0u8; 2048];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                        let _ = socket.send_to(&buf[..n], from);
-                        echoed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        };
-        EchoPeer {
-            addr,
-            stop,
-            echoed,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for EchoPeer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// A UDP echo peer on loopback, until dropped.
+fn echo_peer() -> EchoThread {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind the echo peer");
+    EchoThread::spawn(socket).expect("start the echo peer")
 }
 
 /// `n` ChannelData round trips through an echoing peer; returns the payloads that did
@@ -558,8 +518,8 @@ fn connection_flood_does_not_stop_udp_service() {
     udp_binding(&s).unwrap_or_else(|e| panic!("UDP Binding during the flood: {e}"));
     let mut c = TurnClient::new(s.addr, USER, PASS).unwrap();
     allocate(&mut c);
-    let peer = EchoPeer::start();
-    let r = c.channel_bind(0x4000, peer.addr).unwrap();
+    let peer = echo_peer();
+    let r = c.channel_bind(0x4000, peer.addr()).unwrap();
     assert!(r.is_success(), "ChannelBind failed: {:?}", r.code);
     let missing = round_trips(&mut c, 0x4000, 100, "flood");
     assert!(
@@ -688,8 +648,8 @@ fn slow_reader_cannot_hurt_others() {
     // The well-behaved client over UDP, with an echoing peer.
     let mut good = TurnClient::new(s.addr, USER, PASS).unwrap();
     allocate(&mut good);
-    let peer = EchoPeer::start();
-    let r = good.channel_bind(0x4001, peer.addr).unwrap();
+    let peer = echo_peer();
+    let r = good.channel_bind(0x4001, peer.addr()).unwrap();
     assert!(r.is_success(), "ChannelBind failed: {:?}", r.code);
     let rss_before = vm_rss_kb(pid);
 
@@ -771,7 +731,7 @@ fn slow_reader_cannot_hurt_others() {
         "{} of {} echo round trips lost: {missing:?}\n(peer echoed {})",
         missing.len(),
         during + 50,
-        peer.echoed.load(Ordering::Relaxed)
+        peer.received()
     );
     assert!(binding_errors.is_empty(), "{binding_errors:?}");
     assert!(rss < 200 * 1024, "server VmRSS {rss} kB is over 200 MB");
