@@ -9,6 +9,7 @@
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
 # Node.js (>= 18) and npm must already be installed.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -8,6 +8,7 @@
 # touches the live firewall (the tests use check modes: `nft -c`,
 # `iptables-restore --test`, `systemd-analyze verify`).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 TOOLS=(

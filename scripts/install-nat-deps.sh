@@ -3,6 +3,7 @@
 # and veth pairs) and `nft` (nftables, for the NAT routers). Idempotent: does nothing
 # when both are already on PATH. Non-interactive; Debian/Ubuntu (apt) only.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 TOOLS=(ip=iproute2 nft=nftables)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need on Debian/Ubuntu: coturn's tools
-# (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient), openssl and
-# redis-server (the fleet tests start their own on a loopback port).
+# (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient), openssl,
+# redis-server (the fleet tests start their own on a loopback port) and man (the
+# generated man pages must render without warnings).
 #
 # Idempotent: does nothing when the tools are already on PATH. Non-interactive; meant
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
@@ -10,6 +11,7 @@
 # random high loopback ports and never use 3478, but a system turnserver must not be
 # left running: it is kept from starting during the install and stopped/disabled after.
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 # Each tool with the Debian package that provides it (openssl: `openssl s_client`
@@ -21,6 +23,7 @@ TOOLS=(
     turnutils_stunclient=coturn
     openssl=openssl
     redis-server=redis-server
+    man=man-db
 )
 
 # Stops and disables a system service (coturn, redis-server) if one is there: the
@@ -49,7 +52,7 @@ if [ "${#missing[@]}" -eq 0 ]; then
         && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }; then
         stop_service coturn
     fi
-    log "ok: coturn's tools, openssl and redis-server already present"
+    log "ok: coturn's tools, openssl, redis-server and man already present"
     exit 0
 fi
 
