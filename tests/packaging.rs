@@ -1,26 +1,25 @@
 //! Packaging: shell completions, man pages and the cargo-deb metadata in Cargo.toml.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod support;
 
-fn tern(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(args)
-        .output()
-        .expect("run tern")
-}
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tern-packaging-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+use support::{RunOutput, TempDir, ensure_tool, run_tern, run_with_timeout};
+
+/// Bound on one run of `tern` or `man`.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn tern(args: &[&str]) -> RunOutput {
+    run_tern(args, TIMEOUT)
 }
 
 #[test]
 fn bash_completions_name_the_subcommands() {
     let out = tern(&["completions", "bash"]);
-    assert!(out.status.success(), "{out:?}");
-    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(out.success(), "{}", out.describe());
+    let script = out.stdout;
     assert!(!script.trim().is_empty());
     assert!(script.contains("serve"), "no serve in:\n{script}");
     assert!(
@@ -33,10 +32,16 @@ fn bash_completions_name_the_subcommands() {
 fn completions_for_every_shell() {
     for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
         let out = tern(&["completions", shell]);
-        assert!(out.status.success(), "{shell}: {out:?}");
+        assert!(out.success(), "{shell}: {}", out.describe());
         assert!(!out.stdout.is_empty(), "{shell}: empty script");
     }
-    assert!(!tern(&["completions", "tcsh"]).status.success());
+    let out = tern(&["completions", "tcsh"]);
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(2),
+        "{}",
+        out.describe()
+    );
 }
 
 /// True when the text opens with roff requests and has a `.TH` title line among them.
@@ -48,46 +53,35 @@ fn has_roff_header(text: &str) -> bool {
             .any(|l| l.starts_with(".TH "))
 }
 
-fn man_available() -> bool {
-    Command::new("man")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn man_pages_for_the_command_and_subcommands() {
-    let dir = temp_dir("man");
-    let out = tern(&["man", dir.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    let man = man_available();
-    if !man {
-        eprintln!("man (man-db) not installed: checking the roff header only");
-    }
+    let dir = TempDir::new("tern-packaging-man");
+    let out = tern(&["man", dir.path().to_str().unwrap()]);
+    assert!(out.success(), "{}", out.describe());
+    let man = ensure_tool("man");
     for name in ["tern.1", "tern-serve.1", "tern-check-config.1"] {
         let path = dir.join(name);
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(has_roff_header(&text), "{name} has no roff header:\n{text}");
-        if man {
-            let rendered = Command::new("man")
-                .arg("-l")
-                .arg(&path)
-                .env("MANPAGER", "cat")
-                .env("PAGER", "cat")
-                .env("MANWIDTH", "80")
-                .output()
-                .expect("run man");
-            assert!(rendered.status.success(), "man -l {name}: {rendered:?}");
-            let stderr = String::from_utf8_lossy(&rendered.stderr);
-            assert!(stderr.trim().is_empty(), "man -l {name} warned: {stderr}");
-            assert!(
-                !rendered.stdout.is_empty(),
-                "man -l {name} rendered nothing"
-            );
-        }
+        let mut cmd = Command::new(&man);
+        cmd.arg("-l")
+            .arg(&path)
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .env("MANWIDTH", "80");
+        let rendered = run_with_timeout(&mut cmd, TIMEOUT);
+        assert!(rendered.success(), "man -l {name}: {}", rendered.describe());
+        assert!(
+            rendered.stderr.trim().is_empty(),
+            "man -l {name} warned: {}",
+            rendered.stderr
+        );
+        assert!(
+            !rendered.stdout.is_empty(),
+            "man -l {name} rendered nothing"
+        );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
