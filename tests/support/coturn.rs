@@ -3,7 +3,6 @@
 //!
 //! Use it from a test file (which has `mod support;`) with
 //! `#[path = "support/coturn.rs"] mod coturn;`.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::Path;
