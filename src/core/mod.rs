@@ -34,7 +34,7 @@ use crate::policy::PeerPolicy;
 use crate::proto::{self, ChannelHeader, Kind, Request};
 pub use allocation::Allocation;
 pub use error::Reject;
-pub use route::{Forward, PeerRoute};
+pub use route::{Forward, Framed, PeerRoute};
 use shared::Reservation;
 pub use shared::Shared;
 
@@ -383,24 +383,9 @@ impl Engine {
         let Some(alloc) = self.allocations.get(tuple) else {
             return;
         };
-        let data = PEER_HEADROOM..PEER_HEADROOM + len;
-        match alloc.route().forward(peer, now) {
-            Forward::Drop => {}
-            Forward::Channel(number) => {
-                let Ok(len) = u16::try_from(len) else {
-                    return;
-                };
-                let header = ChannelHeader { number, len };
-                buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
-                io.send_to_client(tuple, &buf[..data.end]);
-                alloc.route().count_to_client(usize::from(len));
-                self.shared.metrics.relay.to_client(usize::from(len));
-            }
-            Forward::Indication => {
-                alloc.route().count_to_client(data.len());
-                self.shared.metrics.relay.to_client(data.len());
-                io.send_to_client(tuple, &route::data_indication(peer, &buf[data]));
-            }
+        if let Some(framed) = alloc.route().frame(peer, now, buf, len, &mut self.rng) {
+            io.send_to_client(tuple, framed.bytes());
+            self.shared.metrics.relay.to_client(len);
         }
     }
 
