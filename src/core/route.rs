@@ -14,11 +14,10 @@
 use rand::Rng;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use stun::attributes::{ATTR_DATA, ATTR_XOR_PEER_ADDRESS};
 use stun::message::METHOD_DATA;
 
-use super::allocation::ChannelBinding;
 use super::{FiveTuple, PEER_HEADROOM};
 use crate::proto::{ChannelHeader, Response};
 
@@ -31,6 +30,30 @@ pub enum Forward {
     Channel(u16),
     /// Send it in a Data indication.
     Indication,
+}
+
+/// How long a channel number and peer stay tied after the binding expires, so a late
+/// packet is not delivered to a different peer (RFC 8656 §12).
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// A channel bound to a peer, as the route (and the allocation that publishes it)
+/// keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelBinding {
+    pub number: u16,
+    pub peer: SocketAddr,
+    pub expires: Instant,
+}
+
+impl ChannelBinding {
+    pub fn is_active(&self, now: Instant) -> bool {
+        now < self.expires
+    }
+
+    /// Whether the number/peer pair still blocks other bindings.
+    pub(super) fn is_tied(&self, now: Instant) -> bool {
+        now < self.expires + CHANNEL_COOLDOWN
+    }
 }
 
 /// A peer's datagram framed for the client.
