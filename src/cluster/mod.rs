@@ -103,7 +103,7 @@ impl Cluster {
         tls: Vec<SocketAddr>,
     ) -> anyhow::Result<Arc<Self>> {
         let c = &settings.cluster;
-        let url = c.redis_url.as_deref().unwrap_or_default();
+        let url = c.redis_url.as_ref().map_or("", |url| url.expose().as_str());
         let mut info = redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
         // Pushed pub/sub messages arrive on the ordinary connection with RESP3.

@@ -888,7 +888,13 @@ mod tests {
     fn repeated_user_last_wins_and_empty_tables_are_omitted() {
         let (s, unmapped, toml) = run("user=bob:pw-first\nuser=bob:two\n");
         assert_eq!(s.auth.users.len(), 1);
-        assert_eq!(s.auth.users[0].password.as_deref(), Some("two"));
+        assert_eq!(
+            s.auth.users[0]
+                .password
+                .as_ref()
+                .map(|p| p.expose().as_str()),
+            Some("two")
+        );
         assert_eq!(unmapped.len(), 1);
         assert!(!unmapped[0].reason.contains("pw-first"));
         assert!(

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Settings, TlsSettings};
+use crate::config::{Redacted, Settings, TlsSettings};
 use crate::core::Shared;
 use crate::net::stream::{self, ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
@@ -34,17 +34,25 @@ pub async fn run(
     let running = settings.clone();
     let generated_secret = (settings.auth.users.is_empty() && settings.auth.secrets.is_empty())
         .then(|| random_token(32));
-    settings.auth.secrets.extend(generated_secret.clone());
-    let banner_secret = settings.auth.secrets.first().cloned();
+    settings
+        .auth
+        .secrets
+        .extend(generated_secret.clone().map(Redacted::from));
+    let banner_secret = settings.auth.secrets.first().map(|s| s.expose().clone());
     // The self-test page signs its short-lived credentials with a secret of its own,
     // derived from its token: every node of a fleet with the same token accepts them
     // (the page's URLs may lead to any node, or a redirect to another).
     let selftest_secret = settings
         .selftest
         .listen
-        .and(settings.selftest.token.as_deref())
-        .map(|token| crate::auth::derived_secret("tern self-test TURN credentials", token));
-    settings.auth.secrets.extend(selftest_secret.clone());
+        .and(settings.selftest.token.as_ref())
+        .map(|token| {
+            crate::auth::derived_secret("tern self-test TURN credentials", token.expose())
+        });
+    settings
+        .auth
+        .secrets
+        .extend(selftest_secret.clone().map(Redacted::from));
     let relay_ips = relay_ips::relay_ips(&settings.relay.ips, &settings.server.listen_addrs());
     let advertised_ips = relay_ips::advertised_ips(&relay_ips, &settings.relay.external_ips);
     let workers = worker_count(&settings);
@@ -149,7 +157,7 @@ pub async fn run(
             lifecycle: stop_rx.clone(),
             lifecycle_control: stop_tx.clone(),
             workers: worker_commands,
-            token: settings.admin.token.clone(),
+            token: settings.admin.token.as_ref().map(|t| t.expose().clone()),
             cluster: cluster.clone(),
             port_capacity: settings.relay.ports.count() * relay_ips.len(),
         });
@@ -224,7 +232,7 @@ async fn bind_http(
 /// accepts another's challenge), else one made up for this run.
 async fn nonce_key(settings: &Settings, cluster: Option<&crate::cluster::Cluster>) -> String {
     if let Some(key) = &settings.auth.nonce_key {
-        return key.clone();
+        return key.expose().clone();
     }
     let own = random_token(32);
     match cluster {
