@@ -2,9 +2,10 @@
 //! certificate reload.
 //!
 //! This module owns the certificate chain and private key read from two PEM files and
-//! the rustls [`ServerConfig`](rustls::ServerConfig) built from them. Each new connection gets a
-//! [`TlsAcceptor`](tokio_rustls::TlsAcceptor) for the configuration current at that moment; a reload swaps in a new
-//! configuration for later handshakes and never touches established connections.
+//! the rustls [`ServerConfig`](rustls::ServerConfig) built from them. Each new
+//! connection gets a [`TlsAcceptor`](tokio_rustls::TlsAcceptor) for the configuration
+//! current at that moment; a reload swaps in a new configuration for later handshakes
+//! and never touches established connections.
 //!
 //! What it must never do:
 //! - put key material in an error, a log line or a `Debug` output: errors name the file
