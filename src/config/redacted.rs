@@ -41,7 +41,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn debug_is_the_placeholder_and_parsing_is_the_value_s() {
+    fn debug_is_a_placeholder_and_parsing_reads_the_value() {
         #[derive(Debug, Deserialize)]
         struct Section {
             token: Option<Redacted<String>>,
