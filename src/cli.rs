@@ -5,7 +5,7 @@ use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use crate::config::{ExternalIp, LogFormat, PortRange, Settings, UserEntry};
+use crate::config::{ExternalIp, LogFormat, PortRange, Redacted, Settings, UserEntry};
 
 #[derive(Debug, Parser)]
 #[command(name = "tern", version, about = "STUN/TURN relay server")]
@@ -156,13 +156,13 @@ impl ServeArgs {
             s.admin.listen = self.admin;
         }
         if let Some(url) = &self.redis_url {
-            s.cluster.redis_url = Some(url.clone());
+            s.cluster.redis_url = Some(url.clone().into());
         }
         if let Some(id) = &self.node_id {
             s.cluster.node_id = Some(id.clone());
         }
         if let Some(token) = &self.admin_token {
-            s.admin.token = Some(token.clone());
+            s.admin.token = Some(token.clone().into());
         }
         s.server.tcp &= !self.no_tcp;
         s.server.udp &= !self.no_udp;
@@ -182,11 +182,13 @@ impl ServeArgs {
             let (name, password) = user.split_once(':').ok_or("--user takes NAME:PASSWORD")?;
             s.auth.users.push(UserEntry {
                 name: name.to_string(),
-                password: Some(password.to_string()),
+                password: Some(password.to_string().into()),
                 key: None,
             });
         }
-        s.auth.secrets.extend(self.secret.iter().cloned());
+        s.auth
+            .secrets
+            .extend(self.secret.iter().cloned().map(Redacted::from));
         s.peers.allowed.extend(self.allow_peer.iter().copied());
         if let Some(format) = self.log_format {
             s.log.format = format;

@@ -13,6 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::core::{Count, Reject, Transport};
+
 /// Label sets are small `Copy` structs, so counting on the control path (every 401,
 /// every allocation) never touches the heap: temporary allocations interleaved with
 /// long-lived ones fragment memory, which shows in the memory per allocation.
@@ -274,17 +276,51 @@ impl Metrics {
     }
 
     /// The gauge of allocations for a transport and family.
-    pub fn allocations(&self, transport: &'static str, ipv6: bool) -> Gauge {
+    fn allocations(&self, transport: Transport, ipv6: bool) -> Gauge {
+        let transport = match transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        };
         let family = if ipv6 { "ipv6" } else { "ipv4" };
         let labels = AllocationLabels { transport, family };
         self.allocations.get_or_create(&labels).clone()
     }
 
-    pub fn response(&self, code: u16) {
+    /// Counts what an engine reports.
+    pub fn count(&self, event: Count<'_>) {
+        match event {
+            Count::ErrorSent(reject) => {
+                self.response(reject.code());
+                match reject {
+                    Reject::Forbidden => self.peer_denied.inc(),
+                    Reject::QuotaReached => self.quota_rejections.inc(),
+                    _ => 0,
+                };
+            }
+            Count::Challenged { stale_nonce } => {
+                self.auth_failure(if stale_nonce {
+                    "stale_nonce"
+                } else {
+                    "unauthorized"
+                });
+            }
+            Count::AllocationOpened { transport, ipv6 } => {
+                self.allocations(transport, ipv6).inc();
+            }
+            Count::AllocationClosed { transport, ipv6 } => {
+                self.allocations(transport, ipv6).dec();
+            }
+            Count::ToPeer(bytes) => self.relay.to_peer(bytes),
+            Count::ToClient(bytes) => self.relay.to_client(bytes),
+        }
+    }
+
+    fn response(&self, code: u16) {
         self.responses.get_or_create(&CodeLabel { code }).inc();
     }
 
-    pub fn auth_failure(&self, reason: &'static str) {
+    fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();

@@ -18,7 +18,7 @@ use stun::message::{CLASS_REQUEST, METHOD_ALLOCATE, METHOD_REFRESH, Method};
 use sans_io::{PASSWORD, PORTS, REALM, RELAY_V4, Recorder, USER};
 use tern::auth::NonceIssuer;
 use tern::client::{Attr, Outgoing, Reply, Signer, encode_message, new_transaction_id, to_reply};
-use tern::core::{Engine, FiveTuple, Io, Now, PeerRoute, Shared, Transport};
+use tern::core::{Count, Engine, FiveTuple, Io, Now, PeerRoute, Shared, Transport};
 use tern::proto::Request;
 
 const UNIX0: u64 = 1_800_000_000;
@@ -64,6 +64,9 @@ impl<F: FnMut()> Io for Interleaved<'_, F> {
     }
     fn allocation_changed(&mut self, tuple: &FiveTuple, alive: bool) {
         self.io.allocation_changed(tuple, alive);
+    }
+    fn count(&mut self, event: Count<'_>) {
+        self.io.count(event);
     }
 }
 

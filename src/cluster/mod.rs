@@ -22,6 +22,7 @@ use redis::{AsyncCommands, PushInfo, PushKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use thiserror::Error;
 use tokio::sync::{Mutex, mpsc, watch};
 
 pub use record::{LoadLimits, NodeRecord, fleet_view};
@@ -68,6 +69,18 @@ impl Keys {
     }
 }
 
+/// Why a fleet operation failed. The node keeps serving on what it last knew.
+#[derive(Debug, Error)]
+pub enum FleetError {
+    #[error("Redis is unreachable")]
+    Unreachable,
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    /// A record or session list could not be written as JSON.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// What this node is in the fleet, and how it reaches Redis.
 pub struct Cluster {
     keys: Keys,
@@ -103,7 +116,7 @@ impl Cluster {
         tls: Vec<SocketAddr>,
     ) -> anyhow::Result<Arc<Self>> {
         let c = &settings.cluster;
-        let url = c.redis_url.as_deref().unwrap_or_default();
+        let url = c.redis_url.as_ref().map_or("", |url| url.expose().as_str());
         let mut info = redis::IntoConnectionInfo::into_connection_info(url)
             .map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
         // Pushed pub/sub messages arrive on the ordinary connection with RESP3.
@@ -187,32 +200,26 @@ impl Cluster {
 
     /// Refuses `user` on every node: recorded for nodes that start later, announced
     /// to the running ones.
-    pub async fn publish_revocation(&self, user: &str) -> Result<(), String> {
-        let mut conn = self.connection().await.ok_or("Redis is unreachable")?;
+    pub async fn publish_revocation(&self, user: &str) -> Result<(), FleetError> {
+        let mut conn = self.connection().await.ok_or(FleetError::Unreachable)?;
         redis::pipe()
             .sadd(self.keys.revoked(), user)
             .publish(self.keys.revoke_channel(), user)
             .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok(())
     }
 
     /// Every live node's sessions, each with a `node` field.
-    pub async fn fleet_sessions(&self) -> Result<Vec<serde_json::Value>, String> {
-        let mut conn = self.connection().await.ok_or("Redis is unreachable")?;
-        let records = self
-            .live_records(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn fleet_sessions(&self) -> Result<Vec<serde_json::Value>, FleetError> {
+        let mut conn = self.connection().await.ok_or(FleetError::Unreachable)?;
+        let records = self.live_records(&mut conn).await?;
         if records.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = records.iter().map(|r| self.keys.sessions(&r.id)).collect();
-        let lists: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+        let lists: Vec<Option<Vec<u8>>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
         let mut sessions = Vec::new();
         for (record, list) in records.iter().zip(lists) {
             let list: Vec<serde_json::Value> = list
@@ -331,9 +338,9 @@ impl Cluster {
         server: &Server,
         record: &NodeRecord,
         publish_sessions: bool,
-    ) -> Result<usize, String> {
-        let mut conn = self.connection().await.ok_or("cannot connect")?;
-        let json = serde_json::to_string(record).map_err(|e| e.to_string())?;
+    ) -> Result<usize, FleetError> {
+        let mut conn = self.connection().await.ok_or(FleetError::Unreachable)?;
+        let json = serde_json::to_string(record)?;
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
@@ -348,7 +355,7 @@ impl Cluster {
             let sessions = ask_all(&server.workers, WorkerCommand::Sessions)
                 .await
                 .concat();
-            let json = serde_json::to_string(&sessions).map_err(|e| e.to_string())?;
+            let json = serde_json::to_string(&sessions)?;
             // Outlives the sparse republishing; listed only while the record is alive.
             let sessions_ttl = ttl_ms
                 + SPARSE_SESSIONS_EVERY * u64::try_from(self.interval.as_millis()).unwrap_or(0);
@@ -359,18 +366,10 @@ impl Cluster {
                 .arg(sessions_ttl)
                 .ignore();
         }
-        pipe.query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        let records = self
-            .live_records(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?;
+        pipe.query_async::<()>(&mut conn).await?;
+        let records = self.live_records(&mut conn).await?;
         self.warn_if_id_taken(&records);
-        let revoked: Vec<Vec<u8>> = conn
-            .smembers(self.keys.revoked())
-            .await
-            .map_err(|e| e.to_string())?;
+        let revoked: Vec<Vec<u8>> = conn.smembers(self.keys.revoked()).await?;
         for user in revoked
             .into_iter()
             .filter_map(|u| String::from_utf8(u).ok())

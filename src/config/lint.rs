@@ -77,7 +77,7 @@ pub fn lint(settings: &Settings) -> Vec<String> {
 
 /// A password sent to Redis without TLS crosses the network in the clear.
 fn plain_redis_with_password(settings: &Settings) -> Option<String> {
-    let url = settings.cluster.redis_url.as_deref()?;
+    let url = settings.cluster.redis_url.as_ref()?.expose();
     let host = url.strip_prefix("redis://")?;
     let (userinfo, rest) = host.split_once('@')?;
     let host = rest.split([':', '/']).next().unwrap_or_default();
@@ -235,12 +235,12 @@ fn short_secrets(settings: &Settings) -> Vec<String> {
         .secrets
         .iter()
         .enumerate()
-        .filter(|(_, secret)| secret.len() < MIN_SECRET_BYTES)
+        .filter(|(_, secret)| secret.expose().len() < MIN_SECRET_BYTES)
         .map(|(i, _)| format!("auth.secrets entry #{}", i + 1));
     let nonce_key = auth
         .nonce_key
         .as_ref()
-        .filter(|key| key.len() < MIN_SECRET_BYTES)
+        .filter(|key| key.expose().len() < MIN_SECRET_BYTES)
         .map(|_| "auth.nonce_key".to_string());
     secrets
         .chain(nonce_key)

@@ -4,33 +4,11 @@
 //! socket. Data traffic never refreshes anything: only requests do.
 
 use super::FiveTuple;
-use super::route::PeerRoute;
+use super::route::{ChannelBinding, PeerRoute};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use stun::agent::TransactionId;
-
-/// How long a channel number and peer stay tied after the binding expires, so a late
-/// packet is not delivered to a different peer (RFC 8656 §12).
-pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
-
-#[derive(Debug, Clone, Copy)]
-pub struct ChannelBinding {
-    pub number: u16,
-    pub peer: SocketAddr,
-    pub expires: Instant,
-}
-
-impl ChannelBinding {
-    pub fn is_active(&self, now: Instant) -> bool {
-        now < self.expires
-    }
-
-    /// Whether the number/peer pair still blocks other bindings.
-    fn is_tied(&self, now: Instant) -> bool {
-        now < self.expires + CHANNEL_COOLDOWN
-    }
-}
 
 /// Why a channel could not be bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +169,8 @@ impl Allocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::route::CHANNEL_COOLDOWN;
+    use std::time::Duration;
 
     fn alloc(now: Instant) -> Allocation {
         let a: SocketAddr = "192.0.2.1:50000".parse().unwrap();

@@ -12,6 +12,7 @@
 //! only ever reads.
 
 pub mod allocation;
+pub mod count;
 pub mod error;
 pub mod fleet;
 pub mod ports;
@@ -33,8 +34,9 @@ use crate::config::PortRange;
 use crate::policy::PeerPolicy;
 use crate::proto::{self, ChannelHeader, Kind, Request};
 pub use allocation::Allocation;
+pub use count::Count;
 pub use error::Reject;
-pub use route::{Forward, PeerRoute};
+pub use route::{Forward, Framed, PeerRoute};
 use shared::Reservation;
 pub use shared::Shared;
 
@@ -90,6 +92,8 @@ pub trait Io {
     /// the unallocated-connection timer on creation and close the connection on
     /// deletion (RFC 8656 §3.1: the two live and die together).
     fn allocation_changed(&mut self, tuple: &FiveTuple, alive: bool);
+    /// Something happened that the driver's metrics count.
+    fn count(&mut self, event: Count<'_>);
 }
 
 /// Settings the engine runs with, resolved from the config.
@@ -239,21 +243,7 @@ impl Engine {
         self.shared.ports().in_use()
     }
 
-    /// The allocations gauge for `tuple`'s transport and a relay family.
-    fn allocation_gauge(
-        &self,
-        tuple: &FiveTuple,
-        ipv6: bool,
-    ) -> prometheus_client::metrics::gauge::Gauge {
-        let transport = match tuple.transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        };
-        self.shared.metrics.allocations(transport, ipv6)
-    }
-
-    /// The shared state (ports, quotas, metrics).
+    /// The shared state (ports, quotas, reservations, the fleet view).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -383,24 +373,9 @@ impl Engine {
         let Some(alloc) = self.allocations.get(tuple) else {
             return;
         };
-        let data = PEER_HEADROOM..PEER_HEADROOM + len;
-        match alloc.route().forward(peer, now) {
-            Forward::Drop => {}
-            Forward::Channel(number) => {
-                let Ok(len) = u16::try_from(len) else {
-                    return;
-                };
-                let header = ChannelHeader { number, len };
-                buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
-                io.send_to_client(tuple, &buf[..data.end]);
-                alloc.route().count_to_client(usize::from(len));
-                self.shared.metrics.relay.to_client(usize::from(len));
-            }
-            Forward::Indication => {
-                alloc.route().count_to_client(data.len());
-                self.shared.metrics.relay.to_client(data.len());
-                io.send_to_client(tuple, &route::data_indication(peer, &buf[data]));
-            }
+        if let Some(framed) = alloc.route().frame(peer, now, buf, len, &mut self.rng) {
+            io.send_to_client(tuple, framed.bytes());
+            io.count(Count::ToClient(len));
         }
     }
 
@@ -496,7 +471,10 @@ impl Engine {
         self.relays.remove(&alloc.relay);
         self.shared
             .uncount_allocation(self.credentials.quota_identity(&alloc.username));
-        self.allocation_gauge(tuple, alloc.is_ipv6()).dec();
+        io.count(Count::AllocationClosed {
+            transport: tuple.transport,
+            ipv6: alloc.is_ipv6(),
+        });
         io.close_relay(alloc.relay);
         io.allocation_changed(tuple, false);
         tracing::info!(client = %tuple.client, relay = %alloc.relay, "allocation deleted");
@@ -545,7 +523,7 @@ impl Engine {
             let payload = header.payload(bytes);
             io.send_to_peer(alloc.relay, peer, payload);
             alloc.route().count_to_peer(payload.len());
-            self.shared.metrics.relay.to_peer(payload.len());
+            io.count(Count::ToPeer(payload.len()));
         }
     }
 
@@ -571,7 +549,7 @@ impl Engine {
         {
             io.send_to_peer(alloc.relay, peer, data);
             alloc.route().count_to_peer(data.len());
-            self.shared.metrics.relay.to_peer(data.len());
+            io.count(Count::ToPeer(data.len()));
         }
     }
 }

@@ -17,7 +17,7 @@ use turn::proto::rsrvtoken::ReservationToken;
 use super::allocation::ChannelConflict;
 use super::ports::PortWish;
 use super::{
-    Allocation, Engine, FiveTuple, Io, Now, RESERVATION_LIFETIME, Reject, RelayIpChoice,
+    Allocation, Count, Engine, FiveTuple, Io, Now, RESERVATION_LIFETIME, Reject, RelayIpChoice,
     Reservation, Timer, Transport,
 };
 use crate::auth::{AuthError, LongTermKey};
@@ -83,7 +83,7 @@ impl Engine {
             Err(Refusal::Challenge(reject)) => return self.challenge(now, tuple, req, reject, io),
             Err(Refusal::Error(reject)) => {
                 if self.limiter.allow(tuple.client.ip(), now.mono) {
-                    let bytes = self.error_answer(req, &reject, None);
+                    let bytes = self.error_answer(req, &reject, None, io);
                     io.send_to_client(tuple, &bytes);
                 }
                 return;
@@ -104,7 +104,7 @@ impl Engine {
                 response.add_software(self.config.software.as_deref());
                 response.finish(Some(auth.key.as_bytes()), req.has_fingerprint())
             }
-            Err(reject) => self.error_answer(req, &reject, Some(&auth.key)),
+            Err(reject) => self.error_answer(req, &reject, Some(&auth.key), io),
         };
         if let Some(alloc) = self.allocations.get_mut(tuple) {
             // Only the Allocate answer is kept for retransmissions: the other requests
@@ -151,14 +151,14 @@ impl Engine {
         io.send_to_client(tuple, &response.finish(None, true));
     }
 
-    fn error_answer(&self, req: &Request, reject: &Reject, key: Option<&LongTermKey>) -> Vec<u8> {
-        let metrics = &self.shared.metrics;
-        metrics.response(reject.code());
-        match reject {
-            Reject::Forbidden => metrics.peer_denied.inc(),
-            Reject::QuotaReached => metrics.quota_rejections.inc(),
-            _ => 0,
-        };
+    fn error_answer(
+        &self,
+        req: &Request,
+        reject: &Reject,
+        key: Option<&LongTermKey>,
+        io: &mut dyn Io,
+    ) -> Vec<u8> {
+        io.count(Count::ErrorSent(reject));
         let mut response = Response::error(req, reject.code());
         match reject {
             Reject::UnknownAttributes(types) => response.add(&UnknownAttributes(types.clone())),
@@ -178,15 +178,13 @@ impl Engine {
         reject: Reject,
         io: &mut dyn Io,
     ) {
-        let reason = match reject {
-            Reject::StaleNonce => "stale_nonce",
-            _ => "unauthorized",
-        };
-        self.shared.metrics.auth_failure(reason);
+        io.count(Count::Challenged {
+            stale_nonce: reject == Reject::StaleNonce,
+        });
         if !self.limiter.allow(tuple.client.ip(), now.mono) {
             return;
         }
-        self.shared.metrics.response(reject.code());
+        io.count(Count::ErrorSent(&reject));
         let nonce = self
             .nonces
             .issue(tuple.client, tuple.transport as u8, now.unix);
@@ -342,7 +340,10 @@ impl Engine {
         self.allocations.insert(*tuple, Box::new(alloc));
         self.relays.insert(relay, *tuple);
         io.allocation_changed(tuple, true);
-        self.allocation_gauge(tuple, relay.is_ipv6()).inc();
+        io.count(Count::AllocationOpened {
+            transport: tuple.transport,
+            ipv6: relay.is_ipv6(),
+        });
         self.timers
             .push(std::cmp::Reverse((expires, Timer::Allocation(relay))));
         // A REST user id is whatever the credential service put there: escaped, its

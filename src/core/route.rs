@@ -5,16 +5,21 @@
 //! forwards a peer's datagram itself, so the busiest path in a relay takes no lock, no
 //! queue and no allocation. Expiry is judged against the `now` of each datagram, so a
 //! route stays right without being republished when something expires.
+//!
+//! [`PeerRoute::frame`] is the one place a peer's datagram is framed for its client
+//! (ChannelData or a Data indication): the relay readers call it for UDP clients and
+//! the engine for TCP/TLS clients, so the code the sans-IO tests and fuzzing drive is
+//! the code on the hot path.
 
+use rand::Rng;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use stun::attributes::{ATTR_DATA, ATTR_XOR_PEER_ADDRESS};
 use stun::message::METHOD_DATA;
 
-use super::FiveTuple;
-use super::allocation::ChannelBinding;
-use crate::proto::Response;
+use super::{FiveTuple, PEER_HEADROOM};
+use crate::proto::{ChannelHeader, Response};
 
 /// What to do with a datagram a peer sent to a relay address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +30,50 @@ pub enum Forward {
     Channel(u16),
     /// Send it in a Data indication.
     Indication,
+}
+
+/// How long a channel number and peer stay tied after the binding expires, so a late
+/// packet is not delivered to a different peer (RFC 8656 §12).
+pub const CHANNEL_COOLDOWN: Duration = Duration::from_secs(300);
+
+/// A channel bound to a peer, as the route (and the allocation that publishes it)
+/// keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelBinding {
+    pub number: u16,
+    pub peer: SocketAddr,
+    pub expires: Instant,
+}
+
+impl ChannelBinding {
+    pub fn is_active(&self, now: Instant) -> bool {
+        now < self.expires
+    }
+
+    /// Whether the number/peer pair still blocks other bindings.
+    pub(super) fn is_tied(&self, now: Instant) -> bool {
+        now < self.expires + CHANNEL_COOLDOWN
+    }
+}
+
+/// A peer's datagram framed for the client.
+#[derive(Debug)]
+pub enum Framed<'a> {
+    /// ChannelData, framed in place: the header written into the headroom in front of
+    /// the data.
+    Channel(&'a [u8]),
+    /// A Data indication, in a buffer of its own (its attributes surround the data).
+    Indication(Vec<u8>),
+}
+
+impl Framed<'_> {
+    /// The bytes to send to the client.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Framed::Channel(bytes) => bytes,
+            Framed::Indication(bytes) => bytes,
+        }
+    }
 }
 
 /// An allocation's client and its permissions and channels, as of one moment.
@@ -104,11 +153,44 @@ impl PeerRoute {
     }
 }
 
+impl PeerRoute {
+    /// Frames the datagram `peer` sent, at `buf[PEER_HEADROOM..][..len]`, for the
+    /// client as the route says at `now`, and counts its bytes on the route. `None`
+    /// drops it: no permission for the peer, or too long for ChannelData. `rng` draws a
+    /// Data indication's transaction id.
+    pub fn frame<'a>(
+        &self,
+        peer: SocketAddr,
+        now: Instant,
+        buf: &'a mut [u8],
+        len: usize,
+        rng: &mut impl Rng,
+    ) -> Option<Framed<'a>> {
+        let framed = match self.forward(peer, now) {
+            Forward::Drop => return None,
+            Forward::Channel(number) => {
+                let header = ChannelHeader {
+                    number,
+                    len: u16::try_from(len).ok()?,
+                };
+                buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
+                Framed::Channel(&buf[..PEER_HEADROOM + len])
+            }
+            Forward::Indication => {
+                let data = &buf[PEER_HEADROOM..PEER_HEADROOM + len];
+                Framed::Indication(data_indication(peer, data, rng))
+            }
+        };
+        self.count_to_client(len);
+        Some(framed)
+    }
+}
+
 /// A Data indication carrying `data` from `peer` (RFC 8656 §11.4). It needs no
-/// integrity, and its transaction id is random.
-pub fn data_indication(peer: SocketAddr, data: &[u8]) -> Vec<u8> {
+/// integrity; its transaction id is drawn from `rng`.
+fn data_indication(peer: SocketAddr, data: &[u8], rng: &mut impl Rng) -> Vec<u8> {
     let mut tid = stun::agent::TransactionId::default();
-    rand::Rng::fill(&mut rand::rng(), &mut tid.0);
+    rng.fill(&mut tid.0);
     let mut ind = Response::indication(METHOD_DATA, tid);
     ind.add_xor_address(ATTR_XOR_PEER_ADDRESS, peer);
     ind.add_raw(ATTR_DATA, data);
@@ -148,5 +230,15 @@ mod tests {
         assert_eq!(route.forward(same_ip, now), Forward::Indication);
         assert_eq!(route.forward(stranger, now), Forward::Drop);
         assert_eq!(route.forward(bound, later), Forward::Drop);
+
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        let mut buf = [0u8; PEER_HEADROOM + 3];
+        buf[PEER_HEADROOM..].copy_from_slice(b"abc");
+        let framed = route.frame(bound, now, &mut buf, 3, &mut rng).unwrap();
+        assert_eq!(framed.bytes(), &[0x40, 0x01, 0, 3, b'a', b'b', b'c']);
+        let framed = route.frame(same_ip, now, &mut buf, 3, &mut rng).unwrap();
+        assert!(matches!(framed, Framed::Indication(ref b) if b.ends_with(b"abc\0")));
+        assert!(route.frame(stranger, now, &mut buf, 3, &mut rng).is_none());
+        assert_eq!(route.to_client_bytes(), 6);
     }
 }

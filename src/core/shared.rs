@@ -11,7 +11,7 @@ use rand::Rng;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -43,7 +43,7 @@ pub struct Shared {
     revoked: Mutex<std::collections::HashSet<String>>,
     /// The rest of the fleet, replaced whole by `crate::cluster` at each heartbeat.
     pub fleet: ArcSwap<FleetView>,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Locks a mutex, taking the data even if another worker panicked while holding it:
@@ -60,7 +60,7 @@ impl Shared {
             reservations: Mutex::new(HashMap::new()),
             revoked: Mutex::new(std::collections::HashSet::new()),
             fleet: ArcSwap::from_pointee(FleetView::default()),
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 

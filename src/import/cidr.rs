@@ -7,18 +7,37 @@
 
 use ipnet::IpNet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use thiserror::Error;
+
+/// Why a coturn peer address spec gives no CIDR blocks.
+#[derive(Debug, Error)]
+pub enum CidrError {
+    #[error("{first}-{last} mixes IPv4 and IPv6")]
+    MixedFamilies { first: IpAddr, last: IpAddr },
+    #[error("{first}-{last} is empty (first > last)")]
+    EmptyRange { first: IpAddr, last: IpAddr },
+    #[error("{0:?} is not an IP address")]
+    NotAnAddress(String),
+    #[error("{0:?} is not a CIDR prefix")]
+    NotAPrefix(String),
+    /// A block computed outside its family's range: a bug in the range walk.
+    #[error("{0}")]
+    BlockOutOfRange(&'static str),
+    #[error("{0}")]
+    PrefixLength(#[from] ipnet::PrefixLenError),
+}
 
 /// The minimal list of CIDR blocks covering exactly `first..=last`, in address order.
 ///
 /// Both ends must be of one family and `first <= last`.
-pub fn range_to_cidrs(first: IpAddr, last: IpAddr) -> Result<Vec<IpNet>, String> {
+pub fn range_to_cidrs(first: IpAddr, last: IpAddr) -> Result<Vec<IpNet>, CidrError> {
     let (start, end, width) = match (first, last) {
         (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
         (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
-        _ => return Err(format!("{first}-{last} mixes IPv4 and IPv6")),
+        _ => return Err(CidrError::MixedFamilies { first, last }),
     };
     if start > end {
-        return Err(format!("{first}-{last} is empty (first > last)"));
+        return Err(CidrError::EmptyRange { first, last });
     }
     let mut out = Vec::new();
     let mut start = start;
@@ -50,26 +69,27 @@ fn span_minus_one(bits: u32) -> u128 {
 }
 
 /// The prefix of `width - bits` bits starting at `start`.
-fn block(start: u128, width: u32, bits: u32) -> Result<IpNet, String> {
+fn block(start: u128, width: u32, bits: u32) -> Result<IpNet, CidrError> {
     // `width - bits` is at most 128, which always fits a u8 prefix length.
-    let prefix =
-        u8::try_from(width - bits).map_err(|_| "prefix length out of range".to_string())?;
+    let prefix = u8::try_from(width - bits)
+        .map_err(|_| CidrError::BlockOutOfRange("prefix length out of range"))?;
     let addr = if width == 32 {
-        let v4 = u32::try_from(start).map_err(|_| "IPv4 address out of range".to_string())?;
+        let v4 = u32::try_from(start)
+            .map_err(|_| CidrError::BlockOutOfRange("IPv4 address out of range"))?;
         IpAddr::V4(Ipv4Addr::from(v4))
     } else {
         IpAddr::V6(Ipv6Addr::from(start))
     };
-    IpNet::new(addr, prefix).map_err(|e| e.to_string())
+    Ok(IpNet::new(addr, prefix)?)
 }
 
 /// A coturn peer address spec: `IP`, `FIRST-LAST` or `IP/PREFIX`, as CIDR blocks.
-pub fn parse_peer_spec(spec: &str) -> Result<Vec<IpNet>, String> {
+pub fn parse_peer_spec(spec: &str) -> Result<Vec<IpNet>, CidrError> {
     let spec = spec.trim();
     let ip = |s: &str| {
         s.trim()
             .parse::<IpAddr>()
-            .map_err(|_| format!("{:?} is not an IP address", s.trim()))
+            .map_err(|_| CidrError::NotAnAddress(s.trim().to_string()))
     };
     if let Some((first, last)) = spec.split_once('-') {
         return range_to_cidrs(ip(first)?, ip(last)?);
@@ -77,7 +97,7 @@ pub fn parse_peer_spec(spec: &str) -> Result<Vec<IpNet>, String> {
     if spec.contains('/') {
         let net: IpNet = spec
             .parse()
-            .map_err(|_| format!("{spec:?} is not a CIDR prefix"))?;
+            .map_err(|_| CidrError::NotAPrefix(spec.to_string()))?;
         // coturn accepts host bits in the prefix; tern keeps the network.
         return Ok(vec![net.trunc()]);
     }

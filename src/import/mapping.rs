@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::cidr::parse_peer_spec;
 use super::coturn_conf::Entry;
+use super::refusal::Refusal;
 use crate::auth::LongTermKey;
 use crate::config::{ExternalIp, PortRange};
 
@@ -217,7 +218,7 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
 
 impl Collected {
     /// Records `entry` into the fields, or says why it cannot be mapped.
-    fn take(&mut self, e: &Entry) -> Result<(), String> {
+    fn take(&mut self, e: &Entry) -> Result<(), Refusal> {
         let line = e.line;
         match e.name.as_str() {
             "listening-port" => set(&mut self.listening_port, port(e)?, e, &mut self.unmapped),
@@ -226,9 +227,7 @@ impl Collected {
             "relay-ip" => {
                 let addr = ip(e)?;
                 if addr.is_unspecified() || addr.is_multicast() {
-                    return Err(format!(
-                        "{addr} cannot be a relay address (wildcard or multicast); leave relay.ips empty to use the interface addresses"
-                    ));
+                    return Err(Refusal::UnusableRelayAddress(addr));
                 }
                 self.relay_ips.push((addr, line));
             }
@@ -238,7 +237,7 @@ impl Collected {
             "realm" => {
                 let realm = value(e)?;
                 if realm.len() > 127 {
-                    return Err("tern takes a realm of 1 to 127 characters".into());
+                    return Err(Refusal::RealmTooLong);
                 }
                 set(&mut self.realm, realm.to_string(), e, &mut self.unmapped);
             }
@@ -266,7 +265,7 @@ impl Collected {
                     (Some(c), None) if !c.is_ascii_digit() => {
                         set(&mut self.rest_separator, c, e, &mut self.unmapped);
                     }
-                    _ => return Err("the separator must be one character, not a digit".into()),
+                    _ => return Err(Refusal::BadSeparator),
                 }
             }
             "stale-nonce" => {
@@ -301,9 +300,7 @@ impl Collected {
             "relay-threads" => {
                 let n: usize = number(e)?;
                 if !(1..=1024).contains(&n) {
-                    return Err(
-                        "tern takes 1 to 1024 workers; the default (one per CPU) applies".into(),
-                    );
+                    return Err(Refusal::WorkersOutOfRange);
                 }
                 set(&mut self.relay_threads, n, e, &mut self.unmapped);
             }
@@ -322,16 +319,17 @@ impl Collected {
             "no-udp" => self.no_udp = Some(line),
             "no-tcp" => self.no_tcp = Some(line),
             name => {
-                return Err(unsupported_reason(name)
-                    .unwrap_or("unknown option")
-                    .to_string());
+                return Err(Refusal::Unsupported(
+                    unsupported_reason(name).unwrap_or("unknown option"),
+                ));
             }
         }
         Ok(())
     }
 
     /// Reports `entry` as unmapped, scrubbing the value of secret-bearing options.
-    fn skip(&mut self, e: &Entry, reason: String) {
+    fn skip(&mut self, e: &Entry, refusal: Refusal) {
+        let reason = refusal.to_string();
         let reason = match (&e.value, is_sensitive(&e.name)) {
             (Some(v), true) => scrub(&reason, v),
             _ => reason,
@@ -668,75 +666,64 @@ fn set<T>(slot: &mut Single<T>, value: T, e: &Entry, unmapped: &mut Vec<Unmapped
     }
 }
 
-fn value(e: &Entry) -> Result<&str, String> {
-    e.value
-        .as_deref()
-        .ok_or_else(|| "no value given".to_string())
+fn value(e: &Entry) -> Result<&str, Refusal> {
+    e.value.as_deref().ok_or(Refusal::NoValue)
 }
 
-fn number<T: std::str::FromStr>(e: &Entry) -> Result<T, String> {
+fn number<T: std::str::FromStr>(e: &Entry) -> Result<T, Refusal> {
     let v = value(e)?;
-    v.parse()
-        .map_err(|_| format!("{v:?} is not a number in the accepted range"))
+    v.parse().map_err(|_| Refusal::NotANumber(v.to_string()))
 }
 
-fn port(e: &Entry) -> Result<u16, String> {
+fn port(e: &Entry) -> Result<u16, Refusal> {
     let p: u16 = number(e)?;
     if p == 0 {
-        return Err("port 0 is not a usable port".into());
+        return Err(Refusal::PortZero);
     }
     Ok(p)
 }
 
-fn ip(e: &Entry) -> Result<IpAddr, String> {
+fn ip(e: &Entry) -> Result<IpAddr, Refusal> {
     let v = value(e)?;
-    v.parse().map_err(|_| {
-        format!("{v:?} is not an IP address (host names and devices are not supported)")
-    })
+    v.parse().map_err(|_| Refusal::NotAnAddress(v.to_string()))
 }
 
 /// A timer in seconds within tern's bounds (1 s to one day).
-fn seconds(e: &Entry) -> Result<u64, String> {
+fn seconds(e: &Entry) -> Result<u64, Refusal> {
     let v = value(e)?;
     match v.parse::<i64>() {
-        Ok(n) if n <= 0 => Err(format!(
-            "{n} means coturn's default; tern's default applies"
-        )),
+        Ok(n) if n <= 0 => Err(Refusal::CoturnDefaultSeconds(n)),
         Ok(n) => match u64::try_from(n) {
             Ok(n) if n <= MAX_SECONDS => Ok(n),
-            _ => Err(format!("{n} s is longer than tern's maximum of one day")),
+            _ => Err(Refusal::TooManySeconds(n)),
         },
-        Err(_) => Err(format!("{v:?} is not a number of seconds")),
+        Err(_) => Err(Refusal::NotSeconds(v.to_string())),
     }
 }
 
 /// An allocation quota; coturn's 0 means unlimited, which tern does not allow.
-fn quota(e: &Entry) -> Result<usize, String> {
+fn quota(e: &Entry) -> Result<usize, Refusal> {
     let n: usize = number(e)?;
     if n == 0 {
-        return Err(
-            "0 means unlimited in coturn; tern bounds every limit, so its default applies".into(),
-        );
+        return Err(Refusal::UnlimitedQuota);
     }
     Ok(n)
 }
 
 /// coturn's `PUBLIC` or `PUBLIC/PRIVATE` (note the order) as tern's value.
-fn external_ip(v: &str) -> Result<ExternalIp, String> {
+fn external_ip(v: &str) -> Result<ExternalIp, Refusal> {
     let tern_form = match v.split_once('/') {
         Some((public, private)) => format!("{}={}", private.trim(), public.trim()),
         None => v.trim().to_string(),
     };
-    tern_form.parse()
+    tern_form.parse().map_err(Refusal::ExternalAddress)
 }
 
 /// `NAME:PASSWORD` or `NAME:0xHEXKEY`. Errors never quote the value (it is a secret).
-fn user(v: &str) -> Result<(String, Secret), String> {
-    let (name, secret) = v
-        .split_once(':')
-        .ok_or("expected NAME:PASSWORD or NAME:0xKEY")?;
+fn user(v: &str) -> Result<(String, Secret), Refusal> {
+    let (name, secret) = v.split_once(':').ok_or(Refusal::NotAUser)?;
     if name.is_empty() || secret.is_empty() {
-        return Err("expected NAME:PASSWORD or NAME:0xKEY (a part is empty)".into());
+        return Err(Refusal::EmptyUserPart);
     }
     let hex = secret
         .strip_prefix("0x")
@@ -744,8 +731,7 @@ fn user(v: &str) -> Result<(String, Secret), String> {
     match hex {
         Some(hex) => {
             let hex = hex.to_ascii_lowercase();
-            LongTermKey::from_hex(&hex)
-                .map_err(|_| "the 0x key is not 32 hex digits (an MD5 key)".to_string())?;
+            LongTermKey::from_hex(&hex).map_err(|_| Refusal::NotAKey)?;
             Ok((name.to_string(), Secret::Key(hex)))
         }
         None => Ok((name.to_string(), Secret::Password(secret.to_string()))),
@@ -888,7 +874,13 @@ mod tests {
     fn repeated_user_last_wins_and_empty_tables_are_omitted() {
         let (s, unmapped, toml) = run("user=bob:pw-first\nuser=bob:two\n");
         assert_eq!(s.auth.users.len(), 1);
-        assert_eq!(s.auth.users[0].password.as_deref(), Some("two"));
+        assert_eq!(
+            s.auth.users[0]
+                .password
+                .as_ref()
+                .map(|p| p.expose().as_str()),
+            Some("two")
+        );
         assert_eq!(unmapped.len(), 1);
         assert!(!unmapped[0].reason.contains("pw-first"));
         assert!(

@@ -7,21 +7,28 @@
 pub mod cidr;
 pub mod coturn_conf;
 pub mod mapping;
+mod refusal;
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::Settings;
+use thiserror::Error;
+
+use crate::config::{ConfigError, Settings};
 pub use mapping::{Conversion, Unmapped};
+
+/// The generated TOML does not load, which is a bug in the mapping. The message is the
+/// loader's, without the TOML text (it may hold secrets).
+#[derive(Debug, Error)]
+#[error("the generated config does not load (this is a bug): {0}")]
+pub struct ImportError(#[from] ConfigError);
 
 /// Converts coturn config text and checks the result with tern's own config loader.
 ///
-/// An `Err` means the generated TOML does not load, which is a bug in the mapping: the
-/// message is the loader's, without the TOML text (it may hold secrets).
-pub fn import(text: &str, source: &str) -> Result<Conversion, String> {
+/// An `Err` means the generated TOML does not load (see [`ImportError`]).
+pub fn import(text: &str, source: &str) -> Result<Conversion, ImportError> {
     let conversion = mapping::convert(&coturn_conf::parse(text), source);
-    Settings::from_toml(&conversion.toml, "generated config")
-        .map_err(|e| format!("the generated config does not load (this is a bug): {e}"))?;
+    Settings::from_toml(&conversion.toml, "generated config")?;
     Ok(conversion)
 }
 

@@ -7,6 +7,8 @@
 //! owns the connections.
 
 use arc_swap::ArcSwap;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,10 +19,8 @@ use tokio::task::JoinHandle;
 use super::batch::{BATCH as BATCH_SIZE, RecvBatch};
 use super::socket::{bind_udp, set_dont_fragment};
 use super::udp::send_now_from;
-use crate::core::route::data_indication;
-use crate::core::{Forward, PEER_HEADROOM, PeerRoute};
+use crate::core::{PEER_HEADROOM, PeerRoute};
 use crate::metrics::RelayCounters;
-use crate::proto::ChannelHeader;
 
 /// Largest UDP payload; buffers are sized for it so nothing is ever truncated.
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -39,6 +39,8 @@ thread_local! {
     /// allocation).
     static COUNTERS: std::cell::RefCell<Option<RelayCounters>> =
         const { std::cell::RefCell::new(None) };
+    /// Draws Data indications' transaction ids, seeded once per worker thread.
+    static RNG: std::cell::RefCell<StdRng> = std::cell::RefCell::new(StdRng::from_os_rng());
 }
 
 /// Gives this (worker) thread's relay readers the counters to update.
@@ -192,25 +194,10 @@ impl Reader {
             }
         };
         let route = self.route.load();
-        let client = route.client.client;
-        match route.forward(peer, Instant::now()) {
-            Forward::Drop => {}
-            Forward::Channel(number) => {
-                let Ok(len16) = u16::try_from(len) else {
-                    return;
-                };
-                let header = ChannelHeader { number, len: len16 };
-                buf[..PEER_HEADROOM].copy_from_slice(&header.to_bytes());
-                send_now_from(listener, &buf[..PEER_HEADROOM + len], client, source);
-                route.count_to_client(len);
-                count_to_client(len);
-            }
-            Forward::Indication => {
-                let data = &buf[PEER_HEADROOM..PEER_HEADROOM + len];
-                send_now_from(listener, &data_indication(peer, data), client, source);
-                route.count_to_client(len);
-                count_to_client(len);
-            }
+        let framed = RNG.with_borrow_mut(|rng| route.frame(peer, Instant::now(), buf, len, rng));
+        if let Some(framed) = framed {
+            send_now_from(listener, framed.bytes(), route.client.client, source);
+            count_to_client(len);
         }
     }
 }

@@ -18,8 +18,9 @@ use super::batch::{BATCH, RecvBatch};
 use super::relay::{Closing, Delivery, MAX_DATAGRAM, PeerDatagram, RelaySocket};
 use super::udp::{send_now, send_now_from};
 use crate::core::{
-    Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Session, Transport,
+    Count, Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Session, Transport,
 };
+use crate::metrics::Metrics;
 
 /// A TCP/TLS connection as the worker sees it.
 pub struct Connection {
@@ -103,6 +104,7 @@ struct Sockets {
     closing: Closing,
     connections: HashMap<FiveTuple, Connection>,
     socket_buffer: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Sockets {
@@ -192,6 +194,10 @@ impl Io for Sockets {
             self.connections.remove(tuple);
         }
     }
+
+    fn count(&mut self, event: Count<'_>) {
+        self.metrics.count(event);
+    }
 }
 
 /// Runs one worker on the current thread until `lifecycle` says stop: a
@@ -247,6 +253,7 @@ async fn run(
         closing: Closing::default(),
         connections: HashMap::new(),
         socket_buffer: config.socket_buffer,
+        metrics: engine.shared().metrics.clone(),
     };
     let mut batch = RecvBatch::new(0, MAX_DATAGRAM);
     // Invariant: every listener is bound, so it has a local address.

@@ -63,7 +63,11 @@ impl SelftestState {
             ping_interval: signaling::ping_interval(t.idle_timeout.as_duration()),
         };
         Self {
-            token: t.token.clone().unwrap_or_default(),
+            token: t
+                .token
+                .as_ref()
+                .map(|t| t.expose().clone())
+                .unwrap_or_default(),
             ice: IceServers::new(settings, secret),
             rooms: Arc::new(Rooms::new(limits, shared.clone())),
             shared,

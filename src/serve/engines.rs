@@ -122,10 +122,10 @@ fn credentials(settings: &Settings) -> anyhow::Result<Credentials> {
     for user in &settings.auth.users {
         let secret = match (&user.password, &user.key) {
             (_, Some(key)) => StaticSecret::Key(
-                LongTermKey::from_hex(key)
+                LongTermKey::from_hex(key.expose())
                     .with_context(|| format!("auth.users {:?}", user.name))?,
             ),
-            (Some(password), None) => StaticSecret::Password(password.clone()),
+            (Some(password), None) => StaticSecret::Password(password.expose().clone()),
             (None, None) => anyhow::bail!("auth.users {:?}: no password or key", user.name),
         };
         users.insert(user.name.clone(), secret);
@@ -134,7 +134,7 @@ fn credentials(settings: &Settings) -> anyhow::Result<Credentials> {
         .auth
         .secrets
         .iter()
-        .map(|s| RestSecret::new(s.as_bytes().to_vec()))
+        .map(|s| RestSecret::new(s.expose().as_bytes().to_vec()))
         .collect();
     Ok(Credentials::new(
         settings.server.realm.clone(),

@@ -2,7 +2,9 @@
 //!
 //! Order matters: everything that can fail on bad input (credentials, policy, bind) is
 //! done before the server reports itself ready, and nothing is bound before the config
-//! has been validated by the caller.
+//! has been validated by the caller. [`run`] reads as its phases: [`resolve`] what the
+//! settings leave open, [`build`] the engines, [`bind`] every socket, [`spawn`] the
+//! tasks and threads that serve, [`wait`] for the stop and wind down.
 
 mod banner;
 mod engines;
@@ -12,39 +14,81 @@ pub mod reload;
 
 use anyhow::Context;
 use rand::Rng;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::config::{Settings, TlsSettings};
-use crate::core::Shared;
+use crate::auth::UnauthorizedLimiter;
+use crate::config::{Redacted, Settings, TlsSettings};
+use crate::core::{Engine, EngineRules, Shared};
 use crate::net::stream::{self, ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
 use crate::net::worker::{self, Control, Lifecycle, WorkerConfig};
 
-/// Runs the server until SIGINT or SIGTERM.
 /// Runs the server until SIGINT or SIGTERM; on SIGHUP `loader` reads the settings
 /// again and `log_level` applies a new log filter.
 pub async fn run(
-    mut settings: Settings,
+    settings: Settings,
     loader: reload::Loader,
     log_level: reload::LogLevel,
 ) -> anyhow::Result<()> {
-    let running = settings.clone();
+    let plan = resolve(settings).await?;
+    let built = build(&plan);
+    let bound = bind(&plan).await?;
+    let running = spawn(plan, built, bound, loader, log_level)?;
+    wait(running).await
+}
+
+/// What the settings come to once everything outside them is known: the secrets the
+/// server adds itself, the relay addresses, the worker count, the engine rules and
+/// the fleet with its nonce key.
+struct Plan {
+    /// The settings with the server's own secrets added, which the engines use.
+    settings: Settings,
+    /// The settings as given, which a reload compares new ones with.
+    as_given: Settings,
+    /// The REST secret made up for this run when the config has no credentials.
+    generated_secret: Option<String>,
+    /// The secret that signs the credentials the banner prints.
+    banner_secret: Option<String>,
+    /// The self-test page's own REST secret, derived from its token.
+    selftest_secret: Option<String>,
+    relay_ips: Vec<IpAddr>,
+    advertised_ips: HashMap<IpAddr, IpAddr>,
+    workers: usize,
+    rules: EngineRules,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    nonce_key: String,
+}
+
+/// Resolves what the settings leave open: credentials, relay addresses, engine rules,
+/// and (in a fleet) the connection to Redis and the shared nonce key. Bad credentials
+/// or an unreachable fleet fail here, before anything is bound.
+async fn resolve(mut settings: Settings) -> anyhow::Result<Plan> {
+    let as_given = settings.clone();
     let generated_secret = (settings.auth.users.is_empty() && settings.auth.secrets.is_empty())
         .then(|| random_token(32));
-    settings.auth.secrets.extend(generated_secret.clone());
-    let banner_secret = settings.auth.secrets.first().cloned();
+    settings
+        .auth
+        .secrets
+        .extend(generated_secret.clone().map(Redacted::from));
+    let banner_secret = settings.auth.secrets.first().map(|s| s.expose().clone());
     // The self-test page signs its short-lived credentials with a secret of its own,
     // derived from its token: every node of a fleet with the same token accepts them
     // (the page's URLs may lead to any node, or a redirect to another).
     let selftest_secret = settings
         .selftest
         .listen
-        .and(settings.selftest.token.as_deref())
-        .map(|token| crate::auth::derived_secret("tern self-test TURN credentials", token));
-    settings.auth.secrets.extend(selftest_secret.clone());
+        .and(settings.selftest.token.as_ref())
+        .map(|token| {
+            crate::auth::derived_secret("tern self-test TURN credentials", token.expose())
+        });
+    settings
+        .auth
+        .secrets
+        .extend(selftest_secret.clone().map(Redacted::from));
     let relay_ips = relay_ips::relay_ips(&settings.relay.ips, &settings.server.listen_addrs());
     let advertised_ips = relay_ips::advertised_ips(&relay_ips, &settings.relay.external_ips);
     let workers = worker_count(&settings);
@@ -57,21 +101,125 @@ pub async fn run(
         false => None,
     };
     let nonce_key = nonce_key(&settings, cluster.as_deref()).await;
-    let limiter = engines::limiter(&settings);
-    let (engines, shared) =
-        engines::build(&settings, &rules, workers, nonce_key.as_bytes(), &limiter);
-    let limits = &settings.limits;
-    let tls = load_tls(&settings)?;
-    let listeners = listeners::bind(&settings, tls.as_ref(), workers)?;
-    let ports = settings.relay.ports;
-    tracing::info!(relay_ips = ?relay_ips, %ports, "relaying");
-    banner::print(
-        &settings,
-        banner_secret.as_deref(),
-        &relay_ips,
-        &advertised_ips,
-        generated_secret.is_some(),
+    Ok(Plan {
+        settings,
+        as_given,
+        generated_secret,
+        banner_secret,
+        selftest_secret,
+        relay_ips,
+        advertised_ips,
+        workers,
+        rules,
+        cluster,
+        nonce_key,
+    })
+}
+
+/// The engines, one per worker, and what they share.
+struct Built {
+    engines: Vec<Engine>,
+    shared: Arc<Shared>,
+    limiter: UnauthorizedLimiter,
+}
+
+/// Builds the engines and the state they share (ports, quotas, the 401 limiter).
+/// Nothing here can fail: every input was checked by validation or [`resolve`].
+fn build(plan: &Plan) -> Built {
+    let limiter = engines::limiter(&plan.settings);
+    let (engines, shared) = engines::build(
+        &plan.settings,
+        &plan.rules,
+        plan.workers,
+        plan.nonce_key.as_bytes(),
+        &limiter,
     );
+    Built {
+        engines,
+        shared,
+        limiter,
+    }
+}
+
+/// Everything bound, nothing served yet.
+struct Bound {
+    tls: Option<TlsAcceptorSource>,
+    listeners: listeners::Listeners,
+    admin: Option<tokio::net::TcpListener>,
+    selftest: Option<tokio::net::TcpListener>,
+}
+
+/// Loads the certificate and binds the TURN listeners, prints the banner once they
+/// are bound (so it only names addresses that are served), then binds the admin and
+/// self-test HTTP listeners. A file or address that cannot be used fails the start.
+async fn bind(plan: &Plan) -> anyhow::Result<Bound> {
+    let settings = &plan.settings;
+    let tls = load_tls(settings)?;
+    let listeners = listeners::bind(settings, tls.as_ref(), plan.workers)?;
+    let ports = settings.relay.ports;
+    tracing::info!(relay_ips = ?plan.relay_ips, %ports, "relaying");
+    banner::print(
+        settings,
+        plan.banner_secret.as_deref(),
+        &plan.relay_ips,
+        &plan.advertised_ips,
+        plan.generated_secret.is_some(),
+    );
+    let admin = bind_http(settings.admin.listen, "admin").await?;
+    let selftest = bind_http(settings.selftest.listen, "self-test").await?;
+    Ok(Bound {
+        tls,
+        listeners,
+        admin,
+        selftest,
+    })
+}
+
+/// A server that is serving: what [`wait`] needs to stop it.
+struct Running {
+    tls: Option<TlsAcceptorSource>,
+    reloader: reload::Reloader,
+    shared: Arc<Shared>,
+    lifecycle: watch::Sender<Lifecycle>,
+    threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
+    failed: mpsc::UnboundedReceiver<usize>,
+    fleet_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts serving: the TCP/TLS accept loops, one thread per worker, the fleet's
+/// heartbeat, the admin API and the self-test pages, all following one lifecycle
+/// channel.
+fn spawn(
+    plan: Plan,
+    built: Built,
+    bound: Bound,
+    loader: reload::Loader,
+    log_level: reload::LogLevel,
+) -> anyhow::Result<Running> {
+    let Plan {
+        settings,
+        as_given,
+        generated_secret,
+        selftest_secret,
+        relay_ips,
+        advertised_ips,
+        workers,
+        rules,
+        cluster,
+        ..
+    } = plan;
+    let Built {
+        engines,
+        shared,
+        limiter,
+    } = built;
+    let Bound {
+        tls,
+        listeners,
+        admin: admin_listener,
+        selftest: selftest_listener,
+    } = bound;
+    let limits = &settings.limits;
     let (rules_tx, rules_rx) = watch::channel(rules);
     let (stop_tx, stop_rx) = watch::channel(Lifecycle::Serving);
     let mut stream_txs = Vec::with_capacity(workers);
@@ -83,8 +231,6 @@ pub async fn run(
     }
     let connection_limits =
         ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
-    let admin_listener = bind_http(settings.admin.listen, "admin").await?;
-    let selftest_listener = bind_http(settings.selftest.listen, "self-test").await?;
     let (stream_config_tx, stream_config) =
         watch::channel(stream_config(&settings, &connection_limits));
     for (listener, accept) in listeners.streams {
@@ -96,7 +242,7 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
-    let mut reloader = reload::Reloader {
+    let reloader = reload::Reloader {
         loader,
         log_level,
         rules: rules_tx,
@@ -104,9 +250,9 @@ pub async fn run(
         connections: connection_limits.clone(),
         stream_config: stream_config_tx,
         tls: tls.clone(),
-        running,
+        running: as_given,
         relay_ips: relay_ips.clone(),
-        advertised_ips: advertised_ips.clone(),
+        advertised_ips,
         generated_secret,
         selftest_secret: selftest_secret.clone(),
     };
@@ -119,7 +265,7 @@ pub async fn run(
     let mut threads = Vec::with_capacity(workers);
     let mut worker_commands = Vec::with_capacity(workers);
     let udp = listeners.udp.into_iter();
-    let (failed_tx, mut failed_rx) = mpsc::unbounded_channel();
+    let (failed_tx, failed_rx) = mpsc::unbounded_channel();
     for (i, ((engine, udp), streams)) in engines.into_iter().zip(udp).zip(stream_rxs).enumerate() {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         worker_commands.push(commands_tx);
@@ -149,7 +295,7 @@ pub async fn run(
             lifecycle: stop_rx.clone(),
             lifecycle_control: stop_tx.clone(),
             workers: worker_commands,
-            token: settings.admin.token.clone(),
+            token: settings.admin.token.as_ref().map(|t| t.expose().clone()),
             cluster: cluster.clone(),
             port_capacity: settings.relay.ports.count() * relay_ips.len(),
         });
@@ -168,9 +314,32 @@ pub async fn run(
         crate::selftest::serve(listener, tls.clone(), &settings, state)
             .context("cannot start the self-test listener")?;
     }
+    Ok(Running {
+        tls,
+        reloader,
+        shared,
+        lifecycle: stop_tx,
+        threads,
+        failed: failed_rx,
+        fleet_task,
+    })
+}
+
+/// Reports ready, serves until asked to stop (reloading on SIGHUP meanwhile), drains
+/// when the stop asks for it, leaves the fleet and joins the worker threads.
+async fn wait(running: Running) -> anyhow::Result<()> {
+    let Running {
+        tls,
+        mut reloader,
+        shared,
+        lifecycle: stop_tx,
+        threads,
+        mut failed,
+        fleet_task,
+    } = running;
     // Everything is bound and running: tell systemd (Type=notify); a no-op elsewhere.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let stop = wait_for_stop(tls.as_ref(), &mut reloader, &shared, &mut failed_rx).await?;
+    let stop = wait_for_stop(tls.as_ref(), &mut reloader, &shared, &mut failed).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Stop::WorkerFailed(i) = stop {
         // Its allocations are gone and their ports and quota counts would stay taken:
@@ -224,7 +393,7 @@ async fn bind_http(
 /// accepts another's challenge), else one made up for this run.
 async fn nonce_key(settings: &Settings, cluster: Option<&crate::cluster::Cluster>) -> String {
     if let Some(key) = &settings.auth.nonce_key {
-        return key.clone();
+        return key.expose().clone();
     }
     let own = random_token(32);
     match cluster {

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::engines;
 use crate::auth::UnauthorizedLimiter;
-use crate::config::{Settings, reload::keep_restart_only};
+use crate::config::{Redacted, Settings, reload::keep_restart_only};
 use crate::core::{EngineRules, Shared};
 use crate::net::stream::{ConnectionLimits, StreamConfig};
 use crate::net::tls::TlsAcceptorSource;
@@ -123,9 +123,12 @@ impl Reloader {
             && settings.auth.users.is_empty()
             && settings.auth.secrets.is_empty()
         {
-            settings.auth.secrets.push(secret.clone());
+            settings.auth.secrets.push(secret.clone().into());
         }
-        settings.auth.secrets.extend(self.selftest_secret.clone());
+        settings
+            .auth
+            .secrets
+            .extend(self.selftest_secret.clone().map(Redacted::from));
         settings
     }
 }

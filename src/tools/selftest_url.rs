@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::process::ExitCode;
 
 use crate::cli::SelftestUrlArgs;
-use crate::config::Settings;
+use crate::config::{Redacted, Settings};
 use crate::selftest::valid_room_name;
 use crate::serve::relay_ips::{advertised_ips, public_host, relay_ips};
 
@@ -26,7 +26,7 @@ pub fn main(args: &SelftestUrlArgs) -> ExitCode {
 fn links(args: &SelftestUrlArgs) -> Result<(String, String), String> {
     let settings = Settings::load(&args.config).map_err(|e| e.to_string())?;
     let t = &settings.selftest;
-    let (Some(listen), Some(token)) = (t.listen, t.token.as_deref()) else {
+    let (Some(listen), Some(token)) = (t.listen, t.token.as_ref().map(Redacted::expose)) else {
         return Err(format!(
             "{}: selftest.listen and selftest.token are not set (see the [selftest] section of config/tern.toml)",
             args.config.display()

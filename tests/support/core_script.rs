@@ -493,6 +493,9 @@ impl Driver {
         }
         self.checked = (self.io.to_client.len(), self.io.to_peer.len());
         assert_eq!(self.io.bound.len(), self.engine.allocation_count());
+        // What the metrics would show agrees with the engine's state.
+        let counted = usize::try_from(self.io.allocations_counted).expect("never below zero");
+        assert_eq!(counted, self.engine.allocation_count());
         assert!(self.engine.ports_in_use() <= 2 * sans_io::port_range().count());
     }
 }

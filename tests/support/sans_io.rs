@@ -16,7 +16,7 @@ use std::time::Duration;
 use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
 use tern::config::PortRange;
 use tern::core::{
-    Engine, EngineConfig, EngineRules, FiveTuple, Io, PeerRoute, RelayIpChoice, Shared,
+    Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, PeerRoute, RelayIpChoice, Shared,
 };
 use tern::policy::{OwnRelays, PeerPolicy};
 
@@ -49,6 +49,10 @@ pub struct Recorder {
     pub closed: Vec<SocketAddr>,
     /// "send" and "close" in the order the engine asked for them.
     pub order: Vec<&'static str>,
+    /// The codes of the error responses the engine counted as sent.
+    pub errors_sent: Vec<u16>,
+    /// Allocations counted as opened minus those counted as closed.
+    pub allocations_counted: i64,
 }
 
 impl Io for Recorder {
@@ -75,6 +79,14 @@ impl Io for Recorder {
     }
     fn allocation_changed(&mut self, _tuple: &FiveTuple, _alive: bool) {}
     fn publish_route(&mut self, _relay: SocketAddr, _route: Arc<PeerRoute>) {}
+    fn count(&mut self, event: Count<'_>) {
+        match event {
+            Count::ErrorSent(reject) => self.errors_sent.push(reject.code()),
+            Count::AllocationOpened { .. } => self.allocations_counted += 1,
+            Count::AllocationClosed { .. } => self.allocations_counted -= 1,
+            _ => {}
+        }
+    }
 }
 
 pub fn port_range() -> PortRange {

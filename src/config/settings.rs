@@ -1,0 +1,397 @@
+//! The schema: one struct per TOML section, each with its defaults.
+//!
+//! Every key has a default, so an empty file (or none) is a working server. Fields
+//! holding a password, key, token or a URL that may carry a password are
+//! [`Redacted`], so every section can derive `Debug` without printing a secret.
+
+use super::Redacted;
+use super::types::{ExternalIp, Listener, LogFormat, PortRange, Seconds, Separator};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub relay: RelaySettings,
+    pub auth: AuthSettings,
+    pub peers: PeerSettings,
+    pub tls: TlsSettings,
+    pub admin: AdminSettings,
+    pub selftest: SelftestSettings,
+    pub cluster: ClusterSettings,
+    pub limits: Limits,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Addresses the STUN/TURN listeners bind, for UDP and TCP.
+    pub listen: Vec<Listener>,
+    /// Addresses of the TLS listeners (used when `tls.cert` and `tls.key` are set).
+    pub tls_listen: Vec<Listener>,
+    pub udp: bool,
+    pub tcp: bool,
+    /// Relay workers, each owning its allocations; 0 means one per CPU.
+    pub workers: usize,
+    /// On SIGTERM, how long existing allocations may keep relaying (no new ones are
+    /// taken) before the server exits.
+    pub drain_timeout: Seconds,
+    /// The long-term credential realm.
+    pub realm: String,
+    /// SOFTWARE attribute value in responses; none by default (no version disclosure).
+    pub software: Option<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: wildcard_listeners(3478),
+            tls_listen: wildcard_listeners(5349),
+            udp: true,
+            tcp: true,
+            workers: 0,
+            drain_timeout: Seconds(30),
+            realm: "tern".into(),
+            software: None,
+        }
+    }
+}
+
+/// `0.0.0.0:PORT` and `[::]:PORT`.
+fn wildcard_listeners(port: u16) -> Vec<Listener> {
+    vec![
+        SocketAddr::from(([0, 0, 0, 0], port)).into(),
+        SocketAddr::from(([0u16; 8], port)).into(),
+    ]
+}
+
+impl ServerSettings {
+    /// The UDP/TCP listen addresses.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.listen.iter().map(|l| l.addr).collect()
+    }
+}
+
+/// The admin HTTP listener (metrics, health, readiness, JSON API).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Where it listens, e.g. `127.0.0.1:9641`; unset means off.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for the JSON API (sessions, kill, revoke, drain); without one the
+    /// API is off and only metrics and health are served.
+    pub token: Option<Redacted<String>>,
+}
+
+/// The self-test page and call room (`/check`, `/call`): off unless `listen` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelftestSettings {
+    /// Where the pages are served: HTTPS with the `[tls]` certificate when one is set,
+    /// else plain HTTP, which only a loopback address may use (browsers allow WebRTC
+    /// only on secure origins and localhost).
+    pub listen: Option<SocketAddr>,
+    /// Required with `listen`: every page, credential and signaling request must carry
+    /// it, so the page cannot be used by anyone without the link.
+    pub token: Option<Redacted<String>>,
+    /// Host name put in the links `tern selftest-url` prints (default: the external
+    /// IP, else the listen address).
+    pub public_host: Option<String>,
+    /// How long the TURN credentials the page mints for itself stay valid.
+    pub credential_lifetime: Seconds,
+    /// A call room closes this long after it was opened.
+    pub room_ttl: Seconds,
+    /// Call rooms open at once (two members each).
+    pub max_rooms: usize,
+    /// Largest signaling message, in bytes.
+    pub max_message: usize,
+    /// Signaling messages one member may send per second, and in a burst.
+    pub messages_per_second: u32,
+    pub message_burst: u32,
+    /// HTTP connections open at once on the self-test listener.
+    pub max_connections: usize,
+    /// A self-test connection (page, API or call-room WebSocket) that sends nothing
+    /// for this long is closed.
+    pub idle_timeout: Seconds,
+}
+
+impl Default for SelftestSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token: None,
+            public_host: None,
+            credential_lifetime: Seconds(600),
+            room_ttl: Seconds(3600),
+            max_rooms: 100,
+            max_message: 64 << 10,
+            messages_per_second: 50,
+            message_burst: 200,
+            max_connections: 256,
+            idle_timeout: Seconds(30),
+        }
+    }
+}
+
+/// A fleet of nodes sharing quotas, sessions, revocations and the nonce key through
+/// Redis, and handing new clients to each other; off unless `redis_url` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// `redis://[:PASSWORD@]HOST[:PORT][/DB]` or `rediss://` for TLS; redacted because
+    /// it may hold the password.
+    pub redis_url: Option<Redacted<String>>,
+    /// This node's name in the fleet; default the host name.
+    pub node_id: Option<String>,
+    /// Addresses clients reach this node's UDP/TCP listener on, given to clients that
+    /// other nodes redirect here; default the public relay address and listen port.
+    pub advertise: Vec<SocketAddr>,
+    /// The same for this node's TLS listener.
+    pub advertise_tls: Vec<SocketAddr>,
+    /// Prefix of every Redis key, so several fleets can share one Redis.
+    pub key_prefix: String,
+    /// How often the node publishes its state (load, quota counts, sessions).
+    pub heartbeat_interval: Seconds,
+    /// A node silent this long is dead: its sessions leave the registry and its
+    /// allocations stop counting against quotas.
+    pub node_ttl: Seconds,
+    /// Over this many allocations here, new ones are redirected (300 Try Alternate)
+    /// to the least-loaded live node; 0 never.
+    pub redirect_above_allocations: usize,
+    /// The same for relayed bandwidth, in Mbit/s both ways; 0 never.
+    pub redirect_above_mbps: u64,
+    /// Allocations in this realm over the whole fleet; 0 means only each node's
+    /// limits.total_allocations.
+    pub realm_allocations: usize,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            node_id: None,
+            advertise: Vec::new(),
+            advertise_tls: Vec::new(),
+            key_prefix: "tern".into(),
+            heartbeat_interval: Seconds(1),
+            node_ttl: Seconds(5),
+            redirect_above_allocations: 0,
+            redirect_above_mbps: 0,
+            realm_allocations: 0,
+        }
+    }
+}
+
+impl ClusterSettings {
+    pub fn is_enabled(&self) -> bool {
+        self.redis_url.is_some()
+    }
+}
+
+/// TURN over TLS (RFC 8656 §3.1): certificate files and handshake rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain (Let's Encrypt: fullchain.pem).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (Let's Encrypt: privkey.pem).
+    pub key: Option<PathBuf>,
+    /// Whether stream listeners tell TLS from plain TCP by the first byte, unless a
+    /// listener says otherwise.
+    pub auto_detect: bool,
+    pub handshake_timeout: Seconds,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            auto_detect: true,
+            handshake_timeout: Seconds(10),
+        }
+    }
+}
+
+impl TlsSettings {
+    pub fn is_enabled(&self) -> bool {
+        self.cert.is_some() && self.key.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelaySettings {
+    /// Local addresses relay sockets bind to; empty means "the listen address, or every
+    /// non-loopback interface address when listening on a wildcard".
+    pub ips: Vec<IpAddr>,
+    /// Public addresses to advertise when the host is behind a 1:1 NAT.
+    pub external_ips: Vec<ExternalIp>,
+    pub ports: PortRange,
+    pub default_lifetime: Seconds,
+    pub max_lifetime: Seconds,
+    pub permission_lifetime: Seconds,
+    pub channel_lifetime: Seconds,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            ips: Vec::new(),
+            external_ips: Vec::new(),
+            ports: PortRange::new(49152, 65535).expect("literal range is valid"),
+            default_lifetime: Seconds(600),
+            max_lifetime: Seconds(3600),
+            permission_lifetime: Seconds(300),
+            channel_lifetime: Seconds(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub users: Vec<UserEntry>,
+    /// TURN REST API shared secrets; the first signs, all are accepted (rotation).
+    pub secrets: Vec<Redacted<String>>,
+    pub rest_separator: Separator,
+    /// Whether an allocation may still be refreshed (and permissions/channels changed)
+    /// with a REST credential whose expiry has passed. Off: calls end when credentials do.
+    pub allow_refresh_after_expiry: bool,
+    pub nonce_lifetime: Seconds,
+    /// Key for stateless nonces; share it across a fleet. Random per start when unset.
+    pub nonce_key: Option<Redacted<String>>,
+    /// Answers to unauthenticated requests (401/438 challenges, Binding, errors before
+    /// authentication) allowed per second per source IP (0 disables the limit).
+    pub unauthorized_per_second: u32,
+    pub unauthorized_burst: u32,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            users: Vec::new(),
+            secrets: Vec::new(),
+            rest_separator: Separator::default(),
+            allow_refresh_after_expiry: false,
+            nonce_lifetime: Seconds(600),
+            nonce_key: None,
+            unauthorized_per_second: 100,
+            unauthorized_burst: 500,
+        }
+    }
+}
+
+/// A static user: exactly one of `password` or `key` (hex MD5 of `user:realm:password`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    pub password: Option<Redacted<String>>,
+    pub key: Option<Redacted<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeerSettings {
+    /// Re-opens ranges that are denied by default (e.g. RFC 1918 for an intranet).
+    pub allowed: Vec<IpNet>,
+    /// Extra ranges to deny; the most specific of allowed/denied wins, ties deny.
+    pub denied: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub total_allocations: usize,
+    pub user_allocations: usize,
+    pub permissions_per_allocation: usize,
+    pub channels_per_allocation: usize,
+    /// SO_RCVBUF/SO_SNDBUF asked for each socket, in bytes.
+    pub socket_buffer: usize,
+    /// Datagrams queued from relay sockets to the engine before new ones are dropped.
+    pub relay_queue: usize,
+    /// Token buckets for the 401 limiter (fixed memory whatever the traffic).
+    pub rate_limit_slots: usize,
+    /// TCP/TLS connections open at once, in total and from one IP address.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// A TCP/TLS connection with no allocation is closed after this long.
+    pub connection_idle_timeout: Seconds,
+    /// A frame that has started arriving on a stream must be complete within this,
+    /// and a frame for a client must be written within it.
+    pub frame_timeout: Seconds,
+    /// Largest STUN message or ChannelData frame accepted on a stream, in bytes.
+    pub max_frame: usize,
+    /// Messages queued for one TCP/TLS connection's writer; past it, relayed data is
+    /// dropped and a connection that cannot take a response is closed.
+    pub write_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            total_allocations: 10_000,
+            user_allocations: 100,
+            permissions_per_allocation: 64,
+            channels_per_allocation: 64,
+            socket_buffer: 4 << 20,
+            relay_queue: 8192,
+            rate_limit_slots: 4096,
+            max_connections: 10_000,
+            max_connections_per_ip: 64,
+            connection_idle_timeout: Seconds(30),
+            frame_timeout: Seconds(10),
+            max_frame: 65_552,
+            write_queue: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// A tracing filter such as `info` or `tern=debug`; RUST_LOG overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Human,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let text = "[auth]\nsecrets = [\"s3cr3t-one\"]\nnonce_key = \"n0nce-key-0123456789\"\n\
+                    [[auth.users]]\nname = \"alice\"\npassword = \"pa55word\"\n\
+                    [[auth.users]]\nname = \"bob\"\nkey = \"0123456789abcdef0123456789abcdef\"\n\
+                    [selftest]\nlisten = \"127.0.0.1:8080\"\ntoken = \"s3lftest-t0ken-0123\"\n\
+                    [admin]\ntoken = \"adm1n-token\"\n\
+                    [cluster]\nredis_url = \"redis://:red1s-pw@10.0.0.5/\"\n";
+        let shown = format!("{:?}", Settings::from_toml(text, "t").unwrap());
+        for secret in [
+            "s3cr3t-one",
+            "n0nce-key",
+            "pa55word",
+            "adm1n-token",
+            "red1s-pw",
+            "0123456789abcdef",
+            "s3lftest-t0ken",
+        ] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
+}

@@ -1,0 +1,458 @@
+//! Checks that span several keys or that the types alone cannot express.
+//!
+//! Each failure names the dotted key it is about, and [`line_of`] finds that key's line
+//! in the file, so a cross-field error points at a line like a parse error does.
+
+use super::{Redacted, ServerSettings, Settings};
+use std::net::IpAddr;
+use thiserror::Error;
+
+/// A value the schema accepts but the server cannot run with.
+#[derive(Debug, Error)]
+#[error("{key}: {message}")]
+pub struct InvalidKey {
+    /// The dotted key, e.g. `relay.default_lifetime`.
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl InvalidKey {
+    fn new(key: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+impl Settings {
+    /// Checks that span several keys or that the types alone cannot express.
+    /// Errors carry the dotted key they are about.
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        if self.server.listen.is_empty() {
+            return Err(InvalidKey::new(
+                "server.listen",
+                "at least one address is needed",
+            ));
+        }
+        if self.server.realm.is_empty() || self.server.realm.len() > 127 {
+            return Err(InvalidKey::new(
+                "server.realm",
+                "must be 1 to 127 characters",
+            ));
+        }
+        let r = &self.relay;
+        r.ips.iter().try_for_each(|ip| check_relay_ip(*ip))?;
+        if r.default_lifetime > r.max_lifetime {
+            return Err(InvalidKey::new(
+                "relay.default_lifetime",
+                format!(
+                    "{} s is longer than relay.max_lifetime ({} s)",
+                    r.default_lifetime.0, r.max_lifetime.0
+                ),
+            ));
+        }
+        for user in &self.auth.users {
+            match (&user.password, &user.key) {
+                (Some(_), None) => {}
+                (None, Some(key)) => {
+                    crate::auth::LongTermKey::from_hex(key.expose()).map_err(|e| {
+                        InvalidKey::new("auth.users", format!("user {:?}: key: {e}", user.name))
+                    })?;
+                }
+                _ => {
+                    return Err(InvalidKey::new(
+                        "auth.users",
+                        format!("user {:?} needs exactly one of password or key", user.name),
+                    ));
+                }
+            }
+            if user.name.is_empty() {
+                return Err(InvalidKey::new("auth.users", "a user has an empty name"));
+            }
+        }
+        if self
+            .auth
+            .secrets
+            .iter()
+            .any(|secret| secret.expose().is_empty())
+        {
+            return Err(InvalidKey::new("auth.secrets", "a secret is empty"));
+        }
+        let limits = [
+            ("limits.total_allocations", self.limits.total_allocations),
+            ("limits.user_allocations", self.limits.user_allocations),
+            (
+                "limits.permissions_per_allocation",
+                self.limits.permissions_per_allocation,
+            ),
+            (
+                "limits.channels_per_allocation",
+                self.limits.channels_per_allocation,
+            ),
+            ("limits.relay_queue", self.limits.relay_queue),
+            ("limits.rate_limit_slots", self.limits.rate_limit_slots),
+            ("limits.max_connections", self.limits.max_connections),
+            (
+                "limits.max_connections_per_ip",
+                self.limits.max_connections_per_ip,
+            ),
+            ("limits.write_queue", self.limits.write_queue),
+        ];
+        for (key, value) in limits {
+            if value == 0 {
+                return Err(InvalidKey::new(
+                    key,
+                    "must be at least 1 (every limit is bounded)",
+                ));
+            }
+        }
+        if self.server.workers > 1024 {
+            return Err(InvalidKey::new(
+                "server.workers",
+                "at most 1024 (0 means one per CPU)",
+            ));
+        }
+        if !(548..=65_552).contains(&self.limits.max_frame) {
+            return Err(InvalidKey::new(
+                "limits.max_frame",
+                "must be between 548 and 65552 bytes",
+            ));
+        }
+        self.validate_transports()?;
+        self.validate_selftest()?;
+        self.validate_cluster()?;
+        if !(4096..=(256 << 20)).contains(&self.limits.socket_buffer) {
+            return Err(InvalidKey::new(
+                "limits.socket_buffer",
+                "must be between 4096 and 268435456 bytes",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            InvalidKey::new(
+                "log.level",
+                format!("{:?} is not a log filter: {e}", self.log.level),
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// A relay socket needs one specific unicast address: a wildcard would relay from
+/// whichever address the kernel picks, and a multicast address cannot be bound to send.
+fn check_relay_ip(ip: IpAddr) -> Result<(), InvalidKey> {
+    if ip.is_unspecified() {
+        return Err(InvalidKey::new(
+            "relay.ips",
+            format!(
+                "{ip} is a wildcard; list specific addresses, or leave relay.ips empty to use the interface addresses"
+            ),
+        ));
+    }
+    if ip.is_multicast() {
+        return Err(InvalidKey::new(
+            "relay.ips",
+            format!("{ip} is multicast; relay sockets need a unicast address"),
+        ));
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Transport switches and TLS files must make sense together.
+    fn validate_transports(&self) -> Result<(), InvalidKey> {
+        let tls = &self.tls;
+        if tls.cert.is_some() != tls.key.is_some() {
+            return Err(InvalidKey::new(
+                "tls.cert",
+                "tls.cert and tls.key go together",
+            ));
+        }
+        let tls_listen_set = self.server.tls_listen != ServerSettings::default().tls_listen;
+        if tls_listen_set && !self.server.tls_listen.is_empty() && !tls.is_enabled() {
+            return Err(InvalidKey::new(
+                "server.tls_listen",
+                "TLS listeners need tls.cert and tls.key",
+            ));
+        }
+        if !self.server.udp && !self.server.tcp && !tls.is_enabled() {
+            return Err(InvalidKey::new(
+                "server.udp",
+                "every transport is switched off: enable udp, tcp or TLS",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// The self-test must be locked by a token, served over HTTPS unless on loopback,
+    /// and bounded.
+    fn validate_selftest(&self) -> Result<(), InvalidKey> {
+        let t = &self.selftest;
+        let Some(listen) = t.listen else {
+            return Ok(());
+        };
+        match &t.token {
+            None => {
+                return Err(InvalidKey::new(
+                    "selftest.token",
+                    "selftest.listen needs a token",
+                ));
+            }
+            Some(token)
+                if token.expose().len() < 16 || !token.expose().bytes().all(is_url_safe) =>
+            {
+                return Err(InvalidKey::new(
+                    "selftest.token",
+                    "must be at least 16 characters of A-Z a-z 0-9 - _ . ~ (it goes in a link)",
+                ));
+            }
+            Some(_) => {}
+        }
+        if !listen.ip().is_loopback() && !self.tls.is_enabled() {
+            return Err(InvalidKey::new(
+                "selftest.listen",
+                format!(
+                    "{listen} is not loopback: the self-test needs HTTPS, so set tls.cert and tls.key"
+                ),
+            ));
+        }
+        if !(60..=86_400).contains(&t.credential_lifetime.0) {
+            return Err(InvalidKey::new(
+                "selftest.credential_lifetime",
+                "must be between 60 and 86400 seconds",
+            ));
+        }
+        if let Some(host) = &t.public_host
+            && crate::selftest::host_without_port(host).as_deref() != Some(host.as_str())
+        {
+            return Err(InvalidKey::new(
+                "selftest.public_host",
+                format!(
+                    "{host:?}: a host name or IP (an IPv6 address in brackets), without a port"
+                ),
+            ));
+        }
+        if !(1..=3600).contains(&t.idle_timeout.0) {
+            return Err(InvalidKey::new(
+                "selftest.idle_timeout",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        let bounds = [
+            ("selftest.room_ttl", t.room_ttl.0 as usize),
+            ("selftest.max_rooms", t.max_rooms),
+            ("selftest.max_message", t.max_message),
+            (
+                "selftest.messages_per_second",
+                t.messages_per_second as usize,
+            ),
+            ("selftest.message_burst", t.message_burst as usize),
+            ("selftest.max_connections", t.max_connections),
+        ];
+        for (key, value) in bounds {
+            if value == 0 {
+                return Err(InvalidKey::new(
+                    key,
+                    "must be at least 1 (every limit is bounded)",
+                ));
+            }
+        }
+        if !(1024..=(1 << 20)).contains(&t.max_message) {
+            return Err(InvalidKey::new(
+                "selftest.max_message",
+                "must be between 1024 and 1048576 bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    fn validate_cluster(&self) -> Result<(), InvalidKey> {
+        let c = &self.cluster;
+        if let Some(url) = c.redis_url.as_ref().map(Redacted::expose)
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(InvalidKey::new(
+                "cluster.redis_url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if let Some(id) = &c.node_id
+            && !is_name(id)
+        {
+            return Err(InvalidKey::new(
+                "cluster.node_id",
+                format!("{id:?}: use 1 to 64 of A-Z a-z 0-9 . - _"),
+            ));
+        }
+        if !is_name(&c.key_prefix) {
+            return Err(InvalidKey::new(
+                "cluster.key_prefix",
+                "use 1 to 64 of A-Z a-z 0-9 . - _",
+            ));
+        }
+        if !(1..=60).contains(&c.heartbeat_interval.0) {
+            return Err(InvalidKey::new(
+                "cluster.heartbeat_interval",
+                "must be between 1 and 60 s",
+            ));
+        }
+        if c.node_ttl.0 > 600 {
+            return Err(InvalidKey::new("cluster.node_ttl", "must be at most 600 s"));
+        }
+        for (key, addrs) in [
+            ("cluster.advertise", &c.advertise),
+            ("cluster.advertise_tls", &c.advertise_tls),
+        ] {
+            if let Some(bad) = addrs
+                .iter()
+                .find(|a| a.ip().is_unspecified() || a.ip().is_multicast() || a.port() == 0)
+            {
+                return Err(InvalidKey::new(
+                    key,
+                    format!("{bad}: clients need a specific unicast address and a port"),
+                ));
+            }
+        }
+        if c.node_ttl.0 < 2 * c.heartbeat_interval.0 {
+            return Err(InvalidKey::new(
+                "cluster.node_ttl",
+                format!(
+                    "must be at least twice cluster.heartbeat_interval ({} s), or live nodes would expire between heartbeats",
+                    c.heartbeat_interval.0
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A node id or key prefix: 1 to 64 of A-Z a-z 0-9 . - _.
+fn is_name(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Characters that need no escaping in a URL query.
+fn is_url_safe(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-_.~".contains(&b)
+}
+
+/// "line N: " for the last segment of a dotted key when it can be found in the text,
+/// so cross-field errors point at a line like parse errors do.
+pub(super) fn line_of(text: &str, dotted_key: &str) -> String {
+    let key = dotted_key.rsplit('.').next().unwrap_or(dotted_key);
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+                || line.trim_start_matches('[').starts_with(dotted_key)
+        })
+        .map(|i| format!("line {}: ", i + 1))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cross_field_error_names_key_and_line() {
+        let text = "[relay]\nmax_lifetime = 600\ndefault_lifetime = 900\n";
+        let err = Settings::from_toml(text, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("line 3: relay.default_lifetime"), "{err}");
+    }
+
+    #[test]
+    fn user_needs_exactly_one_secret() {
+        let text = "[[auth.users]]\nname = \"a\"\n";
+        assert!(Settings::from_toml(text, "t").is_err());
+        let text = "[[auth.users]]\nname = \"a\"\nkey = \"zz\"\n";
+        assert!(Settings::from_toml(text, "t").is_err());
+        let text = "[[auth.users]]\nname = \"a\"\npassword = \"p\"\n";
+        assert!(Settings::from_toml(text, "t").is_ok());
+    }
+
+    #[test]
+    fn bad_log_level_is_refused() {
+        let text = "[log]\nformat = \"json\"\nlevel = \"tern=loud\"\n";
+        let err = Settings::from_toml(text, "t").unwrap_err().to_string();
+        assert!(err.contains("line 3: log.level"), "{err}");
+        for level in ["debug", "warn,tern=trace"] {
+            let text = format!("[log]\nlevel = {level:?}\n");
+            assert!(Settings::from_toml(&text, "t").is_ok(), "{level}");
+        }
+    }
+
+    #[test]
+    fn wildcard_or_multicast_relay_ip_is_refused() {
+        for ip in ["0.0.0.0", "::", "224.0.0.1", "ff02::1"] {
+            let text = format!("[relay]\nips = [\"10.0.0.5\", \"{ip}\"]\n");
+            let err = Settings::from_toml(&text, "t").unwrap_err().to_string();
+            assert!(err.contains("line 2: relay.ips"), "{err}");
+            assert!(err.contains(ip), "{err}");
+        }
+        let text = "[relay]\nips = [\"10.0.0.5\", \"2001:db8::5\"]\n";
+        assert!(Settings::from_toml(text, "t").is_ok());
+    }
+
+    #[test]
+    fn flags_complete_the_file_before_validation() {
+        let text = "[selftest]\nlisten = \"0.0.0.0:8443\"\ntoken = \"0123456789abcdefgh\"\n";
+        let err = Settings::from_toml(text, "t").unwrap_err().to_string();
+        assert!(err.contains("line 2: selftest.listen"), "{err}");
+        let with_cert = Settings::from_toml_with(text, "t", |s| {
+            s.tls.cert = Some("fullchain.pem".into());
+            s.tls.key = Some("privkey.pem".into());
+            Ok(())
+        });
+        assert!(with_cert.is_ok(), "{with_cert:?}");
+    }
+
+    #[test]
+    fn fleet_and_self_test_values_are_bounded() {
+        let cases = [
+            (
+                "[cluster]\nheartbeat_interval = 61\n",
+                "line 2: cluster.heartbeat_interval",
+            ),
+            ("[cluster]\nnode_ttl = 601\n", "line 2: cluster.node_ttl"),
+            (
+                "[cluster]\nadvertise = [\"0.0.0.0:3478\"]\n",
+                "line 2: cluster.advertise",
+            ),
+            (
+                "[cluster]\nadvertise_tls = [\"192.0.2.1:0\"]\n",
+                "cluster.advertise_tls",
+            ),
+            (
+                "[selftest]\nlisten = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdefgh\"\nroom_ttl = 99999999999\n",
+                "out of range",
+            ),
+            (
+                "[selftest]\nlisten = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdefgh\"\npublic_host = \"2001:db8::1\"\n",
+                "line 4: selftest.public_host",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Settings::from_toml(text, "t").unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let ok = "[selftest]\nlisten = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdefgh\"\npublic_host = \"[2001:db8::1]\"\n";
+        assert!(Settings::from_toml(ok, "t").is_ok());
+    }
+
+    #[test]
+    fn zero_limit_is_refused() {
+        let err = Settings::from_toml("[limits]\nuser_allocations = 0\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.user_allocations"), "{err}");
+    }
+}

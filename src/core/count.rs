@@ -1,0 +1,27 @@
+//! What the engine counts, reported to its driver through [`Io::count`](super::Io::count).
+//!
+//! The core keeps no metrics registry: it says what happened and the driver decides
+//! where counts go (Prometheus in the server, a recorder in tests), so the core needs
+//! no metrics crate and never shares a counter with another thread.
+
+use super::{Reject, Transport};
+
+/// One thing worth counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count<'a> {
+    /// An error response was sent (including 401/438 challenges the limiter let out).
+    ErrorSent(&'a Reject),
+    /// A request was challenged for credentials (401, or 438 when its nonce was
+    /// stale), whether or not the limiter let the answer out.
+    Challenged { stale_nonce: bool },
+    /// An allocation was created for a client on `transport` with a relay of a family.
+    AllocationOpened { transport: Transport, ipv6: bool },
+    /// An allocation was deleted (expired, refreshed to 0, killed, its connection
+    /// closed).
+    AllocationClosed { transport: Transport, ipv6: bool },
+    /// Application bytes of one datagram relayed to a peer.
+    ToPeer(usize),
+    /// Application bytes of one datagram relayed to a client by the engine (relay
+    /// readers forwarding on their own count for themselves).
+    ToClient(usize),
+}
