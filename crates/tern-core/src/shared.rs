@@ -16,9 +16,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use super::PortRange;
 use super::fleet::FleetView;
 use super::ports::PortPool;
-use crate::config::PortRange;
 
 /// A port held for a later Allocate with RESERVATION-TOKEN.
 #[derive(Debug, Clone, Copy)]
