@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{Session, Shared};
-use crate::metrics::Snapshot;
+use crate::metrics::{Metrics, Snapshot};
 use crate::net::stream::ConnectionLimits;
 use crate::net::worker::Lifecycle;
 use crate::net::worker::WorkerCommand;
@@ -27,6 +27,7 @@ use crate::net::worker::WorkerCommand;
 /// What the endpoints read and steer.
 pub struct AdminState {
     pub shared: Arc<Shared>,
+    pub metrics: Arc<Metrics>,
     pub connections: Arc<ConnectionLimits>,
     pub lifecycle: watch::Receiver<Lifecycle>,
     pub lifecycle_control: watch::Sender<Lifecycle>,
@@ -85,7 +86,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         connections: state.connections.open(),
         draining: *state.lifecycle.borrow() != Lifecycle::Serving,
     };
-    let body = state.shared.metrics.encode(snapshot);
+    let body = state.metrics.encode(snapshot);
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], body)
 }

@@ -50,7 +50,7 @@ const LAST_CHANNEL: u16 = 0x4fff;
 /// `64:ff9b::/96`, the NAT64 well-known prefix (RFC 6052).
 const NAT64_PREFIX: u128 = 0x0064_ff9b << 96;
 
-/// Addresses inside every range src/policy.rs denies by default, and every IPv6
+/// Addresses inside every range crates/tern-core/src/policy.rs denies by default, and every IPv6
 /// spelling of a denied IPv4 it knows. A `%n` suffix is a scope id, which
 /// XOR-PEER-ADDRESS has no room for: the server sees the bare link-local address.
 const DEFAULT_DENIED: &[&str] = &[

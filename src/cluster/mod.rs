@@ -29,6 +29,7 @@ pub use record::{LoadLimits, NodeRecord, fleet_view};
 
 use crate::config::Settings;
 use crate::core::Shared;
+use crate::metrics::Metrics;
 use crate::net::worker::{Lifecycle, WorkerCommand, ask_all};
 
 /// How long one Redis command or connection attempt may take: a heartbeat must not
@@ -102,6 +103,7 @@ pub struct Cluster {
 /// What the fleet tasks need of the running server.
 pub struct Server {
     pub shared: Arc<Shared>,
+    pub metrics: Arc<Metrics>,
     pub workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
     pub lifecycle: watch::Receiver<Lifecycle>,
 }
@@ -270,12 +272,12 @@ impl Cluster {
 
     async fn heartbeats(self: Arc<Self>, server: Arc<Server>) {
         let mut lifecycle = server.lifecycle.clone();
-        let mut load = LoadMeter::new(&server.shared);
+        let mut load = LoadMeter::new(&server.metrics);
         let mut up = None;
         let mut wait = self.interval;
         let mut last_view = Instant::now();
         for beat in 0u64.. {
-            let record = self.own_record(&server, load.mbps(&server.shared));
+            let record = self.own_record(&server, load.mbps(&server.metrics));
             let publish_sessions = record.allocations <= SESSIONS_EVERY_BEAT_UP_TO
                 || beat % SPARSE_SESSIONS_EVERY == 0;
             let result = self.beat(&server, &record, publish_sessions).await;
@@ -289,9 +291,9 @@ impl Cluster {
                 }
                 up = Some(now_up);
             }
-            server.shared.metrics.cluster_up.set(i64::from(now_up));
+            server.metrics.cluster_up.set(i64::from(now_up));
             if let Ok(nodes) = result {
-                server.shared.metrics.cluster_nodes.set(nodes as i64);
+                server.metrics.cluster_nodes.set(nodes as i64);
                 wait = self.interval;
                 last_view = Instant::now();
             } else {
@@ -457,15 +459,15 @@ struct LoadMeter {
 }
 
 impl LoadMeter {
-    fn new(shared: &Shared) -> Self {
+    fn new(metrics: &Metrics) -> Self {
         Self {
-            bytes: relayed_bytes(shared),
+            bytes: relayed_bytes(metrics),
             at: Instant::now(),
         }
     }
 
-    fn mbps(&mut self, shared: &Shared) -> f64 {
-        let (bytes, at) = (relayed_bytes(shared), Instant::now());
+    fn mbps(&mut self, metrics: &Metrics) -> f64 {
+        let (bytes, at) = (relayed_bytes(metrics), Instant::now());
         let seconds = at.duration_since(self.at).as_secs_f64().max(1e-3);
         let mbps = bytes.saturating_sub(self.bytes) as f64 * 8.0 / seconds / 1e6;
         (self.bytes, self.at) = (bytes, at);
@@ -473,8 +475,8 @@ impl LoadMeter {
     }
 }
 
-fn relayed_bytes(shared: &Shared) -> u64 {
-    let relay = &shared.metrics.relay;
+fn relayed_bytes(metrics: &Metrics) -> u64 {
+    let relay = &metrics.relay;
     relay.to_peer_bytes.get() + relay.to_client_bytes.get()
 }
 

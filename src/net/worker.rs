@@ -209,6 +209,7 @@ pub fn run_on_this_thread(
     streams: mpsc::Receiver<StreamEvent>,
     config: WorkerConfig,
     control: Control,
+    metrics: Arc<Metrics>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -219,7 +220,7 @@ pub fn run_on_this_thread(
             .into_iter()
             .map(UdpSocket::from_std)
             .collect::<std::io::Result<Vec<_>>>()?;
-        run(engine, listeners, streams, config, control).await;
+        run(engine, listeners, streams, config, control, metrics).await;
         Ok(())
     })
 }
@@ -230,6 +231,7 @@ async fn run(
     mut streams: mpsc::Receiver<StreamEvent>,
     config: WorkerConfig,
     control: Control,
+    metrics: Arc<Metrics>,
 ) {
     let Control {
         mut lifecycle,
@@ -237,7 +239,7 @@ async fn run(
         mut commands,
     } = control;
     // Relay readers run on this thread and count what they forward here.
-    super::relay::set_thread_counters(engine.shared().metrics.relay.clone());
+    super::relay::set_thread_counters(metrics.relay.clone());
     let (relay_tx, mut relay_rx) = mpsc::channel(config.relay_queue);
     let listeners: Vec<Arc<UdpSocket>> = listeners.into_iter().map(Arc::new).collect();
     let listener_index = listeners
@@ -253,7 +255,7 @@ async fn run(
         closing: Closing::default(),
         connections: HashMap::new(),
         socket_buffer: config.socket_buffer,
-        metrics: engine.shared().metrics.clone(),
+        metrics,
     };
     let mut batch = RecvBatch::new(0, MAX_DATAGRAM);
     // Invariant: every listener is bound, so it has a local address.

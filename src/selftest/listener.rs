@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::{Instant, Sleep};
 
-use crate::core::Shared;
+use crate::metrics::Metrics;
 use crate::net::tls::TlsAcceptorSource;
 
 /// Self-test connections one client address may hold open at once (an IPv6 client
@@ -62,7 +62,7 @@ impl AsyncRead for Connection {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => match this.idle.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    this.slot.shared.metrics.selftest_refused("idle");
+                    this.slot.metrics.selftest_refused("idle");
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "self-test connection idle",
@@ -101,7 +101,7 @@ struct Slot {
     _global: OwnedSemaphorePermit,
     per_client: Arc<PerClient>,
     client: IpAddr,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
 }
 
 impl Slot {
@@ -110,7 +110,7 @@ impl Slot {
         global: &Arc<Semaphore>,
         per_client: &Arc<PerClient>,
         client: IpAddr,
-        shared: &Arc<Shared>,
+        metrics: &Arc<Metrics>,
     ) -> Result<Self, &'static str> {
         let mut open = per_client.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(client).or_insert(0);
@@ -128,7 +128,7 @@ impl Slot {
             _global: permit,
             per_client: per_client.clone(),
             client,
-            shared: shared.clone(),
+            metrics: metrics.clone(),
         })
     }
 }
@@ -185,7 +185,7 @@ impl SelftestListener {
         tcp: TcpListener,
         tls: Option<TlsAcceptorSource>,
         limits: Limits,
-        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
     ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(16);
@@ -202,10 +202,10 @@ impl SelftestListener {
                     }
                 };
                 // Over a limit: the connection is closed at once.
-                let slot = match Slot::take(&global, &per_client, client_key(peer.ip()), &shared) {
+                let slot = match Slot::take(&global, &per_client, client_key(peer.ip()), &metrics) {
                     Ok(slot) => slot,
                     Err(reason) => {
-                        shared.metrics.selftest_refused(reason);
+                        metrics.selftest_refused(reason);
                         continue;
                     }
                 };
@@ -275,27 +275,26 @@ mod tests {
 
     #[test]
     fn a_client_gets_its_share_of_the_slots_and_them_back() {
-        let ports = crate::config::PortRange::new(50000, 50001).unwrap();
-        let shared = Arc::new(Shared::new(ports));
+        let metrics = Arc::new(Metrics::new());
         let global = Arc::new(Semaphore::new(MAX_CONNECTIONS_PER_IP + 1));
         let per_client = Arc::new(PerClient::default());
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let mut held: Vec<Slot> = (0..MAX_CONNECTIONS_PER_IP)
-            .map(|_| Slot::take(&global, &per_client, a, &shared).unwrap())
+            .map(|_| Slot::take(&global, &per_client, a, &metrics).unwrap())
             .collect();
         assert_eq!(
-            Slot::take(&global, &per_client, a, &shared).err(),
+            Slot::take(&global, &per_client, a, &metrics).err(),
             Some("per_ip")
         );
-        let last = Slot::take(&global, &per_client, b, &shared).unwrap();
+        let last = Slot::take(&global, &per_client, b, &metrics).unwrap();
         let c: IpAddr = "192.0.2.3".parse().unwrap();
         assert_eq!(
-            Slot::take(&global, &per_client, c, &shared).err(),
+            Slot::take(&global, &per_client, c, &metrics).err(),
             Some("connections")
         );
         held.pop();
-        held.push(Slot::take(&global, &per_client, a, &shared).unwrap());
+        held.push(Slot::take(&global, &per_client, a, &metrics).unwrap());
         drop(held);
         drop(last);
         assert!(per_client.lock().unwrap().is_empty());

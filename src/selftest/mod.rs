@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Settings;
-use crate::core::Shared;
+use crate::metrics::Metrics;
 use crate::net::tls::TlsAcceptorSource;
 use crate::net::worker::Lifecycle;
 
@@ -39,7 +39,7 @@ pub struct SelftestState {
     token: String,
     ice: IceServers,
     rooms: Arc<Rooms>,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     lifecycle: watch::Receiver<Lifecycle>,
     next_member: AtomicU64,
 }
@@ -50,7 +50,7 @@ impl SelftestState {
     pub fn new(
         settings: &Settings,
         secret: &str,
-        shared: Arc<Shared>,
+        metrics: Arc<Metrics>,
         lifecycle: watch::Receiver<Lifecycle>,
     ) -> Self {
         let t = &settings.selftest;
@@ -69,8 +69,8 @@ impl SelftestState {
                 .map(|t| t.expose().clone())
                 .unwrap_or_default(),
             ice: IceServers::new(settings, secret),
-            rooms: Arc::new(Rooms::new(limits, shared.clone())),
-            shared,
+            rooms: Arc::new(Rooms::new(limits, metrics.clone())),
+            metrics,
             lifecycle,
             next_member: AtomicU64::new(0),
         }
@@ -89,7 +89,7 @@ pub fn serve(
         handshake_timeout: settings.tls.handshake_timeout.as_duration(),
         idle_timeout: settings.selftest.idle_timeout.as_duration(),
     };
-    let listener = listener::SelftestListener::start(tcp, tls, limits, state.shared.clone())?;
+    let listener = listener::SelftestListener::start(tcp, tls, limits, state.metrics.clone())?;
     let mut lifecycle = state.lifecycle.clone();
     let max_frame = settings.selftest.max_message.saturating_mul(2);
     let guarded = Router::new()
@@ -196,7 +196,7 @@ async fn require_token(
     if bool::from(given.as_slice().ct_eq(state.token.as_bytes())) {
         next.run(request).await
     } else {
-        state.shared.metrics.selftest_refused("token");
+        state.metrics.selftest_refused("token");
         StatusCode::FORBIDDEN.into_response()
     }
 }
@@ -227,7 +227,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
 impl SelftestState {
     /// A page, counted by name.
     fn page(&self, name: &'static str, html: &'static str) -> Response {
-        self.shared.metrics.selftest_page(name);
+        self.metrics.selftest_page(name);
         asset(html, "text/html; charset=utf-8")
     }
 }
@@ -245,7 +245,7 @@ async fn ice_servers(State(state): State<Arc<SelftestState>>, headers: HeaderMap
     let Some(host) = host else {
         return (StatusCode::BAD_REQUEST, "no usable Host header\n").into_response();
     };
-    state.shared.metrics.selftest_credentials.inc();
+    state.metrics.selftest_credentials.inc();
     axum::Json(state.ice.for_host(&host, crate::clock::unix_now())).into_response()
 }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-use crate::core::Shared;
+use crate::metrics::Metrics;
 use crate::net::worker::Lifecycle;
 
 /// Messages waiting for one member's socket; past it, messages to that member are dropped.
@@ -55,7 +55,7 @@ pub struct RoomLimits {
 pub struct Rooms {
     rooms: Mutex<HashMap<String, Room>>,
     limits: RoomLimits,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
 }
 
 struct Room {
@@ -103,11 +103,11 @@ pub fn valid_room_name(name: &str) -> bool {
 }
 
 impl Rooms {
-    pub fn new(limits: RoomLimits, shared: Arc<Shared>) -> Self {
+    pub fn new(limits: RoomLimits, metrics: Arc<Metrics>) -> Self {
         Self {
             rooms: Mutex::new(HashMap::new()),
             limits,
-            shared,
+            metrics,
         }
     }
 
@@ -140,7 +140,7 @@ impl Rooms {
         }
         room.members.push(Member { id, outbox });
         let closes_at = room.opened + self.limits.ttl;
-        self.shared.metrics.selftest_rooms.set(rooms.len() as i64);
+        self.metrics.selftest_rooms.set(rooms.len() as i64);
         Ok(Membership {
             id,
             room: name.to_string(),
@@ -158,9 +158,9 @@ impl Rooms {
             .and_then(|r| r.members.iter().find(|m| m.id != from));
         if let Some(other) = other {
             if other.outbox.try_send(text).is_ok() {
-                self.shared.metrics.selftest_signaling_messages.inc();
+                self.metrics.selftest_signaling_messages.inc();
             } else {
-                self.shared.metrics.selftest_refused("queue_full");
+                self.metrics.selftest_refused("queue_full");
             }
         }
     }
@@ -178,7 +178,7 @@ impl Rooms {
                 }
             }
         }
-        self.shared.metrics.selftest_rooms.set(rooms.len() as i64);
+        self.metrics.selftest_rooms.set(rooms.len() as i64);
     }
 }
 
@@ -224,16 +224,16 @@ pub async fn run_member(
     let mut member = match rooms.join(&room, id) {
         Ok(member) => member,
         Err(refused) => {
-            rooms.shared.metrics.selftest_refused(match refused {
+            rooms.metrics.selftest_refused(match refused {
                 JoinRefused::RoomFull => "room_full",
                 JoinRefused::TooManyRooms => "too_many_rooms",
             });
             let text = format!(r#"{{"type":"error","reason":"{}"}}"#, refused.reason());
-            if send(&mut socket, Message::Text(text.into()), &rooms.shared).await {
+            if send(&mut socket, Message::Text(text.into()), &rooms.metrics).await {
                 send(
                     &mut socket,
                     close(CLOSE_POLICY, refused.reason()),
-                    &rooms.shared,
+                    &rooms.metrics,
                 )
                 .await;
             }
@@ -242,7 +242,7 @@ pub async fn run_member(
     };
     let role = if member.first { "first" } else { "second" };
     let welcome = format!(r#"{{"type":"welcome","role":"{role}"}}"#);
-    if send(&mut socket, Message::Text(welcome.into()), &rooms.shared).await {
+    if send(&mut socket, Message::Text(welcome.into()), &rooms.metrics).await {
         serve_member(&mut socket, &rooms, &mut member, &mut lifecycle).await;
     }
     rooms.leave(&member.room, member.id);
@@ -261,7 +261,7 @@ async fn serve_member(
     let first_ping = tokio::time::Instant::now() + limits.ping_interval;
     let mut ping = tokio::time::interval_at(first_ping, limits.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let shared = &rooms.shared;
+    let metrics = &rooms.metrics;
     // Every write is bounded by SEND_TIMEOUT, so a member that stopped reading cannot
     // hold this loop (and with it the room's expiry and the server's shutdown).
     loop {
@@ -270,7 +270,7 @@ async fn serve_member(
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => {
-                        send(socket, close(CLOSE_POLICY, "text messages only"), shared).await;
+                        send(socket, close(CLOSE_POLICY, "text messages only"), metrics).await;
                         return;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -279,13 +279,13 @@ async fn serve_member(
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                 };
                 if text.len() > limits.max_message {
-                    rooms.shared.metrics.selftest_refused("too_big");
-                    send(socket, close(CLOSE_TOO_BIG, "message too big"), shared).await;
+                    rooms.metrics.selftest_refused("too_big");
+                    send(socket, close(CLOSE_TOO_BIG, "message too big"), metrics).await;
                     return;
                 }
                 if !budget.take(Instant::now()) {
-                    rooms.shared.metrics.selftest_refused("rate");
-                    send(socket, close(CLOSE_POLICY, "too many messages"), shared).await;
+                    rooms.metrics.selftest_refused("rate");
+                    send(socket, close(CLOSE_POLICY, "too many messages"), metrics).await;
                     return;
                 }
                 rooms.forward(&member.room, member.id, text);
@@ -294,25 +294,25 @@ async fn serve_member(
                 let Some(text) = outgoing else {
                     return;
                 };
-                if !send(socket, Message::Text(text), shared).await {
+                if !send(socket, Message::Text(text), metrics).await {
                     return;
                 }
             }
             _ = ping.tick() => {
-                if !send(socket, Message::Ping(Default::default()), shared).await {
+                if !send(socket, Message::Ping(Default::default()), metrics).await {
                     return;
                 }
             }
             () = &mut expiry => {
                 let text = r#"{"type":"error","reason":"room expired"}"#;
-                if send(socket, Message::Text(text.into()), shared).await {
-                    send(socket, close(CLOSE_POLICY, "room expired"), shared).await;
+                if send(socket, Message::Text(text.into()), metrics).await {
+                    send(socket, close(CLOSE_POLICY, "room expired"), metrics).await;
                 }
                 return;
             }
             changed = lifecycle.changed() => {
                 if changed.is_err() || *lifecycle.borrow() == Lifecycle::Stopping {
-                    send(socket, close(CLOSE_GOING_AWAY, "server stopping"), shared).await;
+                    send(socket, close(CLOSE_GOING_AWAY, "server stopping"), metrics).await;
                     return;
                 }
             }
@@ -322,11 +322,11 @@ async fn serve_member(
 
 /// Sends `message` to a member within [`SEND_TIMEOUT`]: false when the socket failed
 /// or the member stopped reading, and the member must go.
-async fn send(socket: &mut WebSocket, message: Message, shared: &Shared) -> bool {
+async fn send(socket: &mut WebSocket, message: Message, metrics: &Metrics) -> bool {
     match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
         Ok(sent) => sent.is_ok(),
         Err(_) => {
-            shared.metrics.selftest_refused("send_timeout");
+            metrics.selftest_refused("send_timeout");
             false
         }
     }
@@ -352,8 +352,7 @@ mod tests {
             message_burst: 2,
             ping_interval: Duration::from_secs(15),
         };
-        let ports = crate::config::PortRange::new(50000, 50001).unwrap();
-        Rooms::new(limits, Arc::new(Shared::new(ports)))
+        Rooms::new(limits, Arc::new(Metrics::new()))
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub fn limiter(settings: &Settings) -> UnauthorizedLimiter {
 }
 
 /// `count` engines following `rules`, sharing `nonce_key`, `limiter`, ports, quotas
-/// and metrics, and the shared state itself (watched while draining).
+/// and reservations, and the shared state itself (watched while draining).
 pub fn build(
     settings: &Settings,
     rules: &EngineRules,

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use crate::auth::UnauthorizedLimiter;
 use crate::config::{Redacted, Settings, TlsSettings};
 use crate::core::{Engine, EngineRules, Shared};
+use crate::metrics::Metrics;
 use crate::net::stream::{self, ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
 use crate::net::worker::{self, Control, Lifecycle, WorkerConfig};
@@ -120,6 +121,7 @@ async fn resolve(mut settings: Settings) -> anyhow::Result<Plan> {
 struct Built {
     engines: Vec<Engine>,
     shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     limiter: UnauthorizedLimiter,
 }
 
@@ -137,6 +139,7 @@ fn build(plan: &Plan) -> Built {
     Built {
         engines,
         shared,
+        metrics: Arc::new(Metrics::new()),
         limiter,
     }
 }
@@ -211,6 +214,7 @@ fn spawn(
     let Built {
         engines,
         shared,
+        metrics,
         limiter,
     } = built;
     let Bound {
@@ -250,6 +254,7 @@ fn spawn(
         connections: connection_limits.clone(),
         stream_config: stream_config_tx,
         tls: tls.clone(),
+        metrics: metrics.clone(),
         running: as_given,
         relay_ips: relay_ips.clone(),
         advertised_ips,
@@ -274,7 +279,10 @@ fn spawn(
             rules: rules_rx.clone(),
             commands,
         };
-        let run = move || worker::run_on_this_thread(engine, udp, streams, worker_config, control);
+        let metrics = metrics.clone();
+        let run = move || {
+            worker::run_on_this_thread(engine, udp, streams, worker_config, control, metrics)
+        };
         let thread =
             spawn_supervised(i, failed_tx.clone(), run).context("cannot start a worker thread")?;
         threads.push(thread);
@@ -282,6 +290,7 @@ fn spawn(
     let fleet_task = cluster.as_ref().map(|cluster| {
         cluster.spawn(crate::cluster::Server {
             shared: shared.clone(),
+            metrics: metrics.clone(),
             workers: worker_commands.clone(),
             lifecycle: stop_rx.clone(),
         })
@@ -291,6 +300,7 @@ fn spawn(
         tracing::info!(%addr, api = settings.admin.token.is_some(), "admin listening");
         let state = std::sync::Arc::new(crate::admin::AdminState {
             shared: shared.clone(),
+            metrics: metrics.clone(),
             connections: connection_limits.clone(),
             lifecycle: stop_rx.clone(),
             lifecycle_control: stop_tx.clone(),
@@ -308,7 +318,7 @@ fn spawn(
         let state = std::sync::Arc::new(crate::selftest::SelftestState::new(
             &settings,
             secret,
-            shared.clone(),
+            metrics.clone(),
             stop_rx.clone(),
         ));
         crate::selftest::serve(listener, tls.clone(), &settings, state)
@@ -339,7 +349,7 @@ async fn wait(running: Running) -> anyhow::Result<()> {
     } = running;
     // Everything is bound and running: tell systemd (Type=notify); a no-op elsewhere.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    let stop = wait_for_stop(tls.as_ref(), &mut reloader, &shared, &mut failed).await?;
+    let stop = wait_for_stop(tls.as_ref(), &mut reloader, &mut failed).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if let Stop::WorkerFailed(i) = stop {
         // Its allocations are gone and their ports and quota counts would stay taken:
@@ -526,7 +536,6 @@ const DRAIN_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 async fn wait_for_stop(
     tls: Option<&TlsAcceptorSource>,
     reloader: &mut reload::Reloader,
-    shared: &Shared,
     failed: &mut mpsc::UnboundedReceiver<usize>,
 ) -> anyhow::Result<Stop> {
     let mut term = signal(SignalKind::terminate())?;
@@ -540,7 +549,7 @@ async fn wait_for_stop(
             Some(i) = failed.recv() => return Ok(Stop::WorkerFailed(i)),
             _ = hup.recv() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                reloader.reload(shared);
+                reloader.reload();
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
             }
             _ = watch.tick() => {

@@ -18,7 +18,8 @@ use tokio::sync::watch;
 use super::engines;
 use crate::auth::UnauthorizedLimiter;
 use crate::config::{Redacted, Settings, reload::keep_restart_only};
-use crate::core::{EngineRules, Shared};
+use crate::core::EngineRules;
+use crate::metrics::Metrics;
 use crate::net::stream::{ConnectionLimits, StreamConfig};
 use crate::net::tls::TlsAcceptorSource;
 
@@ -41,6 +42,8 @@ pub struct Reloader {
     pub stream_config: watch::Sender<StreamConfig>,
     /// The certificate, when TLS is on.
     pub tls: Option<TlsAcceptorSource>,
+    /// Counts reloads and their outcome.
+    pub metrics: Arc<Metrics>,
     /// The settings in force: restart-only keys as at start, the others as last
     /// reloaded (without the secrets below, which are added for the engines only).
     pub running: Settings,
@@ -57,19 +60,19 @@ impl Reloader {
     /// Reloads the config and the certificate, logs the outcome and counts it in the
     /// metrics. The certificate is read again even when the config is refused: a
     /// renewal needs nothing but a SIGHUP.
-    pub fn reload(&mut self, shared: &Shared) {
+    pub fn reload(&mut self) {
         match self.try_reload() {
             Ok(applied) if applied.is_empty() => {
-                shared.metrics.reload("ok");
+                self.metrics.reload("ok");
                 tracing::info!("configuration reloaded: no applicable key changed");
             }
             Ok(applied) => {
-                shared.metrics.reload("ok");
+                self.metrics.reload("ok");
                 let applied = applied.join(", ");
                 tracing::info!("configuration reloaded; applied: {applied}");
             }
             Err(e) => {
-                shared.metrics.reload("error");
+                self.metrics.reload("error");
                 tracing::error!("configuration not reloaded, the running one stays: {e}");
             }
         }

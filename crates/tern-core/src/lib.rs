@@ -1,20 +1,37 @@
-//! The sans-IO relay engine: allocations, permissions, channels, nonces, auth checks
-//! and timers.
+//! tern's protocol core: everything that decides, nothing that does IO.
 //!
-//! It never touches a socket or reads a clock. Drivers call
-//! [`Engine::handle_client`] with bytes from a client, [`Engine::handle_peer`] with
-//! bytes that reached a relay socket, and [`Engine::handle_timeout`] when
-//! [`Engine::poll_timeout`] says so; the engine answers through the [`Io`] the driver
-//! passes in (send a datagram, bind or close a relay socket). Tests drive it with a
-//! recording `Io` and advance time by hand.
+//! - [`proto`] reads and writes the wire format (on top of the `stun`/`turn` codecs);
+//! - [`auth`] and [`policy`] answer "who is this" and "may they reach that";
+//! - the crate root is the sans-IO relay engine: allocations, permissions, channels,
+//!   nonces, auth checks and timers.
+//!
+//! It is a crate of its own so that the rule is the compiler's: it has no tokio, no
+//! socket crate and no metrics crate among its dependencies, and its clippy
+//! configuration forbids reading a clock, drawing from the thread's random source and
+//! the standard library's sockets. Time and randomness come in as arguments.
+//!
+//! Drivers call [`Engine::handle_client`] with bytes from a client,
+//! [`Engine::handle_peer`] with bytes that reached a relay socket, and
+//! [`Engine::handle_timeout`] when [`Engine::poll_timeout`] says so; the engine answers
+//! through the [`Io`] the driver passes in (send a datagram, bind or close a relay
+//! socket, count something). Tests drive it with a recording `Io` and advance time by
+//! hand.
 //!
 //! No state is created for a client before it authenticates: unauthenticated traffic
 //! only ever reads.
+
+// Unit tests take their instants from the clock; the code under test never does.
+#![cfg_attr(test, allow(clippy::disallowed_methods))]
+
+pub mod auth;
+pub mod policy;
+pub mod proto;
 
 pub mod allocation;
 pub mod count;
 pub mod error;
 pub mod fleet;
+pub mod port_range;
 pub mod ports;
 mod requests;
 pub mod route;
@@ -30,12 +47,12 @@ use stun::attributes::ATTR_DATA;
 use stun::message::{CLASS_INDICATION, CLASS_REQUEST, METHOD_SEND};
 
 use crate::auth::{Credentials, NonceIssuer, UnauthorizedLimiter};
-use crate::config::PortRange;
 use crate::policy::PeerPolicy;
-use crate::proto::{self, ChannelHeader, Kind, Request};
+use crate::proto::{ChannelHeader, Kind, Request};
 pub use allocation::Allocation;
 pub use count::Count;
 pub use error::Reject;
+pub use port_range::PortRange;
 pub use route::{Forward, Framed, PeerRoute};
 use shared::Reservation;
 pub use shared::Shared;

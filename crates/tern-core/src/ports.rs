@@ -5,7 +5,7 @@ use rand::Rng;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
-use crate::config::PortRange;
+use super::PortRange;
 
 /// Ports in use (bound or reserved) per relay IP.
 ///

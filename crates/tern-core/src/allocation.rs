@@ -169,7 +169,7 @@ impl Allocation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::route::CHANNEL_COOLDOWN;
+    use crate::route::CHANNEL_COOLDOWN;
     use std::time::Duration;
 
     fn alloc(now: Instant) -> Allocation {
@@ -177,7 +177,7 @@ mod tests {
         let client = FiveTuple {
             client: "203.0.113.1:1000".parse().unwrap(),
             server: "192.0.2.1:3478".parse().unwrap(),
-            transport: crate::core::Transport::Udp,
+            transport: crate::Transport::Udp,
         };
         Allocation::new(client, a, "u".into(), 0, now + Duration::from_secs(600))
     }

@@ -200,7 +200,7 @@ fn data_indication(peer: SocketAddr, data: &[u8], rng: &mut impl Rng) -> Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Transport;
+    use crate::Transport;
     use std::time::Duration;
 
     #[test]

@@ -1,5 +1,5 @@
 //! State the engines of all workers share: relay ports, quota counts, EVEN-PORT
-//! reservations and metrics.
+//! reservations and the fleet view.
 //!
 //! Every allocation belongs to one worker's engine, but the ports it binds, the quota
 //! it counts against and the reservation a client on another worker may claim are
@@ -11,15 +11,14 @@ use rand::Rng;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
+use super::PortRange;
 use super::fleet::FleetView;
 use super::ports::PortPool;
-use crate::config::PortRange;
-use crate::metrics::Metrics;
 
 /// A port held for a later Allocate with RESERVATION-TOKEN.
 #[derive(Debug, Clone, Copy)]
@@ -43,7 +42,6 @@ pub struct Shared {
     revoked: Mutex<std::collections::HashSet<String>>,
     /// The rest of the fleet, replaced whole by `crate::cluster` at each heartbeat.
     pub fleet: ArcSwap<FleetView>,
-    pub metrics: Arc<Metrics>,
 }
 
 /// Locks a mutex, taking the data even if another worker panicked while holding it:
@@ -60,7 +58,6 @@ impl Shared {
             reservations: Mutex::new(HashMap::new()),
             revoked: Mutex::new(std::collections::HashSet::new()),
             fleet: ArcSwap::from_pointee(FleetView::default()),
-            metrics: Arc::new(Metrics::new()),
         }
     }
 
