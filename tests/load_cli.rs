@@ -55,6 +55,13 @@ fn load(server: SocketAddr, args: &[&str]) -> RunOutput {
     run_tern(&all, RUN_TIMEOUT)
 }
 
+/// [`load`] with the static user's credentials.
+fn load_as_user(server: SocketAddr, args: &[&str]) -> RunOutput {
+    let mut all = vec!["--user", USER, "--pass", PASS];
+    all.extend_from_slice(args);
+    load(server, &all)
+}
+
 /// The JSON report of a run.
 fn report(run: &RunOutput) -> Value {
     assert!(
@@ -94,20 +101,9 @@ fn successful_report(run: &RunOutput, server: &TernServer) -> Value {
 #[test]
 fn paced_traffic_comes_back_without_loss() {
     let server = start_plain_server();
-    let run = load(
+    let run = load_as_user(
         server.addr,
-        &[
-            "--user",
-            USER,
-            "--pass",
-            PASS,
-            "--allocations",
-            "4",
-            "--rate",
-            "50",
-            "--duration",
-            "2",
-        ],
+        &["--allocations", "4", "--rate", "50", "--duration", "2"],
     );
     let report = successful_report(&run, &server);
     assert_eq!(count(&report, "allocations_ok"), 4, "{report}");
@@ -159,13 +155,9 @@ fn setup_only_sets_up_200_allocations() {
 fn server_pid_samples_cpu_and_memory() {
     let server = start_plain_server();
     let pid = server.pid().to_string();
-    let run = load(
+    let run = load_as_user(
         server.addr,
         &[
-            "--user",
-            USER,
-            "--pass",
-            PASS,
             "--allocations",
             "2",
             "--duration",
@@ -217,13 +209,9 @@ fn server_pid_samples_cpu_and_memory() {
 #[test]
 fn tcp_transport_relays() {
     let server = start_plain_server();
-    let run = load(
+    let run = load_as_user(
         server.addr,
         &[
-            "--user",
-            USER,
-            "--pass",
-            PASS,
             "--transport",
             "tcp",
             "--allocations",
@@ -251,10 +239,6 @@ fn tls_transport_relays_with_a_ca_file_or_insecure() {
     let ca = files.cert.display().to_string();
     for trust in [vec!["--tls-insecure"], vec!["--tls-ca", ca.as_str()]] {
         let mut args = vec![
-            "--user",
-            USER,
-            "--pass",
-            PASS,
             "--transport",
             "tls",
             "--allocations",
@@ -263,7 +247,7 @@ fn tls_transport_relays_with_a_ca_file_or_insecure() {
             "1",
         ];
         args.extend(trust);
-        let run = load(tls, &args);
+        let run = load_as_user(tls, &args);
         let report = successful_report(&run, &server);
         assert_eq!(count(&report, "allocations_ok"), 2, "{report}");
         assert!(count(&report, "packets_received") > 0, "{report}");
