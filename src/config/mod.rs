@@ -20,7 +20,9 @@ pub use settings::{
     AdminSettings, AuthSettings, ClusterSettings, Limits, LogSettings, PeerSettings, RelaySettings,
     SelftestSettings, ServerSettings, Settings, TlsSettings, UserEntry,
 };
-pub use types::{ExternalIp, Listener, LogFormat, PortRange, Seconds, Separator};
+pub use types::{
+    ExternalIp, Listener, LogFormat, PortRange, Seconds, Separator, host_without_port,
+};
 pub use validate::InvalidKey;
 
 /// Why a config could not be used. Display is the whole message for the operator.

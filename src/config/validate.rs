@@ -225,7 +225,7 @@ impl Settings {
             ));
         }
         if let Some(host) = &t.public_host
-            && crate::selftest::host_without_port(host).as_deref() != Some(host.as_str())
+            && super::host_without_port(host).as_deref() != Some(host.as_str())
         {
             return Err(InvalidKey::new(
                 "selftest.public_host",

@@ -71,37 +71,9 @@ impl IceServers {
     }
 }
 
-/// The host part of a Host header (`name`, `name:port`, `[v6]` or `[v6]:port`), if it
-/// is made only of characters a host can have: it goes into URLs.
-pub fn host_without_port(header: &str) -> Option<String> {
-    let host = if header.starts_with('[') {
-        &header[..=header.find(']')?]
-    } else {
-        header.split(':').next()?
-    };
-    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-:[]".contains(c);
-    (!host.is_empty() && host.len() <= 255 && host.chars().all(allowed)).then(|| host.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_header_forms() {
-        assert_eq!(
-            host_without_port("turn.example.com:8443").unwrap(),
-            "turn.example.com"
-        );
-        assert_eq!(host_without_port("127.0.0.1").unwrap(), "127.0.0.1");
-        assert_eq!(
-            host_without_port("[2001:db8::1]:8443").unwrap(),
-            "[2001:db8::1]"
-        );
-        for bad in ["", "a b", "x\"y", "evil/path", "[::1"] {
-            assert_eq!(host_without_port(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn urls_follow_the_enabled_transports_and_credentials_verify() {

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::net::tls::TlsAcceptorSource;
 use crate::net::worker::Lifecycle;
 
-pub use ice::{IceServers, host_without_port};
+pub use ice::IceServers;
 pub use signaling::valid_room_name;
 use signaling::{RoomLimits, Rooms};
 
@@ -241,7 +241,7 @@ async fn ice_servers(State(state): State<Arc<SelftestState>>, headers: HeaderMap
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
-        .and_then(ice::host_without_port);
+        .and_then(crate::config::host_without_port);
     let Some(host) = host else {
         return (StatusCode::BAD_REQUEST, "no usable Host header\n").into_response();
     };
