@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::config::{ExternalIp, LogFormat, PortRange, Redacted, Settings, UserEntry};
+use crate::core::Transport;
 
 #[derive(Debug, Parser)]
 #[command(name = "tern", version, about = "STUN/TURN relay server")]
@@ -206,8 +207,8 @@ impl ServeArgs {
 pub struct LoadArgs {
     /// The TURN server, IP:PORT.
     pub server: SocketAddr,
-    #[arg(long, value_enum, default_value_t = crate::client::Transport::Udp)]
-    pub transport: crate::client::Transport,
+    #[arg(long, default_value_t = Transport::Udp, value_parser = transport_parser())]
+    pub transport: Transport,
     /// Accept any TLS certificate (for loopback benchmarks only).
     #[arg(long, conflicts_with = "tls_ca")]
     pub tls_insecure: bool,
@@ -253,8 +254,8 @@ pub struct LoadArgs {
 pub struct StunArgs {
     /// The STUN server, HOST:PORT (a name or an IP; IPv6 in brackets).
     pub server: String,
-    #[arg(long, value_enum, default_value_t = crate::client::Transport::Udp)]
-    pub transport: crate::client::Transport,
+    #[arg(long, default_value_t = Transport::Udp, value_parser = transport_parser())]
+    pub transport: Transport,
     /// Accept any TLS certificate.
     #[arg(long)]
     pub tls_insecure: bool,
@@ -393,4 +394,11 @@ pub struct CredentialArgs {
     /// TURN REST API shared secret.
     #[arg(long)]
     pub secret: Option<String>,
+}
+
+/// Parses `udp`, `tcp` or `tls` into the core's [`Transport`], listing them in `--help`.
+fn transport_parser() -> impl clap::builder::TypedValueParser<Value = Transport> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Transport::ALL.map(Transport::name))
+        .try_map(|name| name.parse::<Transport>())
 }

@@ -277,11 +277,7 @@ impl Metrics {
 
     /// The gauge of allocations for a transport and family.
     fn allocations(&self, transport: Transport, ipv6: bool) -> Gauge {
-        let transport = match transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-            Transport::Tls => "tls",
-        };
+        let transport = transport.name();
         let family = if ipv6 { "ipv6" } else { "ipv4" };
         let labels = AllocationLabels { transport, family };
         self.allocations.get_or_create(&labels).clone()

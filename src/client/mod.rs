@@ -8,7 +8,8 @@
 pub mod echo;
 pub mod transport;
 
-pub use transport::{ClientTransport, Transport};
+pub use crate::core::Transport;
+pub use transport::ClientTransport;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};

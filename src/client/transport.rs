@@ -12,26 +12,6 @@ use crate::proto::framing::{self, Frame};
 /// Largest frame the client accepts from a server.
 const MAX_FRAME: usize = 65_552;
 
-/// How a client (`tern load`, `tern probe`, `tern stun`) reaches the server, as the
-/// command line names it and the reports print it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-impl std::fmt::Display for Transport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Udp => "udp",
-            Self::Tcp => "tcp",
-            Self::Tls => "tls",
-        })
-    }
-}
-
 /// A blocking byte stream (plain TCP or TLS over TCP).
 pub trait ByteStream: Read + Write + Send {}
 impl<T: Read + Write + Send> ByteStream for T {}

@@ -1,6 +1,6 @@
 //! What a node knows of the rest of its fleet, as the engine needs it on Allocate:
 //! allocations other nodes hold (quotas hold fleet-wide) and where to send a client
-//! when this node is draining or over its load threshold. `crate::cluster` keeps it
+//! when this node is draining or over its load threshold. tern's fleet heartbeat keeps it
 //! current from Redis; a single node has the empty view, which changes nothing.
 
 use std::collections::HashMap;

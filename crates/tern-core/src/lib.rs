@@ -69,11 +69,45 @@ pub struct Now {
     pub unix: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// How a client reaches the server: the transport of its 5-tuple, as configs, command
+/// lines, reports and the admin API name it (`udp`, `tcp`, `tls`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     Udp,
     Tcp,
     Tls,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("{s:?} is not a transport (udp, tcp or tls)"))
+    }
 }
 
 /// Identifies a client connection: client address, server address, transport.
@@ -164,14 +198,6 @@ pub struct Session {
     pub age_secs: u64,
     pub bytes_to_peer: u64,
     pub bytes_to_client: u64,
-}
-
-fn transport_name(transport: Transport) -> &'static str {
-    match transport {
-        Transport::Udp => "udp",
-        Transport::Tcp => "tcp",
-        Transport::Tls => "tls",
-    }
 }
 
 /// What a reload may change: settings, credentials and peer policy, shared by every
@@ -276,7 +302,7 @@ impl Engine {
                     relay: alloc.relay,
                     user: alloc.username.to_string(),
                     client: tuple.client,
-                    transport: transport_name(tuple.transport),
+                    transport: tuple.transport.name(),
                     permissions,
                     channels,
                     age_secs: u64::from(uptime.saturating_sub(alloc.created_secs)),

@@ -40,7 +40,7 @@ pub struct Shared {
     reservations: Mutex<HashMap<[u8; 8], Reservation>>,
     /// Quota identities (REST user ids, static names) refused from now on.
     revoked: Mutex<std::collections::HashSet<String>>,
-    /// The rest of the fleet, replaced whole by `crate::cluster` at each heartbeat.
+    /// The rest of the fleet, replaced whole by the fleet heartbeat (tern's `cluster`) at each beat.
     pub fleet: ArcSwap<FleetView>,
 }
 
