@@ -21,7 +21,9 @@ pub mod net;
 pub mod packaging;
 pub mod selftest;
 pub mod serve;
+pub mod token;
 pub mod tools;
+pub mod urls;
 
 // The protocol core (crates/tern-core), under the paths the rest of tern uses.
 pub use tern_core as core;

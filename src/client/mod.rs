@@ -5,7 +5,9 @@
 //! nonce → retry) and lets a caller put any attribute anywhere, including where a
 //! well-behaved client never would, to test a server's defences.
 
+pub mod args;
 pub mod echo;
+pub mod tls;
 pub mod transport;
 
 pub use crate::core::Transport;

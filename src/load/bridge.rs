@@ -13,7 +13,26 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Handle;
 
-use super::conn::AsyncStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+/// A byte stream to the server that tokio drives: plain TCP or TLS over TCP.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP socket under the stream.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl AsyncStream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl AsyncStream for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
 
 /// How long a read waits when the client set no read timeout.
 const DEFAULT_READ_WAIT: Duration = Duration::from_secs(5);

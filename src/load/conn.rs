@@ -10,36 +10,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio_rustls::TlsConnector;
 
-use super::bridge::{self, BlockingStream};
+use super::bridge::{self, AsyncStream, BlockingStream};
 use super::plan::Plan;
-use super::tls;
+use crate::client::tls;
 use crate::client::{ClientTransport, Transport, TurnClient};
 
 /// How long a TCP connect plus TLS handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A byte stream to the server that tokio drives: plain TCP or TLS over TCP.
-pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {
-    /// The TCP socket under the stream.
-    fn tcp(&self) -> &TcpStream;
-}
-
-impl AsyncStream for TcpStream {
-    fn tcp(&self) -> &TcpStream {
-        self
-    }
-}
-
-impl AsyncStream for tokio_rustls::client::TlsStream<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
-    }
-}
 
 /// An allocation's connection while no data flows on it.
 pub enum Conn {

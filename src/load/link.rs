@@ -7,7 +7,8 @@ use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 
-use super::conn::{AsyncStream, Conn};
+use super::bridge::AsyncStream;
+use super::conn::Conn;
 use super::probe::Probe;
 use crate::proto::ChannelHeader;
 use crate::proto::framing::{self, Frame};

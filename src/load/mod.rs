@@ -87,6 +87,7 @@
 //! The exit status is 0 when every allocation was set up and nothing failed later, 1
 //! otherwise (the report is printed either way), 2 on a usage error.
 
+mod args;
 mod bridge;
 mod conn;
 mod limits;
@@ -99,11 +100,9 @@ mod report;
 pub mod server_stats;
 mod setup;
 mod stats;
-mod tls;
 mod traffic;
 
-// Shared with `tern probe`/`tern stun` (crate::tools): the accept-anything TLS verifier.
-pub(crate) use {plan::TlsTrust, tls::client_config as tls_client_config};
+pub use args::LoadArgs;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -112,7 +111,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::cli::LoadArgs;
 use crate::client::Transport;
 use conn::{Conn, Connector};
 use peer::EchoPeer;

@@ -2,27 +2,18 @@
 //! phase to run chosen, rates converted to periods. Nothing here touches the network.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
+use super::LoadArgs;
 use crate::auth::{RestSecret, rest_credential};
-use crate::cli::LoadArgs;
 use crate::client::Transport;
+use crate::client::tls::TlsTrust;
 
 /// The REST user id `--secret` credentials are minted for.
 const REST_USER_ID: &str = "load";
 
 /// Highest `--rate` accepted: one round trip per microsecond per allocation.
 const MAX_RATE: f64 = 1_000_000.0;
-
-/// How the TLS server certificate is checked.
-#[derive(Debug, Clone)]
-pub enum TlsTrust {
-    /// Accept any certificate (`--tls-insecure`, for loopback benchmarks).
-    AnyCertificate,
-    /// Verify against the PEM roots in this file, for the server's IP address.
-    Roots(PathBuf),
-}
 
 /// What runs after the allocations are set up.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod pktinfo;
 pub mod relay;
+pub mod relay_ips;
 pub mod socket;
 pub mod stream;
 pub mod tls;

@@ -11,22 +11,20 @@
 //! This module owns the socket options and the control messages; it never decides
 //! which address to use.
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 /// Room for one control message of either family, aligned for `cmsghdr`.
 pub type ControlBuf = [u64; 8];
 
-/// Asks the kernel to tell the destination address of every datagram `socket`
-/// receives. Only wildcard listeners need it.
-pub fn enable(socket: &impl AsRawFd, ipv6: bool) -> io::Result<()> {
-    let (level, name) = if ipv6 {
+/// The socket option (level, name) that asks the kernel to tell the destination
+/// address of every datagram a socket receives. Only wildcard listeners need it.
+pub fn option(ipv6: bool) -> (libc::c_int, libc::c_int) {
+    if ipv6 {
         (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
     } else {
         (libc::IPPROTO_IP, libc::IP_PKTINFO)
-    };
-    super::socket::set_int_option(socket, level, name, 1)
+    }
 }
 
 /// The local address a received datagram was sent to, from the control messages of

@@ -53,7 +53,8 @@ fn bind_udp_with(
     warn_if_capped(&socket, buffer);
     if addr.ip().is_unspecified() {
         // Answers must leave from the address each client used (see pktinfo).
-        super::pktinfo::enable(&socket, addr.is_ipv6())?;
+        let (level, name) = super::pktinfo::option(addr.is_ipv6());
+        set_int_option(&socket, level, name, 1)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

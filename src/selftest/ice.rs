@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use crate::auth::{RestSecret, rest_credential};
 use crate::config::{ServerSettings, Settings};
-use crate::tools::url::server_urls;
+use crate::urls::server_urls;
 
 /// Mints credentials and builds URLs for the page.
 pub struct IceServers {

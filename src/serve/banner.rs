@@ -9,9 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::auth::{RestSecret, rest_credential};
 use crate::config::Settings;
-use crate::tools::url::server_urls;
+use crate::urls::server_urls;
 
-use super::relay_ips::public_host;
+use crate::net::relay_ips::public_host;
 
 /// How long the printed credentials stay valid.
 const CREDENTIAL_TTL_SECS: u64 = 24 * 3600;

@@ -27,7 +27,7 @@ pub fn rules(
     own_ips.extend(advertised_ips.values().copied());
     let services = OwnServices {
         endpoints: service_endpoints(settings),
-        host_ips: super::relay_ips::interface_ips(),
+        host_ips: crate::net::relay_ips::interface_ips(),
     };
     let policy = Arc::new(
         PeerPolicy::new(

@@ -9,11 +9,10 @@
 mod banner;
 mod engines;
 mod listeners;
-pub mod relay_ips;
+use crate::net::relay_ips;
 pub mod reload;
 
 use anyhow::Context;
-use rand::Rng;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -70,7 +69,7 @@ struct Plan {
 async fn resolve(mut settings: Settings) -> anyhow::Result<Plan> {
     let as_given = settings.clone();
     let generated_secret = (settings.auth.users.is_empty() && settings.auth.secrets.is_empty())
-        .then(|| random_token(32));
+        .then(|| crate::token::random_token(32));
     settings
         .auth
         .secrets
@@ -405,7 +404,7 @@ async fn nonce_key(settings: &Settings, cluster: Option<&crate::cluster::Cluster
     if let Some(key) = &settings.auth.nonce_key {
         return key.expose().clone();
     }
-    let own = random_token(32);
+    let own = crate::token::random_token(32);
     match cluster {
         Some(cluster) => match cluster.shared_nonce_key(&own).await {
             Some(key) => key,
@@ -594,15 +593,6 @@ fn worker_count(settings: &Settings) -> usize {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     }
-}
-
-/// A random URL-safe token of `len` characters, for generated secrets and keys.
-pub(crate) fn random_token(len: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
 }
 
 #[cfg(test)]

@@ -9,7 +9,56 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::cli::{AdminArgs, DrainArgs, KillArgs, SessionsArgs};
+use clap::Args;
+
+/// `tern sessions`.
+#[derive(Debug, Clone, Args)]
+pub struct SessionsArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Every node of the fleet (`[cluster]`), with a NODE column.
+    #[arg(long)]
+    pub fleet: bool,
+}
+
+/// Where the admin API is and how to authenticate to it.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// The admin listener.
+    #[arg(long, default_value = "127.0.0.1:9641")]
+    pub admin: SocketAddr,
+    /// Bearer token (admin.token of the server).
+    #[arg(long, env = "TERN_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// A session, by its relay address (see `tern sessions`).
+    #[arg(long, value_name = "RELAY")]
+    pub session: Option<String>,
+    /// Every session of a user (static name or REST user id).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Refuse a user from now on and kill its sessions: a static name, or the user id of
+    /// REST credentials (`bob` in `1796102579:bob`).
+    #[arg(long, value_name = "USER")]
+    pub revoke: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// `on` (refuse new allocations, relay existing ones) or `off`.
+    #[arg(value_parser = ["on", "off"])]
+    pub state: String,
+}
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -5,8 +5,25 @@
 use std::process::ExitCode;
 
 use crate::auth::{RestSecret, rest_credential};
-use crate::cli::CredsArgs;
 use crate::clock::unix_now;
+use clap::Args;
+
+/// `tern creds`: see [`crate::tools::creds`].
+#[derive(Debug, Args)]
+pub struct CredsArgs {
+    /// TURN REST API shared secret (as given to the server).
+    #[arg(long, env = "TERN_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Lifetime: seconds, or with a unit: 3600s, 90m, 24h, 7d.
+    #[arg(long, default_value = "24h")]
+    pub ttl: String,
+    /// User id appended to the username (used by the server for quotas).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// ICE server URL for the iceServers entry (repeatable).
+    #[arg(long = "url", value_name = "URL")]
+    pub url: Vec<String>,
+}
 
 pub fn main(args: &CredsArgs) -> ExitCode {
     let ttl = match parse_ttl(&args.ttl) {

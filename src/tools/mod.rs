@@ -13,7 +13,6 @@ pub mod peer;
 pub mod probe;
 pub mod selftest_url;
 pub mod stun;
-pub mod url;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
@@ -91,7 +90,7 @@ fn tls_transport(
     insecure: bool,
 ) -> io::Result<ClientTransport> {
     let config = if insecure {
-        crate::load::tls_client_config(&crate::load::TlsTrust::AnyCertificate)
+        crate::client::tls::client_config(&crate::client::tls::TlsTrust::AnyCertificate)
             .map_err(io::Error::other)?
     } else {
         system_config()?

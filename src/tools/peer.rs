@@ -6,8 +6,20 @@ use std::net::UdpSocket;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::cli::PeerArgs;
 use crate::client::echo::echo;
+use clap::Args;
+use std::net::SocketAddr;
+
+/// `tern peer`: see [`crate::tools::peer`].
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// Address to bind, e.g. 0.0.0.0:3480.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Exit after echoing N datagrams.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
 
 pub fn main(args: &PeerArgs) -> ExitCode {
     let socket = match UdpSocket::bind(args.listen) {

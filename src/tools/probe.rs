@@ -11,12 +11,33 @@ use serde::Serialize;
 use stun::attributes::{ATTR_XOR_RELAYED_ADDRESS, ATTR_XORMAPPED_ADDRESS};
 
 use super::diagnosis::{Diagnosis, is_private};
-use super::url::IceUrl;
 use super::{connect, ms, resolve};
-use crate::cli::ProbeArgs;
 use crate::client::Reply;
 use crate::client::Transport;
+use crate::client::args::CredentialArgs;
 use crate::client::echo::EchoThread;
+use crate::urls::IceUrl;
+use clap::Args;
+
+/// `tern probe`: see [`crate::tools::probe`].
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("credentials").required(true).args(["user", "secret"])))]
+pub struct ProbeArgs {
+    /// ICE server URL as a browser takes it: turn:HOST[:PORT][?transport=udp|tcp] or
+    /// turns:HOST[:PORT][?transport=tcp].
+    pub url: String,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+    /// External UDP echo peer; default: one built in, on this host.
+    #[arg(long, value_name = "IP:PORT")]
+    pub peer: Option<SocketAddr>,
+    /// Accept any TLS certificate.
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// Print one JSON object with the steps and the diagnosis.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Per attempt on UDP (three attempts); a stream exchange waits three times this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);

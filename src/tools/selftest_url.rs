@@ -4,10 +4,26 @@
 use std::net::IpAddr;
 use std::process::ExitCode;
 
-use crate::cli::SelftestUrlArgs;
 use crate::config::{Redacted, Settings};
+use crate::net::relay_ips::{advertised_ips, public_host, relay_ips};
 use crate::selftest::valid_room_name;
-use crate::serve::relay_ips::{advertised_ips, public_host, relay_ips};
+use clap::Args;
+use std::path::PathBuf;
+
+/// `tern selftest-url`: see [`crate::tools::selftest_url`].
+#[derive(Debug, Args)]
+pub struct SelftestUrlArgs {
+    /// The server's TOML config (with a `[selftest]` section).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Host for the links; default selftest.public_host, else the server's public
+    /// relay address. With HTTPS, use the name the certificate is for.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Name of the call room; default a random one.
+    #[arg(long)]
+    pub room: Option<String>,
+}
 
 pub fn main(args: &SelftestUrlArgs) -> ExitCode {
     match links(args) {
@@ -35,7 +51,7 @@ fn links(args: &SelftestUrlArgs) -> Result<(String, String), String> {
     let room = match &args.room {
         Some(room) if valid_room_name(room) => room.clone(),
         Some(room) => return Err(format!("--room {room:?}: use 1 to 64 of A-Z a-z 0-9 - _")),
-        None => crate::serve::random_token(10).replace(['-', '_'], "x"),
+        None => crate::token::random_token(10).replace(['-', '_'], "x"),
     };
     let host = match args.host.as_ref().or(t.public_host.as_ref()) {
         Some(host) => host.clone(),

@@ -9,8 +9,25 @@ use stun::message::METHOD_BINDING;
 
 use super::diagnosis::Diagnosis;
 use super::{connect, ms, resolve, split_host_port};
-use crate::cli::StunArgs;
 use crate::client::Outgoing;
+use crate::client::args::transport_parser;
+use crate::core::Transport;
+use clap::Args;
+
+/// `tern stun`: see [`crate::tools::stun`].
+#[derive(Debug, Args)]
+pub struct StunArgs {
+    /// The STUN server, HOST:PORT (a name or an IP; IPv6 in brackets).
+    pub server: String,
+    #[arg(long, default_value_t = Transport::Udp, value_parser = transport_parser())]
+    pub transport: Transport,
+    /// Accept any TLS certificate.
+    #[arg(long)]
+    pub tls_insecure: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Per attempt on UDP (three attempts); a whole exchange on a stream waits three times this.
 const TIMEOUT: Duration = Duration::from_secs(1);

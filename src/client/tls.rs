@@ -1,12 +1,13 @@
-//! The TLS client configuration of `tern load`: ALPN `stun.turn`, and either the roots
-//! of a PEM file or, with `--tls-insecure`, a verifier that accepts any certificate.
+//! The TLS client configuration of the client tools (`tern load`, `probe`, `stun`): ALPN
+//! `stun.turn`, and either the roots of a PEM file or, with `--tls-insecure`, a verifier
+//! that accepts any certificate.
 //!
 //! The accept-anything verifier exists for benchmarks on loopback against a server
 //! with a throwaway self-signed certificate. It still checks the handshake signatures
 //! (so the peer holds the key of the certificate it showed) but not who that is: never
 //! use it across a network you do not control.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -15,7 +16,14 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::plan::TlsTrust;
+/// How the TLS server certificate is checked.
+#[derive(Debug, Clone)]
+pub enum TlsTrust {
+    /// Accept any certificate (`--tls-insecure`, for loopback benchmarks).
+    AnyCertificate,
+    /// Verify against the PEM roots in this file, for the server's IP address.
+    Roots(PathBuf),
+}
 
 /// A client configuration for `trust`; the error says what is wrong with the CA file.
 pub fn client_config(trust: &TlsTrust) -> Result<Arc<ClientConfig>, String> {

@@ -32,7 +32,7 @@ pub fn relay_ips(configured: &[IpAddr], listen: &[SocketAddr]) -> Vec<IpAddr> {
 }
 
 /// Interface addresses a relay can usefully bind: not loopback, not IPv6 link-local.
-pub(super) fn interface_ips() -> Vec<IpAddr> {
+pub fn interface_ips() -> Vec<IpAddr> {
     let Ok(interfaces) = if_addrs::get_if_addrs() else {
         return Vec::new();
     };
