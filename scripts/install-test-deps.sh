@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need on Debian/Ubuntu: coturn's tools
 # (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient), openssl and
-# redis-server (the fleet tests start their own on a loopback port).
+# redis-server (the fleet tests start their own on a loopback port), and python3 (the
+# benchmark and the soak, bench/).
 #
 # Idempotent: does nothing when the tools are already on PATH. Non-interactive; meant
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
@@ -11,9 +12,9 @@
 # left running: it is kept from starting during the install and stopped/disabled after.
 set -euo pipefail
 
-TOOLS=(turnserver turnutils_uclient turnutils_peer turnutils_stunclient openssl redis-server)
+TOOLS=(turnserver turnutils_uclient turnutils_peer turnutils_stunclient openssl redis-server python3)
 # Debian packages that provide them (openssl: `openssl s_client` checks TLS versions).
-PACKAGES=(coturn openssl redis-server)
+PACKAGES=(coturn openssl redis-server python3)
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 
