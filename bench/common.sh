@@ -4,9 +4,9 @@
 
 # kill_wait PID: TERM, up to 5 s, then KILL.
 kill_wait() {
-    local pid=$1 i
+    local pid=$1 _
     kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done

@@ -192,7 +192,7 @@ EOF
 # SERVER_PID, PORT (where the load client connects) and waits until it answers.
 start_server() {
     local name=$1 transport=$2 dir=$3 udp_port tls_port tcp_check=""
-    read -r udp_port tls_port < <(pick_ports)
+    read -r udp_port tls_port < <(pick_ports 2)
     PORT=$udp_port
     case "$name" in
         tern)

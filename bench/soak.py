@@ -450,7 +450,7 @@ def sample_row(args, start):
         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
     fds = len(os.listdir(f"/proc/{args.pid}/fd"))
     m = metrics(args.admin)
-    phase = open(args.phase_file).read().strip() if os.path.exists(args.phase_file) else ""
+    phase = args.phase or (open(args.phase_file).read().strip() if os.path.exists(args.phase_file) else "")
     return [f"{time.time() - start:.1f}", phase, rss, fds] + [int(m[c]) for c in COLUMNS[4:]]
 
 
@@ -635,12 +635,17 @@ def report(args):
     out.append("stalled TLS clients: " + ", ".join(f"{k} ×{v}" for k, v in sorted(stalled.items())))
     if any(k not in ("closed by the server", "cut short by the end of the run") for k in stalled):
         problems.append("stalled TLS clients: not every one was closed by the server")
+    bursts, datagrams, sources, udp, streams = 0, 0, 0, Counter(), Counter()
     for path in filter(os.path.exists, args.junk):
         j = json.load(open(path))
-        phase, at = os.path.basename(path).removesuffix(".json").split("-")[1:]
-        out.append(f"junk burst ({phase} +{at} s): {j['datagrams']} datagrams from {j['sources']} source ports "
-                   f"({', '.join(f'{k} {v}' for k, v in sorted(j['udp'].items())) or 'no answer'}); "
-                   f"stream junk: {', '.join(f'{k} {v}' for k, v in sorted(j['streams'].items()))}")
+        bursts += 1
+        datagrams += j["datagrams"]
+        sources = max(sources, j["sources"])
+        udp.update(j["udp"])
+        streams.update(j["streams"])
+    out.append(f"junk: {bursts} bursts, {datagrams} datagrams in all, from {sources} source ports "
+               f"a burst ({', '.join(f'{k} {v}' for k, v in sorted(udp.items())) or 'no answer'}); "
+               f"stream junk: {', '.join(f'{k} {v}' for k, v in sorted(streams.items()))}")
     reloads = metrics(args.admin)
     out.append(f"SIGHUP: {args.sighups} sent; reloads {reloads['reloads ok']:.0f} ok, "
                f"{reloads['reloads error']:.0f} failed")
@@ -735,6 +740,7 @@ def main():
             s.add_argument("--pid", type=int, required=True)
             s.add_argument("--csv", required=True)
             s.add_argument("--phase-file", required=True, help="holds the phase name for each row")
+            s.add_argument("--phase", help="this phase name instead of the file's")
             s.add_argument("--start", type=float, required=True)
             s.add_argument("--interval", type=float, default=5)
             s.add_argument("--until", type=float, default=0)

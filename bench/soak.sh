@@ -106,6 +106,7 @@ PHASE_FILE="$OUT/phase"
 # Every background process is recorded here and stopped on exit.
 PIDS=()
 SERVER_PID=""
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
     local rc=$? i
     trap - EXIT INT TERM
@@ -242,9 +243,8 @@ settle() {
         log "the server did not become idle"
     fi
     sleep "$INTERVAL"  # a sample of the idle server before the marked one
-    echo "$1" >"$PHASE_FILE"
     "${SOAKPY[@]}" sample --pid "$SERVER_PID" --admin "127.0.0.1:$ADMIN_PORT" --csv "$OUT/samples.csv" \
-        --phase-file "$PHASE_FILE" --start "$START" --once
+        --phase-file "$PHASE_FILE" --phase "$1" --start "$START" --once
     echo idle >"$PHASE_FILE"
 }
 
