@@ -571,14 +571,15 @@ def svg_plot(rows, title):
             if times:
                 x0, x1 = (left + plot_w * t / t_max for t in (times[0], times[-1]))
                 out.append(f'<rect x="{x0:.1f}" y="{y0}" width="{x1 - x0:.1f}" height="{panel_h}" fill="#f1f1f1"/>')
-                if i == 0:
-                    out.append(f'<text x="{x0 + 4:.1f}" y="{y0 + 14}" fill="#666">{label}</text>')
+                if i == 0:  # the soak's name in its middle, clear of the short warm-up's
+                    x = x0 + 4 if phase == "warmup" else (x0 + x1) / 2
+                    out.append(f'<text x="{x:.1f}" y="{y0 + 14}" fill="#666">{label}</text>')
         for r in rows:
             if r["phase"] in ("baseline", "final"):
                 x = left + plot_w * r["t"] / t_max
                 out.append(f'<line x1="{x:.1f}" y1="{y0}" x2="{x:.1f}" y2="{y0 + panel_h}" stroke="#999" stroke-dasharray="4 3"/>')
-                if i == 0:
-                    out.append(f'<text x="{x - 3:.1f}" y="{y0 + 14}" fill="#666" text-anchor="end">{r["phase"]}</text>')
+                if i == 0:  # at the bottom, clear of the phase names
+                    out.append(f'<text x="{x - 3:.1f}" y="{y0 + panel_h - 6}" fill="#666" text-anchor="end">{r["phase"]}</text>')
         out.append(f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{panel_h}" fill="none" stroke="#999"/>')
         for j, (key, scale, color, name) in enumerate(series):
             points = " ".join(f"{left + plot_w * r['t'] / t_max:.1f},{y0 + panel_h * (1 - r[key] * scale / v_max):.1f}"
@@ -589,6 +590,13 @@ def svg_plot(rows, title):
         out.append(f'<text x="{left}" y="{y0 + panel_h + 16}">0 s</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def plot(args):
+    """Draws the samples of --csv as an SVG (report does it too; this redraws one from a
+    kept run)."""
+    with open(args.svg, "w") as f:
+        f.write(svg_plot(read_csv(args.csv), args.title))
 
 
 def report(args):
@@ -683,8 +691,7 @@ def report(args):
         out.append(f"  … {len(logged) - args.max_log_lines} more in {args.log}")
 
     if args.svg:
-        with open(args.svg, "w") as f:
-            f.write(svg_plot(rows, args.title))
+        plot(args)
         out.append(f"plot: {args.svg}")
     print("\n".join(out))
     if problems:
@@ -763,6 +770,12 @@ def main():
     r.add_argument("--svg", help="write the plot here")
     r.add_argument("--title", default="tern soak")
     r.set_defaults(fn=report)
+
+    g = sub.add_parser("plot", description=plot.__doc__)
+    g.add_argument("--csv", required=True)
+    g.add_argument("--svg", required=True)
+    g.add_argument("--title", default="tern soak")
+    g.set_defaults(fn=plot)
 
     args = p.parse_args()
     if getattr(args, "until", 0) > 0:
