@@ -24,12 +24,14 @@
 # BENCH_LOAD_BIN=PATH runs the load client from another tern build (the servers are
 # always this tree's); the report says so.
 #
-# Needs: a Rust toolchain (cargo), Debian/Ubuntu for the automatic install of coturn
-# and openssl (scripts/install-test-deps.sh) and python3. All traffic stays on
+# Needs: a Rust toolchain (cargo), Debian/Ubuntu for the automatic install of coturn,
+# openssl and python3 (scripts/install-test-deps.sh). All traffic stays on
 # 127.0.0.1; every run is bounded by a timeout; servers are killed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+# shellcheck source=bench/common.sh
+. bench/common.sh
 COMMAND="bench/run.sh${*:+ $*}"
 
 usage() {
@@ -114,17 +116,6 @@ WORK=$(mktemp -d /tmp/tern-bench.XXXXXX)
 SERVER_PID=""
 CHILD_PID=""
 
-kill_wait() { # PID: TERM, up to 5 s, then KILL.
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for i in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -143,18 +134,8 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------
 # Dependencies and builds.
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"
-    elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"
-    else log "need root (or sudo) to run: $*"; return 1
-    fi
-}
 log "checking dependencies"
 scripts/install-test-deps.sh
-if ! command -v python3 >/dev/null 2>&1; then
-    log "installing python3"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null
-fi
 command -v cargo >/dev/null 2>&1 || { log "cargo not found: install a Rust toolchain (rustup.rs)"; exit 1; }
 
 log "building tern and the null relay (release)"
@@ -187,33 +168,8 @@ USER_NAME=bench
 PASSWORD=bench-password
 REALM=bench
 
-# Free loopback ports (UDP and TCP both) for the listeners, outside both ranges.
-pick_ports() {
-    python3 - <<'EOF'
-import random, socket
-found = []
-for port in random.sample(range(30000, 32700), 2700):
-    ok = True
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        s = socket.socket(socket.AF_INET, kind)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            ok = False
-        finally:
-            s.close()
-    if ok:
-        found.append(port)
-    if len(found) == 2:
-        break
-print(*found)
-EOF
-}
-
 # A self-signed certificate for 127.0.0.1 (W6 TLS).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 -subj "/CN=127.0.0.1" \
-    -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1
+make_cert "$WORK"
 
 # tern's limits raised for W5 (one static user holds every allocation, all from one
 # IP); the 401 limiter is off because every allocation's first request is answered
@@ -232,53 +188,11 @@ EOF
 # ---------------------------------------------------------------------------------
 # Servers.
 
-# Waits until a server answers a STUN Binding on UDP PORT (and accepts TCP on
-# TCP_PORT when given), for at most 15 s, while PID lives.
-wait_ready() {
-    local pid=$1 port=$2 tcp_port=${3:-}
-    python3 - "$pid" "$port" "$tcp_port" <<'EOF'
-import os, socket, struct, sys, time
-pid, port, tcp_port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-deadline = time.time() + 15
-def alive():
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-def udp_ok():
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(0.2)
-    tid = os.urandom(12)
-    try:
-        s.sendto(struct.pack("!HHI", 1, 0, 0x2112A442) + tid, ("127.0.0.1", port))
-        data, _ = s.recvfrom(2048)
-        return data[8:20] == tid
-    except OSError:
-        return False
-    finally:
-        s.close()
-def tcp_ok():
-    if not tcp_port:
-        return True
-    try:
-        socket.create_connection(("127.0.0.1", int(tcp_port)), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
-while time.time() < deadline and alive():
-    if udp_ok() and tcp_ok():
-        sys.exit(0)
-    time.sleep(0.1)
-sys.exit(1)
-EOF
-}
-
 # start_server NAME TRANSPORT DIR: starts a fresh server in the background, sets
 # SERVER_PID, PORT (where the load client connects) and waits until it answers.
 start_server() {
     local name=$1 transport=$2 dir=$3 udp_port tls_port tcp_check=""
-    read -r udp_port tls_port < <(pick_ports)
+    read -r udp_port tls_port < <(pick_ports 2)
     PORT=$udp_port
     case "$name" in
         tern)

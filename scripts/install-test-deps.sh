@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need on Debian/Ubuntu: coturn's tools
 # (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient), openssl,
-# redis-server (the fleet tests start their own on a loopback port) and man (the
-# generated man pages must render without warnings).
+# redis-server (the fleet tests start their own on a loopback port), man (the
+# generated man pages must render without warnings) and python3 (the benchmark and
+# the soak, bench/).
 #
 # Idempotent: does nothing when the tools are already on PATH. Non-interactive; meant
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
@@ -24,6 +25,7 @@ TOOLS=(
     openssl=openssl
     redis-server=redis-server
     man=man-db
+    python3=python3
 )
 
 # Stops and disables a system service (coturn, redis-server) if one is there: the

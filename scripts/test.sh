@@ -5,7 +5,7 @@
 # then checks formatting and lints, runs every test (unit, properties, sans-IO engine,
 # integration against real `tern serve` processes on loopback, attack suites, interop
 # with coturn's turnutils, browsers, network namespaces, a fleet on Redis), each fuzz
-# target briefly, and the benchmark in its quick form.
+# target briefly, the benchmark in its quick form and the soak in its 60-second form.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +31,11 @@ scripts/fuzz-smoke.sh
 # docs/performance.md, from a full `bench/run.sh`, is for.
 echo "== bench/run.sh --quick"
 bench/run.sh --quick
+# The soak in its 60-second form (about 3 minutes with warm-up and drains): its verdict
+# counts (no loss on healthy calls, the server back to its idle size); docs/reliability.md
+# has the 10-minute run.
+echo "== bench/soak.sh --quick"
+bench/soak.sh --quick
 
 # One closing line for the whole suite (the benchmark's output came after the tests').
 awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$log"

@@ -1,0 +1,91 @@
+# shellcheck shell=bash
+# Helpers shared by bench/run.sh and bench/soak.sh (sourced, not run).
+# Needs python3.
+
+# kill_wait PID: TERM, up to 5 s, then KILL.
+kill_wait() {
+    local pid=$1 _
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# pick_ports [N]: prints N (default 2) loopback ports free for both UDP and TCP, in
+# 30000-32699: below the kernel's ephemeral range (where clients take theirs) and above
+# the relay ports the benchmarks give servers (10000-29999).
+pick_ports() {
+    python3 - "${1:-2}" <<'PYEOF'
+import random, socket, sys
+wanted = int(sys.argv[1])
+found = []
+for port in random.sample(range(30000, 32700), 2700):
+    ok = True
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            ok = False
+        finally:
+            s.close()
+    if ok:
+        found.append(port)
+    if len(found) == wanted:
+        break
+print(*found)
+PYEOF
+}
+
+# wait_ready PID PORT [TCP_PORT]: waits until a server answers a STUN Binding on UDP
+# 127.0.0.1:PORT (and accepts TCP on TCP_PORT when given), for at most 15 s, while PID
+# lives.
+wait_ready() {
+    local pid=$1 port=$2 tcp_port=${3:-}
+    python3 - "$pid" "$port" "$tcp_port" <<'PYEOF'
+import os, socket, struct, sys, time
+pid, port, tcp_port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+deadline = time.time() + 15
+def alive():
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+def udp_ok():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(0.2)
+    tid = os.urandom(12)
+    try:
+        s.sendto(struct.pack("!HHI", 1, 0, 0x2112A442) + tid, ("127.0.0.1", port))
+        data, _ = s.recvfrom(2048)
+        return data[8:20] == tid
+    except OSError:
+        return False
+    finally:
+        s.close()
+def tcp_ok():
+    if not tcp_port:
+        return True
+    try:
+        socket.create_connection(("127.0.0.1", int(tcp_port)), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+while time.time() < deadline and alive():
+    if udp_ok() and tcp_ok():
+        sys.exit(0)
+    time.sleep(0.1)
+sys.exit(1)
+PYEOF
+}
+
+# make_cert DIR: a self-signed certificate for 127.0.0.1 in DIR/cert.pem, DIR/key.pem.
+make_cert() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$1/key.pem" -out "$1/cert.pem" -days 2 -subj "/CN=127.0.0.1" \
+        -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1
+}
