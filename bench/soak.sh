@@ -211,7 +211,7 @@ run_load() {
     pids+=($!)
     timeout $((seconds + 60)) "${SOAKPY[@]}" stall --server "127.0.0.1:$PORT" \
         --tls-server "127.0.0.1:$TLS_PORT" --peer "127.0.0.1:$PEER_PORT" --user "$USER_NAME" \
-        --password "$PASSWORD" --until "$until" --hold $((3 * FRAME_TIMEOUT)) \
+        --password "$PASSWORD" --until "$until" --hold $((3 * FRAME_TIMEOUT)) --grace $((2 * FRAME_TIMEOUT + 5)) \
         --out "$OUT/stall-$name.json" 2>"$OUT/stall-$name.err" &
     pids+=($!)
     PIDS+=("${pids[@]}")

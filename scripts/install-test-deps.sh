@@ -54,7 +54,7 @@ if [ "${#missing[@]}" -eq 0 ]; then
         && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }; then
         stop_service coturn
     fi
-    log "ok: coturn's tools, openssl, redis-server and man already present"
+    log "ok: coturn's tools, openssl, redis-server, man and python3 already present"
     exit 0
 fi
 
