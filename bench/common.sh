@@ -89,3 +89,11 @@ make_cert() {
         -keyout "$1/key.pem" -out "$1/cert.pem" -days 2 -subj "/CN=127.0.0.1" \
         -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1
 }
+
+# Installs what the benchmarks need when missing (scripts/install-test-deps.sh) and
+# checks that cargo is there to build tern.
+check_dependencies() {
+    log "checking dependencies"
+    scripts/install-test-deps.sh
+    command -v cargo >/dev/null 2>&1 || { log "cargo not found: install a Rust toolchain (rustup.rs)"; exit 1; }
+}

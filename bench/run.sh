@@ -134,9 +134,7 @@ trap 'exit 143' TERM
 
 # ---------------------------------------------------------------------------------
 # Dependencies and builds.
-log "checking dependencies"
-scripts/install-test-deps.sh
-command -v cargo >/dev/null 2>&1 || { log "cargo not found: install a Rust toolchain (rustup.rs)"; exit 1; }
+check_dependencies
 
 log "building tern and the null relay (release)"
 # In the background so that Ctrl-C or SIGTERM interrupts the wait (and kills it).

@@ -120,9 +120,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-log "checking dependencies"
-scripts/install-test-deps.sh
-command -v cargo >/dev/null 2>&1 || { log "cargo not found: install a Rust toolchain (rustup.rs)"; exit 1; }
+check_dependencies
 log "building tern (release)"
 cargo build --release --quiet --bin tern &
 PIDS+=($!)
