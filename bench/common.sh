@@ -1,6 +1,67 @@
 # shellcheck shell=bash
-# Helpers shared by bench/run.sh and bench/soak.sh (sourced, not run).
-# Needs python3.
+# Helpers shared by bench/run.sh, bench/profile.sh and bench/soak.sh (sourced, not
+# run). Needs python3.
+
+# What the benchmarks give the servers they start: one static user, and relay ports
+# below the kernel's ephemeral range, so the load client's own sockets (taken from that
+# range) never collide with them.
+RELAY_MIN=10000
+RELAY_MAX=29999
+USER_NAME=bench
+PASSWORD=bench-password
+REALM=bench
+
+# full_workloads HOLD: sets WORKLOADS to the workloads of a full benchmark, each
+# NAME|TRANSPORT|ALLOCATIONS|KIND|tern load arguments after the common ones (KIND is
+# data, setup or hold; W5 holds its allocations HOLD seconds). One list, so that
+# bench/profile.sh profiles exactly what bench/run.sh measures.
+full_workloads() {
+    # shellcheck disable=SC2034 # for the sourcing script
+    WORKLOADS=(
+        "W1|udp|10|data|--rate 0 --payload 160"
+        "W2|udp|10|data|--rate 1000 --payload 160"
+        "W3|udp|200|data|--rate 50 --payload 160"
+        "W4|udp|2000|setup|--setup-only --payload 160"
+        "W5|udp|10000|hold|--hold $1 --payload 160"
+        "W6-tcp|tcp|10|data|--rate 1000 --payload 160"
+        "W6-tls|tls|10|data|--rate 1000 --payload 160"
+        "W7|udp|10|data|--rate 1000 --payload 1200"
+    )
+}
+
+# write_tern_config FILE: tern's configuration in the benchmarks. Limits are raised for
+# W5 (one static user holds every allocation, all from one IP); the 401 limiter is off
+# because every allocation's first request is answered 401 and all come from 127.0.0.1
+# (coturn has no such limiter).
+write_tern_config() {
+    cat >"$1" <<'EOF'
+[auth]
+unauthorized_per_second = 0
+
+[limits]
+total_allocations = 20000
+user_allocations = 20000
+max_connections = 20000
+max_connections_per_ip = 20000
+EOF
+}
+
+# start_tern TERN WORK DIR TRANSPORT UDP_PORT TLS_PORT: starts TERN serve in the
+# background with WORK/tern.toml (write_tern_config) and, for TRANSPORT tls, a TLS
+# listener on TLS_PORT with WORK/cert.pem (make_cert); logs to DIR/server.log. Sets
+# SERVER_PID.
+start_tern() {
+    local tern=$1 work=$2 dir=$3 transport=$4 udp_port=$5 tls_port=$6 tls_args=()
+    if [ "$transport" = tls ]; then
+        tls_args=(--tls-listen "127.0.0.1:$tls_port" --cert "$work/cert.pem" --key "$work/key.pem")
+    fi
+    "$tern" serve --config "$work/tern.toml" --listen "127.0.0.1:$udp_port" \
+        --relay-ip 127.0.0.1 --ports "$RELAY_MIN-$RELAY_MAX" --realm "$REALM" \
+        --user "$USER_NAME:$PASSWORD" --allow-peer 127.0.0.0/8 --log-level warn \
+        "${tls_args[@]}" >"$dir/server.log" 2>&1 &
+    # shellcheck disable=SC2034 # for the sourcing script
+    SERVER_PID=$!
+}
 
 # kill_wait PID: TERM, up to 5 s, then KILL.
 kill_wait() {

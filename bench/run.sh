@@ -66,8 +66,9 @@ case "$DURATION" in '' | *[!0-9]* | 0) echo "run.sh: --duration must be a positi
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # ---------------------------------------------------------------------------------
-# Workloads: NAME|TRANSPORT|ALLOCATIONS|tern load arguments after the common ones.
-# The payload is always given; --duration is added to data workloads.
+# Workloads: NAME|TRANSPORT|ALLOCATIONS|KIND|tern load arguments after the common
+# ones (see bench/common.sh). The payload is always given; --duration is added to data
+# workloads.
 if [ "$QUICK" -eq 1 ]; then
     ROUNDS=1
     DURATION=2
@@ -81,16 +82,7 @@ if [ "$QUICK" -eq 1 ]; then
     )
 else
     HOLD=5
-    WORKLOADS=(
-        "W1|udp|10|data|--rate 0 --payload 160"
-        "W2|udp|10|data|--rate 1000 --payload 160"
-        "W3|udp|200|data|--rate 50 --payload 160"
-        "W4|udp|2000|setup|--setup-only --payload 160"
-        "W5|udp|10000|hold|--hold $HOLD --payload 160"
-        "W6-tcp|tcp|10|data|--rate 1000 --payload 160"
-        "W6-tls|tls|10|data|--rate 1000 --payload 160"
-        "W7|udp|10|data|--rate 1000 --payload 1200"
-    )
+    full_workloads "$HOLD"
 fi
 SERVERS=(tern coturn null)
 if [ -n "$ONLY" ]; then
@@ -145,8 +137,9 @@ CHILD_PID=""
 # Snapshots of the binaries: a build in this tree during the run (someone else's
 # `cargo build`) must not change the server halfway through the rounds.
 mkdir -p "$WORK/bin"
-cp "$ROOT/target/release/tern" "$WORK/bin/tern"
-cp "$ROOT/target/release/examples/null_relay" "$WORK/bin/null_relay"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+cp "$TARGET_DIR/release/tern" "$WORK/bin/tern"
+cp "$TARGET_DIR/release/examples/null_relay" "$WORK/bin/null_relay"
 TERN="$WORK/bin/tern"
 NULL_RELAY="$WORK/bin/null_relay"
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
@@ -158,30 +151,10 @@ LOAD_BIN=${BENCH_LOAD_BIN:-$TERN}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 
-# Relay ports for tern and coturn: below the kernel's ephemeral range, so the load
-# client's own sockets (taken from that range) never collide with them.
-RELAY_MIN=10000
-RELAY_MAX=29999
-USER_NAME=bench
-PASSWORD=bench-password
-REALM=bench
-
 # A self-signed certificate for 127.0.0.1 (W6 TLS).
 make_cert "$WORK"
 
-# tern's limits raised for W5 (one static user holds every allocation, all from one
-# IP); the 401 limiter is off because every allocation's first request is answered
-# 401 and all come from 127.0.0.1 (coturn has no such limiter).
-cat >"$WORK/tern.toml" <<EOF
-[auth]
-unauthorized_per_second = 0
-
-[limits]
-total_allocations = 20000
-user_allocations = 20000
-max_connections = 20000
-max_connections_per_ip = 20000
-EOF
+write_tern_config "$WORK/tern.toml"
 
 # ---------------------------------------------------------------------------------
 # Servers.
@@ -194,16 +167,8 @@ start_server() {
     PORT=$udp_port
     case "$name" in
         tern)
-            local tls_args=()
-            if [ "$transport" = tls ]; then
-                tls_args=(--tls-listen "127.0.0.1:$tls_port" --cert "$WORK/cert.pem" --key "$WORK/key.pem")
-                PORT=$tls_port
-            fi
-            "$TERN" serve --config "$WORK/tern.toml" --listen "127.0.0.1:$udp_port" \
-                --relay-ip 127.0.0.1 --ports "$RELAY_MIN-$RELAY_MAX" --realm "$REALM" \
-                --user "$USER_NAME:$PASSWORD" --allow-peer 127.0.0.0/8 --log-level warn \
-                "${tls_args[@]}" >"$dir/server.log" 2>&1 &
-            SERVER_PID=$!
+            start_tern "$TERN" "$WORK" "$dir" "$transport" "$udp_port" "$tls_port"
+            [ "$transport" != tls ] || PORT=$tls_port
             ;;
         coturn)
             local tls_args=(--no-tls)
@@ -328,12 +293,14 @@ COTURN_VERSION=$(turnserver --version 2>/dev/null | head -n 1 || true)
 if dpkg-query -W coturn >/dev/null 2>&1; then
     COTURN_VERSION="$COTURN_VERSION (Debian package $(dpkg-query -W -f='${Version}' coturn))"
 fi
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+RUSTC_VERSION=$(rustc --version 2>/dev/null || echo unknown)
+OTHER_LOAD_BIN=$([ "$LOAD_BIN" = "$TERN" ] || echo "$LOAD_BIN")
 export BENCH_COMMAND="$COMMAND" BENCH_ROUNDS="$ROUNDS" BENCH_DURATION="$DURATION" \
     BENCH_HOLD="$HOLD" BENCH_QUICK="$QUICK" BENCH_ELAPSED="$ELAPSED" BENCH_NOFILE="$NOFILE" \
-    BENCH_LOADAVG="$LOADAVG_BEFORE before, $LOADAVG_AFTER after" BENCH_CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)" \
+    BENCH_LOADAVG="$LOADAVG_BEFORE before, $LOADAVG_AFTER after" BENCH_CLK_TCK="$CLK_TCK" \
     BENCH_TERN_VERSION="$TERN_VERSION" BENCH_COTURN_VERSION="$COTURN_VERSION" \
-    BENCH_RUSTC="$(rustc --version 2>/dev/null || echo unknown)" \
-    BENCH_LOAD_BIN="$([ "$LOAD_BIN" = "$TERN" ] || echo "$LOAD_BIN")" \
+    BENCH_RUSTC="$RUSTC_VERSION" BENCH_LOAD_BIN="$OTHER_LOAD_BIN" \
     BENCH_COMMIT="$COMMIT" BENCH_NOTES="$ROOT/bench/notes.md"
 mkdir -p "$(dirname "$OUT")"
 python3 - "$RUNS" "$OUT" <<'PYEOF'
@@ -367,6 +334,8 @@ def metrics(doc):
     """The figures of one `tern load --json` result (None when absent)."""
     m = {}
     m["cpu_per_packet_us"] = get(doc, "server_cpu_us_per_packet")
+    m["machine_cpu_per_packet_us"] = get(doc, "machine_cpu_us_per_packet")
+    m["client_cpu_per_packet_us"] = get(doc, "client_cpu_us_per_packet")
     m["packets_per_s"] = get(doc, "relayed_pps")
     loss = get(doc, "loss_round_trip")
     m["loss_pct"] = None if loss is None else loss * 100
@@ -399,6 +368,8 @@ def faults(doc):
 FIGURES = {
     "data": [
         ("cpu_per_packet_us", "server CPU µs/packet", "{:.2f}"),
+        ("machine_cpu_per_packet_us", "machine CPU µs/packet", "{:.2f}"),
+        ("client_cpu_per_packet_us", "load client CPU µs/packet", "{:.2f}"),
         ("packets_per_s", "relayed packets/s", "{:,.0f}"),
         ("loss_pct", "loss %", "{:.3f}"),
         ("rtt_p50_ms", "RTT p50 ms", "{:.3f}"),
@@ -542,6 +513,17 @@ out("How the figures are measured (by `tern load --server-pid`): *server CPU* is
     "each here), so a figure resting on few ticks (short runs, setup of few allocations) "
     "is coarse; 0 means under one tick.")
 out("")
+out("*Machine CPU* is the non-idle time of all CPUs together (user + nice + system + irq "
+    "+ softirq + steal of the `cpu` line of `/proc/stat`; not idle or iowait) over the "
+    "same data phase, divided by the same relayed packets: it counts the server, the "
+    "kernel's work on its packets wherever that is accounted (softirq, or relaying done "
+    "in the kernel outside any server thread, which server CPU cannot see), the load "
+    "client with its echo peer, and whatever else runs on the machine. *Load client CPU* "
+    "is `tern load`'s own user + system time (with its built-in echo peer) over that "
+    "phase per relayed packet, so machine − load client is the CPU the relaying cost "
+    "everywhere else (plus background noise). `/proc/stat` counts clock ticks on each CPU, "
+    "so machine CPU is coarse for short phases at low packet rates.")
+out("")
 out("Servers: tern (`tern serve`, static user, relay ports 10000–29999 on 127.0.0.1, "
     "the 401 rate limiter off and allocation limits raised to 20,000 so one user on one IP "
     "can hold every allocation); coturn (`turnserver -n --no-cli --lt-cred-mech "
@@ -567,7 +549,9 @@ for w in order:
             console.append(f"  {LABEL[s]:<10} skipped (UDP only)")
         else:
             console.append(f"  {LABEL[s]:<10} " + "  ".join(f"{t}: {c}" for (_, t, _), c in zip(figs, row)))
-    ratio_keys = [(k, t) for k, t, _ in figs if k not in ("setup_failures", "loss_pct")]
+    # The load client is the same for every server: its CPU is no figure of theirs.
+    ratio_keys = [(k, t) for k, t, _ in figs
+                  if k not in ("setup_failures", "loss_pct", "client_cpu_per_packet_us")]
     rows = []
     for s in ("coturn", "null"):
         rs = [ratio(w, s, k) for k, _ in ratio_keys]

@@ -116,8 +116,12 @@ fn paced_traffic_comes_back_without_loss() {
     assert_eq!(fraction(&report, "loss_to_client"), 0.0, "{report}");
     assert_eq!(count(&report, "relayed_packets"), 2 * sent, "{report}");
     assert!(report["rtt_ms"]["p50"].as_f64().is_some(), "{report}");
-    // Not asked for: the server figures are null.
+    // Not asked for: the server figures are null; the machine's and the client's CPU
+    // are measured anyway.
     assert!(report["server_cpu_us_per_packet"].is_null(), "{report}");
+    for field in ["machine_cpu_us_per_packet", "client_cpu_us_per_packet"] {
+        assert!(report[field].as_f64().is_some(), "{field} in {report}");
+    }
 }
 
 #[test]
@@ -174,14 +178,17 @@ fn server_pid_samples_cpu_and_memory() {
     ] {
         assert!(report[field].as_f64().is_some(), "{field} in {report}");
     }
-    // The server cannot relay packets or set up allocations without running: both
-    // figures are positive, and each is a whole number of CPU microseconds spread over
-    // the count it is divided by, bounded by what the run's wall-clock time allows.
+    // The server cannot relay packets or set up allocations without running, nor the
+    // client drive them: every figure is positive, and each is a whole number of CPU
+    // microseconds spread over the count it is divided by, bounded by what the run's
+    // wall-clock time allows.
     let cpu_budget_us = run.elapsed.as_secs_f64()
         * 1e6
         * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     for (field, divisor) in [
         ("server_cpu_us_per_packet", "relayed_packets"),
+        ("machine_cpu_us_per_packet", "relayed_packets"),
+        ("client_cpu_us_per_packet", "relayed_packets"),
         ("server_cpu_us_per_allocation", "allocations_ok"),
     ] {
         let per = fraction(&report, field);

@@ -73,6 +73,12 @@
 //! - `rtt_ms`: round-trip time percentiles `p50`, `p90`, `p99` (within 0.4%) and `max`
 //!   over every echo received, in milliseconds.
 //! - `links_failed`: allocations whose connection failed during the data phase.
+//! - `machine_cpu_us_per_packet`: non-idle CPU µs of the whole machine during the data
+//!   phase (all CPUs' user + nice + system + irq + softirq + steal from `/proc/stat`, in
+//!   clock ticks) per relayed packet: the server, the kernel's work for it wherever it
+//!   is accounted, this load client and its peer, and anything else running.
+//! - `client_cpu_us_per_packet`: this load client's own CPU µs (user + system, with its
+//!   built-in peer) during the data phase per relayed packet.
 //! - With `--server-pid PID` (from `/proc`; CPU is the process' user + system time):
 //!   - `server_cpu_us_per_packet`: server CPU µs during the data phase (sending and
 //!     grace) per relayed packet;
@@ -92,6 +98,7 @@ mod bridge;
 mod conn;
 mod limits;
 mod link;
+mod machine_stats;
 mod peer;
 mod plan;
 mod pool;
@@ -113,6 +120,7 @@ use anyhow::Context;
 
 use crate::client::Transport;
 use conn::{Conn, Connector};
+use machine_stats::CpuSample;
 use peer::EchoPeer;
 use plan::{Phase, Plan};
 use report::Report;
@@ -187,9 +195,14 @@ fn run(plan: &Plan) -> anyhow::Result<Report> {
         Phase::Traffic(_) if established.conns.is_empty() => established.conns,
         Phase::Traffic(traffic) => {
             let stream = plan.transport != Transport::Udp;
+            let cpu_before = CpuSample::take();
             let outcome = runtime.block_on(traffic::run(established.conns, traffic, stream));
+            let cpu_after = CpuSample::take();
             let peer_counts = builtin_peer.as_ref().map(EchoPeer::counts);
             report.add_traffic(&traffic, &outcome, peer_counts);
+            if let (Ok(before), Ok(after)) = (cpu_before, cpu_after) {
+                report.add_phase_cpu(&before, &after);
+            }
             outcome.conns
         }
     };

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use serde_json::{Value, json};
 
+use super::machine_stats::CpuSample;
 use super::peer::PeerCounts;
 use super::plan::{Phase, Plan, Traffic};
 use super::server_stats::{ProcSample, ServerWatch};
@@ -38,6 +39,8 @@ pub struct Report {
     rtt_ms: Option<Percentiles>,
     links_failed: Option<u64>,
     server_cpu_us_per_packet: Option<f64>,
+    machine_cpu_us_per_packet: Option<f64>,
+    client_cpu_us_per_packet: Option<f64>,
     server_cpu_us_per_allocation: Option<f64>,
     server_rss_kb_before: Option<u64>,
     server_rss_kb_after: Option<u64>,
@@ -76,6 +79,8 @@ impl Report {
             rtt_ms: None,
             links_failed: None,
             server_cpu_us_per_packet: None,
+            machine_cpu_us_per_packet: None,
+            client_cpu_us_per_packet: None,
             server_cpu_us_per_allocation: None,
             server_rss_kb_before: None,
             server_rss_kb_after: None,
@@ -108,6 +113,17 @@ impl Report {
         self.relayed_mbps = Some(relayed as f64 * bits / seconds / 1e6);
         self.rtt_ms = outcome.rtt;
         self.links_failed = Some(totals.links_failed);
+    }
+
+    /// The machine's and the load client's CPU per relayed packet, from samples taken
+    /// around the data phase (after [`Self::add_traffic`], which counts the packets).
+    pub fn add_phase_cpu(&mut self, before: &CpuSample, after: &CpuSample) {
+        let Some(relayed) = self.relayed_packets.filter(|&n| n > 0) else {
+            return;
+        };
+        let per_packet = |from: u64, to: u64| to.saturating_sub(from) as f64 / relayed as f64;
+        self.machine_cpu_us_per_packet = Some(per_packet(before.machine_us, after.machine_us));
+        self.client_cpu_us_per_packet = Some(per_packet(before.client_us, after.client_us));
     }
 
     /// The server figures of `--server-pid`; which samples bound "before" and "after"
@@ -192,6 +208,14 @@ impl Report {
             (
                 "server_cpu_us_per_packet",
                 json!(self.server_cpu_us_per_packet),
+            ),
+            (
+                "machine_cpu_us_per_packet",
+                json!(self.machine_cpu_us_per_packet),
+            ),
+            (
+                "client_cpu_us_per_packet",
+                json!(self.client_cpu_us_per_packet),
             ),
             (
                 "server_cpu_us_per_allocation",

@@ -102,7 +102,7 @@ fn status_kb(status: &str, key: &str) -> Option<u64> {
 }
 
 /// `getconf CLK_TCK`.
-fn clock_ticks_per_second() -> u64 {
+pub(super) fn clock_ticks_per_second() -> u64 {
     // SAFETY: sysconf only reads a system constant.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
