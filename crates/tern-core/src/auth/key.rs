@@ -22,8 +22,9 @@ use super::hex::{self, Case};
 pub struct LongTermKey {
     bytes: [u8; 16],
     /// The MESSAGE-INTEGRITY HMAC-SHA1 keyed with `bytes`. Keying HMAC hashes two blocks,
-    /// as much as the MAC of a whole Allocate; prepared once here, a static user's key
-    /// checks every request it signed and signs every answer without doing it again.
+    /// about half the work of checking a signed Allocate; prepared once here, a static
+    /// user's key checks every request it signed and signs every answer without keying
+    /// again.
     integrity: hmac::Key,
 }
 
