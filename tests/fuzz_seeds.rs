@@ -153,7 +153,7 @@ fn stun_messages() -> Vec<(&'static str, Vec<u8>)> {
         ("server-401", challenge.finish(None, true)),
         (
             "server-allocate-success",
-            success.finish(Some(key.as_bytes()), true),
+            success.finish(Some(key.integrity_key()), true),
         ),
         ("server-data-indication", data.finish(None, false)),
     ]

@@ -293,7 +293,7 @@ proptest! {
             response.add_xor_address(ATTR_XOR_PEER_ADDRESS, *addr);
         }
         let key = key();
-        let bytes = response.finish(signed.then_some(key.as_bytes()), fingerprint);
+        let bytes = response.finish(signed.then_some(key.integrity_key()), fingerprint);
         let reply = to_reply(Request::parse(&bytes).expect("a response parses"));
         prop_assert_eq!(reply.msg.method(), method);
         prop_assert_eq!(reply.msg.transaction_id(), tid);

@@ -4,7 +4,7 @@
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Binds a non-blocking UDP socket at `addr` asking for `buffer` bytes of kernel
 /// buffer each way.
@@ -40,7 +40,13 @@ fn bind_udp_with(
     buffer: usize,
     reuse_port: bool,
 ) -> std::io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Non-blocking from the start (SOCK_NONBLOCK): a relay socket is made per
+    // allocation, and setting the flag afterwards costs two more system calls.
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM.nonblocking(),
+        Some(Protocol::UDP),
+    )?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -56,18 +62,27 @@ fn bind_udp_with(
         let (level, name) = super::pktinfo::option(addr.is_ipv6());
         set_int_option(&socket, level, name, 1)?;
     }
-    socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
 
 /// Says once per process when the kernel gave less buffer than asked, naming the
 /// sysctls to raise: small buffers drop media under bursts.
+///
+/// The cap is system-wide, so the kernel is asked only until it has granted a size in
+/// full or the warning is out, not once more for every relay socket.
 fn warn_if_capped(socket: &Socket, wanted: usize) {
     static WARNED: AtomicBool = AtomicBool::new(false);
+    /// The largest size the kernel has granted in full.
+    static GRANTED: AtomicUsize = AtomicUsize::new(0);
+    if wanted <= GRANTED.load(Ordering::Relaxed) || WARNED.load(Ordering::Relaxed) {
+        return;
+    }
     // Linux reports twice the size it was given (bookkeeping overhead included).
     let got = socket.recv_buffer_size().unwrap_or(0) / 2;
-    if got < wanted && !WARNED.swap(true, Ordering::Relaxed) {
+    if got >= wanted {
+        GRANTED.fetch_max(wanted, Ordering::Relaxed);
+    } else if !WARNED.swap(true, Ordering::Relaxed) {
         tracing::warn!(
             wanted,
             got,

@@ -102,7 +102,7 @@ impl Engine {
         let bytes = match result {
             Ok(mut response) => {
                 response.add_software(self.config.software.as_deref());
-                response.finish(Some(auth.key.as_bytes()), req.has_fingerprint())
+                response.finish(Some(auth.key.integrity_key()), req.has_fingerprint())
             }
             Err(reject) => self.error_answer(req, &reject, Some(&auth.key), io),
         };
@@ -166,7 +166,7 @@ impl Engine {
             _ => {}
         }
         response.add_software(self.config.software.as_deref());
-        response.finish(key.map(LongTermKey::as_bytes), req.has_fingerprint())
+        response.finish(key.map(LongTermKey::integrity_key), req.has_fingerprint())
     }
 
     /// 401 or 438 with REALM and a fresh NONCE, unless this source is over its budget.
@@ -236,7 +236,7 @@ impl Engine {
         };
         match keys
             .into_iter()
-            .find(|k| req.verify_integrity(k.as_bytes()))
+            .find(|k| req.verify_integrity_with(k.integrity_key()))
         {
             Some(key) => Ok(Authenticated {
                 username: username.to_string(),

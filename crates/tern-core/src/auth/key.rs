@@ -8,6 +8,7 @@
 use std::fmt;
 
 use md5::{Digest, Md5};
+use ring::hmac;
 use subtle::ConstantTimeEq;
 
 use super::error::AuthConfigError;
@@ -18,9 +19,23 @@ use super::hex::{self, Case};
 /// This key is what MESSAGE-INTEGRITY is keyed with, so knowing it is as good as knowing the
 /// password: treat it as a secret.
 #[derive(Clone)]
-pub struct LongTermKey(pub [u8; 16]);
+pub struct LongTermKey {
+    bytes: [u8; 16],
+    /// The MESSAGE-INTEGRITY HMAC-SHA1 keyed with `bytes`. Keying HMAC hashes two blocks,
+    /// about half the work of checking a signed Allocate; prepared once here, a static
+    /// user's key checks every request it signed and signs every answer without keying
+    /// again.
+    integrity: hmac::Key,
+}
 
 impl LongTermKey {
+    fn new(bytes: [u8; 16]) -> Self {
+        Self {
+            bytes,
+            integrity: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &bytes),
+        }
+    }
+
     /// Derives the key as RFC 8489 §9.2.2 specifies (MD5, the default password algorithm).
     pub fn derive(username: &str, realm: &str, password: &str) -> Self {
         let mut md5 = Md5::new();
@@ -29,7 +44,7 @@ impl LongTermKey {
         md5.update(realm.as_bytes());
         md5.update(b":");
         md5.update(password.as_bytes());
-        Self(md5.finalize().into())
+        Self::new(md5.finalize().into())
     }
 
     /// Parses a precomputed key (32 hex digits, either case), so a config file need not hold
@@ -39,25 +54,30 @@ impl LongTermKey {
             return Err(AuthConfigError::KeyHexLength { found: s.len() });
         }
         hex::decode(s, Case::Any)
-            .map(Self)
+            .map(Self::new)
             .ok_or(AuthConfigError::KeyHexDigit)
     }
 
     /// Lowercase hex, the form [`LongTermKey::from_hex`] reads; for tooling that writes configs.
     pub fn to_hex(&self) -> String {
-        hex::encode(&self.0)
+        hex::encode(&self.bytes)
     }
 
     /// The raw key, for keying the MESSAGE-INTEGRITY HMAC.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
+    }
+
+    /// The MESSAGE-INTEGRITY HMAC, keyed with this key.
+    pub fn integrity_key(&self) -> &hmac::Key {
+        &self.integrity
     }
 }
 
 /// Constant time, so comparing a candidate key leaks nothing about where it differs.
 impl PartialEq for LongTermKey {
     fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
+        self.bytes.ct_eq(&other.bytes).into()
     }
 }
 

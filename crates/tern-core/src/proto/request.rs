@@ -147,6 +147,12 @@ impl Request {
 
     /// Checks MESSAGE-INTEGRITY against `key` in constant time.
     pub fn verify_integrity(&self, key: &[u8]) -> bool {
+        self.verify_integrity_with(&hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key))
+    }
+
+    /// Checks MESSAGE-INTEGRITY in constant time with an HMAC-SHA1 key prepared before
+    /// (see [`crate::auth::LongTermKey::integrity_key`]).
+    pub fn verify_integrity_with(&self, key: &hmac::Key) -> bool {
         let Some((offset, mac)) = &self.integrity else {
             return false;
         };
@@ -157,8 +163,7 @@ impl Request {
         let mut header = [0u8; MESSAGE_HEADER_SIZE];
         header.copy_from_slice(&raw[..MESSAGE_HEADER_SIZE]);
         header[2..4].copy_from_slice(&covered_len.to_be_bytes());
-        let mut ctx =
-            hmac::Context::with_key(&hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key));
+        let mut ctx = hmac::Context::with_key(key);
         ctx.update(&header);
         ctx.update(&raw[MESSAGE_HEADER_SIZE..*offset]);
         ctx.sign().as_ref().ct_eq(mac).into()

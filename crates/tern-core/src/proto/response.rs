@@ -1,11 +1,11 @@
 //! Writing responses and indications with the `stun` codec.
 
+use ring::hmac;
 use std::net::SocketAddr;
 use stun::agent::TransactionId;
-use stun::attributes::{ATTR_SOFTWARE, AttrType};
+use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_SOFTWARE, AttrType};
 use stun::error_code::{ErrorCode, ErrorCodeAttribute};
 use stun::fingerprint::FINGERPRINT;
-use stun::integrity::MessageIntegrity;
 use stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_SUCCESS_RESPONSE, Message, MessageClass, MessageType, Method,
     Setter,
@@ -13,6 +13,11 @@ use stun::message::{
 use stun::xoraddr::XorMappedAddress;
 
 use super::Request;
+
+/// Bytes of an attribute's type and length.
+const ATTRIBUTE_HEADER_LEN: usize = 4;
+/// Bytes of an HMAC-SHA1 MESSAGE-INTEGRITY value.
+const MAC_LEN: usize = 20;
 
 /// A message being built; finished into bytes by [`Response::finish`].
 pub struct Response {
@@ -85,13 +90,18 @@ impl Response {
         }
     }
 
-    /// Adds MESSAGE-INTEGRITY with `key` if given, then FINGERPRINT if asked, and
-    /// returns the encoded message.
-    pub fn finish(mut self, key: Option<&[u8]>, fingerprint: bool) -> Vec<u8> {
+    /// Adds MESSAGE-INTEGRITY with `key` (HMAC-SHA1 keyed with the long-term key) if
+    /// given, then FINGERPRINT if asked, and returns the encoded message.
+    pub fn finish(mut self, key: Option<&hmac::Key>, fingerprint: bool) -> Vec<u8> {
         if let Some(key) = key {
-            MessageIntegrity(key.to_vec())
-                .add_to(&mut self.msg)
-                .expect("integrity is added before fingerprint");
+            // The MAC covers the message with the header's length already counting
+            // MESSAGE-INTEGRITY (RFC 8489 §14.5); `add` then writes the final length.
+            let length = self.msg.length;
+            self.msg.length += (ATTRIBUTE_HEADER_LEN + MAC_LEN) as u32;
+            self.msg.write_length();
+            let mac = hmac::sign(key, &self.msg.raw);
+            self.msg.length = length;
+            self.msg.add(ATTR_MESSAGE_INTEGRITY, mac.as_ref());
         }
         if fingerprint {
             FINGERPRINT
