@@ -31,7 +31,7 @@ use tern::client::{
     new_transaction_id, to_reply,
 };
 use tern::load::server_stats::ProcSample;
-use tern::net::stream::{Accept, ConnectionLimits, StreamConfig, bind_listener, serve};
+use tern::net::stream::{Accept, ConnectionLimits, StreamConfig, bind_listener, connection, serve};
 use tern::net::worker::{Lifecycle, StreamEvent};
 use tern::proto::Request;
 
@@ -1142,6 +1142,7 @@ fn a_panicking_connection_task_harms_no_other_connection() {
         write_queue,
         limits: limits.clone(),
     };
+    let (handoff, mut accepted) = tokio::sync::mpsc::unbounded_channel();
     let (events, mut worker) = tokio::sync::mpsc::channel(64);
     let (_lifecycle, state) = tokio::sync::watch::channel(Lifecycle::Serving);
     let bind = || runtime.block_on(async { bind_listener("127.0.0.1:0".parse().unwrap()) });
@@ -1156,10 +1157,16 @@ fn a_panicking_connection_task_harms_no_other_connection() {
         healthy,
         plain(),
         healthy_config,
-        vec![events.clone()],
+        vec![handoff.clone()],
         state.clone(),
     ));
-    runtime.spawn(serve(doomed, plain(), doomed_config, vec![events], state));
+    runtime.spawn(serve(doomed, plain(), doomed_config, vec![handoff], state));
+    // The worker's part: each accepted connection becomes a task of its own.
+    runtime.spawn(async move {
+        while let Some(incoming) = accepted.recv().await {
+            tokio::spawn(connection(incoming, events.clone()));
+        }
+    });
     runtime.spawn(async move {
         let mut connections = std::collections::HashMap::new();
         while let Some(event) = worker.recv().await {

@@ -1,8 +1,12 @@
 //! TCP and TLS listeners and their connections (RFC 8656 §3.1, §12.5).
 //!
-//! Each connection is one task: it tells TLS from plain TCP when asked to (a TLS
-//! record starts with 0x16), does the handshake under a deadline, cuts the byte stream
-//! into frames, hands them to the worker, and writes what the worker queues for it.
+//! Listeners accept on the shared runtime and hand each connection, with its slot, to
+//! the worker its client hashes to. There the connection is one task on the worker's
+//! own thread: it tells TLS from plain TCP when asked to (a TLS record starts with
+//! 0x16), does the handshake under a deadline, cuts the byte stream into frames, hands
+//! them to the worker, and writes what the worker queues for it. Frames, answers and
+//! relayed data never cross threads: the worker that owns a connection's allocation
+//! also drives its socket.
 //! Connections are bounded in number (total and per IP), in time (handshake, idle
 //! without an allocation, a frame that never completes) and in memory (frame size,
 //! write queue). This module never interprets a message: that is the engine's job.
@@ -140,14 +144,32 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// An accepted connection on its way to the worker that will drive it.
+pub struct Incoming {
+    /// Non-blocking, not yet registered with any reactor: the worker registers it with
+    /// its own.
+    stream: std::net::TcpStream,
+    client: SocketAddr,
+    /// When it was accepted: its handshake and idle deadlines count from here.
+    accepted: Instant,
+    accept: Accept,
+    config: StreamConfig,
+    /// Held for as long as the connection lives.
+    slot: ConnectionSlot,
+}
+
+/// Where a listener hands accepted connections to one worker. Unbounded because
+/// what it carries is bounded already: each connection holds a [`ConnectionSlot`].
+pub type Handoff = mpsc::UnboundedSender<Incoming>;
+
 /// Accepts connections until the server stops, handing each to a worker chosen by the
-/// client's address (`workers` holds one queue per worker). Each connection follows the
-/// `config` current when it is accepted.
+/// client's address (`workers` holds one hand-off per worker). Each connection follows
+/// the `config` current when it is accepted.
 pub async fn serve(
     listener: TcpListener,
     accept: Accept,
     config: watch::Receiver<StreamConfig>,
-    workers: Vec<mpsc::Sender<StreamEvent>>,
+    workers: Vec<Handoff>,
     mut lifecycle: watch::Receiver<super::worker::Lifecycle>,
 ) {
     loop {
@@ -159,12 +181,19 @@ pub async fn serve(
                         tracing::debug!(%client, "connection refused: connection limit");
                         continue;
                     };
-                    let events = workers[worker_for(client, workers.len())].clone();
-                    let task = connection(stream, client, accept.clone(), config, events);
-                    tokio::spawn(async move {
-                        task.await;
-                        drop(slot);
-                    });
+                    let Ok(stream) = stream.into_std() else {
+                        continue;
+                    };
+                    let incoming = Incoming {
+                        stream,
+                        client,
+                        accepted: Instant::now(),
+                        accept: accept.clone(),
+                        config,
+                        slot,
+                    };
+                    // Fails only once the worker has stopped; the connection closes.
+                    let _ = workers[worker_for(client, workers.len())].send(incoming);
                 }
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(e) => {
@@ -190,19 +219,24 @@ fn worker_for(client: SocketAddr, workers: usize) -> usize {
     (hash % workers.max(1) as u64) as usize
 }
 
-/// One connection from accept to close.
-async fn connection(
-    stream: TcpStream,
-    client: SocketAddr,
-    accept: Accept,
-    config: StreamConfig,
-    events: mpsc::Sender<StreamEvent>,
-) {
+/// One connection from accept to close, on the worker's thread (registered with the
+/// reactor of the runtime this is called on).
+pub async fn connection(incoming: Incoming, events: mpsc::Sender<StreamEvent>) {
+    let Incoming {
+        stream,
+        client,
+        accepted: opened,
+        accept,
+        config,
+        slot: _slot,
+    } = incoming;
+    let Ok(stream) = TcpStream::from_std(stream) else {
+        return;
+    };
     let _ = stream.set_nodelay(true);
     let Ok(server) = stream.local_addr() else {
         return;
     };
-    let opened = Instant::now();
     // One deadline covers both the first byte (when detecting) and the handshake.
     let handshake_deadline = opened + config.handshake_timeout;
     let tls = match timeout_at(handshake_deadline, choose_tls(&stream, &accept)).await {

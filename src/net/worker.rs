@@ -1,9 +1,10 @@
 //! The worker: one task that owns the engine and every socket the engine talks
 //! through, and turns what arrives into engine calls.
 //!
-//! Inputs: UDP listeners (read directly), relay sockets and TCP/TLS connections
-//! (through bounded queues from their own tasks), the engine's next deadline, and
-//! shutdown. Outputs never wait: a full socket buffer or connection queue drops
+//! Inputs: UDP listeners (read directly), relay sockets (through a queue from their
+//! readers, for TCP/TLS clients), TCP/TLS connections handed over by the listeners and
+//! then driven by tasks on this worker's thread (their frames through a bounded
+//! queue), the engine's next deadline, and shutdown. Outputs never wait: a full socket buffer or connection queue drops
 //! relayed data rather than stall every other client.
 
 use std::collections::HashMap;
@@ -78,6 +79,19 @@ pub async fn ask_all<T>(
     }
     answers
 }
+
+/// A worker's TCP/TLS inputs.
+pub struct Streams {
+    /// Connections accepted for this worker, to be driven on its thread.
+    pub handoff: mpsc::UnboundedReceiver<super::stream::Incoming>,
+    /// What its connections' tasks report, and the sender they report with.
+    pub events: mpsc::Receiver<StreamEvent>,
+    pub events_tx: mpsc::Sender<StreamEvent>,
+}
+
+/// How long a stopping worker waits for its connections to say goodbye (TLS
+/// close_notify behind what is queued) before their tasks are dropped.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How the server steers a worker: its state, reloaded rules and admin commands.
 pub struct Control {
@@ -206,7 +220,7 @@ impl Io for Sockets {
 pub fn run_on_this_thread(
     engine: Engine,
     listeners: Vec<std::net::UdpSocket>,
-    streams: mpsc::Receiver<StreamEvent>,
+    streams: Streams,
     config: WorkerConfig,
     control: Control,
     metrics: Arc<Metrics>,
@@ -228,7 +242,7 @@ pub fn run_on_this_thread(
 async fn run(
     mut engine: Engine,
     listeners: Vec<UdpSocket>,
-    mut streams: mpsc::Receiver<StreamEvent>,
+    streams: Streams,
     config: WorkerConfig,
     control: Control,
     metrics: Arc<Metrics>,
@@ -238,6 +252,12 @@ async fn run(
         mut rules,
         mut commands,
     } = control;
+    let Streams {
+        mut handoff,
+        events: mut streams,
+        events_tx,
+    } = streams;
+    let mut connection_tasks = tokio::task::JoinSet::new();
     // Relay readers run on this thread and count what they forward here.
     super::relay::set_thread_counters(metrics.relay.clone());
     let (relay_tx, mut relay_rx) = mpsc::channel(config.relay_queue);
@@ -291,6 +311,10 @@ async fn run(
                     engine.handle_relay_closed(relay);
                 }
             }
+            Some(incoming) = handoff.recv() => {
+                connection_tasks.spawn(super::stream::connection(incoming, events_tx.clone()));
+            }
+            Some(_) = connection_tasks.join_next(), if !connection_tasks.is_empty() => {}
             Some(event) = streams.recv() => match event {
                 StreamEvent::Opened(tuple, conn) => {
                     io.connections.insert(tuple, conn);
@@ -330,11 +354,15 @@ async fn run(
         }
     }
     // Cancelling the relay readers and dropping the connections' writers stops
-    // their tasks.
+    // their tasks; a connection's last report finds the queue closed.
     for (_, relay) in io.relays.drain() {
         relay.close();
     }
     io.connections.clear();
+    drop(streams);
+    drop(handoff);
+    let goodbyes = async { while connection_tasks.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(STOP_GRACE, goodbyes).await;
 }
 
 /// How often sockets being closed are checked, so their ports can be reused.

@@ -225,12 +225,17 @@ fn spawn(
     let limits = &settings.limits;
     let (rules_tx, rules_rx) = watch::channel(rules);
     let (stop_tx, stop_rx) = watch::channel(Lifecycle::Serving);
-    let mut stream_txs = Vec::with_capacity(workers);
-    let mut stream_rxs = Vec::with_capacity(workers);
+    let mut handoffs = Vec::with_capacity(workers);
+    let mut worker_streams = Vec::with_capacity(workers);
     for _ in 0..workers {
-        let (tx, rx) = mpsc::channel(limits.relay_queue);
-        stream_txs.push(tx);
-        stream_rxs.push(rx);
+        let (handoff_tx, handoff) = mpsc::unbounded_channel();
+        let (events_tx, events) = mpsc::channel(limits.relay_queue);
+        handoffs.push(handoff_tx);
+        worker_streams.push(worker::Streams {
+            handoff,
+            events,
+            events_tx,
+        });
     }
     let connection_limits =
         ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
@@ -241,7 +246,7 @@ fn spawn(
             listener,
             accept,
             stream_config.clone(),
-            stream_txs.clone(),
+            handoffs.clone(),
             stop_rx.clone(),
         ));
     }
@@ -260,7 +265,7 @@ fn spawn(
         generated_secret,
         selftest_secret: selftest_secret.clone(),
     };
-    drop(stream_txs);
+    drop(handoffs);
     let worker_config = WorkerConfig {
         socket_buffer: limits.socket_buffer,
         relay_queue: limits.relay_queue,
@@ -270,7 +275,9 @@ fn spawn(
     let mut worker_commands = Vec::with_capacity(workers);
     let udp = listeners.udp.into_iter();
     let (failed_tx, failed_rx) = mpsc::unbounded_channel();
-    for (i, ((engine, udp), streams)) in engines.into_iter().zip(udp).zip(stream_rxs).enumerate() {
+    for (i, ((engine, udp), streams)) in
+        engines.into_iter().zip(udp).zip(worker_streams).enumerate()
+    {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         worker_commands.push(commands_tx);
         let control = Control {
