@@ -2,6 +2,7 @@
 //! asks. Protocol decisions are never made here.
 
 pub mod batch;
+pub mod lifecycle;
 pub mod pktinfo;
 pub mod relay;
 pub mod relay_ips;

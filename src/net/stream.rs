@@ -21,13 +21,29 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
+use super::lifecycle::Lifecycle;
 use super::tls::TlsAcceptorSource;
-use super::worker::{Connection, StreamEvent};
 use crate::core::{FiveTuple, Transport};
 use crate::proto::framing::{self, Frame};
 
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A TCP/TLS connection as the worker sees it.
+pub struct Connection {
+    /// Messages for the connection's writer. Dropping it closes the connection.
+    pub writer: mpsc::Sender<Vec<u8>>,
+    /// Set once the connection has an allocation (stops its idle timer).
+    pub allocated: Arc<AtomicBool>,
+}
+
+/// What a connection task tells the worker.
+pub enum StreamEvent {
+    Opened(FiveTuple, Connection),
+    /// One whole STUN message or ChannelData frame (without stream padding).
+    Frame(FiveTuple, Vec<u8>),
+    Closed(FiveTuple),
+}
 
 /// Rules every connection follows: each takes the ones current when it is accepted,
 /// so a reload changes them for new connections only.
@@ -170,7 +186,7 @@ pub async fn serve(
     accept: Accept,
     config: watch::Receiver<StreamConfig>,
     workers: Vec<Handoff>,
-    mut lifecycle: watch::Receiver<super::worker::Lifecycle>,
+    mut lifecycle: watch::Receiver<Lifecycle>,
 ) {
     loop {
         tokio::select! {
@@ -204,7 +220,7 @@ pub async fn serve(
             // Only on stop: while draining, new connections are still taken (their
             // Allocates are refused, other requests are answered).
             changed = lifecycle.changed() => {
-                if changed.is_err() || *lifecycle.borrow() == super::worker::Lifecycle::Stopping {
+                if changed.is_err() || *lifecycle.borrow() == Lifecycle::Stopping {
                     return;
                 }
             }

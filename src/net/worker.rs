@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -23,31 +23,8 @@ use crate::core::{
 };
 use crate::metrics::Metrics;
 
-/// A TCP/TLS connection as the worker sees it.
-pub struct Connection {
-    /// Messages for the connection's writer. Dropping it closes the connection.
-    pub writer: mpsc::Sender<Vec<u8>>,
-    /// Set once the connection has an allocation (stops its idle timer).
-    pub allocated: Arc<AtomicBool>,
-}
-
-/// What a connection task tells the worker.
-pub enum StreamEvent {
-    Opened(FiveTuple, Connection),
-    /// One whole STUN message or ChannelData frame (without stream padding).
-    Frame(FiveTuple, Vec<u8>),
-    Closed(FiveTuple),
-}
-
-/// What the server is doing, as workers and listeners follow it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lifecycle {
-    Serving,
-    /// Existing allocations keep relaying; new ones are refused; listeners stop
-    /// accepting connections.
-    Draining,
-    Stopping,
-}
+pub use super::lifecycle::Lifecycle;
+pub use super::stream::{Connection, StreamEvent};
 
 /// What the admin API asks of a worker about the allocations it owns.
 pub enum WorkerCommand {
