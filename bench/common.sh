@@ -11,6 +11,11 @@ USER_NAME=bench
 PASSWORD=bench-password
 REALM=bench
 
+# usage: prints the calling script's header comment (all above its `set -euo` line).
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
+}
+
 # full_workloads HOLD: sets WORKLOADS to the workloads of a full benchmark, each
 # NAME|TRANSPORT|ALLOCATIONS|KIND|tern load arguments after the common ones (KIND is
 # data, setup or hold; W5 holds its allocations HOLD seconds). One list, so that

@@ -25,10 +25,6 @@ ROOT=$(pwd)
 . bench/common.sh
 COMMAND="bench/profile.sh${*:+ $*}"
 
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
-}
-
 NAME=W3
 DURATION=10
 KEEP=0

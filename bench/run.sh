@@ -34,10 +34,6 @@ ROOT=$(pwd)
 . bench/common.sh
 COMMAND="bench/run.sh${*:+ $*}"
 
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
-}
-
 ROUNDS=3
 DURATION=10
 QUICK=0

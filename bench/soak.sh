@@ -47,10 +47,6 @@ ROOT=$(pwd)
 # shellcheck source=bench/common.sh
 . bench/common.sh
 
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
-}
-
 DURATION=600
 OUT=""
 SVG=""
