@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::{Session, Shared};
 use crate::metrics::{Metrics, Snapshot};
+use crate::net::lifecycle::Lifecycle;
 use crate::net::stream::ConnectionLimits;
-use crate::net::worker::Lifecycle;
 use crate::net::worker::WorkerCommand;
 
 /// What the endpoints read and steer.

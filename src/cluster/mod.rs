@@ -30,7 +30,8 @@ pub use record::{LoadLimits, NodeRecord, fleet_view};
 use crate::config::Settings;
 use crate::core::Shared;
 use crate::metrics::Metrics;
-use crate::net::worker::{Lifecycle, WorkerCommand, ask_all};
+use crate::net::lifecycle::Lifecycle;
+use crate::net::worker::{WorkerCommand, ask_all};
 
 /// How long one Redis command or connection attempt may take: a heartbeat must not
 /// hang on a Redis that stopped answering.

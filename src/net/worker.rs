@@ -4,8 +4,8 @@
 //! Inputs: UDP listeners (read directly), relay sockets (through a queue from their
 //! readers, for TCP/TLS clients), TCP/TLS connections handed over by the listeners and
 //! then driven by tasks on this worker's thread (their frames through a bounded
-//! queue), the engine's next deadline, and shutdown. Outputs never wait: a full socket buffer or connection queue drops
-//! relayed data rather than stall every other client.
+//! queue), the engine's next deadline, and shutdown. Outputs never wait: a full socket
+//! buffer or connection queue drops relayed data rather than stall every other client.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,15 +16,14 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batch::{BATCH, RecvBatch};
+use super::lifecycle::Lifecycle;
 use super::relay::{Closing, Delivery, MAX_DATAGRAM, PeerDatagram, RelaySocket};
+use super::stream::{Connection, StreamEvent};
 use super::udp::{send_now, send_now_from};
 use crate::core::{
     Count, Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Session, Transport,
 };
 use crate::metrics::Metrics;
-
-pub use super::lifecycle::Lifecycle;
-pub use super::stream::{Connection, StreamEvent};
 
 /// What the admin API asks of a worker about the allocations it owns.
 pub enum WorkerCommand {

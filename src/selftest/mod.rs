@@ -27,8 +27,8 @@ use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::net::lifecycle::Lifecycle;
 use crate::net::tls::TlsAcceptorSource;
-use crate::net::worker::Lifecycle;
 
 pub use ice::IceServers;
 pub use signaling::valid_room_name;

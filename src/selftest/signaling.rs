@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::Metrics;
-use crate::net::worker::Lifecycle;
+use crate::net::lifecycle::Lifecycle;
 
 /// Messages waiting for one member's socket; past it, messages to that member are dropped.
 const MEMBER_QUEUE: usize = 64;

@@ -23,9 +23,10 @@ use crate::auth::UnauthorizedLimiter;
 use crate::config::{Redacted, Settings, TlsSettings};
 use crate::core::{Engine, EngineRules, Shared};
 use crate::metrics::Metrics;
+use crate::net::lifecycle::Lifecycle;
 use crate::net::stream::{self, ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
-use crate::net::worker::{self, Control, Lifecycle, WorkerConfig};
+use crate::net::worker::{self, Control, WorkerConfig};
 
 /// Runs the server until SIGINT or SIGTERM; on SIGHUP `loader` reads the settings
 /// again and `log_level` applies a new log filter.
