@@ -18,7 +18,7 @@ use stun::message::{CLASS_REQUEST, METHOD_ALLOCATE, METHOD_REFRESH, Method};
 use sans_io::{PASSWORD, PORTS, REALM, RELAY_V4, Recorder, USER};
 use tern::auth::NonceIssuer;
 use tern::client::{Attr, Outgoing, Reply, Signer, encode_message, new_transaction_id, to_reply};
-use tern::core::{Count, Engine, FiveTuple, Io, Now, PeerRoute, Shared, Transport};
+use tern::core::{Count, Engine, FiveTuple, Io, Now, Shared, Transport};
 use tern::proto::Request;
 
 const UNIX0: u64 = 1_800_000_000;
@@ -55,9 +55,6 @@ impl<F: FnMut()> Io for Interleaved<'_, F> {
             other_worker();
         }
         bound
-    }
-    fn publish_route(&mut self, relay: SocketAddr, route: Arc<PeerRoute>) {
-        self.io.publish_route(relay, route);
     }
     fn close_relay(&mut self, addr: SocketAddr) {
         self.io.close_relay(addr);

@@ -8,7 +8,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -61,6 +61,13 @@ impl RecvBatch {
         n
     }
 
+    /// Reads what is waiting on the socket with descriptor `fd`, up to [`BATCH`]
+    /// datagrams, without blocking; for sockets the reactor does not watch (relay
+    /// sockets, see [`super::relay`]). Returns how many were read.
+    pub fn recv_fd(&mut self, fd: RawFd) -> usize {
+        self.recvmmsg(fd).unwrap_or(0)
+    }
+
     /// Datagram `i` of the last batch: its whole buffer (headroom first), its length
     /// and its source. `None` for a datagram that was truncated or had no address.
     pub fn get(&mut self, i: usize) -> Option<(&mut [u8], usize, SocketAddr)> {
@@ -72,10 +79,6 @@ impl RecvBatch {
     /// asked for it (wildcard listeners, see [`pktinfo`]).
     pub fn destination(&self, i: usize) -> Option<IpAddr> {
         self.destinations.get(i).copied().flatten()
-    }
-
-    pub fn headroom(&self) -> usize {
-        self.headroom
     }
 
     fn recvmmsg(&mut self, fd: i32) -> io::Result<usize> {

@@ -1,203 +1,211 @@
-//! Relay sockets: one UDP socket per allocation, each read by a small task.
+//! Relay sockets: one UDP socket per allocation, all of a worker's in one epoll set
+//! that the worker's reactor watches as a single file descriptor.
 //!
-//! For a client on UDP the reader forwards peer datagrams itself, following the
-//! allocation's published [`PeerRoute`]: one `recv`, an atomic load, one `send`, with
-//! the ChannelData header written into headroom in front of the data. No lock, no
-//! queue, no allocation. For TCP/TLS clients it hands datagrams to the worker, which
-//! owns the connections.
+//! A task (and a reactor registration) per relay socket cost a scheduler pass per
+//! wake-up and a few hundred bytes per idle allocation, and sent a TCP/TLS client's
+//! peer data through a queue. With one set, a wake-up finds every relay socket with
+//! datagrams waiting in one `epoll_wait`, reads each with `recvmmsg`, and the worker
+//! hands the datagrams to the engine on its own thread: one path for every transport,
+//! no task, no queue, no lock. A closed socket is closed at once (nothing else holds
+//! it), so its port can be bound again right away.
 
-use arc_swap::ArcSwap;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Instant;
-use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use tokio::io::unix::AsyncFd;
 
-use super::batch::{BATCH as BATCH_SIZE, RecvBatch};
 use super::socket::{bind_udp, set_dont_fragment};
-use super::udp::send_now_from;
-use crate::core::{PEER_HEADROOM, PeerRoute};
-use crate::metrics::RelayCounters;
 
 /// Largest UDP payload; buffers are sized for it so nothing is ever truncated.
 pub const MAX_DATAGRAM: usize = 65_535;
 
-/// Batches read from one relay socket per readiness event before yielding, so one
-/// busy socket cannot starve the others sharing the thread.
-const DRAIN_ROUNDS: usize = 4;
+/// Batches read from one relay socket per wake-up before the worker moves on, so one
+/// busy socket cannot starve the others sharing the thread (a socket left with
+/// datagrams is read again on the next pass, see [`RelayPoller::again`]).
+pub const DRAIN_ROUNDS: usize = 4;
 
-thread_local! {
-    /// One set of receive buffers per worker thread, shared by every relay socket it
-    /// reads: an idle allocation holds no buffer.
-    static BATCH: std::cell::RefCell<RecvBatch> =
-        std::cell::RefCell::new(RecvBatch::new(PEER_HEADROOM, MAX_DATAGRAM));
-    /// The relay counters, per worker thread rather than per reader: a field in each
-    /// reader task pushed the task into a larger allocation (about 130 bytes more per
-    /// allocation).
-    static COUNTERS: std::cell::RefCell<Option<RelayCounters>> =
-        const { std::cell::RefCell::new(None) };
-    /// Draws Data indications' transaction ids, seeded once per worker thread.
-    static RNG: std::cell::RefCell<StdRng> = std::cell::RefCell::new(StdRng::from_os_rng());
+/// Ready relay sockets taken per `epoll_wait`.
+const EVENTS: usize = 256;
+
+/// A worker's relay sockets, by relay address and by descriptor.
+pub struct RelaySockets {
+    /// The epoll set every socket is added to (owned by [`RelayPoller`]).
+    epoll: RawFd,
+    sockets: HashMap<SocketAddr, UdpSocket>,
+    by_fd: HashMap<RawFd, SocketAddr>,
 }
 
-/// Gives this (worker) thread's relay readers the counters to update.
-pub fn set_thread_counters(counters: RelayCounters) {
-    COUNTERS.with_borrow_mut(|c| *c = Some(counters));
+/// Waits on a worker's relay set and lists what is ready.
+pub struct RelayPoller {
+    epoll: AsyncFd<OwnedFd>,
+    events: Vec<libc::epoll_event>,
+    /// Descriptors found ready by the last wait.
+    ready: Vec<RawFd>,
+    /// Sockets left with datagrams by the last pass (see [`Self::again`]).
+    again: Vec<RawFd>,
 }
 
-fn count_to_client(bytes: usize) {
-    COUNTERS.with_borrow(|c| {
-        if let Some(c) = c {
-            c.to_client(bytes);
-        }
-    });
+/// A fresh, empty relay set: its sockets, and the poller registered with the current
+/// (worker's) reactor. The poller must outlive the sockets' use of its descriptor:
+/// both live for the worker's whole run.
+pub fn relay_set() -> io::Result<(RelaySockets, RelayPoller)> {
+    // SAFETY: epoll_create1 has no memory-safety preconditions.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let sockets = RelaySockets {
+        epoll: fd,
+        sockets: HashMap::new(),
+        by_fd: HashMap::new(),
+    };
+    let poller = RelayPoller {
+        // SAFETY: an OwnedFd keeps its descriptor open and unchanged until dropped.
+        epoll: unsafe { AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE) }
+            .map_err(io::Error::from)?,
+        events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
+        ready: Vec::with_capacity(EVENTS),
+        again: Vec::new(),
+    };
+    Ok((sockets, poller))
 }
 
-/// A datagram for a TCP/TLS client, handed to the worker that owns its connection.
-/// Invariant: the data is at `buf[PEER_HEADROOM..]`; the headroom is free for a
-/// ChannelData header.
-pub struct PeerDatagram {
-    pub relay: SocketAddr,
-    pub peer: SocketAddr,
-    pub buf: Vec<u8>,
-}
-
-/// A bound relay socket, as the worker holds it.
-pub struct RelaySocket {
-    pub socket: Arc<UdpSocket>,
-    /// The forwarding snapshot the reader follows.
-    pub route: Arc<ArcSwap<PeerRoute>>,
-    reader: JoinHandle<()>,
-}
-
-/// How a relay socket's reader delivers to the client.
-pub enum Delivery {
-    /// Straight to a UDP client, through the worker's listening socket, from `source`
-    /// when that socket is a wildcard one (the address the client sent to).
-    Direct {
-        listener: Arc<UdpSocket>,
-        source: Option<IpAddr>,
-    },
-    /// Through the worker (TCP/TLS clients), naming the relay address.
-    Worker(mpsc::Sender<PeerDatagram>, SocketAddr),
-}
-
-impl RelaySocket {
-    /// Binds `addr` and starts its reader on the current (worker's) runtime.
-    pub fn bind(
-        addr: SocketAddr,
-        route: PeerRoute,
-        dont_fragment: bool,
-        buffer: usize,
-        delivery: Delivery,
-    ) -> std::io::Result<Self> {
+impl RelaySockets {
+    /// Binds `addr` and adds it to the set.
+    pub fn bind(&mut self, addr: SocketAddr, dont_fragment: bool, buffer: usize) -> io::Result<()> {
         let socket = bind_udp(addr, buffer)?;
         if dont_fragment {
             set_dont_fragment(&socket, addr.is_ipv6())?;
         }
-        let socket = Arc::new(UdpSocket::from_std(socket)?);
-        let route = Arc::new(ArcSwap::from_pointee(route));
-        let reader = Reader {
-            socket: socket.clone(),
-            route: route.clone(),
-            delivery,
+        let fd = socket.as_raw_fd();
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
         };
-        Ok(Self {
-            socket,
-            route,
-            reader: tokio::spawn(reader.run()),
-        })
-    }
-
-    /// Stops the reader. The socket closes once the cancelled task is dropped, which
-    /// [`Closing`] watches for before its port may be bound again.
-    pub fn close(self) -> JoinHandle<()> {
-        self.reader.abort();
-        self.reader
-    }
-}
-
-/// Relay sockets being closed, until their reader is gone and so the socket with it.
-#[derive(Default)]
-pub struct Closing(Vec<(SocketAddr, JoinHandle<()>)>);
-
-impl Closing {
-    pub fn push(&mut self, addr: SocketAddr, reader: JoinHandle<()>) {
-        self.0.push((addr, reader));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Addresses whose socket is closed now; they are forgotten here.
-    pub fn take_closed(&mut self) -> Vec<SocketAddr> {
-        let mut closed = Vec::new();
-        self.0.retain(|(addr, reader)| {
-            let done = reader.is_finished();
-            if done {
-                closed.push(*addr);
-            }
-            !done
-        });
-        closed
-    }
-}
-
-/// The task reading one relay socket.
-struct Reader {
-    socket: Arc<UdpSocket>,
-    route: Arc<ArcSwap<PeerRoute>>,
-    delivery: Delivery,
-}
-
-impl Reader {
-    /// Reads until cancelled. The task holds no buffer while it waits: on readiness it
-    /// drains the socket into its thread's buffers, so an idle allocation costs a few
-    /// hundred bytes, not 64 KiB.
-    async fn run(self) {
-        while self.socket.readable().await.is_ok() {
-            self.drain();
+        // SAFETY: both descriptors are open; `event` is a valid epoll_event.
+        if unsafe { libc::epoll_ctl(self.epoll, libc::EPOLL_CTL_ADD, fd, &mut event) } < 0 {
+            return Err(io::Error::last_os_error());
         }
+        self.by_fd.insert(fd, addr);
+        self.sockets.insert(addr, socket);
+        Ok(())
     }
 
-    /// Forwards the datagrams waiting on the socket, a batch per system call.
-    fn drain(&self) {
-        BATCH.with_borrow_mut(|batch| {
-            for _ in 0..DRAIN_ROUNDS {
-                let n = batch.recv(&self.socket);
-                for i in 0..n {
-                    if let Some((buf, len, peer)) = batch.get(i) {
-                        self.deliver(buf, len, peer);
-                    }
-                }
-                if n < BATCH_SIZE {
-                    return;
-                }
+    /// Closes the socket at `addr`; returns whether there was one.
+    pub fn close(&mut self, addr: SocketAddr) -> bool {
+        let Some(socket) = self.sockets.remove(&addr) else {
+            return false;
+        };
+        // Closing the socket takes it out of the set too (nothing else holds it); the
+        // explicit removal keeps the set right even if that ever changes.
+        let fd = socket.as_raw_fd();
+        // SAFETY: both descriptors are open; a null event is allowed for removal.
+        unsafe { libc::epoll_ctl(self.epoll, libc::EPOLL_CTL_DEL, fd, std::ptr::null_mut()) };
+        self.by_fd.remove(&fd);
+        true
+    }
+
+    /// Closes every socket.
+    pub fn clear(&mut self) {
+        self.by_fd.clear();
+        self.sockets.clear();
+    }
+
+    pub fn get(&self, addr: &SocketAddr) -> Option<&UdpSocket> {
+        self.sockets.get(addr)
+    }
+
+    /// The relay address of the socket with descriptor `fd`, if it is still open.
+    pub fn addr_of(&self, fd: RawFd) -> Option<SocketAddr> {
+        self.by_fd.get(&fd).copied()
+    }
+}
+
+impl RelayPoller {
+    /// Waits until at least one relay socket has datagrams waiting; [`Self::ready`]
+    /// then lists them. Cancel-safe: dropping the wait loses nothing.
+    pub async fn wait(&mut self) {
+        if !self.again.is_empty() {
+            std::mem::swap(&mut self.ready, &mut self.again);
+            self.again.clear();
+            return;
+        }
+        loop {
+            let Ok(mut guard) = self.epoll.readable().await else {
+                // The reactor is gone: the worker is stopping.
+                return std::future::pending().await;
+            };
+            let fd = guard.get_inner().as_raw_fd();
+            let n = match epoll_wait_now(fd, &mut self.events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => 0,
+            };
+            // With room to spare in the events, everything ready was taken: the
+            // reactor reports the next datagram. (Clearing is safe: it is ignored if
+            // an event came in since the guard was taken.)
+            if n < EVENTS {
+                guard.clear_ready();
             }
-        });
-    }
-
-    /// Forwards the datagram at `buf[PEER_HEADROOM..][..len]` from `peer`.
-    fn deliver(&self, buf: &mut [u8], len: usize, peer: SocketAddr) {
-        let (listener, source) = match &self.delivery {
-            Delivery::Direct { listener, source } => (listener, *source),
-            Delivery::Worker(tx, relay) => {
-                let buf = buf[..PEER_HEADROOM + len].to_vec();
-                let relay = *relay;
-                // A full queue drops the datagram, as a congested link would.
-                let _ = tx.try_send(PeerDatagram { relay, peer, buf });
+            if n > 0 {
+                self.ready.clear();
+                self.ready
+                    .extend(self.events[..n].iter().map(|e| e.u64 as RawFd));
                 return;
             }
-        };
-        let route = self.route.load();
-        let framed = RNG.with_borrow_mut(|rng| route.frame(peer, Instant::now(), buf, len, rng));
-        if let Some(framed) = framed {
-            send_now_from(listener, framed.bytes(), route.client.client, source);
-            count_to_client(len);
         }
+    }
+
+    /// Descriptors of the relay sockets found ready by the last [`Self::wait`].
+    pub fn ready(&self) -> &[RawFd] {
+        &self.ready
+    }
+
+    /// Asks for socket `fd` to be read again on the next pass: it still had
+    /// datagrams when its share of this pass ran out.
+    pub fn again(&mut self, fd: RawFd) {
+        self.again.push(fd);
+    }
+}
+
+/// One `epoll_wait` that does not block.
+fn epoll_wait_now(epoll: RawFd, events: &mut [libc::epoll_event]) -> io::Result<usize> {
+    // SAFETY: `events` is a valid buffer of `events.len()` entries.
+    let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn reports_ready_sockets_and_forgets_closed_ones() {
+        let (mut sockets, mut poller) = relay_set().unwrap();
+        let a: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        // Port 0 binds somewhere; find where through a probe bind.
+        let probe = std::net::UdpSocket::bind(a).unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        sockets.bind(addr, false, 65536).unwrap();
+        let tx = std::net::UdpSocket::bind(a).unwrap();
+        tx.send_to(b"x", addr).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), poller.wait())
+            .await
+            .expect("woken for the datagram");
+        let ready = poller.ready().to_vec();
+        assert_eq!(ready.len(), 1);
+        assert_eq!(sockets.addr_of(ready[0]), Some(addr));
+        assert!(sockets.close(addr));
+        assert_eq!(sockets.addr_of(ready[0]), None);
+        assert!(!sockets.close(addr));
+        // The port is free again at once.
+        sockets.bind(addr, false, 65536).unwrap();
     }
 }

@@ -1,6 +1,7 @@
 //! UDP listeners: binding them, reading from all of them at once, and sending.
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
 use tokio::net::UdpSocket;
 
 use super::pktinfo;
@@ -22,7 +23,7 @@ pub fn bind_listeners(
 /// is full. tokio's `try_send_to` is not used because it reports "would block" until
 /// the reactor has seen a fresh socket become writable, which drops the first packets
 /// of a new allocation.
-pub fn send_now(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) {
+pub fn send_now(socket: &impl AsFd, bytes: &[u8], to: SocketAddr) {
     let _ = socket2::SockRef::from(socket).send_to(bytes, &to.into());
 }
 

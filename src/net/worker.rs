@@ -1,11 +1,13 @@
 //! The worker: one task that owns the engine and every socket the engine talks
 //! through, and turns what arrives into engine calls.
 //!
-//! Inputs: UDP listeners (read directly), relay sockets (through a queue from their
-//! readers, for TCP/TLS clients), TCP/TLS connections handed over by the listeners and
-//! then driven by tasks on this worker's thread (their frames through a bounded
-//! queue), the engine's next deadline, and shutdown. Outputs never wait: a full socket
-//! buffer or connection queue drops relayed data rather than stall every other client.
+//! Inputs: UDP listeners (read directly), relay sockets (one epoll set for all of
+//! them, see [`super::relay`]; their datagrams go to the engine whatever the client's
+//! transport), TCP/TLS connections handed over by the listeners and then driven by
+//! tasks on this worker's thread (their frames through a bounded queue), the engine's
+//! next deadline, and shutdown. A batch is read per system call everywhere. Outputs
+//! never wait: a full socket buffer or connection queue drops relayed data rather than
+//! stall every other client.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,11 +19,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batch::{BATCH, RecvBatch};
 use super::lifecycle::Lifecycle;
-use super::relay::{Closing, Delivery, MAX_DATAGRAM, PeerDatagram, RelaySocket};
+use super::relay::{DRAIN_ROUNDS, MAX_DATAGRAM, RelayPoller, RelaySockets, relay_set};
 use super::stream::{Connection, StreamEvent};
 use super::udp::{send_now, send_now_from};
 use crate::core::{
-    Count, Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, PeerRoute, Session, Transport,
+    Count, Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, Session, Transport,
 };
 use crate::metrics::Metrics;
 
@@ -80,7 +82,6 @@ pub struct Control {
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {
     pub socket_buffer: usize,
-    pub relay_queue: usize,
 }
 
 /// Everything the engine may ask the driver to do.
@@ -88,10 +89,10 @@ struct Sockets {
     listeners: Vec<Arc<UdpSocket>>,
     /// Listener by its bound address (a wildcard one under `0.0.0.0:PORT`/`[::]:PORT`).
     listener_index: HashMap<SocketAddr, usize>,
-    relays: HashMap<SocketAddr, RelaySocket>,
-    relay_tx: mpsc::Sender<PeerDatagram>,
-    /// Relay sockets whose readers are being cancelled.
-    closing: Closing,
+    relays: RelaySockets,
+    /// Relay sockets closed since the engine was last told, so their ports can be
+    /// handed out again.
+    closed: Vec<SocketAddr>,
     connections: HashMap<FiveTuple, Connection>,
     socket_buffer: usize,
     metrics: Arc<Metrics>,
@@ -134,42 +135,23 @@ impl Io for Sockets {
     }
 
     fn send_to_peer(&mut self, relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
-        if let Some(r) = self.relays.get(&relay) {
-            send_now(&r.socket, bytes, peer);
+        if let Some(socket) = self.relays.get(&relay) {
+            send_now(socket, bytes, peer);
         }
     }
 
     fn bind_relay(
         &mut self,
         addr: SocketAddr,
-        owner: &FiveTuple,
+        _owner: &FiveTuple,
         dont_fragment: bool,
     ) -> std::io::Result<()> {
-        let listener = (owner.transport == Transport::Udp)
-            .then(|| self.listener_for(owner.server))
-            .flatten();
-        let delivery = match listener {
-            Some((listener, source)) => Delivery::Direct {
-                listener: listener.clone(),
-                source,
-            },
-            None => Delivery::Worker(self.relay_tx.clone(), addr),
-        };
-        let route = PeerRoute::new(*owner);
-        let socket = RelaySocket::bind(addr, route, dont_fragment, self.socket_buffer, delivery)?;
-        self.relays.insert(addr, socket);
-        Ok(())
-    }
-
-    fn publish_route(&mut self, relay: SocketAddr, route: Arc<PeerRoute>) {
-        if let Some(r) = self.relays.get(&relay) {
-            r.route.store(route);
-        }
+        self.relays.bind(addr, dont_fragment, self.socket_buffer)
     }
 
     fn close_relay(&mut self, addr: SocketAddr) {
-        if let Some(relay) = self.relays.remove(&addr) {
-            self.closing.push(addr, relay.close());
+        if self.relays.close(addr) {
+            self.closed.push(addr);
         }
     }
 
@@ -191,8 +173,8 @@ impl Io for Sockets {
 }
 
 /// Runs one worker on the current thread until `lifecycle` says stop: a
-/// single-threaded runtime whose reactor serves this worker's listeners and relay
-/// sockets, so a relayed packet never crosses threads (no futex, no handoff).
+/// single-threaded runtime whose reactor serves this worker's listeners, relay set and
+/// connections, so a relayed packet never crosses threads (no futex, no handoff).
 pub fn run_on_this_thread(
     engine: Engine,
     listeners: Vec<std::net::UdpSocket>,
@@ -234,9 +216,13 @@ async fn run(
         events_tx,
     } = streams;
     let mut connection_tasks = tokio::task::JoinSet::new();
-    // Relay readers run on this thread and count what they forward here.
-    super::relay::set_thread_counters(metrics.relay.clone());
-    let (relay_tx, mut relay_rx) = mpsc::channel(config.relay_queue);
+    let (relays, mut relay_poller) = match relay_set() {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::error!("worker cannot create its relay set: {e}");
+            return;
+        }
+    };
     let listeners: Vec<Arc<UdpSocket>> = listeners.into_iter().map(Arc::new).collect();
     let listener_index = listeners
         .iter()
@@ -246,14 +232,14 @@ async fn run(
     let mut io = Sockets {
         listeners,
         listener_index,
-        relays: HashMap::new(),
-        relay_tx,
-        closing: Closing::default(),
+        relays,
+        closed: Vec::new(),
         connections: HashMap::new(),
         socket_buffer: config.socket_buffer,
         metrics,
     };
     let mut batch = RecvBatch::new(0, MAX_DATAGRAM);
+    let mut peer_batch = RecvBatch::new(PEER_HEADROOM, MAX_DATAGRAM);
     // Invariant: every listener is bound, so it has a local address.
     let local_addrs: Vec<SocketAddr> = io
         .listeners
@@ -265,8 +251,10 @@ async fn run(
     let timer = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
-    let mut closing_tick = tokio::time::interval(CLOSING_CHECK);
     loop {
+        for relay in io.closed.drain(..) {
+            engine.handle_relay_closed(relay);
+        }
         let deadline = engine.poll_timeout();
         if deadline != armed {
             if let Some(when) = deadline {
@@ -278,14 +266,8 @@ async fn run(
             i = ready_any(&io.listeners) => {
                 drain_listener(&mut engine, &mut io, i, local_addrs[i], &mut batch);
             }
-            Some(PeerDatagram { relay, peer, mut buf }) = relay_rx.recv() => {
-                let len = buf.len() - PEER_HEADROOM;
-                engine.handle_peer(Instant::now(), relay, peer, &mut buf, len, &mut io);
-            }
-            _ = closing_tick.tick(), if !io.closing.is_empty() => {
-                for relay in io.closing.take_closed() {
-                    engine.handle_relay_closed(relay);
-                }
+            () = relay_poller.wait() => {
+                drain_relays(&mut engine, &mut io, &mut relay_poller, &mut peer_batch);
             }
             Some(incoming) = handoff.recv() => {
                 connection_tasks.spawn(super::stream::connection(incoming, events_tx.clone()));
@@ -329,20 +311,15 @@ async fn run(
             },
         }
     }
-    // Cancelling the relay readers and dropping the connections' writers stops
-    // their tasks; a connection's last report finds the queue closed.
-    for (_, relay) in io.relays.drain() {
-        relay.close();
-    }
+    // Dropping the connections' writers stops their tasks; a connection's last report
+    // finds the queue closed.
+    io.relays.clear();
     io.connections.clear();
     drop(streams);
     drop(handoff);
     let goodbyes = async { while connection_tasks.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(STOP_GRACE, goodbyes).await;
 }
-
-/// How often sockets being closed are checked, so their ports can be reused.
-const CLOSING_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Batches read from a listener per wake-up before the worker looks at its other
 /// inputs again: amortises the loop over bursts without starving relay events.
@@ -377,6 +354,41 @@ fn drain_listener(
         }
         if n < BATCH {
             return;
+        }
+    }
+}
+
+/// Hands the datagrams waiting on the relay sockets `poller` found ready to the
+/// engine, a batch per system call; a socket that still has some after its share is
+/// read again on the next pass, after the worker's other inputs had their turn.
+fn drain_relays(
+    engine: &mut Engine,
+    io: &mut Sockets,
+    poller: &mut RelayPoller,
+    batch: &mut RecvBatch,
+) {
+    for i in 0..poller.ready().len() {
+        let fd = poller.ready()[i];
+        // Gone when its allocation ended earlier in this pass.
+        let Some(relay) = io.relays.addr_of(fd) else {
+            continue;
+        };
+        let mut drained = false;
+        for _ in 0..DRAIN_ROUNDS {
+            let n = batch.recv_fd(fd);
+            let now = Instant::now();
+            for k in 0..n {
+                if let Some((buf, len, peer)) = batch.get(k) {
+                    engine.handle_peer(now, relay, peer, buf, len, io);
+                }
+            }
+            if n < BATCH {
+                drained = true;
+                break;
+            }
+        }
+        if !drained {
+            poller.again(fd);
         }
     }
 }

@@ -269,7 +269,6 @@ fn spawn(
     drop(handoffs);
     let worker_config = WorkerConfig {
         socket_buffer: limits.socket_buffer,
-        relay_queue: limits.relay_queue,
     };
     tracing::info!(workers, "starting workers");
     let mut threads = Vec::with_capacity(workers);

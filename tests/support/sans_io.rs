@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
 use tern::config::PortRange;
-use tern::core::{
-    Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, PeerRoute, RelayIpChoice, Shared,
-};
+use tern::core::{Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, RelayIpChoice, Shared};
 use tern::policy::{OwnRelays, PeerPolicy};
 
 pub const REALM: &str = "test";
@@ -78,7 +76,6 @@ impl Io for Recorder {
         self.closed.push(addr);
     }
     fn allocation_changed(&mut self, _tuple: &FiveTuple, _alive: bool) {}
-    fn publish_route(&mut self, _relay: SocketAddr, _route: Arc<PeerRoute>) {}
     fn count(&mut self, event: Count<'_>) {
         match event {
             Count::ErrorSent(reject) => self.errors_sent.push(reject.code()),

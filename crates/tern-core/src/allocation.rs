@@ -6,7 +6,6 @@
 use super::FiveTuple;
 use super::route::{ChannelBinding, PeerRoute};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Instant;
 use stun::agent::TransactionId;
 
@@ -36,10 +35,8 @@ pub struct Allocation {
     /// until the client's next request.
     /// Boxed: almost every allocation carries none, so it should cost a pointer.
     pub last_answer: Option<Box<(TransactionId, Box<[u8]>)>>,
-    /// Permissions and channels, kept in the very snapshot relay readers forward by:
-    /// one copy while nothing changes, copied on write when something does (the engine
-    /// then publishes the new one).
-    route: Arc<PeerRoute>,
+    /// Permissions and channels: what peer data is forwarded by.
+    route: PeerRoute,
 }
 
 impl Allocation {
@@ -57,7 +54,7 @@ impl Allocation {
             expires,
             scheduled: expires,
             last_answer: None,
-            route: Arc::new(PeerRoute::new(client)),
+            route: PeerRoute::new(client),
         }
     }
 
@@ -71,8 +68,8 @@ impl Allocation {
         (self.permission_count(now), channels.count())
     }
 
-    /// The forwarding snapshot, to publish to the relay socket's reader.
-    pub fn route(&self) -> &Arc<PeerRoute> {
+    /// What a peer's datagram is forwarded by.
+    pub fn route(&self) -> &PeerRoute {
         &self.route
     }
 
@@ -104,7 +101,7 @@ impl Allocation {
     }
 
     pub fn install_permission(&mut self, peer: IpAddr, expires: Instant) {
-        let permissions = &mut Arc::make_mut(&mut self.route).permissions;
+        let permissions = &mut self.route.permissions;
         match permissions.iter_mut().find(|(ip, _)| *ip == peer) {
             Some(entry) => entry.1 = expires,
             None => permissions.push((peer, expires)),
@@ -141,7 +138,7 @@ impl Allocation {
         if !exists && tied.count() >= max_channels {
             return Err(ChannelConflict::Full);
         }
-        let channels = &mut Arc::make_mut(&mut self.route).channels;
+        let channels = &mut self.route.channels;
         channels.retain(|c| c.is_tied(now) && c.number != number);
         channels.push(ChannelBinding {
             number,
@@ -152,17 +149,10 @@ impl Allocation {
     }
 
     /// Drops expired permissions and channels past their cooldown, so the tables only
-    /// hold what still matters. Returns whether anything was dropped (the snapshot
-    /// then needs publishing).
-    pub fn prune(&mut self, now: Instant) -> bool {
-        let stale = self.route.permissions.iter().any(|&(_, e)| e <= now)
-            || self.route.channels.iter().any(|c| !c.is_tied(now));
-        if stale {
-            let route = Arc::make_mut(&mut self.route);
-            route.permissions.retain(|&(_, e)| now < e);
-            route.channels.retain(|c| c.is_tied(now));
-        }
-        stale
+    /// hold what still matters.
+    pub fn prune(&mut self, now: Instant) {
+        self.route.permissions.retain(|&(_, e)| now < e);
+        self.route.channels.retain(|c| c.is_tied(now));
     }
 }
 

@@ -133,9 +133,6 @@ pub trait Io {
         owner: &FiveTuple,
         dont_fragment: bool,
     ) -> std::io::Result<()>;
-    /// The forwarding snapshot of the relay at `relay` changed: a driver that forwards
-    /// peer datagrams without the engine uses it from now on.
-    fn publish_route(&mut self, relay: SocketAddr, route: Arc<PeerRoute>);
     /// Closes the relay socket at `addr`. Once it is really closed, the driver calls
     /// [`Engine::handle_relay_closed`] so the port can be handed out again.
     fn close_relay(&mut self, addr: SocketAddr);
@@ -422,21 +419,10 @@ impl Engine {
         }
     }
 
-    /// Publishes `tuple`'s current forwarding snapshot to its relay socket.
-    fn publish_route(&self, tuple: &FiveTuple, io: &mut dyn Io) {
-        if let Some(alloc) = self.allocations.get(tuple) {
-            io.publish_route(alloc.relay, alloc.route().clone());
-        }
-    }
-
-    /// Prunes `tuple`'s tables and publishes the snapshot if that changed it.
-    fn prune(&mut self, tuple: &FiveTuple, now: Instant, io: &mut dyn Io) {
-        if self
-            .allocations
-            .get_mut(tuple)
-            .is_some_and(|alloc| alloc.prune(now))
-        {
-            self.publish_route(tuple, io);
+    /// Prunes `tuple`'s permission and channel tables.
+    fn prune(&mut self, tuple: &FiveTuple, now: Instant) {
+        if let Some(alloc) = self.allocations.get_mut(tuple) {
+            alloc.prune(now);
         }
     }
 
@@ -489,7 +475,7 @@ impl Engine {
             alloc.scheduled = alloc.expires;
             let entry = (alloc.expires, Timer::Allocation(alloc.relay));
             self.timers.push(Reverse(entry));
-            self.prune(&tuple, now, io);
+            self.prune(&tuple, now);
         }
     }
 

@@ -95,8 +95,8 @@ impl Engine {
             match req.method() {
                 METHOD_ALLOCATE => self.allocate(now, tuple, req, &auth, io),
                 METHOD_REFRESH => self.refresh(now, tuple, req, &auth),
-                METHOD_CREATE_PERMISSION => self.create_permission(now, tuple, req, &auth, io),
-                _ => self.channel_bind(now, tuple, req, &auth, io),
+                METHOD_CREATE_PERMISSION => self.create_permission(now, tuple, req, &auth),
+                _ => self.channel_bind(now, tuple, req, &auth),
             }
         };
         let bytes = match result {
@@ -499,7 +499,6 @@ impl Engine {
         tuple: &FiveTuple,
         req: &Request,
         auth: &Authenticated,
-        io: &mut dyn Io,
     ) -> Result<Response, Reject> {
         let peers = req.peer_addresses().ok_or(Reject::BadRequest)?;
         if peers.is_empty() {
@@ -517,7 +516,6 @@ impl Engine {
         for ip in ips {
             alloc.install_permission(ip, now.mono + lifetime);
         }
-        self.publish_route(tuple, io);
         Ok(Response::success(req))
     }
 
@@ -527,7 +525,6 @@ impl Engine {
         tuple: &FiveTuple,
         req: &Request,
         auth: &Authenticated,
-        io: &mut dyn Io,
     ) -> Result<Response, Reject> {
         let number = match req.attr(ATTR_CHANNEL_NUMBER) {
             Some(&[n0, n1, _, _]) => u16::from_be_bytes([n0, n1]),
@@ -558,7 +555,6 @@ impl Engine {
                 ChannelConflict::Full => Reject::InsufficientCapacity,
             })?;
         alloc.install_permission(peer.ip(), now.mono + config.permission_lifetime);
-        self.publish_route(tuple, io);
         Ok(Response::success(req))
     }
 }

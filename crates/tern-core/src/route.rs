@@ -1,15 +1,11 @@
-//! The peer→client forwarding decision as an immutable snapshot.
+//! The peer→client forwarding decision.
 //!
-//! The engine publishes a new [`PeerRoute`] whenever an allocation's permissions or
-//! channels change; a relay socket's reader reads the current one (an atomic load) and
-//! forwards a peer's datagram itself, so the busiest path in a relay takes no lock, no
-//! queue and no allocation. Expiry is judged against the `now` of each datagram, so a
-//! route stays right without being republished when something expires.
-//!
-//! [`PeerRoute::frame`] is the one place a peer's datagram is framed for its client
-//! (ChannelData or a Data indication): the relay readers call it for UDP clients and
-//! the engine for TCP/TLS clients, so the code the sans-IO tests and fuzzing drive is
-//! the code on the hot path.
+//! [`PeerRoute`] holds an allocation's permissions and channels; expiry is judged
+//! against the `now` of each datagram, so a route is right without being touched when
+//! something expires. [`PeerRoute::frame`] is the one place a peer's datagram is framed
+//! for its client (ChannelData written into headroom in front of the data, or a Data
+//! indication), for every transport, so the code the sans-IO tests and fuzzing drive is
+//! the code on the hot path: no lock, no queue and no allocation per ChannelData.
 
 use rand::Rng;
 use std::net::{IpAddr, SocketAddr};
@@ -76,32 +72,17 @@ impl Framed<'_> {
     }
 }
 
-/// An allocation's client and its permissions and channels, as of one moment.
+/// An allocation's client and its permissions and channels.
 #[derive(Debug)]
 pub struct PeerRoute {
     pub client: FiveTuple,
     /// Peer IP → permission expiry.
     pub(super) permissions: Vec<(IpAddr, Instant)>,
     pub(super) channels: Vec<ChannelBinding>,
-    /// Application bytes relayed to the client and to peers. They live here because
-    /// the snapshot is the one thing a relay reader holds (and the allocation's box
-    /// stays in its malloc size class); a copy-on-write carries the counts over (bytes
-    /// counted on the old snapshot between copy and publication are lost, which an
-    /// admin listing can afford).
+    /// Application bytes relayed to the client and to peers. Atomics so that framing,
+    /// which only reads the route, can count (relaxed: counts, not synchronisation).
     to_client_bytes: AtomicU64,
     to_peer_bytes: AtomicU64,
-}
-
-impl Clone for PeerRoute {
-    fn clone(&self) -> Self {
-        Self {
-            client: self.client,
-            permissions: self.permissions.clone(),
-            channels: self.channels.clone(),
-            to_client_bytes: AtomicU64::new(self.to_client_bytes()),
-            to_peer_bytes: AtomicU64::new(self.to_peer_bytes()),
-        }
-    }
 }
 
 impl PeerRoute {
