@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod lifecycle;
+pub mod outbox;
 pub mod pktinfo;
 pub mod relay;
 pub mod relay_ips;

@@ -9,10 +9,9 @@
 //! answer and relayed datagram to that client names it as its source.
 //!
 //! This module owns the socket options and the control messages; it never decides
-//! which address to use.
+//! which address to use. Sending with a source is [`super::outbox`]'s.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Room for one control message of either family, aligned for `cmsghdr`.
 pub type ControlBuf = [u64; 8];
@@ -63,34 +62,9 @@ pub unsafe fn destination(hdr: &libc::msghdr) -> Option<IpAddr> {
     None
 }
 
-/// Sends `bytes` to `to` from the local address `from` with one non-blocking
-/// `sendmsg`; the routing (interface, next hop) is left to the kernel. A full socket
-/// buffer drops the datagram, as `send_to` does.
-pub fn send_from(socket: &impl AsRawFd, bytes: &[u8], to: SocketAddr, from: IpAddr) {
-    let mut control: ControlBuf = [0; 8];
-    let control_len = write_source(&mut control, from);
-    let to = socket2::SockAddr::from(to);
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr().cast_mut().cast(),
-        iov_len: bytes.len(),
-    };
-    // SAFETY: an all-zero msghdr is a valid empty header; the fields that matter are
-    // set right after.
-    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
-    hdr.msg_name = to.as_ptr().cast_mut().cast();
-    hdr.msg_namelen = to.len();
-    hdr.msg_iov = &raw mut iov;
-    hdr.msg_iovlen = 1;
-    hdr.msg_control = control.as_mut_ptr().cast();
-    hdr.msg_controllen = control_len;
-    // SAFETY: every pointer in `hdr` points at a live local (address, iovec over
-    // `bytes`, control buffer) of the length given; the kernel only reads them.
-    unsafe { libc::sendmsg(socket.as_raw_fd(), &hdr, libc::MSG_DONTWAIT) };
-}
-
 /// Writes one `IP_PKTINFO` / `IPV6_PKTINFO` control message naming `from` as the
 /// source into `control`; returns its length for `msg_controllen`.
-fn write_source(control: &mut ControlBuf, from: IpAddr) -> usize {
+pub fn write_source(control: &mut ControlBuf, from: IpAddr) -> usize {
     let (level, kind, payload_len) = match from {
         IpAddr::V4(_) => (
             libc::IPPROTO_IP,
@@ -151,7 +125,7 @@ fn write_source(control: &mut ControlBuf, from: IpAddr) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::UdpSocket;
+    use std::net::{SocketAddr, UdpSocket};
 
     /// A wildcard socket learns which local address each datagram was sent to, and
     /// an answer sent from that address arrives from it.
@@ -173,7 +147,9 @@ mod tests {
         assert_eq!(batch.recv(&server), 1);
         assert_eq!(batch.destination(0), Some(local));
         let (_, _, from) = batch.get(0).unwrap();
-        send_from(&server, b"pong", from, local);
+        let mut outbox = super::super::outbox::Outbox::default();
+        outbox.push(0, b"pong", from, Some(local));
+        outbox.flush(std::slice::from_ref(&server));
         let mut buf = [0u8; 16];
         let (n, source) = client.recv_from(&mut buf).unwrap();
         assert_eq!(

@@ -19,9 +19,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batch::{BATCH, RecvBatch};
 use super::lifecycle::Lifecycle;
+use super::outbox::Outbox;
 use super::relay::{DRAIN_ROUNDS, MAX_DATAGRAM, RelayPoller, RelaySockets, relay_set};
 use super::stream::{Connection, StreamEvent};
-use super::udp::{send_now, send_now_from};
+use super::udp::send_now;
 use crate::core::{
     Count, Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, Session, Transport,
 };
@@ -89,6 +90,8 @@ struct Sockets {
     listeners: Vec<Arc<UdpSocket>>,
     /// Listener by its bound address (a wildcard one under `0.0.0.0:PORT`/`[::]:PORT`).
     listener_index: HashMap<SocketAddr, usize>,
+    /// What goes to UDP clients, sent once the input at hand is handled.
+    outbox: Outbox,
     relays: RelaySockets,
     /// Relay sockets closed since the engine was last told, so their ports can be
     /// handed out again.
@@ -99,12 +102,12 @@ struct Sockets {
 }
 
 impl Sockets {
-    /// The listener that received from a UDP client whose server side is `server`
-    /// (the local address it sent to), and the source address to answer from when that
-    /// listener is a wildcard one.
-    fn listener_for(&self, server: SocketAddr) -> Option<(&Arc<UdpSocket>, Option<IpAddr>)> {
+    /// The listener (its index) that received from a UDP client whose server side is
+    /// `server` (the local address it sent to), and the source address to answer from
+    /// when that listener is a wildcard one.
+    fn listener_for(&self, server: SocketAddr) -> Option<(usize, Option<IpAddr>)> {
         if let Some(&i) = self.listener_index.get(&server) {
-            return Some((&self.listeners[i], None));
+            return Some((i, None));
         }
         let unspecified = match server {
             SocketAddr::V4(_) => IpAddr::from([0u8; 4]),
@@ -112,7 +115,7 @@ impl Sockets {
         };
         let wildcard = SocketAddr::new(unspecified, server.port());
         let &i = self.listener_index.get(&wildcard)?;
-        Some((&self.listeners[i], Some(server.ip())))
+        Some((i, Some(server.ip())))
     }
 }
 
@@ -120,7 +123,10 @@ impl Io for Sockets {
     fn send_to_client(&mut self, tuple: &FiveTuple, bytes: &[u8]) {
         if tuple.transport == Transport::Udp {
             if let Some((listener, source)) = self.listener_for(tuple.server) {
-                send_now_from(listener, bytes, tuple.client, source);
+                if !self.outbox.has_room(bytes.len()) {
+                    self.outbox.flush(&self.listeners);
+                }
+                self.outbox.push(listener, bytes, tuple.client, source);
             }
             return;
         }
@@ -232,6 +238,7 @@ async fn run(
     let mut io = Sockets {
         listeners,
         listener_index,
+        outbox: Outbox::default(),
         relays,
         closed: Vec::new(),
         connections: HashMap::new(),
@@ -252,6 +259,8 @@ async fn run(
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
     loop {
+        // What the last input sent to UDP clients leaves now, in one go.
+        io.outbox.flush(&io.listeners);
         for relay in io.closed.drain(..) {
             engine.handle_relay_closed(relay);
         }
