@@ -51,19 +51,20 @@ max_connections_per_ip = 20000
 EOF
 }
 
-# start_tern TERN WORK DIR TRANSPORT UDP_PORT TLS_PORT: starts TERN serve in the
-# background with WORK/tern.toml (write_tern_config) and, for TRANSPORT tls, a TLS
-# listener on TLS_PORT with WORK/cert.pem (make_cert); logs to DIR/server.log. Sets
-# SERVER_PID.
+# start_tern TERN WORK DIR TRANSPORT UDP_PORT TLS_PORT [ARG...]: starts TERN serve in
+# the background with WORK/tern.toml (write_tern_config), the ARGs after the common
+# ones and, for TRANSPORT tls, a TLS listener on TLS_PORT with WORK/cert.pem
+# (make_cert); logs to DIR/server.log. Sets SERVER_PID.
 start_tern() {
     local tern=$1 work=$2 dir=$3 transport=$4 udp_port=$5 tls_port=$6 tls_args=()
+    shift 6
     if [ "$transport" = tls ]; then
         tls_args=(--tls-listen "127.0.0.1:$tls_port" --cert "$work/cert.pem" --key "$work/key.pem")
     fi
     "$tern" serve --config "$work/tern.toml" --listen "127.0.0.1:$udp_port" \
         --relay-ip 127.0.0.1 --ports "$RELAY_MIN-$RELAY_MAX" --realm "$REALM" \
         --user "$USER_NAME:$PASSWORD" --allow-peer 127.0.0.0/8 --log-level warn \
-        "${tls_args[@]}" >"$dir/server.log" 2>&1 &
+        "${tls_args[@]}" "$@" >"$dir/server.log" 2>&1 &
     # shellcheck disable=SC2034 # for the sourcing script
     SERVER_PID=$!
 }

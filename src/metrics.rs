@@ -49,7 +49,7 @@ struct VersionLabel {
     version: &'static str,
 }
 
-/// The counters of the relayed-packet path, cloned into every relay reader.
+/// The counters of the relayed-packet path.
 #[derive(Clone, Default)]
 pub struct RelayCounters {
     pub to_peer_packets: Counter,

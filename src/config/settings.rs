@@ -313,7 +313,9 @@ pub struct Limits {
     pub channels_per_allocation: usize,
     /// SO_RCVBUF/SO_SNDBUF asked for each socket, in bytes.
     pub socket_buffer: usize,
-    /// Datagrams queued from relay sockets to the engine before new ones are dropped.
+    /// Frames queued from a worker's TCP/TLS connections to its engine (a connection
+    /// stops reading while the queue is full). The name is kept from when relay sockets
+    /// had a queue too.
     pub relay_queue: usize,
     /// Token buckets for the 401 limiter (fixed memory whatever the traffic).
     pub rate_limit_slots: usize,

@@ -354,10 +354,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             message = queue.recv() => match message {
                 Some(bytes) => {
-                    // A client that stops reading must not hold its connection (and
-                    // its slot) forever: a frame gets `frame_timeout` to be written.
-                    let written = timeout(config.frame_timeout, write_frame(&mut stream, &bytes)).await;
-                    if !matches!(written, Ok(Ok(()))) {
+                    let written = write_in_time(&mut stream, &bytes, config.frame_timeout).await;
+                    if !written {
                         tracing::debug!(client = %tuple.client, "closing connection: client not reading");
                         stalled = true;
                         break;
@@ -428,6 +426,19 @@ enum FrameError {
     NotStunFirst,
     #[error("server stopping")]
     Stopped,
+}
+
+/// Writes one message within `limit`; false when it failed or took longer. A client
+/// that stops reading must not hold its connection (and its slot) forever. The timer is
+/// armed only when the write has to wait: almost every write completes at once, and a
+/// timer per relayed frame would cost two timer-wheel updates per packet.
+async fn write_in_time<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8], limit: Duration) -> bool {
+    let mut write = std::pin::pin!(write_frame(stream, bytes));
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(result) => result.is_ok(),
+        std::task::Poll::Pending => matches!(timeout(limit, write).await, Ok(Ok(()))),
+    }
 }
 
 /// Writes one message, padding ChannelData to a multiple of four as streams require.
