@@ -432,7 +432,11 @@ enum FrameError {
 /// that stops reading must not hold its connection (and its slot) forever. The timer is
 /// armed only when the write has to wait: almost every write completes at once, and a
 /// timer per relayed frame would cost two timer-wheel updates per packet.
-async fn write_in_time<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8], limit: Duration) -> bool {
+async fn write_in_time<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    limit: Duration,
+) -> bool {
     let mut write = std::pin::pin!(write_frame(stream, bytes));
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await;
     match first {
