@@ -44,13 +44,8 @@ impl<F: FnMut()> Io for Interleaved<'_, F> {
     fn send_to_peer(&mut self, relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
         self.io.send_to_peer(relay, peer, bytes);
     }
-    fn bind_relay(
-        &mut self,
-        addr: SocketAddr,
-        owner: &FiveTuple,
-        dont_fragment: bool,
-    ) -> std::io::Result<()> {
-        let bound = self.io.bind_relay(addr, owner, dont_fragment);
+    fn bind_relay(&mut self, addr: SocketAddr, dont_fragment: bool) -> std::io::Result<()> {
+        let bound = self.io.bind_relay(addr, dont_fragment);
         if let Some(mut other_worker) = self.during_bind.take() {
             other_worker();
         }

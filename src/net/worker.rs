@@ -146,12 +146,7 @@ impl Io for Sockets {
         }
     }
 
-    fn bind_relay(
-        &mut self,
-        addr: SocketAddr,
-        _owner: &FiveTuple,
-        dont_fragment: bool,
-    ) -> std::io::Result<()> {
+    fn bind_relay(&mut self, addr: SocketAddr, dont_fragment: bool) -> std::io::Result<()> {
         self.relays.bind(addr, dont_fragment, self.socket_buffer)
     }
 

@@ -61,12 +61,7 @@ impl Io for Recorder {
     fn send_to_peer(&mut self, _relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
         self.to_peer.push((peer, bytes.to_vec()));
     }
-    fn bind_relay(
-        &mut self,
-        addr: SocketAddr,
-        _owner: &FiveTuple,
-        _dont_fragment: bool,
-    ) -> std::io::Result<()> {
+    fn bind_relay(&mut self, addr: SocketAddr, _dont_fragment: bool) -> std::io::Result<()> {
         self.bound.insert(addr);
         Ok(())
     }

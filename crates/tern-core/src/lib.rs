@@ -124,15 +124,11 @@ pub trait Io {
     fn send_to_client(&mut self, tuple: &FiveTuple, bytes: &[u8]);
     /// Sends `bytes` to `peer` from the relay socket bound at `relay`.
     fn send_to_peer(&mut self, relay: SocketAddr, peer: SocketAddr, bytes: &[u8]);
-    /// Binds a relay socket at `addr` for the allocation of `owner`, with the IP
-    /// don't-fragment bit set on what it sends when `dont_fragment` (DONT-FRAGMENT in
-    /// the Allocate). An error (e.g. address in use) makes the engine try another port.
-    fn bind_relay(
-        &mut self,
-        addr: SocketAddr,
-        owner: &FiveTuple,
-        dont_fragment: bool,
-    ) -> std::io::Result<()>;
+    /// Binds a relay socket at `addr`, with the IP don't-fragment bit set on what it
+    /// sends when `dont_fragment` (DONT-FRAGMENT in the Allocate). An error (e.g.
+    /// address in use) makes the engine try another port. Peer datagrams that reach it
+    /// come back through [`Engine::handle_peer`], which knows the allocation.
+    fn bind_relay(&mut self, addr: SocketAddr, dont_fragment: bool) -> std::io::Result<()>;
     /// Closes the relay socket at `addr`. Once it is really closed, the driver calls
     /// [`Engine::handle_relay_closed`] so the port can be handed out again.
     fn close_relay(&mut self, addr: SocketAddr);

@@ -319,7 +319,7 @@ impl Engine {
 
         let dont_fragment = req.attr(ATTR_DONT_FRAGMENT).is_some();
         let relay = match token {
-            Some(token) => self.claim_reservation(token, tuple, dont_fragment, now, io),
+            Some(token) => self.claim_reservation(token, dont_fragment, now, io),
             None => self.bind_new_relay(tuple, want_ipv6, wish, dont_fragment, io),
         };
         let relay = relay.inspect_err(|_| self.shared.uncount_allocation(&identity))?;
@@ -398,7 +398,7 @@ impl Engine {
                 let taken = self.shared.ports().take_free(ip, wish, &mut self.rng);
                 let Some(port) = taken else { break };
                 let addr = SocketAddr::new(ip, port);
-                match io.bind_relay(addr, owner, dont_fragment) {
+                match io.bind_relay(addr, dont_fragment) {
                     Ok(()) => {
                         bound = Some(addr);
                         break;
@@ -439,7 +439,6 @@ impl Engine {
     fn claim_reservation(
         &mut self,
         token: &[u8],
-        owner: &FiveTuple,
         dont_fragment: bool,
         now: Now,
         io: &mut dyn Io,
@@ -450,7 +449,7 @@ impl Engine {
             .claim(&token, now.mono)
             .ok_or(Reject::InsufficientCapacity)?;
         // The port stays marked as taken: it moves from the reservation to the allocation.
-        io.bind_relay(reservation.relay, owner, dont_fragment)
+        io.bind_relay(reservation.relay, dont_fragment)
             .map_err(|_| {
                 self.shared.release_port(reservation.relay);
                 Reject::InsufficientCapacity
