@@ -17,6 +17,7 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::alarm::Alarm;
 use super::batch::{BATCH, RecvBatch};
 use super::lifecycle::Lifecycle;
 use super::outbox::Outbox;
@@ -77,6 +78,8 @@ pub struct Control {
     pub lifecycle: watch::Receiver<Lifecycle>,
     pub rules: watch::Receiver<EngineRules>,
     pub commands: mpsc::UnboundedReceiver<WorkerCommand>,
+    /// The runtime that keeps the worker's alarm (see [`super::alarm`]): the main one.
+    pub timekeeper: tokio::runtime::Handle,
 }
 
 /// Sizes the worker needs.
@@ -210,6 +213,7 @@ async fn run(
         mut lifecycle,
         mut rules,
         mut commands,
+        timekeeper,
     } = control;
     let Streams {
         mut handoff,
@@ -248,11 +252,11 @@ async fn run(
         .iter()
         .map(|s| s.local_addr().expect("a bound socket has a local address"))
         .collect();
-    // One timer, re-armed only when the engine's next deadline moves: a fresh sleep
-    // per loop turn would touch the timer wheel for every packet.
-    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
-    tokio::pin!(timer);
+    // The engine's deadlines are kept off this thread, so that it sleeps without a
+    // timer; the alarm is set again only when the next deadline moves, or after it rang.
+    let alarm = Alarm::new(&timekeeper);
     let mut armed: Option<Instant> = None;
+    let mut rang = false;
     loop {
         // What the last input sent to UDP clients leaves now, in one go.
         io.outbox.flush(&io.listeners);
@@ -260,11 +264,10 @@ async fn run(
             engine.handle_relay_closed(relay);
         }
         let deadline = engine.poll_timeout();
-        if deadline != armed {
-            if let Some(when) = deadline {
-                timer.as_mut().reset(when.into());
-            }
+        if deadline != armed || rang {
+            alarm.set(deadline);
             armed = deadline;
+            rang = false;
         }
         tokio::select! {
             i = ready_any(&io.listeners) => {
@@ -289,8 +292,8 @@ async fn run(
                     engine.handle_client_closed(&tuple, &mut io);
                 }
             },
-            () = &mut timer, if armed.is_some() => {
-                armed = None;
+            () = alarm.rung() => {
+                rang = true;
                 engine.handle_timeout(Instant::now(), &mut io);
             }
             Some(command) = commands.recv() => match command {

@@ -284,6 +284,7 @@ fn spawn(
             lifecycle: stop_rx.clone(),
             rules: rules_rx.clone(),
             commands,
+            timekeeper: tokio::runtime::Handle::current(),
         };
         let metrics = metrics.clone();
         let run = move || {
