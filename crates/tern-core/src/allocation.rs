@@ -3,7 +3,6 @@
 //! Expiry is judged against the `now` passed in; nothing here reads a clock or owns a
 //! socket. Data traffic never refreshes anything: only requests do.
 
-use super::FiveTuple;
 use super::route::{ChannelBinding, PeerRoute};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -40,13 +39,7 @@ pub struct Allocation {
 }
 
 impl Allocation {
-    pub fn new(
-        client: FiveTuple,
-        relay: SocketAddr,
-        username: Box<str>,
-        created_secs: u32,
-        expires: Instant,
-    ) -> Self {
+    pub fn new(relay: SocketAddr, username: Box<str>, created_secs: u32, expires: Instant) -> Self {
         Self {
             relay,
             username,
@@ -54,7 +47,7 @@ impl Allocation {
             expires,
             scheduled: expires,
             last_answer: None,
-            route: PeerRoute::new(client),
+            route: PeerRoute::default(),
         }
     }
 
@@ -71,6 +64,11 @@ impl Allocation {
     /// What a peer's datagram is forwarded by.
     pub fn route(&self) -> &PeerRoute {
         &self.route
+    }
+
+    /// The same, to frame and count through.
+    pub fn route_mut(&mut self) -> &mut PeerRoute {
+        &mut self.route
     }
 
     pub fn has_permission(&self, peer: IpAddr, now: Instant) -> bool {
@@ -164,12 +162,7 @@ mod tests {
 
     fn alloc(now: Instant) -> Allocation {
         let a: SocketAddr = "192.0.2.1:50000".parse().unwrap();
-        let client = FiveTuple {
-            client: "203.0.113.1:1000".parse().unwrap(),
-            server: "192.0.2.1:3478".parse().unwrap(),
-            transport: crate::Transport::Udp,
-        };
-        Allocation::new(client, a, "u".into(), 0, now + Duration::from_secs(600))
+        Allocation::new(a, "u".into(), 0, now + Duration::from_secs(600))
     }
 
     #[test]

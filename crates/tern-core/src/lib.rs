@@ -406,10 +406,10 @@ impl Engine {
         let Some(tuple) = self.relays.get(&relay) else {
             return;
         };
-        let Some(alloc) = self.allocations.get(tuple) else {
+        let Some(alloc) = self.allocations.get_mut(tuple) else {
             return;
         };
-        if let Some(framed) = alloc.route().frame(peer, now, buf, len, &mut self.rng) {
+        if let Some(framed) = alloc.route_mut().frame(peer, now, buf, len, &mut self.rng) {
             io.send_to_client(tuple, framed.bytes());
             io.count(Count::ToClient(len));
         }
@@ -541,13 +541,13 @@ impl Engine {
         let Some(header) = ChannelHeader::parse(bytes) else {
             return;
         };
-        let Some(alloc) = self.allocations.get(tuple) else {
+        let Some(alloc) = self.allocations.get_mut(tuple) else {
             return;
         };
         if let Some(peer) = alloc.channel_peer(header.number, now) {
             let payload = header.payload(bytes);
             io.send_to_peer(alloc.relay, peer, payload);
-            alloc.route().count_to_peer(payload.len());
+            alloc.route_mut().count_to_peer(payload.len());
             io.count(Count::ToPeer(payload.len()));
         }
     }
@@ -559,7 +559,7 @@ impl Engine {
         req: &Request,
         io: &mut dyn Io,
     ) {
-        let Some(alloc) = self.allocations.get(tuple) else {
+        let Some(alloc) = self.allocations.get_mut(tuple) else {
             return;
         };
         let (Some(peers), Some(data)) = (req.peer_addresses(), req.attr(ATTR_DATA)) else {
@@ -573,7 +573,7 @@ impl Engine {
             && self.policy.check(peer).is_ok()
         {
             io.send_to_peer(alloc.relay, peer, data);
-            alloc.route().count_to_peer(data.len());
+            alloc.route_mut().count_to_peer(data.len());
             io.count(Count::ToPeer(data.len()));
         }
     }

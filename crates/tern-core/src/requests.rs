@@ -336,7 +336,7 @@ impl Engine {
         let expires = now.mono + lifetime;
         let username = auth.username.as_str().into();
         let created = self.uptime_secs(now.mono);
-        let alloc = Allocation::new(*tuple, relay, username, created, expires);
+        let alloc = Allocation::new(relay, username, created, expires);
         self.allocations.insert(*tuple, Box::new(alloc));
         self.relays.insert(relay, *tuple);
         io.allocation_changed(tuple, true);

@@ -9,12 +9,11 @@
 
 use rand::Rng;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use stun::attributes::{ATTR_DATA, ATTR_XOR_PEER_ADDRESS};
 use stun::message::METHOD_DATA;
 
-use super::{FiveTuple, PEER_HEADROOM};
+use super::PEER_HEADROOM;
 use crate::proto::{ChannelHeader, Response};
 
 /// What to do with a datagram a peer sent to a relay address.
@@ -72,49 +71,29 @@ impl Framed<'_> {
     }
 }
 
-/// An allocation's client and its permissions and channels.
-#[derive(Debug)]
+/// An allocation's permissions and channels (a new one permits nothing), and the
+/// application bytes relayed through it.
+#[derive(Debug, Default)]
 pub struct PeerRoute {
-    pub client: FiveTuple,
     /// Peer IP → permission expiry.
     pub(super) permissions: Vec<(IpAddr, Instant)>,
     pub(super) channels: Vec<ChannelBinding>,
-    /// Application bytes relayed to the client and to peers. Atomics so that framing,
-    /// which only reads the route, can count (relaxed: counts, not synchronisation).
-    to_client_bytes: AtomicU64,
-    to_peer_bytes: AtomicU64,
+    to_client_bytes: u64,
+    to_peer_bytes: u64,
 }
 
 impl PeerRoute {
-    /// A route with nothing permitted yet.
-    pub fn new(client: FiveTuple) -> Self {
-        Self {
-            client,
-            permissions: Vec::new(),
-            channels: Vec::new(),
-            to_client_bytes: AtomicU64::new(0),
-            to_peer_bytes: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts `bytes` relayed to the client.
-    pub fn count_to_client(&self, bytes: usize) {
-        self.to_client_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-
     pub fn to_client_bytes(&self) -> u64 {
-        self.to_client_bytes.load(Ordering::Relaxed)
+        self.to_client_bytes
     }
 
     /// Counts `bytes` relayed to a peer.
-    pub fn count_to_peer(&self, bytes: usize) {
-        self.to_peer_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+    pub fn count_to_peer(&mut self, bytes: usize) {
+        self.to_peer_bytes += bytes as u64;
     }
 
     pub fn to_peer_bytes(&self) -> u64 {
-        self.to_peer_bytes.load(Ordering::Relaxed)
+        self.to_peer_bytes
     }
 
     /// The decision for a datagram from `peer` at `now`. Tables are small (bounded by
@@ -140,7 +119,7 @@ impl PeerRoute {
     /// drops it: no permission for the peer, or too long for ChannelData. `rng` draws a
     /// Data indication's transaction id.
     pub fn frame<'a>(
-        &self,
+        &mut self,
         peer: SocketAddr,
         now: Instant,
         buf: &'a mut [u8],
@@ -162,7 +141,7 @@ impl PeerRoute {
                 Framed::Indication(data_indication(peer, data, rng))
             }
         };
-        self.count_to_client(len);
+        self.to_client_bytes += len as u64;
         Some(framed)
     }
 }
@@ -181,31 +160,23 @@ fn data_indication(peer: SocketAddr, data: &[u8], rng: &mut impl Rng) -> Vec<u8>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Transport;
     use std::time::Duration;
 
     #[test]
     fn decides_by_permission_then_channel() {
         let now = Instant::now();
-        let tuple = FiveTuple {
-            client: "192.0.2.1:1000".parse().unwrap(),
-            server: "192.0.2.2:3478".parse().unwrap(),
-            transport: Transport::Udp,
-        };
         let bound: SocketAddr = "198.51.100.1:5000".parse().unwrap();
         let same_ip: SocketAddr = "198.51.100.1:5001".parse().unwrap();
         let stranger: SocketAddr = "198.51.100.2:5000".parse().unwrap();
         let later = now + Duration::from_secs(10);
-        let route = PeerRoute {
-            client: tuple,
+        let mut route = PeerRoute {
             permissions: vec![(bound.ip(), later)],
             channels: vec![ChannelBinding {
                 number: 0x4001,
                 peer: bound,
                 expires: later,
             }],
-            to_client_bytes: AtomicU64::new(0),
-            to_peer_bytes: AtomicU64::new(0),
+            ..PeerRoute::default()
         };
         assert_eq!(route.forward(bound, now), Forward::Channel(0x4001));
         assert_eq!(route.forward(same_ip, now), Forward::Indication);
