@@ -196,7 +196,8 @@ pub fn run_on_this_thread(
             .into_iter()
             .map(UdpSocket::from_std)
             .collect::<std::io::Result<Vec<_>>>()?;
-        run(engine, listeners, streams, config, control, metrics).await;
+        let relays = relay_set()?;
+        run(engine, listeners, relays, streams, config, control, metrics).await;
         Ok(())
     })
 }
@@ -204,6 +205,7 @@ pub fn run_on_this_thread(
 async fn run(
     mut engine: Engine,
     listeners: Vec<UdpSocket>,
+    (relays, mut relay_poller): (RelaySockets, RelayPoller),
     streams: Streams,
     config: WorkerConfig,
     control: Control,
@@ -221,13 +223,6 @@ async fn run(
         events_tx,
     } = streams;
     let mut connection_tasks = tokio::task::JoinSet::new();
-    let (relays, mut relay_poller) = match relay_set() {
-        Ok(set) => set,
-        Err(e) => {
-            tracing::error!("worker cannot create its relay set: {e}");
-            return;
-        }
-    };
     let listeners: Vec<Arc<UdpSocket>> = listeners.into_iter().map(Arc::new).collect();
     let listener_index = listeners
         .iter()
