@@ -18,6 +18,7 @@ pub mod import;
 pub mod load;
 pub mod metrics;
 pub mod net;
+pub mod offload;
 pub mod packaging;
 pub mod selftest;
 pub mod serve;

@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::core::{Count, Reject, Transport};
+use crate::offload::{FALLBACK_REASONS, Offload};
+use std::sync::Arc;
 
 /// Label sets are small `Copy` structs, so counting on the control path (every 401,
 /// every allocation) never touches the heap: temporary allocations interleaved with
@@ -93,6 +95,52 @@ pub struct Metrics {
     selftest_refused: Family<ReasonLabel, Counter>,
     pub cluster_up: Gauge,
     pub cluster_nodes: Gauge,
+    offload: OffloadMetrics,
+}
+
+/// The kernel fast path's figures, read from its maps at scrape time.
+#[derive(Default)]
+struct OffloadMetrics {
+    source: std::sync::OnceLock<Arc<Offload>>,
+    active: Gauge,
+    channels: Gauge,
+    packets: Family<DirectionLabel, Counter>,
+    bytes: Family<DirectionLabel, Counter>,
+    fallbacks: Family<ReasonLabel, Counter>,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+impl OffloadMetrics {
+    fn refresh(&self) {
+        let Some(offload) = self.source.get() else {
+            return;
+        };
+        let totals = offload.totals();
+        self.active.set(1);
+        self.channels.set(totals.channels as i64);
+        let directions = [
+            ("to_peer", totals.to_peer_packets, totals.to_peer_bytes),
+            ("to_client", totals.to_client_packets, totals.to_client_bytes),
+        ];
+        for (direction, packets, bytes) in directions {
+            let label = DirectionLabel { direction };
+            advance(&self.packets.get_or_create(&label), packets);
+            advance(&self.bytes.get_or_create(&label), bytes);
+        }
+        let reasons = FALLBACK_REASONS.iter().chain(&["map_full"]);
+        for (&reason, &count) in reasons.zip(&totals.fallbacks) {
+            advance(&self.fallbacks.get_or_create(&ReasonLabel { reason }), count);
+        }
+    }
+}
+
+/// Moves a counter up to `total`, read from a source that counts on its own.
+fn advance(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
 }
 
 /// State read at scrape time.
@@ -136,6 +184,7 @@ impl Metrics {
             selftest_refused: Family::default(),
             cluster_up: Gauge::default(),
             cluster_nodes: Gauge::default(),
+            offload: OffloadMetrics::default(),
         }
         .registered()
     }
@@ -272,7 +321,38 @@ impl Metrics {
             "Self-test requests and signaling refused, by reason",
             self.selftest_refused.clone(),
         );
+        let offload = &self.offload;
+        r.register(
+            "offload_active",
+            "1 while the kernel fast path (eBPF) relays channels of UDP clients",
+            offload.active.clone(),
+        );
+        r.register(
+            "offload_channels",
+            "Channels the kernel fast path holds",
+            offload.channels.clone(),
+        );
+        r.register(
+            "offload_packets",
+            "Packets relayed by the kernel fast path, by direction",
+            offload.packets.clone(),
+        );
+        r.register(
+            "offload_bytes",
+            "Application bytes relayed by the kernel fast path, by direction",
+            offload.bytes.clone(),
+        );
+        r.register(
+            "offload_fallbacks",
+            "Datagrams of offloaded channels (or channels) left to user space, by reason",
+            offload.fallbacks.clone(),
+        );
         self
+    }
+
+    /// Reports the kernel fast path's figures from now on.
+    pub fn watch_offload(&self, offload: Arc<Offload>) {
+        let _ = self.offload.source.set(offload);
     }
 
     /// The gauge of allocations for a transport and family.
@@ -345,6 +425,7 @@ impl Metrics {
         self.channels.set(snapshot.channels as i64);
         self.connections.set(snapshot.connections as i64);
         self.draining.set(i64::from(snapshot.draining));
+        self.offload.refresh();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);

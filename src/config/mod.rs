@@ -21,7 +21,7 @@ pub use settings::{
     SelftestSettings, ServerSettings, Settings, TlsSettings, UserEntry,
 };
 pub use types::{
-    ExternalIp, Listener, LogFormat, PortRange, Seconds, Separator, host_without_port,
+    ExternalIp, Listener, LogFormat, OffloadMode, PortRange, Seconds, Separator, host_without_port,
 };
 pub use validate::InvalidKey;
 

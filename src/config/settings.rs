@@ -5,7 +5,7 @@
 //! [`Redacted`], so every section can derive `Debug` without printing a secret.
 
 use super::Redacted;
-use super::types::{ExternalIp, Listener, LogFormat, PortRange, Seconds, Separator};
+use super::types::{ExternalIp, Listener, LogFormat, OffloadMode, PortRange, Seconds, Separator};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -236,6 +236,13 @@ pub struct RelaySettings {
     pub max_lifetime: Seconds,
     pub permission_lifetime: Seconds,
     pub channel_lifetime: Seconds,
+    /// The kernel fast path for channels of UDP clients.
+    pub offload: OffloadMode,
+    /// Interfaces the fast path attaches to; empty means every interface that holds a
+    /// listener or relay address (loopback never: the fast path does not apply there).
+    pub offload_interfaces: Vec<String>,
+    /// Channels the kernel can hold at once; beyond it, channels stay in user space.
+    pub offload_channels: u32,
 }
 
 impl Default for RelaySettings {
@@ -248,6 +255,9 @@ impl Default for RelaySettings {
             max_lifetime: Seconds(3600),
             permission_lifetime: Seconds(300),
             channel_lifetime: Seconds(600),
+            offload: OffloadMode::Auto,
+            offload_interfaces: Vec::new(),
+            offload_channels: 65536,
         }
     }
 }

@@ -144,6 +144,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether channels are relayed by the kernel fast path (`relay.offload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OffloadMode {
+    /// Used when the program loads and attaches; otherwise the reason is logged and
+    /// everything is relayed in user space.
+    #[default]
+    Auto,
+    Off,
+    /// Refuse to start without it.
+    On,
+}
+
 /// A REST username separator: exactly one character.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Separator(pub char);

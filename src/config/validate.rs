@@ -119,6 +119,12 @@ impl Settings {
                 "must be between 548 and 65552 bytes",
             ));
         }
+        if !(1..=(1 << 22)).contains(&self.relay.offload_channels) {
+            return Err(InvalidKey::new(
+                "relay.offload_channels",
+                "must be between 1 and 4194304",
+            ));
+        }
         self.validate_transports()?;
         self.validate_selftest()?;
         self.validate_cluster()?;

@@ -25,9 +25,11 @@ use super::relay::{DRAIN_ROUNDS, MAX_DATAGRAM, RelayPoller, RelaySockets, relay_
 use super::stream::{Connection, StreamEvent};
 use super::udp::send_now;
 use crate::core::{
-    Count, Engine, EngineRules, FiveTuple, Io, Now, PEER_HEADROOM, Session, Transport,
+    Count, Engine, EngineRules, FiveTuple, Io, KernelBytes, KernelChannel, Now, PEER_HEADROOM,
+    Session, Transport,
 };
 use crate::metrics::Metrics;
+use crate::offload::Offload;
 
 /// What the admin API asks of a worker about the allocations it owns.
 pub enum WorkerCommand {
@@ -82,10 +84,12 @@ pub struct Control {
     pub timekeeper: tokio::runtime::Handle,
 }
 
-/// Sizes the worker needs.
-#[derive(Debug, Clone, Copy)]
+/// What the worker needs besides its sockets.
+#[derive(Clone)]
 pub struct WorkerConfig {
     pub socket_buffer: usize,
+    /// The kernel fast path, when it runs: the engine installs channels in it.
+    pub offload: Option<Arc<Offload>>,
 }
 
 /// Everything the engine may ask the driver to do.
@@ -102,6 +106,7 @@ struct Sockets {
     connections: HashMap<FiveTuple, Connection>,
     socket_buffer: usize,
     metrics: Arc<Metrics>,
+    offload: Option<Arc<Offload>>,
 }
 
 impl Sockets {
@@ -174,6 +179,19 @@ impl Io for Sockets {
     fn count(&mut self, event: Count<'_>) {
         self.metrics.count(event);
     }
+
+    fn offload_channel(&mut self, channel: &KernelChannel, until: Instant) -> bool {
+        self.offload
+            .as_ref()
+            .is_some_and(|offload| offload.install(channel, until))
+    }
+
+    fn withdraw_channel(&mut self, channel: &KernelChannel) -> KernelBytes {
+        self.offload
+            .as_ref()
+            .map(|offload| offload.withdraw(channel))
+            .unwrap_or_default()
+    }
 }
 
 /// Runs one worker on the current thread until `lifecycle` says stop: a
@@ -238,6 +256,7 @@ async fn run(
         connections: HashMap::new(),
         socket_buffer: config.socket_buffer,
         metrics,
+        offload: config.offload,
     };
     let mut batch = RecvBatch::new(0, MAX_DATAGRAM);
     let mut peer_batch = RecvBatch::new(PEER_HEADROOM, MAX_DATAGRAM);
@@ -305,6 +324,8 @@ async fn run(
             Ok(()) = rules.changed() => {
                 let rules = rules.borrow_and_update().clone();
                 engine.reload(&rules);
+                // A peer the new policy denies leaves the kernel at once.
+                engine.sync_kernel_all(Instant::now(), &mut io);
             }
             _ = lifecycle.changed() => match *lifecycle.borrow_and_update() {
                 Lifecycle::Serving => engine.set_draining(false),

@@ -27,6 +27,7 @@ use crate::net::lifecycle::Lifecycle;
 use crate::net::stream::{self, ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
 use crate::net::worker::{self, Control, WorkerConfig};
+use crate::offload::Offload;
 
 /// Runs the server until SIGINT or SIGTERM; on SIGHUP `loader` reads the settings
 /// again and `log_level` applies a new log filter.
@@ -148,6 +149,8 @@ fn build(plan: &Plan) -> Built {
 struct Bound {
     tls: Option<TlsAcceptorSource>,
     listeners: listeners::Listeners,
+    /// The kernel fast path, when it runs.
+    offload: Option<Arc<Offload>>,
     admin: Option<tokio::net::TcpListener>,
     selftest: Option<tokio::net::TcpListener>,
 }
@@ -168,11 +171,20 @@ async fn bind(plan: &Plan) -> anyhow::Result<Bound> {
         &plan.advertised_ips,
         plan.generated_secret.is_some(),
     );
+    let server = &settings.server;
+    let mut addresses: Vec<IpAddr> = (server.listen.iter().chain(&server.tls_listen))
+        .map(|l| l.addr.ip())
+        .collect();
+    addresses.extend(&plan.relay_ips);
+    let offload = Offload::start(settings, &addresses)
+        .context("relay.offload = \"on\" but the kernel fast path cannot run")?
+        .map(Arc::new);
     let admin = bind_http(settings.admin.listen, "admin").await?;
     let selftest = bind_http(settings.selftest.listen, "self-test").await?;
     Ok(Bound {
         tls,
         listeners,
+        offload,
         admin,
         selftest,
     })
@@ -222,7 +234,11 @@ fn spawn(
         listeners,
         admin: admin_listener,
         selftest: selftest_listener,
+        offload,
     } = bound;
+    if let Some(offload) = &offload {
+        metrics.watch_offload(offload.clone());
+    }
     let limits = &settings.limits;
     let (rules_tx, rules_rx) = watch::channel(rules);
     let (stop_tx, stop_rx) = watch::channel(Lifecycle::Serving);
@@ -269,6 +285,7 @@ fn spawn(
     drop(handoffs);
     let worker_config = WorkerConfig {
         socket_buffer: limits.socket_buffer,
+        offload,
     };
     tracing::info!(workers, "starting workers");
     let mut threads = Vec::with_capacity(workers);
@@ -287,6 +304,7 @@ fn spawn(
             timekeeper: tokio::runtime::Handle::current(),
         };
         let metrics = metrics.clone();
+        let worker_config = worker_config.clone();
         let run = move || {
             worker::run_on_this_thread(engine, udp, streams, worker_config, control, metrics)
         };

@@ -36,6 +36,8 @@ pub struct Allocation {
     pub last_answer: Option<Box<(TransactionId, Box<[u8]>)>>,
     /// Permissions and channels: what peer data is forwarded by.
     route: PeerRoute,
+    /// Channels (number, peer) a kernel fast path relays (see [`crate::kernel`]).
+    pub(crate) offloaded: Vec<(u16, SocketAddr)>,
 }
 
 impl Allocation {
@@ -48,6 +50,7 @@ impl Allocation {
             scheduled: expires,
             last_answer: None,
             route: PeerRoute::default(),
+            offloaded: Vec::new(),
         }
     }
 
@@ -104,6 +107,15 @@ impl Allocation {
             Some(entry) => entry.1 = expires,
             None => permissions.push((peer, expires)),
         }
+    }
+
+    /// When the permission for `peer` ends, if it is active at `now`.
+    pub fn permission_expiry(&self, peer: IpAddr, now: Instant) -> Option<Instant> {
+        self.route
+            .permissions
+            .iter()
+            .find(|&&(ip, expires)| ip == peer && now < expires)
+            .map(|&(_, expires)| expires)
     }
 
     /// The peer an active channel number leads to.

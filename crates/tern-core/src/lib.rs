@@ -31,6 +31,7 @@ pub mod allocation;
 pub mod count;
 pub mod error;
 pub mod fleet;
+pub mod kernel;
 pub mod port_range;
 pub mod ports;
 mod requests;
@@ -52,6 +53,7 @@ use crate::proto::{ChannelHeader, Kind, Request};
 pub use allocation::Allocation;
 pub use count::Count;
 pub use error::Reject;
+pub use kernel::{KernelBytes, KernelChannel};
 pub use port_range::PortRange;
 pub use route::{Forward, Framed, PeerRoute};
 use shared::Reservation;
@@ -138,6 +140,17 @@ pub trait Io {
     fn allocation_changed(&mut self, tuple: &FiveTuple, alive: bool);
     /// Something happened that the driver's metrics count.
     fn count(&mut self, event: Count<'_>);
+    /// The kernel may relay `channel` (a UDP client's) until `until`; called again
+    /// whenever that instant moves. Returns whether the kernel took it. Drivers without
+    /// a kernel fast path keep the default: everything stays with the engine.
+    fn offload_channel(&mut self, _channel: &KernelChannel, _until: Instant) -> bool {
+        false
+    }
+    /// The kernel must stop relaying `channel` (only called for channels it took);
+    /// returns what it relayed on it.
+    fn withdraw_channel(&mut self, _channel: &KernelChannel) -> KernelBytes {
+        KernelBytes::default()
+    }
 }
 
 /// Settings the engine runs with, resolved from the config.
@@ -416,10 +429,11 @@ impl Engine {
     }
 
     /// Prunes `tuple`'s permission and channel tables.
-    fn prune(&mut self, tuple: &FiveTuple, now: Instant) {
+    fn prune(&mut self, tuple: &FiveTuple, now: Instant, io: &mut dyn Io) {
         if let Some(alloc) = self.allocations.get_mut(tuple) {
             alloc.prune(now);
         }
+        self.sync_kernel(tuple, now, io);
     }
 
     /// The client's TCP/TLS connection is gone: its allocation goes with it.
@@ -471,7 +485,7 @@ impl Engine {
             alloc.scheduled = alloc.expires;
             let entry = (alloc.expires, Timer::Allocation(alloc.relay));
             self.timers.push(Reverse(entry));
-            self.prune(&tuple, now);
+            self.prune(&tuple, now, io);
         }
     }
 
@@ -490,9 +504,10 @@ impl Engine {
     }
 
     fn delete_allocation(&mut self, tuple: &FiveTuple, io: &mut dyn Io) {
-        let Some(alloc) = self.allocations.remove(tuple) else {
+        let Some(mut alloc) = self.allocations.remove(tuple) else {
             return;
         };
+        kernel::withdraw_all(&mut alloc, tuple, io);
         self.relays.remove(&alloc.relay);
         self.shared
             .uncount_allocation(self.credentials.quota_identity(&alloc.username));

@@ -99,6 +99,11 @@ impl Engine {
                 _ => self.channel_bind(now, tuple, req, &auth),
             }
         };
+        // A permission or channel that changed moves the kernel's entries with it.
+        let touches_channels = [METHOD_CREATE_PERMISSION, METHOD_CHANNEL_BIND].contains(&req.method());
+        if result.is_ok() && touches_channels {
+            self.sync_kernel(tuple, now.mono, io);
+        }
         let bytes = match result {
             Ok(mut response) => {
                 response.add_software(self.config.software.as_deref());

@@ -96,6 +96,12 @@ impl PeerRoute {
         self.to_peer_bytes
     }
 
+    /// Counts what a kernel fast path relayed on one of the route's channels.
+    pub fn count_kernel(&mut self, bytes: crate::KernelBytes) {
+        self.to_peer_bytes += bytes.to_peer;
+        self.to_client_bytes += bytes.to_client;
+    }
+
     /// The decision for a datagram from `peer` at `now`. Tables are small (bounded by
     /// the per-allocation caps), so a scan beats hashing.
     pub fn forward(&self, peer: SocketAddr, now: Instant) -> Forward {

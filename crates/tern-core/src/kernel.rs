@@ -1,0 +1,121 @@
+//! The engine's side of a kernel fast path for channels: which channels of UDP clients
+//! a driver may let the kernel relay, until when, and when it must stop.
+//!
+//! The engine stays the only judge. It offloads a channel only while it is active,
+//! its peer has a permission and the peer policy allows the peer, each entry carries
+//! the instant it stops being valid (the channel's expiry or its permission's, whichever
+//! is sooner), and it is withdrawn when the channel leaves the table, the policy stops
+//! allowing the peer or the allocation ends. What the kernel relayed on a channel is
+//! counted on the allocation when the channel is withdrawn.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::{Allocation, Engine, FiveTuple, Io, Transport};
+
+/// A channel of a UDP client, as a kernel fast path keys it: ChannelData from `client`
+/// on `number` goes from `relay` to `peer`, and `peer`'s datagrams to `relay` go back to
+/// `client` on `number`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelChannel {
+    pub client: FiveTuple,
+    pub relay: SocketAddr,
+    pub peer: SocketAddr,
+    pub number: u16,
+}
+
+/// What the kernel relayed on a channel: application bytes each way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelBytes {
+    pub to_peer: u64,
+    pub to_client: u64,
+}
+
+impl Engine {
+    /// Brings the kernel's entries for `tuple`'s channels in line with the allocation.
+    pub(crate) fn sync_kernel(&mut self, tuple: &FiveTuple, now: Instant, io: &mut dyn Io) {
+        if tuple.transport != Transport::Udp {
+            return;
+        }
+        let Some(alloc) = self.allocations.get_mut(tuple) else {
+            return;
+        };
+        let wanted: Vec<(u16, SocketAddr, Instant)> = alloc
+            .route()
+            .channels
+            .iter()
+            .filter(|c| c.is_active(now) && self.policy.check(c.peer).is_ok())
+            .filter_map(|c| {
+                let permitted = alloc.permission_expiry(c.peer.ip(), now)?;
+                Some((c.number, c.peer, c.expires.min(permitted)))
+            })
+            .collect();
+        let stale: Vec<(u16, SocketAddr)> = alloc
+            .offloaded
+            .iter()
+            .filter(|&&(n, p)| !wanted.iter().any(|&(wn, wp, _)| (wn, wp) == (n, p)))
+            .copied()
+            .collect();
+        for (number, peer) in stale {
+            withdraw(alloc, tuple, number, peer, io);
+        }
+        for (number, peer, until) in wanted {
+            let channel = kernel_channel(alloc, tuple, number, peer);
+            if io.offload_channel(&channel, until) {
+                if !alloc.offloaded.contains(&(number, peer)) {
+                    alloc.offloaded.push((number, peer));
+                }
+            } else if alloc.offloaded.contains(&(number, peer)) {
+                withdraw(alloc, tuple, number, peer, io);
+            }
+        }
+    }
+
+    /// Brings every UDP allocation's kernel entries in line (after a reload: the peer
+    /// policy may have changed).
+    pub fn sync_kernel_all(&mut self, now: Instant, io: &mut dyn Io) {
+        let tuples: Vec<FiveTuple> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| !a.offloaded.is_empty())
+            .map(|(t, _)| *t)
+            .collect();
+        for tuple in tuples {
+            self.sync_kernel(&tuple, now, io);
+        }
+    }
+}
+
+/// Withdraws every channel of `alloc` from the kernel (the allocation is ending).
+pub(crate) fn withdraw_all(alloc: &mut Allocation, tuple: &FiveTuple, io: &mut dyn Io) {
+    for (number, peer) in std::mem::take(&mut alloc.offloaded) {
+        withdraw(alloc, tuple, number, peer, io);
+    }
+}
+
+fn withdraw(
+    alloc: &mut Allocation,
+    tuple: &FiveTuple,
+    number: u16,
+    peer: SocketAddr,
+    io: &mut dyn Io,
+) {
+    let channel = kernel_channel(alloc, tuple, number, peer);
+    let bytes = io.withdraw_channel(&channel);
+    alloc.route_mut().count_kernel(bytes);
+    alloc.offloaded.retain(|&entry| entry != (number, peer));
+}
+
+fn kernel_channel(
+    alloc: &Allocation,
+    tuple: &FiveTuple,
+    number: u16,
+    peer: SocketAddr,
+) -> KernelChannel {
+    KernelChannel {
+        client: *tuple,
+        relay: alloc.relay,
+        peer,
+        number,
+    }
+}

@@ -1,0 +1,466 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+//
+// tern's kernel fast path for TURN channels (RFC 8656 §12), attached to the TC ingress
+// hook of the interfaces that carry the listener and relay addresses.
+//
+// Two maps, filled and emptied by tern's engine (src/offload), say which channels are
+// offloaded:
+//   - `clients`: a client's ChannelData (client 5-tuple and channel number) → the
+//     allocation's relay address and the bound peer. The 4-byte header and its padding
+//     are stripped and the datagram leaves from the relay address to the peer.
+//   - `peers`: a datagram from a bound peer to a relay address → the client's 5-tuple
+//     and channel. A ChannelData header is put in front and the datagram leaves from the
+//     listener address to the client.
+// Everything else, and anything this program is unsure of (IP options, fragments, GSO
+// packets, a stale entry, no route or no neighbour yet, a datagram that would not fit
+// the egress MTU), is passed up untouched: the user-space relay has the same state and
+// handles it. An entry carries its own deadline (the channel's, or its permission's
+// if sooner), so an entry the engine has not withdrawn yet never outlives the
+// permission that allows it.
+//
+// Built with clang only (no libbpf headers): the helpers are declared here by number.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+
+#define SEC(name) __attribute__((section(name), used))
+#define INLINE static inline __attribute__((always_inline))
+
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
+static long (*bpf_skb_load_bytes)(const void *skb, __u32 off, void *to, __u32 len) =
+    (void *)BPF_FUNC_skb_load_bytes;
+static long (*bpf_skb_store_bytes)(void *skb, __u32 off, const void *from, __u32 len,
+                                   __u64 flags) = (void *)BPF_FUNC_skb_store_bytes;
+static long (*bpf_skb_adjust_room)(void *skb, __s32 len_diff, __u32 mode, __u64 flags) =
+    (void *)BPF_FUNC_skb_adjust_room;
+static long (*bpf_skb_change_tail)(void *skb, __u32 len, __u64 flags) =
+    (void *)BPF_FUNC_skb_change_tail;
+static __s64 (*bpf_csum_diff)(__u32 *from, __u32 from_size, __u32 *to, __u32 to_size,
+                              __u32 seed) = (void *)BPF_FUNC_csum_diff;
+static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params, int plen,
+                              __u32 flags) = (void *)BPF_FUNC_fib_lookup;
+static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
+static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) =
+    (void *)BPF_FUNC_redirect_neigh;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
+
+// From <sys/socket.h>, which is not for the BPF target.
+#define AF_INET 2
+#define AF_INET6 10
+
+#define bswap16(x) __builtin_bswap16(x)
+#define htons(x) bswap16(x)
+#define ntohs(x) bswap16(x)
+
+// The layout of a legacy map definition, as loaders read it from the "maps" section.
+struct map_def {
+    __u32 type;
+    __u32 key_size;
+    __u32 value_size;
+    __u32 max_entries;
+    __u32 flags;
+};
+
+// Addresses are four 32-bit words in network order; IPv4 uses the first word and
+// leaves the others zero, so a checksum over all four is the same as over one.
+// Ports and the channel number are in network order. Keep in step with src/offload/maps.rs.
+struct client_key {
+    __u32 client_ip[4];
+    __u32 server_ip[4];
+    __u16 client_port;
+    __u16 server_port;
+    __u16 channel;
+    __u8 family; // 4 or 6
+    __u8 pad;
+};
+
+struct client_route {
+    __u32 relay_ip[4];
+    __u32 peer_ip[4];
+    __u16 relay_port;
+    __u16 peer_port;
+    __u32 pad;
+    __u64 expires_ns; // CLOCK_MONOTONIC
+    __u64 packets;
+    __u64 bytes; // application data, without the ChannelData header
+};
+
+struct peer_key {
+    __u32 relay_ip[4];
+    __u32 peer_ip[4];
+    __u16 relay_port;
+    __u16 peer_port;
+    __u8 family;
+    __u8 pad[3];
+};
+
+struct peer_route {
+    __u32 client_ip[4];
+    __u32 server_ip[4];
+    __u16 client_port;
+    __u16 server_port;
+    __u16 channel;
+    __u16 pad;
+    __u64 expires_ns;
+    __u64 packets;
+    __u64 bytes;
+};
+
+// Why a datagram of an offloaded channel went to user space instead. Keep in step with
+// src/offload/maps.rs.
+enum fallback {
+    FALLBACK_EXPIRED,
+    FALLBACK_NO_ROUTE,
+    FALLBACK_TOO_BIG,
+    FALLBACK_FRAMING,
+    FALLBACK_FAILED,
+    FALLBACK_COUNT,
+};
+
+// Sizes are set by the loader from tern's config before the maps are created.
+struct map_def SEC("maps") clients = {
+    .type = BPF_MAP_TYPE_HASH,
+    .key_size = sizeof(struct client_key),
+    .value_size = sizeof(struct client_route),
+    .max_entries = 1,
+};
+
+struct map_def SEC("maps") peers = {
+    .type = BPF_MAP_TYPE_HASH,
+    .key_size = sizeof(struct peer_key),
+    .value_size = sizeof(struct peer_route),
+    .max_entries = 1,
+};
+
+struct map_def SEC("maps") fallbacks = {
+    .type = BPF_MAP_TYPE_PERCPU_ARRAY,
+    .key_size = sizeof(__u32),
+    .value_size = sizeof(__u64),
+    .max_entries = FALLBACK_COUNT,
+};
+
+// What the program needs of a UDP datagram: its addresses, ports and where its parts are.
+struct flow {
+    __u32 saddr[4];
+    __u32 daddr[4];
+    __u16 sport;
+    __u16 dport;
+    __u16 udp_len;  // host order, header included
+    __u16 udp_csum; // as on the wire
+    __u32 l4_off;
+    __u8 family;
+};
+
+struct ip6 {
+    __u32 vtc_flow;
+    __u16 payload_len;
+    __u8 nexthdr;
+    __u8 hop_limit;
+    __u32 saddr[4];
+    __u32 daddr[4];
+};
+
+INLINE int fall_back(enum fallback why) {
+    __u32 key = why;
+    __u64 *n = bpf_map_lookup_elem(&fallbacks, &key);
+    if (n)
+        *n += 1; // per-CPU: no atomics needed
+    return TC_ACT_OK;
+}
+
+// The ones' complement sum folded to 16 bits and inverted, as a checksum field holds it.
+INLINE __u16 fold(__u64 sum) {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (__u16)~sum;
+}
+
+// A 32-bit word holding `hi` then `lo` in memory (both already in network order).
+INLINE __u32 word(__u16 hi, __u16 lo) {
+    __u32 w;
+    ((__u16 *)&w)[0] = hi;
+    ((__u16 *)&w)[1] = lo;
+    return w;
+}
+
+// Reads the IPv4 or IPv6 and UDP headers; 0 when the packet is not a plain UDP datagram
+// (IP options, extension headers, fragments and GSO packets are left to user space).
+INLINE int parse(struct __sk_buff *skb, struct flow *f) {
+    struct ethhdr eth;
+    struct udphdr udp;
+    if (skb->gso_segs > 1 || bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+        return 0;
+    if (eth.h_proto == htons(ETH_P_IP)) {
+        struct iphdr ip;
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+            return 0;
+        if (ip.ihl != 5 || ip.version != 4 || ip.protocol != IPPROTO_UDP ||
+            (ip.frag_off & htons(0x3fff)) != 0)
+            return 0;
+        f->family = 4;
+        f->saddr[0] = ip.saddr;
+        f->daddr[0] = ip.daddr;
+        f->l4_off = ETH_HLEN + sizeof(struct iphdr);
+        if (ntohs(ip.tot_len) < sizeof(struct iphdr) + sizeof(udp))
+            return 0;
+    } else if (eth.h_proto == htons(ETH_P_IPV6)) {
+        struct ip6 ip;
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+            return 0;
+        if (ip.nexthdr != IPPROTO_UDP)
+            return 0;
+        f->family = 6;
+        __builtin_memcpy(f->saddr, ip.saddr, 16);
+        __builtin_memcpy(f->daddr, ip.daddr, 16);
+        f->l4_off = ETH_HLEN + sizeof(struct ip6);
+    } else {
+        return 0;
+    }
+    if (bpf_skb_load_bytes(skb, f->l4_off, &udp, sizeof(udp)) < 0)
+        return 0;
+    f->sport = udp.source;
+    f->dport = udp.dest;
+    f->udp_len = ntohs(udp.len);
+    f->udp_csum = udp.check;
+    if (f->udp_len < sizeof(udp) || f->l4_off + f->udp_len > skb->len)
+        return 0;
+    // IPv6 has no checksum-less UDP; such a datagram is not ours to mend.
+    if (f->family == 6 && f->udp_csum == 0)
+        return 0;
+    return 1;
+}
+
+// Looks the route up for a datagram from `src` to `dst` and fills `fib`: 0 when it can
+// leave by redirect, -1 when it can but its neighbour is not resolved yet, else the
+// fallback reason (never FALLBACK_EXPIRED, which is 0).
+INLINE int route(struct __sk_buff *skb, struct flow *f, __u32 *src, __u32 *dst, __u16 sport,
+                 __u16 dport, __u16 l3_len, struct bpf_fib_lookup *fib) {
+    fib->family = f->family == 4 ? AF_INET : AF_INET6;
+    fib->l4_protocol = IPPROTO_UDP;
+    fib->sport = sport;
+    fib->dport = dport;
+    fib->tot_len = l3_len;
+    fib->ifindex = skb->ingress_ifindex;
+    if (f->family == 4) {
+        fib->ipv4_src = src[0];
+        fib->ipv4_dst = dst[0];
+    } else {
+        __builtin_memcpy(fib->ipv6_src, src, 16);
+        __builtin_memcpy(fib->ipv6_dst, dst, 16);
+    }
+    long rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
+    if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+        return rc == BPF_FIB_LKUP_RET_NO_NEIGH ? -1 : 0;
+    if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+        return FALLBACK_TOO_BIG;
+    return FALLBACK_NO_ROUTE;
+}
+
+// Writes the IP header for the rewritten datagram: new addresses, length and hop limit
+// (the relay sends anew, as its sockets would), the rest as it came.
+INLINE int write_ip(struct __sk_buff *skb, struct flow *f, __u32 *src, __u32 *dst,
+                    __u16 udp_len) {
+    if (f->family == 4) {
+        struct iphdr ip;
+        if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+            return -1;
+        ip.saddr = src[0];
+        ip.daddr = dst[0];
+        ip.tot_len = htons(sizeof(ip) + udp_len);
+        ip.ttl = 64;
+        ip.check = 0;
+        __u16 *w = (__u16 *)&ip;
+        __u64 sum = 0;
+#pragma unroll
+        for (int i = 0; i < (int)(sizeof(ip) / 2); i++)
+            sum += w[i];
+        ip.check = fold(sum);
+        return bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0);
+    }
+    struct ip6 ip;
+    if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+        return -1;
+    __builtin_memcpy(ip.saddr, src, 16);
+    __builtin_memcpy(ip.daddr, dst, 16);
+    ip.payload_len = htons(udp_len);
+    ip.hop_limit = 64;
+    return bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0);
+}
+
+// Sends the rewritten frame out of the interface the route named.
+INLINE int send(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int need_neigh) {
+    if (need_neigh)
+        return bpf_redirect_neigh(fib->ifindex, 0, 0, 0);
+    if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) < 0 ||
+        bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0) < 0)
+        return TC_ACT_SHOT;
+    return bpf_redirect(fib->ifindex, 0);
+}
+
+// The UDP checksum after the fields in `from` were replaced by those in `to` (both
+// twelve words, zero where unused), from the old checksum.
+INLINE __u16 mend_checksum(__u16 old, __u32 *from, __u32 *to) {
+    __s64 sum = bpf_csum_diff(from, 48, to, 48, (__u16)~old);
+    __u16 c = fold((__u64)(__u32)sum);
+    return c == 0 ? 0xffff : c;
+}
+
+// Client → peer: ChannelData on an offloaded channel leaves as a plain datagram from the
+// relay address to the peer.
+INLINE int to_peer(struct __sk_buff *skb, struct flow *f, struct client_route *r,
+                   __u16 data_len) {
+    __u16 payload = f->udp_len - sizeof(struct udphdr);
+    __u16 pad = payload - 4 - data_len;
+    if (pad) {
+        // Padding is up to three zero bytes; anything else is not ours to drop.
+        __u32 bytes = 0;
+        __u32 at = f->l4_off + 12 + data_len;
+        long err = pad == 1   ? bpf_skb_load_bytes(skb, at, &bytes, 1)
+                   : pad == 2 ? bpf_skb_load_bytes(skb, at, &bytes, 2)
+                   : pad == 3 ? bpf_skb_load_bytes(skb, at, &bytes, 3)
+                              : -1;
+        if (err < 0 || bytes != 0)
+            return fall_back(FALLBACK_FRAMING);
+    }
+    if (bpf_ktime_get_ns() >= r->expires_ns)
+        return fall_back(FALLBACK_EXPIRED);
+    __u16 udp_len = sizeof(struct udphdr) + data_len;
+    __u16 l3_len = (f->family == 4 ? sizeof(struct iphdr) : sizeof(struct ip6)) + udp_len;
+    struct bpf_fib_lookup fib = {};
+    int rc = route(skb, f, r->relay_ip, r->peer_ip, r->relay_port, r->peer_port, l3_len, &fib);
+    if (rc > 0)
+        return fall_back(rc);
+
+    __u32 chd;
+    if (bpf_skb_load_bytes(skb, f->l4_off + 8, &chd, 4) < 0)
+        return fall_back(FALLBACK_FAILED);
+    struct udphdr udp = {
+        .source = r->relay_port,
+        .dest = r->peer_port,
+        .len = htons(udp_len),
+        .check = 0,
+    };
+    if (f->udp_csum != 0) {
+        __u32 from[12] = {f->saddr[0], f->saddr[1], f->saddr[2], f->saddr[3],
+                          f->daddr[0], f->daddr[1], f->daddr[2], f->daddr[3],
+                          word(0, htons(f->udp_len)), word(f->sport, f->dport),
+                          word(htons(f->udp_len), 0), chd};
+        __u32 to[12] = {r->relay_ip[0], r->relay_ip[1], r->relay_ip[2], r->relay_ip[3],
+                        r->peer_ip[0], r->peer_ip[1], r->peer_ip[2], r->peer_ip[3],
+                        word(0, udp.len), word(udp.source, udp.dest), word(udp.len, 0), 0};
+        udp.check = mend_checksum(f->udp_csum, from, to);
+    }
+    // The new UDP header goes over the last half of the old one and the ChannelData
+    // header; then the four bytes after the IP header go.
+    if (bpf_skb_store_bytes(skb, f->l4_off + 4, &udp, sizeof(udp), 0) < 0 ||
+        bpf_skb_adjust_room(skb, -4, BPF_ADJ_ROOM_NET, 0) < 0)
+        return fall_back(FALLBACK_FAILED);
+    // Past here the datagram is changed: a failure drops it rather than pass on garbage.
+    __u32 frame_len = f->l4_off + udp_len;
+    if (skb->len > frame_len && bpf_skb_change_tail(skb, frame_len, 0) < 0)
+        return TC_ACT_SHOT;
+    if (write_ip(skb, f, r->relay_ip, r->peer_ip, udp_len) < 0)
+        return TC_ACT_SHOT;
+    __sync_fetch_and_add(&r->packets, 1);
+    __sync_fetch_and_add(&r->bytes, data_len);
+    return send(skb, &fib, rc < 0);
+}
+
+// Peer → client: a datagram from a bound peer leaves as ChannelData from the listener
+// address to the client.
+INLINE int to_client(struct __sk_buff *skb, struct flow *f, struct peer_route *r) {
+    if (bpf_ktime_get_ns() >= r->expires_ns)
+        return fall_back(FALLBACK_EXPIRED);
+    __u16 data_len = f->udp_len - sizeof(struct udphdr);
+    __u32 l3_head = f->family == 4 ? sizeof(struct iphdr) : sizeof(struct ip6);
+    if (l3_head + f->udp_len + 4 > 0xffff)
+        return fall_back(FALLBACK_TOO_BIG);
+    __u16 udp_len = f->udp_len + 4;
+    __u16 l3_len = l3_head + udp_len;
+    struct bpf_fib_lookup fib = {};
+    int rc = route(skb, f, r->server_ip, r->client_ip, r->server_port, r->client_port, l3_len,
+                   &fib);
+    if (rc > 0)
+        return fall_back(rc);
+
+    struct {
+        struct udphdr udp;
+        __u16 channel;
+        __u16 len;
+    } head = {
+        .udp = {.source = r->server_port, .dest = r->client_port, .len = htons(udp_len)},
+        .channel = r->channel,
+        .len = htons(data_len),
+    };
+    if (f->udp_csum != 0) {
+        __u32 from[12] = {f->saddr[0], f->saddr[1], f->saddr[2], f->saddr[3],
+                          f->daddr[0], f->daddr[1], f->daddr[2], f->daddr[3],
+                          word(0, htons(f->udp_len)), word(f->sport, f->dport),
+                          word(htons(f->udp_len), 0), 0};
+        __u32 to[12] = {r->server_ip[0], r->server_ip[1], r->server_ip[2], r->server_ip[3],
+                        r->client_ip[0], r->client_ip[1], r->client_ip[2], r->client_ip[3],
+                        word(0, head.udp.len), word(head.udp.source, head.udp.dest),
+                        word(head.udp.len, 0), word(head.channel, head.len)};
+        head.udp.check = mend_checksum(f->udp_csum, from, to);
+    }
+    if (bpf_skb_adjust_room(skb, 4, BPF_ADJ_ROOM_NET, 0) < 0)
+        return fall_back(FALLBACK_FAILED);
+    __u32 frame_len = f->l4_off + udp_len;
+    if (bpf_skb_store_bytes(skb, f->l4_off, &head, sizeof(head), 0) < 0 ||
+        (skb->len > frame_len && bpf_skb_change_tail(skb, frame_len, 0) < 0) ||
+        write_ip(skb, f, r->server_ip, r->client_ip, udp_len) < 0)
+        return TC_ACT_SHOT;
+    __sync_fetch_and_add(&r->packets, 1);
+    __sync_fetch_and_add(&r->bytes, data_len);
+    return send(skb, &fib, rc < 0);
+}
+
+SEC("classifier")
+int tern_channels(struct __sk_buff *skb) {
+    struct flow f = {};
+    if (!parse(skb, &f))
+        return TC_ACT_OK;
+
+    if (f.udp_len >= sizeof(struct udphdr) + 4) {
+        struct {
+            __u16 channel;
+            __u16 len;
+        } chd;
+        if (bpf_skb_load_bytes(skb, f.l4_off + 8, &chd, sizeof(chd)) == 0 &&
+            (ntohs(chd.channel) & 0xf000) == 0x4000) {
+            struct client_key key = {};
+            __builtin_memcpy(key.client_ip, f.saddr, 16);
+            __builtin_memcpy(key.server_ip, f.daddr, 16);
+            key.client_port = f.sport;
+            key.server_port = f.dport;
+            key.channel = chd.channel;
+            key.family = f.family;
+            struct client_route *r = bpf_map_lookup_elem(&clients, &key);
+            if (r) {
+                __u16 data_len = ntohs(chd.len);
+                if ((__u32)data_len + 4 > (__u32)f.udp_len - sizeof(struct udphdr))
+                    return fall_back(FALLBACK_FRAMING);
+                return to_peer(skb, &f, r, data_len);
+            }
+        }
+    }
+
+    struct peer_key key = {};
+    __builtin_memcpy(key.relay_ip, f.daddr, 16);
+    __builtin_memcpy(key.peer_ip, f.saddr, 16);
+    key.relay_port = f.dport;
+    key.peer_port = f.sport;
+    key.family = f.family;
+    struct peer_route *r = bpf_map_lookup_elem(&peers, &key);
+    if (r)
+        return to_client(skb, &f, r);
+    return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

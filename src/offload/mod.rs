@@ -1,0 +1,269 @@
+//! The kernel fast path for channels: tern's eBPF program (`channel.bpf.c`) on the TC
+//! ingress hook relays ChannelData of UDP clients without a trip through user space,
+//! and the engine is its control plane (see `tern_core::kernel`).
+//!
+//! The program is attached with TCX links (Linux 6.6 and later), which belong to this
+//! process: nothing is pinned, so when tern exits, or crashes, the program and its maps
+//! go with it and no stale channel outlives the process that vouched for it.
+
+mod maps;
+
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::config::{OffloadMode, Settings};
+use crate::core::{KernelBytes, KernelChannel, Transport};
+use maps::{ClientKey, ClientRoute, PeerKey, PeerRoute};
+pub use maps::FALLBACK_REASONS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadError {
+    #[error("this binary was built without it (clang was not found at build time)")]
+    NotBuilt,
+    #[error("it needs Linux 6.6 or later (TCX links, which die with the process): {0}")]
+    OldKernel(String),
+    #[error("no interface holds a listener or relay address (loopback is never offloaded); set relay.offload_interfaces")]
+    NoInterface,
+    #[error("loading the eBPF program: {0}")]
+    Load(String),
+    #[error("attaching to {interface}: {reason}")]
+    Attach { interface: String, reason: String },
+}
+
+/// What the kernel relayed, over all channels, withdrawn or live.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    pub channels: usize,
+    pub to_peer_packets: u64,
+    pub to_peer_bytes: u64,
+    pub to_client_packets: u64,
+    pub to_client_bytes: u64,
+    /// Per reason of [`FALLBACK_REASONS`], then "map_full" (a channel the maps had no
+    /// room for, relayed in user space).
+    pub fallbacks: [u64; FALLBACK_REASONS.len() + 1],
+}
+
+/// The loaded and attached program and its maps, shared by the workers.
+pub struct Offload {
+    maps: Mutex<Maps>,
+    interfaces: Vec<String>,
+    /// Counts of withdrawn channels, so totals survive their entries.
+    retired: Mutex<Totals>,
+    map_full: AtomicU64,
+}
+
+struct Maps {
+    clients: aya::maps::HashMap<aya::maps::MapData, ClientKey, ClientRoute>,
+    peers: aya::maps::HashMap<aya::maps::MapData, PeerKey, PeerRoute>,
+    fallbacks: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    /// Owns the program and its links: dropping it detaches the program.
+    _program: aya::Ebpf,
+}
+
+impl Offload {
+    /// Starts the fast path as `relay.offload` says. `addresses` are the listener and
+    /// relay addresses; the program goes on the interfaces holding them (or on
+    /// `relay.offload_interfaces`). `Ok(None)`: relaying stays in user space (the reason
+    /// is logged); an error only when `relay.offload = "on"`.
+    pub fn start(settings: &Settings, addresses: &[IpAddr]) -> Result<Option<Offload>, OffloadError> {
+        let relay = &settings.relay;
+        if relay.offload == OffloadMode::Off {
+            tracing::info!("kernel fast path off (relay.offload = \"off\"): relaying in user space");
+            return Ok(None);
+        }
+        let interfaces = if relay.offload_interfaces.is_empty() {
+            interfaces_holding(addresses)
+        } else {
+            relay.offload_interfaces.clone()
+        };
+        match load(&interfaces, relay.offload_channels) {
+            Ok(maps) => {
+                tracing::info!(
+                    interfaces = ?interfaces,
+                    channels = relay.offload_channels,
+                    "kernel fast path on: channels of UDP clients are relayed by eBPF on TC ingress"
+                );
+                Ok(Some(Offload {
+                    maps: Mutex::new(maps),
+                    interfaces,
+                    retired: Mutex::new(Totals::default()),
+                    map_full: AtomicU64::new(0),
+                }))
+            }
+            Err(e) if relay.offload == OffloadMode::Auto => {
+                tracing::info!("kernel fast path unavailable, relaying in user space: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn interfaces(&self) -> &[String] {
+        &self.interfaces
+    }
+
+    /// Lets the kernel relay `ch` until `until` (or moves its deadline, keeping its
+    /// counts). False when it cannot: not a UDP client, mixed families, or no room.
+    pub fn install(&self, ch: &KernelChannel, until: Instant) -> bool {
+        if ch.client.transport != Transport::Udp {
+            return false;
+        }
+        let Some((ckey, mut croute, pkey, mut proute)) = maps::entries(ch) else {
+            return false;
+        };
+        let deadline = monotonic_ns(until);
+        let mut maps = self.lock_maps();
+        if let Ok(old) = maps.clients.get(&ckey, 0) {
+            (croute.packets, croute.bytes) = (old.packets, old.bytes);
+        }
+        if let Ok(old) = maps.peers.get(&pkey, 0) {
+            (proute.packets, proute.bytes) = (old.packets, old.bytes);
+        }
+        croute.expires_ns = deadline;
+        proute.expires_ns = deadline;
+        let installed = maps.clients.insert(ckey, croute, 0).is_ok()
+            && maps.peers.insert(pkey, proute, 0).is_ok();
+        if !installed {
+            let _ = maps.clients.remove(&ckey);
+            let _ = maps.peers.remove(&pkey);
+            self.map_full.fetch_add(1, Ordering::Relaxed);
+        }
+        installed
+    }
+
+    /// Stops the kernel relaying `ch`; returns what it relayed on it.
+    pub fn withdraw(&self, ch: &KernelChannel) -> KernelBytes {
+        let Some((ckey, _, pkey, _)) = maps::entries(ch) else {
+            return KernelBytes::default();
+        };
+        let mut maps = self.lock_maps();
+        let to_peer = maps.clients.get(&ckey, 0).unwrap_or_default();
+        let to_client = maps.peers.get(&pkey, 0).unwrap_or_default();
+        let _ = maps.clients.remove(&ckey);
+        let _ = maps.peers.remove(&pkey);
+        drop(maps);
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.to_peer_packets += to_peer.packets;
+        retired.to_peer_bytes += to_peer.bytes;
+        retired.to_client_packets += to_client.packets;
+        retired.to_client_bytes += to_client.bytes;
+        KernelBytes {
+            to_peer: to_peer.bytes,
+            to_client: to_client.bytes,
+        }
+    }
+
+    /// Totals for the metrics: withdrawn channels plus the live entries.
+    pub fn totals(&self) -> Totals {
+        let mut totals = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let maps = self.lock_maps();
+        for (_, route) in maps.clients.iter().flatten() {
+            totals.channels += 1;
+            totals.to_peer_packets += route.packets;
+            totals.to_peer_bytes += route.bytes;
+        }
+        for (_, route) in maps.peers.iter().flatten() {
+            totals.to_client_packets += route.packets;
+            totals.to_client_bytes += route.bytes;
+        }
+        for (i, slot) in totals.fallbacks.iter_mut().take(FALLBACK_REASONS.len()).enumerate() {
+            let Ok(per_cpu) = maps.fallbacks.get(&(i as u32), 0) else {
+                continue;
+            };
+            *slot = per_cpu.iter().sum();
+        }
+        totals.fallbacks[FALLBACK_REASONS.len()] = self.map_full.load(Ordering::Relaxed);
+        totals
+    }
+
+    fn lock_maps(&self) -> std::sync::MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Non-loopback interfaces holding one of `addresses`; every non-loopback interface
+/// with an address when one of them is a wildcard.
+fn interfaces_holding(addresses: &[IpAddr]) -> Vec<String> {
+    let wildcard = addresses.iter().any(IpAddr::is_unspecified);
+    let mut names: Vec<String> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback() && (wildcard || addresses.contains(&i.ip())))
+        .map(|i| i.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The CLOCK_MONOTONIC nanoseconds (the program's clock, `bpf_ktime_get_ns`) of `at`.
+fn monotonic_ns(at: Instant) -> u64 {
+    let now = Instant::now();
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let now_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    match at.checked_duration_since(now) {
+        Some(ahead) => now_ns.saturating_add(ahead.as_nanos() as u64),
+        None => now_ns.saturating_sub(now.duration_since(at).as_nanos() as u64),
+    }
+}
+
+#[cfg(not(tern_offload))]
+fn load(_interfaces: &[String], _channels: u32) -> Result<Maps, OffloadError> {
+    Err(OffloadError::NotBuilt)
+}
+
+#[cfg(tern_offload)]
+fn load(interfaces: &[String], channels: u32) -> Result<Maps, OffloadError> {
+    use aya::programs::tc::TcAttachOptions;
+    use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+    use aya::util::KernelVersion;
+
+    static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/channel.bpf.o"));
+
+    let version = KernelVersion::current().map_err(|e| OffloadError::OldKernel(e.to_string()))?;
+    if version < KernelVersion::new(6, 6, 0) {
+        return Err(OffloadError::OldKernel(format!("running {version:?}")));
+    }
+    if interfaces.is_empty() {
+        return Err(OffloadError::NoInterface);
+    }
+    let load_error = |e: &dyn std::fmt::Display| OffloadError::Load(e.to_string());
+    let mut ebpf = aya::EbpfLoader::new()
+        .map_max_entries("clients", channels)
+        .map_max_entries("peers", channels)
+        .load(PROGRAM)
+        .map_err(|e| load_error(&e))?;
+    let program: &mut SchedClassifier = ebpf
+        .program_mut("tern_channels")
+        .ok_or_else(|| OffloadError::Load("the object has no tern_channels program".into()))?
+        .try_into()
+        .map_err(|e| load_error(&e))?;
+    program.load().map_err(|e| load_error(&e))?;
+    for interface in interfaces {
+        let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+        program
+            .attach_with_options(interface, TcAttachType::Ingress, options)
+            .map_err(|e| OffloadError::Attach {
+                interface: interface.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    let mut take = |name: &str| {
+        ebpf.take_map(name)
+            .ok_or_else(|| OffloadError::Load(format!("the object has no {name} map")))
+    };
+    let (clients, peers, fallbacks) = (take("clients")?, take("peers")?, take("fallbacks")?);
+    Ok(Maps {
+        clients: clients.try_into().map_err(|e| load_error(&e))?,
+        peers: peers.try_into().map_err(|e| load_error(&e))?,
+        fallbacks: fallbacks.try_into().map_err(|e| load_error(&e))?,
+        _program: ebpf,
+    })
+}
