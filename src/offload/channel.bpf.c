@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 //
-// tern's kernel fast path for TURN channels (RFC 8656 §12), attached to the TC ingress
+// tern's kernel fast path for TURN channels (RFC 8656 §12; numbers 0x4000-0x7FFF, as
+// the engine accepts them), attached to the TC ingress
 // hook of the interfaces that carry the listener and relay addresses.
 //
 // Two maps, filled and emptied by tern's engine (src/offload), say which channels are
@@ -11,9 +12,13 @@
 //   - `peers`: a datagram from a bound peer to a relay address → the client's 5-tuple
 //     and channel. A ChannelData header is put in front and the datagram leaves from the
 //     listener address to the client.
+// A datagram leaves the way the other side's datagrams came in: each side's frames
+// teach the entry of the opposite direction their interface and MAC addresses (the
+// frame's source MAC is the next hop toward that side), so no route or neighbour lookup
+// is made per packet, and forwarding need not be enabled on the host.
 // Everything else, and anything this program is unsure of (IP options, fragments, GSO
-// packets, a stale entry, no route or no neighbour yet, a datagram that would not fit
-// the egress MTU), is passed up untouched: the user-space relay has the same state and
+// packets, a stale entry, a side not heard from yet, a datagram that would not fit the
+// egress MTU), is passed up untouched: the user-space relay has the same state and
 // handles it. An entry carries its own deadline (the channel's, or its permission's
 // if sooner), so an entry the engine has not withdrawn yet never outlives the
 // permission that allows it.
@@ -42,11 +47,9 @@ static long (*bpf_skb_change_tail)(void *skb, __u32 len, __u64 flags) =
     (void *)BPF_FUNC_skb_change_tail;
 static __s64 (*bpf_csum_diff)(__u32 *from, __u32 from_size, __u32 *to, __u32 to_size,
                               __u32 seed) = (void *)BPF_FUNC_csum_diff;
-static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params, int plen,
-                              __u32 flags) = (void *)BPF_FUNC_fib_lookup;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
-static long (*bpf_redirect_neigh)(__u32 ifindex, void *params, int plen, __u64 flags) =
-    (void *)BPF_FUNC_redirect_neigh;
+static long (*bpf_check_mtu)(void *skb, __u32 ifindex, __u32 *mtu_len, __s32 len_diff,
+                             __u64 flags) = (void *)BPF_FUNC_check_mtu;
 static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 
 // From <sys/socket.h>, which is not for the BPF target.
@@ -79,11 +82,19 @@ struct client_key {
     __u8 pad;
 };
 
+// Where frames toward one side go: learnt from that side's own frames.
+struct path {
+    __u32 ifindex; // 0 until that side has been heard from
+    __u8 dmac[ETH_ALEN];
+    __u8 smac[ETH_ALEN];
+};
+
 struct client_route {
     __u32 relay_ip[4];
     __u32 peer_ip[4];
     __u16 relay_port;
     __u16 peer_port;
+    struct path to_peer;
     __u32 pad;
     __u64 expires_ns; // CLOCK_MONOTONIC
     __u64 packets;
@@ -106,6 +117,7 @@ struct peer_route {
     __u16 server_port;
     __u16 channel;
     __u16 pad;
+    struct path to_client;
     __u64 expires_ns;
     __u64 packets;
     __u64 bytes;
@@ -115,7 +127,7 @@ struct peer_route {
 // src/offload/maps.rs.
 enum fallback {
     FALLBACK_EXPIRED,
-    FALLBACK_NO_ROUTE,
+    FALLBACK_UNHEARD,
     FALLBACK_TOO_BIG,
     FALLBACK_FRAMING,
     FALLBACK_FAILED,
@@ -236,30 +248,28 @@ INLINE int parse(struct __sk_buff *skb, struct flow *f) {
     return 1;
 }
 
-// Looks the route up for a datagram from `src` to `dst` and fills `fib`: 0 when it can
-// leave by redirect, -1 when it can but its neighbour is not resolved yet, else the
-// fallback reason (never FALLBACK_EXPIRED, which is 0).
-INLINE int route(struct __sk_buff *skb, struct flow *f, __u32 *src, __u32 *dst, __u16 sport,
-                 __u16 dport, __u16 l3_len, struct bpf_fib_lookup *fib) {
-    fib->family = f->family == 4 ? AF_INET : AF_INET6;
-    fib->l4_protocol = IPPROTO_UDP;
-    fib->sport = sport;
-    fib->dport = dport;
-    fib->tot_len = l3_len;
-    fib->ifindex = skb->ingress_ifindex;
-    if (f->family == 4) {
-        fib->ipv4_src = src[0];
-        fib->ipv4_dst = dst[0];
-    } else {
-        __builtin_memcpy(fib->ipv6_src, src, 16);
-        __builtin_memcpy(fib->ipv6_dst, dst, 16);
-    }
-    long rc = bpf_fib_lookup(skb, fib, sizeof(*fib), 0);
-    if (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-        return rc == BPF_FIB_LKUP_RET_NO_NEIGH ? -1 : 0;
-    if (rc == BPF_FIB_LKUP_RET_FRAG_NEEDED)
-        return FALLBACK_TOO_BIG;
-    return FALLBACK_NO_ROUTE;
+// Records in `p` how to reach the side whose frame this is: the interface it came in on,
+// its source MAC as the next hop and its destination MAC as ours. Written only when it
+// changed, so the entry's cache line is not dirtied per packet.
+INLINE void learn(struct __sk_buff *skb, struct path *p) {
+    struct ethhdr eth;
+    if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+        return;
+    int same = p->ifindex == skb->ingress_ifindex;
+#pragma unroll
+    for (int i = 0; i < ETH_ALEN; i++)
+        same &= p->dmac[i] == eth.h_source[i] && p->smac[i] == eth.h_dest[i];
+    if (same)
+        return;
+    __builtin_memcpy(p->dmac, eth.h_source, ETH_ALEN);
+    __builtin_memcpy(p->smac, eth.h_dest, ETH_ALEN);
+    p->ifindex = skb->ingress_ifindex;
+}
+
+// Whether a frame `grow` bytes longer than this one fits the MTU of `p`'s interface.
+INLINE int fits(struct __sk_buff *skb, struct path *p, __s32 grow) {
+    __u32 mtu = 0;
+    return bpf_check_mtu(skb, p->ifindex, &mtu, grow, 0) == BPF_MTU_CHK_RET_SUCCESS;
 }
 
 // Writes the IP header for the rewritten datagram: new addresses, length and hop limit
@@ -293,14 +303,12 @@ INLINE int write_ip(struct __sk_buff *skb, struct flow *f, __u32 *src, __u32 *ds
     return bpf_skb_store_bytes(skb, ETH_HLEN, &ip, sizeof(ip), 0);
 }
 
-// Sends the rewritten frame out of the interface the route named.
-INLINE int send(struct __sk_buff *skb, struct bpf_fib_lookup *fib, int need_neigh) {
-    if (need_neigh)
-        return bpf_redirect_neigh(fib->ifindex, 0, 0, 0);
-    if (bpf_skb_store_bytes(skb, 0, fib->dmac, ETH_ALEN, 0) < 0 ||
-        bpf_skb_store_bytes(skb, ETH_ALEN, fib->smac, ETH_ALEN, 0) < 0)
+// Sends the rewritten frame out toward the side `p` leads to.
+INLINE int send(struct __sk_buff *skb, struct path *p) {
+    if (bpf_skb_store_bytes(skb, 0, p->dmac, ETH_ALEN, 0) < 0 ||
+        bpf_skb_store_bytes(skb, ETH_ALEN, p->smac, ETH_ALEN, 0) < 0)
         return TC_ACT_SHOT;
-    return bpf_redirect(fib->ifindex, 0);
+    return bpf_redirect(p->ifindex, 0);
 }
 
 // The UDP checksum after the fields in `from` were replaced by those in `to` (both
@@ -315,6 +323,15 @@ INLINE __u16 mend_checksum(__u16 old, __u32 *from, __u32 *to) {
 // relay address to the peer.
 INLINE int to_peer(struct __sk_buff *skb, struct flow *f, struct client_route *r,
                    __u16 data_len) {
+    // The client was heard from: the peer's datagrams can go back to it.
+    struct peer_key back = {.relay_port = r->relay_port, .peer_port = r->peer_port,
+                            .family = f->family};
+    __builtin_memcpy(back.relay_ip, r->relay_ip, 16);
+    __builtin_memcpy(back.peer_ip, r->peer_ip, 16);
+    struct peer_route *reverse = bpf_map_lookup_elem(&peers, &back);
+    if (reverse)
+        learn(skb, &reverse->to_client);
+
     __u16 payload = f->udp_len - sizeof(struct udphdr);
     __u16 pad = payload - 4 - data_len;
     if (pad) {
@@ -330,12 +347,9 @@ INLINE int to_peer(struct __sk_buff *skb, struct flow *f, struct client_route *r
     }
     if (bpf_ktime_get_ns() >= r->expires_ns)
         return fall_back(FALLBACK_EXPIRED);
+    if (r->to_peer.ifindex == 0)
+        return fall_back(FALLBACK_UNHEARD);
     __u16 udp_len = sizeof(struct udphdr) + data_len;
-    __u16 l3_len = (f->family == 4 ? sizeof(struct iphdr) : sizeof(struct ip6)) + udp_len;
-    struct bpf_fib_lookup fib = {};
-    int rc = route(skb, f, r->relay_ip, r->peer_ip, r->relay_port, r->peer_port, l3_len, &fib);
-    if (rc > 0)
-        return fall_back(rc);
 
     __u32 chd;
     if (bpf_skb_load_bytes(skb, f->l4_off + 8, &chd, 4) < 0)
@@ -369,25 +383,32 @@ INLINE int to_peer(struct __sk_buff *skb, struct flow *f, struct client_route *r
         return TC_ACT_SHOT;
     __sync_fetch_and_add(&r->packets, 1);
     __sync_fetch_and_add(&r->bytes, data_len);
-    return send(skb, &fib, rc < 0);
+    return send(skb, &r->to_peer);
 }
 
 // Peer → client: a datagram from a bound peer leaves as ChannelData from the listener
 // address to the client.
 INLINE int to_client(struct __sk_buff *skb, struct flow *f, struct peer_route *r) {
+    // The peer was heard from: the client's ChannelData can go on to it.
+    struct client_key back = {.client_port = r->client_port, .server_port = r->server_port,
+                              .channel = r->channel, .family = f->family};
+    __builtin_memcpy(back.client_ip, r->client_ip, 16);
+    __builtin_memcpy(back.server_ip, r->server_ip, 16);
+    struct client_route *reverse = bpf_map_lookup_elem(&clients, &back);
+    if (reverse)
+        learn(skb, &reverse->to_peer);
+
     if (bpf_ktime_get_ns() >= r->expires_ns)
         return fall_back(FALLBACK_EXPIRED);
     __u16 data_len = f->udp_len - sizeof(struct udphdr);
     __u32 l3_head = f->family == 4 ? sizeof(struct iphdr) : sizeof(struct ip6);
     if (l3_head + f->udp_len + 4 > 0xffff)
         return fall_back(FALLBACK_TOO_BIG);
+    if (r->to_client.ifindex == 0)
+        return fall_back(FALLBACK_UNHEARD);
+    if (!fits(skb, &r->to_client, 4))
+        return fall_back(FALLBACK_TOO_BIG);
     __u16 udp_len = f->udp_len + 4;
-    __u16 l3_len = l3_head + udp_len;
-    struct bpf_fib_lookup fib = {};
-    int rc = route(skb, f, r->server_ip, r->client_ip, r->server_port, r->client_port, l3_len,
-                   &fib);
-    if (rc > 0)
-        return fall_back(rc);
 
     struct {
         struct udphdr udp;
@@ -418,7 +439,7 @@ INLINE int to_client(struct __sk_buff *skb, struct flow *f, struct peer_route *r
         return TC_ACT_SHOT;
     __sync_fetch_and_add(&r->packets, 1);
     __sync_fetch_and_add(&r->bytes, data_len);
-    return send(skb, &fib, rc < 0);
+    return send(skb, &r->to_client);
 }
 
 SEC("classifier")
@@ -433,7 +454,7 @@ int tern_channels(struct __sk_buff *skb) {
             __u16 len;
         } chd;
         if (bpf_skb_load_bytes(skb, f.l4_off + 8, &chd, sizeof(chd)) == 0 &&
-            (ntohs(chd.channel) & 0xf000) == 0x4000) {
+            (ntohs(chd.channel) & 0xc000) == 0x4000) {
             struct client_key key = {};
             __builtin_memcpy(key.client_ip, f.saddr, 16);
             __builtin_memcpy(key.server_ip, f.daddr, 16);

@@ -19,6 +19,15 @@ pub struct ClientKey {
     pad: u8,
 }
 
+/// How to reach one side, which the program learns from that side's frames.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Path {
+    ifindex: u32,
+    dmac: [u8; 6],
+    smac: [u8; 6],
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClientRoute {
@@ -26,6 +35,7 @@ pub struct ClientRoute {
     peer_ip: [u32; 4],
     relay_port: u16,
     peer_port: u16,
+    pub to_peer: Path,
     pad: u32,
     pub expires_ns: u64,
     pub packets: u64,
@@ -52,6 +62,7 @@ pub struct PeerRoute {
     server_port: u16,
     channel: u16,
     pad: u16,
+    pub to_client: Path,
     pub expires_ns: u64,
     pub packets: u64,
     pub bytes: u64,
@@ -69,7 +80,7 @@ unsafe impl aya::Pod for PeerRoute {}
 
 /// Why the program passed a datagram of an offloaded channel up to user space; the
 /// index of each in the `fallbacks` map (the order of `enum fallback` in the program).
-pub const FALLBACK_REASONS: [&str; 5] = ["expired", "no_route", "too_big", "framing", "failed"];
+pub const FALLBACK_REASONS: [&str; 5] = ["expired", "unheard", "too_big", "framing", "failed"];
 
 /// The two entries of a channel (client → peer, peer → client) with no deadline yet;
 /// `None` when its addresses mix families.
@@ -146,9 +157,9 @@ mod tests {
     fn layouts_match_the_program() {
         // The sizes channel.bpf.c's structs have on the BPF target.
         assert_eq!(size_of::<ClientKey>(), 40);
-        assert_eq!(size_of::<ClientRoute>(), 64);
+        assert_eq!(size_of::<ClientRoute>(), 80);
         assert_eq!(size_of::<PeerKey>(), 40);
-        assert_eq!(size_of::<PeerRoute>(), 64);
+        assert_eq!(size_of::<PeerRoute>(), 80);
     }
 
     #[test]

@@ -115,11 +115,13 @@ impl Offload {
         };
         let deadline = monotonic_ns(until);
         let mut maps = self.lock_maps();
+        // A refresh keeps what the program counted and learnt.
         if let Ok(old) = maps.clients.get(&ckey, 0) {
-            (croute.packets, croute.bytes) = (old.packets, old.bytes);
+            (croute.packets, croute.bytes, croute.to_peer) = (old.packets, old.bytes, old.to_peer);
         }
         if let Ok(old) = maps.peers.get(&pkey, 0) {
-            (proute.packets, proute.bytes) = (old.packets, old.bytes);
+            (proute.packets, proute.bytes, proute.to_client) =
+                (old.packets, old.bytes, old.to_client);
         }
         croute.expires_ns = deadline;
         proute.expires_ns = deadline;
@@ -214,6 +216,20 @@ fn monotonic_ns(at: Instant) -> u64 {
     }
 }
 
+/// An error and its causes on one line: the loader's top-level messages alone ("error
+/// relocating function") do not say what to fix.
+#[cfg(tern_offload)]
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 #[cfg(not(tern_offload))]
 fn load(_interfaces: &[String], _channels: u32) -> Result<Maps, OffloadError> {
     Err(OffloadError::NotBuilt)
@@ -234,7 +250,7 @@ fn load(interfaces: &[String], channels: u32) -> Result<Maps, OffloadError> {
     if interfaces.is_empty() {
         return Err(OffloadError::NoInterface);
     }
-    let load_error = |e: &dyn std::fmt::Display| OffloadError::Load(e.to_string());
+    let load_error = |e: &dyn std::error::Error| OffloadError::Load(with_causes(e));
     let mut ebpf = aya::EbpfLoader::new()
         .map_max_entries("clients", channels)
         .map_max_entries("peers", channels)
@@ -252,7 +268,7 @@ fn load(interfaces: &[String], channels: u32) -> Result<Maps, OffloadError> {
             .attach_with_options(interface, TcAttachType::Ingress, options)
             .map_err(|e| OffloadError::Attach {
                 interface: interface.clone(),
-                reason: e.to_string(),
+                reason: with_causes(&e),
             })?;
     }
     let mut take = |name: &str| {
