@@ -3,7 +3,7 @@
 # (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient), openssl,
 # redis-server (the fleet tests start their own on a loopback port), man (the
 # generated man pages must render without warnings) and python3 (the benchmark and
-# the soak, bench/).
+# the soak, bench/) and clang (the build compiles the kernel fast path, src/offload).
 #
 # Idempotent: does nothing when the tools are already on PATH. Non-interactive; meant
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
@@ -26,6 +26,7 @@ TOOLS=(
     redis-server=redis-server
     man=man-db
     python3=python3
+    clang=clang
 )
 
 # Stops and disables a system service (coturn, redis-server) if one is there: the

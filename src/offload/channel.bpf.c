@@ -156,6 +156,23 @@ struct map_def SEC("maps") fallbacks = {
     .max_entries = FALLBACK_COUNT,
 };
 
+// Datagrams with more application data than this are left to user space.
+#define MAX_DATA 2048
+
+// Per-CPU room to copy the data into for its checksum. The room past MAX_DATA lets the
+// verifier accept each 512-byte step at its bounds, and holds the zeros that pad an odd
+// length to whole words.
+struct scratch {
+    __u8 data[MAX_DATA + 1024];
+};
+
+struct map_def SEC("maps") scratch = {
+    .type = BPF_MAP_TYPE_PERCPU_ARRAY,
+    .key_size = sizeof(__u32),
+    .value_size = sizeof(struct scratch),
+    .max_entries = 1,
+};
+
 // What the program needs of a UDP datagram: its addresses, ports and where its parts are.
 struct flow {
     __u32 saddr[4];
@@ -311,10 +328,51 @@ INLINE int send(struct __sk_buff *skb, struct path *p) {
     return bpf_redirect(p->ifindex, 0);
 }
 
-// The UDP checksum after the fields in `from` were replaced by those in `to` (both
-// twelve words, zero where unused), from the old checksum.
-INLINE __u16 mend_checksum(__u16 old, __u32 *from, __u32 *to) {
-    __s64 sum = bpf_csum_diff(from, 48, to, 48, (__u16)~old);
+// The ones' complement sum of `len` bytes of application data at `off`, or -1 when it
+// cannot be had (more than MAX_DATA bytes).
+INLINE __s64 sum_data(struct __sk_buff *skb, __u32 off, __u32 len) {
+    __u32 zero = 0;
+    struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+    if (!s || len > MAX_DATA)
+        return -1;
+    if (len == 0)
+        return 0;
+    // The verifier must see the copy's length as 1..MAX_DATA from one register.
+    __u64 last = (__u64)len - 1;
+    asm volatile("" : "+r"(last));
+    if (last >= MAX_DATA)
+        return -1;
+    if (bpf_skb_load_bytes(skb, off, s->data, last + 1) < 0)
+        return -1;
+    s->data[len] = 0;
+    s->data[len + 1] = 0;
+    s->data[len + 2] = 0;
+    __u64 left = ((__u64)len + 3) & 0xffc;
+    __s64 sum = 0;
+#pragma unroll
+    for (int i = 0; i < MAX_DATA / 512; i++) {
+        __u64 n = left > 512 ? 512 : left;
+        asm volatile("" : "+r"(n));
+        n &= 0x3fc;
+        sum = bpf_csum_diff(0, 0, (__u32 *)(s->data + i * 512), n, (__u32)sum);
+        if (sum < 0)
+            return -1;
+        left -= n;
+    }
+    return sum;
+}
+
+// The UDP checksum of a datagram from `src` to `dst` whose header and leading words
+// (a ChannelData header, or 0) are `head`, over data whose sum is `data_sum`. Computed
+// whole, never patched: what arrived may carry a partial checksum (a sender on this
+// host, over veth), and the resized packet leaves with none offloaded.
+INLINE __u16 udp_checksum(__u32 *src, __u32 *dst, struct udphdr *udp, __u32 lead,
+                          __s64 data_sum) {
+    __u32 words[12] = {src[0], src[1], src[2], src[3], dst[0], dst[1], dst[2], dst[3],
+                       word(0, udp->len), word(0, htons(IPPROTO_UDP)),
+                       word(udp->source, udp->dest), word(udp->len, 0)};
+    __s64 sum = bpf_csum_diff(0, 0, words, sizeof(words), (__u32)data_sum);
+    sum = bpf_csum_diff(0, 0, &lead, sizeof(lead), (__u32)sum);
     __u16 c = fold((__u64)(__u32)sum);
     return c == 0 ? 0xffff : c;
 }
@@ -351,25 +409,15 @@ INLINE int to_peer(struct __sk_buff *skb, struct flow *f, struct client_route *r
         return fall_back(FALLBACK_UNHEARD);
     __u16 udp_len = sizeof(struct udphdr) + data_len;
 
-    __u32 chd;
-    if (bpf_skb_load_bytes(skb, f->l4_off + 8, &chd, 4) < 0)
-        return fall_back(FALLBACK_FAILED);
+    __s64 data_sum = sum_data(skb, f->l4_off + 12, data_len);
+    if (data_sum < 0)
+        return fall_back(FALLBACK_TOO_BIG);
     struct udphdr udp = {
         .source = r->relay_port,
         .dest = r->peer_port,
         .len = htons(udp_len),
-        .check = 0,
     };
-    if (f->udp_csum != 0) {
-        __u32 from[12] = {f->saddr[0], f->saddr[1], f->saddr[2], f->saddr[3],
-                          f->daddr[0], f->daddr[1], f->daddr[2], f->daddr[3],
-                          word(0, htons(f->udp_len)), word(f->sport, f->dport),
-                          word(htons(f->udp_len), 0), chd};
-        __u32 to[12] = {r->relay_ip[0], r->relay_ip[1], r->relay_ip[2], r->relay_ip[3],
-                        r->peer_ip[0], r->peer_ip[1], r->peer_ip[2], r->peer_ip[3],
-                        word(0, udp.len), word(udp.source, udp.dest), word(udp.len, 0), 0};
-        udp.check = mend_checksum(f->udp_csum, from, to);
-    }
+    udp.check = udp_checksum(r->relay_ip, r->peer_ip, &udp, 0, data_sum);
     // The new UDP header goes over the last half of the old one and the ChannelData
     // header; then the four bytes after the IP header go.
     if (bpf_skb_store_bytes(skb, f->l4_off + 4, &udp, sizeof(udp), 0) < 0 ||
@@ -410,6 +458,9 @@ INLINE int to_client(struct __sk_buff *skb, struct flow *f, struct peer_route *r
         return fall_back(FALLBACK_TOO_BIG);
     __u16 udp_len = f->udp_len + 4;
 
+    __s64 data_sum = sum_data(skb, f->l4_off + 8, data_len);
+    if (data_sum < 0)
+        return fall_back(FALLBACK_TOO_BIG);
     struct {
         struct udphdr udp;
         __u16 channel;
@@ -419,17 +470,8 @@ INLINE int to_client(struct __sk_buff *skb, struct flow *f, struct peer_route *r
         .channel = r->channel,
         .len = htons(data_len),
     };
-    if (f->udp_csum != 0) {
-        __u32 from[12] = {f->saddr[0], f->saddr[1], f->saddr[2], f->saddr[3],
-                          f->daddr[0], f->daddr[1], f->daddr[2], f->daddr[3],
-                          word(0, htons(f->udp_len)), word(f->sport, f->dport),
-                          word(htons(f->udp_len), 0), 0};
-        __u32 to[12] = {r->server_ip[0], r->server_ip[1], r->server_ip[2], r->server_ip[3],
-                        r->client_ip[0], r->client_ip[1], r->client_ip[2], r->client_ip[3],
-                        word(0, head.udp.len), word(head.udp.source, head.udp.dest),
-                        word(head.udp.len, 0), word(head.channel, head.len)};
-        head.udp.check = mend_checksum(f->udp_csum, from, to);
-    }
+    head.udp.check =
+        udp_checksum(r->server_ip, r->client_ip, &head.udp, word(head.channel, head.len), data_sum);
     if (bpf_skb_adjust_room(skb, 4, BPF_ADJ_ROOM_NET, 0) < 0)
         return fall_back(FALLBACK_FAILED);
     __u32 frame_len = f->l4_off + udp_len;

@@ -172,7 +172,10 @@ async fn bind(plan: &Plan) -> anyhow::Result<Bound> {
         plan.generated_secret.is_some(),
     );
     let server = &settings.server;
-    let mut addresses: Vec<IpAddr> = (server.listen.iter().chain(&server.tls_listen))
+    // TLS clients are never offloaded, but their listeners' interfaces carry UDP too
+    // when they share an address; unbound TLS listeners do not count.
+    let tls_listen = settings.tls.is_enabled().then_some(&server.tls_listen);
+    let mut addresses: Vec<IpAddr> = (server.listen.iter().chain(tls_listen.into_iter().flatten()))
         .map(|l| l.addr.ip())
         .collect();
     addresses.extend(&plan.relay_ips);

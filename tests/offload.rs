@@ -1,0 +1,294 @@
+//! The kernel fast path (`relay.offload`, src/offload) against real traffic: coturn's
+//! `turnutils_uclient` relays through tern to `turnutils_peer`, each in a network
+//! namespace of its own, and tern's metrics must show the channels' packets relayed by
+//! the eBPF program, not by user space, with nothing lost.
+//!
+//! ```text
+//!   cli (10.71.1.2, fd71:1::2) ── srv: tern, listens on 10.71.1.1 / fd71:1::1,
+//!                                      relays from 10.71.2.1 / fd71:2::1 ── peer (10.71.2.2, fd71:2::2)
+//! ```
+//!
+//! IP forwarding stays off in srv: the program sends each datagram itself. The offload
+//! does not apply on loopback, which is why these tests need namespaces (root, `ip`;
+//! see `scripts/install-nat-deps.sh`). They are never skipped silently.
+
+mod support;
+
+#[path = "support/netns.rs"]
+mod netns;
+
+use std::fs;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use netns::{Namespaces, exec_in, require_netns, run};
+use support::{BackgroundProcess, TempDir, UclientSummary, run_with_timeout};
+
+const USER: &str = "alice";
+const PASS: &str = "pw";
+const PORT: u16 = 3478;
+const ECHO_PORT: u16 = 3480;
+const ADMIN: &str = "127.0.0.1:9641";
+const MESSAGES: u64 = 200;
+const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The three namespaces and their addresses, IPv4 and IPv6.
+struct Topology {
+    _namespaces: Namespaces,
+    cli: String,
+    srv: String,
+    peer: String,
+}
+
+impl Topology {
+    fn build(tag: &str) -> Self {
+        let mut namespaces = Namespaces::new(tag);
+        let cli = namespaces.add("cli");
+        let srv = namespaces.add("srv");
+        let peer = namespaces.add("peer");
+        let pid = std::process::id();
+        for (side, far, subnet) in [("c", &cli, 1), ("p", &peer, 2)] {
+            // Interface names are per namespace, but are created in ours first.
+            let (a, b) = (format!("o{side}{pid}a"), format!("o{side}{pid}b"));
+            run(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
+            run(&["ip", "link", "set", &a, "netns", far]);
+            run(&["ip", "link", "set", &b, "netns", &srv]);
+            for (ns, dev, host) in [(far.as_str(), &a, 2), (srv.as_str(), &b, 1)] {
+                let v4 = format!("10.71.{subnet}.{host}/24");
+                let v6 = format!("fd71:{subnet}::{host}/64");
+                run(&["ip", "-n", ns, "addr", "add", &v4, "dev", dev]);
+                run(&["ip", "-n", ns, "addr", "add", &v6, "dev", dev, "nodad"]);
+                run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            }
+            let via4 = format!("10.71.{subnet}.1");
+            let via6 = format!("fd71:{subnet}::1");
+            run(&["ip", "-n", far, "route", "add", "default", "via", &via4]);
+            run(&["ip", "-n", far, "-6", "route", "add", "default", "via", &via6]);
+        }
+        for key in ["net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forwarding"] {
+            let out = run(&["ip", "netns", "exec", &srv, "sysctl", "-n", key]);
+            assert_eq!(out.trim(), "0", "{key} must stay off in the server's namespace");
+        }
+        Self {
+            _namespaces: namespaces,
+            cli,
+            srv,
+            peer,
+        }
+    }
+}
+
+/// tern in srv with `offload` and the rest of `config`, its output in `dir`.
+fn start_tern(topo: &Topology, offload: &str, config_tail: &str, dir: &Path) -> BackgroundProcess {
+    let config = dir.join("tern.toml");
+    let text = format!(
+        "[server]\nlisten = [\"10.71.1.1:{PORT}\", \"[fd71:1::1]:{PORT}\"]\nworkers = 2\n\
+         [relay]\nips = [\"10.71.2.1\", \"fd71:2::1\"]\nports = \"40000-40100\"\n\
+         offload = \"{offload}\"\n\
+         [admin]\nlisten = \"{ADMIN}\"\n\
+         [[auth.users]]\nname = \"{USER}\"\npassword = \"{PASS}\"\n{config_tail}"
+    );
+    fs::write(&config, text).expect("writing the config");
+    let mut cmd = exec_in(&topo.srv, env!("CARGO_BIN_EXE_tern"));
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .env("NO_COLOR", "1");
+    let mut tern = BackgroundProcess::spawn("tern", &mut cmd, dir);
+    let server = SocketAddr::from(([10, 71, 1, 1], PORT));
+    let ready = netns::wait_stun_from(&topo.cli, server, Duration::from_secs(15), || {
+        match tern.try_exit_status() {
+            Some(status) => Err(format!("tern exited with {status}")),
+            None => Ok(()),
+        }
+    });
+    if let Err(e) = ready {
+        panic!("tern is not reachable at {server}: {e}\n{}", tern.logs());
+    }
+    tern
+}
+
+const PEERS_ALLOWED: &str = "[peers]\nallowed = [\"10.71.2.0/24\", \"fd71:2::/64\"]\n";
+
+/// turnutils_peer in the peer namespace on both families, once it is bound.
+fn start_echo(topo: &Topology, dir: &Path) -> BackgroundProcess {
+    let mut cmd = exec_in(&topo.peer, support::ensure_tool("turnutils_peer"));
+    cmd.args(["-p", &ECHO_PORT.to_string()]);
+    let mut echo = BackgroundProcess::spawn("turnutils_peer", &mut cmd, dir);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let wanted = format!(":{ECHO_PORT} ");
+    loop {
+        echo.assert_running();
+        let sockets = run(&["ip", "netns", "exec", &topo.peer, "ss", "-Hlun"]);
+        if sockets.matches(&wanted).count() >= 2 {
+            return echo;
+        }
+        assert!(Instant::now() < deadline, "turnutils_peer never bound:\n{}", echo.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// coturn's client in cli: `MESSAGES` messages on each of two clients (each with an
+/// RTP and an RTCP allocation), over channels, to the echo peer at `peer`.
+fn uclient(topo: &Topology, server: IpAddr, peer: IpAddr, tern: &BackgroundProcess) -> UclientSummary {
+    let mut cmd = exec_in(&topo.cli, support::ensure_tool("turnutils_uclient"));
+    cmd.args(["-u", USER, "-w", PASS, "-m", "2", "-l", "160"])
+        .args(["-n", &MESSAGES.to_string()])
+        .args(["-e", &peer.to_string(), "-r", &ECHO_PORT.to_string()])
+        .args(["-p", &PORT.to_string()]);
+    if peer.is_ipv6() {
+        cmd.arg("-x");
+    }
+    cmd.arg(server.to_string());
+    let out = run_with_timeout(&mut cmd, CHILD_TIMEOUT);
+    let text = out.combined();
+    let summary = UclientSummary::parse(&text)
+        .unwrap_or_else(|| panic!("uclient: no summary\n{}\n{}", out.describe(), tern.logs()));
+    println!("[uclient via {server}]\n{}", UclientSummary::lines(&text));
+    assert!(
+        out.success()
+            && summary.lost_packets == 0
+            && summary.tot_send_msgs == 2 * MESSAGES
+            && summary.tot_recv_msgs == summary.tot_send_msgs,
+        "uclient via {server}: {summary:?}\n{text}\n{}",
+        tern.logs()
+    );
+    summary
+}
+
+/// tern's metrics, read inside srv (the admin listener is on its loopback).
+fn metrics(topo: &Topology) -> String {
+    let script = format!(
+        "import urllib.request; print(urllib.request.urlopen('http://{ADMIN}/metrics').read().decode())"
+    );
+    let mut cmd = exec_in(&topo.srv, "python3");
+    cmd.args(["-c", &script]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(10));
+    assert!(out.success(), "reading metrics:\n{}", out.describe());
+    out.stdout
+}
+
+/// The value of the sample `name` (with its labels, as printed) in `text`; 0 if absent.
+fn sample(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Packets relayed (kernel, user space) toward peers and toward clients.
+struct Relayed {
+    kernel_to_peer: u64,
+    kernel_to_client: u64,
+    user_to_peer: u64,
+    user_to_client: u64,
+    channels: u64,
+}
+
+fn relayed(topo: &Topology) -> Relayed {
+    let text = metrics(topo);
+    Relayed {
+        kernel_to_peer: sample(&text, "tern_offload_packets_total{direction=\"to_peer\"}"),
+        kernel_to_client: sample(&text, "tern_offload_packets_total{direction=\"to_client\"}"),
+        user_to_peer: sample(&text, "tern_relayed_to_peer_packets_total"),
+        user_to_client: sample(&text, "tern_relayed_to_client_packets_total"),
+        channels: sample(&text, "tern_offload_channels"),
+    }
+}
+
+/// Channel data goes through the kernel both ways, on IPv4 and IPv6, with nothing
+/// lost; the entries go when the allocations do.
+#[test]
+fn uclient_channels_are_relayed_by_the_kernel() {
+    require_netns();
+    let topo = Topology::build("of");
+    let dir = TempDir::new("tern-offload");
+    let mut tern = start_tern(&topo, "on", PEERS_ALLOWED, dir.path());
+    assert!(tern.stderr().contains("kernel fast path on") || tern.stdout().contains("kernel fast path on"), "{}", tern.logs());
+    let _echo = start_echo(&topo, dir.path());
+    let families: [(IpAddr, IpAddr); 2] = [
+        ("10.71.1.1".parse().unwrap(), "10.71.2.2".parse().unwrap()),
+        ("fd71:1::1".parse().unwrap(), "fd71:2::2".parse().unwrap()),
+    ];
+    for (server, peer) in families {
+        let before = relayed(&topo);
+        let summary = uclient(&topo, server, peer, &tern);
+        let after = relayed(&topo);
+        let kernel_to_peer = after.kernel_to_peer - before.kernel_to_peer;
+        let kernel_to_client = after.kernel_to_client - before.kernel_to_client;
+        let user_to_peer = after.user_to_peer - before.user_to_peer;
+        let user_to_client = after.user_to_client - before.user_to_client;
+        println!(
+            "[{server}] kernel: {kernel_to_peer} to peers, {kernel_to_client} to clients; \
+             user space: {user_to_peer} to peers, {user_to_client} to clients"
+        );
+        // Each channel's first datagram each way goes through user space, until the
+        // program has heard from the other side; everything after is the kernel's.
+        let sent = summary.tot_send_msgs;
+        assert!(
+            kernel_to_peer + user_to_peer >= sent && kernel_to_peer >= sent - 20,
+            "[{server}] to peers: kernel {kernel_to_peer}, user space {user_to_peer} of {sent}\n{}",
+            tern.logs()
+        );
+        assert!(
+            kernel_to_client >= sent - 20,
+            "[{server}] to clients: kernel {kernel_to_client}, user space {user_to_client}\n{}",
+            tern.logs()
+        );
+        assert_eq!(after.channels, 0, "[{server}] entries left after the allocations ended");
+    }
+    tern.assert_running();
+}
+
+/// With `relay.offload = "off"` the same traffic is all user space's.
+#[test]
+fn offload_off_relays_in_user_space() {
+    require_netns();
+    let topo = Topology::build("on");
+    let dir = TempDir::new("tern-offload-off");
+    let tern = start_tern(&topo, "off", PEERS_ALLOWED, dir.path());
+    let _echo = start_echo(&topo, dir.path());
+    let summary = uclient(&topo, "10.71.1.1".parse().unwrap(), "10.71.2.2".parse().unwrap(), &tern);
+    let after = relayed(&topo);
+    assert_eq!((after.kernel_to_peer, after.kernel_to_client), (0, 0));
+    assert!(after.user_to_peer >= summary.tot_send_msgs, "{}", tern.logs());
+    assert_eq!(sample(&metrics(&topo), "tern_offload_active"), 0);
+}
+
+/// `relay.offload = "on"` refuses to start where the fast path cannot run (here:
+/// only loopback addresses, which it never attaches to), naming the reason; `auto`
+/// starts and says why it relays in user space.
+#[test]
+fn offload_on_refuses_to_start_without_the_fast_path() {
+    let dir = TempDir::new("tern-offload-lo");
+    let config = dir.join("tern.toml");
+    let port = support::free_udp_port();
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[relay]\noffload = \"on\"\n\
+         [[auth.users]]\nname = \"{USER}\"\npassword = \"{PASS}\"\n"
+    );
+    fs::write(&config, &text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
+    cmd.arg("serve").arg("--config").arg(&config).env("NO_COLOR", "1");
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(20));
+    assert!(!out.success(), "started without the fast path:\n{}", out.describe());
+    assert!(
+        out.stderr.contains("relay.offload = \"on\"") && out.stderr.contains("loopback"),
+        "{}",
+        out.describe()
+    );
+
+    fs::write(&config, text.replace("\"on\"", "\"auto\"")).unwrap();
+    let server = support::TernServer::builder()
+        .listen(SocketAddr::from(([127, 0, 0, 1], port)))
+        .arg("--config")
+        .arg(config.to_string_lossy())
+        .start();
+    let logs = server.logs();
+    assert!(
+        logs.contains("kernel fast path unavailable, relaying in user space") && logs.contains("loopback"),
+        "{logs}"
+    );
+}
