@@ -351,3 +351,120 @@ fn allocate_delete_churn_does_not_grow_the_timer_heap() {
         h.engine.timer_entries()
     );
 }
+
+// ---- the kernel fast path's control plane (tern_core::kernel) ----
+
+impl Harness {
+    /// Binds (or refreshes) a channel at `at`, taking a fresh nonce if the 438 says so.
+    fn bind_channel(&mut self, at: Duration, number: u16, peer: SocketAddr) {
+        let attrs = vec![Attr::channel(number), Attr::Peer(peer)];
+        let mut r = self.request_at(at, METHOD_CHANNEL_BIND, attrs.clone(), true);
+        if r.code == Some(438) {
+            self.nonce = r.msg.text(stun::attributes::ATTR_NONCE).unwrap().to_string();
+            r = self.request_at(at, METHOD_CHANNEL_BIND, attrs, true);
+        }
+        assert!(r.is_success(), "{:?}", r.code);
+    }
+}
+
+#[test]
+fn a_channel_is_offloaded_until_it_or_its_permission_ends() {
+    let mut h = Harness::new();
+    h.allocate();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    h.bind_channel(Duration::ZERO, 0x4001, peer);
+    // The permission (300 s) ends before the channel (600 s).
+    assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 300 * SEC);
+    // A new permission moves it; the channel's own end then comes first.
+    let r = h.request_at(200 * SEC, METHOD_CREATE_PERMISSION, vec![Attr::Peer(peer)], true);
+    assert!(r.is_success());
+    assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 500 * SEC);
+    let r = h.request_at(400 * SEC, METHOD_CREATE_PERMISSION, vec![Attr::Peer(peer)], true);
+    assert!(r.is_success());
+    assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 600 * SEC);
+    // Refreshing the channel refreshes its permission too: the permission ends first.
+    h.bind_channel(450 * SEC, 0x4001, peer);
+    assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 750 * SEC);
+    assert!(h.io.withdrawn.is_empty());
+}
+
+#[test]
+fn offloaded_channels_leave_with_their_allocation_and_their_bytes_are_counted() {
+    let mut h = Harness::new();
+    h.allocate();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    let other: SocketAddr = "198.51.100.8:4000".parse().unwrap();
+    h.bind_channel(Duration::ZERO, 0x4001, peer);
+    h.bind_channel(Duration::ZERO, 0x4002, other);
+    assert_eq!(h.io.kernel.len(), 2);
+    h.io.kernel_bytes = tern::core::KernelBytes {
+        to_peer: 1000,
+        to_client: 2000,
+    };
+    let r = h.request_at(SEC, METHOD_REFRESH, vec![Attr::lifetime(0)], true);
+    assert!(r.is_success());
+    assert!(h.io.kernel.is_empty(), "left in the kernel: {:?}", h.io.kernel);
+    let mut withdrawn = h.io.withdrawn.clone();
+    withdrawn.sort();
+    assert_eq!(withdrawn, [(peer, 0x4001), (other, 0x4002)]);
+}
+
+#[test]
+fn an_expired_channel_is_withdrawn_and_its_kernel_bytes_stay_on_the_session() {
+    let mut h = Harness::new();
+    h.allocate();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    h.bind_channel(Duration::ZERO, 0x4001, peer);
+    assert!(
+        h.request_at(SEC, METHOD_REFRESH, vec![Attr::lifetime(3600)], true)
+            .is_success()
+    );
+    h.io.kernel_bytes = tern::core::KernelBytes {
+        to_peer: 1000,
+        to_client: 2000,
+    };
+    // Its entry stops relaying at 300 s by itself (its own deadline); the allocation's
+    // timer looks at it at its old expiry (600 s), when the channel has expired too,
+    // and takes the entry out.
+    h.engine.handle_timeout(h.t0 + 599 * SEC, &mut h.io);
+    assert!(h.io.withdrawn.is_empty());
+    h.engine.handle_timeout(h.t0 + 600 * SEC, &mut h.io);
+    assert_eq!(h.io.withdrawn, [(peer, 0x4001)]);
+    let session = &h.engine.sessions(h.t0 + 601 * SEC)[0];
+    assert_eq!((session.bytes_to_peer, session.bytes_to_client), (1000, 2000));
+    // Bound again (same number and peer, within the cooldown), it goes back in.
+    h.bind_channel(700 * SEC, 0x4001, peer);
+    assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 1000 * SEC);
+}
+
+#[test]
+fn stream_clients_are_never_offloaded() {
+    for transport in [Transport::Tcp, Transport::Tls] {
+        let mut h = Harness::new();
+        h.tuple.transport = transport;
+        // A new 5-tuple earns its own nonce.
+        let challenge = h.request_at(Duration::ZERO, METHOD_ALLOCATE, vec![], false);
+        h.nonce = challenge.msg.text(stun::attributes::ATTR_NONCE).unwrap().to_string();
+        h.allocate();
+        h.bind_channel(Duration::ZERO, 0x4001, PEER.parse().unwrap());
+        assert!(h.io.kernel.is_empty(), "{transport:?}");
+    }
+}
+
+#[test]
+fn a_reload_that_denies_the_peer_withdraws_its_channel() {
+    let mut h = Harness::new();
+    h.allocate();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    h.bind_channel(Duration::ZERO, 0x4001, peer);
+    // The same rules without the re-allowed documentation ranges: the peer is denied.
+    let own = tern::policy::OwnRelays {
+        ips: vec![sans_io::RELAY_V4, sans_io::RELAY_V6],
+        ports: sans_io::port_range().as_range(),
+    };
+    let denying = tern::policy::PeerPolicy::new(vec![], vec![], own);
+    h.engine.reload(&sans_io::rules(denying));
+    h.engine.sync_kernel_all(h.t0 + SEC, &mut h.io);
+    assert_eq!(h.io.withdrawn, [(peer, 0x4001)]);
+    assert!(h.io.kernel.is_empty());
+}

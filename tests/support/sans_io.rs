@@ -11,11 +11,14 @@ use rand::SeedableRng;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
 use tern::config::PortRange;
-use tern::core::{Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, RelayIpChoice, Shared};
+use tern::core::{
+    Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, KernelBytes, KernelChannel,
+    RelayIpChoice, Shared,
+};
 use tern::policy::{OwnRelays, PeerPolicy};
 
 pub const REALM: &str = "test";
@@ -51,6 +54,12 @@ pub struct Recorder {
     pub errors_sent: Vec<u16>,
     /// Allocations counted as opened minus those counted as closed.
     pub allocations_counted: i64,
+    /// Channels the kernel relays: (peer, number) → the instant its entry stops.
+    pub kernel: HashMap<(SocketAddr, u16), Instant>,
+    /// Channels withdrawn from the kernel, in order.
+    pub withdrawn: Vec<(SocketAddr, u16)>,
+    /// What every withdrawn channel says the kernel relayed on it.
+    pub kernel_bytes: KernelBytes,
 }
 
 impl Io for Recorder {
@@ -78,6 +87,16 @@ impl Io for Recorder {
             Count::AllocationClosed { .. } => self.allocations_counted -= 1,
             _ => {}
         }
+    }
+    fn offload_channel(&mut self, channel: &KernelChannel, until: Instant) -> bool {
+        self.kernel.insert((channel.peer, channel.number), until);
+        true
+    }
+    fn withdraw_channel(&mut self, channel: &KernelChannel) -> KernelBytes {
+        let key = (channel.peer, channel.number);
+        assert!(self.kernel.remove(&key).is_some(), "withdrawn but never offloaded: {key:?}");
+        self.withdrawn.push(key);
+        self.kernel_bytes
     }
 }
 
@@ -133,19 +152,23 @@ pub fn engine(limiter: UnauthorizedLimiter) -> Engine {
 /// Like [`engine`], with the state it shares with other engines (ports, quotas,
 /// reservations) given: engines sharing one [`Shared`] are the workers of one server.
 pub fn engine_sharing(limiter: UnauthorizedLimiter, shared: Arc<Shared>) -> Engine {
-    let users = HashMap::from([(USER.to_string(), StaticSecret::Password(PASSWORD.into()))]);
-    let rules = EngineRules {
-        config: Arc::new(engine_config()),
-        credentials: Arc::new(Credentials::new(REALM.into(), users, vec![], ':')),
-        policy: Arc::new(peer_policy()),
-    };
     Engine::new(
-        &rules,
+        &rules(peer_policy()),
         NonceIssuer::new(NONCE_KEY, 600),
         limiter,
         rand::rngs::StdRng::seed_from_u64(7),
         shared,
     )
+}
+
+/// The rules of [`engine`] with `policy`.
+pub fn rules(policy: PeerPolicy) -> EngineRules {
+    let users = HashMap::from([(USER.to_string(), StaticSecret::Password(PASSWORD.into()))]);
+    EngineRules {
+        config: Arc::new(engine_config()),
+        credentials: Arc::new(Credentials::new(REALM.into(), users, vec![], ':')),
+        policy: Arc::new(policy),
+    }
 }
 
 /// A limiter that lets every answer through.
