@@ -124,7 +124,11 @@ impl OffloadMetrics {
         self.channels.set(totals.channels as i64);
         let directions = [
             ("to_peer", totals.to_peer_packets, totals.to_peer_bytes),
-            ("to_client", totals.to_client_packets, totals.to_client_bytes),
+            (
+                "to_client",
+                totals.to_client_packets,
+                totals.to_client_bytes,
+            ),
         ];
         for (direction, packets, bytes) in directions {
             let label = DirectionLabel { direction };
@@ -133,7 +137,10 @@ impl OffloadMetrics {
         }
         let reasons = FALLBACK_REASONS.iter().chain(&["map_full"]);
         for (&reason, &count) in reasons.zip(&totals.fallbacks) {
-            advance(&self.fallbacks.get_or_create(&ReasonLabel { reason }), count);
+            advance(
+                &self.fallbacks.get_or_create(&ReasonLabel { reason }),
+                count,
+            );
         }
     }
 }

@@ -208,6 +208,51 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     );
 }
 
+/// The drop-in that lets tern load its kernel fast path adds exactly the two
+/// capabilities and the bpf() system call, and still verifies as part of the unit.
+#[test]
+fn systemd_offload_drop_in_grants_only_what_the_fast_path_needs() {
+    let drop_in = read("deploy/systemd/offload.conf");
+    let entries = unit_entries(&drop_in);
+    let value = |key: &str| {
+        entries
+            .iter()
+            .find(|(s, k, _)| s == "Service" && k == key)
+            .map(|(_, _, v)| v.as_str())
+    };
+    let caps = "CAP_NET_BIND_SERVICE CAP_BPF CAP_NET_ADMIN";
+    assert_eq!(value("AmbientCapabilities"), Some(caps));
+    assert_eq!(value("CapabilityBoundingSet"), Some(caps));
+    assert_eq!(value("SystemCallFilter"), Some("bpf"));
+    assert_eq!(
+        entries.len(),
+        3,
+        "the drop-in should change nothing else: {entries:?}"
+    );
+
+    // A drop-in's sections extend the unit's: checked as one file.
+    let analyze = tool("systemd-analyze");
+    let dir = TempDir::new("tern-deploy-offload");
+    let unit = dir.join("tern.service");
+    let text =
+        read("deploy/systemd/tern.service").replace("/usr/bin/tern", env!("CARGO_BIN_EXE_tern"));
+    std::fs::write(&unit, format!("{text}\n{drop_in}")).expect("writing unit");
+    let out = run(Command::new(&analyze)
+        .args(["verify", "--man=no"])
+        .arg(&unit));
+    let findings: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stdout).lines())
+        .filter(|l| l.contains("tern.service"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        out.status.success() && findings.is_empty(),
+        "systemd-analyze verify found problems with the drop-in:\n{}",
+        describe(&out)
+    );
+}
+
 // ------------------------------------------------------------------ firewall
 
 /// The ports every firewall file must open, as (protocol, port or MIN-MAX).

@@ -360,7 +360,11 @@ impl Harness {
         let attrs = vec![Attr::channel(number), Attr::Peer(peer)];
         let mut r = self.request_at(at, METHOD_CHANNEL_BIND, attrs.clone(), true);
         if r.code == Some(438) {
-            self.nonce = r.msg.text(stun::attributes::ATTR_NONCE).unwrap().to_string();
+            self.nonce = r
+                .msg
+                .text(stun::attributes::ATTR_NONCE)
+                .unwrap()
+                .to_string();
             r = self.request_at(at, METHOD_CHANNEL_BIND, attrs, true);
         }
         assert!(r.is_success(), "{:?}", r.code);
@@ -376,10 +380,20 @@ fn a_channel_is_offloaded_until_it_or_its_permission_ends() {
     // The permission (300 s) ends before the channel (600 s).
     assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 300 * SEC);
     // A new permission moves it; the channel's own end then comes first.
-    let r = h.request_at(200 * SEC, METHOD_CREATE_PERMISSION, vec![Attr::Peer(peer)], true);
+    let r = h.request_at(
+        200 * SEC,
+        METHOD_CREATE_PERMISSION,
+        vec![Attr::Peer(peer)],
+        true,
+    );
     assert!(r.is_success());
     assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 500 * SEC);
-    let r = h.request_at(400 * SEC, METHOD_CREATE_PERMISSION, vec![Attr::Peer(peer)], true);
+    let r = h.request_at(
+        400 * SEC,
+        METHOD_CREATE_PERMISSION,
+        vec![Attr::Peer(peer)],
+        true,
+    );
     assert!(r.is_success());
     assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 600 * SEC);
     // Refreshing the channel refreshes its permission too: the permission ends first.
@@ -403,7 +417,11 @@ fn offloaded_channels_leave_with_their_allocation_and_their_bytes_are_counted() 
     };
     let r = h.request_at(SEC, METHOD_REFRESH, vec![Attr::lifetime(0)], true);
     assert!(r.is_success());
-    assert!(h.io.kernel.is_empty(), "left in the kernel: {:?}", h.io.kernel);
+    assert!(
+        h.io.kernel.is_empty(),
+        "left in the kernel: {:?}",
+        h.io.kernel
+    );
     let mut withdrawn = h.io.withdrawn.clone();
     withdrawn.sort();
     assert_eq!(withdrawn, [(peer, 0x4001), (other, 0x4002)]);
@@ -431,7 +449,10 @@ fn an_expired_channel_is_withdrawn_and_its_kernel_bytes_stay_on_the_session() {
     h.engine.handle_timeout(h.t0 + 600 * SEC, &mut h.io);
     assert_eq!(h.io.withdrawn, [(peer, 0x4001)]);
     let session = &h.engine.sessions(h.t0 + 601 * SEC)[0];
-    assert_eq!((session.bytes_to_peer, session.bytes_to_client), (1000, 2000));
+    assert_eq!(
+        (session.bytes_to_peer, session.bytes_to_client),
+        (1000, 2000)
+    );
     // Bound again (same number and peer, within the cooldown), it goes back in.
     h.bind_channel(700 * SEC, 0x4001, peer);
     assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 1000 * SEC);
@@ -444,7 +465,11 @@ fn stream_clients_are_never_offloaded() {
         h.tuple.transport = transport;
         // A new 5-tuple earns its own nonce.
         let challenge = h.request_at(Duration::ZERO, METHOD_ALLOCATE, vec![], false);
-        h.nonce = challenge.msg.text(stun::attributes::ATTR_NONCE).unwrap().to_string();
+        h.nonce = challenge
+            .msg
+            .text(stun::attributes::ATTR_NONCE)
+            .unwrap()
+            .to_string();
         h.allocate();
         h.bind_channel(Duration::ZERO, 0x4001, PEER.parse().unwrap());
         assert!(h.io.kernel.is_empty(), "{transport:?}");

@@ -65,11 +65,20 @@ impl Topology {
             let via4 = format!("10.71.{subnet}.1");
             let via6 = format!("fd71:{subnet}::1");
             run(&["ip", "-n", far, "route", "add", "default", "via", &via4]);
-            run(&["ip", "-n", far, "-6", "route", "add", "default", "via", &via6]);
+            run(&[
+                "ip", "-n", far, "-6", "route", "add", "default", "via", &via6,
+            ]);
         }
-        for key in ["net.ipv4.conf.all.forwarding", "net.ipv6.conf.all.forwarding"] {
+        for key in [
+            "net.ipv4.conf.all.forwarding",
+            "net.ipv6.conf.all.forwarding",
+        ] {
             let out = run(&["ip", "netns", "exec", &srv, "sysctl", "-n", key]);
-            assert_eq!(out.trim(), "0", "{key} must stay off in the server's namespace");
+            assert_eq!(
+                out.trim(),
+                "0",
+                "{key} must stay off in the server's namespace"
+            );
         }
         Self {
             _namespaces: namespaces,
@@ -126,14 +135,23 @@ fn start_echo(topo: &Topology, dir: &Path) -> BackgroundProcess {
         if sockets.matches(&wanted).count() >= 2 {
             return echo;
         }
-        assert!(Instant::now() < deadline, "turnutils_peer never bound:\n{}", echo.logs());
+        assert!(
+            Instant::now() < deadline,
+            "turnutils_peer never bound:\n{}",
+            echo.logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// coturn's client in cli: `MESSAGES` messages on each of two clients (each with an
 /// RTP and an RTCP allocation), over channels, to the echo peer at `peer`.
-fn uclient(topo: &Topology, server: IpAddr, peer: IpAddr, tern: &BackgroundProcess) -> UclientSummary {
+fn uclient(
+    topo: &Topology,
+    server: IpAddr,
+    peer: IpAddr,
+    tern: &BackgroundProcess,
+) -> UclientSummary {
     let mut cmd = exec_in(&topo.cli, support::ensure_tool("turnutils_uclient"));
     cmd.args(["-u", USER, "-w", PASS, "-m", "2", "-l", "160"])
         .args(["-n", &MESSAGES.to_string()])
@@ -174,7 +192,13 @@ fn metrics(topo: &Topology) -> String {
 /// The value of the sample `name` (with its labels, as printed) in `text`; 0 if absent.
 fn sample(text: &str, name: &str) -> u64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .map_or(0, |v| v as u64)
 }
 
@@ -206,7 +230,12 @@ fn uclient_channels_are_relayed_by_the_kernel() {
     let topo = Topology::build("of");
     let dir = TempDir::new("tern-offload");
     let mut tern = start_tern(&topo, "on", PEERS_ALLOWED, dir.path());
-    assert!(tern.stderr().contains("kernel fast path on") || tern.stdout().contains("kernel fast path on"), "{}", tern.logs());
+    assert!(
+        tern.stderr().contains("kernel fast path on")
+            || tern.stdout().contains("kernel fast path on"),
+        "{}",
+        tern.logs()
+    );
     let _echo = start_echo(&topo, dir.path());
     let families: [(IpAddr, IpAddr); 2] = [
         ("10.71.1.1".parse().unwrap(), "10.71.2.2".parse().unwrap()),
@@ -237,7 +266,10 @@ fn uclient_channels_are_relayed_by_the_kernel() {
             "[{server}] to clients: kernel {kernel_to_client}, user space {user_to_client}\n{}",
             tern.logs()
         );
-        assert_eq!(after.channels, 0, "[{server}] entries left after the allocations ended");
+        assert_eq!(
+            after.channels, 0,
+            "[{server}] entries left after the allocations ended"
+        );
     }
     tern.assert_running();
 }
@@ -250,10 +282,19 @@ fn offload_off_relays_in_user_space() {
     let dir = TempDir::new("tern-offload-off");
     let tern = start_tern(&topo, "off", PEERS_ALLOWED, dir.path());
     let _echo = start_echo(&topo, dir.path());
-    let summary = uclient(&topo, "10.71.1.1".parse().unwrap(), "10.71.2.2".parse().unwrap(), &tern);
+    let summary = uclient(
+        &topo,
+        "10.71.1.1".parse().unwrap(),
+        "10.71.2.2".parse().unwrap(),
+        &tern,
+    );
     let after = relayed(&topo);
     assert_eq!((after.kernel_to_peer, after.kernel_to_client), (0, 0));
-    assert!(after.user_to_peer >= summary.tot_send_msgs, "{}", tern.logs());
+    assert!(
+        after.user_to_peer >= summary.tot_send_msgs,
+        "{}",
+        tern.logs()
+    );
     assert_eq!(sample(&metrics(&topo), "tern_offload_active"), 0);
 }
 
@@ -271,9 +312,16 @@ fn offload_on_refuses_to_start_without_the_fast_path() {
     );
     fs::write(&config, &text).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
-    cmd.arg("serve").arg("--config").arg(&config).env("NO_COLOR", "1");
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .env("NO_COLOR", "1");
     let out = run_with_timeout(&mut cmd, Duration::from_secs(20));
-    assert!(!out.success(), "started without the fast path:\n{}", out.describe());
+    assert!(
+        !out.success(),
+        "started without the fast path:\n{}",
+        out.describe()
+    );
     assert!(
         out.stderr.contains("relay.offload = \"on\"") && out.stderr.contains("loopback"),
         "{}",
@@ -288,7 +336,8 @@ fn offload_on_refuses_to_start_without_the_fast_path() {
         .start();
     let logs = server.logs();
     assert!(
-        logs.contains("kernel fast path unavailable, relaying in user space") && logs.contains("loopback"),
+        logs.contains("kernel fast path unavailable, relaying in user space")
+            && logs.contains("loopback"),
         "{logs}"
     );
 }

@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use crate::config::{OffloadMode, Settings};
 use crate::core::{KernelBytes, KernelChannel, Transport};
-use maps::{ClientKey, ClientRoute, PeerKey, PeerRoute};
 pub use maps::FALLBACK_REASONS;
+use maps::{ClientKey, ClientRoute, PeerKey, PeerRoute};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OffloadError {
@@ -24,8 +24,15 @@ pub enum OffloadError {
     NotBuilt,
     #[error("it needs Linux 6.6 or later (TCX links, which die with the process): {0}")]
     OldKernel(String),
-    #[error("no interface holds a listener or relay address (loopback is never offloaded); set relay.offload_interfaces")]
+    #[error(
+        "no interface holds a listener or relay address (loopback is never offloaded); set relay.offload_interfaces"
+    )]
     NoInterface,
+    #[error(
+        "it needs CAP_BPF and CAP_NET_ADMIN: run as root, or under systemd add \
+         deploy/systemd/offload.conf as a drop-in"
+    )]
+    NoPermission,
     #[error("loading the eBPF program: {0}")]
     Load(String),
     #[error("attaching to {interface}: {reason}")]
@@ -67,10 +74,15 @@ impl Offload {
     /// relay addresses; the program goes on the interfaces holding them (or on
     /// `relay.offload_interfaces`). `Ok(None)`: relaying stays in user space (the reason
     /// is logged); an error only when `relay.offload = "on"`.
-    pub fn start(settings: &Settings, addresses: &[IpAddr]) -> Result<Option<Offload>, OffloadError> {
+    pub fn start(
+        settings: &Settings,
+        addresses: &[IpAddr],
+    ) -> Result<Option<Offload>, OffloadError> {
         let relay = &settings.relay;
         if relay.offload == OffloadMode::Off {
-            tracing::info!("kernel fast path off (relay.offload = \"off\"): relaying in user space");
+            tracing::info!(
+                "kernel fast path off (relay.offload = \"off\"): relaying in user space"
+            );
             return Ok(None);
         }
         let interfaces = if relay.offload_interfaces.is_empty() {
@@ -170,7 +182,12 @@ impl Offload {
             totals.to_client_packets += route.packets;
             totals.to_client_bytes += route.bytes;
         }
-        for (i, slot) in totals.fallbacks.iter_mut().take(FALLBACK_REASONS.len()).enumerate() {
+        for (i, slot) in totals
+            .fallbacks
+            .iter_mut()
+            .take(FALLBACK_REASONS.len())
+            .enumerate()
+        {
             let Ok(per_cpu) = maps.fallbacks.get(&(i as u32), 0) else {
                 continue;
             };
@@ -216,6 +233,23 @@ fn monotonic_ns(at: Instant) -> u64 {
     }
 }
 
+/// Whether this process holds the capabilities to load and attach a TC program:
+/// CAP_BPF and CAP_NET_ADMIN, or CAP_SYS_ADMIN, which covers both.
+#[cfg(tern_offload)]
+fn may_load_programs() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN))
+}
+
 /// An error and its causes on one line: the loader's top-level messages alone ("error
 /// relocating function") do not say what to fix.
 #[cfg(tern_offload)]
@@ -249,6 +283,9 @@ fn load(interfaces: &[String], channels: u32) -> Result<Maps, OffloadError> {
     }
     if interfaces.is_empty() {
         return Err(OffloadError::NoInterface);
+    }
+    if !may_load_programs() {
+        return Err(OffloadError::NoPermission);
     }
     let load_error = |e: &dyn std::error::Error| OffloadError::Load(with_causes(e));
     let mut ebpf = aya::EbpfLoader::new()

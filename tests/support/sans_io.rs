@@ -94,7 +94,10 @@ impl Io for Recorder {
     }
     fn withdraw_channel(&mut self, channel: &KernelChannel) -> KernelBytes {
         let key = (channel.peer, channel.number);
-        assert!(self.kernel.remove(&key).is_some(), "withdrawn but never offloaded: {key:?}");
+        assert!(
+            self.kernel.remove(&key).is_some(),
+            "withdrawn but never offloaded: {key:?}"
+        );
         self.withdrawn.push(key);
         self.kernel_bytes
     }

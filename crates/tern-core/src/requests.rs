@@ -100,7 +100,8 @@ impl Engine {
             }
         };
         // A permission or channel that changed moves the kernel's entries with it.
-        let touches_channels = [METHOD_CREATE_PERMISSION, METHOD_CHANNEL_BIND].contains(&req.method());
+        let touches_channels =
+            [METHOD_CREATE_PERMISSION, METHOD_CHANNEL_BIND].contains(&req.method());
         if result.is_ok() && touches_channels {
             self.sync_kernel(tuple, now.mono, io);
         }
