@@ -107,14 +107,16 @@ print(*found)
 PYEOF
 }
 
-# wait_ready PID PORT [TCP_PORT]: waits until a server answers a STUN Binding on UDP
-# 127.0.0.1:PORT (and accepts TCP on TCP_PORT when given), for at most 15 s, while PID
+# wait_ready PID PORT [TCP_PORT] [HOST] [NETNS]: waits until a server answers a STUN
+# Binding on UDP HOST:PORT (default 127.0.0.1; asked from inside network namespace
+# NETNS when given) and accepts TCP on TCP_PORT when given, for at most 15 s, while PID
 # lives.
 wait_ready() {
-    local pid=$1 port=$2 tcp_port=${3:-}
-    python3 - "$pid" "$port" "$tcp_port" <<'PYEOF'
+    local pid=$1 port=$2 tcp_port=${3:-} host=${4:-127.0.0.1} netns=${5:-} in_ns=()
+    [ -z "$netns" ] || in_ns=(ip netns exec "$netns")
+    "${in_ns[@]}" python3 - "$pid" "$port" "$tcp_port" "$host" <<'PYEOF'
 import os, socket, struct, sys, time
-pid, port, tcp_port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+pid, port, tcp_port, host = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 deadline = time.time() + 15
 def alive():
     try:
@@ -127,7 +129,7 @@ def udp_ok():
     s.settimeout(0.2)
     tid = os.urandom(12)
     try:
-        s.sendto(struct.pack("!HHI", 1, 0, 0x2112A442) + tid, ("127.0.0.1", port))
+        s.sendto(struct.pack("!HHI", 1, 0, 0x2112A442) + tid, (host, port))
         data, _ = s.recvfrom(2048)
         return data[8:20] == tid
     except OSError:
@@ -138,7 +140,7 @@ def tcp_ok():
     if not tcp_port:
         return True
     try:
-        socket.create_connection(("127.0.0.1", int(tcp_port)), timeout=0.2).close()
+        socket.create_connection((host, int(tcp_port)), timeout=0.2).close()
         return True
     except OSError:
         return False

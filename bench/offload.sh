@@ -1,0 +1,371 @@
+#!/usr/bin/env bash
+# The kernel fast path's benchmark: tern with its eBPF offload, the same tern relaying
+# in user space, coturn and the null relay (bench/null_relay.rs), on a host reached
+# over veth, with `tern load`. The offload does not apply on loopback, so unlike
+# bench/run.sh this runs in network namespaces it creates (root):
+#
+#   cli (tern load) ──┐
+#   srv (the server) ─┼── sw: bridge      all on 10.72.0.0/24 (srv .1, cli .2, peer .3):
+#   peer (tern peer) ─┘                   one interface on the server, as on a public host
+#
+#   bench/offload.sh [--rounds N] [--duration S] [--quick] [--out FILE] [--keep]
+#
+# Workloads (160-byte payloads, channels, UDP): K1 saturation (10 allocations, closed
+# loop), K2 10 allocations × 1000 round trips/s, K3 200 allocations × 50 round trips/s
+# (VoIP-like). Servers alternate (tern offload, tern user space, coturn, null, ...), a
+# fresh one per run, for --rounds rounds; figures are medians with min–max. The
+# figure that matters is *machine* CPU per relayed packet (all CPUs' non-idle time
+# from /proc/stat, over the data phase): work done in the kernel's softirq on behalf of
+# the offload is in no process's time. Report: --out, by default
+# docs/offload-performance.md; --quick (CI smoke test) writes to a temporary file.
+#
+# Needs root, iproute2, python3, coturn (scripts/install-test-deps.sh and
+# scripts/install-nat-deps.sh install them). All traffic stays inside the namespaces;
+# every run is bounded by a timeout; namespaces and servers are removed on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+# shellcheck source=bench/common.sh
+. bench/common.sh
+COMMAND="bench/offload.sh${*:+ $*}"
+
+ROUNDS=3
+DURATION=10
+QUICK=0
+OUT=""
+KEEP=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) ROUNDS=${2:?--rounds takes a number}; shift 2 ;;
+        --rounds=*) ROUNDS=${1#*=}; shift ;;
+        --duration) DURATION=${2:?--duration takes seconds}; shift 2 ;;
+        --duration=*) DURATION=${1#*=}; shift ;;
+        --quick) QUICK=1; shift ;;
+        --out) OUT=${2:?--out takes a path}; shift 2 ;;
+        --out=*) OUT=${1#*=}; shift ;;
+        --keep) KEEP=1; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "offload.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+case "$ROUNDS" in '' | *[!0-9]* | 0) echo "offload.sh: --rounds must be a positive integer" >&2; exit 2 ;; esac
+case "$DURATION" in '' | *[!0-9]* | 0) echo "offload.sh: --duration must be a positive integer" >&2; exit 2 ;; esac
+[ "$(id -u)" -eq 0 ] || { echo "offload.sh: needs root (network namespaces, eBPF)" >&2; exit 1; }
+
+log() { printf '[offload-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# NAME|ALLOCATIONS|tern load arguments after the common ones.
+if [ "$QUICK" -eq 1 ]; then
+    ROUNDS=1
+    DURATION=2
+    WORKLOADS=("K2|4|--rate 200 --payload 160")
+else
+    WORKLOADS=(
+        "K1|10|--rate 0 --payload 160"
+        "K2|10|--rate 1000 --payload 160"
+        "K3|200|--rate 50 --payload 160"
+    )
+fi
+SERVERS=(tern-offload tern coturn null)
+if [ -z "$OUT" ]; then
+    if [ "$QUICK" -eq 1 ]; then
+        OUT=$(mktemp /tmp/tern-offload-bench-quick.XXXXXX.md)
+    else
+        OUT="$ROOT/docs/offload-performance.md"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------
+# Namespaces, removed on exit with everything running in them.
+TAG="tb$$"
+NS_SW="$TAG-sw" NS_SRV="$TAG-srv" NS_CLI="$TAG-cli" NS_PEER="$TAG-peer"
+SRV_IP=10.72.0.1 CLI_IP=10.72.0.2 PEER_IP=10.72.0.3
+ECHO_PORT=3480
+WORK=$(mktemp -d /tmp/tern-offload-bench.XXXXXX)
+SERVER_PID=""
+CHILD_PID=""
+ECHO_PID=""
+
+cleanup() {
+    local rc=$? ns
+    trap - EXIT INT TERM
+    for pid in "$CHILD_PID" "$SERVER_PID" "$ECHO_PID"; do
+        [ -z "$pid" ] || kill_wait "$pid"
+    done
+    for ns in "$NS_CLI" "$NS_PEER" "$NS_SRV" "$NS_SW"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    if [ "$KEEP" -eq 1 ]; then log "kept raw results in $WORK"; else rm -rf "$WORK"; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+check_dependencies
+scripts/install-nat-deps.sh >/dev/null
+
+log "building tern and the null relay (release)"
+cargo build --release --quiet --bin tern --example null_relay &
+CHILD_PID=$!
+wait "$CHILD_PID"
+CHILD_PID=""
+mkdir -p "$WORK/bin"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+cp "$TARGET_DIR/release/tern" "$TARGET_DIR/release/examples/null_relay" "$WORK/bin/"
+TERN="$WORK/bin/tern"
+NULL_RELAY="$WORK/bin/null_relay"
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+log "building the namespaces"
+for ns in "$NS_SW" "$NS_SRV" "$NS_CLI" "$NS_PEER"; do
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+done
+ip -n "$NS_SW" link add br0 type bridge
+ip -n "$NS_SW" link set br0 up
+for pair in "$NS_SRV:$SRV_IP:s" "$NS_CLI:$CLI_IP:c" "$NS_PEER:$PEER_IP:p"; do
+    IFS=: read -r ns addr side <<<"$pair"
+    ip link add "$TAG$side" type veth peer name "$TAG${side}b"
+    ip link set "$TAG$side" netns "$ns"
+    ip link set "$TAG${side}b" netns "$NS_SW"
+    ip -n "$NS_SW" link set "$TAG${side}b" master br0 up
+    ip -n "$ns" addr add "$addr/24" dev "$TAG$side"
+    ip -n "$ns" link set "$TAG$side" up
+done
+
+write_tern_config "$WORK/tern.toml"
+cp "$WORK/tern.toml" "$WORK/tern-offload.toml"
+printf '\n[relay]\noffload = "off"\n' >>"$WORK/tern.toml"
+printf '\n[relay]\noffload = "on"\n' >>"$WORK/tern-offload.toml"
+
+ip netns exec "$NS_PEER" "$TERN" peer --listen "$PEER_IP:$ECHO_PORT" >"$WORK/peer.log" 2>&1 &
+ECHO_PID=$!
+
+# start_server NAME DIR: a fresh server in srv on SRV_IP:PORT; sets SERVER_PID.
+start_server() {
+    local name=$1 dir=$2 config
+    PORT=$(pick_ports 1)
+    case "$name" in
+        tern | tern-offload)
+            config="$WORK/tern.toml"
+            [ "$name" = tern ] || config="$WORK/tern-offload.toml"
+            ip netns exec "$NS_SRV" "$TERN" serve --config "$config" --listen "$SRV_IP:$PORT" \
+                --relay-ip "$SRV_IP" --ports "$RELAY_MIN-$RELAY_MAX" --realm "$REALM" \
+                --user "$USER_NAME:$PASSWORD" --allow-peer 10.72.0.0/24 --log-level info \
+                >"$dir/server.log" 2>&1 &
+            ;;
+        coturn)
+            ip netns exec "$NS_SRV" turnserver -n --no-cli --listening-ip "$SRV_IP" \
+                --listening-port "$PORT" --relay-ip "$SRV_IP" --min-port "$RELAY_MIN" \
+                --max-port "$RELAY_MAX" --lt-cred-mech --user "$USER_NAME:$PASSWORD" \
+                --realm "$REALM" --no-dtls --no-tls --userdb "$dir/turndb" \
+                --pidfile "$dir/turnserver.pid" --log-file "$dir/turnserver.log" --simple-log \
+                >"$dir/server.log" 2>&1 &
+            ;;
+        null)
+            ip netns exec "$NS_SRV" "$NULL_RELAY" --listen "$SRV_IP:$PORT" >"$dir/server.log" 2>&1 &
+            ;;
+    esac
+    SERVER_PID=$!
+    if ! wait_ready "$SERVER_PID" "$PORT" "" "$SRV_IP" "$NS_CLI"; then
+        log "$name did not become ready; its log:"
+        tail -n 20 "$dir/server.log" >&2 || true
+        kill_wait "$SERVER_PID"
+        SERVER_PID=""
+        return 1
+    fi
+    if [ "$name" = tern-offload ] && ! grep -q "kernel fast path on" "$dir/server.log"; then
+        log "tern-offload runs without its fast path; its log:"
+        tail -n 20 "$dir/server.log" >&2
+        return 1
+    fi
+}
+
+RUNS="$WORK/runs.jsonl"
+: >"$RUNS"
+
+run_one() { # SPEC SERVER ROUND
+    local spec=$1 server=$2 round=$3 name allocations args
+    IFS='|' read -r name allocations args <<<"$spec"
+    local dir="$WORK/$name.$server.$round" status=ok rc=0 extra
+    mkdir -p "$dir"
+    if start_server "$server" "$dir"; then
+        # shellcheck disable=SC2206 # plain words
+        extra=($args)
+        timeout --kill-after=5 $((DURATION + 90 + allocations / 10)) \
+            ip netns exec "$NS_CLI" "$TERN" load "$SRV_IP:$PORT" --user "$USER_NAME" \
+            --pass "$PASSWORD" --allocations "$allocations" --peer "$PEER_IP:$ECHO_PORT" \
+            --server-pid "$SERVER_PID" --duration "$DURATION" --json "${extra[@]}" \
+            >"$dir/result.json" 2>"$dir/load.err" &
+        CHILD_PID=$!
+        wait "$CHILD_PID" || rc=$?
+        CHILD_PID=""
+        [ "$rc" -eq 0 ] || status="tern load exited $rc"
+    else
+        status="server did not start"
+    fi
+    [ -z "$SERVER_PID" ] || kill_wait "$SERVER_PID"
+    SERVER_PID=""
+    [ "$status" = ok ] || log "$name $server round $round: $status"
+    python3 -c 'import json,sys; print(json.dumps(dict(zip(["workload","server","round","status","result"], sys.argv[1:]))))' \
+        "$name" "$server" "$round" "$status" "$dir/result.json" >>"$RUNS"
+}
+
+START=$(date +%s)
+for spec in "${WORKLOADS[@]}"; do
+    for round in $(seq "$ROUNDS"); do
+        for server in "${SERVERS[@]}"; do
+            log "${spec%%|*} round $round/$ROUNDS: $server"
+            run_one "$spec" "$server" "$round"
+        done
+    done
+done
+ELAPSED=$(($(date +%s) - START))
+
+export BENCH_COMMAND="$COMMAND" BENCH_ROUNDS="$ROUNDS" BENCH_DURATION="$DURATION" \
+    BENCH_QUICK="$QUICK" BENCH_ELAPSED="$ELAPSED" BENCH_COMMIT="$COMMIT" \
+    BENCH_KERNEL="$(uname -r)" BENCH_CPUS="$(nproc)" \
+    BENCH_COTURN="$(turnserver --version 2>/dev/null | head -n 1 || true)"
+mkdir -p "$(dirname "$OUT")"
+python3 - "$RUNS" "$OUT" <<'PYEOF'
+import json, os, statistics, sys, time
+
+runs_path, out_path = sys.argv[1], sys.argv[2]
+env = os.environ.get
+SERVERS = ["tern-offload", "tern", "coturn", "null"]
+LABEL = {"tern-offload": "tern, kernel fast path", "tern": "tern, user space",
+         "coturn": "coturn", "null": "null relay"}
+TITLE = {"K1": "K1 saturation (10 allocations, closed loop, 160 B)",
+         "K2": "K2 fixed load (10 allocations × 1000 round trips/s, 160 B)",
+         "K3": "K3 VoIP-like (200 allocations × 50 round trips/s, 160 B)"}
+FIGS = [("machine_cpu_us_per_packet", "machine CPU µs/packet", "{:.2f}"),
+        ("client_cpu_us_per_packet", "load client CPU µs/packet", "{:.2f}"),
+        ("server_cpu_us_per_packet", "server process CPU µs/packet", "{:.2f}"),
+        ("relayed_pps", "relayed packets/s", "{:,.0f}"),
+        ("loss_pct", "loss %", "{:.3f}"),
+        ("rtt_p50", "RTT p50 ms", "{:.3f}"),
+        ("rtt_p99", "RTT p99 ms", "{:.3f}")]
+
+values, problems, order = {}, {}, []
+for line in open(runs_path):
+    run = json.loads(line)
+    w, s = run["workload"], run["server"]
+    if w not in order:
+        order.append(w)
+    if run["status"] != "ok":
+        problems.setdefault((w, s), []).append(f"round {run['round']}: {run['status']}")
+    try:
+        doc = json.load(open(run["result"]))
+    except (OSError, ValueError):
+        continue
+    loss = doc.get("loss_round_trip")
+    figures = {k: doc.get(k) for k in ("machine_cpu_us_per_packet", "client_cpu_us_per_packet",
+                                       "server_cpu_us_per_packet", "relayed_pps")}
+    figures["loss_pct"] = None if loss is None else loss * 100
+    rtt = doc.get("rtt_ms") or {}
+    figures["rtt_p50"], figures["rtt_p99"] = rtt.get("p50"), rtt.get("p99")
+    for k, v in figures.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            values.setdefault((w, s), {}).setdefault(k, []).append(float(v))
+
+
+def med(w, s, k):
+    v = values.get((w, s), {}).get(k)
+    return statistics.median(v) if v else None
+
+
+def cell(w, s, k, fmt):
+    v = values.get((w, s), {}).get(k)
+    if not v:
+        return "—"
+    text = fmt.format(statistics.median(v))
+    if len(v) > 1 and min(v) != max(v):
+        text += f" ({fmt.format(min(v))}–{fmt.format(max(v))})"
+    return text
+
+
+lines, console = [], []
+out = lines.append
+out("# Performance of the kernel fast path")
+out("")
+if env("BENCH_QUICK") == "1":
+    out("> **Quick run** (CI smoke test): the figures only show that every path works.")
+    out("")
+out("Generated by `bench/offload.sh`. The server runs in a network namespace with one "
+    "veth interface on a bridge, the load client (`tern load`) and its echo peer "
+    "(`tern peer`) in two others: three hosts on one segment, as a public TURN host with "
+    "one interface sees its clients and peers. The offload does not apply on loopback, "
+    "which is why `bench/run.sh` cannot measure it. Servers alternate (tern with its "
+    "kernel fast path, the same tern with `relay.offload = \"off\"`, coturn, the null "
+    "relay), a fresh one per run; figures are medians over the rounds with min–max.")
+out("")
+out(f"- Command: `{env('BENCH_COMMAND')}`; {env('BENCH_ROUNDS')} rounds of "
+    f"{env('BENCH_DURATION')} s; the run took {int(env('BENCH_ELAPSED'))} s; "
+    f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
+out(f"- Machine: {env('BENCH_CPUS')} CPUs, Linux {env('BENCH_KERNEL')}; tern from commit "
+    f"{env('BENCH_COMMIT')}; {env('BENCH_COTURN')}")
+out("")
+out("*Machine CPU* is the non-idle time of all CPUs (user + nice + system + irq + "
+    "softirq + steal from `/proc/stat`) over the data phase per relayed packet (a round "
+    "trip is two): it counts the server, the kernel's work on its packets wherever it "
+    "is accounted (the offload runs in the softirq of the receiving interface, in no "
+    "process's time), the veth and bridge hops every server pays alike, the load client "
+    "and the echo peer. *Load client CPU* is `tern load`'s own time, shown so that "
+    "machine − load client reads as what the relaying cost elsewhere. *Server process "
+    "CPU* is the server's own user + system time: near 0 for the fast path, which is "
+    "why it is not the figure to compare.")
+out("")
+for w in order:
+    out(f"## {TITLE.get(w, w)}")
+    out("")
+    out("| server | " + " | ".join(t for _, t, _ in FIGS) + " |")
+    out("| --- | " + " | ".join("---:" for _ in FIGS) + " |")
+    console.append(TITLE.get(w, w))
+    for s in SERVERS:
+        row = [cell(w, s, k, f) for k, _, f in FIGS]
+        out(f"| {LABEL[s]} | " + " | ".join(row) + " |")
+        console.append(f"  {LABEL[s]:<24} " + "  ".join(f"{t}: {c}" for (_, t, _), c in zip(FIGS, row)))
+    base = med(w, "tern-offload", "machine_cpu_us_per_packet")
+    ratios = []
+    for s in ("tern", "coturn", "null"):
+        other = med(w, s, "machine_cpu_us_per_packet")
+        if base is not None and other:
+            ratios.append(f"{LABEL[s]} {base / other:.2f}×")
+    if ratios:
+        out("")
+        out("Machine CPU per packet of the fast path divided by: " + ", ".join(ratios) + ".")
+    for s in SERVERS:
+        for p in problems.get((w, s), []):
+            out(f"- {LABEL[s]}: {p}")
+            console.append(f"  ! {LABEL[s]}: {p}")
+    out("")
+
+out("## Targets")
+out("")
+out("| target | measured | |")
+out("| --- | --- | --- |")
+console.append("Targets")
+for w in order:
+    t, c, n = (med(w, s, "machine_cpu_us_per_packet") for s in ("tern-offload", "coturn", "null"))
+    checks = []
+    if t is not None and c:
+        checks.append((f"{w}: machine CPU/packet ≤ 0.35× coturn", f"{t / c:.2f}× ({t:.2f} vs {c:.2f} µs)", t / c <= 0.35))
+    if t is not None and n:
+        checks.append((f"{w}: machine CPU/packet below the null relay", f"{t:.2f} vs {n:.2f} µs", t < n))
+    loss = values.get((w, "tern-offload"), {}).get("loss_pct")
+    if loss:
+        checks.append((f"{w}: loss 0", f"max {max(loss):.3f} %", max(loss) == 0))
+    tp, cp = med(w, "tern-offload", "rtt_p99"), med(w, "coturn", "rtt_p99")
+    if tp is not None and cp is not None:
+        checks.append((f"{w}: RTT p99 ≤ coturn's", f"{tp:.3f} vs {cp:.3f} ms", tp <= cp))
+    for name, measured, ok in checks:
+        out(f"| {name} | {measured} | {'met' if ok else '**not met**'} |")
+        console.append(f"  {'met' if ok else 'NOT MET':<8} {name}: {measured}")
+out("")
+with open(out_path, "w") as f:
+    f.write("\n".join(lines))
+print("\n".join(console))
+PYEOF
+log "report written to $OUT (${ELAPSED} s)"
