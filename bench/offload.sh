@@ -14,9 +14,9 @@
 # loop), K2 10 allocations × 1000 round trips/s, K3 200 allocations × 50 round trips/s
 # (VoIP-like). Servers alternate (tern offload, tern user space, coturn, null, ...), a
 # fresh one per run, for --rounds rounds; figures are medians with min–max. The
-# figure that matters is *machine* CPU per relayed packet (all CPUs' non-idle time
-# from /proc/stat, over the data phase): work done in the kernel's softirq on behalf of
-# the offload is in no process's time. Report: --out, by default
+# figure that matters is *machine* CPU per relayed packet (all CPUs' busy time: their
+# time minus their idle time from /proc/stat, over the data phase): work done in the
+# kernel's softirq on behalf of the offload is in no process's time. Report: --out, by default
 # docs/offload-performance.md; --quick (CI smoke test) writes to a temporary file.
 #
 # Needs root, iproute2, python3, coturn (scripts/install-test-deps.sh and
@@ -307,8 +307,10 @@ out(f"- Command: `{env('BENCH_COMMAND')}`; {env('BENCH_ROUNDS')} rounds of "
 out(f"- Machine: {env('BENCH_CPUS')} CPUs, Linux {env('BENCH_KERNEL')}; tern from commit "
     f"{env('BENCH_COMMIT')}; {env('BENCH_COTURN')}")
 out("")
-out("*Machine CPU* is the non-idle time of all CPUs (user + nice + system + irq + "
-    "softirq + steal from `/proc/stat`) over the data phase per relayed packet (a round "
+out("*Machine CPU* is the busy time of all CPUs (the time all online CPUs had minus "
+    "their idle and iowait time from `/proc/stat`, exact on a tickless kernel; the busy "
+    "fields themselves are charged a tick at a time and miss most of a paced load) over "
+    "the data phase per relayed packet (a round "
     "trip is two): it counts the server, the kernel's work on its packets wherever it "
     "is accounted (the offload runs in the softirq of the receiving interface, in no "
     "process's time), the veth and bridge hops every server pays alike, the load client "

@@ -515,15 +515,16 @@ out("How the figures are measured (by `tern load --server-pid`): *server CPU* is
     "each here), so a figure resting on few ticks (short runs, setup of few allocations) "
     "is coarse; 0 means under one tick.")
 out("")
-out("*Machine CPU* is the non-idle time of all CPUs together (user + nice + system + irq "
-    "+ softirq + steal of the `cpu` line of `/proc/stat`; not idle or iowait) over the "
+out("*Machine CPU* is the busy time of all CPUs together (the time all online CPUs had, "
+    "minus their idle and iowait time from the `cpu` line of `/proc/stat`, which a "
+    "tickless kernel keeps exactly) over the "
     "same data phase, divided by the same relayed packets: it counts the server, the "
     "kernel's work on its packets wherever that is accounted (softirq, or relaying done "
     "in the kernel outside any server thread, which server CPU cannot see), the load "
     "client with its echo peer, and whatever else runs on the machine. *Load client CPU* "
     "is `tern load`'s own user + system time (with its built-in echo peer) over that "
     "phase per relayed packet, so machine − load client is the CPU the relaying cost "
-    "everywhere else (plus background noise). `/proc/stat` counts clock ticks on each CPU, "
+    "everywhere else (plus background noise). `/proc/stat` reports in clock ticks, "
     "so machine CPU is coarse for short phases at low packet rates.")
 out("")
 out("Servers: tern (`tern serve`, static user, relay ports 10000–29999 on 127.0.0.1, "

@@ -31,6 +31,10 @@ scripts/fuzz-smoke.sh
 # docs/performance.md, from a full `bench/run.sh`, is for.
 echo "== bench/run.sh --quick"
 bench/run.sh --quick
+# The kernel fast path's benchmark once in its tiny form (network namespaces, as root):
+# it fails if tern cannot run its fast path there.
+echo "== bench/offload.sh --quick"
+bench/offload.sh --quick
 # The soak in its 60-second form (about 3 minutes with warm-up and drains): its verdict
 # counts (no loss on healthy calls, the server back to its idle size); docs/reliability.md
 # has the 10-minute run.

@@ -415,6 +415,9 @@ fn offloaded_channels_leave_with_their_allocation_and_their_bytes_are_counted() 
         to_peer: 1000,
         to_client: 2000,
     };
+    // Live sessions count what the kernel relayed on both channels so far.
+    let session = &h.engine.sessions(h.t0 + SEC, &mut h.io)[0];
+    assert_eq!((session.bytes_to_peer, session.bytes_to_client), (2000, 4000));
     let r = h.request_at(SEC, METHOD_REFRESH, vec![Attr::lifetime(0)], true);
     assert!(r.is_success());
     assert!(
@@ -448,7 +451,7 @@ fn an_expired_channel_is_withdrawn_and_its_kernel_bytes_stay_on_the_session() {
     assert!(h.io.withdrawn.is_empty());
     h.engine.handle_timeout(h.t0 + 600 * SEC, &mut h.io);
     assert_eq!(h.io.withdrawn, [(peer, 0x4001)]);
-    let session = &h.engine.sessions(h.t0 + 601 * SEC)[0];
+    let session = &h.engine.sessions(h.t0 + 601 * SEC, &mut h.io)[0];
     assert_eq!(
         (session.bytes_to_peer, session.bytes_to_client),
         (1000, 2000)

@@ -192,6 +192,13 @@ impl Io for Sockets {
             .map(|offload| offload.withdraw(channel))
             .unwrap_or_default()
     }
+
+    fn channel_bytes(&mut self, channel: &KernelChannel) -> KernelBytes {
+        self.offload
+            .as_ref()
+            .map(|offload| offload.relayed(channel))
+            .unwrap_or_default()
+    }
 }
 
 /// Runs one worker on the current thread until `lifecycle` says stop: a
@@ -312,7 +319,7 @@ async fn run(
             }
             Some(command) = commands.recv() => match command {
                 WorkerCommand::Sessions(reply) => {
-                    let _ = reply.send(engine.sessions(Instant::now()));
+                    let _ = reply.send(engine.sessions(Instant::now(), &mut io));
                 }
                 WorkerCommand::Kill(relay, reply) => {
                     let _ = reply.send(engine.kill(relay, &mut io));

@@ -123,15 +123,20 @@ struct peer_route {
     __u64 bytes;
 };
 
-// Why a datagram of an offloaded channel went to user space instead. Keep in step with
-// src/offload/maps.rs.
-enum fallback {
+// The program's counters, per CPU: why a datagram of an offloaded channel went to user
+// space instead, then what it relayed each way (for the metrics, without walking the
+// channel maps). Keep in step with src/offload/maps.rs.
+enum stat {
     FALLBACK_EXPIRED,
     FALLBACK_UNHEARD,
     FALLBACK_TOO_BIG,
     FALLBACK_FRAMING,
     FALLBACK_FAILED,
-    FALLBACK_COUNT,
+    TO_PEER_PACKETS,
+    TO_PEER_BYTES,
+    TO_CLIENT_PACKETS,
+    TO_CLIENT_BYTES,
+    STAT_COUNT,
 };
 
 // Sizes are set by the loader from tern's config before the maps are created.
@@ -149,11 +154,11 @@ struct map_def SEC("maps") peers = {
     .max_entries = 1,
 };
 
-struct map_def SEC("maps") fallbacks = {
+struct map_def SEC("maps") stats = {
     .type = BPF_MAP_TYPE_PERCPU_ARRAY,
     .key_size = sizeof(__u32),
     .value_size = sizeof(__u64),
-    .max_entries = FALLBACK_COUNT,
+    .max_entries = STAT_COUNT,
 };
 
 // Datagrams with more application data than this are left to user space.
@@ -194,11 +199,15 @@ struct ip6 {
     __u32 daddr[4];
 };
 
-INLINE int fall_back(enum fallback why) {
-    __u32 key = why;
-    __u64 *n = bpf_map_lookup_elem(&fallbacks, &key);
-    if (n)
-        *n += 1; // per-CPU: no atomics needed
+INLINE void count(enum stat which, __u64 n) {
+    __u32 key = which;
+    __u64 *slot = bpf_map_lookup_elem(&stats, &key);
+    if (slot)
+        *slot += n; // per-CPU: no atomics needed
+}
+
+INLINE int fall_back(enum stat why) {
+    count(why, 1);
     return TC_ACT_OK;
 }
 
@@ -431,6 +440,8 @@ INLINE int to_peer(struct __sk_buff *skb, struct flow *f, struct client_route *r
         return TC_ACT_SHOT;
     __sync_fetch_and_add(&r->packets, 1);
     __sync_fetch_and_add(&r->bytes, data_len);
+    count(TO_PEER_PACKETS, 1);
+    count(TO_PEER_BYTES, data_len);
     return send(skb, &r->to_peer);
 }
 
@@ -481,6 +492,8 @@ INLINE int to_client(struct __sk_buff *skb, struct flow *f, struct peer_route *r
         return TC_ACT_SHOT;
     __sync_fetch_and_add(&r->packets, 1);
     __sync_fetch_and_add(&r->bytes, data_len);
+    count(TO_CLIENT_PACKETS, 1);
+    count(TO_CLIENT_BYTES, data_len);
     return send(skb, &r->to_client);
 }
 

@@ -78,9 +78,16 @@ unsafe impl aya::Pod for PeerKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for PeerRoute {}
 
-/// Why the program passed a datagram of an offloaded channel up to user space; the
-/// index of each in the `fallbacks` map (the order of `enum fallback` in the program).
+/// Why the program passed a datagram of an offloaded channel up to user space: the
+/// first slots of its `stats` map (the order of `enum stat` in the program).
 pub const FALLBACK_REASONS: [&str; 5] = ["expired", "unheard", "too_big", "framing", "failed"];
+
+/// The slots of the `stats` map after the fallbacks: packets and bytes relayed to
+/// peers, then to clients.
+pub const TO_PEER_PACKETS: u32 = 5;
+pub const TO_PEER_BYTES: u32 = 6;
+pub const TO_CLIENT_PACKETS: u32 = 7;
+pub const TO_CLIENT_BYTES: u32 = 8;
 
 /// The two entries of a channel (client → peer, peer → client) with no deadline yet;
 /// `None` when its addresses mix families.

@@ -10,7 +10,7 @@ mod maps;
 
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::config::{OffloadMode, Settings};
@@ -39,7 +39,7 @@ pub enum OffloadError {
     Attach { interface: String, reason: String },
 }
 
-/// What the kernel relayed, over all channels, withdrawn or live.
+/// What the kernel relayed since start, and the channels it holds now.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Totals {
     pub channels: usize,
@@ -55,16 +55,16 @@ pub struct Totals {
 /// The loaded and attached program and its maps, shared by the workers.
 pub struct Offload {
     maps: Mutex<Maps>,
+    /// The program's per-CPU counters, read for the metrics without the maps' lock.
+    stats: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
     interfaces: Vec<String>,
-    /// Counts of withdrawn channels, so totals survive their entries.
-    retired: Mutex<Totals>,
+    channels: AtomicUsize,
     map_full: AtomicU64,
 }
 
 struct Maps {
     clients: aya::maps::HashMap<aya::maps::MapData, ClientKey, ClientRoute>,
     peers: aya::maps::HashMap<aya::maps::MapData, PeerKey, PeerRoute>,
-    fallbacks: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
     /// Owns the program and its links: dropping it detaches the program.
     _program: aya::Ebpf,
 }
@@ -91,7 +91,7 @@ impl Offload {
             relay.offload_interfaces.clone()
         };
         match load(&interfaces, relay.offload_channels) {
-            Ok(maps) => {
+            Ok((maps, stats)) => {
                 tracing::info!(
                     interfaces = ?interfaces,
                     channels = relay.offload_channels,
@@ -99,8 +99,9 @@ impl Offload {
                 );
                 Ok(Some(Offload {
                     maps: Mutex::new(maps),
+                    stats,
                     interfaces,
-                    retired: Mutex::new(Totals::default()),
+                    channels: AtomicUsize::new(0),
                     map_full: AtomicU64::new(0),
                 }))
             }
@@ -128,7 +129,8 @@ impl Offload {
         let deadline = monotonic_ns(until);
         let mut maps = self.lock_maps();
         // A refresh keeps what the program counted and learnt.
-        if let Ok(old) = maps.clients.get(&ckey, 0) {
+        let old = maps.clients.get(&ckey, 0).ok();
+        if let Some(old) = old {
             (croute.packets, croute.bytes, croute.to_peer) = (old.packets, old.bytes, old.to_peer);
         }
         if let Ok(old) = maps.peers.get(&pkey, 0) {
@@ -143,6 +145,11 @@ impl Offload {
             let _ = maps.clients.remove(&ckey);
             let _ = maps.peers.remove(&pkey);
             self.map_full.fetch_add(1, Ordering::Relaxed);
+            if old.is_some() {
+                self.channels.fetch_sub(1, Ordering::Relaxed);
+            }
+        } else if old.is_none() {
+            self.channels.fetch_add(1, Ordering::Relaxed);
         }
         installed
     }
@@ -153,48 +160,51 @@ impl Offload {
             return KernelBytes::default();
         };
         let mut maps = self.lock_maps();
-        let to_peer = maps.clients.get(&ckey, 0).unwrap_or_default();
+        let to_peer = maps.clients.get(&ckey, 0).ok();
         let to_client = maps.peers.get(&pkey, 0).unwrap_or_default();
         let _ = maps.clients.remove(&ckey);
         let _ = maps.peers.remove(&pkey);
-        drop(maps);
-        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
-        retired.to_peer_packets += to_peer.packets;
-        retired.to_peer_bytes += to_peer.bytes;
-        retired.to_client_packets += to_client.packets;
-        retired.to_client_bytes += to_client.bytes;
+        if to_peer.is_some() {
+            self.channels.fetch_sub(1, Ordering::Relaxed);
+        }
         KernelBytes {
-            to_peer: to_peer.bytes,
+            to_peer: to_peer.unwrap_or_default().bytes,
             to_client: to_client.bytes,
         }
     }
 
-    /// Totals for the metrics: withdrawn channels plus the live entries.
-    pub fn totals(&self) -> Totals {
-        let mut totals = *self.retired.lock().unwrap_or_else(|e| e.into_inner());
+    /// What the kernel relayed on `ch` so far.
+    pub fn relayed(&self, ch: &KernelChannel) -> KernelBytes {
+        let Some((ckey, _, pkey, _)) = maps::entries(ch) else {
+            return KernelBytes::default();
+        };
         let maps = self.lock_maps();
-        for (_, route) in maps.clients.iter().flatten() {
-            totals.channels += 1;
-            totals.to_peer_packets += route.packets;
-            totals.to_peer_bytes += route.bytes;
+        KernelBytes {
+            to_peer: maps.clients.get(&ckey, 0).map_or(0, |r| r.bytes),
+            to_client: maps.peers.get(&pkey, 0).map_or(0, |r| r.bytes),
         }
-        for (_, route) in maps.peers.iter().flatten() {
-            totals.to_client_packets += route.packets;
-            totals.to_client_bytes += route.bytes;
+    }
+
+    /// Totals for the metrics, from the program's per-CPU counters.
+    pub fn totals(&self) -> Totals {
+        let stat = |slot: u32| {
+            self.stats
+                .get(&slot, 0)
+                .map_or(0, |per_cpu| per_cpu.iter().sum::<u64>())
+        };
+        let mut fallbacks = [0; FALLBACK_REASONS.len() + 1];
+        for (slot, count) in (0u32..).zip(fallbacks.iter_mut().take(FALLBACK_REASONS.len())) {
+            *count = stat(slot);
         }
-        for (i, slot) in totals
-            .fallbacks
-            .iter_mut()
-            .take(FALLBACK_REASONS.len())
-            .enumerate()
-        {
-            let Ok(per_cpu) = maps.fallbacks.get(&(i as u32), 0) else {
-                continue;
-            };
-            *slot = per_cpu.iter().sum();
+        fallbacks[FALLBACK_REASONS.len()] = self.map_full.load(Ordering::Relaxed);
+        Totals {
+            channels: self.channels.load(Ordering::Relaxed),
+            to_peer_packets: stat(maps::TO_PEER_PACKETS),
+            to_peer_bytes: stat(maps::TO_PEER_BYTES),
+            to_client_packets: stat(maps::TO_CLIENT_PACKETS),
+            to_client_bytes: stat(maps::TO_CLIENT_BYTES),
+            fallbacks,
         }
-        totals.fallbacks[FALLBACK_REASONS.len()] = self.map_full.load(Ordering::Relaxed);
-        totals
     }
 
     fn lock_maps(&self) -> std::sync::MutexGuard<'_, Maps> {
@@ -264,13 +274,16 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The program's maps, and its counters apart (read without the maps' lock).
+type Loaded = (Maps, aya::maps::PerCpuArray<aya::maps::MapData, u64>);
+
 #[cfg(not(tern_offload))]
-fn load(_interfaces: &[String], _channels: u32) -> Result<Maps, OffloadError> {
+fn load(_interfaces: &[String], _channels: u32) -> Result<Loaded, OffloadError> {
     Err(OffloadError::NotBuilt)
 }
 
 #[cfg(tern_offload)]
-fn load(interfaces: &[String], channels: u32) -> Result<Maps, OffloadError> {
+fn load(interfaces: &[String], channels: u32) -> Result<Loaded, OffloadError> {
     use aya::programs::tc::TcAttachOptions;
     use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
     use aya::util::KernelVersion;
@@ -312,11 +325,11 @@ fn load(interfaces: &[String], channels: u32) -> Result<Maps, OffloadError> {
         ebpf.take_map(name)
             .ok_or_else(|| OffloadError::Load(format!("the object has no {name} map")))
     };
-    let (clients, peers, fallbacks) = (take("clients")?, take("peers")?, take("fallbacks")?);
-    Ok(Maps {
+    let (clients, peers, stats) = (take("clients")?, take("peers")?, take("stats")?);
+    let maps = Maps {
         clients: clients.try_into().map_err(|e| load_error(&e))?,
         peers: peers.try_into().map_err(|e| load_error(&e))?,
-        fallbacks: fallbacks.try_into().map_err(|e| load_error(&e))?,
         _program: ebpf,
-    })
+    };
+    Ok((maps, stats.try_into().map_err(|e| load_error(&e))?))
 }

@@ -58,7 +58,7 @@ pub struct Recorder {
     pub kernel: HashMap<(SocketAddr, u16), Instant>,
     /// Channels withdrawn from the kernel, in order.
     pub withdrawn: Vec<(SocketAddr, u16)>,
-    /// What every withdrawn channel says the kernel relayed on it.
+    /// What every offloaded channel says the kernel relayed on it.
     pub kernel_bytes: KernelBytes,
 }
 
@@ -99,6 +99,11 @@ impl Io for Recorder {
             "withdrawn but never offloaded: {key:?}"
         );
         self.withdrawn.push(key);
+        self.kernel_bytes
+    }
+    fn channel_bytes(&mut self, channel: &KernelChannel) -> KernelBytes {
+        let key = (channel.peer, channel.number);
+        assert!(self.kernel.contains_key(&key), "read but never offloaded: {key:?}");
         self.kernel_bytes
     }
 }

@@ -151,6 +151,10 @@ pub trait Io {
     fn withdraw_channel(&mut self, _channel: &KernelChannel) -> KernelBytes {
         KernelBytes::default()
     }
+    /// What the kernel relayed on `channel` so far (it keeps relaying it).
+    fn channel_bytes(&mut self, _channel: &KernelChannel) -> KernelBytes {
+        KernelBytes::default()
+    }
 }
 
 /// Settings the engine runs with, resolved from the config.
@@ -297,13 +301,15 @@ impl Engine {
         &self.shared
     }
 
-    /// The allocations of this engine, as the admin API lists them.
-    pub fn sessions(&mut self, now: Instant) -> Vec<Session> {
+    /// The allocations of this engine, as the admin API lists them; byte counts include
+    /// what the kernel fast path relayed so far (`io` reads it).
+    pub fn sessions(&mut self, now: Instant, io: &mut dyn Io) -> Vec<Session> {
         let uptime = self.uptime_secs(now);
         self.allocations
             .iter()
             .map(|(tuple, alloc)| {
                 let (permissions, channels) = alloc.table_sizes(now);
+                let kernel = kernel::relayed_so_far(alloc, tuple, io);
                 Session {
                     relay: alloc.relay,
                     user: alloc.username.to_string(),
@@ -312,8 +318,8 @@ impl Engine {
                     permissions,
                     channels,
                     age_secs: u64::from(uptime.saturating_sub(alloc.created_secs)),
-                    bytes_to_peer: alloc.route().to_peer_bytes(),
-                    bytes_to_client: alloc.route().to_client_bytes(),
+                    bytes_to_peer: alloc.route().to_peer_bytes() + kernel.to_peer,
+                    bytes_to_client: alloc.route().to_client_bytes() + kernel.to_client,
                 }
             })
             .collect()
