@@ -417,7 +417,10 @@ fn offloaded_channels_leave_with_their_allocation_and_their_bytes_are_counted() 
     };
     // Live sessions count what the kernel relayed on both channels so far.
     let session = &h.engine.sessions(h.t0 + SEC, &mut h.io)[0];
-    assert_eq!((session.bytes_to_peer, session.bytes_to_client), (2000, 4000));
+    assert_eq!(
+        (session.bytes_to_peer, session.bytes_to_client),
+        (2000, 4000)
+    );
     let r = h.request_at(SEC, METHOD_REFRESH, vec![Attr::lifetime(0)], true);
     assert!(r.is_success());
     assert!(

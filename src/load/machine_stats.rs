@@ -71,7 +71,8 @@ fn since_boot_us() -> u64 {
     };
     // SAFETY: `ts` is a valid timespec to write to; CLOCK_BOOTTIME exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
+        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000
 }
 
 /// This process's user + system time, every thread it ever had included.

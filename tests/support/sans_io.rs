@@ -103,7 +103,10 @@ impl Io for Recorder {
     }
     fn channel_bytes(&mut self, channel: &KernelChannel) -> KernelBytes {
         let key = (channel.peer, channel.number);
-        assert!(self.kernel.contains_key(&key), "read but never offloaded: {key:?}");
+        assert!(
+            self.kernel.contains_key(&key),
+            "read but never offloaded: {key:?}"
+        );
         self.kernel_bytes
     }
 }

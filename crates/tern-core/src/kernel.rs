@@ -94,7 +94,11 @@ pub(crate) fn withdraw_all(alloc: &mut Allocation, tuple: &FiveTuple, io: &mut d
 }
 
 /// What the kernel relayed so far on `alloc`'s channels it still holds.
-pub(crate) fn relayed_so_far(alloc: &Allocation, tuple: &FiveTuple, io: &mut dyn Io) -> KernelBytes {
+pub(crate) fn relayed_so_far(
+    alloc: &Allocation,
+    tuple: &FiveTuple,
+    io: &mut dyn Io,
+) -> KernelBytes {
     let mut total = KernelBytes::default();
     for &(number, peer) in &alloc.offloaded {
         let bytes = io.channel_bytes(&kernel_channel(alloc, tuple, number, peer));
