@@ -16,6 +16,33 @@ usage() {
     sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'
 }
 
+# parse_run_options ARG...: the options bench/run.sh and bench/offload.sh share. Sets
+# ROUNDS (default 3), DURATION (10), QUICK (0), OUT ("") and KEEP (0), exits on -h and
+# on a bad value, and leaves the arguments it does not know in MORE_ARGS for the
+# caller.
+# shellcheck disable=SC2034 # the variables are for the sourcing script
+parse_run_options() {
+    local me
+    me=$(basename "$0")
+    ROUNDS=3 DURATION=10 QUICK=0 OUT="" KEEP=0 MORE_ARGS=()
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --rounds) ROUNDS=${2:?--rounds takes a number}; shift 2 ;;
+            --rounds=*) ROUNDS=${1#*=}; shift ;;
+            --duration) DURATION=${2:?--duration takes seconds}; shift 2 ;;
+            --duration=*) DURATION=${1#*=}; shift ;;
+            --quick) QUICK=1; shift ;;
+            --out) OUT=${2:?--out takes a path}; shift 2 ;;
+            --out=*) OUT=${1#*=}; shift ;;
+            --keep) KEEP=1; shift ;;
+            -h | --help) usage; exit 0 ;;
+            *) MORE_ARGS+=("$1"); shift ;;
+        esac
+    done
+    case "$ROUNDS" in '' | *[!0-9]* | 0) echo "$me: --rounds must be a positive integer" >&2; exit 2 ;; esac
+    case "$DURATION" in '' | *[!0-9]* | 0) echo "$me: --duration must be a positive integer" >&2; exit 2 ;; esac
+}
+
 # full_workloads HOLD: sets WORKLOADS to the workloads of a full benchmark, each
 # NAME|TRANSPORT|ALLOCATIONS|KIND|tern load arguments after the common ones (KIND is
 # data, setup or hold; W5 holds its allocations HOLD seconds). One list, so that

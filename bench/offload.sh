@@ -29,27 +29,12 @@ ROOT=$(pwd)
 . bench/common.sh
 COMMAND="bench/offload.sh${*:+ $*}"
 
-ROUNDS=3
-DURATION=10
-QUICK=0
-OUT=""
-KEEP=0
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --rounds) ROUNDS=${2:?--rounds takes a number}; shift 2 ;;
-        --rounds=*) ROUNDS=${1#*=}; shift ;;
-        --duration) DURATION=${2:?--duration takes seconds}; shift 2 ;;
-        --duration=*) DURATION=${1#*=}; shift ;;
-        --quick) QUICK=1; shift ;;
-        --out) OUT=${2:?--out takes a path}; shift 2 ;;
-        --out=*) OUT=${1#*=}; shift ;;
-        --keep) KEEP=1; shift ;;
-        -h | --help) usage; exit 0 ;;
-        *) echo "offload.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
-    esac
-done
-case "$ROUNDS" in '' | *[!0-9]* | 0) echo "offload.sh: --rounds must be a positive integer" >&2; exit 2 ;; esac
-case "$DURATION" in '' | *[!0-9]* | 0) echo "offload.sh: --duration must be a positive integer" >&2; exit 2 ;; esac
+parse_run_options "$@"
+if [ "${#MORE_ARGS[@]}" -gt 0 ]; then
+    echo "offload.sh: unknown argument: ${MORE_ARGS[0]}" >&2
+    usage >&2
+    exit 2
+fi
 [ "$(id -u)" -eq 0 ] || { echo "offload.sh: needs root (network namespaces, eBPF)" >&2; exit 1; }
 
 log() { printf '[offload-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -224,10 +209,13 @@ for spec in "${WORKLOADS[@]}"; do
 done
 ELAPSED=$(($(date +%s) - START))
 
+KERNEL=$(uname -r)
+CPUS=$(nproc)
+COTURN_VERSION=$(turnserver --version 2>/dev/null | head -n 1 || true)
 export BENCH_COMMAND="$COMMAND" BENCH_ROUNDS="$ROUNDS" BENCH_DURATION="$DURATION" \
     BENCH_QUICK="$QUICK" BENCH_ELAPSED="$ELAPSED" BENCH_COMMIT="$COMMIT" \
-    BENCH_KERNEL="$(uname -r)" BENCH_CPUS="$(nproc)" BENCH_NOTES="$ROOT/bench/offload-notes.md" \
-    BENCH_COTURN="$(turnserver --version 2>/dev/null | head -n 1 || true)"
+    BENCH_KERNEL="$KERNEL" BENCH_CPUS="$CPUS" BENCH_NOTES="$ROOT/bench/offload-notes.md" \
+    BENCH_COTURN="$COTURN_VERSION"
 mkdir -p "$(dirname "$OUT")"
 python3 - "$RUNS" "$OUT" <<'PYEOF'
 import json, os, statistics, sys, time

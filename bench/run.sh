@@ -36,30 +36,16 @@ ROOT=$(pwd)
 . bench/common.sh
 COMMAND="bench/run.sh${*:+ $*}"
 
-ROUNDS=3
-DURATION=10
-QUICK=0
-OUT=""
+parse_run_options "$@"
 ONLY=""
-KEEP=0
+set -- ${MORE_ARGS[@]+"${MORE_ARGS[@]}"}
 while [ $# -gt 0 ]; do
     case "$1" in
-        --rounds) ROUNDS=${2:?--rounds takes a number}; shift 2 ;;
-        --rounds=*) ROUNDS=${1#*=}; shift ;;
-        --duration) DURATION=${2:?--duration takes seconds}; shift 2 ;;
-        --duration=*) DURATION=${1#*=}; shift ;;
-        --quick) QUICK=1; shift ;;
-        --out) OUT=${2:?--out takes a path}; shift 2 ;;
-        --out=*) OUT=${1#*=}; shift ;;
         --workloads) ONLY=${2:?--workloads takes a list like W2,W4}; shift 2 ;;
         --workloads=*) ONLY=${1#*=}; shift ;;
-        --keep) KEEP=1; shift ;;
-        -h | --help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-case "$ROUNDS" in '' | *[!0-9]* | 0) echo "run.sh: --rounds must be a positive integer" >&2; exit 2 ;; esac
-case "$DURATION" in '' | *[!0-9]* | 0) echo "run.sh: --duration must be a positive integer" >&2; exit 2 ;; esac
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
