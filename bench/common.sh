@@ -43,6 +43,21 @@ parse_run_options() {
     case "$DURATION" in '' | *[!0-9]* | 0) echo "$me: --duration must be a positive integer" >&2; exit 2 ;; esac
 }
 
+# run_rounds: every workload of WORKLOADS, ROUNDS times, each round running every
+# server of SERVERS in turn (A B C A B C ...) with the caller's `run_one SPEC SERVER
+# ROUND`, so drift in the machine hits all servers alike.
+run_rounds() {
+    local spec round server
+    for spec in "${WORKLOADS[@]}"; do
+        for round in $(seq "$ROUNDS"); do
+            for server in "${SERVERS[@]}"; do
+                log "${spec%%|*} round $round/$ROUNDS: $server"
+                run_one "$spec" "$server" "$round"
+            done
+        done
+    done
+}
+
 # full_workloads HOLD: sets WORKLOADS to the workloads of a full benchmark, each
 # NAME|TRANSPORT|ALLOCATIONS|KIND|tern load arguments after the common ones (KIND is
 # data, setup or hold; W5 holds its allocations HOLD seconds). One list, so that

@@ -199,14 +199,7 @@ run_one() { # SPEC SERVER ROUND
 }
 
 START=$(date +%s)
-for spec in "${WORKLOADS[@]}"; do
-    for round in $(seq "$ROUNDS"); do
-        for server in "${SERVERS[@]}"; do
-            log "${spec%%|*} round $round/$ROUNDS: $server"
-            run_one "$spec" "$server" "$round"
-        done
-    done
-done
+run_rounds
 ELAPSED=$(($(date +%s) - START))
 
 KERNEL=$(uname -r)

@@ -263,14 +263,7 @@ run_one() { # WORKLOAD-SPEC SERVER ROUND
 START=$(date +%s)
 LOADAVG_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "workloads: $(printf '%s ' "${WORKLOADS[@]%%|*}")× ${SERVERS[*]} × $ROUNDS round(s), ${DURATION} s data phases"
-for spec in "${WORKLOADS[@]}"; do
-    for round in $(seq "$ROUNDS"); do
-        for server in "${SERVERS[@]}"; do
-            log "${spec%%|*} round $round/$ROUNDS: $server"
-            run_one "$spec" "$server" "$round"
-        done
-    done
-done
+run_rounds
 ELAPSED=$(($(date +%s) - START))
 LOADAVG_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
