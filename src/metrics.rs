@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::core::{Count, Reject, Transport};
-use crate::offload::{FALLBACK_REASONS, Offload};
+use crate::offload::{FALLBACKS, Offload};
 use std::sync::Arc;
 
 /// Label sets are small `Copy` structs, so counting on the control path (every 401,
@@ -135,8 +135,7 @@ impl OffloadMetrics {
             advance(&self.packets.get_or_create(&label), packets);
             advance(&self.bytes.get_or_create(&label), bytes);
         }
-        let reasons = FALLBACK_REASONS.iter().chain(&["map_full"]);
-        for (&reason, &count) in reasons.zip(&totals.fallbacks) {
+        for (&reason, &count) in FALLBACKS.iter().zip(&totals.fallbacks) {
             advance(
                 &self.fallbacks.get_or_create(&ReasonLabel { reason }),
                 count,

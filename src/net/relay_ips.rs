@@ -47,6 +47,21 @@ pub fn interface_ips() -> Vec<IpAddr> {
         .collect()
 }
 
+/// Non-loopback interfaces holding one of `addresses`; every non-loopback interface
+/// with an address when one of them is a wildcard.
+pub fn interfaces_holding(addresses: &[IpAddr]) -> Vec<String> {
+    let wildcard = addresses.iter().any(IpAddr::is_unspecified);
+    let mut names: Vec<String> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|i| !i.is_loopback() && (wildcard || addresses.contains(&i.ip())))
+        .map(|i| i.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 fn dedup(mut ips: Vec<IpAddr>) -> Vec<IpAddr> {
     let mut seen = std::collections::HashSet::new();
     ips.retain(|ip| seen.insert(*ip));

@@ -125,7 +125,8 @@ struct peer_route {
 
 // The program's counters, per CPU: why a datagram of an offloaded channel went to user
 // space instead, then what it relayed each way (for the metrics, without walking the
-// channel maps). Keep in step with src/offload/maps.rs.
+// channel maps). Keep in step with src/offload/maps.rs and FALLBACKS in
+// src/offload/mod.rs.
 enum stat {
     FALLBACK_EXPIRED,
     FALLBACK_UNHEARD,
@@ -371,6 +372,17 @@ INLINE __s64 sum_data(struct __sk_buff *skb, __u32 off, __u32 len) {
     return sum;
 }
 
+// Counts a rewritten datagram on its entry (`packets`, `bytes`) and in the totals
+// (`packets_stat`, whose bytes slot follows it), then sends it out toward `p`.
+INLINE int relayed(struct __sk_buff *skb, __u64 *packets, __u64 *bytes, enum stat packets_stat,
+                   __u16 data_len, struct path *p) {
+    __sync_fetch_and_add(packets, 1);
+    __sync_fetch_and_add(bytes, data_len);
+    count(packets_stat, 1);
+    count(packets_stat + 1, data_len);
+    return send(skb, p);
+}
+
 // The UDP checksum of a datagram from `src` to `dst` whose header and leading words
 // (a ChannelData header, or 0) are `head`, over data whose sum is `data_sum`. Computed
 // whole, never patched: what arrived may carry a partial checksum (a sender on this
@@ -438,11 +450,7 @@ INLINE int to_peer(struct __sk_buff *skb, struct flow *f, struct client_route *r
         return TC_ACT_SHOT;
     if (write_ip(skb, f, r->relay_ip, r->peer_ip, udp_len) < 0)
         return TC_ACT_SHOT;
-    __sync_fetch_and_add(&r->packets, 1);
-    __sync_fetch_and_add(&r->bytes, data_len);
-    count(TO_PEER_PACKETS, 1);
-    count(TO_PEER_BYTES, data_len);
-    return send(skb, &r->to_peer);
+    return relayed(skb, &r->packets, &r->bytes, TO_PEER_PACKETS, data_len, &r->to_peer);
 }
 
 // Peer → client: a datagram from a bound peer leaves as ChannelData from the listener
@@ -490,11 +498,7 @@ INLINE int to_client(struct __sk_buff *skb, struct flow *f, struct peer_route *r
         (skb->len > frame_len && bpf_skb_change_tail(skb, frame_len, 0) < 0) ||
         write_ip(skb, f, r->server_ip, r->client_ip, udp_len) < 0)
         return TC_ACT_SHOT;
-    __sync_fetch_and_add(&r->packets, 1);
-    __sync_fetch_and_add(&r->bytes, data_len);
-    count(TO_CLIENT_PACKETS, 1);
-    count(TO_CLIENT_BYTES, data_len);
-    return send(skb, &r->to_client);
+    return relayed(skb, &r->packets, &r->bytes, TO_CLIENT_PACKETS, data_len, &r->to_client);
 }
 
 SEC("classifier")

@@ -78,9 +78,10 @@ unsafe impl aya::Pod for PeerKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for PeerRoute {}
 
-/// Why the program passed a datagram of an offloaded channel up to user space: the
-/// first slots of its `stats` map (the order of `enum stat` in the program).
-pub const FALLBACK_REASONS: [&str; 5] = ["expired", "unheard", "too_big", "framing", "failed"];
+/// The first slots of the program's `stats` map count why it passed a datagram of an
+/// offloaded channel up to user space, one slot per reason (`enum stat` in the program,
+/// named in order by [`super::FALLBACKS`]).
+pub const PROGRAM_FALLBACKS: usize = 5;
 
 /// The slots of the `stats` map after the fallbacks: packets and bytes relayed to
 /// peers, then to clients.

@@ -8,14 +8,12 @@
 
 mod maps;
 
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::config::{OffloadMode, Settings};
-use crate::core::{KernelBytes, KernelChannel, Transport};
-pub use maps::FALLBACK_REASONS;
+use crate::core::{KernelBytes, KernelChannel};
 use maps::{ClientKey, ClientRoute, PeerKey, PeerRoute};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,17 +45,21 @@ pub struct Totals {
     pub to_peer_bytes: u64,
     pub to_client_packets: u64,
     pub to_client_bytes: u64,
-    /// Per reason of [`FALLBACK_REASONS`], then "map_full" (a channel the maps had no
-    /// room for, relayed in user space).
-    pub fallbacks: [u64; FALLBACK_REASONS.len() + 1],
+    /// Per reason of [`FALLBACKS`].
+    pub fallbacks: [u64; FALLBACKS.len()],
 }
+
+/// Why channel data went to user space: the program's reasons, one per slot of its
+/// `stats` map in order, then "map_full" (a channel the maps had no room for).
+pub const FALLBACKS: [&str; maps::PROGRAM_FALLBACKS + 1] = [
+    "expired", "unheard", "too_big", "framing", "failed", "map_full",
+];
 
 /// The loaded and attached program and its maps, shared by the workers.
 pub struct Offload {
     maps: Mutex<Maps>,
     /// The program's per-CPU counters, read for the metrics without the maps' lock.
     stats: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
-    interfaces: Vec<String>,
     channels: AtomicUsize,
     map_full: AtomicU64,
 }
@@ -70,13 +72,12 @@ struct Maps {
 }
 
 impl Offload {
-    /// Starts the fast path as `relay.offload` says. `addresses` are the listener and
-    /// relay addresses; the program goes on the interfaces holding them (or on
-    /// `relay.offload_interfaces`). `Ok(None)`: relaying stays in user space (the reason
-    /// is logged); an error only when `relay.offload = "on"`.
+    /// Starts the fast path as `relay.offload` says, on `interfaces`. `Ok(None)`:
+    /// relaying stays in user space (the reason is logged); an error only when
+    /// `relay.offload = "on"`.
     pub fn start(
         settings: &Settings,
-        addresses: &[IpAddr],
+        interfaces: Vec<String>,
     ) -> Result<Option<Offload>, OffloadError> {
         let relay = &settings.relay;
         if relay.offload == OffloadMode::Off {
@@ -85,11 +86,6 @@ impl Offload {
             );
             return Ok(None);
         }
-        let interfaces = if relay.offload_interfaces.is_empty() {
-            interfaces_holding(addresses)
-        } else {
-            relay.offload_interfaces.clone()
-        };
         match load(&interfaces, relay.offload_channels) {
             Ok((maps, stats)) => {
                 tracing::info!(
@@ -100,7 +96,6 @@ impl Offload {
                 Ok(Some(Offload {
                     maps: Mutex::new(maps),
                     stats,
-                    interfaces,
                     channels: AtomicUsize::new(0),
                     map_full: AtomicU64::new(0),
                 }))
@@ -113,16 +108,10 @@ impl Offload {
         }
     }
 
-    pub fn interfaces(&self) -> &[String] {
-        &self.interfaces
-    }
-
-    /// Lets the kernel relay `ch` until `until` (or moves its deadline, keeping its
-    /// counts). False when it cannot: not a UDP client, mixed families, or no room.
+    /// Lets the kernel relay `ch` (the engine offers only UDP clients' channels) until
+    /// `until`, or moves its deadline, keeping its counts. False when it cannot: mixed
+    /// families, or no room.
     pub fn install(&self, ch: &KernelChannel, until: Instant) -> bool {
-        if ch.client.transport != Transport::Udp {
-            return false;
-        }
         let Some((ckey, mut croute, pkey, mut proute)) = maps::entries(ch) else {
             return false;
         };
@@ -192,11 +181,11 @@ impl Offload {
                 .get(&slot, 0)
                 .map_or(0, |per_cpu| per_cpu.iter().sum::<u64>())
         };
-        let mut fallbacks = [0; FALLBACK_REASONS.len() + 1];
-        for (slot, count) in (0u32..).zip(fallbacks.iter_mut().take(FALLBACK_REASONS.len())) {
+        let mut fallbacks = [0; FALLBACKS.len()];
+        for (slot, count) in (0u32..).zip(&mut fallbacks[..maps::PROGRAM_FALLBACKS]) {
             *count = stat(slot);
         }
-        fallbacks[FALLBACK_REASONS.len()] = self.map_full.load(Ordering::Relaxed);
+        fallbacks[maps::PROGRAM_FALLBACKS] = self.map_full.load(Ordering::Relaxed);
         Totals {
             channels: self.channels.load(Ordering::Relaxed),
             to_peer_packets: stat(maps::TO_PEER_PACKETS),
@@ -210,21 +199,6 @@ impl Offload {
     fn lock_maps(&self) -> std::sync::MutexGuard<'_, Maps> {
         self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// Non-loopback interfaces holding one of `addresses`; every non-loopback interface
-/// with an address when one of them is a wildcard.
-fn interfaces_holding(addresses: &[IpAddr]) -> Vec<String> {
-    let wildcard = addresses.iter().any(IpAddr::is_unspecified);
-    let mut names: Vec<String> = if_addrs::get_if_addrs()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|i| !i.is_loopback() && (wildcard || addresses.contains(&i.ip())))
-        .map(|i| i.name)
-        .collect();
-    names.sort();
-    names.dedup();
-    names
 }
 
 /// The CLOCK_MONOTONIC nanoseconds (the program's clock, `bpf_ktime_get_ns`) of `at`.

@@ -171,15 +171,7 @@ async fn bind(plan: &Plan) -> anyhow::Result<Bound> {
         &plan.advertised_ips,
         plan.generated_secret.is_some(),
     );
-    let server = &settings.server;
-    // TLS clients are never offloaded, but their listeners' interfaces carry UDP too
-    // when they share an address; unbound TLS listeners do not count.
-    let tls_listen = settings.tls.is_enabled().then_some(&server.tls_listen);
-    let mut addresses: Vec<IpAddr> = (server.listen.iter().chain(tls_listen.into_iter().flatten()))
-        .map(|l| l.addr.ip())
-        .collect();
-    addresses.extend(&plan.relay_ips);
-    let offload = Offload::start(settings, &addresses)
+    let offload = Offload::start(settings, offload_interfaces(plan))
         .context("relay.offload = \"on\" but the kernel fast path cannot run")?
         .map(Arc::new);
     let admin = bind_http(settings.admin.listen, "admin").await?;
@@ -191,6 +183,22 @@ async fn bind(plan: &Plan) -> anyhow::Result<Bound> {
         admin,
         selftest,
     })
+}
+
+/// The interfaces the kernel fast path goes on: `relay.offload_interfaces`, or those
+/// holding a listener or relay address. TLS clients are never offloaded, but a TLS
+/// listener's address may carry UDP too; unbound TLS listeners do not count.
+fn offload_interfaces(plan: &Plan) -> Vec<String> {
+    let settings = &plan.settings;
+    if !settings.relay.offload_interfaces.is_empty() {
+        return settings.relay.offload_interfaces.clone();
+    }
+    let server = &settings.server;
+    let tls_listen = settings.tls.is_enabled().then_some(&server.tls_listen);
+    let listen = server.listen.iter().chain(tls_listen.into_iter().flatten());
+    let mut addresses: Vec<IpAddr> = listen.map(|l| l.addr.ip()).collect();
+    addresses.extend(&plan.relay_ips);
+    relay_ips::interfaces_holding(&addresses)
 }
 
 /// A server that is serving: what [`wait`] needs to stop it.
