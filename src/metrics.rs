@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::core::{Count, Reject, Transport};
-use crate::offload::{FALLBACKS, Offload};
+use crate::offload::{FALLBACKS, HOOKS, Offload};
 use std::sync::Arc;
 
 /// Label sets are small `Copy` structs, so counting on the control path (every 401,
@@ -104,14 +104,15 @@ struct OffloadMetrics {
     source: std::sync::OnceLock<Arc<Offload>>,
     active: Gauge,
     channels: Gauge,
-    packets: Family<DirectionLabel, Counter>,
-    bytes: Family<DirectionLabel, Counter>,
+    packets: Family<HookLabel, Counter>,
+    bytes: Family<HookLabel, Counter>,
     fallbacks: Family<ReasonLabel, Counter>,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DirectionLabel {
+struct HookLabel {
     direction: &'static str,
+    hook: &'static str,
 }
 
 impl OffloadMetrics {
@@ -122,18 +123,20 @@ impl OffloadMetrics {
         let totals = offload.totals();
         self.active.set(1);
         self.channels.set(totals.channels as i64);
-        let directions = [
-            ("to_peer", totals.to_peer_packets, totals.to_peer_bytes),
-            (
-                "to_client",
-                totals.to_client_packets,
-                totals.to_client_bytes,
-            ),
-        ];
-        for (direction, packets, bytes) in directions {
-            let label = DirectionLabel { direction };
-            advance(&self.packets.get_or_create(&label), packets);
-            advance(&self.bytes.get_or_create(&label), bytes);
+        for (&hook, relayed) in HOOKS.iter().zip(&totals.relayed) {
+            let directions = [
+                ("to_peer", relayed.to_peer_packets, relayed.to_peer_bytes),
+                (
+                    "to_client",
+                    relayed.to_client_packets,
+                    relayed.to_client_bytes,
+                ),
+            ];
+            for (direction, packets, bytes) in directions {
+                let label = HookLabel { direction, hook };
+                advance(&self.packets.get_or_create(&label), packets);
+                advance(&self.bytes.get_or_create(&label), bytes);
+            }
         }
         for (&reason, &count) in FALLBACKS.iter().zip(&totals.fallbacks) {
             advance(
@@ -340,12 +343,12 @@ impl Metrics {
         );
         r.register(
             "offload_packets",
-            "Packets relayed by the kernel fast path, by direction",
+            "Packets relayed by the kernel fast path, by direction and hook (tc, xdp)",
             offload.packets.clone(),
         );
         r.register(
             "offload_bytes",
-            "Application bytes relayed by the kernel fast path, by direction",
+            "Application bytes relayed by the kernel fast path, by direction and hook (tc, xdp)",
             offload.bytes.clone(),
         );
         r.register(

@@ -8,9 +8,12 @@
 //!                                      relays from 10.71.2.1 / fd71:2::1 ── peer (10.71.2.2, fd71:2::2)
 //! ```
 //!
-//! IP forwarding stays off in srv: the program sends each datagram itself. The offload
-//! does not apply on loopback, which is why these tests need namespaces (root, `ip`;
-//! see `scripts/install-nat-deps.sh`). They are never skipped silently.
+//! IP forwarding stays off in srv: the program sends each datagram itself. The XDP test
+//! puts all three on one link instead (a bridge in a fourth namespace), as on a host with
+//! one public interface, where datagrams leave by the interface they came in on. The
+//! offload does not apply on loopback, which is why these tests need namespaces (root,
+//! `ip`; see `scripts/install-nat-deps.sh`) and, for XDP, clang, which the build
+//! needs too. They are never skipped silently.
 
 mod support;
 
@@ -43,6 +46,7 @@ struct Topology {
 }
 
 impl Topology {
+    /// Routed: srv has one interface toward cli and another toward peer.
     fn build(tag: &str) -> Self {
         let mut namespaces = Namespaces::new(tag);
         let cli = namespaces.add("cli");
@@ -69,17 +73,67 @@ impl Topology {
                 "ip", "-n", far, "-6", "route", "add", "default", "via", &via6,
             ]);
         }
-        for key in [
-            "net.ipv4.conf.all.forwarding",
-            "net.ipv6.conf.all.forwarding",
-        ] {
-            let out = run(&["ip", "netns", "exec", &srv, "sysctl", "-n", key]);
-            assert_eq!(
-                out.trim(),
-                "0",
-                "{key} must stay off in the server's namespace"
-            );
+        assert_forwarding_off(&srv);
+        Self {
+            _namespaces: namespaces,
+            cli,
+            srv,
+            peer,
         }
+    }
+
+    /// One link: cli, srv and peer each have one interface on a bridge in a fourth
+    /// namespace, with the same addresses as in [`Topology::build`] (srv holds both
+    /// subnets). The bridge's end of srv's link runs an XDP program that passes
+    /// everything (tests/support/xdp_pass.c, built into `dir`): veth hands the frames
+    /// XDP sends back (XDP_TX) only to a peer that runs XDP itself.
+    fn shared_link(tag: &str, dir: &Path) -> Self {
+        let mut namespaces = Namespaces::new(tag);
+        let cli = namespaces.add("cli");
+        let srv = namespaces.add("srv");
+        let peer = namespaces.add("peer");
+        let lan = namespaces.add("lan");
+        run(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", &lan, "link", "set", "br0", "up"]);
+        let pid = std::process::id();
+        let hosts: [(&str, &str, &[&str]); 3] = [
+            ("c", &cli, &["10.71.1.2/24", "fd71:1::2/64"]),
+            (
+                "s",
+                &srv,
+                &[
+                    "10.71.1.1/24",
+                    "10.71.2.1/24",
+                    "fd71:1::1/64",
+                    "fd71:2::1/64",
+                ],
+            ),
+            ("p", &peer, &["10.71.2.2/24", "fd71:2::2/64"]),
+        ];
+        for (side, ns, addrs) in hosts {
+            let (a, b) = (format!("l{side}{pid}a"), format!("l{side}{pid}b"));
+            run(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
+            run(&["ip", "link", "set", &a, "netns", ns]);
+            run(&["ip", "link", "set", &b, "netns", &lan]);
+            for addr in addrs {
+                let mut args = vec!["ip", "-n", ns, "addr", "add", addr, "dev", &a];
+                if addr.contains(':') {
+                    args.push("nodad");
+                }
+                run(&args);
+            }
+            run(&["ip", "-n", ns, "link", "set", &a, "up"]);
+            run(&["ip", "-n", &lan, "link", "set", &b, "master", "br0", "up"]);
+            if side == "s" {
+                let object = build_xdp_pass(dir);
+                let object = object.to_str().expect("a UTF-8 temp path");
+                run(&[
+                    "ip", "-n", &lan, "link", "set", "dev", &b, "xdpdrv", "obj", object, "sec",
+                    "xdp",
+                ]);
+            }
+        }
+        assert_forwarding_off(&srv);
         Self {
             _namespaces: namespaces,
             cli,
@@ -89,13 +143,49 @@ impl Topology {
     }
 }
 
-/// tern in srv with `offload` and the rest of `config`, its output in `dir`.
-fn start_tern(topo: &Topology, offload: &str, config_tail: &str, dir: &Path) -> BackgroundProcess {
+/// tests/support/xdp_pass.c compiled into `dir`.
+fn build_xdp_pass(dir: &Path) -> std::path::PathBuf {
+    let object = dir.join("xdp_pass.o");
+    let arch = std::env::consts::ARCH;
+    let mut cmd = Command::new(std::env::var("CLANG").unwrap_or_else(|_| "clang".into()));
+    cmd.args(["-O2", "-target", "bpf"])
+        .arg(format!("-I/usr/include/{arch}-linux-gnu"))
+        .arg("-c")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/xdp_pass.c"))
+        .arg("-o")
+        .arg(&object);
+    let out = run_with_timeout(&mut cmd, CHILD_TIMEOUT);
+    assert!(out.success(), "compiling xdp_pass.c:\n{}", out.describe());
+    object
+}
+
+fn assert_forwarding_off(srv: &str) {
+    for key in [
+        "net.ipv4.conf.all.forwarding",
+        "net.ipv6.conf.all.forwarding",
+    ] {
+        let out = run(&["ip", "netns", "exec", srv, "sysctl", "-n", key]);
+        assert_eq!(
+            out.trim(),
+            "0",
+            "{key} must stay off in the server's namespace"
+        );
+    }
+}
+
+/// tern in srv with `relay.offload = offload`, `relay.offload_xdp = xdp` and the rest
+/// of `config`, its output in `dir`.
+fn start_tern(
+    topo: &Topology,
+    (offload, xdp): (&str, &str),
+    config_tail: &str,
+    dir: &Path,
+) -> BackgroundProcess {
     let config = dir.join("tern.toml");
     let text = format!(
         "[server]\nlisten = [\"10.71.1.1:{PORT}\", \"[fd71:1::1]:{PORT}\"]\nworkers = 2\n\
          [relay]\nips = [\"10.71.2.1\", \"fd71:2::1\"]\nports = \"40000-40100\"\n\
-         offload = \"{offload}\"\n\
+         offload = \"{offload}\"\noffload_xdp = \"{xdp}\"\n\
          [admin]\nlisten = \"{ADMIN}\"\n\
          [[auth.users]]\nname = \"{USER}\"\npassword = \"{PASS}\"\n{config_tail}"
     );
@@ -202,10 +292,14 @@ fn sample(text: &str, name: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-/// Packets relayed (kernel, user space) toward peers and toward clients.
+/// Packets relayed (kernel, and of that the XDP hook's; user space) toward peers and
+/// toward clients.
+#[derive(Default)]
 struct Relayed {
     kernel_to_peer: u64,
     kernel_to_client: u64,
+    xdp_to_peer: u64,
+    xdp_to_client: u64,
     user_to_peer: u64,
     user_to_client: u64,
     channels: u64,
@@ -213,12 +307,60 @@ struct Relayed {
 
 fn relayed(topo: &Topology) -> Relayed {
     let text = metrics(topo);
+    let kernel = |direction: &str, hook: &str| {
+        sample(
+            &text,
+            &format!("tern_offload_packets_total{{direction=\"{direction}\",hook=\"{hook}\"}}"),
+        )
+    };
+    let (xdp_to_peer, xdp_to_client) = (kernel("to_peer", "xdp"), kernel("to_client", "xdp"));
     Relayed {
-        kernel_to_peer: sample(&text, "tern_offload_packets_total{direction=\"to_peer\"}"),
-        kernel_to_client: sample(&text, "tern_offload_packets_total{direction=\"to_client\"}"),
+        kernel_to_peer: kernel("to_peer", "tc") + xdp_to_peer,
+        kernel_to_client: kernel("to_client", "tc") + xdp_to_client,
+        xdp_to_peer,
+        xdp_to_client,
         user_to_peer: sample(&text, "tern_relayed_to_peer_packets_total"),
         user_to_client: sample(&text, "tern_relayed_to_client_packets_total"),
         channels: sample(&text, "tern_offload_channels"),
+    }
+}
+
+impl Relayed {
+    /// What was relayed between `before` and `self`.
+    fn since(&self, before: &Relayed) -> Relayed {
+        Relayed {
+            kernel_to_peer: self.kernel_to_peer - before.kernel_to_peer,
+            kernel_to_client: self.kernel_to_client - before.kernel_to_client,
+            xdp_to_peer: self.xdp_to_peer - before.xdp_to_peer,
+            xdp_to_client: self.xdp_to_client - before.xdp_to_client,
+            user_to_peer: self.user_to_peer - before.user_to_peer,
+            user_to_client: self.user_to_client - before.user_to_client,
+            channels: self.channels,
+        }
+    }
+}
+
+/// uclient over IPv4, then IPv6, each run checked by `check` with what it relayed.
+fn both_families(topo: &Topology, tern: &BackgroundProcess, check: impl Fn(IpAddr, u64, &Relayed)) {
+    let families: [(IpAddr, IpAddr); 2] = [
+        ("10.71.1.1".parse().unwrap(), "10.71.2.2".parse().unwrap()),
+        ("fd71:1::1".parse().unwrap(), "fd71:2::2".parse().unwrap()),
+    ];
+    for (server, peer) in families {
+        let before = relayed(topo);
+        let summary = uclient(topo, server, peer, tern);
+        let delta = relayed(topo).since(&before);
+        println!(
+            "[{server}] kernel: {} to peers, {} to clients (XDP: {}, {}); \
+             user space: {} to peers, {} to clients",
+            delta.kernel_to_peer,
+            delta.kernel_to_client,
+            delta.xdp_to_peer,
+            delta.xdp_to_client,
+            delta.user_to_peer,
+            delta.user_to_client
+        );
+        check(server, summary.tot_send_msgs, &delta);
     }
 }
 
@@ -229,44 +371,92 @@ fn uclient_channels_are_relayed_by_the_kernel() {
     require_netns();
     let topo = Topology::build("of");
     let dir = TempDir::new("tern-offload");
-    let mut tern = start_tern(&topo, "on", PEERS_ALLOWED, dir.path());
+    let mut tern = start_tern(&topo, ("on", "auto"), PEERS_ALLOWED, dir.path());
     let logs = tern.logs();
     assert!(logs.contains("kernel fast path on"), "{logs}");
+    // veth is not backed by a device: "auto" leaves XDP off and says why.
+    assert!(
+        logs.contains("no XDP on") && logs.contains("not backed by a device"),
+        "{logs}"
+    );
     let _echo = start_echo(&topo, dir.path());
-    let families: [(IpAddr, IpAddr); 2] = [
-        ("10.71.1.1".parse().unwrap(), "10.71.2.2".parse().unwrap()),
-        ("fd71:1::1".parse().unwrap(), "fd71:2::2".parse().unwrap()),
-    ];
-    for (server, peer) in families {
-        let before = relayed(&topo);
-        let summary = uclient(&topo, server, peer, &tern);
-        let after = relayed(&topo);
-        let kernel_to_peer = after.kernel_to_peer - before.kernel_to_peer;
-        let kernel_to_client = after.kernel_to_client - before.kernel_to_client;
-        let user_to_peer = after.user_to_peer - before.user_to_peer;
-        let user_to_client = after.user_to_client - before.user_to_client;
-        println!(
-            "[{server}] kernel: {kernel_to_peer} to peers, {kernel_to_client} to clients; \
-             user space: {user_to_peer} to peers, {user_to_client} to clients"
-        );
-        // Each channel's first datagram each way goes through user space, until the
-        // program has heard from the other side; everything after is the kernel's.
-        let sent = summary.tot_send_msgs;
+    both_families(&topo, &tern, |server, sent, delta| {
+        assert_kernel_relayed(server, sent, delta, &tern);
+        assert_eq!((delta.xdp_to_peer, delta.xdp_to_client), (0, 0));
+    });
+    tern.assert_running();
+}
+
+/// With XDP on every interface of the routed server, each datagram must leave by the
+/// other interface: XDP passes it on untouched and TC relays it, nothing lost.
+#[test]
+fn xdp_leaves_datagrams_for_other_interfaces_to_tc() {
+    require_netns();
+    let topo = Topology::build("ot");
+    let dir = TempDir::new("tern-offload-xdp-routed");
+    let mut tern = start_tern(&topo, ("on", "on"), PEERS_ALLOWED, dir.path());
+    let logs = tern.logs();
+    assert!(
+        logs.contains("xdp=[\"o"),
+        "XDP not attached to both interfaces:\n{logs}"
+    );
+    let _echo = start_echo(&topo, dir.path());
+    both_families(&topo, &tern, |server, sent, delta| {
+        assert_kernel_relayed(server, sent, delta, &tern);
+        assert_eq!((delta.xdp_to_peer, delta.xdp_to_client), (0, 0));
+    });
+    tern.assert_running();
+}
+
+/// Each channel's first datagram each way goes through user space, until the program
+/// has heard from the other side; everything after is the kernel's. The entries go when
+/// the allocations do.
+fn assert_kernel_relayed(server: IpAddr, sent: u64, delta: &Relayed, tern: &BackgroundProcess) {
+    assert!(
+        delta.kernel_to_peer + delta.user_to_peer >= sent && delta.kernel_to_peer >= sent - 20,
+        "[{server}] to peers: kernel {}, user space {} of {sent}\n{}",
+        delta.kernel_to_peer,
+        delta.user_to_peer,
+        tern.logs()
+    );
+    assert!(
+        delta.kernel_to_client >= sent - 20,
+        "[{server}] to clients: kernel {}, user space {}\n{}",
+        delta.kernel_to_client,
+        delta.user_to_client,
+        tern.logs()
+    );
+    assert_eq!(
+        delta.channels, 0,
+        "[{server}] entries left after the allocations ended"
+    );
+}
+
+/// On one shared link, with `relay.offload_xdp = "on"`, the XDP hook relays the
+/// channels both ways (back out of the interface they came in on), IPv4 and IPv6,
+/// nothing lost; TC is left nothing but each side's first datagram.
+#[test]
+fn xdp_relays_channels_on_a_shared_link() {
+    require_netns();
+    let dir = TempDir::new("tern-offload-xdp");
+    let topo = Topology::shared_link("ox", dir.path());
+    let mut tern = start_tern(&topo, ("on", "on"), PEERS_ALLOWED, dir.path());
+    let logs = tern.logs();
+    assert!(
+        logs.contains("kernel fast path on") && logs.contains("xdp=[\"ls"),
+        "{logs}"
+    );
+    let _echo = start_echo(&topo, dir.path());
+    both_families(&topo, &tern, |server, sent, delta| {
+        assert_kernel_relayed(server, sent, delta, &tern);
         assert!(
-            kernel_to_peer + user_to_peer >= sent && kernel_to_peer >= sent - 20,
-            "[{server}] to peers: kernel {kernel_to_peer}, user space {user_to_peer} of {sent}\n{}",
+            delta.xdp_to_peer >= sent - 20 && delta.xdp_to_client >= sent - 20,
+            "[{server}] XDP relayed {} to peers, {} to clients of {sent}\n{}",
+            delta.xdp_to_peer,
+            delta.xdp_to_client,
             tern.logs()
         );
-        assert!(
-            kernel_to_client >= sent - 20,
-            "[{server}] to clients: kernel {kernel_to_client}, user space {user_to_client}\n{}",
-            tern.logs()
-        );
-        assert_eq!(
-            after.channels, 0,
-            "[{server}] entries left after the allocations ended"
-        );
-    }
+    });
     tern.assert_running();
 }
 
@@ -276,7 +466,7 @@ fn offload_off_relays_in_user_space() {
     require_netns();
     let topo = Topology::build("on");
     let dir = TempDir::new("tern-offload-off");
-    let tern = start_tern(&topo, "off", PEERS_ALLOWED, dir.path());
+    let tern = start_tern(&topo, ("off", "auto"), PEERS_ALLOWED, dir.path());
     let _echo = start_echo(&topo, dir.path());
     let summary = uclient(
         &topo,

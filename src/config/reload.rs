@@ -77,6 +77,7 @@ pub static KEYS: &[Key] = &[
     key!(restart relay.offload),
     key!(restart relay.offload_interfaces),
     key!(restart relay.offload_channels),
+    key!(restart relay.offload_xdp),
     key!(applies auth.users),
     key!(applies auth.secrets),
     key!(applies auth.rest_separator),

@@ -243,6 +243,9 @@ pub struct RelaySettings {
     pub offload_interfaces: Vec<String>,
     /// Channels the kernel can hold at once; beyond it, channels stay in user space.
     pub offload_channels: u32,
+    /// Whether the fast path also runs on the XDP hook of the interfaces whose driver
+    /// runs XDP itself ("auto": those backed by a device, where the driver accepts it).
+    pub offload_xdp: OffloadMode,
 }
 
 impl Default for RelaySettings {
@@ -258,6 +261,7 @@ impl Default for RelaySettings {
             offload: OffloadMode::Auto,
             offload_interfaces: Vec::new(),
             offload_channels: 65536,
+            offload_xdp: OffloadMode::Auto,
         }
     }
 }

@@ -144,7 +144,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Whether channels are relayed by the kernel fast path (`relay.offload`).
+/// Whether channels are relayed by the kernel fast path (`relay.offload`), and whether it
+/// also runs on the XDP hook (`relay.offload_xdp`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum OffloadMode {

@@ -84,11 +84,12 @@ unsafe impl aya::Pod for PeerRoute {}
 pub const PROGRAM_FALLBACKS: usize = 5;
 
 /// The slots of the `stats` map after the fallbacks: packets and bytes relayed to
-/// peers, then to clients.
+/// peers, then to clients, by the TC hook; the XDP hook's follow, `HOOK_STATS` further.
 pub const TO_PEER_PACKETS: u32 = 5;
 pub const TO_PEER_BYTES: u32 = 6;
 pub const TO_CLIENT_PACKETS: u32 = 7;
 pub const TO_CLIENT_BYTES: u32 = 8;
+pub const HOOK_STATS: u32 = 4;
 
 /// The two entries of a channel (client → peer, peer → client) with no deadline yet;
 /// `None` when its addresses mix families.

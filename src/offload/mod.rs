@@ -1,10 +1,11 @@
 //! The kernel fast path for channels: tern's eBPF program (`channel.bpf.c`) on the TC
-//! ingress hook relays ChannelData of UDP clients without a trip through user space,
-//! and the engine is its control plane (see `tern_core::kernel`).
+//! ingress hook, and on the XDP hook where the driver runs XDP itself, relays
+//! ChannelData of UDP clients without a trip through user space, and the engine is its
+//! control plane (see `tern_core::kernel`).
 //!
-//! The program is attached with TCX links (Linux 6.6 and later), which belong to this
-//! process: nothing is pinned, so when tern exits, or crashes, the program and its maps
-//! go with it and no stale channel outlives the process that vouched for it.
+//! The program is attached with TCX and XDP links (Linux 6.6 and later), which belong to
+//! this process: nothing is pinned, so when tern exits, or crashes, the program and its
+//! maps go with it and no stale channel outlives the process that vouched for it.
 
 mod maps;
 
@@ -41,13 +42,23 @@ pub enum OffloadError {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Totals {
     pub channels: usize,
+    /// Per hook of [`HOOKS`].
+    pub relayed: [Relayed; HOOKS.len()],
+    /// Per reason of [`FALLBACKS`].
+    pub fallbacks: [u64; FALLBACKS.len()],
+}
+
+/// What one hook relayed each way.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Relayed {
     pub to_peer_packets: u64,
     pub to_peer_bytes: u64,
     pub to_client_packets: u64,
     pub to_client_bytes: u64,
-    /// Per reason of [`FALLBACKS`].
-    pub fallbacks: [u64; FALLBACKS.len()],
 }
+
+/// The hooks the program runs on, in the order of its counters.
+pub const HOOKS: [&str; 2] = ["tc", "xdp"];
 
 /// Why channel data went to user space: the program's reasons, one per slot of its
 /// `stats` map in order, then "map_full" (a channel the maps had no room for).
@@ -86,12 +97,16 @@ impl Offload {
             );
             return Ok(None);
         }
-        match load(&interfaces, relay.offload_channels) {
-            Ok((maps, stats)) => {
+        match load(&interfaces, relay.offload_channels, relay.offload_xdp) {
+            Ok(Loaded { maps, stats, xdp }) => {
+                for (interface, reason) in &xdp.skipped {
+                    tracing::info!("kernel fast path: no XDP on {interface} ({reason}), TC there");
+                }
                 tracing::info!(
                     interfaces = ?interfaces,
+                    xdp = ?xdp.attached,
                     channels = relay.offload_channels,
-                    "kernel fast path on: channels of UDP clients are relayed by eBPF on TC ingress"
+                    "kernel fast path on: channels of UDP clients are relayed by eBPF on TC ingress, and on XDP where listed"
                 );
                 Ok(Some(Offload {
                     maps: Mutex::new(maps),
@@ -186,12 +201,18 @@ impl Offload {
             *count = stat(slot);
         }
         fallbacks[maps::PROGRAM_FALLBACKS] = self.map_full.load(Ordering::Relaxed);
+        let hook = |n: u32| {
+            let at = n * maps::HOOK_STATS;
+            Relayed {
+                to_peer_packets: stat(at + maps::TO_PEER_PACKETS),
+                to_peer_bytes: stat(at + maps::TO_PEER_BYTES),
+                to_client_packets: stat(at + maps::TO_CLIENT_PACKETS),
+                to_client_bytes: stat(at + maps::TO_CLIENT_BYTES),
+            }
+        };
         Totals {
             channels: self.channels.load(Ordering::Relaxed),
-            to_peer_packets: stat(maps::TO_PEER_PACKETS),
-            to_peer_bytes: stat(maps::TO_PEER_BYTES),
-            to_client_packets: stat(maps::TO_CLIENT_PACKETS),
-            to_client_bytes: stat(maps::TO_CLIENT_BYTES),
+            relayed: [hook(0), hook(1)],
             fallbacks,
         }
     }
@@ -248,16 +269,28 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// The program's maps, and its counters apart (read without the maps' lock).
-type Loaded = (Maps, aya::maps::PerCpuArray<aya::maps::MapData, u64>);
+/// The attached program: its maps, its counters apart (read without the maps' lock),
+/// and where it runs on XDP too.
+struct Loaded {
+    maps: Maps,
+    stats: aya::maps::PerCpuArray<aya::maps::MapData, u64>,
+    xdp: XdpAttachments,
+}
+
+/// The interfaces the XDP hook runs on, and those it does not, with the reason.
+#[derive(Default)]
+struct XdpAttachments {
+    attached: Vec<String>,
+    skipped: Vec<(String, String)>,
+}
 
 #[cfg(not(tern_offload))]
-fn load(_interfaces: &[String], _channels: u32) -> Result<Loaded, OffloadError> {
+fn load(_interfaces: &[String], _channels: u32, _xdp: OffloadMode) -> Result<Loaded, OffloadError> {
     Err(OffloadError::NotBuilt)
 }
 
 #[cfg(tern_offload)]
-fn load(interfaces: &[String], channels: u32) -> Result<Loaded, OffloadError> {
+fn load(interfaces: &[String], channels: u32, xdp: OffloadMode) -> Result<Loaded, OffloadError> {
     use aya::programs::tc::TcAttachOptions;
     use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
     use aya::util::KernelVersion;
@@ -295,6 +328,7 @@ fn load(interfaces: &[String], channels: u32) -> Result<Loaded, OffloadError> {
                 reason: with_causes(&e),
             })?;
     }
+    let xdp = attach_xdp(&mut ebpf, interfaces, xdp)?;
     let mut take = |name: &str| {
         ebpf.take_map(name)
             .ok_or_else(|| OffloadError::Load(format!("the object has no {name} map")))
@@ -305,5 +339,57 @@ fn load(interfaces: &[String], channels: u32) -> Result<Loaded, OffloadError> {
         peers: peers.try_into().map_err(|e| load_error(&e))?,
         _program: ebpf,
     };
-    Ok((maps, stats.try_into().map_err(|e| load_error(&e))?))
+    Ok(Loaded {
+        maps,
+        stats: stats.try_into().map_err(|e| load_error(&e))?,
+        xdp,
+    })
+}
+
+/// Attaches the XDP entry point in native (driver) mode as `relay.offload_xdp` says:
+/// "auto" on interfaces backed by a device whose driver accepts it, "on" on all of them
+/// or not at all. Generic (skb) XDP is never used: it runs after the socket buffer is
+/// built, which is what TC already does.
+#[cfg(tern_offload)]
+fn attach_xdp(
+    ebpf: &mut aya::Ebpf,
+    interfaces: &[String],
+    mode: OffloadMode,
+) -> Result<XdpAttachments, OffloadError> {
+    use aya::programs::{Xdp, XdpMode};
+
+    let mut done = XdpAttachments::default();
+    if mode == OffloadMode::Off {
+        return Ok(done);
+    }
+    let load_error = |e: &dyn std::error::Error| OffloadError::Load(with_causes(e));
+    let program: &mut Xdp = ebpf
+        .program_mut("tern_channels_xdp")
+        .ok_or_else(|| OffloadError::Load("the object has no tern_channels_xdp program".into()))?
+        .try_into()
+        .map_err(|e| load_error(&e))?;
+    program.load().map_err(|e| load_error(&e))?;
+    for interface in interfaces {
+        let device = std::path::Path::new("/sys/class/net")
+            .join(interface)
+            .join("device");
+        if mode == OffloadMode::Auto && !device.exists() {
+            let reason = "not backed by a device: a bridge, veth or other virtual interface";
+            done.skipped.push((interface.clone(), reason.into()));
+            continue;
+        }
+        match program.attach(interface, XdpMode::Driver) {
+            Ok(_) => done.attached.push(interface.clone()),
+            Err(e) if mode == OffloadMode::Auto => {
+                done.skipped.push((interface.clone(), with_causes(&e)));
+            }
+            Err(e) => {
+                return Err(OffloadError::Attach {
+                    interface: format!("{interface} (XDP, relay.offload_xdp = \"on\")"),
+                    reason: with_causes(&e),
+                });
+            }
+        }
+    }
+    Ok(done)
 }
