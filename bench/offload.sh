@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# The kernel fast path's benchmark: tern with its eBPF offload, the same tern relaying
-# in user space, coturn and the null relay (bench/null_relay.rs), on a host reached
-# over veth, with `tern load`. The offload does not apply on loopback, so unlike
+# The kernel fast path's benchmark: tern with its eBPF offload on XDP and on TC, the
+# same tern relaying in user space, coturn and the null relay (bench/null_relay.rs), on
+# a host reached over veth, with `tern load`. The offload does not apply on loopback, so unlike
 # bench/run.sh this runs in network namespaces it creates (root):
 #
 #   cli (tern load) ──┐
 #   srv (the server) ─┼── sw: bridge      all on 10.72.0.0/24 (srv .1, cli .2, peer .3):
 #   peer (tern peer) ─┘                   one interface on the server, as on a public host
 #
+# The bridge's end of the server's veth runs an XDP program that passes everything
+# (tests/support/xdp_pass.c), for every server alike: veth hands frames sent back with
+# XDP_TX only to a peer that runs XDP itself.
+#
 #   bench/offload.sh [--rounds N] [--duration S] [--quick] [--out FILE] [--keep]
 #
 # Workloads (160-byte payloads, channels, UDP): K1 saturation (10 allocations, closed
 # loop), K2 10 allocations × 1000 round trips/s, K3 200 allocations × 50 round trips/s
-# (VoIP-like). Servers alternate (tern offload, tern user space, coturn, null, ...), a
+# (VoIP-like). Servers alternate (tern on XDP, tern on TC, tern user space, coturn,
+# null, ...), a
 # fresh one per run, for --rounds rounds; figures are medians with min–max. The
 # figure that matters is *machine* CPU per relayed packet (all CPUs' busy time: their
 # time minus their idle time from /proc/stat, over the data phase): work done in the
@@ -51,7 +56,7 @@ else
         "K3|200|--rate 50 --payload 160"
     )
 fi
-SERVERS=(tern-offload tern coturn null)
+SERVERS=(tern-xdp tern-offload tern coturn null)
 if [ -z "$OUT" ]; then
     if [ "$QUICK" -eq 1 ]; then
         OUT=$(mktemp /tmp/tern-offload-bench-quick.XXXXXX.md)
@@ -119,11 +124,16 @@ for pair in "$NS_SRV:$SRV_IP:s" "$NS_CLI:$CLI_IP:c" "$NS_PEER:$PEER_IP:p"; do
     ip -n "$ns" addr add "$addr/24" dev "$TAG$side"
     ip -n "$ns" link set "$TAG$side" up
 done
+"${CLANG:-clang}" -O2 -target bpf -I"/usr/include/$(uname -m)-linux-gnu" \
+    -c tests/support/xdp_pass.c -o "$WORK/xdp_pass.o"
+ip -n "$NS_SW" link set dev "${TAG}sb" xdpdrv obj "$WORK/xdp_pass.o" sec xdp
 
 write_tern_config "$WORK/tern.toml"
 cp "$WORK/tern.toml" "$WORK/tern-offload.toml"
+cp "$WORK/tern.toml" "$WORK/tern-xdp.toml"
 printf '\n[relay]\noffload = "off"\n' >>"$WORK/tern.toml"
-printf '\n[relay]\noffload = "on"\n' >>"$WORK/tern-offload.toml"
+printf '\n[relay]\noffload = "on"\noffload_xdp = "off"\n' >>"$WORK/tern-offload.toml"
+printf '\n[relay]\noffload = "on"\noffload_xdp = "on"\n' >>"$WORK/tern-xdp.toml"
 
 ip netns exec "$NS_PEER" "$TERN" peer --listen "$PEER_IP:$ECHO_PORT" >"$WORK/peer.log" 2>&1 &
 ECHO_PID=$!
@@ -133,9 +143,8 @@ start_server() {
     local name=$1 dir=$2 config
     PORT=$(pick_ports 1)
     case "$name" in
-        tern | tern-offload)
-            config="$WORK/tern.toml"
-            [ "$name" = tern ] || config="$WORK/tern-offload.toml"
+        tern | tern-offload | tern-xdp)
+            config="$WORK/$name.toml"
             ip netns exec "$NS_SRV" "$TERN" serve --config "$config" --listen "$SRV_IP:$PORT" \
                 --relay-ip "$SRV_IP" --ports "$RELAY_MIN-$RELAY_MAX" --realm "$REALM" \
                 --user "$USER_NAME:$PASSWORD" --allow-peer 10.72.0.0/24 --log-level info \
@@ -161,8 +170,13 @@ start_server() {
         SERVER_PID=""
         return 1
     fi
-    if [ "$name" = tern-offload ] && ! grep -q "kernel fast path on" "$dir/server.log"; then
-        log "tern-offload runs without its fast path; its log:"
+    if [[ $name == tern-* ]] && ! grep -q "kernel fast path on" "$dir/server.log"; then
+        log "$name runs without its fast path; its log:"
+        tail -n 20 "$dir/server.log" >&2
+        return 1
+    fi
+    if [ "$name" = tern-xdp ] && ! grep -q 'xdp=\["' "$dir/server.log"; then
+        log "tern-xdp runs without XDP; its log:"
         tail -n 20 "$dir/server.log" >&2
         return 1
     fi
@@ -215,9 +229,10 @@ import json, os, statistics, sys, time
 
 runs_path, out_path = sys.argv[1], sys.argv[2]
 env = os.environ.get
-SERVERS = ["tern-offload", "tern", "coturn", "null"]
-LABEL = {"tern-offload": "tern, kernel fast path", "tern": "tern, user space",
-         "coturn": "coturn", "null": "null relay"}
+SERVERS = ["tern-xdp", "tern-offload", "tern", "coturn", "null"]
+FAST = ["tern-xdp", "tern-offload"]
+LABEL = {"tern-xdp": "tern, fast path on XDP", "tern-offload": "tern, fast path on TC",
+         "tern": "tern, user space", "coturn": "coturn", "null": "null relay"}
 TITLE = {"K1": "K1 saturation (10 allocations, closed loop, 160 B)",
          "K2": "K2 fixed load (10 allocations × 1000 round trips/s, 160 B)",
          "K3": "K3 VoIP-like (200 allocations × 50 round trips/s, 160 B)"}
@@ -279,8 +294,12 @@ out("Generated by `bench/offload.sh`. The server runs in a network namespace wit
     "(`tern peer`) in two others: three hosts on one segment, as a public TURN host with "
     "one interface sees its clients and peers. The offload does not apply on loopback, "
     "which is why `bench/run.sh` cannot measure it. Servers alternate (tern with its "
-    "kernel fast path, the same tern with `relay.offload = \"off\"`, coturn, the null "
-    "relay), a fresh one per run; figures are medians over the rounds with min–max.")
+    "kernel fast path on XDP (`relay.offload_xdp = \"on\"`), on TC alone (`\"off\"`), the "
+    "same tern with `relay.offload = \"off\"`, coturn, the null relay), a fresh one per "
+    "run; figures are medians over the rounds with min–max. The bridge's end of the "
+    "server's veth runs an XDP program that passes everything, for every server: veth "
+    "hands frames sent back with XDP_TX only to a peer that runs XDP itself (a NIC "
+    "driver needs nothing of the kind).")
 out("")
 out(f"- Command: `{env('BENCH_COMMAND')}`; {env('BENCH_ROUNDS')} rounds of "
     f"{env('BENCH_DURATION')} s; the run took {int(env('BENCH_ELAPSED'))} s; "
@@ -310,15 +329,16 @@ for w in order:
         row = [cell(w, s, k, f) for k, _, f in FIGS]
         out(f"| {LABEL[s]} | " + " | ".join(row) + " |")
         console.append(f"  {LABEL[s]:<24} " + "  ".join(f"{t}: {c}" for (_, t, _), c in zip(FIGS, row)))
-    base = med(w, "tern-offload", "machine_cpu_us_per_packet")
-    ratios = []
-    for s in ("tern", "coturn", "null"):
-        other = med(w, s, "machine_cpu_us_per_packet")
-        if base is not None and other:
-            ratios.append(f"{LABEL[s]} {base / other:.2f}×")
-    if ratios:
-        out("")
-        out("Machine CPU per packet of the fast path divided by: " + ", ".join(ratios) + ".")
+    out("")
+    for fast in FAST:
+        base = med(w, fast, "machine_cpu_us_per_packet")
+        ratios = []
+        for s in ("tern", "coturn", "null"):
+            other = med(w, s, "machine_cpu_us_per_packet")
+            if base is not None and other:
+                ratios.append(f"{LABEL[s]} {base / other:.2f}×")
+        if ratios:
+            out(f"- Machine CPU per packet of {LABEL[fast]} divided by: " + ", ".join(ratios) + ".")
     for s in SERVERS:
         for p in problems.get((w, s), []):
             out(f"- {LABEL[s]}: {p}")
@@ -327,20 +347,32 @@ for w in order:
 
 out("## Targets")
 out("")
+out("The fast path below is tern on XDP, its form on a host with one interface.")
+out("")
 out("| target | measured | |")
 out("| --- | --- | --- |")
 console.append("Targets")
+def without_client(w, s):
+    m, l = med(w, s, "machine_cpu_us_per_packet"), med(w, s, "client_cpu_us_per_packet")
+    return None if m is None or l is None else m - l
+
+
 for w in order:
-    t, c, n = (med(w, s, "machine_cpu_us_per_packet") for s in ("tern-offload", "coturn", "null"))
+    fast = "tern-xdp"
+    t, c, n = (med(w, s, "machine_cpu_us_per_packet") for s in (fast, "coturn", "null"))
     checks = []
     if t is not None and c:
         checks.append((f"{w}: machine CPU/packet ≤ 0.35× coturn", f"{t / c:.2f}× ({t:.2f} vs {c:.2f} µs)", t / c <= 0.35))
+    tw, cw = without_client(w, fast), without_client(w, "coturn")
+    if tw is not None and cw:
+        checks.append((f"{w}: the same without the load client's own CPU (for reference)",
+                       f"{tw / cw:.2f}× ({tw:.2f} vs {cw:.2f} µs)", tw / cw <= 0.35))
     if t is not None and n:
         checks.append((f"{w}: machine CPU/packet below the null relay", f"{t:.2f} vs {n:.2f} µs", t < n))
-    loss = values.get((w, "tern-offload"), {}).get("loss_pct")
+    loss = values.get((w, fast), {}).get("loss_pct")
     if loss:
         checks.append((f"{w}: loss 0", f"max {max(loss):.3f} %", max(loss) == 0))
-    tp, cp = med(w, "tern-offload", "rtt_p99"), med(w, "coturn", "rtt_p99")
+    tp, cp = med(w, fast, "rtt_p99"), med(w, "coturn", "rtt_p99")
     if tp is not None and cp is not None:
         checks.append((f"{w}: RTT p99 ≤ coturn's", f"{tp:.3f} vs {cp:.3f} ms", tp <= cp))
     for name, measured, ok in checks:
@@ -356,5 +388,10 @@ if env("BENCH_QUICK") != "1" and notes and os.path.exists(notes):
 with open(out_path, "w") as f:
     f.write("\n".join(lines))
 print("\n".join(console))
+# A server that did not start, or a load run that failed, fails the benchmark (and the
+# quick run in the test command), after the report is written.
+if problems:
+    print(f"failed runs: see {out_path}", file=sys.stderr)
+    sys.exit(1)
 PYEOF
 log "report written to $OUT (${ELAPSED} s)"

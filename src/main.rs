@@ -131,7 +131,13 @@ fn init_logging(level: &str, format: LogFormat) -> tern::serve::reload::LogLevel
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: under systemd, stderr goes to the journal, where
+    // escape codes would be stored as text (NO_COLOR turns them off anywhere).
+    use std::io::IsTerminal;
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let output = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let output = match format {
         LogFormat::Human => output.boxed(),
         LogFormat::Json => output.json().boxed(),
