@@ -24,7 +24,9 @@
 #   W7  W2 with 1200-byte payloads
 #
 # BENCH_LOAD_BIN=PATH runs the load client from another tern build (the servers are
-# always this tree's); the report says so.
+# always this tree's); the report says so. BENCH_TERN_B=PATH adds a server "tern B":
+# another tern build run exactly as tern is, in every round, to compare two builds
+# side by side (an A/B of one change).
 #
 # Needs: a Rust toolchain (cargo), Debian/Ubuntu for the automatic install of coturn,
 # openssl and python3 (scripts/install-test-deps.sh). All traffic stays on
@@ -69,6 +71,7 @@ else
     full_workloads "$HOLD"
 fi
 SERVERS=(tern coturn null tern-1w)
+[ -z "${BENCH_TERN_B:-}" ] || SERVERS+=(tern-b)
 if [ -n "$ONLY" ]; then
     selected=()
     for w in "${WORKLOADS[@]}"; do
@@ -126,6 +129,10 @@ cp "$TARGET_DIR/release/tern" "$WORK/bin/tern"
 cp "$TARGET_DIR/release/examples/null_relay" "$WORK/bin/null_relay"
 TERN="$WORK/bin/tern"
 NULL_RELAY="$WORK/bin/null_relay"
+if [ -n "${BENCH_TERN_B:-}" ]; then
+    cp "$BENCH_TERN_B" "$WORK/bin/tern-b"
+fi
+TERN_B="$WORK/bin/tern-b"
 COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 # The load client: this tree's tern unless BENCH_LOAD_BIN names another build.
 LOAD_BIN=${BENCH_LOAD_BIN:-$TERN}
@@ -156,6 +163,10 @@ start_server() {
             ;;
         tern-1w)
             start_tern "$TERN" "$WORK" "$dir" "$transport" "$udp_port" "$tls_port" --workers 1
+            ;;
+        tern-b)
+            start_tern "$TERN_B" "$WORK" "$dir" "$transport" "$udp_port" "$tls_port"
+            [ "$transport" != tls ] || PORT=$tls_port
             ;;
         coturn)
             local tls_args=(--no-tls)
@@ -282,7 +293,8 @@ export BENCH_COMMAND="$COMMAND" BENCH_ROUNDS="$ROUNDS" BENCH_DURATION="$DURATION
     BENCH_LOADAVG="$LOADAVG_BEFORE before, $LOADAVG_AFTER after" BENCH_CLK_TCK="$CLK_TCK" \
     BENCH_TERN_VERSION="$TERN_VERSION" BENCH_COTURN_VERSION="$COTURN_VERSION" \
     BENCH_RUSTC="$RUSTC_VERSION" BENCH_LOAD_BIN="$OTHER_LOAD_BIN" \
-    BENCH_COMMIT="$COMMIT" BENCH_NOTES="$ROOT/bench/notes.md"
+    BENCH_COMMIT="$COMMIT" BENCH_NOTES="$ROOT/bench/notes.md" \
+    BENCH_TERN_B="${BENCH_TERN_B:-}"
 mkdir -p "$(dirname "$OUT")"
 python3 - "$RUNS" "$OUT" <<'PYEOF'
 import json, os, platform, statistics, subprocess, sys, time
@@ -290,8 +302,9 @@ import json, os, platform, statistics, subprocess, sys, time
 runs_path, out_path = sys.argv[1], sys.argv[2]
 env = os.environ.get
 runs = [json.loads(line) for line in open(runs_path) if line.strip()]
-SERVERS = ["tern", "coturn", "null", "tern-1w"]
-LABEL = {"tern": "tern", "coturn": "coturn", "null": "null relay", "tern-1w": "tern, 1 worker"}
+SERVERS = ["tern", "coturn", "null", "tern-1w"] + (["tern-b"] if env("BENCH_TERN_B") else [])
+LABEL = {"tern": "tern", "coturn": "coturn", "null": "null relay", "tern-1w": "tern, 1 worker",
+         "tern-b": "tern B"}
 
 
 def get(doc, *paths):
@@ -482,6 +495,8 @@ out(f"- tern: {env('BENCH_TERN_VERSION')} built from commit {env('BENCH_COMMIT')
 out(f"- coturn: {env('BENCH_COTURN_VERSION')}")
 if env("BENCH_LOAD_BIN"):
     out(f"- Load client: `{env('BENCH_LOAD_BIN')} load` (not this tree's tern; the servers are this tree's)")
+if env("BENCH_TERN_B"):
+    out(f"- tern B: `{env('BENCH_TERN_B')}`, another build run exactly as tern is (BENCH_TERN_B)")
 out(f"- Rounds: {env('BENCH_ROUNDS')}; data phase {env('BENCH_DURATION')} s; W5 holds {env('BENCH_HOLD')} s")
 out("")
 out("How the figures are measured (by `tern load --server-pid`): *server CPU* is the "
@@ -538,7 +553,7 @@ for w in order:
     ratio_keys = [(k, t) for k, t, _ in figs
                   if k not in ("setup_failures", "loss_pct", "client_cpu_per_packet_us")]
     rows = []
-    for s in ("coturn", "null", "tern-1w"):
+    for s in SERVERS[1:]:
         rs = [ratio(w, s, k) for k, _ in ratio_keys]
         if any(r is not None for r in rs):
             rows.append((s, rs))

@@ -483,19 +483,24 @@ fn stream_clients_are_never_offloaded() {
 }
 
 #[test]
-fn a_reload_that_denies_the_peer_withdraws_its_channel() {
+fn a_reload_that_denies_the_peer_cuts_it_off() {
     let mut h = Harness::new();
-    h.allocate();
+    let relay = h.allocate();
     let peer: SocketAddr = PEER.parse().unwrap();
     h.bind_channel(Duration::ZERO, 0x4001, peer);
+    assert!(h.client_channel_data(SEC, 0x4001));
+    assert!(h.peer_sends(SEC, relay, peer));
     // The same rules without the re-allowed documentation ranges: the peer is denied.
     let own = tern::policy::OwnRelays {
         ips: vec![sans_io::RELAY_V4, sans_io::RELAY_V6],
         ports: sans_io::port_range().as_range(),
     };
     let denying = tern::policy::PeerPolicy::new(vec![], vec![], own);
-    h.engine.reload(&sans_io::rules(denying));
-    h.engine.sync_kernel_all(h.t0 + SEC, &mut h.io);
+    h.engine
+        .reload(&sans_io::rules(denying), h.t0 + SEC, &mut h.io);
+    // Gone from the kernel, and from user space: its channel and permission with it.
     assert_eq!(h.io.withdrawn, [(peer, 0x4001)]);
     assert!(h.io.kernel.is_empty());
+    assert!(!h.client_channel_data(2 * SEC, 0x4001));
+    assert!(!h.peer_sends(2 * SEC, relay, peer));
 }

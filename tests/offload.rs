@@ -55,7 +55,8 @@ impl Topology {
         let pid = std::process::id();
         for (side, far, subnet) in [("c", &cli, 1), ("p", &peer, 2)] {
             // Interface names are per namespace, but are created in ours first.
-            let (a, b) = (format!("o{side}{pid}a"), format!("o{side}{pid}b"));
+            // Tests run at once in this process: the tag keeps their names apart.
+            let (a, b) = (format!("o{side}{tag}{pid}a"), format!("o{side}{tag}{pid}b"));
             run(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
             run(&["ip", "link", "set", &a, "netns", far]);
             run(&["ip", "link", "set", &b, "netns", &srv]);
@@ -111,7 +112,7 @@ impl Topology {
             ("p", &peer, &["10.71.2.2/24", "fd71:2::2/64"]),
         ];
         for (side, ns, addrs) in hosts {
-            let (a, b) = (format!("l{side}{pid}a"), format!("l{side}{pid}b"));
+            let (a, b) = (format!("l{side}{tag}{pid}a"), format!("l{side}{tag}{pid}b"));
             run(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
             run(&["ip", "link", "set", &a, "netns", ns]);
             run(&["ip", "link", "set", &b, "netns", &lan]);
@@ -181,11 +182,27 @@ fn start_tern(
     config_tail: &str,
     dir: &Path,
 ) -> BackgroundProcess {
+    start_tern_with(
+        topo,
+        &format!("offload = \"{offload}\"\noffload_xdp = \"{xdp}\""),
+        config_tail,
+        dir,
+    )
+}
+
+/// tern in srv with the `[relay]` keys `relay` (the addresses and ports are set), the
+/// rest of `config`, its output in `dir`.
+fn start_tern_with(
+    topo: &Topology,
+    relay: &str,
+    config_tail: &str,
+    dir: &Path,
+) -> BackgroundProcess {
     let config = dir.join("tern.toml");
     let text = format!(
         "[server]\nlisten = [\"10.71.1.1:{PORT}\", \"[fd71:1::1]:{PORT}\"]\nworkers = 2\n\
          [relay]\nips = [\"10.71.2.1\", \"fd71:2::1\"]\nports = \"40000-40100\"\n\
-         offload = \"{offload}\"\noffload_xdp = \"{xdp}\"\n\
+         {relay}\n\
          [admin]\nlisten = \"{ADMIN}\"\n\
          [[auth.users]]\nname = \"{USER}\"\npassword = \"{PASS}\"\n{config_tail}"
     );
@@ -460,6 +477,24 @@ fn xdp_relays_channels_on_a_shared_link() {
     tern.assert_running();
 }
 
+/// With `relay.external_ips` (1:1 NAT) the kernel relays the same: it sees the local
+/// addresses, and only the addresses given to clients change.
+#[test]
+fn external_ips_leave_the_fast_path_unchanged() {
+    require_netns();
+    let topo = Topology::build("oe");
+    let dir = TempDir::new("tern-offload-external");
+    // Documentation addresses, only ever advertised: no traffic goes to them.
+    let relay = "offload = \"on\"\n\
+                 external_ips = [\"10.71.2.1=198.51.100.7\", \"fd71:2::1=2001:db8::7\"]";
+    let mut tern = start_tern_with(&topo, relay, PEERS_ALLOWED, dir.path());
+    let _echo = start_echo(&topo, dir.path());
+    both_families(&topo, &tern, |server, sent, delta| {
+        assert_kernel_relayed(server, sent, delta, &tern);
+    });
+    tern.assert_running();
+}
+
 /// With `relay.offload = "off"` the same traffic is all user space's.
 #[test]
 fn offload_off_relays_in_user_space() {
@@ -526,4 +561,86 @@ fn offload_on_refuses_to_start_without_the_fast_path() {
             && logs.contains("loopback"),
         "{logs}"
     );
+}
+
+/// A reload whose peer policy denies the peer stops the kernel relaying to it at once,
+/// in the middle of a flow: the channels are withdrawn, and from then on neither the
+/// kernel nor user space sends the peer anything.
+#[test]
+fn a_reload_that_denies_the_peer_withdraws_its_channels() {
+    require_netns();
+    let topo = Topology::build("or");
+    let dir = TempDir::new("tern-offload-reload");
+    let mut tern = start_tern(&topo, ("on", "auto"), PEERS_ALLOWED, dir.path());
+    let mut peer_cmd = exec_in(&topo.peer, env!("CARGO_BIN_EXE_tern"));
+    peer_cmd.args(["peer", "--listen", "10.71.2.2:3481"]);
+    let _peer = BackgroundProcess::spawn("tern peer", &mut peer_cmd, dir.path());
+    let mut load_cmd = exec_in(&topo.cli, env!("CARGO_BIN_EXE_tern"));
+    load_cmd
+        .args([
+            "load",
+            &format!("10.71.1.1:{PORT}"),
+            "--user",
+            USER,
+            "--pass",
+            PASS,
+        ])
+        .args(["--allocations", "2", "--peer", "10.71.2.2:3481"])
+        .args(["--rate", "200", "--payload", "160", "--duration", "20"]);
+    let mut load = BackgroundProcess::spawn("tern load", &mut load_cmd, dir.path());
+
+    let flowing = wait_for(Duration::from_secs(10), || {
+        let now = relayed(&topo);
+        (now.kernel_to_peer >= 200 && now.channels == 2).then_some(())
+    });
+    assert!(
+        flowing.is_some(),
+        "the kernel never took the flow\n{}\n{}",
+        load.logs(),
+        tern.logs()
+    );
+
+    // The same config without the [peers] section: 10.71.0.0/16 is private, denied.
+    let config = dir.join("tern.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(&config, text.replace(PEERS_ALLOWED, "")).unwrap();
+    let reloads = tern.logs().matches("configuration reloaded").count();
+    let hup = Command::new("kill")
+        .args(["-HUP", &tern.id().to_string()])
+        .status();
+    assert!(hup.is_ok_and(|s| s.success()), "kill -HUP");
+    let withdrawn = wait_for(Duration::from_secs(5), || {
+        let reloaded = tern.logs().matches("configuration reloaded").count() > reloads;
+        (reloaded && relayed(&topo).channels == 0).then_some(())
+    });
+    assert!(
+        withdrawn.is_some(),
+        "channels still offloaded after the reload\n{}",
+        tern.logs()
+    );
+    let before = relayed(&topo);
+    std::thread::sleep(Duration::from_secs(1));
+    let after = relayed(&topo);
+    load.assert_running();
+    assert_eq!(
+        (after.kernel_to_peer, after.user_to_peer),
+        (before.kernel_to_peer, before.user_to_peer),
+        "the denied peer was still sent to\n{}",
+        tern.logs()
+    );
+    tern.assert_running();
+}
+
+/// Polls `check` every 50 ms until it gives a value or `limit` passes.
+fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -330,9 +330,7 @@ async fn run(
             },
             Ok(()) = rules.changed() => {
                 let rules = rules.borrow_and_update().clone();
-                engine.reload(&rules);
-                // A peer the new policy denies leaves the kernel at once.
-                engine.sync_kernel_all(Instant::now(), &mut io);
+                engine.reload(&rules, Instant::now(), &mut io);
             }
             _ = lifecycle.changed() => match *lifecycle.borrow_and_update() {
                 Lifecycle::Serving => engine.set_draining(false),

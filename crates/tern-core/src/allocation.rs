@@ -158,6 +158,14 @@ impl Allocation {
         Ok(())
     }
 
+    /// Drops the permissions and channels to peers the policy (newly reloaded) denies.
+    pub fn drop_denied(&mut self, policy: &crate::policy::PeerPolicy) {
+        self.route
+            .permissions
+            .retain(|&(ip, _)| policy.allows_ip(ip));
+        self.route.channels.retain(|c| policy.check(c.peer).is_ok());
+    }
+
     /// Drops expired permissions and channels past their cooldown, so the tables only
     /// hold what still matters.
     pub fn prune(&mut self, now: Instant) {

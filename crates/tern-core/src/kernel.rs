@@ -73,7 +73,7 @@ impl Engine {
 
     /// Brings every UDP allocation's kernel entries in line (after a reload: the peer
     /// policy may have changed).
-    pub fn sync_kernel_all(&mut self, now: Instant, io: &mut dyn Io) {
+    pub(crate) fn sync_kernel_all(&mut self, now: Instant, io: &mut dyn Io) {
         let tuples: Vec<FiveTuple> = self
             .allocations
             .iter()

@@ -356,15 +356,23 @@ impl Engine {
         doomed.len()
     }
 
-    /// Applies reloaded rules to new work: allocations in progress keep their relay
-    /// sockets, permissions and channels and go on relaying; later requests are judged
-    /// by the new credentials, policy and limits, and nonces by the new lifetime.
-    pub fn reload(&mut self, rules: &EngineRules) {
+    /// Applies reloaded rules. Allocations in progress keep their relay sockets and go
+    /// on relaying, except with peers the new policy denies: their permissions and
+    /// channels go at once, from the kernel's fast path too, so a reload is how an
+    /// operator cuts a peer off. Later requests are judged by the new credentials,
+    /// policy and limits, and nonces by the new lifetime.
+    pub fn reload(&mut self, rules: &EngineRules, now: Instant, io: &mut dyn Io) {
         self.nonces
             .set_lifetime(rules.config.nonce_lifetime.as_secs());
         self.config = rules.config.clone();
         self.credentials = rules.credentials.clone();
-        self.policy = rules.policy.clone();
+        if !Arc::ptr_eq(&self.policy, &rules.policy) {
+            self.policy = rules.policy.clone();
+            for alloc in self.allocations.values_mut() {
+                alloc.drop_denied(&self.policy);
+            }
+            self.sync_kernel_all(now, io);
+        }
     }
 
     /// Starts or ends draining: new Allocates are refused with 508 while existing

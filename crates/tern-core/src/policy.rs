@@ -233,6 +233,14 @@ impl PeerPolicy {
         Ok(())
     }
 
+    /// Whether some port of `ip` may be reached: what an IP-wide permission needs. On
+    /// this server's own addresses that is a relay port; elsewhere the port does not
+    /// change the verdict.
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        self.check(SocketAddr::new(ip, *self.own.ports.start()))
+            .is_ok()
+    }
+
     /// True when some default-denied range would block `ip` unless re-allowed (for config lints).
     ///
     /// Looks at both the canonical IPv4 and, for embedded forms, the IPv6 spelling.
