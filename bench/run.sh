@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end relay benchmark: tern against coturn and the null relay (the least work a
-# user-space relay can do, bench/null_relay.rs), on loopback, with `tern load`.
+# user-space relay can do, bench/null_relay.rs), on loopback, with `tern load`; then,
+# as root, the kernel fast path's workloads in network namespaces (bench/offload.sh,
+# same options, its own report).
 #
 #   bench/run.sh [--rounds N] [--duration S] [--quick] [--out FILE]
 #                [--workloads W2,W4,...] [--keep]
@@ -659,3 +661,15 @@ with open(out_path, "w") as f:
 print("\n".join(console))
 PYEOF
 log "report written to $OUT (${ELAPSED} s)"
+
+# The kernel fast path's workloads (K1-K3) need network namespaces and root:
+# bench/offload.sh runs them with the same options and writes its own report.
+if [ -n "$ONLY" ]; then
+    log "kernel fast path workloads not run (--workloads picks workloads of this script)"
+elif [ "$(id -u)" -ne 0 ]; then
+    log "kernel fast path workloads skipped: bench/offload.sh needs root (network namespaces, eBPF)"
+elif [ "$QUICK" -eq 1 ]; then
+    bench/offload.sh --quick
+else
+    bench/offload.sh --rounds "$ROUNDS" --duration "$DURATION"
+fi

@@ -27,14 +27,12 @@ cargo test --all-targets --locked --no-fail-fast 2>&1 | tee "$log"
 echo "== scripts/fuzz-smoke.sh"
 scripts/fuzz-smoke.sh
 # The benchmark once in its tiny configuration (one short round, every server and
-# code path), so it cannot rot. Figures are not checked: that is what
-# docs/performance.md, from a full `bench/run.sh`, is for.
+# code path), so it cannot rot; as root it ends with the kernel fast path's workloads
+# (bench/offload.sh --quick, in network namespaces), which fail if tern cannot run its
+# fast path there. Figures are not checked: that is what docs/performance.md and
+# docs/offload-performance.md, from a full `bench/run.sh`, are for.
 echo "== bench/run.sh --quick"
 bench/run.sh --quick
-# The kernel fast path's benchmark once in its tiny form (network namespaces, as root):
-# it fails if tern cannot run its fast path there.
-echo "== bench/offload.sh --quick"
-bench/offload.sh --quick
 # The soak in its 60-second form (about 3 minutes with warm-up and drains): its verdict
 # counts (no loss on healthy calls, the server back to its idle size); docs/reliability.md
 # has the 10-minute run.

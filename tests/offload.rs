@@ -17,6 +17,8 @@
 
 mod support;
 
+#[path = "support/chromium.rs"]
+mod chromium;
 #[path = "support/netns.rs"]
 mod netns;
 
@@ -492,6 +494,50 @@ fn external_ips_leave_the_fast_path_unchanged() {
     both_families(&topo, &tern, |server, sent, delta| {
         assert_kernel_relayed(server, sent, delta, &tern);
     });
+    tern.assert_running();
+}
+
+/// A browser's call through the fast path: Chromium in cli pairs a relay-only
+/// connection (TURN/UDP to tern in srv) with one that offers its host address, so the
+/// relay's peer is that address; the data channel's messages arrive both ways, and the
+/// kernel relayed the channel's packets.
+#[test]
+fn chromium_relays_through_the_kernel() {
+    require_netns();
+    let node = chromium::require_browser_deps();
+    let topo = Topology::build("ob");
+    let dir = TempDir::new("tern-offload-chromium");
+    let peers = "[peers]\nallowed = [\"10.71.1.0/24\"]\n";
+    let mut tern = start_tern(&topo, ("on", "auto"), peers, dir.path());
+    let mut cmd = chromium::driver_in(&topo.cli, &node, "run.mjs");
+    cmd.args(["10.71.1.1", &PORT.to_string(), "0", USER, PASS])
+        .args(["--runs", "udp-host-b"]);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(120));
+    let passed = chromium::json_lines(&out.stdout)
+        .iter()
+        .any(|v| v["run"] == "udp-host-b" && v["pass"] == true);
+    assert!(
+        out.success() && passed,
+        "the browser call failed\n{}\n{}",
+        out.describe(),
+        tern.logs()
+    );
+    let relayed = relayed(&topo);
+    println!(
+        "[chromium] kernel: {} to peers, {} to clients; user space: {} to peers, {} to clients",
+        relayed.kernel_to_peer,
+        relayed.kernel_to_client,
+        relayed.user_to_peer,
+        relayed.user_to_client
+    );
+    // 50 messages each way, with their acknowledgements, DTLS and consent checks.
+    assert!(
+        relayed.kernel_to_peer >= 50 && relayed.kernel_to_client >= 50,
+        "the kernel relayed {} to the peer and {} to the client\n{}",
+        relayed.kernel_to_peer,
+        relayed.kernel_to_client,
+        tern.logs()
+    );
     tern.assert_running();
 }
 

@@ -410,6 +410,11 @@ fn drain_relays(
                     engine.handle_peer(now, relay, peer, buf, len, io);
                 }
             }
+            // What this socket's batch relayed to clients leaves now, in one
+            // `sendmmsg`, not after every other ready socket has been read: at paced
+            // load a batch is one datagram, whose round trip should not wait for the
+            // others' (bench/notes.md, RTT p99).
+            io.outbox.flush(&io.listeners);
             if n < BATCH {
                 drained = true;
                 break;

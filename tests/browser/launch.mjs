@@ -24,17 +24,17 @@ const CHROMIUM_ARGS = [
   '--use-fake-ui-for-media-stream',
 ];
 
-// Launches Chromium (CHROMIUM overrides /usr/bin/chromium) and returns its first page,
-// with the page's errors echoed to stderr under `label`, and `close()` which also
-// removes the profile.
-export async function launchChromium(label) {
+// Launches Chromium (CHROMIUM overrides /usr/bin/chromium), with `extraArgs` after the
+// flags above, and returns its first page, with the page's errors echoed to stderr
+// under `label`, and `close()` which also removes the profile.
+export async function launchChromium(label, extraArgs = []) {
   const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tern-chromium-'));
   let context;
   try {
     context = await chromium.launchPersistentContext(userDataDir, {
       executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
       headless: true,
-      args: CHROMIUM_ARGS,
+      args: [...CHROMIUM_ARGS, ...extraArgs],
       timeout: 30_000,
     });
   } catch (e) {

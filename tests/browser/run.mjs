@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // Drives Debian's Chromium (through playwright-core, no downloaded browser) against a
 // TURN server: relay-only RTCPeerConnection pairs in one page, over TURN/UDP, TURN/TCP
-// and TURNS (TLS), a wrong-password run and a fake-camera video run.
+// and TURNS (TLS), a wrong-password run and a fake-camera video run; `udp-host-b` (not
+// in the default runs) pairs a relay-only connection over TURN/UDP with one that offers
+// only its host address, so the relay's peer is a plain host (for the kernel fast path,
+// which relays channels to such peers).
 //
 // Usage: node run.mjs HOST PORT TLS_PORT USERNAME PASSWORD [--runs udp,tcp,tls,badauth,media]
 //   (or the env vars TURN_HOST, TURN_PORT, TURN_TLS_PORT, TURN_USER, TURN_PASS, RUNS;
@@ -77,12 +80,15 @@ function report(run, pass, result) {
   emit({ run, pass, ...result });
 }
 
-// The checks for a data run: all messages in order, both selected local candidates
-// are relays over the expected protocol.
-function checkData(result, relayProtocol) {
+// The checks for a data run: all messages in order, the selected local candidates are
+// relays over the expected protocol (b's is its host address with `bHost`).
+function checkData(result, relayProtocol, bHost) {
   const problems = [];
   if (!result.ok) problems.push(`data exchange failed: ${result.error || 'messages missing or out of order'}`);
-  for (const side of ['selectedA', 'selectedB']) {
+  if (bHost && result.selectedB && result.selectedB.local.candidateType !== 'host') {
+    problems.push(`selectedB: local candidateType ${result.selectedB.local.candidateType}, want host`);
+  }
+  for (const side of bHost ? ['selectedA'] : ['selectedA', 'selectedB']) {
     const sel = result[side];
     if (!sel) {
       if (result.ok) problems.push(`${side}: no selected candidate pair`);
@@ -95,18 +101,22 @@ function checkData(result, relayProtocol) {
 }
 
 try {
-  browser = await launchChromium('run');
+  // Host candidates as addresses, not mDNS names, which a TURN server cannot resolve
+  // (only `udp-host-b` gathers any).
+  browser = await launchChromium('run', ['--disable-features=WebRtcHideLocalIpsWithMdns']);
   const { page } = browser;
   await page.goto(`http://127.0.0.1:${server.address().port}/`);
   await page.waitForFunction(() => window.pageReady === true, null, { timeout: 10_000 });
 
   const creds = { username: cfg.user, credential: cfg.pass };
-  const dataRuns = { udp: [udpUrl, 'udp'], tcp: [tcpUrl, 'tcp'], tls: [tlsUrl, 'tls'] };
+  const dataRuns = {
+    udp: [udpUrl, 'udp'], tcp: [tcpUrl, 'tcp'], tls: [tlsUrl, 'tls'], 'udp-host-b': [udpUrl, 'udp', true],
+  };
   for (const run of cfg.runs) {
     if (dataRuns[run]) {
-      const [url, relayProtocol] = dataRuns[run];
-      const result = await page.evaluate((a) => window.runData(a), { url, ...creds, count: 50, timeoutMs: 20_000 });
-      const problems = checkData(result, relayProtocol);
+      const [url, relayProtocol, bHost = false] = dataRuns[run];
+      const result = await page.evaluate((a) => window.runData(a), { url, ...creds, count: 50, timeoutMs: 20_000, bHost });
+      const problems = checkData(result, relayProtocol, bHost);
       report(run, problems.length === 0, { relayProtocol: result.selectedA?.local?.relayProtocol, problems, ...result });
     } else if (run === 'badauth') {
       const result = await page.evaluate((a) => window.runBadAuth(a), {
