@@ -34,6 +34,8 @@
 # openssl and python3 (scripts/install-test-deps.sh). All traffic stays on
 # 127.0.0.1; every run is bounded by a timeout; servers are killed on exit.
 set -euo pipefail
+# BENCH_TERN_B may be relative to where this was started.
+[ -z "${BENCH_TERN_B:-}" ] || BENCH_TERN_B=$(realpath "$BENCH_TERN_B")
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 # shellcheck source=bench/common.sh
@@ -663,13 +665,15 @@ PYEOF
 log "report written to $OUT (${ELAPSED} s)"
 
 # The kernel fast path's workloads (K1-K3) need network namespaces and root:
-# bench/offload.sh runs them with the same options and writes its own report.
+# bench/offload.sh runs them with the same rounds and duration (and --keep) and writes
+# its own report.
 if [ -n "$ONLY" ]; then
     log "kernel fast path workloads not run (--workloads picks workloads of this script)"
 elif [ "$(id -u)" -ne 0 ]; then
     log "kernel fast path workloads skipped: bench/offload.sh needs root (network namespaces, eBPF)"
-elif [ "$QUICK" -eq 1 ]; then
-    bench/offload.sh --quick
 else
-    bench/offload.sh --rounds "$ROUNDS" --duration "$DURATION"
+    offload_args=(--rounds "$ROUNDS" --duration "$DURATION")
+    [ "$QUICK" -eq 0 ] || offload_args=(--quick)
+    [ "$KEEP" -eq 0 ] || offload_args+=(--keep)
+    bench/offload.sh "${offload_args[@]}"
 fi

@@ -208,8 +208,9 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     );
 }
 
-/// The drop-in that lets tern load its kernel fast path adds exactly the two
-/// capabilities and the bpf() system call, and still verifies as part of the unit.
+/// The drop-in that lets tern load its kernel fast path adds exactly the three
+/// capabilities and the bpf() system call, and still verifies as part of the unit
+/// (tests/offload.rs runs tern with the capabilities it lists).
 #[test]
 fn systemd_offload_drop_in_grants_only_what_the_fast_path_needs() {
     let drop_in = read("deploy/systemd/offload.conf");
@@ -220,7 +221,7 @@ fn systemd_offload_drop_in_grants_only_what_the_fast_path_needs() {
             .find(|(s, k, _)| s == "Service" && k == key)
             .map(|(_, _, v)| v.as_str())
     };
-    let caps = "CAP_NET_BIND_SERVICE CAP_BPF CAP_NET_ADMIN";
+    let caps = "CAP_NET_BIND_SERVICE CAP_BPF CAP_PERFMON CAP_NET_ADMIN";
     assert_eq!(value("AmbientCapabilities"), Some(caps));
     assert_eq!(value("CapabilityBoundingSet"), Some(caps));
     assert_eq!(value("SystemCallFilter"), Some("bpf"));

@@ -504,3 +504,25 @@ fn a_reload_that_denies_the_peer_cuts_it_off() {
     assert!(!h.client_channel_data(2 * SEC, 0x4001));
     assert!(!h.peer_sends(2 * SEC, relay, peer));
 }
+
+#[test]
+fn a_reload_that_still_allows_the_peers_keeps_them() {
+    let mut h = Harness::new();
+    let relay = h.allocate();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    // Another client's relay address on this server: allowed on the relay ports only.
+    let neighbour = SocketAddr::new(sans_io::RELAY_V4, sans_io::port_range().min());
+    h.bind_channel(Duration::ZERO, 0x4001, peer);
+    h.bind_channel(Duration::ZERO, 0x4002, neighbour);
+    h.engine.reload(
+        &sans_io::rules(sans_io::peer_policy()),
+        h.t0 + SEC,
+        &mut h.io,
+    );
+    assert!(h.io.withdrawn.is_empty());
+    assert_eq!(h.io.kernel.len(), 2);
+    assert!(h.client_channel_data(2 * SEC, 0x4001));
+    assert!(h.client_channel_data(2 * SEC, 0x4002));
+    assert!(h.peer_sends(2 * SEC, relay, peer));
+    assert!(h.peer_sends(2 * SEC, relay, neighbour));
+}

@@ -63,6 +63,7 @@ static long (*bpf_xdp_store_bytes)(void *xdp, __u32 off, const void *from, __u32
     (void *)BPF_FUNC_xdp_store_bytes;
 static long (*bpf_xdp_adjust_head)(void *xdp, int delta) = (void *)BPF_FUNC_xdp_adjust_head;
 static long (*bpf_xdp_adjust_tail)(void *xdp, int delta) = (void *)BPF_FUNC_xdp_adjust_tail;
+static __u64 (*bpf_xdp_get_buff_len)(void *xdp) = (void *)BPF_FUNC_xdp_get_buff_len;
 
 // From <sys/socket.h>, which is not for the BPF target.
 #define AF_INET 2
@@ -222,11 +223,11 @@ INLINE long store(struct pkt *p, __u32 off, const void *from, __u32 len) {
                   : bpf_skb_store_bytes(p->ctx, off, from, len, 0);
 }
 
+// The helper, not `data_end - data`: subtracting packet pointers needs CAP_PERFMON,
+// which the systemd drop-in does not grant.
 INLINE __u32 length(struct pkt *p) {
-    if (p->xdp) {
-        struct xdp_md *x = p->ctx;
-        return x->data_end - x->data;
-    }
+    if (p->xdp)
+        return bpf_xdp_get_buff_len(p->ctx);
     return ((struct __sk_buff *)p->ctx)->len;
 }
 
@@ -365,22 +366,26 @@ INLINE int reachable(struct pkt *p, struct path *to) {
     return !p->xdp || to->ifindex == ingress_ifindex(p);
 }
 
+// What `resize_after_ip` did when it failed.
+#define UNCHANGED -1 // the packet is as it came: it can be passed on
+#define MANGLED -2   // its headers moved: it must be dropped
+
 // Adds (`delta` > 0) or removes room right after the IP header, which ends at `l3_end`
 // (ETH_HLEN plus a 20- or 40-byte header). XDP moves the start of the packet and the
-// headers before the room with it.
+// headers before the room with it. 0, UNCHANGED or MANGLED.
 INLINE long resize_after_ip(struct pkt *p, __u32 l3_end, int delta) {
     if (!p->xdp)
-        return bpf_skb_adjust_room(p->ctx, delta, BPF_ADJ_ROOM_NET, 0);
+        return bpf_skb_adjust_room(p->ctx, delta, BPF_ADJ_ROOM_NET, 0) < 0 ? UNCHANGED : 0;
     __u8 head[ETH_HLEN + sizeof(struct ip6)];
     if (l3_end == ETH_HLEN + sizeof(struct iphdr)) {
         if (load(p, 0, head, ETH_HLEN + sizeof(struct iphdr)) < 0 ||
             bpf_xdp_adjust_head(p->ctx, -delta) < 0)
-            return -1;
-        return store(p, 0, head, ETH_HLEN + sizeof(struct iphdr));
+            return UNCHANGED;
+        return store(p, 0, head, ETH_HLEN + sizeof(struct iphdr)) < 0 ? MANGLED : 0;
     }
     if (load(p, 0, head, sizeof(head)) < 0 || bpf_xdp_adjust_head(p->ctx, -delta) < 0)
-        return -1;
-    return store(p, 0, head, sizeof(head));
+        return UNCHANGED;
+    return store(p, 0, head, sizeof(head)) < 0 ? MANGLED : 0;
 }
 
 // Cuts the frame to `len` bytes (it came longer: padded).
@@ -538,10 +543,12 @@ INLINE int to_peer(struct pkt *p, struct flow *f, struct client_route *r,
     udp.check = udp_checksum(r->relay_ip, r->peer_ip, &udp, 0, data_sum);
     // The four bytes after the IP header (the old ports) go; the new UDP header goes
     // over what follows them: the rest of the old one and the ChannelData header.
-    if (resize_after_ip(p, f->l4_off, -4) < 0)
+    long resized = resize_after_ip(p, f->l4_off, -4);
+    if (resized == UNCHANGED)
         return fall_back(p, FALLBACK_FAILED);
     // Past here the datagram is changed: a failure drops it rather than pass on garbage.
-    if (store(p, f->l4_off, &udp, sizeof(udp)) < 0 || trim(p, f->l4_off + udp_len) < 0 ||
+    if (resized < 0 || store(p, f->l4_off, &udp, sizeof(udp)) < 0 ||
+        trim(p, f->l4_off + udp_len) < 0 ||
         write_ip(p, f, r->relay_ip, r->peer_ip, udp_len) < 0)
         return drop(p);
     return relayed(p, &r->packets, &r->bytes, TO_PEER_PACKETS, data_len, &r->to_peer);
@@ -587,9 +594,11 @@ INLINE int to_client(struct pkt *p, struct flow *f, struct peer_route *r) {
     };
     head.udp.check =
         udp_checksum(r->server_ip, r->client_ip, &head.udp, word(head.channel, head.len), data_sum);
-    if (resize_after_ip(p, f->l4_off, 4) < 0)
+    long resized = resize_after_ip(p, f->l4_off, 4);
+    if (resized == UNCHANGED)
         return fall_back(p, FALLBACK_FAILED);
-    if (store(p, f->l4_off, &head, sizeof(head)) < 0 || trim(p, f->l4_off + udp_len) < 0 ||
+    if (resized < 0 || store(p, f->l4_off, &head, sizeof(head)) < 0 ||
+        trim(p, f->l4_off + udp_len) < 0 ||
         write_ip(p, f, r->server_ip, r->client_ip, udp_len) < 0)
         return drop(p);
     return relayed(p, &r->packets, &r->bytes, TO_CLIENT_PACKETS, data_len, &r->to_client);

@@ -28,14 +28,18 @@ pub enum OffloadError {
     )]
     NoInterface,
     #[error(
-        "it needs CAP_BPF and CAP_NET_ADMIN: run as root, or under systemd add \
-         deploy/systemd/offload.conf as a drop-in"
+        "it needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN: run as root, or under systemd \
+         add deploy/systemd/offload.conf as a drop-in"
     )]
     NoPermission,
     #[error("loading the eBPF program: {0}")]
     Load(String),
     #[error("attaching to {interface}: {reason}")]
     Attach { interface: String, reason: String },
+    /// `relay.offload_xdp = "on"` could not be honoured: fatal whatever `relay.offload`
+    /// says, since the operator asked for XDP by name.
+    #[error("XDP on {interface} (relay.offload_xdp = \"on\"): {reason}")]
+    Xdp { interface: String, reason: String },
 }
 
 /// What the kernel relayed since start, and the channels it holds now.
@@ -115,7 +119,9 @@ impl Offload {
                     map_full: AtomicU64::new(0),
                 }))
             }
-            Err(e) if relay.offload == OffloadMode::Auto => {
+            Err(e)
+                if relay.offload == OffloadMode::Auto && !matches!(e, OffloadError::Xdp { .. }) =>
+            {
                 tracing::info!("kernel fast path unavailable, relaying in user space: {e}");
                 Ok(None)
             }
@@ -238,12 +244,14 @@ fn monotonic_ns(at: Instant) -> u64 {
     }
 }
 
-/// Whether this process holds the capabilities to load and attach a TC program:
-/// CAP_BPF and CAP_NET_ADMIN, or CAP_SYS_ADMIN, which covers both.
+/// Whether this process holds the capabilities to load and attach the program:
+/// CAP_NET_ADMIN, and CAP_BPF with CAP_PERFMON (the verifier's Spectre hardening
+/// refuses the program without it), or CAP_SYS_ADMIN, which covers those two.
 #[cfg(tern_offload)]
 fn may_load_programs() -> bool {
     const CAP_NET_ADMIN: u32 = 12;
     const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let effective = status
@@ -252,7 +260,7 @@ fn may_load_programs() -> bool {
         .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
         .unwrap_or(0);
     let has = |cap: u32| effective & (1 << cap) != 0;
-    has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN))
+    has(CAP_NET_ADMIN) && ((has(CAP_BPF) && has(CAP_PERFMON)) || has(CAP_SYS_ADMIN))
 }
 
 /// An error and its causes on one line: the loader's top-level messages alone ("error
@@ -359,37 +367,63 @@ fn attach_xdp(
     use aya::programs::{Xdp, XdpMode};
 
     let mut done = XdpAttachments::default();
-    if mode == OffloadMode::Off {
+    let candidates: Vec<&String> = match mode {
+        OffloadMode::Off => return Ok(done),
+        OffloadMode::On => interfaces.iter().collect(),
+        OffloadMode::Auto => interfaces
+            .iter()
+            .filter(|interface| {
+                let device = std::path::Path::new("/sys/class/net")
+                    .join(interface)
+                    .join("device");
+                let backed = device.exists();
+                if !backed {
+                    let reason =
+                        "not backed by a device: a bridge, veth or other virtual interface";
+                    done.skipped.push(((*interface).clone(), reason.into()));
+                }
+                backed
+            })
+            .collect(),
+    };
+    // A failure is the interface's in "auto" (TC stays), fatal in "on".
+    let mut failed = |interface: &String, reason: String| {
+        if mode == OffloadMode::On {
+            return Err(OffloadError::Xdp {
+                interface: interface.clone(),
+                reason,
+            });
+        }
+        done.skipped.push((interface.clone(), reason));
+        Ok(())
+    };
+    if candidates.is_empty() {
         return Ok(done);
     }
-    let load_error = |e: &dyn std::error::Error| OffloadError::Load(with_causes(e));
-    let program: &mut Xdp = ebpf
+    let program = ebpf
         .program_mut("tern_channels_xdp")
-        .ok_or_else(|| OffloadError::Load("the object has no tern_channels_xdp program".into()))?
-        .try_into()
-        .map_err(|e| load_error(&e))?;
-    program.load().map_err(|e| load_error(&e))?;
-    for interface in interfaces {
-        let device = std::path::Path::new("/sys/class/net")
-            .join(interface)
-            .join("device");
-        if mode == OffloadMode::Auto && !device.exists() {
-            let reason = "not backed by a device: a bridge, veth or other virtual interface";
-            done.skipped.push((interface.clone(), reason.into()));
-            continue;
+        .ok_or_else(|| "the object has no tern_channels_xdp program".to_string())
+        .and_then(|program| {
+            let program: &mut Xdp = program.try_into().map_err(|e| with_causes(&e))?;
+            program.load().map_err(|e| with_causes(&e))?;
+            Ok(program)
+        });
+    let program = match program {
+        Ok(program) => program,
+        Err(reason) => {
+            for interface in candidates {
+                failed(interface, format!("loading the XDP program: {reason}"))?;
+            }
+            return Ok(done);
         }
+    };
+    let mut attached = Vec::new();
+    for interface in candidates {
         match program.attach(interface, XdpMode::Driver) {
-            Ok(_) => done.attached.push(interface.clone()),
-            Err(e) if mode == OffloadMode::Auto => {
-                done.skipped.push((interface.clone(), with_causes(&e)));
-            }
-            Err(e) => {
-                return Err(OffloadError::Attach {
-                    interface: format!("{interface} (XDP, relay.offload_xdp = \"on\")"),
-                    reason: with_causes(&e),
-                });
-            }
+            Ok(_) => attached.push(interface.clone()),
+            Err(e) => failed(interface, with_causes(&e))?,
         }
     }
+    done.attached = attached;
     Ok(done)
 }

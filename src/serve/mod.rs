@@ -172,7 +172,9 @@ async fn bind(plan: &Plan) -> anyhow::Result<Bound> {
         plan.generated_secret.is_some(),
     );
     let offload = Offload::start(settings, offload_interfaces(plan))
-        .context("relay.offload = \"on\" but the kernel fast path cannot run")?
+        .context(
+            "the kernel fast path cannot run as configured (relay.offload, relay.offload_xdp)",
+        )?
         .map(Arc::new);
     let admin = bind_http(settings.admin.listen, "admin").await?;
     let selftest = bind_http(settings.selftest.listen, "self-test").await?;

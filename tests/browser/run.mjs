@@ -85,6 +85,7 @@ function report(run, pass, result) {
 function checkData(result, relayProtocol, bHost) {
   const problems = [];
   if (!result.ok) problems.push(`data exchange failed: ${result.error || 'messages missing or out of order'}`);
+  if (bHost && result.ok && !result.selectedB) problems.push('selectedB: no selected candidate pair');
   if (bHost && result.selectedB && result.selectedB.local.candidateType !== 'host') {
     problems.push(`selectedB: local candidateType ${result.selectedB.local.candidateType}, want host`);
   }

@@ -158,12 +158,18 @@ impl Allocation {
         Ok(())
     }
 
-    /// Drops the permissions and channels to peers the policy (newly reloaded) denies.
-    pub fn drop_denied(&mut self, policy: &crate::policy::PeerPolicy) {
+    /// Ends the permissions and channels to peers the policy (newly reloaded) denies.
+    /// A channel ends as if it expired now, so its number and peer stay tied for the
+    /// cooldown RFC 8656 §12 asks for.
+    pub fn drop_denied(&mut self, policy: &crate::policy::PeerPolicy, now: Instant) {
         self.route
             .permissions
             .retain(|&(ip, _)| policy.allows_ip(ip));
-        self.route.channels.retain(|c| policy.check(c.peer).is_ok());
+        for channel in &mut self.route.channels {
+            if policy.check(channel.peer).is_err() {
+                channel.expires = channel.expires.min(now);
+            }
+        }
     }
 
     /// Drops expired permissions and channels past their cooldown, so the tables only

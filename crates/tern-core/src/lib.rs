@@ -369,7 +369,7 @@ impl Engine {
         if !Arc::ptr_eq(&self.policy, &rules.policy) {
             self.policy = rules.policy.clone();
             for alloc in self.allocations.values_mut() {
-                alloc.drop_denied(&self.policy);
+                alloc.drop_denied(&self.policy, now);
             }
             self.sync_kernel_all(now, io);
         }
