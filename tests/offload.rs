@@ -39,13 +39,20 @@ const ADMIN: &str = "127.0.0.1:9641";
 const MESSAGES: u64 = 200;
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The three namespaces and their addresses, IPv4 and IPv6.
+/// The namespaces of the client, the server and the peer, and the server's addresses.
 struct Topology {
     _namespaces: Namespaces,
     cli: String,
     srv: String,
     peer: String,
+    /// `server.listen` and `relay.ips`, as TOML arrays.
+    listen: &'static str,
+    relay_ips: &'static str,
 }
+
+/// The routed and shared-link topologies' server addresses.
+const LISTEN: &str = "[\"10.71.1.1:3478\", \"[fd71:1::1]:3478\"]";
+const RELAY_IPS: &str = "[\"10.71.2.1\", \"fd71:2::1\"]";
 
 impl Topology {
     /// Routed: srv has one interface toward cli and another toward peer.
@@ -82,6 +89,8 @@ impl Topology {
             cli,
             srv,
             peer,
+            listen: LISTEN,
+            relay_ips: RELAY_IPS,
         }
     }
 
@@ -142,6 +151,8 @@ impl Topology {
             cli,
             srv,
             peer,
+            listen: LISTEN,
+            relay_ips: RELAY_IPS,
         }
     }
 }
@@ -215,9 +226,10 @@ fn start_tern_with(
     dir: &Path,
 ) -> BackgroundProcess {
     let config = dir.join("tern.toml");
+    let (listen, relay_ips) = (topo.listen, topo.relay_ips);
     let text = format!(
-        "[server]\nlisten = [\"10.71.1.1:{PORT}\", \"[fd71:1::1]:{PORT}\"]\nworkers = 2\n\
-         [relay]\nips = [\"10.71.2.1\", \"fd71:2::1\"]\nports = \"40000-40100\"\n\
+        "[server]\nlisten = {listen}\nworkers = 2\n\
+         [relay]\nips = {relay_ips}\nports = \"40000-40100\"\n\
          {relay}\n\
          [admin]\nlisten = \"{ADMIN}\"\n\
          [[auth.users]]\nname = \"{USER}\"\npassword = \"{PASS}\"\n{config_tail}"
@@ -233,7 +245,8 @@ fn start_tern_with(
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1");
     let mut tern = BackgroundProcess::spawn("tern", &mut cmd, dir);
-    let server = SocketAddr::from(([10, 71, 1, 1], PORT));
+    let first = topo.listen.split('"').nth(1).expect("a listen address");
+    let server: SocketAddr = first.parse().expect("a listen address");
     let ready = netns::wait_stun_from(&topo.cli, server, Duration::from_secs(15), || {
         match tern.try_exit_status() {
             Some(status) => Err(format!("tern exited with {status}")),
@@ -559,6 +572,51 @@ fn chromium_relays_through_the_kernel() {
         tern.logs()
     );
     tern.assert_running();
+}
+
+/// Through the NAT topology: the client in lan1 behind rtr1's masquerade, tern on the
+/// public bridge (the bridge is its offload interface), the echo peer in lan2 reached
+/// through a port forward on rtr2 (uclient's RTP and RTCP ports). The kernel relays the channels both ways, between
+/// the two routers' public addresses.
+#[test]
+fn uclient_behind_a_nat_relays_through_the_kernel() {
+    require_netns();
+    let net = netns::Net::build("oz", true);
+    let nft = |rule: &str| run(&["ip", "netns", "exec", &net.rtr2, "nft", rule]);
+    nft("add chain ip nat pre { type nat hook prerouting priority -100 ; }");
+    nft(&format!(
+        "add rule ip nat pre iifname \"wan\" udp dport {ECHO_PORT}-{} dnat to {}",
+        ECHO_PORT + 1,
+        netns::LAN2_HOST
+    ));
+    let netns::Net {
+        ns,
+        pub_ns,
+        lan1,
+        lan2,
+        ..
+    } = net;
+    let topo = Topology {
+        _namespaces: ns,
+        cli: lan1,
+        srv: pub_ns,
+        peer: lan2,
+        listen: "[\"203.0.113.1:3478\"]",
+        relay_ips: "[\"203.0.113.1\"]",
+    };
+    let dir = TempDir::new("tern-offload-nat");
+    // The documentation range the topology's public side uses.
+    let peers = "[peers]\nallowed = [\"203.0.113.0/24\"]\n";
+    let tern = start_tern(&topo, ("on", "auto"), peers, dir.path());
+    let _echo = start_echo(&topo, dir.path());
+    let before = relayed(&topo);
+    let summary = uclient(&topo, netns::TERN_IP.into(), netns::RTR2_PUB.into(), &tern);
+    let delta = relayed(&topo).since(&before);
+    println!(
+        "[nat] kernel: {} to peers, {} to clients; user space: {} to peers, {} to clients",
+        delta.kernel_to_peer, delta.kernel_to_client, delta.user_to_peer, delta.user_to_client
+    );
+    assert_kernel_relayed(netns::TERN_IP.into(), summary.tot_send_msgs, &delta, &tern);
 }
 
 /// With `relay.offload = "off"` the same traffic is all user space's.
