@@ -83,6 +83,17 @@ impl Topology {
                 "ip", "-n", far, "-6", "route", "add", "default", "via", &via6,
             ]);
         }
+        Self::with_server_addresses(namespaces, cli, srv, peer)
+    }
+
+    /// The routed and shared-link topologies' server, on LISTEN and RELAY_IPS, with IP
+    /// forwarding off.
+    fn with_server_addresses(
+        namespaces: Namespaces,
+        cli: String,
+        srv: String,
+        peer: String,
+    ) -> Self {
         assert_forwarding_off(&srv);
         Self {
             _namespaces: namespaces,
@@ -145,15 +156,7 @@ impl Topology {
                 ]);
             }
         }
-        assert_forwarding_off(&srv);
-        Self {
-            _namespaces: namespaces,
-            cli,
-            srv,
-            peer,
-            listen: LISTEN,
-            relay_ips: RELAY_IPS,
-        }
+        Self::with_server_addresses(namespaces, cli, srv, peer)
     }
 }
 
