@@ -1,11 +1,12 @@
 //! The engine's side of a kernel fast path for channels: which channels of UDP clients
 //! a driver may let the kernel relay, until when, and when it must stop.
 //!
-//! The engine stays the only judge. It offloads a channel only while it is active,
-//! its peer has a permission and the peer policy allows the peer, each entry carries
-//! the instant it stops being valid (the channel's expiry or its permission's, whichever
-//! is sooner), and it is withdrawn when the channel leaves the table, the policy stops
-//! allowing the peer or the allocation ends. What the kernel relayed on a channel is
+//! The engine stays the only judge. It offloads a channel only while it is active and
+//! its peer has a permission (the tables hold only peers the policy allows: a channel is
+//! bound only to an allowed peer, and a reload ends those the new policy denies), each
+//! entry carries the instant it stops being valid (the channel's expiry or its
+//! permission's, whichever is sooner), and it is withdrawn when the channel leaves the
+//! table or the allocation ends. What the kernel relayed on a channel is
 //! counted on the allocation when the channel is withdrawn.
 
 use std::net::SocketAddr;
@@ -44,7 +45,7 @@ impl Engine {
             .route()
             .channels
             .iter()
-            .filter(|c| c.is_active(now) && self.policy.check(c.peer).is_ok())
+            .filter(|c| c.is_active(now))
             .filter_map(|c| {
                 let permitted = alloc.permission_expiry(c.peer.ip(), now)?;
                 Some((c.number, c.peer, c.expires.min(permitted)))
