@@ -97,6 +97,12 @@ impl Harness {
         r.xor_address(ATTR_XOR_RELAYED_ADDRESS).unwrap()
     }
 
+    /// Creates (or refreshes) a permission for `peer` at `at`; it must succeed.
+    fn create_permission(&mut self, at: Duration, peer: SocketAddr) {
+        let r = self.request_at(at, METHOD_CREATE_PERMISSION, vec![Attr::Peer(peer)], true);
+        assert!(r.is_success(), "{:?}", r.code);
+    }
+
     /// Delivers `data` from `peer` to the relay at time `at`; true if the client got it.
     fn peer_sends(&mut self, at: Duration, relay: SocketAddr, peer: SocketAddr) -> bool {
         let mut buf = vec![0u8; PEER_HEADROOM + 3];
@@ -124,13 +130,7 @@ fn permission_expires_after_300_seconds_to_the_millisecond() {
     let mut h = Harness::new();
     let relay = h.allocate();
     let peer: SocketAddr = PEER.parse().unwrap();
-    let r = h.request_at(
-        Duration::ZERO,
-        METHOD_CREATE_PERMISSION,
-        vec![Attr::Peer(peer)],
-        true,
-    );
-    assert!(r.is_success());
+    h.create_permission(Duration::ZERO, peer);
     assert!(h.peer_sends(299 * SEC + 999 * MS, relay, peer));
     assert!(!h.peer_sends(300 * SEC, relay, peer));
 }
@@ -140,12 +140,7 @@ fn data_traffic_does_not_refresh_a_permission() {
     let mut h = Harness::new();
     let relay = h.allocate();
     let peer: SocketAddr = PEER.parse().unwrap();
-    h.request_at(
-        Duration::ZERO,
-        METHOD_CREATE_PERMISSION,
-        vec![Attr::Peer(peer)],
-        true,
-    );
+    h.create_permission(Duration::ZERO, peer);
     for s in (10..300).step_by(10) {
         assert!(h.peer_sends(s * SEC, relay, peer));
     }
@@ -157,19 +152,8 @@ fn a_new_create_permission_refreshes_it() {
     let mut h = Harness::new();
     let relay = h.allocate();
     let peer: SocketAddr = PEER.parse().unwrap();
-    h.request_at(
-        Duration::ZERO,
-        METHOD_CREATE_PERMISSION,
-        vec![Attr::Peer(peer)],
-        true,
-    );
-    let r = h.request_at(
-        200 * SEC,
-        METHOD_CREATE_PERMISSION,
-        vec![Attr::Peer(peer)],
-        true,
-    );
-    assert!(r.is_success());
+    h.create_permission(Duration::ZERO, peer);
+    h.create_permission(200 * SEC, peer);
     assert!(h.peer_sends(499 * SEC, relay, peer));
     assert!(!h.peer_sends(500 * SEC, relay, peer));
 }
@@ -380,21 +364,9 @@ fn a_channel_is_offloaded_until_it_or_its_permission_ends() {
     // The permission (300 s) ends before the channel (600 s).
     assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 300 * SEC);
     // A new permission moves it; the channel's own end then comes first.
-    let r = h.request_at(
-        200 * SEC,
-        METHOD_CREATE_PERMISSION,
-        vec![Attr::Peer(peer)],
-        true,
-    );
-    assert!(r.is_success());
+    h.create_permission(200 * SEC, peer);
     assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 500 * SEC);
-    let r = h.request_at(
-        400 * SEC,
-        METHOD_CREATE_PERMISSION,
-        vec![Attr::Peer(peer)],
-        true,
-    );
-    assert!(r.is_success());
+    h.create_permission(400 * SEC, peer);
     assert_eq!(h.io.kernel[&(peer, 0x4001)], h.t0 + 600 * SEC);
     // Refreshing the channel refreshes its permission too: the permission ends first.
     h.bind_channel(450 * SEC, 0x4001, peer);
