@@ -43,6 +43,26 @@ parse_run_options() {
     case "$DURATION" in '' | *[!0-9]* | 0) echo "$me: --duration must be a positive integer" >&2; exit 2 ;; esac
 }
 
+# build_snapshot WORK: builds tern and the null relay (release) and copies them into
+# WORK/bin, so that a build in this tree during the run (someone else's `cargo build`)
+# cannot change a server halfway through the rounds. Sets TERN, NULL_RELAY and COMMIT
+# (this tree's, marked when it has uncommitted changes). The build runs in the
+# background as CHILD_PID, so that Ctrl-C or SIGTERM interrupts the wait and the
+# caller's cleanup kills it. Needs ROOT.
+# shellcheck disable=SC2034 # the variables are for the sourcing script
+build_snapshot() {
+    local work=$1 target=${CARGO_TARGET_DIR:-$ROOT/target}
+    cargo build --release --quiet --bin tern --example null_relay &
+    CHILD_PID=$!
+    wait "$CHILD_PID"
+    CHILD_PID=""
+    mkdir -p "$work/bin"
+    cp "$target/release/tern" "$target/release/examples/null_relay" "$work/bin/"
+    TERN="$work/bin/tern"
+    NULL_RELAY="$work/bin/null_relay"
+    COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+}
+
 # run_rounds: every workload of WORKLOADS, ROUNDS times, each round running every
 # server of SERVERS in turn (A B C A B C ...) with the caller's `run_one SPEC SERVER
 # ROUND`, so drift in the machine hits all servers alike.

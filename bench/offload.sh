@@ -97,16 +97,7 @@ check_dependencies
 scripts/install-nat-deps.sh >/dev/null
 
 log "building tern and the null relay (release)"
-cargo build --release --quiet --bin tern --example null_relay &
-CHILD_PID=$!
-wait "$CHILD_PID"
-CHILD_PID=""
-mkdir -p "$WORK/bin"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-cp "$TARGET_DIR/release/tern" "$TARGET_DIR/release/examples/null_relay" "$WORK/bin/"
-TERN="$WORK/bin/tern"
-NULL_RELAY="$WORK/bin/null_relay"
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+build_snapshot "$WORK"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 log "building the namespaces"

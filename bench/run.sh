@@ -120,24 +120,11 @@ trap 'exit 143' TERM
 check_dependencies
 
 log "building tern and the null relay (release)"
-# In the background so that Ctrl-C or SIGTERM interrupts the wait (and kills it).
-cargo build --release --quiet --bin tern --example null_relay &
-CHILD_PID=$!
-wait "$CHILD_PID"
-CHILD_PID=""
-# Snapshots of the binaries: a build in this tree during the run (someone else's
-# `cargo build`) must not change the server halfway through the rounds.
-mkdir -p "$WORK/bin"
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-cp "$TARGET_DIR/release/tern" "$WORK/bin/tern"
-cp "$TARGET_DIR/release/examples/null_relay" "$WORK/bin/null_relay"
-TERN="$WORK/bin/tern"
-NULL_RELAY="$WORK/bin/null_relay"
+build_snapshot "$WORK"
 if [ -n "${BENCH_TERN_B:-}" ]; then
     cp "$BENCH_TERN_B" "$WORK/bin/tern-b"
 fi
 TERN_B="$WORK/bin/tern-b"
-COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
 # The load client: this tree's tern unless BENCH_LOAD_BIN names another build.
 LOAD_BIN=${BENCH_LOAD_BIN:-$TERN}
 "$LOAD_BIN" load --help >/dev/null 2>&1 || { log "$LOAD_BIN has no 'load' command"; exit 1; }
