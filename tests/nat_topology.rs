@@ -252,9 +252,22 @@ fn role_peer() {
         wait_file(Path::new(&gate), Duration::from_secs(15));
     }
 
+    // a's first datagram goes ahead of b's: when both relays start sending to each other
+    // at the same instant through a NAT that hairpins (tern behind a 1:1 NAT), the
+    // router's connection tracking can race on the two new flows and give one of them
+    // another source port, which is no longer the bound channel's peer (RFC-correct
+    // Data indications, not what this test is about).
+    let first = dir.join("a.first");
+    if me == "b" {
+        wait_file(&first, Duration::from_secs(15));
+        thread::sleep(Duration::from_millis(50));
+    }
     for i in 0..MESSAGES {
         // Errors (e.g. ICMP unreachable once the server is gone) just mean loss.
         let _ = c.send_channel_data(CHANNEL, format!("{me}-{i}").as_bytes());
+        if i == 0 && me == "a" {
+            write_atomic(&first, "ok");
+        }
         thread::sleep(Duration::from_millis(2));
     }
     let mut got = [false; MESSAGES];
