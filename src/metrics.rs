@@ -42,6 +42,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PageLabel {
     page: &'static str,
 }
@@ -93,6 +98,9 @@ pub struct Metrics {
     pub selftest_rooms: Gauge,
     pub selftest_signaling_messages: Counter,
     selftest_refused: Family<ReasonLabel, Counter>,
+    proxy_headers: Family<ResultLabel, Counter>,
+    front_routed: Family<RouteLabel, Counter>,
+    front_failures: Family<ReasonLabel, Counter>,
     pub cluster_up: Gauge,
     pub cluster_nodes: Gauge,
     offload: OffloadMetrics,
@@ -191,6 +199,9 @@ impl Metrics {
             selftest_rooms: Gauge::default(),
             selftest_signaling_messages: Counter::default(),
             selftest_refused: Family::default(),
+            proxy_headers: Family::default(),
+            front_routed: Family::default(),
+            front_failures: Family::default(),
             cluster_up: Gauge::default(),
             cluster_nodes: Gauge::default(),
             offload: OffloadMetrics::default(),
@@ -330,6 +341,21 @@ impl Metrics {
             "Self-test requests and signaling refused, by reason",
             self.selftest_refused.clone(),
         );
+        r.register(
+            "proxy_protocol_headers",
+            "PROXY protocol headers on listeners that take them, by result (ok, local, missing, malformed, timeout, closed, untrusted)",
+            self.proxy_headers.clone(),
+        );
+        r.register(
+            "front_routed",
+            "Connections on a shared TLS port, by where their ClientHello sent them (tern, selftest, upstream)",
+            self.front_routed.clone(),
+        );
+        r.register(
+            "front_failures",
+            "Connections on a shared TLS port that ended before being served, by reason",
+            self.front_failures.clone(),
+        );
         let offload = &self.offload;
         r.register(
             "offload_active",
@@ -413,6 +439,22 @@ impl Metrics {
 
     pub fn selftest_page(&self, page: &'static str) {
         self.selftest_pages.get_or_create(&PageLabel { page }).inc();
+    }
+
+    pub fn proxy_header(&self, result: &'static str) {
+        self.proxy_headers
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn front_routed(&self, route: &'static str) {
+        self.front_routed.get_or_create(&RouteLabel { route }).inc();
+    }
+
+    pub fn front_failure(&self, reason: &'static str) {
+        self.front_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn selftest_refused(&self, reason: &'static str) {

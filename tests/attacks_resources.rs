@@ -33,7 +33,9 @@ use tern::client::{
 use tern::load::server_stats::ProcSample;
 use tern::net::lifecycle::Lifecycle;
 use tern::net::stream::StreamEvent;
-use tern::net::stream::{Accept, ConnectionLimits, StreamConfig, bind_listener, connection, serve};
+use tern::net::stream::{
+    Accept, ConnectionLimits, StreamConfig, StreamListener, bind_listener, connection, serve,
+};
 use tern::proto::Request;
 
 /// The per-IP budget for answers to unauthenticated sources, by default
@@ -1142,6 +1144,9 @@ fn a_panicking_connection_task_harms_no_other_connection() {
         max_frame: 65_552,
         write_queue,
         limits: limits.clone(),
+        proxy_from: Vec::new().into(),
+        front: None,
+        metrics: std::sync::Arc::new(tern::metrics::Metrics::new()),
     };
     let (handoff, mut accepted) = tokio::sync::mpsc::unbounded_channel();
     let (events, mut worker) = tokio::sync::mpsc::channel(64);
@@ -1150,18 +1155,21 @@ fn a_panicking_connection_task_harms_no_other_connection() {
     let (healthy, doomed) = (bind().unwrap(), bind().unwrap());
     let healthy_addr = healthy.local_addr().unwrap();
     let doomed_addr = doomed.local_addr().unwrap();
-    let plain = || Accept::Plain(None);
+    let plain = |socket| StreamListener {
+        socket,
+        accept: Accept::Plain(None),
+        proxy_protocol: false,
+    };
     // Each listener's rules, as `tern serve` hands them over (a reload would send new ones).
     let (_healthy_config, healthy_config) = tokio::sync::watch::channel(config(8));
     let (_doomed_config, doomed_config) = tokio::sync::watch::channel(config(0));
     runtime.spawn(serve(
-        healthy,
-        plain(),
+        plain(healthy),
         healthy_config,
         vec![handoff.clone()],
         state.clone(),
     ));
-    runtime.spawn(serve(doomed, plain(), doomed_config, vec![handoff], state));
+    runtime.spawn(serve(plain(doomed), doomed_config, vec![handoff], state));
     // The worker's part: each accepted connection becomes a task of its own.
     runtime.spawn(async move {
         while let Some(incoming) = accepted.recv().await {

@@ -17,11 +17,12 @@ use thiserror::Error;
 
 pub use redacted::Redacted;
 pub use settings::{
-    AdminSettings, AuthSettings, ClusterSettings, Limits, LogSettings, PeerSettings, RelaySettings,
-    SelftestSettings, ServerSettings, Settings, TlsSettings, UserEntry,
+    AdminSettings, AuthSettings, ClusterSettings, FrontSettings, Limits, LogSettings, PeerSettings,
+    RelaySettings, SelftestSettings, ServerSettings, Settings, TlsSettings, UserEntry,
 };
 pub use types::{
-    ExternalIp, Listener, LogFormat, OffloadMode, PortRange, Seconds, Separator, host_without_port,
+    ExternalIp, Listener, LogFormat, OffloadMode, PortRange, ProxyVersion, Seconds, Separator,
+    host_without_port,
 };
 pub use validate::InvalidKey;
 

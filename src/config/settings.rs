@@ -5,7 +5,9 @@
 //! [`Redacted`], so every section can derive `Debug` without printing a secret.
 
 use super::Redacted;
-use super::types::{ExternalIp, Listener, LogFormat, OffloadMode, PortRange, Seconds, Separator};
+use super::types::{
+    ExternalIp, Listener, LogFormat, OffloadMode, PortRange, ProxyVersion, Seconds, Separator,
+};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -19,6 +21,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub peers: PeerSettings,
     pub tls: TlsSettings,
+    pub front: FrontSettings,
     pub admin: AdminSettings,
     pub selftest: SelftestSettings,
     pub cluster: ClusterSettings,
@@ -44,6 +47,10 @@ pub struct ServerSettings {
     pub realm: String,
     /// SOFTWARE attribute value in responses; none by default (no version disclosure).
     pub software: Option<String>,
+    /// Sources trusted to send a PROXY protocol header on listeners with
+    /// `proxy_protocol = true` (the load balancers' or SNI routers' addresses). Empty
+    /// means none.
+    pub proxy_protocol_from: Vec<IpNet>,
 }
 
 impl Default for ServerSettings {
@@ -57,6 +64,7 @@ impl Default for ServerSettings {
             drain_timeout: Seconds(30),
             realm: "tern".into(),
             software: None,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -220,6 +228,40 @@ impl Default for TlsSettings {
 impl TlsSettings {
     pub fn is_enabled(&self) -> bool {
         self.cert.is_some() && self.key.is_some()
+    }
+}
+
+/// tern as the front of a shared TLS port (443 beside a website): on TLS listeners,
+/// connections are routed by the ClientHello's SNI and ALPN before any TLS is
+/// terminated. TURN and the self-test pages are served by tern; everything else goes,
+/// TLS untouched, to `upstream`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FrontSettings {
+    /// Where connections that are not for tern go, e.g. the web server on
+    /// `127.0.0.1:8443`. Unset: TLS listeners serve TURN only.
+    pub upstream: Option<SocketAddr>,
+    /// The PROXY protocol header sent to `upstream` first, so it sees the client's
+    /// address: "off", "v1" or "v2".
+    pub upstream_proxy_protocol: ProxyVersion,
+    /// SNI names that are always TURN, whatever the ALPN (e.g. "turn.example.com" when
+    /// the site has its own name). Without any, TURN is told from the site by ALPN.
+    pub turn_names: Vec<String>,
+    /// How long connecting to `upstream` may take.
+    pub connect_timeout: Seconds,
+    /// A passed-through connection with no byte either way for this long is closed.
+    pub idle_timeout: Seconds,
+}
+
+impl Default for FrontSettings {
+    fn default() -> Self {
+        Self {
+            upstream: None,
+            upstream_proxy_protocol: ProxyVersion::Off,
+            turn_names: Vec::new(),
+            connect_timeout: Seconds(5),
+            idle_timeout: Seconds(300),
+        }
     }
 }
 

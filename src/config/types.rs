@@ -78,15 +78,21 @@ impl<'de> Deserialize<'de> for ExternalIp {
     }
 }
 
-/// A listening address, written `"IP:PORT"` or `{ addr = "IP:PORT", auto_detect = BOOL }`.
+/// A listening address, written `"IP:PORT"` or
+/// `{ addr = "IP:PORT", auto_detect = BOOL, proxy_protocol = BOOL }`.
 ///
 /// `auto_detect` says whether a stream listener tells TLS from plain TCP by the first
 /// byte (a TLS record starts with 0x16), so one port such as 443 serves both. Unset, the
 /// `tls.auto_detect` default applies.
+///
+/// `proxy_protocol` makes the TCP/TLS listener on this address expect a PROXY protocol
+/// header (v1 or v2) from the sources in `server.proxy_protocol_from`, and take the
+/// client's address from it. UDP on the same address is unaffected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listener {
     pub addr: std::net::SocketAddr,
     pub auto_detect: Option<bool>,
+    pub proxy_protocol: bool,
 }
 
 impl From<std::net::SocketAddr> for Listener {
@@ -94,6 +100,7 @@ impl From<std::net::SocketAddr> for Listener {
         Self {
             addr,
             auto_detect: None,
+            proxy_protocol: false,
         }
     }
 }
@@ -107,13 +114,17 @@ impl<'de> Deserialize<'de> for Listener {
         struct Table {
             addr: std::net::SocketAddr,
             auto_detect: Option<bool>,
+            #[serde(default)]
+            proxy_protocol: bool,
         }
 
         impl<'de> de::Visitor<'de> for ListenerVisitor {
             type Value = Listener;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#""IP:PORT" or { addr = "IP:PORT", auto_detect = true|false }"#)
+                f.write_str(
+                    r#""IP:PORT" or { addr = "IP:PORT", auto_detect = true|false, proxy_protocol = true|false }"#,
+                )
             }
 
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Listener, E> {
@@ -127,6 +138,7 @@ impl<'de> Deserialize<'de> for Listener {
                 Ok(Listener {
                     addr: t.addr,
                     auto_detect: t.auto_detect,
+                    proxy_protocol: t.proxy_protocol,
                 })
             }
         }
@@ -156,6 +168,18 @@ pub enum OffloadMode {
     Off,
     /// Refuse to start without it.
     On,
+}
+
+/// Which PROXY protocol header tern sends to a pass-through upstream, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyVersion {
+    #[default]
+    Off,
+    /// The text header (`PROXY TCP4 ...`): nginx, Apache, most web servers.
+    V1,
+    /// The binary header: HAProxy, Envoy, Traefik.
+    V2,
 }
 
 /// A REST username separator: exactly one character.

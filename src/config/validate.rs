@@ -126,6 +126,8 @@ impl Settings {
             ));
         }
         self.validate_transports()?;
+        self.validate_proxy_protocol()?;
+        self.validate_front()?;
         self.validate_selftest()?;
         self.validate_cluster()?;
         if !(4096..=(256 << 20)).contains(&self.limits.socket_buffer) {
@@ -185,6 +187,75 @@ impl Settings {
             return Err(InvalidKey::new(
                 "server.udp",
                 "every transport is switched off: enable udp, tcp or TLS",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// A listener that expects PROXY headers needs someone it trusts to send them.
+    fn validate_proxy_protocol(&self) -> Result<(), InvalidKey> {
+        let server = &self.server;
+        let lists = [
+            ("server.listen", &server.listen),
+            ("server.tls_listen", &server.tls_listen),
+        ];
+        for (key, listeners) in lists {
+            if let Some(l) = listeners.iter().find(|l| l.proxy_protocol) {
+                if server.proxy_protocol_from.is_empty() {
+                    return Err(InvalidKey::new(
+                        key,
+                        format!(
+                            "{} has proxy_protocol = true but server.proxy_protocol_from is empty: list the load balancers' addresses",
+                            l.addr
+                        ),
+                    ));
+                }
+                if key == "server.listen" && !server.tcp {
+                    return Err(InvalidKey::new(
+                        key,
+                        format!(
+                            "{}: proxy_protocol applies to TCP, which server.tcp switches off",
+                            l.addr
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sharing the TLS port needs TLS, names that are host names, and an upstream that
+    /// is not tern itself.
+    fn validate_front(&self) -> Result<(), InvalidKey> {
+        let front = &self.front;
+        if let Some(name) = front.turn_names.iter().find(|n| !is_host_name(n)) {
+            return Err(InvalidKey::new(
+                "front.turn_names",
+                format!("{name:?} is not a host name"),
+            ));
+        }
+        let Some(upstream) = front.upstream else {
+            return Ok(());
+        };
+        if !self.tls.is_enabled() {
+            return Err(InvalidKey::new(
+                "front.upstream",
+                "sharing a port with a website happens on TLS listeners: set tls.cert and tls.key",
+            ));
+        }
+        if upstream.ip().is_unspecified() || upstream.port() == 0 {
+            return Err(InvalidKey::new(
+                "front.upstream",
+                format!("{upstream} is not an address to connect to"),
+            ));
+        }
+        let own = self.server.listen.iter().chain(&self.server.tls_listen);
+        if own.map(|l| l.addr).any(|a| a == upstream) {
+            return Err(InvalidKey::new(
+                "front.upstream",
+                format!("{upstream} is one of tern's own listeners: it would loop"),
             ));
         }
         Ok(())
@@ -344,6 +415,17 @@ fn is_name(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// A DNS host name: dot-separated labels of letters, digits and inner hyphens.
+fn is_host_name(text: &str) -> bool {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    text.len() <= 253 && text.split('.').all(label_ok)
+}
+
 /// Characters that need no escaping in a URL query.
 fn is_url_safe(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-_.~".contains(&b)
@@ -460,5 +542,49 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("limits.user_allocations"), "{err}");
+    }
+
+    #[test]
+    fn proxy_protocol_and_front_mistakes_name_their_key() {
+        let tls = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let cases = [
+            (
+                "[server]\nlisten = [{ addr = \"0.0.0.0:3478\", proxy_protocol = true }]\n".to_string(),
+                "server.proxy_protocol_from is empty",
+            ),
+            (
+                "[server]\nproxy_protocol_from = [\"10.0.0.0/8\"]\ntcp = false\nlisten = [{ addr = \"0.0.0.0:3478\", proxy_protocol = true }]\n".to_string(),
+                "server.tcp switches off",
+            ),
+            (
+                "[front]\nupstream = \"127.0.0.1:8443\"\n".to_string(),
+                "line 2: front.upstream: sharing a port",
+            ),
+            (
+                format!("{tls}[front]\nupstream = \"127.0.0.1:5349\"\n[server]\ntls_listen = [\"127.0.0.1:5349\"]\n"),
+                "would loop",
+            ),
+            (
+                format!("{tls}[front]\nturn_names = [\"turn.example.com\", \"bad name\"]\n"),
+                "front.turn_names: \"bad name\" is not a host name",
+            ),
+            (
+                "[front]\nupstream_proxy_protocol = \"v3\"\n".to_string(),
+                "unknown variant",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Settings::from_toml(&text, "t").unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let ok = format!(
+            "{tls}[server]\nproxy_protocol_from = [\"10.0.0.0/8\"]\ntls_listen = [{{ addr = \"0.0.0.0:443\", proxy_protocol = true }}]\n[front]\nupstream = \"127.0.0.1:8443\"\nupstream_proxy_protocol = \"v2\"\nturn_names = [\"turn.example.com\"]\n"
+        );
+        let settings = Settings::from_toml(&ok, "t").unwrap();
+        assert!(settings.server.tls_listen[0].proxy_protocol);
+        assert_eq!(
+            settings.front.upstream_proxy_protocol,
+            crate::config::ProxyVersion::V2
+        );
     }
 }

@@ -1,11 +1,14 @@
 //! tokio drivers: they own the sockets, feed the engine bytes and carry out what it
 //! asks. Protocol decisions are never made here.
 
+pub mod admission;
 pub mod alarm;
 pub mod batch;
+pub mod front;
 pub mod lifecycle;
 pub mod outbox;
 pub mod pktinfo;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod relay_ips;
 pub mod socket;

@@ -21,13 +21,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
+use super::front::FrontRules;
 use super::lifecycle::Lifecycle;
 use super::tls::TlsAcceptorSource;
 use crate::core::{FiveTuple, Transport};
+use crate::metrics::Metrics;
 use crate::proto::framing::{self, Frame};
+use ipnet::IpNet;
 
 /// The first byte of a TLS handshake record.
-const TLS_HANDSHAKE: u8 = 0x16;
+pub(super) const TLS_HANDSHAKE: u8 = 0x16;
 
 /// A TCP/TLS connection as the worker sees it.
 pub struct Connection {
@@ -55,6 +58,11 @@ pub struct StreamConfig {
     pub max_frame: usize,
     pub write_queue: usize,
     pub limits: Arc<ConnectionLimits>,
+    /// Sources trusted to send PROXY protocol headers.
+    pub proxy_from: Arc<[IpNet]>,
+    /// Routing on TLS listeners shared with a website; `None`: they serve TURN only.
+    pub front: Option<Arc<FrontRules>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a listener accepts.
@@ -102,20 +110,24 @@ impl ConnectionLimits {
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .sum()
+        self.lock_open().values().sum()
     }
 
     /// A slot for a connection from `ip`, or `None` when a limit is reached.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        self.acquire_checked(ip, true)
+    }
+
+    /// A slot counted against the total only, for a connection from a trusted proxy:
+    /// [`ConnectionSlot::move_to`] then applies the per-IP limit to the real client.
+    pub fn acquire_counting_total_only(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        self.acquire_checked(ip, false)
+    }
+
+    fn acquire_checked(self: &Arc<Self>, ip: IpAddr, per_ip: bool) -> Option<ConnectionSlot> {
+        let mut open = self.lock_open();
         let total: usize = open.values().sum();
-        let from_ip = open.get(&ip).copied().unwrap_or(0);
-        if total >= self.max_total.load(Ordering::Relaxed)
-            || from_ip >= self.max_per_ip.load(Ordering::Relaxed)
+        if total >= self.max_total.load(Ordering::Relaxed) || (per_ip && !self.room_for(&open, ip))
         {
             return None;
         }
@@ -125,16 +137,47 @@ impl ConnectionLimits {
             ip,
         })
     }
+
+    fn room_for(&self, open: &HashMap<IpAddr, usize>, ip: IpAddr) -> bool {
+        open.get(&ip).copied().unwrap_or(0) < self.max_per_ip.load(Ordering::Relaxed)
+    }
+
+    fn lock_open(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ConnectionSlot {
+    /// Counts the connection for `ip` instead (the client a PROXY header named), or
+    /// gives the slot back when `ip` is at its limit.
+    pub fn move_to(mut self, ip: IpAddr) -> Option<Self> {
+        let limits = self.limits.clone();
+        let mut open = limits.lock_open();
+        if ip == self.ip {
+            return Some(self);
+        }
+        if !limits.room_for(&open, ip) {
+            return None;
+        }
+        *open.entry(ip).or_default() += 1;
+        release(&mut open, self.ip);
+        self.ip = ip;
+        drop(open);
+        Some(self)
+    }
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        let mut open = self.limits.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
+        release(&mut self.limits.lock_open(), self.ip);
+    }
+}
+
+fn release(open: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = open.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            open.remove(&ip);
         }
     }
 }
@@ -160,12 +203,26 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// A stream listener and what it accepts.
+pub struct StreamListener {
+    pub socket: TcpListener,
+    pub accept: Accept,
+    /// Whether connections from `server.proxy_protocol_from` start with a PROXY
+    /// protocol header.
+    pub proxy_protocol: bool,
+}
+
 /// An accepted connection on its way to the worker that will drive it.
 pub struct Incoming {
     /// Non-blocking, not yet registered with any reactor: the worker registers it with
     /// its own.
     stream: std::net::TcpStream,
+    /// The client: the peer of the socket, or the address a trusted PROXY protocol
+    /// header gave.
     client: SocketAddr,
+    /// Bytes already read from the stream (what followed a PROXY header, a
+    /// ClientHello read for routing): the connection starts with them.
+    prefix: Vec<u8>,
     /// When it was accepted: its handshake and idle deadlines count from here.
     accepted: Instant,
     accept: Accept,
@@ -174,42 +231,101 @@ pub struct Incoming {
     slot: ConnectionSlot,
 }
 
+impl Incoming {
+    /// `None` when the socket cannot be taken off this runtime's reactor.
+    pub(super) fn new(
+        stream: TcpStream,
+        client: SocketAddr,
+        prefix: Vec<u8>,
+        accepted: Instant,
+        accept: Accept,
+        config: StreamConfig,
+        slot: ConnectionSlot,
+    ) -> Option<Self> {
+        Some(Self {
+            stream: stream.into_std().ok()?,
+            client,
+            prefix,
+            accepted,
+            accept,
+            config,
+            slot,
+        })
+    }
+
+    /// Hands the connection to the worker its client hashes to. Fails only once the
+    /// workers have stopped; the connection then closes.
+    pub(super) fn hand_off(self, workers: &[Handoff]) {
+        let _ = workers[worker_for(self.client, workers.len())].send(self);
+    }
+}
+
 /// Where a listener hands accepted connections to one worker. Unbounded because
 /// what it carries is bounded already: each connection holds a [`ConnectionSlot`].
 pub type Handoff = mpsc::UnboundedSender<Incoming>;
 
 /// Accepts connections until the server stops, handing each to a worker chosen by the
 /// client's address (`workers` holds one hand-off per worker). Each connection follows
-/// the `config` current when it is accepted.
+/// the `config` current when it is accepted. A connection that needs reading before
+/// its worker is known (a PROXY header, a ClientHello on a shared port) is read here,
+/// on its own task, within the handshake deadline.
 pub async fn serve(
-    listener: TcpListener,
-    accept: Accept,
+    listener: StreamListener,
     config: watch::Receiver<StreamConfig>,
     workers: Vec<Handoff>,
     mut lifecycle: watch::Receiver<Lifecycle>,
 ) {
+    let StreamListener {
+        socket,
+        accept,
+        proxy_protocol,
+    } = listener;
+    let workers: Arc<[Handoff]> = workers.into();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = socket.accept() => match accepted {
                 Ok((stream, client)) => {
                     let config = config.borrow().clone();
-                    let Some(slot) = config.limits.acquire(client.ip()) else {
+                    let trusted = proxy_protocol
+                        && config.proxy_from.iter().any(|net| net.contains(&client.ip()));
+                    // A trusted proxy carries many clients: the per-IP limit applies to
+                    // each of them once its header is read, not to the proxy.
+                    let slot = if trusted {
+                        config.limits.acquire_counting_total_only(client.ip())
+                    } else {
+                        config.limits.acquire(client.ip())
+                    };
+                    let Some(slot) = slot else {
                         tracing::debug!(%client, "connection refused: connection limit");
                         continue;
                     };
-                    let Ok(stream) = stream.into_std() else {
-                        continue;
+                    let admission = super::admission::Admission {
+                        proxy_protocol,
+                        trusted,
+                        front: config.front.clone().filter(|_| matches!(accept, Accept::Tls { .. })),
                     };
-                    let incoming = Incoming {
-                        stream,
-                        client,
-                        accepted: Instant::now(),
-                        accept: accept.clone(),
-                        config,
-                        slot,
-                    };
-                    // Fails only once the worker has stopped; the connection closes.
-                    let _ = workers[worker_for(client, workers.len())].send(incoming);
+                    let accepted = Instant::now();
+                    if admission.needed() {
+                        let (accept, config, workers) =
+                            (accept.clone(), config.clone(), workers.clone());
+                        tokio::spawn(async move {
+                            let arrived = super::admission::Arrived {
+                                stream,
+                                client,
+                                accepted,
+                                accept,
+                                config,
+                                slot,
+                            };
+                            admission.admit(arrived, &workers).await;
+                        });
+                    } else {
+                        let incoming =
+                            Incoming::new(stream, client, Vec::new(), accepted, accept.clone(), config, slot);
+                        if let Some(incoming) = incoming {
+                            incoming.hand_off(&workers);
+                        }
+                    }
                 }
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(e) => {
@@ -241,6 +357,7 @@ pub async fn connection(incoming: Incoming, events: mpsc::Sender<StreamEvent>) {
     let Incoming {
         stream,
         client,
+        prefix,
         accepted: opened,
         accept,
         config,
@@ -255,41 +372,79 @@ pub async fn connection(incoming: Incoming, events: mpsc::Sender<StreamEvent>) {
     };
     // One deadline covers both the first byte (when detecting) and the handshake.
     let handshake_deadline = opened + config.handshake_timeout;
-    let tls = match timeout_at(handshake_deadline, choose_tls(&stream, &accept)).await {
+    let first_byte = prefix.first().copied();
+    let tls = match timeout_at(handshake_deadline, choose_tls(&stream, first_byte, &accept)).await {
         Ok(Ok(tls)) => tls,
         _ => return,
     };
-    match tls {
-        Some(source) => {
-            let handshake = source.acceptor().accept(stream);
-            match timeout_at(handshake_deadline, handshake).await {
-                Ok(Ok(tls_stream)) => {
-                    let tuple = FiveTuple {
-                        client,
-                        server,
-                        transport: Transport::Tls,
-                    };
-                    run(tls_stream, tuple, opened, &config, events).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%client, "TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
+    let connection = Accepted {
+        client,
+        server,
+        opened,
+        handshake_deadline,
+        config: &config,
+    };
+    if prefix.is_empty() {
+        connection.serve(stream, tls, events).await;
+    } else {
+        // What was read ahead is replayed before the rest of the stream.
+        let (read, write) = stream.into_split();
+        let replayed = tokio::io::join(std::io::Cursor::new(prefix).chain(read), write);
+        connection.serve(replayed, tls, events).await;
+    }
+}
+
+/// A connection on its worker, before TLS (if any) and framing.
+struct Accepted<'a> {
+    client: SocketAddr,
+    server: SocketAddr,
+    opened: Instant,
+    handshake_deadline: Instant,
+    config: &'a StreamConfig,
+}
+
+impl Accepted<'_> {
+    /// Does the TLS handshake when `tls` says so, then runs the connection.
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        self,
+        stream: S,
+        tls: Option<TlsAcceptorSource>,
+        events: mpsc::Sender<StreamEvent>,
+    ) {
+        let client = self.client;
+        let tuple = |transport| FiveTuple {
+            client,
+            server: self.server,
+            transport,
+        };
+        let Some(source) = tls else {
+            run(
+                stream,
+                tuple(Transport::Tcp),
+                self.opened,
+                self.config,
+                events,
+            )
+            .await;
+            return;
+        };
+        let handshake = source.acceptor().accept(stream);
+        match timeout_at(self.handshake_deadline, handshake).await {
+            Ok(Ok(tls_stream)) => {
+                let tuple = tuple(Transport::Tls);
+                run(tls_stream, tuple, self.opened, self.config, events).await;
             }
-        }
-        None => {
-            let tuple = FiveTuple {
-                client,
-                server,
-                transport: Transport::Tcp,
-            };
-            run(stream, tuple, opened, &config, events).await;
+            Ok(Err(e)) => tracing::debug!(%client, "TLS handshake failed: {e}"),
+            Err(_) => tracing::debug!(%client, "TLS handshake timed out"),
         }
     }
 }
 
-/// Which TLS acceptor applies, if any: by listener kind, or by the first byte when
-/// the listener serves both.
+/// Which TLS acceptor applies, if any: by listener kind, or by the first byte (already
+/// read, or peeked) when the listener serves both.
 async fn choose_tls(
     stream: &TcpStream,
+    first_byte: Option<u8>,
     accept: &Accept,
 ) -> std::io::Result<Option<TlsAcceptorSource>> {
     let (source, detect) = match accept {
@@ -300,11 +455,17 @@ async fn choose_tls(
     if !detect {
         return Ok(Some(source.clone()));
     }
-    let mut first = [0u8; 1];
-    if stream.peek(&mut first).await? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    Ok((first[0] == TLS_HANDSHAKE).then(|| source.clone()))
+    let first = match first_byte {
+        Some(byte) => byte,
+        None => {
+            let mut first = [0u8; 1];
+            if stream.peek(&mut first).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            first[0]
+        }
+    };
+    Ok((first == TLS_HANDSHAKE).then(|| source.clone()))
 }
 
 /// Reads frames and writes queued messages until either side ends.

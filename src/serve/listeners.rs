@@ -3,10 +3,9 @@
 
 use anyhow::Context;
 use std::net::SocketAddr;
-use tokio::net::TcpListener;
 
 use crate::config::{Listener, ServerSettings, Settings};
-use crate::net::stream::{self, Accept};
+use crate::net::stream::{self, Accept, StreamListener};
 use crate::net::tls::TlsAcceptorSource;
 use crate::net::udp;
 
@@ -14,7 +13,7 @@ pub struct Listeners {
     /// One list of UDP sockets per worker: each worker has its own socket on every
     /// UDP address (SO_REUSEPORT).
     pub udp: Vec<Vec<std::net::UdpSocket>>,
-    pub streams: Vec<(TcpListener, Accept)>,
+    pub streams: Vec<StreamListener>,
 }
 
 /// Binds UDP and TCP on `server.listen` (each unless switched off) and TLS on
@@ -48,7 +47,11 @@ pub fn bind(
             let socket = optional_bind(l.addr, optional, "TCP", stream::bind_listener)?;
             listeners
                 .streams
-                .extend(socket.map(|s| (s, Accept::Plain(detect_tls))));
+                .extend(socket.map(|socket| StreamListener {
+                    socket,
+                    accept: Accept::Plain(detect_tls),
+                    proxy_protocol: l.proxy_protocol,
+                }));
         }
     }
     if let Some(source) = tls {
@@ -59,7 +62,13 @@ pub fn bind(
                 source: source.clone(),
                 plain_too: auto_detect(l),
             };
-            listeners.streams.extend(socket.map(|s| (s, accept)));
+            listeners
+                .streams
+                .extend(socket.map(|socket| StreamListener {
+                    socket,
+                    accept,
+                    proxy_protocol: l.proxy_protocol,
+                }));
         }
     } else if server.tls_listen != defaults.tls_listen && !server.tls_listen.is_empty() {
         anyhow::bail!("server.tls_listen is set but tls.cert/tls.key are not");

@@ -270,11 +270,10 @@ fn spawn(
     let connection_limits =
         ConnectionLimits::new(limits.max_connections, limits.max_connections_per_ip);
     let (stream_config_tx, stream_config) =
-        watch::channel(stream_config(&settings, &connection_limits));
-    for (listener, accept) in listeners.streams {
+        watch::channel(stream_config(&settings, &connection_limits, &metrics));
+    for listener in listeners.streams {
         tokio::spawn(stream::serve(
             listener,
-            accept,
             stream_config.clone(),
             handoffs.clone(),
             stop_rx.clone(),
@@ -500,7 +499,11 @@ fn cert_paths(tls: &TlsSettings) -> Option<CertPaths> {
 }
 
 /// The rules new TCP/TLS connections follow, counted in `connections`.
-fn stream_config(settings: &Settings, connections: &Arc<ConnectionLimits>) -> StreamConfig {
+fn stream_config(
+    settings: &Settings,
+    connections: &Arc<ConnectionLimits>,
+    metrics: &Arc<Metrics>,
+) -> StreamConfig {
     let limits = &settings.limits;
     StreamConfig {
         handshake_timeout: settings.tls.handshake_timeout.as_duration(),
@@ -509,6 +512,9 @@ fn stream_config(settings: &Settings, connections: &Arc<ConnectionLimits>) -> St
         max_frame: limits.max_frame,
         write_queue: limits.write_queue,
         limits: connections.clone(),
+        proxy_from: settings.server.proxy_protocol_from.clone().into(),
+        front: crate::net::front::FrontRules::from_settings(settings),
+        metrics: metrics.clone(),
     }
 }
 

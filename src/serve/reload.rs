@@ -111,8 +111,11 @@ impl Reloader {
             .set_rates(auth.unauthorized_per_second, auth.unauthorized_burst);
         self.connections
             .set_limits(limits.max_connections, limits.max_connections_per_ip);
-        self.stream_config
-            .send_replace(super::stream_config(&settings, &self.connections));
+        self.stream_config.send_replace(super::stream_config(
+            &settings,
+            &self.connections,
+            &self.metrics,
+        ));
         let applied = crate::config::reload::changed(&self.running, &settings);
         self.running = settings;
         Ok(applied)
