@@ -3,7 +3,9 @@
 # (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient), openssl,
 # redis-server (the fleet tests start their own on a loopback port), man (the
 # generated man pages must render without warnings) and python3 (the benchmark and
-# the soak, bench/) and clang (the build compiles the kernel fast path, src/offload).
+# the soak, bench/), clang (the build compiles the kernel fast path, src/offload),
+# haproxy and curl (PROXY protocol and the shared TLS port, tests/proxy_protocol.rs and
+# tests/shared_port.rs) and pebble (the ACME test server, tests/acme.rs).
 #
 # Idempotent: does nothing when the tools are already on PATH. Non-interactive; meant
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
@@ -27,6 +29,9 @@ TOOLS=(
     man=man-db
     python3=python3
     clang=clang
+    haproxy=haproxy
+    curl=curl
+    pebble=pebble
 )
 
 # Stops and disables a system service (coturn, redis-server) if one is there: the
@@ -55,7 +60,11 @@ if [ "${#missing[@]}" -eq 0 ]; then
         && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }; then
         stop_service coturn
     fi
-    log "ok: coturn's tools, openssl, redis-server, man and python3 already present"
+    if { [ -d /run/systemd/system ] && systemctl is-active --quiet haproxy 2>/dev/null; } \
+        && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }; then
+        stop_service haproxy
+    fi
+    log "ok: coturn's tools, openssl, redis-server, man, python3, clang, haproxy, curl and pebble already present"
     exit 0
 fi
 
@@ -63,5 +72,6 @@ log "installing ${missing[*]}"
 apt_install "${missing[@]}"
 stop_service coturn
 stop_service redis-server
+stop_service haproxy
 require_tools "${TOOLS[@]}"
 log "installed: $(command -v turnutils_uclient) $(command -v openssl) $(command -v redis-server)"

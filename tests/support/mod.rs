@@ -434,6 +434,9 @@ pub fn wait_for_stun(
 #[derive(Debug, Default)]
 pub struct TernBuilder {
     listen: Option<SocketAddr>,
+    /// The config file lists `listen` itself (say, with per-listener options): no
+    /// `--listen` flag.
+    listen_in_config: bool,
     args: Vec<String>,
     envs: Vec<(String, String)>,
     config: Option<String>,
@@ -444,6 +447,15 @@ impl TernBuilder {
     /// which replaces any `server.listen` of a config file.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = Some(addr);
+        self
+    }
+
+    /// The UDP address the config file's `server.listen` holds, to wait on for
+    /// readiness; no `--listen` flag is passed, so the file's listeners and their
+    /// options stay.
+    pub fn listen_in_config(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self.listen_in_config = true;
         self
     }
 
@@ -497,7 +509,9 @@ impl TernBuilder {
             fs::write(&path, toml).expect("writing config");
             cmd.arg("--config").arg(path);
         }
-        cmd.arg("--listen").arg(addr.to_string());
+        if !self.listen_in_config {
+            cmd.arg("--listen").arg(addr.to_string());
+        }
         cmd.args(&self.args);
         // Deterministic: no inherited secret, no colour codes in the logs.
         cmd.env_remove("TERN_SECRET")
