@@ -72,7 +72,41 @@ pub fn lint(settings: &Settings) -> Vec<String> {
     warnings.extend(allowed_internal_ranges(settings));
     warnings.extend(plain_redis_with_password(settings));
     warnings.extend(cluster_without_shared_nonce_key_hint(settings));
+    warnings.extend(port_443_without_tls(settings));
+    warnings.extend(proxy_protocol_from_anywhere(settings));
     warnings
+}
+
+/// Networks that let only 443 out often let only TLS through it too: a plain
+/// TCP/UDP listener there misses the clients 443 is for.
+fn port_443_without_tls(settings: &Settings) -> Option<String> {
+    let on_443 = settings
+        .server
+        .listen
+        .iter()
+        .find(|l| l.addr.port() == 443)?;
+    (!settings.tls.is_enabled()).then(|| {
+        format!(
+            "server.listen has {} but TLS is off: firewalls that let only 443 out usually let only TLS through it, so these clients need turns: on 443; set tls.cert and tls.key and put 443 in server.tls_listen.",
+            on_443.addr
+        )
+    })
+}
+
+/// A PROXY header is a claim about the client's address; accepted from anyone, it lets
+/// anyone claim any address (and dodge per-IP limits and peer rules keyed on it).
+fn proxy_protocol_from_anywhere(settings: &Settings) -> Vec<String> {
+    settings
+        .server
+        .proxy_protocol_from
+        .iter()
+        .filter(|net| net.prefix_len() < 8)
+        .map(|net| {
+            format!(
+                "server.proxy_protocol_from has {net}: PROXY protocol headers are then believed from (nearly) anywhere, so any client can claim any address; list only your load balancers' addresses."
+            )
+        })
+        .collect()
 }
 
 /// A password sent to Redis without TLS crosses the network in the clear.
@@ -536,5 +570,17 @@ secrets = ["correct-horse-battery-staple-42"]
         }
         let text = clean_with("peers", r#"allowed = ["100.64.0.0/10", "2002::/16"]"#);
         assert!(matching(&text, "peers.allowed").is_empty());
+    }
+
+    #[test]
+    fn port_443_without_tls_and_proxy_headers_from_anywhere() {
+        let plain_443 = clean_with("server", "listen = [\"0.0.0.0:443\"]");
+        assert_eq!(matching(&plain_443, "TLS is off").len(), 1);
+        let anywhere = clean_with(
+            "server",
+            "proxy_protocol_from = [\"0.0.0.0/0\", \"::/0\", \"10.0.0.0/24\"]",
+        );
+        assert_eq!(matching(&anywhere, "(nearly) anywhere").len(), 2);
+        assert!(lints(CLEAN).is_empty(), "{:?}", lints(CLEAN));
     }
 }

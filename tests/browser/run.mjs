@@ -4,9 +4,11 @@
 // and TURNS (TLS), a wrong-password run and a fake-camera video run; `udp-host-b` (not
 // in the default runs) pairs a relay-only connection over TURN/UDP with one that offers
 // only its host address, so the relay's peer is a plain host (for the kernel fast path,
-// which relays channels to such peers).
+// which relays channels to such peers). `--visit URL` also opens URL in a tab of the
+// same browser and reports the page's text (run `visit`): a website sharing the TURN
+// server's TLS port.
 //
-// Usage: node run.mjs HOST PORT TLS_PORT USERNAME PASSWORD [--runs udp,tcp,tls,badauth,media]
+// Usage: node run.mjs HOST PORT TLS_PORT USERNAME PASSWORD [--runs udp,tcp,tls,badauth,media] [--visit URL]
 //   (or the env vars TURN_HOST, TURN_PORT, TURN_TLS_PORT, TURN_USER, TURN_PASS, RUNS;
 //    CHROMIUM overrides /usr/bin/chromium).
 // Prints one JSON line per run ({"run": ..., "pass": bool, ...}) and exits 1 if any fails.
@@ -23,8 +25,10 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 function parseArgs(argv) {
   const positional = [];
   let runs = process.env.RUNS || 'udp,tcp,tls,badauth,media';
+  let visit = null;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--runs') runs = argv[++i];
+    else if (argv[i] === '--visit') visit = argv[++i];
     else if (argv[i].startsWith('--runs=')) runs = argv[i].slice('--runs='.length);
     else positional.push(argv[i]);
   }
@@ -36,6 +40,7 @@ function parseArgs(argv) {
     user: user || process.env.TURN_USER,
     pass: pass || process.env.TURN_PASS,
     runs: runs.split(',').map((r) => r.trim()).filter(Boolean),
+    visit,
   };
   if (!cfg.port || !cfg.user || !cfg.pass || (cfg.runs.includes('tls') && !cfg.tlsPort)) {
     console.error('usage: node run.mjs HOST PORT TLS_PORT USERNAME PASSWORD [--runs udp,tcp,tls,badauth,media]');
@@ -138,6 +143,18 @@ try {
       report(run, problems.length === 0, { relayProtocol: result.selectedA?.local?.relayProtocol, problems, ...result });
     } else {
       report(run, false, { problems: [`unknown run ${run}`] });
+    }
+  }
+  if (cfg.visit) {
+    const tab = await browser.page.context().newPage();
+    try {
+      const response = await tab.goto(cfg.visit, { timeout: 10_000 });
+      const text = (await tab.textContent('body', { timeout: 5_000 })) || '';
+      report('visit', response?.status() === 200, { status: response?.status(), text: text.trim() });
+    } catch (e) {
+      report('visit', false, { error: String(e) });
+    } finally {
+      await tab.close();
     }
   }
   console.error(`run.mjs: chromium ${browser.version || '?'}, ${failed} failed`);
