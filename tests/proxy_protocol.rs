@@ -10,7 +10,8 @@ mod certs;
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stun::attributes::ATTR_XORMAPPED_ADDRESS;
@@ -43,7 +44,7 @@ struct Tern {
 fn start_tern() -> Tern {
     let certs_dir = TempDir::new("tern-proxy-certs");
     let files = certs::CertFiles::in_dir(certs_dir.path());
-    let cert = certs::TestCert::new();
+    let cert = certs::TestCert::for_names(&["localhost", "127.0.0.1", "turn.example.org"]);
     cert.write(&files);
     let localhost = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let (tcp, tls, admin) = (
@@ -102,8 +103,6 @@ struct Haproxy {
 }
 
 fn start_haproxy(routes: &[(SocketAddr, &str)]) -> Haproxy {
-    let haproxy = ensure_tool("haproxy");
-    let dir = TempDir::new("tern-haproxy");
     let mut config = String::from(
         "global\n    maxconn 64\ndefaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n",
     );
@@ -115,7 +114,14 @@ fn start_haproxy(routes: &[(SocketAddr, &str)]) -> Haproxy {
         );
         frontends.push(front);
     }
-    let path = dir.write("haproxy.cfg", &config);
+    run_haproxy(&config, frontends)
+}
+
+/// Runs HAProxy with `config` until dropped, once it listens on every `frontends`.
+fn run_haproxy(config: &str, frontends: Vec<SocketAddr>) -> Haproxy {
+    let haproxy = ensure_tool("haproxy");
+    let dir = TempDir::new("tern-haproxy");
+    let path = dir.write("haproxy.cfg", config);
     let check = support::run_with_timeout(
         std::process::Command::new(&haproxy)
             .arg("-c")
@@ -170,10 +176,23 @@ fn tcp_client(ip: [u8; 4], to: SocketAddr) -> TurnClient {
     TurnClient::with_transport(transport, to, USER, PASS)
 }
 
-/// A TURN client over TLS (no ALPN, as browsers connect) from `ip` to `to`.
+/// A TURN client over TLS (ALPN `stun.turn`) from `ip` to `to`.
 fn tls_client(ip: [u8; 4], to: SocketAddr, cert: &certs::TestCert) -> TurnClient {
+    tls_client_for(ip, to, cert, "localhost", &["stun.turn"])
+}
+
+/// The same for SNI `name` and ALPN `alpn` (browsers offer none).
+fn tls_client_for(
+    ip: [u8; 4],
+    to: SocketAddr,
+    cert: &certs::TestCert,
+    name: &str,
+    alpn: &[&str],
+) -> TurnClient {
     let config = tern::client::transport::tls_config(cert.roots()).expect("client config");
-    let transport = ClientTransport::tls_over(connect_from(ip, to), "localhost", config, WAIT)
+    let mut config = (*config).clone();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let transport = ClientTransport::tls_over(connect_from(ip, to), name, Arc::new(config), WAIT)
         .expect("TLS handshake through the proxy");
     TurnClient::with_transport(transport, to, USER, PASS)
 }
@@ -371,4 +390,77 @@ fn a_trusted_source_without_a_whole_valid_header_is_cut_off() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// deploy/haproxy/turn-443.cfg, run as written but for its addresses: TURN clients
+/// reach tern by SNI and by ALPN with their own addresses, and a browser's request for
+/// the website reaches the website, whose PROXY v2 header names the client.
+#[test]
+fn the_deploy_haproxy_example_routes_turn_and_the_site_by_sni() {
+    let t = start_tern();
+    // The website: records the PROXY v2 header of one connection, then closes it.
+    let site = TcpListener::bind("127.0.0.1:0").unwrap();
+    let site_addr = site.local_addr().unwrap();
+    let (seen_tx, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // HAProxy's readiness probe (from 127.0.0.1) may come first.
+        for mut stream in site.incoming().take(8).flatten() {
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            let mut header = [0u8; 16];
+            if stream.read_exact(&mut header).is_err() {
+                continue;
+            }
+            let len = u16::from_be_bytes([header[14], header[15]]) as usize;
+            let mut rest = vec![0u8; len];
+            if stream.read_exact(&mut rest).is_err() {
+                continue;
+            }
+            let bytes = [&header[..], &rest].concat();
+            let parsed = ppp::v2::Header::try_from(&bytes[..]).map(|h| h.addresses);
+            let _ = seen_tx.send(format!("{parsed:?}"));
+        }
+    });
+    let front = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy/turn-443.cfg"),
+    )
+    .unwrap();
+    let config = example
+        .replace("bind 0.0.0.0:443", &format!("bind {front}"))
+        .replace("    bind [::]:443\n", "")
+        .replace("127.0.0.1:5349", &t.tls.to_string())
+        .replace("127.0.0.1:8443", &site_addr.to_string());
+    assert!(config.contains(&t.tls.to_string()) && config.contains(&site_addr.to_string()));
+    let _proxy = run_haproxy(&config, vec![front]);
+
+    let mut by_name = tls_client_for(CLIENT_A, front, &t.cert, "turn.example.org", &[]);
+    let local = by_name.local_addr();
+    assert_eq!(mapped(&mut by_name), Ok(local), "{}", t.server.logs());
+    let mut by_alpn = tls_client_for(CLIENT_B, front, &t.cert, "localhost", &["stun.turn"]);
+    let local = by_alpn.local_addr();
+    assert_eq!(mapped(&mut by_alpn), Ok(local), "{}", t.server.logs());
+
+    let curl = ensure_tool("curl");
+    let resolve = format!("www.example.org:{}:127.0.0.1", front.port());
+    let _ = support::run_with_timeout(
+        std::process::Command::new(curl)
+            .args([
+                "-sk",
+                "--max-time",
+                "5",
+                "--interface",
+                "127.0.0.3",
+                "--resolve",
+            ])
+            .arg(&resolve)
+            .arg(format!("https://www.example.org:{}/", front.port())),
+        Duration::from_secs(10),
+    );
+    let headers: Vec<String> = std::iter::from_fn(|| seen.recv_timeout(WAIT).ok()).collect();
+    assert!(
+        headers
+            .iter()
+            .any(|h| h.contains("source_address: 127.0.0.3,")),
+        "the website's PROXY headers: {headers:?}"
+    );
 }

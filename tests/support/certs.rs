@@ -24,7 +24,12 @@ pub struct TestCert {
 impl TestCert {
     /// A new key and a certificate for `localhost` and `127.0.0.1`.
     pub fn new() -> TestCert {
-        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        Self::for_names(&["localhost", "127.0.0.1"])
+    }
+
+    /// A new key and a certificate for `names` (host names or IP addresses).
+    pub fn for_names(names: &[&str]) -> TestCert {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let certified = rcgen::generate_simple_self_signed(names).expect("rcgen certificate");
         TestCert {
             cert_pem: certified.cert.pem(),
