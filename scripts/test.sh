@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: installs what the tests need when missing
-# (coturn's tools, openssl, redis-server, man, Chromium, iproute2, nftables, iptables and
-# systemd's tools from Debian, playwright-core from npm, cargo-fuzz from crates.io),
+# (coturn's tools, openssl, redis-server, man, haproxy, curl, pebble, Chromium, iproute2,
+# nftables, iptables and systemd's tools from Debian, playwright-core from npm, cargo-fuzz from crates.io),
 # then checks formatting and lints, runs every test (unit, properties, sans-IO engine,
 # integration against real `tern serve` processes on loopback, attack suites, interop
 # with coturn's turnutils, browsers, network namespaces, a fleet on Redis), each fuzz

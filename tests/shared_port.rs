@@ -306,6 +306,13 @@ fn a_dead_or_silent_site_costs_a_bounded_slot_and_never_turn() {
         out.describe()
     );
     assert_eq!(failures(&s, "upstream_refused"), 1.0);
+    assert!(
+        s.server
+            .logs()
+            .contains("shared TLS port: cannot connect to"),
+        "no warning about the dead site:\n{}",
+        s.server.logs()
+    );
     turn_over_tls(&s, &[]).expect("TURN while the site is down");
 
     // A site that takes connections and never answers: cut off after idle_timeout.

@@ -111,7 +111,7 @@ impl Admission {
                     Ok(hello) => hello,
                     Err(e) => {
                         metrics.front_failure(e.reason());
-                        tracing::debug!(%client, "closing connection on a shared port: {e}");
+                        e.log(client);
                         return;
                     }
                 };
@@ -130,7 +130,7 @@ impl Admission {
                     let result = front::pass_through(stream, target, &header, &prefix, rules).await;
                     if let Err(e) = result {
                         metrics.front_failure(e.reason());
-                        tracing::debug!(%client, "passing the connection on failed: {e}");
+                        e.log(client);
                     }
                     drop(slot);
                     return;

@@ -36,6 +36,9 @@ const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// included.
 pub const MAX_CLIENT_HELLO: usize = 16_384 + 5;
 
+/// The shortest time between two warnings about an unreachable upstream.
+pub const UPSTREAM_WARNING_INTERVAL: Duration = Duration::from_secs(30);
+
 /// The routing rules, from `[front]` and `[selftest]`.
 #[derive(Debug, Clone)]
 pub struct FrontRules {
@@ -154,6 +157,34 @@ pub enum FrontError {
 }
 
 impl FrontError {
+    /// Logs the failure: a warning when the upstream cannot be reached (the operator's
+    /// site is down), at most one per [`UPSTREAM_WARNING_INTERVAL`] so that a site
+    /// down under load does not flood the log; a debug line otherwise (clients that
+    /// hang up or send nonsense).
+    pub fn log(&self, client: SocketAddr) {
+        static LAST_WARNED: AtomicU64 = AtomicU64::new(0);
+        let upstream = matches!(self, Self::Connect(..) | Self::ConnectTimedOut(_));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = LAST_WARNED.load(Ordering::Relaxed);
+        let due = now >= last + UPSTREAM_WARNING_INTERVAL.as_secs();
+        if upstream
+            && due
+            && LAST_WARNED
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                %client,
+                "shared TLS port: {self} (more such failures in the next {} s are only counted, in tern_front_failures_total)",
+                UPSTREAM_WARNING_INTERVAL.as_secs()
+            );
+        } else {
+            tracing::debug!(%client, "shared TLS port: {self}");
+        }
+    }
+
     /// A short label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
