@@ -299,10 +299,11 @@ pub async fn serve(
                         tracing::debug!(%client, "connection refused: connection limit");
                         continue;
                     };
+                    let shared_tls_port = matches!(accept, Accept::Tls { .. });
                     let admission = super::admission::Admission {
                         proxy_protocol,
                         trusted,
-                        front: config.front.clone().filter(|_| matches!(accept, Accept::Tls { .. })),
+                        front: config.front.clone().filter(|_| shared_tls_port),
                     };
                     let accepted = Instant::now();
                     if admission.needed() {
@@ -320,8 +321,9 @@ pub async fn serve(
                             admission.admit(arrived, &workers).await;
                         });
                     } else {
+                        let (accept, no_prefix) = (accept.clone(), Vec::new());
                         let incoming =
-                            Incoming::new(stream, client, Vec::new(), accepted, accept.clone(), config, slot);
+                            Incoming::new(stream, client, no_prefix, accepted, accept, config, slot);
                         if let Some(incoming) = incoming {
                             incoming.hand_off(&workers);
                         }
