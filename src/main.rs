@@ -73,7 +73,8 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             return config_error(format!("{}: tls: {e}", path.display()));
         }
     }
-    let warnings = lint::lint(&settings);
+    let mut warnings = lint::lint(&settings);
+    warnings.extend(lint::host_lint(&settings));
     for w in &warnings {
         println!("warning: {w}");
     }

@@ -95,6 +95,8 @@ pub struct Metrics {
     selftest_refused: Family<ReasonLabel, Counter>,
     pub cluster_up: Gauge,
     pub cluster_nodes: Gauge,
+    acme_renewals: Family<ResultLabel, Counter>,
+    acme_certificate_expiry: Gauge,
     offload: OffloadMetrics,
 }
 
@@ -193,6 +195,8 @@ impl Metrics {
             selftest_refused: Family::default(),
             cluster_up: Gauge::default(),
             cluster_nodes: Gauge::default(),
+            acme_renewals: Family::default(),
+            acme_certificate_expiry: Gauge::default(),
             offload: OffloadMetrics::default(),
         }
         .registered()
@@ -330,6 +334,16 @@ impl Metrics {
             "Self-test requests and signaling refused, by reason",
             self.selftest_refused.clone(),
         );
+        r.register(
+            "acme_renewals",
+            "ACME orders for the TLS certificate (first one included), by result",
+            self.acme_renewals.clone(),
+        );
+        r.register(
+            "acme_certificate_expiry_seconds",
+            "When the TLS certificate served under tls.acme expires (Unix time)",
+            self.acme_certificate_expiry.clone(),
+        );
         let offload = &self.offload;
         r.register(
             "offload_active",
@@ -424,6 +438,18 @@ impl Metrics {
     pub fn reload(&self, result: &'static str) {
         self.reloads.get_or_create(&ResultLabel { result }).inc();
         self.last_reload_ok.set(i64::from(result == "ok"));
+    }
+
+    /// Counts an ACME order's outcome, `ok` or `error`.
+    pub fn acme_renewal(&self, result: &'static str) {
+        self.acme_renewals
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Records the expiry (Unix time) of the certificate served under `tls.acme`.
+    pub fn acme_certificate_expiry(&self, not_after: i64) {
+        self.acme_certificate_expiry.set(not_after);
     }
 
     /// The Prometheus text exposition, with the state gauges set from `snapshot`.

@@ -6,13 +6,15 @@
 //! missing secrets and undersized port ranges. Each warning is one plain sentence that
 //! names the key it is about and never contains a secret or password.
 //!
-//! It is pure: it reads only the settings, never the host's interfaces or the network,
-//! so relay IPs that `tern serve` would detect at start are not known here.
+//! [`lint`] is pure: it reads only the settings, never the host's interfaces or the
+//! network, so relay IPs that `tern serve` would detect at start are not known here.
+//! [`host_lint`] is the exception, kept apart: it asks DNS whether the ACME domains
+//! point at this host.
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{ExternalIp, ServerSettings, Settings};
+use super::{AcmeChallenge, ExternalIp, ServerSettings, Settings};
 use crate::policy::{OwnRelays, PeerPolicy};
 
 /// Shortest REST secret or nonce key that is not trivially brute-forced offline.
@@ -72,7 +74,51 @@ pub fn lint(settings: &Settings) -> Vec<String> {
     warnings.extend(allowed_internal_ranges(settings));
     warnings.extend(plain_redis_with_password(settings));
     warnings.extend(cluster_without_shared_nonce_key_hint(settings));
+    warnings.extend(tls_alpn_without_port_443(settings));
     warnings
+}
+
+/// TLS-ALPN-01 is validated by the CA connecting to port 443 of the domain: without a
+/// TLS listener there, validation cannot reach tern.
+fn tls_alpn_without_port_443(settings: &Settings) -> Option<String> {
+    let acme = settings.tls.acme.as_ref()?;
+    let on_443 = settings
+        .server
+        .tls_listen
+        .iter()
+        .any(|l| l.addr.port() == 443);
+    (acme.challenge == AcmeChallenge::TlsAlpn01 && !on_443).then(|| {
+        "tls.acme.challenge is tls-alpn-01, which the CA validates on port 443, but no server.tls_listen address uses port 443; listen on 443 (or forward 443 to a TLS listener), or use challenge = \"http-01\".".to_string()
+    })
+}
+
+/// Warnings that need the host: ACME domains that resolve, but not to any address of
+/// this host (its interfaces and `relay.external_ips`), so the CA's validation would
+/// reach another machine. A name that does not resolve at all is not reported: DNS may
+/// simply be unavailable where the check runs.
+pub fn host_lint(settings: &Settings) -> Vec<String> {
+    let Some(acme) = &settings.tls.acme else {
+        return Vec::new();
+    };
+    let mut own = crate::net::relay_ips::interface_ips();
+    own.extend(settings.relay.external_ips.iter().map(|e| e.public));
+    acme.domains
+        .iter()
+        .filter_map(|domain| {
+            let resolved: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(domain.as_str(), 443))
+                .ok()?
+                .map(|addr| addr.ip().to_canonical())
+                .collect();
+            let here = resolved.iter().any(|ip| own.contains(ip));
+            (!resolved.is_empty() && !here).then(|| {
+                let shown: Vec<String> = resolved.iter().map(IpAddr::to_string).collect();
+                format!(
+                    "tls.acme.domains: {domain} resolves to {}, none of which is an address of this host; the CA validates at that address, so issuance will fail unless it forwards to here.",
+                    shown.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// A password sent to Redis without TLS crosses the network in the clear.
@@ -326,6 +372,44 @@ external_ips = ["10.0.0.5=1.2.3.4"]
 [auth]
 secrets = ["correct-horse-battery-staple-42"]
 "#;
+
+    #[test]
+    fn tls_alpn_needs_a_listener_on_443() {
+        let acme = "[tls.acme]\ndomains = [\"turn.example.com\"]\n";
+        let text = format!("{CLEAN}{acme}");
+        assert_eq!(matching(&text, "port 443").len(), 1, "{:?}", lints(&text));
+        let on_443 = text.replacen(
+            "[server]\n",
+            "[server]\ntls_listen = [\"0.0.0.0:443\"]\n",
+            1,
+        );
+        assert!(
+            matching(&on_443, "port 443").is_empty(),
+            "{:?}",
+            lints(&on_443)
+        );
+        let http =
+            format!("{CLEAN}{acme}challenge = \"http-01\"\nhttp01_listen = \"0.0.0.0:80\"\n");
+        assert!(matching(&http, "port 443").is_empty());
+    }
+
+    #[test]
+    fn acme_domain_resolving_elsewhere_is_reported() {
+        // `localhost` resolves everywhere, to loopback, which is never a host address
+        // a CA can reach.
+        let mut settings = Settings::default();
+        settings.tls.acme = Some(crate::config::AcmeSettings {
+            domains: vec!["localhost".into()],
+            ..Default::default()
+        });
+        let warnings = host_lint(&settings);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("localhost resolves to"),
+            "{warnings:?}"
+        );
+        assert!(host_lint(&Settings::default()).is_empty());
+    }
 
     /// Warnings for `text`; test configs are valid by construction.
     fn lints(text: &str) -> Vec<String> {

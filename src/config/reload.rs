@@ -92,6 +92,7 @@ pub static KEYS: &[Key] = &[
     key!(applies tls.key),
     key!(restart tls.auto_detect),
     key!(applies tls.handshake_timeout),
+    key!(restart tls.acme),
     key!(restart admin.listen),
     key!(restart admin.token),
     key!(restart selftest.listen),

@@ -9,7 +9,7 @@
 //! operator's secret or a static user's password.
 
 mod ice;
-mod listener;
+pub(crate) mod listener;
 mod signaling;
 
 use axum::Router;
