@@ -3,7 +3,8 @@
 # (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient), openssl,
 # redis-server (the fleet tests start their own on a loopback port), man (the
 # generated man pages must render without warnings) and python3 (the benchmark and
-# the soak, bench/) and clang (the build compiles the kernel fast path, src/offload).
+# the soak, bench/) and clang (the build compiles the kernel fast path, src/offload)
+# and pebble (the ACME test CA and its DNS server, tests/acme.rs).
 #
 # Idempotent: does nothing when the tools are already on PATH. Non-interactive; meant
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
@@ -27,6 +28,8 @@ TOOLS=(
     man=man-db
     python3=python3
     clang=clang
+    pebble=pebble
+    pebble-challtestsrv=pebble
 )
 
 # Stops and disables a system service (coturn, redis-server) if one is there: the
@@ -55,7 +58,7 @@ if [ "${#missing[@]}" -eq 0 ]; then
         && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }; then
         stop_service coturn
     fi
-    log "ok: coturn's tools, openssl, redis-server, man and python3 already present"
+    log "ok: coturn's tools, openssl, redis-server, man, python3 and pebble already present"
     exit 0
 fi
 

@@ -178,7 +178,7 @@ impl Settings {
         if tls_listen_set && !self.server.tls_listen.is_empty() && !tls.is_enabled() {
             return Err(InvalidKey::new(
                 "server.tls_listen",
-                "TLS listeners need tls.cert and tls.key",
+                "TLS listeners need tls.cert and tls.key (or tls.acme)",
             ));
         }
         if !self.server.udp && !self.server.tcp && !tls.is_enabled() {
