@@ -4,7 +4,7 @@
 //!
 //! Connections go through the same bounded listener as the self-test pages (a cap on
 //! connections, per client address, and an idle timeout), so port 80 open to the
-//! internet costs little.
+//! internet costs little; its refusals count in `tern_selftest_refused` too.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -108,7 +108,7 @@ struct SavedAccount {
 }
 
 /// Writes `contents` to a temporary file next to `path` (0600, synced) and renames it
-/// over `path`.
+/// over `path`, then syncs the directory.
 fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), AcmeError> {
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".new");
@@ -122,7 +122,12 @@ fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), AcmeError> {
             .open(&temporary)?;
         file.write_all(contents)?;
         file.sync_all()?;
-        fs::rename(&temporary, path)
+        fs::rename(&temporary, path)?;
+        // The rename itself survives a crash only once the directory is synced.
+        match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => fs::File::open(dir)?.sync_all(),
+            _ => Ok(()),
+        }
     })();
     written.map_err(|error| {
         let _ = fs::remove_file(&temporary);
