@@ -463,8 +463,18 @@ fn assert_issued(acme: &AcmeTern, tern: &mut TernServer, roots: &RootCertStore) 
         (now + 29.0 * 86_400.0..now + 31.0 * 86_400.0).contains(&expiry),
         "expiry {expiry} vs now {now}"
     );
+    // Neither the certificate key nor the account key shows up in the logs.
     let logs = tern.logs();
-    assert!(!logs.contains("PRIVATE KEY"), "{logs}");
+    let key_pem = fs::read_to_string(acme.file("key.pem")).unwrap();
+    let account = fs::read_to_string(acme.file("account.json")).unwrap();
+    let account: serde_json::Value = serde_json::from_str(&account).unwrap();
+    let account_key = account["credentials"]["key_pkcs8"]
+        .as_str()
+        .expect("key_pkcs8");
+    let secrets = key_pem.lines().filter(|l| !l.starts_with("-----"));
+    for secret in secrets.chain([&account_key[..40], &account_key[40..80]]) {
+        assert!(!logs.contains(secret), "a key in the logs: {logs}");
+    }
     issued
 }
 

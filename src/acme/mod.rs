@@ -84,7 +84,7 @@ impl Acme {
     /// cannot be done.
     pub async fn prepare(settings: &AcmeSettings) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let state = StateDir::open(&settings.state_dir)
+        let state = StateDir::open(settings)
             .context("cannot prepare the ACME state directory (tls.acme.state_dir)")?;
         if !state.has_certificate() {
             let (cert_pem, key_pem) = certs::placeholder(&settings.domains)?;

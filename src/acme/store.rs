@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use instant_acme::AccountCredentials;
 
 use super::AcmeError;
+use crate::config::AcmeSettings;
 use crate::net::tls::CertPaths;
 
 /// Only the owner may read or list the directory: it holds private keys.
@@ -24,11 +25,14 @@ const FILE_MODE: u32 = 0o600;
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    /// `cert.pem` and `key.pem`, as the settings name them for the TLS listeners.
+    certificate: CertPaths,
 }
 
 impl StateDir {
     /// Creates the directory (and its parents) if needed and restricts it to the owner.
-    pub fn open(dir: &Path) -> Result<Self, AcmeError> {
+    pub fn open(settings: &AcmeSettings) -> Result<Self, AcmeError> {
+        let dir = &settings.state_dir;
         let io_error = |error| AcmeError::Io {
             path: dir.to_path_buf(),
             error,
@@ -39,17 +43,16 @@ impl StateDir {
             .create(dir)
             .map_err(io_error)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE)).map_err(io_error)?;
+        let (cert, key) = settings.cert_files();
         Ok(Self {
             dir: dir.to_path_buf(),
+            certificate: CertPaths { cert, key },
         })
     }
 
     /// The certificate chain and key the TLS listeners serve.
     pub fn cert_paths(&self) -> CertPaths {
-        CertPaths {
-            cert: self.dir.join("cert.pem"),
-            key: self.dir.join("key.pem"),
-        }
+        self.certificate.clone()
     }
 
     fn account_path(&self) -> PathBuf {
@@ -146,7 +149,11 @@ mod tests {
     fn files_are_private_and_replaced_whole() {
         let dir = std::env::temp_dir().join(format!("tern-acme-store-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let state = StateDir::open(&dir.join("nested")).unwrap();
+        let settings = AcmeSettings {
+            state_dir: dir.join("nested"),
+            ..AcmeSettings::default()
+        };
+        let state = StateDir::open(&settings).unwrap();
         assert!(!state.has_certificate());
         state.save_certificate("chain one", "key one").unwrap();
         state.save_certificate("chain two", "key two").unwrap();

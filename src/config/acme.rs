@@ -60,6 +60,17 @@ impl Default for AcmeSettings {
     }
 }
 
+impl AcmeSettings {
+    /// The certificate chain and key the TLS listeners serve: `cert.pem` and `key.pem`
+    /// in the state directory.
+    pub fn cert_files(&self) -> (PathBuf, PathBuf) {
+        (
+            self.state_dir.join("cert.pem"),
+            self.state_dir.join("key.pem"),
+        )
+    }
+}
+
 /// The ACME challenge type answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum AcmeChallenge {

@@ -230,10 +230,7 @@ impl TlsSettings {
     /// `cert.pem` and `key.pem` in its state directory.
     pub fn cert_files(&self) -> Option<(PathBuf, PathBuf)> {
         match (&self.acme, &self.cert, &self.key) {
-            (Some(acme), _, _) => Some((
-                acme.state_dir.join("cert.pem"),
-                acme.state_dir.join("key.pem"),
-            )),
+            (Some(acme), _, _) => Some(acme.cert_files()),
             (None, Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
             _ => None,
         }
