@@ -6,10 +6,10 @@
 //! missing secrets and undersized port ranges. Each warning is one plain sentence that
 //! names the key it is about and never contains a secret or password.
 //!
-//! [`lint`] is pure: it reads only the settings, never the host's interfaces or the
-//! network, so relay IPs that `tern serve` would detect at start are not known here.
-//! [`host_lint`] is the exception, kept apart: it asks DNS whether the ACME domains
-//! point at this host.
+//! It is pure: it reads only the settings, never the host's interfaces or the network,
+//! so relay IPs that `tern serve` would detect at start are not known here. What needs
+//! the host ([`acme_domains_elsewhere`]: DNS and the interface addresses) is handed in
+//! by the caller.
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -92,24 +92,25 @@ fn tls_alpn_without_port_443(settings: &Settings) -> Option<String> {
     })
 }
 
-/// Warnings that need the host: ACME domains that resolve, but not to any address of
-/// this host (its interfaces and `relay.external_ips`), so the CA's validation would
-/// reach another machine. A name that does not resolve at all is not reported: DNS may
-/// simply be unavailable where the check runs.
-pub fn host_lint(settings: &Settings) -> Vec<String> {
+/// ACME domains that resolve, but not to any of `own` (this host's addresses) nor
+/// `relay.external_ips`, so the CA's validation would reach another machine.
+/// `resolve` answers a name's addresses, or `None` when it cannot be resolved: such a
+/// name is not reported, since DNS may simply be unavailable where the check runs.
+pub fn acme_domains_elsewhere(
+    settings: &Settings,
+    own: &[IpAddr],
+    resolve: impl Fn(&str) -> Option<Vec<IpAddr>>,
+) -> Vec<String> {
     let Some(acme) = &settings.tls.acme else {
         return Vec::new();
     };
-    let mut own = crate::net::relay_ips::interface_ips();
-    own.extend(settings.relay.external_ips.iter().map(|e| e.public));
+    let external = settings.relay.external_ips.iter().map(|e| e.public);
+    let own: Vec<IpAddr> = own.iter().copied().chain(external).collect();
     acme.domains
         .iter()
         .filter_map(|domain| {
-            let resolved: Vec<IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(domain.as_str(), 443))
-                .ok()?
-                .map(|addr| addr.ip().to_canonical())
-                .collect();
-            let here = resolved.iter().any(|ip| own.contains(ip));
+            let resolved = resolve(domain)?;
+            let here = resolved.iter().any(|ip| own.contains(&ip.to_canonical()));
             (!resolved.is_empty() && !here).then(|| {
                 let shown: Vec<String> = resolved.iter().map(IpAddr::to_string).collect();
                 format!(
@@ -395,20 +396,26 @@ secrets = ["correct-horse-battery-staple-42"]
 
     #[test]
     fn acme_domain_resolving_elsewhere_is_reported() {
-        // `localhost` resolves everywhere, to loopback, which is never a host address
-        // a CA can reach.
-        let mut settings = Settings::default();
-        settings.tls.acme = Some(crate::config::AcmeSettings {
-            domains: vec!["localhost".into()],
-            ..Default::default()
-        });
-        let warnings = host_lint(&settings);
+        let text = format!(
+            "{CLEAN}[tls.acme]\ndomains = [\"here.example\", \"there.example\", \"nxdomain.example\", \"nat.example\"]\n"
+        );
+        let settings = Settings::from_toml(&text, "test").unwrap();
+        let own: [IpAddr; 1] = ["10.0.0.5".parse().unwrap()];
+        let resolve = |name: &str| match name {
+            "here.example" => Some(vec!["::ffff:10.0.0.5".parse().unwrap()]),
+            "there.example" => Some(vec!["192.0.2.9".parse().unwrap()]),
+            // CLEAN maps 10.0.0.5 to the public 1.2.3.4.
+            "nat.example" => Some(vec!["1.2.3.4".parse().unwrap()]),
+            _ => None,
+        };
+        let warnings = acme_domains_elsewhere(&settings, &own, resolve);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
-            warnings[0].contains("localhost resolves to"),
+            warnings[0].contains("there.example resolves to 192.0.2.9"),
             "{warnings:?}"
         );
-        assert!(host_lint(&Settings::default()).is_empty());
+        let no_acme = Settings::from_toml(CLEAN, "test").unwrap();
+        assert!(acme_domains_elsewhere(&no_acme, &own, resolve).is_empty());
     }
 
     /// Warnings for `text`; test configs are valid by construction.
