@@ -264,7 +264,16 @@ fn https_get(addr: SocketAddr, path: &str, ca: &CertificateDer<'static>) -> Stri
 /// The end-entity certificate served on `addr` for DOMAIN, if it verifies against
 /// `roots` (so the placeholder never does).
 fn served_certificate(addr: SocketAddr, roots: &RootCertStore) -> Result<Vec<u8>, String> {
-    let stream = tls_connect(addr, DOMAIN, roots.clone()).map_err(|e| e.to_string())?;
+    served_certificate_for(addr, DOMAIN, roots)
+}
+
+/// The same for another name.
+fn served_certificate_for(
+    addr: SocketAddr,
+    name: &str,
+    roots: &RootCertStore,
+) -> Result<Vec<u8>, String> {
+    let stream = tls_connect(addr, name, roots.clone()).map_err(|e| e.to_string())?;
     let chain = stream.conn.peer_certificates().ok_or("no certificate")?;
     Ok(chain[0].to_vec())
 }
@@ -530,8 +539,10 @@ fn tls_alpn_01_replaces_the_placeholder_with_the_cas_certificate() {
     assert!(reply.is_success(), "Refresh: {:?}", reply.code);
 }
 
+/// HTTP-01 on tern's responder; a domain added to the list later is ordered at the
+/// next start, though the certificate on disk is far from expiry.
 #[test]
-fn http_01_issues_a_certificate() {
+fn http_01_issues_a_certificate_and_a_new_one_when_the_domains_change() {
     let dir = TempDir::new("tern-acme-http");
     let tls_port = free_udp_tcp_port();
     let http_port = free_udp_tcp_port();
@@ -552,6 +563,30 @@ fn http_01_issues_a_certificate() {
         "/.well-known/acme-challenge/no-such-token",
     );
     assert_eq!(status, 404);
+    let first = acme.certificate_on_disk();
+    tern.stop();
+    drop(tern);
+    const ADDED: &str = "relay.example.com";
+    let more_domains = acme.config.replace(
+        &format!("domains = [\"{DOMAIN}\"]"),
+        &format!("domains = [\"{DOMAIN}\", \"{ADDED}\"]"),
+    );
+    let mut tern = TernServer::start_with_config(&more_domains, &[]);
+    let deadline = Instant::now() + ISSUANCE_TIMEOUT;
+    while served_certificate_for(acme.tls, ADDED, &roots).is_err() {
+        tern.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "{ADDED} not served\n{}",
+            tern.logs()
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(acme.certificate_on_disk(), first);
+    assert_eq!(
+        served_certificate(acme.tls, &roots),
+        Ok(acme.certificate_on_disk())
+    );
 }
 
 /// With `renew_before` longer than the certificate's whole lifetime, every certificate

@@ -88,7 +88,7 @@ impl Acme {
             .context("cannot prepare the ACME state directory (tls.acme.state_dir)")?;
         if !state.has_certificate() {
             let (cert_pem, key_pem) = certs::placeholder(&settings.domains)?;
-            state.save_certificate(&cert_pem, &key_pem)?;
+            state.save_certificate(&cert_pem, &key_pem, &[])?;
             tracing::warn!(
                 dir = %settings.state_dir.display(),
                 "ACME: no certificate yet; serving a self-signed placeholder until the CA issues one"

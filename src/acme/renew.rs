@@ -102,7 +102,7 @@ impl Renewal {
         tracing::info!(domains = ?self.settings.domains, "ACME: ordering a certificate");
         let issued = account.issue(&self.settings, &self.challenges).await?;
         self.state
-            .save_certificate(&issued.chain_pem, &issued.key_pem)?;
+            .save_certificate(&issued.chain_pem, &issued.key_pem, &self.settings.domains)?;
         self.tls.reload_from(self.state.cert_paths())?;
         let expires = served_validity(&self.state).map(|(_, not_after)| not_after);
         tracing::info!(
@@ -114,13 +114,17 @@ impl Renewal {
     }
 
     /// When the certificate on disk should be replaced: at once for a self-signed one
-    /// (the placeholder) or one that cannot be read, else `renew_before` (default a
-    /// third of its lifetime) before it expires. Also records its expiry.
+    /// (the placeholder), one that cannot be read, or one not issued for exactly
+    /// `tls.acme.domains` (the list changed); else `renew_before` (default a third of
+    /// its lifetime) before it expires. Also records its expiry.
     fn due(&self) -> Instant {
         let Some((not_before, not_after)) = served_validity(&self.state) else {
             return Instant::now();
         };
         self.metrics.acme_certificate_expiry(not_after);
+        if self.state.issued_for().as_deref() != Some(&self.settings.domains[..]) {
+            return Instant::now();
+        }
         let renew_before = match self.settings.renew_before {
             Some(span) => i64::try_from(span.0).unwrap_or(i64::MAX),
             None => (not_after - not_before) / 3,

@@ -1,6 +1,7 @@
 //! The state directory: the ACME account and the certificate served, on disk.
 //!
-//! Owns the layout of `tls.acme.state_dir` (`account.json`, `cert.pem`, `key.pem`) and
+//! Owns the layout of `tls.acme.state_dir` (`account.json`, `cert.pem`, `key.pem`,
+//! `domains`: the names the CA issued `cert.pem` for) and
 //! how files get there: the directory is 0700, every file 0600, and each file is written
 //! to a temporary name and renamed, so a reader (the TLS reload, a restart) sees the
 //! old file or the new one, never half of one. It never logs what a file holds.
@@ -59,6 +60,18 @@ impl StateDir {
         self.dir.join("account.json")
     }
 
+    fn domains_path(&self) -> PathBuf {
+        self.dir.join("domains")
+    }
+
+    /// The domains the CA issued the certificate in `cert.pem` for, as recorded when it
+    /// was saved; `None` if nothing was recorded (the placeholder, or files put there
+    /// by hand). Compared with `tls.acme.domains` to notice a changed list.
+    pub fn issued_for(&self) -> Option<Vec<String>> {
+        let text = fs::read_to_string(self.domains_path()).ok()?;
+        Some(text.lines().map(str::to_string).collect())
+    }
+
     /// Whether both certificate files are there (they may still be a placeholder).
     pub fn has_certificate(&self) -> bool {
         let paths = self.cert_paths();
@@ -95,11 +108,31 @@ impl StateDir {
     }
 
     /// Replaces the certificate: the key first, so that when `cert.pem` changes (what a
-    /// reload stats last) both are in place.
-    pub fn save_certificate(&self, chain_pem: &str, key_pem: &str) -> Result<(), AcmeError> {
+    /// reload stats last) both are in place. `domains` is what the CA issued it for
+    /// (none for the placeholder).
+    pub fn save_certificate(
+        &self,
+        chain_pem: &str,
+        key_pem: &str,
+        domains: &[String],
+    ) -> Result<(), AcmeError> {
         let paths = self.cert_paths();
+        // Forgotten first: a crash half-way leaves a certificate that is renewed.
+        match fs::remove_file(self.domains_path()) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                return Err(AcmeError::Io {
+                    path: self.domains_path(),
+                    error,
+                });
+            }
+            _ => {}
+        }
         write_atomic(&paths.key, key_pem.as_bytes())?;
-        write_atomic(&paths.cert, chain_pem.as_bytes())
+        write_atomic(&paths.cert, chain_pem.as_bytes())?;
+        match domains.is_empty() {
+            true => Ok(()),
+            false => write_atomic(&self.domains_path(), domains.join("\n").as_bytes()),
+        }
     }
 }
 
@@ -155,8 +188,17 @@ mod tests {
         };
         let state = StateDir::open(&settings).unwrap();
         assert!(!state.has_certificate());
-        state.save_certificate("chain one", "key one").unwrap();
-        state.save_certificate("chain two", "key two").unwrap();
+        let domains = ["a.example".to_string(), "b.example".to_string()];
+        state
+            .save_certificate("chain one", "key one", &domains)
+            .unwrap();
+        assert_eq!(state.issued_for().as_deref(), Some(&domains[..]));
+        state.save_certificate("chain two", "key two", &[]).unwrap();
+        assert_eq!(
+            state.issued_for(),
+            None,
+            "a placeholder is issued for nothing"
+        );
         let paths = state.cert_paths();
         assert_eq!(fs::read_to_string(&paths.cert).unwrap(), "chain two");
         assert_eq!(fs::read_to_string(&paths.key).unwrap(), "key two");
