@@ -97,6 +97,7 @@ pub struct Metrics {
     pub cluster_nodes: Gauge,
     acme_renewals: Family<ResultLabel, Counter>,
     acme_certificate_expiry: Gauge,
+    acme_http01_refused: Family<ReasonLabel, Counter>,
     offload: OffloadMetrics,
 }
 
@@ -197,6 +198,7 @@ impl Metrics {
             cluster_nodes: Gauge::default(),
             acme_renewals: Family::default(),
             acme_certificate_expiry: Gauge::default(),
+            acme_http01_refused: Family::default(),
             offload: OffloadMetrics::default(),
         }
         .registered()
@@ -344,6 +346,11 @@ impl Metrics {
             "When the TLS certificate served under tls.acme expires (Unix time)",
             self.acme_certificate_expiry.clone(),
         );
+        r.register(
+            "acme_http01_refused",
+            "Connections to the ACME HTTP-01 responder refused or closed by a limit, by reason",
+            self.acme_http01_refused.clone(),
+        );
         let offload = &self.offload;
         r.register(
             "offload_active",
@@ -450,6 +457,12 @@ impl Metrics {
     /// Records the expiry (Unix time) of the certificate served under `tls.acme`.
     pub fn acme_certificate_expiry(&self, not_after: i64) {
         self.acme_certificate_expiry.set(not_after);
+    }
+
+    pub fn acme_http01_refused(&self, reason: &'static str) {
+        self.acme_http01_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition, with the state gauges set from `snapshot`.

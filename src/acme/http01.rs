@@ -4,7 +4,7 @@
 //!
 //! Connections go through the same bounded listener as the self-test pages (a cap on
 //! connections, per client address, and an idle timeout), so port 80 open to the
-//! internet costs little; its refusals count in `tern_selftest_refused` too.
+//! internet costs little.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,7 @@ const LIMITS: Limits = Limits {
     max_connections: 64,
     handshake_timeout: Duration::from_secs(10),
     idle_timeout: Duration::from_secs(10),
+    refused: Metrics::acme_http01_refused,
 };
 
 /// Serves the challenges on `listener` until the server stops.
