@@ -629,7 +629,8 @@ fn renewal_replaces_the_certificate_and_keeps_connections() {
 
 /// The CA goes away: tern keeps serving the certificate it has, logs why it has no new
 /// one and counts the failures; restarted with the CA still gone, it serves the
-/// certificate from its state directory.
+/// certificate from its state directory; when the CA is back (having forgotten the
+/// account), tern registers again and gets a new certificate.
 #[test]
 fn without_the_ca_the_old_certificate_stays_in_use_across_restarts() {
     let dir = TempDir::new("tern-acme-down");
@@ -678,6 +679,18 @@ fn without_the_ca_the_old_certificate_stays_in_use_across_restarts() {
     assert_eq!(served_certificate(acme.tls, &roots), Ok(kept));
     assert!(
         !restarted.logs().contains("placeholder"),
+        "{}",
+        restarted.logs()
+    );
+    // The CA comes back knowing nothing of the account (Pebble keeps no state): tern
+    // registers again and gets a certificate from it.
+    pebble.start();
+    let new_roots = pebble.issuing_roots();
+    wait_for_certificate(&mut restarted, acme.tls, &new_roots, None);
+    assert!(
+        restarted
+            .logs()
+            .contains("the CA no longer knows the saved account"),
         "{}",
         restarted.logs()
     );

@@ -81,7 +81,17 @@ impl AcmeClient {
             .account
             .new_order(&NewOrder::new(&identifiers))
             .await
-            .map_err(ca_error("creating the order"))?;
+            .map_err(|error| match &error {
+                instant_acme::Error::Api(problem)
+                    if problem
+                        .r#type
+                        .as_deref()
+                        .is_some_and(|t| t.ends_with(":accountDoesNotExist")) =>
+                {
+                    AcmeError::AccountGone
+                }
+                _ => ca_error("creating the order")(error),
+            })?;
         // Answered until the order is ready or has failed.
         let installed = answer_challenges(&mut order, settings.challenge, challenges).await?;
         let status = order

@@ -53,6 +53,9 @@ pub enum AcmeError {
     /// The CA could not be reached, or refused a request.
     #[error("{step}: {reason}")]
     Ca { step: &'static str, reason: String },
+    /// The CA no longer knows the saved account (deactivated, or a test CA restarted).
+    #[error("the CA no longer knows the saved account; a new one is registered next time")]
+    AccountGone,
     /// The CA does not offer the configured challenge type for a name.
     #[error("{domain}: the CA offers no {kind} challenge (try the other tls.acme.challenge)")]
     NoChallenge { domain: String, kind: &'static str },

@@ -81,6 +81,11 @@ impl Renewal {
                     // A fresh connection next time: the CA may have restarted or lost
                     // the account.
                     client = None;
+                    if matches!(e, AcmeError::AccountGone)
+                        && let Err(forget) = self.state.forget_account()
+                    {
+                        tracing::error!("ACME: {forget}");
+                    }
                     let wait = retry_wait(retry_min, failures);
                     tracing::error!(
                         retry_in_secs = wait.as_secs(),

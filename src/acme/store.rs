@@ -60,6 +60,17 @@ impl StateDir {
         self.dir.join("account.json")
     }
 
+    /// Deletes the saved account, so the next connection registers a new one.
+    pub fn forget_account(&self) -> Result<(), AcmeError> {
+        let path = self.account_path();
+        match fs::remove_file(&path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                Err(AcmeError::Io { path, error })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn domains_path(&self) -> PathBuf {
         self.dir.join("domains")
     }
