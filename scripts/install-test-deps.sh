@@ -5,7 +5,7 @@
 # generated man pages must render without warnings) and python3 (the benchmark and
 # the soak, bench/), clang (the build compiles the kernel fast path, src/offload),
 # haproxy and curl (PROXY protocol and the shared TLS port, tests/proxy_protocol.rs and
-# tests/shared_port.rs) and pebble (the ACME test server, tests/acme.rs).
+# tests/shared_port.rs) and pebble (the ACME test CA and its DNS server, tests/acme.rs).
 #
 # Idempotent: does nothing when the tools are already on PATH. Non-interactive; meant
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
@@ -32,6 +32,7 @@ TOOLS=(
     haproxy=haproxy
     curl=curl
     pebble=pebble
+    pebble-challtestsrv=pebble
 )
 
 # Stops and disables a system service (coturn, redis-server) if one is there: the

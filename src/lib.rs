@@ -8,6 +8,7 @@
 //! - [`net`] holds the tokio drivers that feed the core bytes and carry out what it asks;
 //! - [`config`] loads and validates settings before anything is bound.
 
+pub mod acme;
 pub mod admin;
 pub mod cli;
 pub mod client;

@@ -73,7 +73,12 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             return config_error(format!("{}: tls: {e}", path.display()));
         }
     }
-    let warnings = lint::lint(&settings);
+    let mut warnings = lint::lint(&settings);
+    warnings.extend(lint::acme_domains_elsewhere(
+        &settings,
+        &tern::net::relay_ips::interface_ips(),
+        resolve,
+    ));
     for w in &warnings {
         println!("warning: {w}");
     }
@@ -99,6 +104,13 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         if warnings.len() == 1 { "" } else { "s" }
     );
     ExitCode::SUCCESS
+}
+
+/// A name's addresses from the system resolver, or `None` if it does not resolve.
+fn resolve(name: &str) -> Option<Vec<std::net::IpAddr>> {
+    use std::net::ToSocketAddrs;
+    let addrs = (name, 443).to_socket_addrs().ok()?;
+    Some(addrs.map(|addr| addr.ip()).collect())
 }
 
 fn hash_key(user: &str, realm: &str) -> ExitCode {

@@ -103,6 +103,9 @@ pub struct Metrics {
     front_failures: Family<ReasonLabel, Counter>,
     pub cluster_up: Gauge,
     pub cluster_nodes: Gauge,
+    acme_renewals: Family<ResultLabel, Counter>,
+    acme_certificate_expiry: Gauge,
+    acme_http01_refused: Family<ReasonLabel, Counter>,
     offload: OffloadMetrics,
 }
 
@@ -204,6 +207,9 @@ impl Metrics {
             front_failures: Family::default(),
             cluster_up: Gauge::default(),
             cluster_nodes: Gauge::default(),
+            acme_renewals: Family::default(),
+            acme_certificate_expiry: Gauge::default(),
+            acme_http01_refused: Family::default(),
             offload: OffloadMetrics::default(),
         }
         .registered()
@@ -356,6 +362,21 @@ impl Metrics {
             "Connections on a shared TLS port that ended before being served, by reason",
             self.front_failures.clone(),
         );
+        r.register(
+            "acme_renewals",
+            "ACME orders for the TLS certificate (first one included), by result",
+            self.acme_renewals.clone(),
+        );
+        r.register(
+            "acme_certificate_expiry_seconds",
+            "When the TLS certificate served under tls.acme expires (Unix time)",
+            self.acme_certificate_expiry.clone(),
+        );
+        r.register(
+            "acme_http01_refused",
+            "Connections to the ACME HTTP-01 responder refused or closed by a limit, by reason",
+            self.acme_http01_refused.clone(),
+        );
         let offload = &self.offload;
         r.register(
             "offload_active",
@@ -466,6 +487,24 @@ impl Metrics {
     pub fn reload(&self, result: &'static str) {
         self.reloads.get_or_create(&ResultLabel { result }).inc();
         self.last_reload_ok.set(i64::from(result == "ok"));
+    }
+
+    /// Counts an ACME order's outcome, `ok` or `error`.
+    pub fn acme_renewal(&self, result: &'static str) {
+        self.acme_renewals
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Records the expiry (Unix time) of the certificate served under `tls.acme`.
+    pub fn acme_certificate_expiry(&self, not_after: i64) {
+        self.acme_certificate_expiry.set(not_after);
+    }
+
+    pub fn acme_http01_refused(&self, reason: &'static str) {
+        self.acme_http01_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition, with the state gauges set from `snapshot`.

@@ -7,12 +7,14 @@
 //! names the key it is about and never contains a secret or password.
 //!
 //! It is pure: it reads only the settings, never the host's interfaces or the network,
-//! so relay IPs that `tern serve` would detect at start are not known here.
+//! so relay IPs that `tern serve` would detect at start are not known here. What needs
+//! the host ([`acme_domains_elsewhere`]: DNS and the interface addresses) is handed in
+//! by the caller.
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::{ExternalIp, ServerSettings, Settings};
+use super::{AcmeChallenge, ExternalIp, ServerSettings, Settings};
 use crate::policy::{OwnRelays, PeerPolicy};
 
 /// Shortest REST secret or nonce key that is not trivially brute-forced offline.
@@ -74,6 +76,7 @@ pub fn lint(settings: &Settings) -> Vec<String> {
     warnings.extend(cluster_without_shared_nonce_key_hint(settings));
     warnings.extend(port_443_without_tls(settings));
     warnings.extend(proxy_protocol_from_anywhere(settings));
+    warnings.extend(tls_alpn_without_port_443(settings));
     warnings
 }
 
@@ -105,6 +108,50 @@ fn proxy_protocol_from_anywhere(settings: &Settings) -> Vec<String> {
             format!(
                 "server.proxy_protocol_from has {net}: PROXY protocol headers are then believed from (nearly) anywhere, so any client can claim any address; list only your load balancers' addresses."
             )
+        })
+        .collect()
+}
+
+/// TLS-ALPN-01 is validated by the CA connecting to port 443 of the domain: without a
+/// TLS listener there, validation cannot reach tern.
+fn tls_alpn_without_port_443(settings: &Settings) -> Option<String> {
+    let acme = settings.tls.acme.as_ref()?;
+    let on_443 = settings
+        .server
+        .tls_listen
+        .iter()
+        .any(|l| l.addr.port() == 443);
+    (acme.challenge == AcmeChallenge::TlsAlpn01 && !on_443).then(|| {
+        "tls.acme.challenge is tls-alpn-01, which the CA validates on port 443, but no server.tls_listen address uses port 443; listen on 443 (or forward 443 to a TLS listener), or use challenge = \"http-01\".".to_string()
+    })
+}
+
+/// ACME domains that resolve, but not to any of `own` (this host's addresses) nor
+/// `relay.external_ips`, so the CA's validation would reach another machine.
+/// `resolve` answers a name's addresses, or `None` when it cannot be resolved: such a
+/// name is not reported, since DNS may simply be unavailable where the check runs.
+pub fn acme_domains_elsewhere(
+    settings: &Settings,
+    own: &[IpAddr],
+    resolve: impl Fn(&str) -> Option<Vec<IpAddr>>,
+) -> Vec<String> {
+    let Some(acme) = &settings.tls.acme else {
+        return Vec::new();
+    };
+    let external = settings.relay.external_ips.iter().map(|e| e.public);
+    let own: Vec<IpAddr> = own.iter().copied().chain(external).collect();
+    acme.domains
+        .iter()
+        .filter_map(|domain| {
+            let resolved = resolve(domain)?;
+            let here = resolved.iter().any(|ip| own.contains(&ip.to_canonical()));
+            (!resolved.is_empty() && !here).then(|| {
+                let shown: Vec<String> = resolved.iter().map(IpAddr::to_string).collect();
+                format!(
+                    "tls.acme.domains: {domain} resolves to {}, none of which is an address of this host; the CA validates at that address, so issuance will fail unless it forwards to here.",
+                    shown.join(", ")
+                )
+            })
         })
         .collect()
 }
@@ -360,6 +407,50 @@ external_ips = ["10.0.0.5=1.2.3.4"]
 [auth]
 secrets = ["correct-horse-battery-staple-42"]
 "#;
+
+    #[test]
+    fn tls_alpn_needs_a_listener_on_443() {
+        let acme = "[tls.acme]\ndomains = [\"turn.example.com\"]\n";
+        let text = format!("{CLEAN}{acme}");
+        assert_eq!(matching(&text, "port 443").len(), 1, "{:?}", lints(&text));
+        let on_443 = text.replacen(
+            "[server]\n",
+            "[server]\ntls_listen = [\"0.0.0.0:443\"]\n",
+            1,
+        );
+        assert!(
+            matching(&on_443, "port 443").is_empty(),
+            "{:?}",
+            lints(&on_443)
+        );
+        let http =
+            format!("{CLEAN}{acme}challenge = \"http-01\"\nhttp01_listen = \"0.0.0.0:80\"\n");
+        assert!(matching(&http, "port 443").is_empty());
+    }
+
+    #[test]
+    fn acme_domain_resolving_elsewhere_is_reported() {
+        let text = format!(
+            "{CLEAN}[tls.acme]\ndomains = [\"here.example\", \"there.example\", \"nxdomain.example\", \"nat.example\"]\n"
+        );
+        let settings = Settings::from_toml(&text, "test").unwrap();
+        let own: [IpAddr; 1] = ["10.0.0.5".parse().unwrap()];
+        let resolve = |name: &str| match name {
+            "here.example" => Some(vec!["::ffff:10.0.0.5".parse().unwrap()]),
+            "there.example" => Some(vec!["192.0.2.9".parse().unwrap()]),
+            // CLEAN maps 10.0.0.5 to the public 1.2.3.4.
+            "nat.example" => Some(vec!["1.2.3.4".parse().unwrap()]),
+            _ => None,
+        };
+        let warnings = acme_domains_elsewhere(&settings, &own, resolve);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("there.example resolves to 192.0.2.9"),
+            "{warnings:?}"
+        );
+        let no_acme = Settings::from_toml(CLEAN, "test").unwrap();
+        assert!(acme_domains_elsewhere(&no_acme, &own, resolve).is_empty());
+    }
 
     /// Warnings for `text`; test configs are valid by construction.
     fn lints(text: &str) -> Vec<String> {

@@ -5,6 +5,7 @@
 //! them. Unknown keys and bad values are errors that name the key and its line; nothing
 //! here touches the network or the clock.
 
+pub mod acme;
 pub mod lint;
 mod redacted;
 pub mod reload;
@@ -15,6 +16,7 @@ mod validate;
 use std::path::Path;
 use thiserror::Error;
 
+pub use acme::{AcmeChallenge, AcmeSettings};
 pub use redacted::Redacted;
 pub use settings::{
     AdminSettings, AuthSettings, ClusterSettings, FrontSettings, Limits, LogSettings, PeerSettings,

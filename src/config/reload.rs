@@ -98,6 +98,7 @@ pub static KEYS: &[Key] = &[
     key!(applies front.turn_names),
     key!(applies front.connect_timeout),
     key!(applies front.idle_timeout),
+    key!(restart tls.acme),
     key!(restart admin.listen),
     key!(restart admin.token),
     key!(restart selftest.listen),

@@ -5,6 +5,7 @@
 //! [`Redacted`], so every section can derive `Debug` without printing a secret.
 
 use super::Redacted;
+use super::acme::AcmeSettings;
 use super::types::{
     ExternalIp, Listener, LogFormat, OffloadMode, PortRange, ProxyVersion, Seconds, Separator,
 };
@@ -212,6 +213,8 @@ pub struct TlsSettings {
     /// listener says otherwise.
     pub auto_detect: bool,
     pub handshake_timeout: Seconds,
+    /// Certificates from an ACME CA instead of `cert`/`key`.
+    pub acme: Option<AcmeSettings>,
 }
 
 impl Default for TlsSettings {
@@ -221,13 +224,24 @@ impl Default for TlsSettings {
             key: None,
             auto_detect: true,
             handshake_timeout: Seconds(10),
+            acme: None,
         }
     }
 }
 
 impl TlsSettings {
     pub fn is_enabled(&self) -> bool {
-        self.cert.is_some() && self.key.is_some()
+        self.cert_files().is_some()
+    }
+
+    /// The certificate chain and key files served: `cert` and `key`, or with ACME
+    /// `cert.pem` and `key.pem` in its state directory.
+    pub fn cert_files(&self) -> Option<(PathBuf, PathBuf)> {
+        match (&self.acme, &self.cert, &self.key) {
+            (Some(acme), _, _) => Some(acme.cert_files()),
+            (None, Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            _ => None,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! Each failure names the dotted key it is about, and [`line_of`] finds that key's line
 //! in the file, so a cross-field error points at a line like a parse error does.
 
-use super::{Redacted, ServerSettings, Settings};
+use super::{AcmeChallenge, AcmeSettings, Redacted, ServerSettings, Settings};
 use std::net::IpAddr;
 use thiserror::Error;
 
@@ -180,7 +180,7 @@ impl Settings {
         if tls_listen_set && !self.server.tls_listen.is_empty() && !tls.is_enabled() {
             return Err(InvalidKey::new(
                 "server.tls_listen",
-                "TLS listeners need tls.cert and tls.key",
+                "TLS listeners need tls.cert and tls.key (or tls.acme)",
             ));
         }
         if !self.server.udp && !self.server.tcp && !tls.is_enabled() {
@@ -189,8 +189,84 @@ impl Settings {
                 "every transport is switched off: enable udp, tcp or TLS",
             ));
         }
+        if let Some(acme) = &tls.acme {
+            if tls.cert.is_some() {
+                return Err(InvalidKey::new(
+                    "tls.acme",
+                    "tls.acme obtains the certificate itself: remove tls.cert and tls.key (or tls.acme)",
+                ));
+            }
+            validate_acme(acme)?;
+        }
         Ok(())
     }
+}
+
+/// The domains must be DNS names a CA can validate, and HTTP-01 needs its listener.
+fn validate_acme(acme: &AcmeSettings) -> Result<(), InvalidKey> {
+    if acme.domains.is_empty() {
+        return Err(InvalidKey::new(
+            "tls.acme.domains",
+            "at least one domain is needed",
+        ));
+    }
+    if acme.domains.len() > MAX_ACME_DOMAINS {
+        return Err(InvalidKey::new(
+            "tls.acme.domains",
+            format!("at most {MAX_ACME_DOMAINS} domains (the CA's limit per certificate)"),
+        ));
+    }
+    if let Some(domain) = acme.domains.iter().find(|d| !is_dns_name(d)) {
+        return Err(InvalidKey::new(
+            "tls.acme.domains",
+            format!("{domain:?} is not a DNS name (no IP addresses, no wildcards)"),
+        ));
+    }
+    if !acme.directory.starts_with("https://") {
+        return Err(InvalidKey::new(
+            "tls.acme.directory",
+            "must be an https:// URL",
+        ));
+    }
+    if let Some(email) = &acme.email
+        && (!email.contains('@') || email.contains(char::is_whitespace))
+    {
+        return Err(InvalidKey::new(
+            "tls.acme.email",
+            format!("{email:?} is not an e-mail address"),
+        ));
+    }
+    match (acme.challenge, acme.http01_listen) {
+        (AcmeChallenge::Http01, None) => Err(InvalidKey::new(
+            "tls.acme.http01_listen",
+            "challenge = \"http-01\" needs an address to answer on (e.g. \"0.0.0.0:80\")",
+        )),
+        (AcmeChallenge::TlsAlpn01, Some(_)) => Err(InvalidKey::new(
+            "tls.acme.http01_listen",
+            "only used with challenge = \"http-01\"",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Let's Encrypt's limit of names per certificate.
+const MAX_ACME_DOMAINS: usize = 100;
+
+/// A fully qualified DNS name: dot-separated labels of letters, digits and inner
+/// hyphens, at least two labels, 253 characters at most.
+fn is_dns_name(name: &str) -> bool {
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    name.len() <= 253
+        && name.contains('.')
+        && name.split('.').all(label_ok)
+        && name.parse::<IpAddr>().is_err()
 }
 
 impl Settings {
@@ -533,6 +609,46 @@ mod tests {
             assert!(err.contains(expected), "{text}: {err}");
         }
         let ok = "[selftest]\nlisten = \"127.0.0.1:8080\"\ntoken = \"0123456789abcdefgh\"\npublic_host = \"[2001:db8::1]\"\n";
+        assert!(Settings::from_toml(ok, "t").is_ok());
+    }
+
+    #[test]
+    fn acme_keys_are_checked_together() {
+        let cases = [
+            (
+                "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n[tls.acme]\ndomains = [\"a.example\"]\n",
+                "line 4: tls.acme",
+            ),
+            (
+                "[tls.acme]\nemail = \"ops@example.com\"\n",
+                "tls.acme.domains",
+            ),
+            (
+                "[tls.acme]\ndomains = [\"*.example.com\"]\n",
+                "line 2: tls.acme.domains",
+            ),
+            (
+                "[tls.acme]\ndomains = [\"192.0.2.1\"]\n",
+                "line 2: tls.acme.domains",
+            ),
+            (
+                "[tls.acme]\ndomains = [\"a.example\"]\nchallenge = \"http-01\"\n",
+                "tls.acme.http01_listen",
+            ),
+            (
+                "[tls.acme]\ndomains = [\"a.example\"]\ndirectory = \"http://ca.example/dir\"\n",
+                "line 3: tls.acme.directory",
+            ),
+            (
+                "[tls.acme]\ndomains = [\"a.example\"]\nchallenge = \"dns-01\"\n",
+                "line 3",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Settings::from_toml(text, "t").unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let ok = "[tls.acme]\ndomains = [\"a.example\"]\nchallenge = \"http-01\"\nhttp01_listen = \"0.0.0.0:80\"\n";
         assert!(Settings::from_toml(ok, "t").is_ok());
     }
 

@@ -41,6 +41,8 @@ pub struct Connection {
     idle_timeout: Duration,
     /// When the connection counts as idle; pushed back by every byte received.
     idle: Pin<Box<Sleep>>,
+    /// Counts the connection's end by idleness.
+    refused: Refused,
 }
 
 impl AsyncRead for Connection {
@@ -62,7 +64,7 @@ impl AsyncRead for Connection {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => match this.idle.as_mut().poll(cx) {
                 Poll::Ready(()) => {
-                    this.slot.metrics.selftest_refused("idle");
+                    (this.refused)(&this.slot.metrics, "idle");
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "self-test connection idle",
@@ -170,12 +172,17 @@ pub struct SelftestListener {
 /// so the error cannot spin a core.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Counts a connection refused or closed by a limit, by reason (`per_ip`,
+/// `connections`, `idle`), in the metric of whoever serves on the listener.
+pub type Refused = fn(&Metrics, &'static str);
+
 /// The listener's bounds.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
+    pub refused: Refused,
 }
 
 impl SelftestListener {
@@ -205,7 +212,7 @@ impl SelftestListener {
                 let slot = match Slot::take(&global, &per_client, client_key(peer.ip()), &metrics) {
                     Ok(slot) => slot,
                     Err(reason) => {
-                        metrics.selftest_refused(reason);
+                        (limits.refused)(&metrics, reason);
                         continue;
                     }
                 };
@@ -227,6 +234,7 @@ impl SelftestListener {
                         stream,
                         idle_timeout: limits.idle_timeout,
                         idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+                        refused: limits.refused,
                     };
                     let _ = handed_over.send((connection, peer)).await;
                 });

@@ -9,7 +9,7 @@
 //! operator's secret or a static user's password.
 
 mod ice;
-mod listener;
+pub(crate) mod listener;
 mod signaling;
 
 use axum::Router;
@@ -88,6 +88,7 @@ pub fn serve(
         max_connections: settings.selftest.max_connections,
         handshake_timeout: settings.tls.handshake_timeout.as_duration(),
         idle_timeout: settings.selftest.idle_timeout.as_duration(),
+        refused: Metrics::selftest_refused,
     };
     let listener = listener::SelftestListener::start(tcp, tls, limits, state.metrics.clone())?;
     let mut lifecycle = state.lifecycle.clone();

@@ -148,6 +148,8 @@ fn build(plan: &Plan) -> Built {
 /// Everything bound, nothing served yet.
 struct Bound {
     tls: Option<TlsAcceptorSource>,
+    /// Certificates from an ACME CA, when `tls.acme` is set.
+    acme: Option<crate::acme::Acme>,
     listeners: listeners::Listeners,
     /// The kernel fast path, when it runs.
     offload: Option<Arc<Offload>>,
@@ -160,7 +162,11 @@ struct Bound {
 /// self-test HTTP listeners. A file or address that cannot be used fails the start.
 async fn bind(plan: &Plan) -> anyhow::Result<Bound> {
     let settings = &plan.settings;
-    let tls = load_tls(settings)?;
+    let acme = match &settings.tls.acme {
+        Some(acme) => Some(crate::acme::Acme::prepare(acme).await?),
+        None => None,
+    };
+    let tls = load_tls(settings, acme.as_ref())?;
     let listeners = listeners::bind(settings, tls.as_ref(), plan.workers)?;
     let ports = settings.relay.ports;
     tracing::info!(relay_ips = ?plan.relay_ips, %ports, "relaying");
@@ -180,6 +186,7 @@ async fn bind(plan: &Plan) -> anyhow::Result<Bound> {
     let selftest = bind_http(settings.selftest.listen, "self-test").await?;
     Ok(Bound {
         tls,
+        acme,
         listeners,
         offload,
         admin,
@@ -244,6 +251,7 @@ fn spawn(
     } = built;
     let Bound {
         tls,
+        acme,
         listeners,
         admin: admin_listener,
         selftest: selftest_listener,
@@ -255,6 +263,10 @@ fn spawn(
     let limits = &settings.limits;
     let (rules_tx, rules_rx) = watch::channel(rules);
     let (stop_tx, stop_rx) = watch::channel(Lifecycle::Serving);
+    if let (Some(acme), Some(tls)) = (acme, &tls) {
+        acme.spawn(tls.clone(), metrics.clone(), stop_rx.clone())
+            .context("cannot start the ACME HTTP-01 responder")?;
+    }
     let mut handoffs = Vec::with_capacity(workers);
     let mut worker_streams = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -479,23 +491,26 @@ fn fleet_addresses(
     (plain, tls)
 }
 
-/// Loads the TLS certificate when one is configured; a broken one fails the start.
-fn load_tls(settings: &Settings) -> anyhow::Result<Option<TlsAcceptorSource>> {
+/// Loads the TLS certificate when one is configured (with ACME, also answering its
+/// TLS-ALPN-01 challenges); a broken one fails the start.
+fn load_tls(
+    settings: &Settings,
+    acme: Option<&crate::acme::Acme>,
+) -> anyhow::Result<Option<TlsAcceptorSource>> {
     let Some(paths) = cert_paths(&settings.tls) else {
         return Ok(None);
     };
-    Ok(Some(TlsAcceptorSource::load(paths)?))
+    let source = match acme {
+        Some(acme) => TlsAcceptorSource::load_with_challenges(paths, acme.alpn_challenges())?,
+        None => TlsAcceptorSource::load(paths)?,
+    };
+    Ok(Some(source))
 }
 
 /// The certificate files, when TLS is on.
 fn cert_paths(tls: &TlsSettings) -> Option<CertPaths> {
-    let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
-        return None;
-    };
-    Some(CertPaths {
-        cert: cert.clone(),
-        key: key.clone(),
-    })
+    let (cert, key) = tls.cert_files()?;
+    Some(CertPaths { cert, key })
 }
 
 /// The rules new TCP/TLS connections follow, counted in `connections`.

@@ -184,7 +184,7 @@ pub fn ensure_tool(name: &str) -> PathBuf {
     find_tool(name).unwrap_or_else(|| {
         panic!(
             "required tool `{name}` was not found in PATH. Install the test dependencies \
-             with `sudo scripts/install-test-deps.sh` (Debian: apt-get install coturn) and \
+             with `sudo scripts/install-test-deps.sh` (Debian: apt-get install coturn pebble ...) and \
              run the tests again."
         )
     })

@@ -22,10 +22,16 @@
 //! with a `no_application_protocol` alert: this is rustls' behaviour and what RFC 7301
 //! §3.2 requires, and such a client was not going to speak TURN anyway.
 //!
+//! With ACME (`tls.acme`) the server also offers `acme-tls/1`, and a validator offering
+//! only that protocol for a name with a TLS-ALPN-01 challenge pending gets the challenge
+//! certificate instead (RFC 8737); everyone else still gets the served one.
+//!
 //! `source` holds the configuration in use and swaps it on reload, `certificate` reads
-//! and checks a PEM pair, `validity` reads a certificate's validity period.
+//! and checks a PEM pair, `resolver` picks the certificate of a handshake, `validity`
+//! reads a certificate's validity period.
 
 mod certificate;
+mod resolver;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -34,7 +40,9 @@ mod validity;
 use std::io;
 use std::path::PathBuf;
 
+pub use resolver::{ALPN_ACME_TLS, AlpnChallenges};
 pub use source::TlsAcceptorSource;
+pub use validity::{self_issued, validity_period};
 
 /// Where the certificate chain and key live (PEM files; Let's Encrypt's `fullchain.pem`
 /// and `privkey.pem` work as is).

@@ -15,6 +15,7 @@ use rustls::version::{TLS12, TLS13};
 use tokio_rustls::TlsAcceptor;
 
 use super::certificate::load_certified_key;
+use super::resolver::{ALPN_ACME_TLS, AlpnChallenges, ChallengeResolver};
 use super::{CertPaths, TlsError};
 
 /// ALPN protocol name for TURN (RFC 7443).
@@ -62,11 +63,17 @@ pub(super) struct Configs {
     pub(super) https: Arc<ServerConfig>,
 }
 
+/// TLS-ALPN-01 challenges that may stand in for the certificate, when ACME is on.
+type Challenges = Option<Arc<dyn AlpnChallenges>>;
+
 impl Configs {
-    fn build(paths: &CertPaths) -> Result<Self, TlsError> {
-        let turn = build_config(paths)?;
+    fn build(paths: &CertPaths, challenges: &Challenges) -> Result<Self, TlsError> {
+        let turn = build_config(paths, challenges)?;
         let mut https = turn.clone();
         https.alpn_protocols = vec![b"http/1.1".to_vec()];
+        if challenges.is_some() {
+            https.alpn_protocols.push(ALPN_ACME_TLS.to_vec());
+        }
         Ok(Self {
             turn: Arc::new(turn),
             https: Arc::new(https),
@@ -79,6 +86,8 @@ pub(super) struct Inner {
     /// cache comes with each certificate: sessions established under the old
     /// certificate are not resumed under the new one.
     pub(super) configs: ArcSwap<Configs>,
+    /// Kept for every rebuild of the configuration.
+    challenges: Challenges,
     /// The files in use and their stamps as of the last load attempt. The mutex also
     /// serializes reloads, so a slow reload can never publish an older configuration
     /// over a newer one.
@@ -112,11 +121,25 @@ impl TlsAcceptorSource {
     /// Loads and checks the files; error if anything is wrong. Meant for start-up, so the
     /// server fails before binding rather than on the first client.
     pub fn load(paths: CertPaths) -> Result<Self, TlsError> {
+        Self::load_inner(paths, None)
+    }
+
+    /// The same, also offering `acme-tls/1` and answering ACME validators with the
+    /// TLS-ALPN-01 certificates `challenges` holds (RFC 8737).
+    pub fn load_with_challenges(
+        paths: CertPaths,
+        challenges: Arc<dyn AlpnChallenges>,
+    ) -> Result<Self, TlsError> {
+        Self::load_inner(paths, Some(challenges))
+    }
+
+    fn load_inner(paths: CertPaths, challenges: Challenges) -> Result<Self, TlsError> {
         let stamps = Stamps::of(&paths);
-        let configs = Configs::build(&paths)?;
+        let configs = Configs::build(&paths, &challenges)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 configs: ArcSwap::from_pointee(configs),
+                challenges,
                 loaded: Mutex::new(Loaded { paths, stamps }),
             }),
         })
@@ -145,7 +168,7 @@ impl TlsAcceptorSource {
             return self.reload_locked(&mut loaded, stamps);
         }
         let stamps = Stamps::of(&paths);
-        let configs = Configs::build(&paths)?;
+        let configs = Configs::build(&paths, &self.inner.challenges)?;
         self.inner.configs.store(Arc::new(configs));
         *loaded = Loaded { paths, stamps };
         Ok(())
@@ -180,22 +203,31 @@ impl TlsAcceptorSource {
     /// the next poll) and publishes the new configuration only if it built cleanly.
     fn reload_locked(&self, loaded: &mut Loaded, stamps: Stamps) -> Result<(), TlsError> {
         loaded.stamps = stamps;
-        let configs = Configs::build(&loaded.paths)?;
+        let configs = Configs::build(&loaded.paths, &self.inner.challenges)?;
         self.inner.configs.store(Arc::new(configs));
         Ok(())
     }
 }
 
 /// Reads both files and builds the server configuration: TLS 1.2 and 1.3, no client
-/// authentication, ALPN `stun.turn`.
-fn build_config(paths: &CertPaths) -> Result<ServerConfig, TlsError> {
+/// authentication, ALPN `stun.turn` (and `acme-tls/1` with challenges).
+fn build_config(paths: &CertPaths, challenges: &Challenges) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(ring::default_provider());
     let certified = load_certified_key(paths, &provider)?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&TLS13, &TLS12])
         .map_err(TlsError::Config)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+        .with_no_client_auth();
+    let mut config = match challenges {
+        None => builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified))),
+        Some(challenges) => builder.with_cert_resolver(Arc::new(ChallengeResolver {
+            served: Arc::new(certified),
+            challenges: challenges.clone(),
+        })),
+    };
     config.alpn_protocols = vec![ALPN_STUN_TURN.to_vec()];
+    if challenges.is_some() {
+        config.alpn_protocols.push(ALPN_ACME_TLS.to_vec());
+    }
     Ok(config)
 }

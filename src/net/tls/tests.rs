@@ -492,3 +492,61 @@ async fn reload_if_changed_only_when_files_change() {
     b.write(&paths);
     assert!(matches!(source.reload_if_changed(), Some(Ok(()))));
 }
+
+/// A TLS-ALPN-01 challenge pending for `localhost`, until cleared.
+struct OneChallenge(std::sync::Mutex<Option<Arc<rustls::sign::CertifiedKey>>>);
+
+impl AlpnChallenges for OneChallenge {
+    fn certificate_for(&self, domain: &str) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let pending = self.0.lock().unwrap();
+        pending.clone().filter(|_| domain == "localhost")
+    }
+}
+
+#[tokio::test]
+async fn only_an_acme_validator_gets_the_challenge_certificate() {
+    let dir = TempDir::new("acme-alpn");
+    let paths = dir.paths();
+    let cert = TestCert::new();
+    cert.write(&paths);
+    let challenge = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let challenge_der = challenge.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(challenge.signing_key.serialize_der())
+        .expect("PKCS#8");
+    let signing_key = ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .expect("key");
+    let certified = rustls::sign::CertifiedKey::new(vec![challenge_der.clone()], signing_key);
+    let challenges = Arc::new(OneChallenge(std::sync::Mutex::new(Some(Arc::new(
+        certified,
+    )))));
+    let source = TlsAcceptorSource::load_with_challenges(paths, challenges.clone()).expect("load");
+    let addr = spawn_echo_server(source).await;
+    let trusted = [&cert.der, &challenge_der];
+    let served = async |alpn: &[&[u8]]| {
+        let stream = connect(addr, &trusted, &[&TLS13, &TLS12], alpn)
+            .await
+            .expect("handshake");
+        let negotiated = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        (served_cert(&stream), negotiated)
+    };
+
+    let (validator, protocol) = served(&[ALPN_ACME_TLS]).await;
+    assert_eq!(validator, challenge_der, "the validator gets the challenge");
+    assert_eq!(protocol.as_deref(), Some(ALPN_ACME_TLS));
+    let others: [&[&[u8]]; 3] = [&[], &[b"stun.turn"], &[ALPN_ACME_TLS, b"stun.turn"]];
+    for alpn in others {
+        let (normal, _) = served(alpn).await;
+        assert_eq!(
+            normal, cert.der,
+            "ALPN {alpn:?} gets the served certificate"
+        );
+    }
+    *challenges.0.lock().unwrap() = None;
+    let (after, _) = served(&[ALPN_ACME_TLS]).await;
+    assert_eq!(
+        after, cert.der,
+        "no challenge pending: the served certificate"
+    );
+}

@@ -1,5 +1,6 @@
-//! The validity period of a DER certificate, read with just enough DER to reach it:
-//! rustls and webpki do not expose it, and it is only needed for a warning.
+//! The validity period of a DER certificate, and whether it issued itself, read with
+//! just enough DER to reach them: rustls and webpki do not expose them, and they are
+//! only needed for a warning and to time ACME renewals.
 
 const TAG_SEQUENCE: u8 = 0x30;
 const TAG_VERSION: u8 = 0xa0;
@@ -9,23 +10,10 @@ const TAG_GENERALIZED_TIME: u8 = 0x18;
 /// `notBefore` and `notAfter` of a DER certificate as Unix seconds, or `None` if it
 /// cannot be read. Just enough DER to reach `tbsCertificate.validity` (RFC 5280 §4.1);
 /// rustls and webpki do not expose it.
-pub(super) fn validity_period(cert: &[u8]) -> Option<(i64, i64)> {
-    let (TAG_SEQUENCE, certificate, _) = der_read(cert)? else {
-        return None;
-    };
-    let (TAG_SEQUENCE, tbs, _) = der_read(certificate)? else {
-        return None;
-    };
-    let (tag, _, after_version) = der_read(tbs)?;
-    let mut fields = if tag == TAG_VERSION {
-        after_version
-    } else {
-        tbs
-    };
-    // serialNumber, signature, issuer
-    for _ in 0..3 {
-        fields = der_read(fields)?.2;
-    }
+pub fn validity_period(cert: &[u8]) -> Option<(i64, i64)> {
+    let fields = issuer_onwards(cert)?;
+    // issuer
+    let fields = der_read(fields)?.2;
     let (TAG_SEQUENCE, validity, _) = der_read(fields)? else {
         return None;
     };
@@ -33,6 +21,34 @@ pub(super) fn validity_period(cert: &[u8]) -> Option<(i64, i64)> {
     let not_before = parse_der_time(tag, not_before)?;
     let (tag, not_after, _) = der_read(rest)?;
     Some((not_before, parse_der_time(tag, not_after)?))
+}
+
+/// Whether the certificate's issuer is its subject (byte for byte), as for a
+/// self-signed one; `None` if it cannot be read. A CA's end-entity certificate never is.
+pub fn self_issued(cert: &[u8]) -> Option<bool> {
+    let (_, issuer, rest) = der_read(issuer_onwards(cert)?)?;
+    // validity, then subject
+    let (_, subject, _) = der_read(der_read(rest)?.2)?;
+    Some(issuer == subject)
+}
+
+/// The fields of `tbsCertificate` from `issuer` on (RFC 5280 §4.1).
+fn issuer_onwards(cert: &[u8]) -> Option<&[u8]> {
+    let (TAG_SEQUENCE, certificate, _) = der_read(cert)? else {
+        return None;
+    };
+    let (TAG_SEQUENCE, tbs, _) = der_read(certificate)? else {
+        return None;
+    };
+    let (tag, _, after_version) = der_read(tbs)?;
+    let fields = if tag == TAG_VERSION {
+        after_version
+    } else {
+        tbs
+    };
+    // serialNumber, signature
+    let fields = der_read(fields)?.2;
+    Some(der_read(fields)?.2)
 }
 
 /// One DER element: (tag, contents, what follows). Single-byte tags only, which is all
@@ -130,5 +146,24 @@ mod tests {
         );
         assert_eq!(validity_period(b"\x30\x03\x02\x01"), None);
         assert_eq!(validity_period(b""), None);
+    }
+
+    #[test]
+    fn tells_a_self_signed_certificate_from_an_issued_one() {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::new()).expect("p");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        assert_eq!(self_issued(ca.der()), Some(true));
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).expect("p");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "a.example");
+        let leaf = params.signed_by(&key, &issuer).expect("leaf");
+        assert_eq!(self_issued(leaf.der()), Some(false));
+        assert_eq!(self_issued(b""), None);
     }
 }
