@@ -31,11 +31,10 @@ use tern::client::{
     new_transaction_id, to_reply,
 };
 use tern::load::server_stats::ProcSample;
+use tern::net::accept::{StreamListener, serve};
 use tern::net::lifecycle::Lifecycle;
 use tern::net::stream::StreamEvent;
-use tern::net::stream::{
-    Accept, ConnectionLimits, StreamConfig, StreamListener, bind_listener, connection, serve,
-};
+use tern::net::stream::{Accept, ConnectionLimits, StreamConfig, bind_listener, connection};
 use tern::proto::Request;
 
 /// The per-IP budget for answers to unauthenticated sources, by default

@@ -1,6 +1,7 @@
 //! tokio drivers: they own the sockets, feed the engine bytes and carry out what it
 //! asks. Protocol decisions are never made here.
 
+pub mod accept;
 pub mod admission;
 pub mod alarm;
 pub mod batch;

@@ -1,7 +1,7 @@
 //! TCP and TLS listeners and their connections (RFC 8656 §3.1, §12.5).
 //!
-//! Listeners accept on the shared runtime and hand each connection, with its slot, to
-//! the worker its client hashes to. There the connection is one task on the worker's
+//! Listeners accept on the shared runtime ([`accept`](super::accept)) and hand each
+//! connection, with its slot, to the worker its client hashes to. There the connection is one task on the worker's
 //! own thread: it tells TLS from plain TCP when asked to (a TLS record starts with
 //! 0x16), does the handshake under a deadline, cuts the byte stream into frames, hands
 //! them to the worker, and writes what the worker queues for it. Frames, answers and
@@ -18,11 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
 use super::front::FrontRules;
-use super::lifecycle::Lifecycle;
 use super::tls::TlsAcceptorSource;
 use crate::core::{FiveTuple, Transport};
 use crate::metrics::Metrics;
@@ -203,15 +202,6 @@ pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// A stream listener and what it accepts.
-pub struct StreamListener {
-    pub socket: TcpListener,
-    pub accept: Accept,
-    /// Whether connections from `server.proxy_protocol_from` start with a PROXY
-    /// protocol header.
-    pub proxy_protocol: bool,
-}
-
 /// An accepted connection on its way to the worker that will drive it.
 pub struct Incoming {
     /// Non-blocking, not yet registered with any reactor: the worker registers it with
@@ -263,88 +253,6 @@ impl Incoming {
 /// Where a listener hands accepted connections to one worker. Unbounded because
 /// what it carries is bounded already: each connection holds a [`ConnectionSlot`].
 pub type Handoff = mpsc::UnboundedSender<Incoming>;
-
-/// Accepts connections until the server stops, handing each to a worker chosen by the
-/// client's address (`workers` holds one hand-off per worker). Each connection follows
-/// the `config` current when it is accepted. A connection that needs reading before
-/// its worker is known (a PROXY header, a ClientHello on a shared port) is read here,
-/// on its own task, within the handshake deadline.
-pub async fn serve(
-    listener: StreamListener,
-    config: watch::Receiver<StreamConfig>,
-    workers: Vec<Handoff>,
-    mut lifecycle: watch::Receiver<Lifecycle>,
-) {
-    let StreamListener {
-        socket,
-        accept,
-        proxy_protocol,
-    } = listener;
-    let workers: Arc<[Handoff]> = workers.into();
-    loop {
-        tokio::select! {
-            accepted = socket.accept() => match accepted {
-                Ok((stream, client)) => {
-                    let config = config.borrow().clone();
-                    let trusted = proxy_protocol
-                        && config.proxy_from.iter().any(|net| net.contains(&client.ip()));
-                    // A trusted proxy carries many clients: the per-IP limit applies to
-                    // each of them once its header is read, not to the proxy.
-                    let slot = if trusted {
-                        config.limits.acquire_counting_total_only(client.ip())
-                    } else {
-                        config.limits.acquire(client.ip())
-                    };
-                    let Some(slot) = slot else {
-                        tracing::debug!(%client, "connection refused: connection limit");
-                        continue;
-                    };
-                    let shared_tls_port = matches!(accept, Accept::Tls { .. });
-                    let admission = super::admission::Admission {
-                        proxy_protocol,
-                        trusted,
-                        front: config.front.clone().filter(|_| shared_tls_port),
-                    };
-                    let accepted = Instant::now();
-                    if admission.needed() {
-                        let (accept, config, workers) =
-                            (accept.clone(), config.clone(), workers.clone());
-                        tokio::spawn(async move {
-                            let arrived = super::admission::Arrived {
-                                stream,
-                                client,
-                                accepted,
-                                accept,
-                                config,
-                                slot,
-                            };
-                            admission.admit(arrived, &workers).await;
-                        });
-                    } else {
-                        let (accept, no_prefix) = (accept.clone(), Vec::new());
-                        let incoming =
-                            Incoming::new(stream, client, no_prefix, accepted, accept, config, slot);
-                        if let Some(incoming) = incoming {
-                            incoming.hand_off(&workers);
-                        }
-                    }
-                }
-                // Out of file descriptors and the like: back off instead of spinning.
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
-            // Only on stop: while draining, new connections are still taken (their
-            // Allocates are refused, other requests are answered).
-            changed = lifecycle.changed() => {
-                if changed.is_err() || *lifecycle.borrow() == Lifecycle::Stopping {
-                    return;
-                }
-            }
-        }
-    }
-}
 
 /// The worker a connection from `client` belongs to.
 fn worker_for(client: SocketAddr, workers: usize) -> usize {

@@ -5,7 +5,8 @@ use anyhow::Context;
 use std::net::SocketAddr;
 
 use crate::config::{Listener, ServerSettings, Settings};
-use crate::net::stream::{self, Accept, StreamListener};
+use crate::net::accept::StreamListener;
+use crate::net::stream::{self, Accept};
 use crate::net::tls::TlsAcceptorSource;
 use crate::net::udp;
 

@@ -24,7 +24,7 @@ use crate::config::{Redacted, Settings, TlsSettings};
 use crate::core::{Engine, EngineRules, Shared};
 use crate::metrics::Metrics;
 use crate::net::lifecycle::Lifecycle;
-use crate::net::stream::{self, ConnectionLimits, StreamConfig};
+use crate::net::stream::{ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
 use crate::net::worker::{self, Control, WorkerConfig};
 use crate::offload::Offload;
@@ -284,7 +284,7 @@ fn spawn(
     let (stream_config_tx, stream_config) =
         watch::channel(stream_config(&settings, &connection_limits, &metrics));
     for listener in listeners.streams {
-        tokio::spawn(stream::serve(
+        tokio::spawn(crate::net::accept::serve(
             listener,
             stream_config.clone(),
             handoffs.clone(),
