@@ -539,6 +539,38 @@ fn tls_alpn_01_replaces_the_placeholder_with_the_cas_certificate() {
     assert!(reply.is_success(), "Refresh: {:?}", reply.code);
 }
 
+/// TLS-ALPN-01 on a TLS port shared with a website (`[front]`, README "TURN on 443
+/// next to your website"): the validator's `acme-tls/1` ClientHello is routed to tern,
+/// not passed to the site (here an address where nothing listens, so a wrong route
+/// fails the validation).
+#[test]
+fn tls_alpn_01_works_on_a_port_shared_with_a_website() {
+    let dir = TempDir::new("tern-acme-front");
+    let tls_port = free_udp_tcp_port();
+    let pebble = Pebble::started(&PebbleSetup {
+        tls_port,
+        http_port: free_udp_tcp_port(),
+        validity: 30 * 86_400,
+    });
+    let site = free_udp_tcp_port();
+    let extra = format!(
+        "challenge = \"tls-alpn-01\"\nretry_min = 1\n\n[front]\nupstream = \"127.0.0.1:{site}\"\n"
+    );
+    let acme = AcmeTern::new(&dir, &pebble, tls_port, &extra);
+    let mut tern = acme.start();
+    let roots = pebble.issuing_roots();
+    assert_issued(&acme, &mut tern, &roots);
+    let routed = metric(acme.admin, "tern_front_routed_total{route=\"tern\"}");
+    assert!(
+        routed >= 1.0,
+        "no validator connection routed to tern: {routed}"
+    );
+    assert_eq!(
+        metric(acme.admin, "tern_front_routed_total{route=\"upstream\"}"),
+        0.0
+    );
+}
+
 /// HTTP-01 on tern's responder; a domain added to the list later is ordered at the
 /// next start, though the certificate on disk is far from expiry.
 #[test]

@@ -35,27 +35,13 @@ pub fn serve(
     listener: TcpListener,
     challenges: Challenges,
     metrics: Arc<Metrics>,
-    mut lifecycle: watch::Receiver<Lifecycle>,
+    lifecycle: watch::Receiver<Lifecycle>,
 ) -> std::io::Result<()> {
     let listener = SelftestListener::start(listener, None, LIMITS, metrics)?;
     let app = Router::new()
         .route("/.well-known/acme-challenge/{token}", get(answer))
         .with_state(challenges);
-    let stopped = async move {
-        while lifecycle.changed().await.is_ok() {
-            if *lifecycle.borrow() == Lifecycle::Stopping {
-                return;
-            }
-        }
-    };
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!("ACME HTTP-01 listener failed: {e}");
-        }
-    });
+    listener.serve(app, lifecycle, "ACME HTTP-01");
     Ok(())
 }
 

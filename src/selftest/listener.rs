@@ -14,10 +14,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::{Instant, Sleep};
 
 use crate::metrics::Metrics;
+use crate::net::lifecycle::Lifecycle;
 use crate::net::tls::TlsAcceptorSource;
 
 /// Self-test connections one client address may hold open at once (an IPv6 client
@@ -186,6 +187,28 @@ pub struct Limits {
 }
 
 impl SelftestListener {
+    /// Serves `app` on this listener's connections until the server stops; `what`
+    /// names the listener in the log line if serving fails.
+    pub fn serve(
+        self,
+        app: axum::Router,
+        mut lifecycle: watch::Receiver<Lifecycle>,
+        what: &'static str,
+    ) {
+        let stopped = async move {
+            while lifecycle.changed().await.is_ok() {
+                if *lifecycle.borrow() == Lifecycle::Stopping {
+                    return;
+                }
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(self, app).with_graceful_shutdown(stopped).await {
+                tracing::error!("{what} listener failed: {e}");
+            }
+        });
+    }
+
     /// Starts accepting on `tcp`; with `tls`, each connection must finish its TLS
     /// handshake within `handshake_timeout` before it reaches HTTP.
     pub fn start(

@@ -91,7 +91,7 @@ pub fn serve(
         refused: Metrics::selftest_refused,
     };
     let listener = listener::SelftestListener::start(tcp, tls, limits, state.metrics.clone())?;
-    let mut lifecycle = state.lifecycle.clone();
+    let lifecycle = state.lifecycle.clone();
     let max_frame = settings.selftest.max_message.saturating_mul(2);
     let guarded = Router::new()
         .route(
@@ -123,21 +123,7 @@ pub fn serve(
         .merge(guarded)
         .with_state(state)
         .layer(axum::middleware::from_fn(security_headers));
-    let stopped = async move {
-        while lifecycle.changed().await.is_ok() {
-            if *lifecycle.borrow() == Lifecycle::Stopping {
-                return;
-            }
-        }
-    };
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(stopped)
-            .await
-        {
-            tracing::error!("self-test listener failed: {e}");
-        }
-    });
+    listener.serve(app, lifecycle, "self-test");
     Ok(())
 }
 
