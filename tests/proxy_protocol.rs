@@ -464,3 +464,28 @@ fn the_deploy_haproxy_example_routes_turn_and_the_site_by_sni() {
         "the website's PROXY headers: {headers:?}"
     );
 }
+
+/// `server.proxy_protocol_from` applies on reload, to new connections: HAProxy's
+/// headers are believed, then (its address dropped from the list) refused.
+#[test]
+fn a_reload_changes_which_sources_are_trusted() {
+    let t = start_tern();
+    let proxy = start_haproxy(&[(t.tcp, "send-proxy-v2")]);
+    let front = proxy.frontends[0];
+    let mut before = tcp_client(CLIENT_A, front);
+    let local = before.local_addr();
+    assert_eq!(mapped(&mut before), Ok(local));
+    let config = t.server.dir.join("tern.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("127.0.0.1/32", "127.0.0.9/32")).unwrap();
+    t.server.reload();
+    let untrusted = headers(&t, "untrusted");
+    let mut after = tcp_client(CLIENT_A, front);
+    assert!(
+        mapped(&mut after).is_err(),
+        "a header from a source no longer trusted was believed"
+    );
+    assert!(headers(&t, "untrusted") > untrusted);
+    // The connection made before the reload goes on.
+    assert_eq!(mapped(&mut before), Ok(local));
+}

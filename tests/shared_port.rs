@@ -274,6 +274,10 @@ fn curl_reaches_the_site_and_the_self_test_while_turn_clients_reach_tern() {
         let relay = turn_over_tls(&s, alpn).unwrap_or_else(|e| panic!("{alpn:?}: {e}"));
         assert!(relay.ip().is_loopback(), "{relay}");
     }
+    // Plain TURN over TCP on the TLS port (tls.auto_detect) is not a ClientHello: tern.
+    let mut plain = TurnClient::connect_tcp(s.tls, USER, PASS).expect("TCP to the shared port");
+    let reply = plain.allocate(vec![]).expect("Allocate over TCP answered");
+    assert!(reply.is_success(), "TCP Allocate: {:?}", reply.code);
     // The self-test page, by its host name.
     let resolve = format!("localhost:{}:127.0.0.1", s.tls.port());
     let page = format!("https://localhost:{}/check?token={TOKEN}", s.tls.port());
