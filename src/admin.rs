@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::core::{Session, Shared};
+use crate::core::{EndReason, Session, Shared};
 use crate::metrics::{Metrics, Snapshot};
 use crate::net::lifecycle::Lifecycle;
 use crate::net::stream::ConnectionLimits;
@@ -152,10 +152,17 @@ async fn kill_user(
     State(state): State<Arc<AdminState>>,
     Path(user): Path<String>,
 ) -> Json<serde_json::Value> {
-    let killed: usize = ask_all(&state, |tx| WorkerCommand::KillUser(user.clone(), tx))
-        .await
-        .into_iter()
-        .sum();
+    end_user(&state, user, EndReason::Killed).await
+}
+
+/// Ends every allocation of `user` for `reason`, on every worker.
+async fn end_user(state: &AdminState, user: String, reason: EndReason) -> Json<serde_json::Value> {
+    let killed: usize = ask_all(state, |tx| {
+        WorkerCommand::KillUser(user.clone(), reason, tx)
+    })
+    .await
+    .into_iter()
+    .sum();
     Json(serde_json::json!({ "killed": killed }))
 }
 
@@ -173,7 +180,7 @@ async fn revoke_user(State(state): State<Arc<AdminState>>, Path(user): Path<Stri
         Some(cluster) => Some(cluster.publish_revocation(&user).await.is_ok()),
         None => None,
     };
-    let Json(mut answer) = kill_user(State(state), Path(user)).await;
+    let Json(mut answer) = end_user(&state, user, EndReason::Revoked).await;
     if let Some(told) = fleet {
         answer["fleet"] = told.into();
     }

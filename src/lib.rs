@@ -26,6 +26,7 @@ pub mod serve;
 pub mod token;
 pub mod tools;
 pub mod urls;
+pub mod usage;
 
 // The protocol core (crates/tern-core), under the paths the rest of tern uses.
 pub use tern_core as core;

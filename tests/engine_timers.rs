@@ -383,9 +383,15 @@ fn offloaded_channels_leave_with_their_allocation_and_their_bytes_are_counted() 
     h.bind_channel(Duration::ZERO, 0x4001, peer);
     h.bind_channel(Duration::ZERO, 0x4002, other);
     assert_eq!(h.io.kernel.len(), 2);
-    h.io.kernel_bytes = tern::core::KernelBytes {
-        to_peer: 1000,
-        to_client: 2000,
+    h.io.kernel_bytes = tern::core::KernelRelayed {
+        to_peer: tern::core::Traffic {
+            packets: 10,
+            bytes: 1000,
+        },
+        to_client: tern::core::Traffic {
+            packets: 20,
+            bytes: 2000,
+        },
     };
     // Live sessions count what the kernel relayed on both channels so far.
     let session = &h.engine.sessions(h.t0 + SEC, &mut h.io)[0];
@@ -415,9 +421,15 @@ fn an_expired_channel_is_withdrawn_and_its_kernel_bytes_stay_on_the_session() {
         h.request_at(SEC, METHOD_REFRESH, vec![Attr::lifetime(3600)], true)
             .is_success()
     );
-    h.io.kernel_bytes = tern::core::KernelBytes {
-        to_peer: 1000,
-        to_client: 2000,
+    h.io.kernel_bytes = tern::core::KernelRelayed {
+        to_peer: tern::core::Traffic {
+            packets: 10,
+            bytes: 1000,
+        },
+        to_client: tern::core::Traffic {
+            packets: 20,
+            bytes: 2000,
+        },
     };
     // Its entry stops relaying at 300 s by itself (its own deadline); the allocation's
     // timer looks at it at its old expiry (600 s), when the channel has expired too,

@@ -28,7 +28,7 @@ use tokio::sync::{Mutex, mpsc, watch};
 pub use record::{LoadLimits, NodeRecord, fleet_view};
 
 use crate::config::Settings;
-use crate::core::Shared;
+use crate::core::{EndReason, Shared};
 use crate::metrics::Metrics;
 use crate::net::lifecycle::Lifecycle;
 use crate::net::worker::{WorkerCommand, ask_all};
@@ -126,7 +126,7 @@ impl Cluster {
         info.redis.protocol = redis::ProtocolVersion::RESP3;
         let client =
             redis::Client::open(info).map_err(|e| anyhow::anyhow!("cluster.redis_url: {e}"))?;
-        let id = c.node_id.clone().unwrap_or_else(host_name);
+        let id = node_id(c);
         let (pushes_tx, pushes_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Self {
             keys: Keys {
@@ -445,7 +445,7 @@ impl Cluster {
 async fn revoke_here(server: &Server, user: &str) {
     server.shared.revoke(user);
     let killed: usize = ask_all(&server.workers, |tx| {
-        WorkerCommand::KillUser(user.to_string(), tx)
+        WorkerCommand::KillUser(user.to_string(), EndReason::Revoked, tx)
     })
     .await
     .into_iter()
@@ -482,6 +482,12 @@ fn relayed_bytes(metrics: &Metrics) -> u64 {
 }
 
 /// The host name, for a node id nobody set.
+/// This node's name: `cluster.node_id`, else the host name (also without a fleet: it
+/// names the node in usage records).
+pub fn node_id(settings: &crate::config::ClusterSettings) -> String {
+    settings.node_id.clone().unwrap_or_else(host_name)
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())

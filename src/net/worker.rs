@@ -25,11 +25,12 @@ use super::relay::{DRAIN_ROUNDS, MAX_DATAGRAM, RelayPoller, RelaySockets, relay_
 use super::stream::{Connection, StreamEvent};
 use super::udp::send_now;
 use crate::core::{
-    Count, Engine, EngineRules, FiveTuple, Io, KernelBytes, KernelChannel, Now, PEER_HEADROOM,
-    Session, Transport,
+    Count, EndReason, Engine, EngineRules, FiveTuple, Io, KernelChannel, KernelRelayed, Now,
+    PEER_HEADROOM, Session, Transport, Usage,
 };
 use crate::metrics::Metrics;
 use crate::offload::Offload;
+use crate::usage::UsageLog;
 
 /// What the admin API asks of a worker about the allocations it owns.
 pub enum WorkerCommand {
@@ -37,7 +38,9 @@ pub enum WorkerCommand {
     /// Kill the allocation relayed at this address, if this worker owns it.
     Kill(SocketAddr, oneshot::Sender<bool>),
     /// Kill every allocation of a user (static name or REST user id).
-    KillUser(String, oneshot::Sender<usize>),
+    /// Ends every allocation of a user (a static name or REST user id), as killed or
+    /// revoked.
+    KillUser(String, EndReason, oneshot::Sender<usize>),
 }
 
 /// Sends `command` to every worker and gathers the answers (a worker that has
@@ -90,6 +93,8 @@ pub struct WorkerConfig {
     pub socket_buffer: usize,
     /// The kernel fast path, when it runs: the engine installs channels in it.
     pub offload: Option<Arc<Offload>>,
+    /// Where ended allocations' usage records go.
+    pub usage: UsageLog,
 }
 
 /// Everything the engine may ask the driver to do.
@@ -107,6 +112,7 @@ struct Sockets {
     socket_buffer: usize,
     metrics: Arc<Metrics>,
     offload: Option<Arc<Offload>>,
+    usage: UsageLog,
 }
 
 impl Sockets {
@@ -186,14 +192,18 @@ impl Io for Sockets {
             .is_some_and(|offload| offload.install(channel, until))
     }
 
-    fn withdraw_channel(&mut self, channel: &KernelChannel) -> KernelBytes {
+    fn allocation_ended(&mut self, usage: &Usage<'_>) {
+        self.usage.record(usage).log();
+    }
+
+    fn withdraw_channel(&mut self, channel: &KernelChannel) -> KernelRelayed {
         self.offload
             .as_ref()
             .map(|offload| offload.withdraw(channel))
             .unwrap_or_default()
     }
 
-    fn channel_bytes(&mut self, channel: &KernelChannel) -> KernelBytes {
+    fn channel_bytes(&mut self, channel: &KernelChannel) -> KernelRelayed {
         self.offload
             .as_ref()
             .map(|offload| offload.relayed(channel))
@@ -264,7 +274,11 @@ async fn run(
         socket_buffer: config.socket_buffer,
         metrics,
         offload: config.offload,
+        usage: config.usage,
     };
+    // Whether the server was draining when it stopped: the allocations still open then
+    // end as "drained" rather than "shutdown".
+    let mut draining = false;
     let mut batch = RecvBatch::new(0, MAX_DATAGRAM);
     let mut peer_batch = RecvBatch::new(PEER_HEADROOM, MAX_DATAGRAM);
     // Invariant: every listener is bound, so it has a local address.
@@ -310,7 +324,7 @@ async fn run(
                 }
                 StreamEvent::Closed(tuple) => {
                     io.connections.remove(&tuple);
-                    engine.handle_client_closed(&tuple, &mut io);
+                    engine.handle_client_closed(&tuple, Instant::now(), &mut io);
                 }
             },
             () = alarm.rung() => {
@@ -322,10 +336,10 @@ async fn run(
                     let _ = reply.send(engine.sessions(Instant::now(), &mut io));
                 }
                 WorkerCommand::Kill(relay, reply) => {
-                    let _ = reply.send(engine.kill(relay, &mut io));
+                    let _ = reply.send(engine.kill(relay, Instant::now(), &mut io));
                 }
-                WorkerCommand::KillUser(user, reply) => {
-                    let _ = reply.send(engine.kill_user(&user, &mut io));
+                WorkerCommand::KillUser(user, reason, reply) => {
+                    let _ = reply.send(engine.kill_user(&user, reason, Instant::now(), &mut io));
                 }
             },
             Ok(()) = rules.changed() => {
@@ -333,12 +347,25 @@ async fn run(
                 engine.reload(&rules, Instant::now(), &mut io);
             }
             _ = lifecycle.changed() => match *lifecycle.borrow_and_update() {
-                Lifecycle::Serving => engine.set_draining(false),
-                Lifecycle::Draining => engine.set_draining(true),
+                Lifecycle::Serving => {
+                    draining = false;
+                    engine.set_draining(false);
+                }
+                Lifecycle::Draining => {
+                    draining = true;
+                    engine.set_draining(true);
+                }
                 Lifecycle::Stopping => break,
             },
         }
     }
+    // What is still open ends here, with its usage record.
+    let reason = if draining {
+        EndReason::Drained
+    } else {
+        EndReason::Shutdown
+    };
+    engine.end_all(reason, Instant::now(), &mut io);
     // Dropping the connections' writers stops their tasks; a connection's last report
     // finds the queue closed.
     io.relays.clear();

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::config::{OffloadMode, Settings};
-use crate::core::{KernelBytes, KernelChannel};
+use crate::core::{KernelChannel, KernelRelayed, Traffic};
 use maps::{ClientKey, ClientRoute, PeerKey, PeerRoute};
 
 #[derive(Debug, thiserror::Error)]
@@ -165,9 +165,9 @@ impl Offload {
     }
 
     /// Stops the kernel relaying `ch`; returns what it relayed on it.
-    pub fn withdraw(&self, ch: &KernelChannel) -> KernelBytes {
+    pub fn withdraw(&self, ch: &KernelChannel) -> KernelRelayed {
         let Some((ckey, _, pkey, _)) = maps::entries(ch) else {
-            return KernelBytes::default();
+            return KernelRelayed::default();
         };
         let mut maps = self.lock_maps();
         let to_peer = maps.clients.get(&ckey, 0).ok();
@@ -177,21 +177,36 @@ impl Offload {
         if to_peer.is_some() {
             self.channels.fetch_sub(1, Ordering::Relaxed);
         }
-        KernelBytes {
-            to_peer: to_peer.unwrap_or_default().bytes,
-            to_client: to_client.bytes,
+        let to_peer = to_peer.unwrap_or_default();
+        KernelRelayed {
+            to_peer: Traffic {
+                packets: to_peer.packets,
+                bytes: to_peer.bytes,
+            },
+            to_client: Traffic {
+                packets: to_client.packets,
+                bytes: to_client.bytes,
+            },
         }
     }
 
     /// What the kernel relayed on `ch` so far.
-    pub fn relayed(&self, ch: &KernelChannel) -> KernelBytes {
+    pub fn relayed(&self, ch: &KernelChannel) -> KernelRelayed {
         let Some((ckey, _, pkey, _)) = maps::entries(ch) else {
-            return KernelBytes::default();
+            return KernelRelayed::default();
         };
         let maps = self.lock_maps();
-        KernelBytes {
-            to_peer: maps.clients.get(&ckey, 0).map_or(0, |r| r.bytes),
-            to_client: maps.peers.get(&pkey, 0).map_or(0, |r| r.bytes),
+        let to_peer = maps.clients.get(&ckey, 0).unwrap_or_default();
+        let to_client = maps.peers.get(&pkey, 0).unwrap_or_default();
+        KernelRelayed {
+            to_peer: Traffic {
+                packets: to_peer.packets,
+                bytes: to_peer.bytes,
+            },
+            to_client: Traffic {
+                packets: to_client.packets,
+                bytes: to_client.bytes,
+            },
         }
     }
 

@@ -28,6 +28,7 @@ use crate::net::stream::{ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
 use crate::net::worker::{self, Control, WorkerConfig};
 use crate::offload::Offload;
+use crate::usage::UsageLog;
 
 /// Runs the server until SIGINT or SIGTERM; on SIGHUP `loader` reads the settings
 /// again and `log_level` applies a new log filter.
@@ -310,6 +311,7 @@ fn spawn(
     let worker_config = WorkerConfig {
         socket_buffer: limits.socket_buffer,
         offload,
+        usage: UsageLog::new(&crate::cluster::node_id(&settings.cluster)),
     };
     tracing::info!(workers, "starting workers");
     let mut threads = Vec::with_capacity(workers);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
 use tern::config::PortRange;
 use tern::core::{
-    Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, KernelBytes, KernelChannel,
+    Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, KernelChannel, KernelRelayed,
     RelayIpChoice, Shared,
 };
 use tern::policy::{OwnRelays, PeerPolicy};
@@ -59,7 +59,23 @@ pub struct Recorder {
     /// Channels withdrawn from the kernel, in order.
     pub withdrawn: Vec<(SocketAddr, u16)>,
     /// What every offloaded channel says the kernel relayed on it.
-    pub kernel_bytes: KernelBytes,
+    pub kernel_bytes: KernelRelayed,
+    /// Allocations ended, with what they used, in order.
+    pub ended: Vec<Ended>,
+}
+
+/// An allocation's usage as the engine reported it at its end.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub tuple: FiveTuple,
+    pub relay: SocketAddr,
+    pub username: String,
+    pub user: String,
+    pub secs: u64,
+    pub to_peer: tern::core::Traffic,
+    pub to_client: tern::core::Traffic,
+    pub peers: u32,
+    pub reason: tern::core::EndReason,
 }
 
 impl Io for Recorder {
@@ -92,7 +108,20 @@ impl Io for Recorder {
         self.kernel.insert((channel.peer, channel.number), until);
         true
     }
-    fn withdraw_channel(&mut self, channel: &KernelChannel) -> KernelBytes {
+    fn allocation_ended(&mut self, usage: &tern::core::Usage<'_>) {
+        self.ended.push(Ended {
+            tuple: *usage.tuple,
+            relay: usage.relay,
+            username: usage.username.to_string(),
+            user: usage.user.to_string(),
+            secs: usage.duration.as_secs(),
+            to_peer: usage.to_peer,
+            to_client: usage.to_client,
+            peers: usage.peers,
+            reason: usage.reason,
+        });
+    }
+    fn withdraw_channel(&mut self, channel: &KernelChannel) -> KernelRelayed {
         let key = (channel.peer, channel.number);
         assert!(
             self.kernel.remove(&key).is_some(),
@@ -101,7 +130,7 @@ impl Io for Recorder {
         self.withdrawn.push(key);
         self.kernel_bytes
     }
-    fn channel_bytes(&mut self, channel: &KernelChannel) -> KernelBytes {
+    fn channel_bytes(&mut self, channel: &KernelChannel) -> KernelRelayed {
         let key = (channel.peer, channel.number);
         assert!(
             self.kernel.contains_key(&key),

@@ -105,7 +105,10 @@ impl Allocation {
         let permissions = &mut self.route.permissions;
         match permissions.iter_mut().find(|(ip, _)| *ip == peer) {
             Some(entry) => entry.1 = expires,
-            None => permissions.push((peer, expires)),
+            None => {
+                permissions.push((peer, expires));
+                self.route.peers_permitted = self.route.peers_permitted.saturating_add(1);
+            }
         }
     }
 

@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::{Allocation, Engine, FiveTuple, Io, Transport};
+use crate::{Allocation, Engine, FiveTuple, Io, Traffic, Transport};
 
 /// A channel of a UDP client, as a kernel fast path keys it: ChannelData from `client`
 /// on `number` goes from `relay` to `peer`, and `peer`'s datagrams to `relay` go back to
@@ -25,11 +25,11 @@ pub struct KernelChannel {
     pub number: u16,
 }
 
-/// What the kernel relayed on a channel: application bytes each way.
+/// What the kernel relayed on a channel: packets and application bytes each way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelBytes {
-    pub to_peer: u64,
-    pub to_client: u64,
+pub struct KernelRelayed {
+    pub to_peer: Traffic,
+    pub to_client: Traffic,
 }
 
 impl Engine {
@@ -99,12 +99,12 @@ pub(crate) fn relayed_so_far(
     alloc: &Allocation,
     tuple: &FiveTuple,
     io: &mut dyn Io,
-) -> KernelBytes {
-    let mut total = KernelBytes::default();
+) -> KernelRelayed {
+    let mut total = KernelRelayed::default();
     for &(number, peer) in &alloc.offloaded {
-        let bytes = io.channel_bytes(&kernel_channel(alloc, tuple, number, peer));
-        total.to_peer += bytes.to_peer;
-        total.to_client += bytes.to_client;
+        let relayed = io.channel_bytes(&kernel_channel(alloc, tuple, number, peer));
+        total.to_peer.add(relayed.to_peer);
+        total.to_client.add(relayed.to_client);
     }
     total
 }
@@ -117,8 +117,8 @@ fn withdraw(
     io: &mut dyn Io,
 ) {
     let channel = kernel_channel(alloc, tuple, number, peer);
-    let bytes = io.withdraw_channel(&channel);
-    alloc.route_mut().count_kernel(bytes);
+    let relayed = io.withdraw_channel(&channel);
+    alloc.route_mut().count_kernel(relayed);
     alloc.offloaded.retain(|&entry| entry != (number, peer));
 }
 

@@ -37,6 +37,7 @@ pub mod ports;
 mod requests;
 pub mod route;
 pub mod shared;
+pub mod usage;
 
 use rand::rngs::StdRng;
 use std::cmp::Reverse;
@@ -53,11 +54,12 @@ use crate::proto::{ChannelHeader, Kind, Request};
 pub use allocation::Allocation;
 pub use count::Count;
 pub use error::Reject;
-pub use kernel::{KernelBytes, KernelChannel};
+pub use kernel::{KernelChannel, KernelRelayed};
 pub use port_range::PortRange;
 pub use route::{Forward, Framed, PeerRoute};
 use shared::Reservation;
 pub use shared::Shared;
+pub use usage::{EndReason, Traffic, Usage};
 
 /// Bytes a driver leaves free before peer data so a ChannelData header can be put in
 /// front of it without copying.
@@ -140,6 +142,9 @@ pub trait Io {
     fn allocation_changed(&mut self, tuple: &FiveTuple, alive: bool);
     /// Something happened that the driver's metrics count.
     fn count(&mut self, event: Count<'_>);
+    /// An allocation ended; what it used (once per allocation, after its last relayed
+    /// packet). Drivers that keep no usage records keep the default.
+    fn allocation_ended(&mut self, _usage: &Usage<'_>) {}
     /// The kernel may relay `channel` (a UDP client's) until `until`; called again
     /// whenever that instant moves. Returns whether the kernel took it. Drivers without
     /// a kernel fast path keep the default: everything stays with the engine.
@@ -148,12 +153,12 @@ pub trait Io {
     }
     /// The kernel must stop relaying `channel` (only called for channels it took);
     /// returns what it relayed on it.
-    fn withdraw_channel(&mut self, _channel: &KernelChannel) -> KernelBytes {
-        KernelBytes::default()
+    fn withdraw_channel(&mut self, _channel: &KernelChannel) -> KernelRelayed {
+        KernelRelayed::default()
     }
     /// What the kernel relayed on `channel` so far (it keeps relaying it).
-    fn channel_bytes(&mut self, _channel: &KernelChannel) -> KernelBytes {
-        KernelBytes::default()
+    fn channel_bytes(&mut self, _channel: &KernelChannel) -> KernelRelayed {
+        KernelRelayed::default()
     }
 }
 
@@ -318,8 +323,8 @@ impl Engine {
                     permissions,
                     channels,
                     age_secs: u64::from(uptime.saturating_sub(alloc.created_secs)),
-                    bytes_to_peer: alloc.route().to_peer_bytes() + kernel.to_peer,
-                    bytes_to_client: alloc.route().to_client_bytes() + kernel.to_client,
+                    bytes_to_peer: alloc.route().to_peer().bytes + kernel.to_peer.bytes,
+                    bytes_to_client: alloc.route().to_client().bytes + kernel.to_client.bytes,
                 }
             })
             .collect()
@@ -333,17 +338,23 @@ impl Engine {
     }
 
     /// Deletes the allocation relayed at `relay`; false if this engine has none there.
-    pub fn kill(&mut self, relay: SocketAddr, io: &mut dyn Io) -> bool {
+    pub fn kill(&mut self, relay: SocketAddr, now: Instant, io: &mut dyn Io) -> bool {
         let Some(tuple) = self.relays.get(&relay).copied() else {
             return false;
         };
-        self.delete_allocation(&tuple, io);
+        self.delete_allocation(&tuple, EndReason::Killed, now, io);
         true
     }
 
     /// Deletes every allocation counted against `identity` (a static user's name or
-    /// a REST user id); returns how many.
-    pub fn kill_user(&mut self, identity: &str, io: &mut dyn Io) -> usize {
+    /// a REST user id) for `reason` (killed or revoked); returns how many.
+    pub fn kill_user(
+        &mut self,
+        identity: &str,
+        reason: EndReason,
+        now: Instant,
+        io: &mut dyn Io,
+    ) -> usize {
         let doomed: Vec<FiveTuple> = self
             .allocations
             .iter()
@@ -351,9 +362,18 @@ impl Engine {
             .map(|(tuple, _)| *tuple)
             .collect();
         for tuple in &doomed {
-            self.delete_allocation(tuple, io);
+            self.delete_allocation(tuple, reason, now, io);
         }
         doomed.len()
+    }
+
+    /// Ends every allocation (the server stops with allocations still open), each with
+    /// its usage told to the driver.
+    pub fn end_all(&mut self, reason: EndReason, now: Instant, io: &mut dyn Io) {
+        let tuples: Vec<FiveTuple> = self.allocations.keys().copied().collect();
+        for tuple in &tuples {
+            self.delete_allocation(tuple, reason, now, io);
+        }
     }
 
     /// Applies reloaded rules. Allocations in progress keep their relay sockets and go
@@ -451,8 +471,8 @@ impl Engine {
     }
 
     /// The client's TCP/TLS connection is gone: its allocation goes with it.
-    pub fn handle_client_closed(&mut self, tuple: &FiveTuple, io: &mut dyn Io) {
-        self.delete_allocation(tuple, io);
+    pub fn handle_client_closed(&mut self, tuple: &FiveTuple, now: Instant, io: &mut dyn Io) {
+        self.delete_allocation(tuple, EndReason::ConnectionClosed, now, io);
     }
 
     /// The relay socket at `relay` is closed: its port may be bound again. Until then
@@ -493,7 +513,7 @@ impl Engine {
             return;
         };
         if alloc.expires <= now {
-            self.delete_allocation(&tuple, io);
+            self.delete_allocation(&tuple, EndReason::Expired, now, io);
         } else {
             // Refreshed since this entry was pushed: look again at the new expiry.
             alloc.scheduled = alloc.expires;
@@ -517,11 +537,31 @@ impl Engine {
         }
     }
 
-    fn delete_allocation(&mut self, tuple: &FiveTuple, io: &mut dyn Io) {
+    fn delete_allocation(
+        &mut self,
+        tuple: &FiveTuple,
+        reason: EndReason,
+        now: Instant,
+        io: &mut dyn Io,
+    ) {
         let Some(mut alloc) = self.allocations.remove(tuple) else {
             return;
         };
         kernel::withdraw_all(&mut alloc, tuple, io);
+        let lived = self.uptime_secs(now).saturating_sub(alloc.created_secs);
+        let route = alloc.route();
+        io.allocation_ended(&Usage {
+            tuple,
+            realm: self.credentials.realm(),
+            relay: alloc.relay,
+            username: &alloc.username,
+            user: self.credentials.quota_identity(&alloc.username),
+            duration: Duration::from_secs(u64::from(lived)),
+            to_peer: route.to_peer(),
+            to_client: route.to_client(),
+            peers: route.peers_permitted(),
+            reason,
+        });
         self.relays.remove(&alloc.relay);
         self.shared
             .uncount_allocation(self.credentials.quota_identity(&alloc.username));

@@ -17,8 +17,8 @@ use turn::proto::rsrvtoken::ReservationToken;
 use super::allocation::ChannelConflict;
 use super::ports::PortWish;
 use super::{
-    Allocation, Count, Engine, FiveTuple, Io, Now, RESERVATION_LIFETIME, Reject, RelayIpChoice,
-    Reservation, Timer, Transport,
+    Allocation, Count, EndReason, Engine, FiveTuple, Io, Now, RESERVATION_LIFETIME, Reject,
+    RelayIpChoice, Reservation, Timer, Transport,
 };
 use crate::auth::{AuthError, LongTermKey};
 use crate::proto::attrs::decode_address_family;
@@ -128,11 +128,11 @@ impl Engine {
             .get(tuple)
             .is_some_and(|a| a.expires <= now.mono);
         if ended && tuple.transport == Transport::Udp {
-            self.delete_allocation(tuple, io);
+            self.delete_allocation(tuple, EndReason::Deleted, now.mono, io);
         }
         io.send_to_client(tuple, &bytes);
         if ended && tuple.transport != Transport::Udp {
-            self.delete_allocation(tuple, io);
+            self.delete_allocation(tuple, EndReason::Deleted, now.mono, io);
         }
     }
 

@@ -14,6 +14,7 @@ use stun::attributes::{ATTR_DATA, ATTR_XOR_PEER_ADDRESS};
 use stun::message::METHOD_DATA;
 
 use super::PEER_HEADROOM;
+use crate::Traffic;
 use crate::proto::{ChannelHeader, Response};
 
 /// What to do with a datagram a peer sent to a relay address.
@@ -78,28 +79,36 @@ pub struct PeerRoute {
     /// Peer IP → permission expiry.
     pub(super) permissions: Vec<(IpAddr, Instant)>,
     pub(super) channels: Vec<ChannelBinding>,
-    to_client_bytes: u64,
-    to_peer_bytes: u64,
+    to_client: Traffic,
+    to_peer: Traffic,
+    /// Permissions installed for a peer IP that had none (see [`crate::Usage::peers`]).
+    pub(super) peers_permitted: u32,
 }
 
 impl PeerRoute {
-    pub fn to_client_bytes(&self) -> u64 {
-        self.to_client_bytes
+    /// What was relayed to the client (in user space, and by the kernel for channels
+    /// it gave back).
+    pub fn to_client(&self) -> Traffic {
+        self.to_client
     }
 
-    /// Counts `bytes` relayed to a peer.
+    /// Counts one packet of `bytes` application bytes relayed to a peer.
     pub fn count_to_peer(&mut self, bytes: usize) {
-        self.to_peer_bytes += bytes as u64;
+        self.to_peer.count(bytes);
     }
 
-    pub fn to_peer_bytes(&self) -> u64 {
-        self.to_peer_bytes
+    pub fn to_peer(&self) -> Traffic {
+        self.to_peer
+    }
+
+    pub fn peers_permitted(&self) -> u32 {
+        self.peers_permitted
     }
 
     /// Counts what a kernel fast path relayed on one of the route's channels.
-    pub fn count_kernel(&mut self, bytes: crate::KernelBytes) {
-        self.to_peer_bytes += bytes.to_peer;
-        self.to_client_bytes += bytes.to_client;
+    pub fn count_kernel(&mut self, relayed: crate::KernelRelayed) {
+        self.to_peer.add(relayed.to_peer);
+        self.to_client.add(relayed.to_client);
     }
 
     /// The decision for a datagram from `peer` at `now`. Tables are small (bounded by
@@ -147,7 +156,7 @@ impl PeerRoute {
                 Framed::Indication(data_indication(peer, data, rng))
             }
         };
-        self.to_client_bytes += len as u64;
+        self.to_client.count(len);
         Some(framed)
     }
 }
@@ -197,6 +206,12 @@ mod tests {
         let framed = route.frame(same_ip, now, &mut buf, 3, &mut rng).unwrap();
         assert!(matches!(framed, Framed::Indication(ref b) if b.ends_with(b"abc\0")));
         assert!(route.frame(stranger, now, &mut buf, 3, &mut rng).is_none());
-        assert_eq!(route.to_client_bytes(), 6);
+        assert_eq!(
+            route.to_client(),
+            Traffic {
+                packets: 2,
+                bytes: 6
+            }
+        );
     }
 }

@@ -1,0 +1,101 @@
+//! Usage records: one per allocation, written when it ends, whatever ended it (expiry,
+//! a Refresh with lifetime 0, its connection closing, a kill, a revocation, a drain
+//! running out, the server stopping). Each says who used the relay, from where, for how
+//! long and how much, for billing and abuse reports.
+//!
+//! A record is a log event of its own target, `tern::usage`, so it can be routed
+//! apart from the other logs (`log.format = "json"` makes it one JSON object a line).
+//! Records are made on the worker that owned the allocation, after its last relayed
+//! packet; nothing here is on the packet path. A crash loses the records of the
+//! allocations still open, which are only written when they end.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::core::{Traffic, Usage};
+
+/// Makes the records of one server: what every record shares (the node's name).
+#[derive(Debug, Clone)]
+pub struct UsageLog {
+    node: Arc<str>,
+}
+
+/// One allocation's usage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// The server that relayed it (`cluster.node_id`, else the host name).
+    pub node: String,
+    pub realm: String,
+    /// Whom it counted against: a static user's name, or a REST credential's user id.
+    pub user: String,
+    /// The USERNAME it was made with (for a REST credential, `expiry:user`).
+    pub username: String,
+    pub client: SocketAddr,
+    /// The client's transport: udp, tcp or tls.
+    pub transport: String,
+    pub relay: SocketAddr,
+    /// Unix seconds.
+    pub start: u64,
+    pub end: u64,
+    pub duration_secs: u64,
+    pub to_peer: Traffic,
+    pub to_client: Traffic,
+    pub peers: u32,
+    /// expired, deleted, connection_closed, killed, revoked, drained or shutdown.
+    pub reason: String,
+}
+
+impl UsageLog {
+    pub fn new(node: &str) -> Self {
+        Self { node: node.into() }
+    }
+
+    /// The record of `usage`, ending now.
+    pub fn record(&self, usage: &Usage<'_>) -> UsageRecord {
+        let end = crate::clock::unix_now();
+        let duration_secs = usage.duration.as_secs();
+        UsageRecord {
+            node: self.node.to_string(),
+            realm: usage.realm.to_string(),
+            user: usage.user.to_string(),
+            username: usage.username.to_string(),
+            client: usage.tuple.client,
+            transport: usage.tuple.transport.name().to_string(),
+            relay: usage.relay,
+            start: end.saturating_sub(duration_secs),
+            end,
+            duration_secs,
+            to_peer: usage.to_peer,
+            to_client: usage.to_client,
+            peers: usage.peers,
+            reason: usage.reason.name().to_string(),
+        }
+    }
+}
+
+impl UsageRecord {
+    /// Writes the record as a `tern::usage` log event, one field per value.
+    pub fn log(&self) {
+        tracing::info!(
+            target: "tern::usage",
+            node = %self.node,
+            realm = %self.realm,
+            user = %self.user,
+            username = %self.username,
+            client = %self.client,
+            transport = %self.transport,
+            relay = %self.relay,
+            start = self.start,
+            end = self.end,
+            duration_secs = self.duration_secs,
+            packets_to_peer = self.to_peer.packets,
+            bytes_to_peer = self.to_peer.bytes,
+            packets_to_client = self.to_client.packets,
+            bytes_to_client = self.to_client.bytes,
+            peers = self.peers,
+            reason = %self.reason,
+            "allocation usage"
+        );
+    }
+}
