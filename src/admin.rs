@@ -50,6 +50,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         .route("/api/users/{user}/revoke", post(revoke_user))
         .route("/api/drain", put(drain))
         .route("/api/fleet/sessions", get(fleet_sessions))
+        .route("/api/usage", get(usage))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -199,6 +200,41 @@ async fn fleet_sessions(State(state): State<Arc<AdminState>>) -> Response {
     };
     match cluster.fleet_sessions().await {
         Ok(sessions) => Json(sessions).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+    }
+}
+
+/// What `GET /api/usage` takes.
+#[derive(Debug, serde::Deserialize)]
+struct UsageParams {
+    user: Option<String>,
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// The most records one `GET /api/usage` returns.
+const MAX_USAGE_RECORDS: usize = 10_000;
+
+/// Usage records from the fleet's Redis stream, newest first (404 without a fleet,
+/// 503 while Redis is unreachable).
+async fn usage(
+    State(state): State<Arc<AdminState>>,
+    axum::extract::Query(params): axum::extract::Query<UsageParams>,
+) -> Response {
+    let Some(cluster) = &state.cluster else {
+        return (
+            StatusCode::NOT_FOUND,
+            "usage records are kept in Redis only with [cluster]; without it, read the tern::usage log events\n",
+        )
+            .into_response();
+    };
+    let query = crate::cluster::UsageQuery {
+        user: params.user,
+        since: params.since,
+        limit: params.limit.unwrap_or(100).min(MAX_USAGE_RECORDS),
+    };
+    match cluster.usage(&query).await {
+        Ok(records) => Json(records).into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use crate::config::{ExternalIp, LogFormat, PortRange, Redacted, Settings, UserEntry};
 use crate::load::LoadArgs;
-use crate::tools::admin::{DrainArgs, KillArgs, SessionsArgs};
+use crate::tools::admin::{DrainArgs, KillArgs, SessionsArgs, UsageArgs};
 use crate::tools::{
     creds::CredsArgs, peer::PeerArgs, probe::ProbeArgs, selftest_url::SelftestUrlArgs,
     stun::StunArgs,
@@ -51,6 +51,9 @@ pub enum Command {
     Kill(KillArgs),
     /// Start or stop draining a running server (admin API).
     Drain(DrainArgs),
+    /// Usage records (one per ended allocation) from the fleet's Redis, newest first
+    /// (admin API).
+    Usage(UsageArgs),
     /// Convert a coturn turnserver.conf to a tern config; options that cannot be
     /// carried over are listed on stderr with the reason.
     ImportCoturn {

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Creds(args) => tern::tools::creds::main(&args),
         Command::SelftestUrl(args) => tern::tools::selftest_url::main(&args),
         Command::Sessions(args) => tern::tools::admin::sessions_main(&args),
+        Command::Usage(args) => tern::tools::admin::usage_main(&args),
         Command::Kill(args) => tern::tools::admin::kill_main(&args),
         Command::Drain(args) => tern::tools::admin::drain_main(&args),
         Command::ImportCoturn { path, out } => tern::import::main(&path, out.as_deref()),

@@ -42,6 +42,11 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
     route: &'static str,
 }
@@ -101,6 +106,8 @@ pub struct Metrics {
     proxy_headers: Family<ResultLabel, Counter>,
     front_routed: Family<RouteLabel, Counter>,
     front_failures: Family<ReasonLabel, Counter>,
+    usage_records: Family<SinkLabel, Counter>,
+    usage_dropped: Family<ReasonLabel, Counter>,
     pub cluster_up: Gauge,
     pub cluster_nodes: Gauge,
     acme_renewals: Family<ResultLabel, Counter>,
@@ -205,6 +212,8 @@ impl Metrics {
             proxy_headers: Family::default(),
             front_routed: Family::default(),
             front_failures: Family::default(),
+            usage_records: Family::default(),
+            usage_dropped: Family::default(),
             cluster_up: Gauge::default(),
             cluster_nodes: Gauge::default(),
             acme_renewals: Family::default(),
@@ -363,6 +372,16 @@ impl Metrics {
             self.front_failures.clone(),
         );
         r.register(
+            "usage_records",
+            "Usage records written, by where to (log, redis)",
+            self.usage_records.clone(),
+        );
+        r.register(
+            "usage_records_dropped",
+            "Usage records not written to Redis, by reason",
+            self.usage_dropped.clone(),
+        );
+        r.register(
             "acme_renewals",
             "ACME orders for the TLS certificate (first one included), by result",
             self.acme_renewals.clone(),
@@ -470,6 +489,16 @@ impl Metrics {
 
     pub fn front_routed(&self, route: &'static str) {
         self.front_routed.get_or_create(&RouteLabel { route }).inc();
+    }
+
+    pub fn usage_record(&self, sink: &'static str) {
+        self.usage_records.get_or_create(&SinkLabel { sink }).inc();
+    }
+
+    pub fn usage_dropped(&self, reason: &'static str) {
+        self.usage_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn front_failure(&self, reason: &'static str) {

@@ -661,3 +661,75 @@ fn a_node_reaches_redis_over_tls_with_a_password() {
         assert!(client.allocate(vec![]).unwrap().is_success());
     }
 }
+
+/// `tern usage` on a node with `--json`, `extra` filters: the records, newest first.
+fn usage(node: &Node, extra: &[&str]) -> Vec<Value> {
+    let admin = node.admin.to_string();
+    let mut args = vec!["usage", "--admin", &admin, "--token", TOKEN, "--json"];
+    args.extend_from_slice(extra);
+    let out = support::run_tern(&args, WAIT * 3);
+    assert!(out.success(), "tern usage: {}", out.describe());
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+/// Allocates as `user` on `node` and deletes it at once: one usage record.
+fn allocate_and_delete(node: &Node, user: &str) -> SocketAddr {
+    let (mut client, code) = node.allocate(user);
+    assert_eq!(code, None, "Allocate refused");
+    assert!(client.refresh(Some(0)).unwrap().is_success());
+    client.local_addr()
+}
+
+#[test]
+fn usage_records_of_every_node_are_read_back_with_tern_usage() {
+    let mut redis = Redis::start();
+    let prefix = format!("t{}", rand::random::<u32>());
+    let nodes = [
+        Node::start("a", &redis, &prefix, ""),
+        Node::start("b", &redis, &prefix, ""),
+    ];
+    let first = allocate_and_delete(&nodes[0], USER);
+    let second = allocate_and_delete(&nodes[1], "bob");
+    let third = allocate_and_delete(&nodes[1], USER);
+    wait_until(WAIT, "three records in Redis", || {
+        usage(&nodes[0], &[]).len() == 3
+    });
+    // Newest first, from both nodes, and the same from either node.
+    let all = usage(&nodes[1], &[]);
+    let clients: Vec<&str> = all.iter().map(|r| r["client"].as_str().unwrap()).collect();
+    assert_eq!(
+        clients,
+        [third.to_string(), second.to_string(), first.to_string()],
+        "{all:?}"
+    );
+    let nodes_seen: Vec<&str> = all.iter().map(|r| r["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes_seen, ["b", "b", "a"]);
+    assert!(all.iter().all(|r| r["reason"] == "deleted"), "{all:?}");
+    assert_eq!(usage(&nodes[0], &["--user", USER]).len(), 2);
+    assert_eq!(
+        usage(&nodes[0], &["--user", "bob", "--since", "1h"]).len(),
+        1
+    );
+    assert_eq!(usage(&nodes[0], &["--limit", "1"]).len(), 1);
+    assert_eq!(
+        metric(nodes[1].admin, "tern_usage_records_total{sink=\"redis\"}"),
+        2.0
+    );
+
+    // Redis away: the record waits in the queue and is written once Redis is back.
+    redis.stop();
+    let during = allocate_and_delete(&nodes[0], "bob");
+    redis.restart();
+    wait_until(Duration::from_secs(20), "the queued record written", || {
+        usage(&nodes[0], &[])
+            .iter()
+            .any(|r| r["client"] == during.to_string())
+    });
+    assert_eq!(
+        metric(
+            nodes[0].admin,
+            "tern_usage_records_dropped_total{reason=\"queue_full\"}"
+        ),
+        0.0
+    );
+}

@@ -409,6 +409,17 @@ fn offloaded_channels_leave_with_their_allocation_and_their_bytes_are_counted() 
     let mut withdrawn = h.io.withdrawn.clone();
     withdrawn.sort();
     assert_eq!(withdrawn, [(peer, 0x4001), (other, 0x4002)]);
+    // The usage record counts what the kernel relayed on both channels.
+    let [ended] = &h.io.ended[..] else {
+        panic!("one usage record expected: {:?}", h.io.ended)
+    };
+    assert_eq!(ended.reason, tern::core::EndReason::Deleted);
+    let traffic = |packets, bytes| tern::core::Traffic { packets, bytes };
+    assert_eq!(
+        (ended.to_peer, ended.to_client),
+        (traffic(20, 2000), traffic(40, 4000))
+    );
+    assert_eq!((ended.peers, ended.secs), (2, 1));
 }
 
 #[test]

@@ -16,6 +16,7 @@
 //! record whole, which reconciles the counts.
 
 mod record;
+mod usage;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, PushInfo, PushKind};
@@ -26,6 +27,7 @@ use thiserror::Error;
 use tokio::sync::{Mutex, mpsc, watch};
 
 pub use record::{LoadLimits, NodeRecord, fleet_view};
+pub use usage::UsageQuery;
 
 use crate::config::Settings;
 use crate::core::{EndReason, Shared};
@@ -68,6 +70,9 @@ impl Keys {
     }
     fn nonce_key(&self) -> String {
         format!("{}:nonce-key", self.prefix)
+    }
+    fn usage(&self) -> String {
+        format!("{}:usage", self.prefix)
     }
 }
 

@@ -115,6 +115,15 @@ impl Span {
     }
 }
 
+impl std::str::FromStr for Span {
+    type Err = String;
+
+    /// The text form alone (`"30d"`, or bare seconds), unbounded but for overflow.
+    fn from_str(text: &str) -> Result<Self, String> {
+        Span::parse(text).map(Span)
+    }
+}
+
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]

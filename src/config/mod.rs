@@ -16,11 +16,12 @@ mod validate;
 use std::path::Path;
 use thiserror::Error;
 
-pub use acme::{AcmeChallenge, AcmeSettings};
+pub use acme::{AcmeChallenge, AcmeSettings, Span};
 pub use redacted::Redacted;
 pub use settings::{
     AdminSettings, AuthSettings, ClusterSettings, FrontSettings, Limits, LogSettings, PeerSettings,
-    RelaySettings, SelftestSettings, ServerSettings, Settings, TlsSettings, UserEntry,
+    RelaySettings, SelftestSettings, ServerSettings, Settings, TlsSettings, UsageSettings,
+    UserEntry,
 };
 pub use types::{
     ExternalIp, Listener, LogFormat, OffloadMode, PortRange, ProxyVersion, Seconds, Separator,

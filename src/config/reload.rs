@@ -122,6 +122,8 @@ pub static KEYS: &[Key] = &[
     key!(restart cluster.redirect_above_allocations),
     key!(restart cluster.redirect_above_mbps),
     key!(restart cluster.realm_allocations),
+    key!(restart usage.redis_max_len),
+    key!(restart usage.queue),
     key!(applies limits.total_allocations),
     key!(applies limits.user_allocations),
     key!(applies limits.permissions_per_allocation),

@@ -26,6 +26,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub selftest: SelftestSettings,
     pub cluster: ClusterSettings,
+    pub usage: UsageSettings,
     pub limits: Limits,
     pub log: LogSettings,
 }
@@ -275,6 +276,28 @@ impl Default for FrontSettings {
             turn_names: Vec::new(),
             connect_timeout: Seconds(5),
             idle_timeout: Seconds(300),
+        }
+    }
+}
+
+/// Usage records (one per allocation, when it ends): always a `tern::usage` log event;
+/// with `[cluster]`, also appended to a Redis stream.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSettings {
+    /// Entries the fleet's Redis stream keeps (about; oldest trimmed first); 0 writes
+    /// none there.
+    pub redis_max_len: usize,
+    /// Records waiting to be written to Redis; past it (Redis down for long) new ones
+    /// are dropped and counted, never the relaying.
+    pub queue: usize,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        Self {
+            redis_max_len: 1_000_000,
+            queue: 10_000,
         }
     }
 }

@@ -130,6 +130,12 @@ impl Settings {
         self.validate_front()?;
         self.validate_selftest()?;
         self.validate_cluster()?;
+        if self.usage.queue == 0 || self.usage.queue > 1_000_000 {
+            return Err(InvalidKey::new(
+                "usage.queue",
+                "must be between 1 and 1000000 records",
+            ));
+        }
         if !(4096..=(256 << 20)).contains(&self.limits.socket_buffer) {
             return Err(InvalidKey::new(
                 "limits.socket_buffer",

@@ -193,7 +193,7 @@ impl Io for Sockets {
     }
 
     fn allocation_ended(&mut self, usage: &Usage<'_>) {
-        self.usage.record(usage).log();
+        self.usage.write(usage);
     }
 
     fn withdraw_channel(&mut self, channel: &KernelChannel) -> KernelRelayed {

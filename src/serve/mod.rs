@@ -28,7 +28,7 @@ use crate::net::stream::{ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
 use crate::net::worker::{self, Control, WorkerConfig};
 use crate::offload::Offload;
-use crate::usage::UsageLog;
+use crate::usage::{RedisWriter, UsageLog};
 
 /// Runs the server until SIGINT or SIGTERM; on SIGHUP `loader` reads the settings
 /// again and `log_level` applies a new log filter.
@@ -220,6 +220,8 @@ struct Running {
     threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
     failed: mpsc::UnboundedReceiver<usize>,
     fleet_task: Option<tokio::task::JoinHandle<()>>,
+    /// Appends usage records to the fleet's Redis stream, when there is one.
+    usage_writer: Option<RedisWriter>,
 }
 
 /// Starts serving: the TCP/TLS accept loops, one thread per worker, the fleet's
@@ -308,10 +310,25 @@ fn spawn(
         selftest_secret: selftest_secret.clone(),
     };
     drop(handoffs);
+    let usage_writer = cluster
+        .as_ref()
+        .filter(|_| settings.usage.redis_max_len > 0)
+        .map(|cluster| {
+            RedisWriter::spawn(
+                cluster.clone(),
+                settings.usage.queue,
+                settings.usage.redis_max_len,
+                metrics.clone(),
+            )
+        });
+    let mut usage = UsageLog::new(&crate::cluster::node_id(&settings.cluster), metrics.clone());
+    if let Some(writer) = &usage_writer {
+        usage = usage.with_redis(writer);
+    }
     let worker_config = WorkerConfig {
         socket_buffer: limits.socket_buffer,
         offload,
-        usage: UsageLog::new(&crate::cluster::node_id(&settings.cluster)),
+        usage,
     };
     tracing::info!(workers, "starting workers");
     let mut threads = Vec::with_capacity(workers);
@@ -383,6 +400,7 @@ fn spawn(
         threads,
         failed: failed_rx,
         fleet_task,
+        usage_writer,
     })
 }
 
@@ -397,6 +415,7 @@ async fn wait(running: Running) -> anyhow::Result<()> {
         threads,
         mut failed,
         fleet_task,
+        usage_writer,
     } = running;
     // Everything is bound and running: tell systemd (Type=notify); a no-op elsewhere.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -432,6 +451,9 @@ async fn wait(running: Running) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<()>>>()
     });
     let joined = joined.await.context("joining workers")?;
+    if let Some(writer) = usage_writer {
+        writer.finish(USAGE_FLUSH_GRACE).await;
+    }
     tracing::info!("stopped");
     joined.map(drop)
 }
@@ -534,6 +556,9 @@ fn stream_config(
         metrics: metrics.clone(),
     }
 }
+
+/// How long a stopping server waits for queued usage records to reach Redis.
+const USAGE_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often certificate files are checked for changes (two `stat` calls).
 const CERT_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);

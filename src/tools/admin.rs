@@ -1,4 +1,5 @@
-//! `tern sessions`, `tern kill` and `tern drain`: the admin API from a shell.
+//! `tern sessions`, `tern kill`, `tern drain` and `tern usage`: the admin API from a
+//! shell.
 //!
 //! They talk HTTP/1.1 to the admin listener, which is on loopback or a private
 //! network; one request per connection (`Connection: close`) keeps the client to a few
@@ -58,6 +59,22 @@ pub struct DrainArgs {
     /// `on` (refuse new allocations, relay existing ones) or `off`.
     #[arg(value_parser = ["on", "off"])]
     pub state: String,
+}
+
+/// `tern usage`.
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Only this user (a static name, or the user id of REST credentials).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only allocations that ended within this long: seconds, or 30m, 12h, 7d.
+    #[arg(long, value_name = "AGE")]
+    pub since: Option<crate::config::Span>,
+    /// At most this many records, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,6 +148,50 @@ fn path_segment(text: &str) -> String {
         .collect()
 }
 
+/// `tern usage`: usage records from the fleet's Redis, newest first.
+pub fn usage_main(args: &UsageArgs) -> ExitCode {
+    let mut path = format!("/api/usage?limit={}", args.limit);
+    if let Some(user) = &args.user {
+        path += &format!("&user={}", path_segment(user));
+    }
+    if let Some(age) = args.since {
+        path += &format!("&since={}", crate::clock::unix_now().saturating_sub(age.0));
+    }
+    let (status, body) = match request(&args.admin, "GET", &path, "") {
+        Ok(r) => r,
+        Err(e) => return failed(args.admin.admin, &e),
+    };
+    if status != 200 {
+        return refused(status, &body);
+    }
+    if args.admin.json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    let records: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+    println!(
+        "{:<10} {:<16} {:<24} {:<22} {:<5} {:>7} {:>12} {:>12} {:>5}  REASON",
+        "END", "NODE", "USER", "CLIENT", "TRANS", "SECS", "TO PEER B", "TO CLIENT B", "PEERS"
+    );
+    for r in &records {
+        println!(
+            "{:<10} {:<16} {:<24} {:<22} {:<5} {:>7} {:>12} {:>12} {:>5}  {}",
+            r["end"],
+            r["node"].as_str().unwrap_or("?"),
+            r["user"].as_str().unwrap_or("?"),
+            r["client"].as_str().unwrap_or("?"),
+            r["transport"].as_str().unwrap_or("?"),
+            r["duration_secs"],
+            r["to_peer"]["bytes"],
+            r["to_client"]["bytes"],
+            r["peers"],
+            r["reason"].as_str().unwrap_or("?"),
+        );
+    }
+    println!("{} record(s)", records.len());
+    ExitCode::SUCCESS
+}
+
 /// `tern kill`: one session, a user's sessions, or a revocation.
 pub fn kill_main(args: &KillArgs) -> ExitCode {
     let (method, path) = match (&args.session, &args.user, &args.revoke) {
@@ -179,7 +240,10 @@ fn failed(admin: SocketAddr, e: &io::Error) -> ExitCode {
 fn refused(status: u16, body: &str) -> ExitCode {
     let why = match status {
         401 => "the token was refused (set --token or TERN_ADMIN_TOKEN)".to_string(),
-        404 => "not found (the API is off without admin.token, or no such session)".into(),
+        404 => format!(
+            "not found (the API is off without admin.token, or no such session): {}",
+            body.trim()
+        ),
         _ => format!("status {status}: {}", body.trim()),
     };
     eprintln!("tern: {why}");

@@ -5,20 +5,32 @@
 //!
 //! A record is a log event of its own target, `tern::usage`, so it can be routed
 //! apart from the other logs (`log.format = "json"` makes it one JSON object a line).
-//! Records are made on the worker that owned the allocation, after its last relayed
-//! packet; nothing here is on the packet path. A crash loses the records of the
-//! allocations still open, which are only written when they end.
+//! With `[cluster]`, it is also appended to a Redis stream (`redis`), which
+//! `tern usage` reads back. Records are made on the worker that owned the allocation,
+//! after its last relayed packet; nothing here is on the packet path, and a worker
+//! never waits for Redis: records queue (bounded) for a writer task. A crash loses the
+//! records of the allocations still open, which are only written when they end, and
+//! those still queued for Redis.
+
+mod redis;
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
 use crate::core::{Traffic, Usage};
+use crate::metrics::Metrics;
 
-/// Makes the records of one server: what every record shares (the node's name).
-#[derive(Debug, Clone)]
+pub use redis::RedisWriter;
+
+/// Makes the records of one server (every record names the node) and hands each to
+/// the log and, when there is one, to the Redis writer's queue.
+#[derive(Clone)]
 pub struct UsageLog {
     node: Arc<str>,
+    redis: Option<mpsc::Sender<UsageRecord>>,
+    metrics: Arc<Metrics>,
 }
 
 /// One allocation's usage.
@@ -47,8 +59,32 @@ pub struct UsageRecord {
 }
 
 impl UsageLog {
-    pub fn new(node: &str) -> Self {
-        Self { node: node.into() }
+    /// Records for the log only.
+    pub fn new(node: &str, metrics: Arc<Metrics>) -> Self {
+        Self {
+            node: node.into(),
+            redis: None,
+            metrics,
+        }
+    }
+
+    /// Also queues each record for `writer`.
+    pub fn with_redis(mut self, writer: &RedisWriter) -> Self {
+        self.redis = Some(writer.sender());
+        self
+    }
+
+    /// Writes the record of `usage` to the log and queues it for Redis; a full queue
+    /// drops it from Redis only (counted), never from the log.
+    pub fn write(&self, usage: &Usage<'_>) {
+        let record = self.record(usage);
+        record.log();
+        self.metrics.usage_record("log");
+        if let Some(queue) = &self.redis
+            && queue.try_send(record).is_err()
+        {
+            self.metrics.usage_dropped("queue_full");
+        }
     }
 
     /// The record of `usage`, ending now.
