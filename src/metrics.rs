@@ -47,6 +47,12 @@ struct SinkLabel {
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkReasonLabel {
+    sink: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabel {
     route: &'static str,
 }
@@ -107,7 +113,7 @@ pub struct Metrics {
     front_routed: Family<RouteLabel, Counter>,
     front_failures: Family<ReasonLabel, Counter>,
     usage_records: Family<SinkLabel, Counter>,
-    usage_dropped: Family<ReasonLabel, Counter>,
+    usage_dropped: Family<SinkReasonLabel, Counter>,
     pub cluster_up: Gauge,
     pub cluster_nodes: Gauge,
     acme_renewals: Family<ResultLabel, Counter>,
@@ -373,12 +379,12 @@ impl Metrics {
         );
         r.register(
             "usage_records",
-            "Usage records written, by where to (log, redis)",
+            "Usage records written, by where to (log, redis, webhook)",
             self.usage_records.clone(),
         );
         r.register(
             "usage_records_dropped",
-            "Usage records not written to Redis, by reason",
+            "Usage records not delivered to a sink (redis, webhook), by reason (queue_full, rejected)",
             self.usage_dropped.clone(),
         );
         r.register(
@@ -491,14 +497,16 @@ impl Metrics {
         self.front_routed.get_or_create(&RouteLabel { route }).inc();
     }
 
-    pub fn usage_record(&self, sink: &'static str) {
-        self.usage_records.get_or_create(&SinkLabel { sink }).inc();
+    pub fn usage_records(&self, sink: &'static str, records: usize) {
+        self.usage_records
+            .get_or_create(&SinkLabel { sink })
+            .inc_by(records as u64);
     }
 
-    pub fn usage_dropped(&self, reason: &'static str) {
+    pub fn usage_dropped(&self, sink: &'static str, reason: &'static str, records: usize) {
         self.usage_dropped
-            .get_or_create(&ReasonLabel { reason })
-            .inc();
+            .get_or_create(&SinkReasonLabel { sink, reason })
+            .inc_by(records as u64);
     }
 
     pub fn front_failure(&self, reason: &'static str) {

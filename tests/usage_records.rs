@@ -269,3 +269,185 @@ fn a_drain_that_runs_out_and_an_immediate_stop_record_what_was_open() {
     exited(&mut s.tern);
     check(&record_of(&s.tern, relay), client, "tcp", "shutdown");
 }
+
+/// A stand-in for the operator's billing endpoint: answers the n-th request with the
+/// n-th status of `answers` (the last one from then on, after `delay` if given for the
+/// first request) and keeps every request's headers and body.
+struct Receiver {
+    addr: SocketAddr,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+fn receiver(answers: &'static [u16], first_delay: Duration) -> Receiver {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().take(64).enumerate() {
+            let Ok(stream) = stream else { continue };
+            stream.set_read_timeout(Some(WAIT)).unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            seen.lock().unwrap().push((head, body));
+            if n == 0 {
+                std::thread::sleep(first_delay);
+            }
+            let status = answers[n.min(answers.len() - 1)];
+            let mut stream = stream;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    Receiver { addr, requests }
+}
+
+impl Receiver {
+    /// The records of every request so far, in order.
+    fn records(&self) -> Vec<Value> {
+        let requests = self.requests.lock().unwrap();
+        requests
+            .iter()
+            .flat_map(|(_, body)| body.as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+fn webhook_config(url: &str, extra: &str) -> String {
+    format!(
+        "[usage]\nwebhook_url = \"{url}\"\nwebhook_token = \"hook-secret-0123\"\nwebhook_interval = 1\nwebhook_timeout = 1\n{extra}"
+    )
+}
+
+fn metric(server: &Server, name: &str) -> f64 {
+    support::metric(server.admin, name)
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_webhook_gets_batches_with_its_token_through_errors_and_slowness() {
+    // A 503, then an answer slower than webhook_timeout, then 200s.
+    let hook = receiver(&[503, 200], Duration::ZERO);
+    let url = format!("http://{}/usage/secret-path", hook.addr);
+    let s = start(&webhook_config(&url, ""));
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        let mut c = TurnClient::new(s.tern.addr, "alice", "pw").unwrap();
+        relays.push(relay_some(&mut c, 1, 1));
+        assert!(c.refresh(Some(0)).unwrap().is_success());
+    }
+    wait_for("three records delivered", || {
+        metric(&s, "tern_usage_records_total{sink=\"webhook\"}") == 3.0
+    });
+    let requests = hook.requests.lock().unwrap().clone();
+    // One batch (the three ended within the 1 s interval), refused once, sent again.
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(requests[0].1, requests[1].1);
+    let (head, body) = &requests[1];
+    assert!(
+        head.starts_with("POST /usage/secret-path HTTP/1.1"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("authorization: bearer hook-secret-0123"),
+        "{head}"
+    );
+    let delivered: Vec<String> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["relay"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = relays.iter().map(ToString::to_string).collect();
+    assert_eq!(delivered, expected);
+    assert_eq!(body[0]["to_peer"]["bytes"], 10, "{body}");
+    let logs = s.tern.logs();
+    assert!(
+        logs.contains("usage records cannot be delivered, retrying"),
+        "{logs}"
+    );
+    for secret in ["hook-secret-0123", "secret-path"] {
+        assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
+    }
+
+    // Slower than webhook_timeout (1 s): given up on and sent again (at least once).
+    let slow = receiver(&[200], Duration::from_secs(2));
+    let s = start(&webhook_config(&format!("http://{}/", slow.addr), ""));
+    let mut c = TurnClient::new(s.tern.addr, "alice", "pw").unwrap();
+    let relay = relay_some(&mut c, 0, 0);
+    assert!(c.refresh(Some(0)).unwrap().is_success());
+    wait_for("delivered after a timeout", || {
+        metric(&s, "tern_usage_records_total{sink=\"webhook\"}") == 1.0
+    });
+    let records = slow.records();
+    assert!(records.len() >= 2, "sent once only: {records:?}");
+    assert!(records.iter().all(|r| r["relay"] == relay.to_string()));
+}
+
+#[test]
+fn a_refusing_or_absent_webhook_costs_records_never_relaying() {
+    // 400: the batch is dropped and counted, not retried.
+    let refusing = receiver(&[400], Duration::ZERO);
+    let s = start(&webhook_config(&format!("http://{}/", refusing.addr), ""));
+    let mut c = TurnClient::new(s.tern.addr, "alice", "pw").unwrap();
+    relay_some(&mut c, 1, 0);
+    assert!(c.refresh(Some(0)).unwrap().is_success());
+    wait_for("the refused batch counted", || {
+        metric(
+            &s,
+            "tern_usage_records_dropped_total{sink=\"webhook\",reason=\"rejected\"}",
+        ) == 1.0
+    });
+    assert_eq!(refusing.requests.lock().unwrap().len(), 1);
+
+    // Nothing listens, the queue holds 2 and a batch 1: every allocation still relays and ends
+    // at once, every record is in the log, and what the queue cannot hold is counted.
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let s = start(&webhook_config(
+        &format!("http://{nowhere}/"),
+        "queue = 2\nwebhook_batch = 1\n",
+    ));
+    let started = Instant::now();
+    for _ in 0..6 {
+        let mut c = TurnClient::new(s.tern.addr, "alice", "pw").unwrap();
+        relay_some(&mut c, 2, 2);
+        assert!(c.refresh(Some(0)).unwrap().is_success());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    wait_for("six records in the log", || records(&s.tern).len() == 6);
+    wait_for("the overflow counted", || {
+        metric(
+            &s,
+            "tern_usage_records_dropped_total{sink=\"webhook\",reason=\"queue_full\"}",
+        ) >= 3.0
+    });
+}

@@ -27,7 +27,7 @@ use thiserror::Error;
 use tokio::sync::{Mutex, mpsc, watch};
 
 pub use record::{LoadLimits, NodeRecord, fleet_view};
-pub use usage::UsageQuery;
+pub use usage::{RedisSink, UsageQuery};
 
 use crate::config::Settings;
 use crate::core::{EndReason, Shared};

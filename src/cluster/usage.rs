@@ -2,9 +2,32 @@
 //! length, and read back newest first for `tern usage`.
 
 use redis::aio::ConnectionManager;
+use std::sync::Arc;
 
 use super::{Cluster, FleetError};
-use crate::usage::UsageRecord;
+use crate::usage::{Delivery, DeliveryError, Sink, UsageRecord};
+
+/// The stream as a usage sink: a batch is one pipeline of `XADD`s.
+pub struct RedisSink {
+    pub cluster: Arc<Cluster>,
+    /// Entries the stream keeps, about.
+    pub max_len: usize,
+}
+
+impl Sink for RedisSink {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn deliver<'a>(&'a self, batch: &'a [UsageRecord]) -> Delivery<'a> {
+        Box::pin(async move {
+            self.cluster
+                .append_usage(batch, self.max_len)
+                .await
+                .map_err(|e| DeliveryError::Retry(e.to_string()))
+        })
+    }
+}
 
 /// Entries read from the stream per round trip while looking for matches.
 const PAGE: usize = 500;
@@ -21,25 +44,27 @@ pub struct UsageQuery {
 }
 
 impl Cluster {
-    /// Appends `record`, keeping about `max_len` entries (Redis trims whole nodes of
-    /// the stream, `MAXLEN ~`, which is cheap).
+    /// Appends `records` in one round trip, keeping about `max_len` entries (Redis
+    /// trims whole nodes of the stream, `MAXLEN ~`, which is cheap).
     pub async fn append_usage(
         &self,
-        record: &UsageRecord,
+        records: &[UsageRecord],
         max_len: usize,
     ) -> Result<(), FleetError> {
         let mut conn = self.connection().await.ok_or(FleetError::Unreachable)?;
-        let json = serde_json::to_string(record)?;
-        redis::cmd("XADD")
-            .arg(self.keys.usage())
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(max_len)
-            .arg("*")
-            .arg("record")
-            .arg(json)
-            .query_async::<()>(&mut conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        for record in records {
+            pipe.cmd("XADD")
+                .arg(self.keys.usage())
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(max_len)
+                .arg("*")
+                .arg("record")
+                .arg(serde_json::to_string(record)?)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
 

@@ -288,9 +288,20 @@ pub struct UsageSettings {
     /// Entries the fleet's Redis stream keeps (about; oldest trimmed first); 0 writes
     /// none there.
     pub redis_max_len: usize,
-    /// Records waiting to be written to Redis; past it (Redis down for long) new ones
-    /// are dropped and counted, never the relaying.
+    /// Records waiting for each sink (Redis, the webhook); past it (a sink down for
+    /// long) new ones are dropped from that sink and counted, never the relaying.
     pub queue: usize,
+    /// Where to POST batches of records (a JSON array each), e.g. the operator's billing
+    /// service; unset means no webhook. May carry credentials: never logged.
+    pub webhook_url: Option<Redacted<String>>,
+    /// Sent as `Authorization: Bearer TOKEN` with each batch.
+    pub webhook_token: Option<Redacted<String>>,
+    /// Records in one POST at most.
+    pub webhook_batch: usize,
+    /// How long a batch waits for more records after its first one.
+    pub webhook_interval: Seconds,
+    /// How long one POST may take before it is tried again.
+    pub webhook_timeout: Seconds,
 }
 
 impl Default for UsageSettings {
@@ -298,6 +309,11 @@ impl Default for UsageSettings {
         Self {
             redis_max_len: 1_000_000,
             queue: 10_000,
+            webhook_url: None,
+            webhook_token: None,
+            webhook_batch: 100,
+            webhook_interval: Seconds(5),
+            webhook_timeout: Seconds(10),
         }
     }
 }

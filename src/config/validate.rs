@@ -130,12 +130,7 @@ impl Settings {
         self.validate_front()?;
         self.validate_selftest()?;
         self.validate_cluster()?;
-        if self.usage.queue == 0 || self.usage.queue > 1_000_000 {
-            return Err(InvalidKey::new(
-                "usage.queue",
-                "must be between 1 and 1000000 records",
-            ));
-        }
+        self.validate_usage()?;
         if !(4096..=(256 << 20)).contains(&self.limits.socket_buffer) {
             return Err(InvalidKey::new(
                 "limits.socket_buffer",
@@ -276,6 +271,41 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 impl Settings {
+    /// Usage sinks must be bounded and the webhook an http(s) URL.
+    fn validate_usage(&self) -> Result<(), InvalidKey> {
+        let usage = &self.usage;
+        if !(1..=1_000_000).contains(&usage.queue) {
+            return Err(InvalidKey::new(
+                "usage.queue",
+                "must be between 1 and 1000000 records",
+            ));
+        }
+        if !(1..=10_000).contains(&usage.webhook_batch) {
+            return Err(InvalidKey::new(
+                "usage.webhook_batch",
+                "must be between 1 and 10000 records",
+            ));
+        }
+        if let Some(url) = &usage.webhook_url {
+            let url = url.expose();
+            let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+            if !scheme_ok || url.parse::<axum::http::Uri>().is_err() {
+                // The URL may hold credentials: only its shape is described.
+                return Err(InvalidKey::new(
+                    "usage.webhook_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if usage.webhook_token.is_some() && usage.webhook_url.is_none() {
+            return Err(InvalidKey::new(
+                "usage.webhook_token",
+                "is set but usage.webhook_url is not",
+            ));
+        }
+        Ok(())
+    }
+
     /// A listener that expects PROXY headers needs someone it trusts to send them.
     fn validate_proxy_protocol(&self) -> Result<(), InvalidKey> {
         let server = &self.server;
@@ -708,5 +738,28 @@ mod tests {
             settings.front.upstream_proxy_protocol,
             crate::config::ProxyVersion::V2
         );
+    }
+
+    #[test]
+    fn usage_sinks_are_bounded_and_the_webhook_is_a_url() {
+        let cases = [
+            ("[usage]\nqueue = 0\n", "usage.queue"),
+            ("[usage]\nwebhook_batch = 0\n", "usage.webhook_batch"),
+            (
+                "[usage]\nwebhook_url = \"ftp://user:pw@example.org/\"\n",
+                "usage.webhook_url: must be an http:// or https:// URL",
+            ),
+            (
+                "[usage]\nwebhook_token = \"t\"\n",
+                "usage.webhook_token: is set but usage.webhook_url is not",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Settings::from_toml(text, "t").unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(!err.contains("pw@"), "the URL leaked: {err}");
+        }
+        let ok = "[usage]\nwebhook_url = \"https://billing.example.org/usage\"\n";
+        assert!(Settings::from_toml(ok, "t").is_ok());
     }
 }

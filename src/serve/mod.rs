@@ -20,6 +20,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::auth::UnauthorizedLimiter;
+use crate::cluster::RedisSink;
 use crate::config::{Redacted, Settings, TlsSettings};
 use crate::core::{Engine, EngineRules, Shared};
 use crate::metrics::Metrics;
@@ -28,7 +29,7 @@ use crate::net::stream::{ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
 use crate::net::worker::{self, Control, WorkerConfig};
 use crate::offload::Offload;
-use crate::usage::{RedisWriter, UsageLog};
+use crate::usage::{Batching, UsageLog, WebhookSink, Writer};
 
 /// Runs the server until SIGINT or SIGTERM; on SIGHUP `loader` reads the settings
 /// again and `log_level` applies a new log filter.
@@ -220,8 +221,8 @@ struct Running {
     threads: Vec<std::thread::JoinHandle<std::io::Result<()>>>,
     failed: mpsc::UnboundedReceiver<usize>,
     fleet_task: Option<tokio::task::JoinHandle<()>>,
-    /// Appends usage records to the fleet's Redis stream, when there is one.
-    usage_writer: Option<RedisWriter>,
+    /// Deliver usage records to Redis and the webhook, when configured.
+    usage_writers: Vec<Writer>,
 }
 
 /// Starts serving: the TCP/TLS accept loops, one thread per worker, the fleet's
@@ -310,21 +311,9 @@ fn spawn(
         selftest_secret: selftest_secret.clone(),
     };
     drop(handoffs);
-    let usage_writer = cluster
-        .as_ref()
-        .filter(|_| settings.usage.redis_max_len > 0)
-        .map(|cluster| {
-            RedisWriter::spawn(
-                cluster.clone(),
-                settings.usage.queue,
-                settings.usage.redis_max_len,
-                metrics.clone(),
-            )
-        });
-    let mut usage = UsageLog::new(&crate::cluster::node_id(&settings.cluster), metrics.clone());
-    if let Some(writer) = &usage_writer {
-        usage = usage.with_redis(writer);
-    }
+    let usage_writers = usage_writers(&settings, cluster.as_ref(), &metrics)?;
+    let node = crate::cluster::node_id(&settings.cluster);
+    let usage = UsageLog::new(&node, &usage_writers, metrics.clone());
     let worker_config = WorkerConfig {
         socket_buffer: limits.socket_buffer,
         offload,
@@ -400,8 +389,43 @@ fn spawn(
         threads,
         failed: failed_rx,
         fleet_task,
-        usage_writer,
+        usage_writers,
     })
+}
+
+/// The usage sinks' writers: the fleet's Redis stream and the webhook, each if set.
+fn usage_writers(
+    settings: &Settings,
+    cluster: Option<&Arc<crate::cluster::Cluster>>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Vec<Writer>> {
+    let usage = &settings.usage;
+    let mut writers = Vec::new();
+    if let Some(cluster) = cluster.filter(|_| usage.redis_max_len > 0) {
+        let sink = RedisSink {
+            cluster: cluster.clone(),
+            max_len: usage.redis_max_len,
+        };
+        let batching = Batching {
+            queue: usage.queue,
+            max: 100,
+            linger: std::time::Duration::ZERO,
+        };
+        writers.push(Writer::spawn(sink, batching, metrics.clone()));
+    }
+    if let Some(url) = &usage.webhook_url {
+        let token = usage.webhook_token.as_ref().map(|t| t.expose().clone());
+        let timeout = usage.webhook_timeout.as_duration();
+        let sink = WebhookSink::new(url.expose(), token, timeout)
+            .context("cannot set up the usage webhook (usage.webhook_url)")?;
+        let batching = Batching {
+            queue: usage.queue,
+            max: usage.webhook_batch,
+            linger: usage.webhook_interval.as_duration(),
+        };
+        writers.push(Writer::spawn(sink, batching, metrics.clone()));
+    }
+    Ok(writers)
 }
 
 /// Reports ready, serves until asked to stop (reloading on SIGHUP meanwhile), drains
@@ -415,7 +439,7 @@ async fn wait(running: Running) -> anyhow::Result<()> {
         threads,
         mut failed,
         fleet_task,
-        usage_writer,
+        usage_writers,
     } = running;
     // Everything is bound and running: tell systemd (Type=notify); a no-op elsewhere.
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -451,7 +475,7 @@ async fn wait(running: Running) -> anyhow::Result<()> {
             .collect::<anyhow::Result<Vec<()>>>()
     });
     let joined = joined.await.context("joining workers")?;
-    if let Some(writer) = usage_writer {
+    for writer in usage_writers {
         writer.finish(USAGE_FLUSH_GRACE).await;
     }
     tracing::info!("stopped");

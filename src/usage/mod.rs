@@ -6,13 +6,15 @@
 //! A record is a log event of its own target, `tern::usage`, so it can be routed
 //! apart from the other logs (`log.format = "json"` makes it one JSON object a line).
 //! With `[cluster]`, it is also appended to a Redis stream (`redis`), which
-//! `tern usage` reads back. Records are made on the worker that owned the allocation,
-//! after its last relayed packet; nothing here is on the packet path, and a worker
-//! never waits for Redis: records queue (bounded) for a writer task. A crash loses the
-//! records of the allocations still open, which are only written when they end, and
-//! those still queued for Redis.
+//! `tern usage` reads back, and with `usage.webhook_url` posted in batches to the
+//! operator's HTTP endpoint (`webhook`). Records are made on the worker that owned the
+//! allocation, after its last relayed packet; nothing here is on the packet path, and
+//! a worker never waits for a sink: records queue (bounded) for each sink's writer
+//! task (`writer`). A crash loses the records of the allocations still open, which are
+//! only written when they end, and those still queued for a sink.
 
-mod redis;
+mod webhook;
+mod writer;
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -22,14 +24,15 @@ use tokio::sync::mpsc;
 use crate::core::{Traffic, Usage};
 use crate::metrics::Metrics;
 
-pub use redis::RedisWriter;
+pub use webhook::WebhookSink;
+pub use writer::{Batching, Delivery, DeliveryError, Sink, Writer};
 
 /// Makes the records of one server (every record names the node) and hands each to
-/// the log and, when there is one, to the Redis writer's queue.
+/// the log and to the queue of every sink's writer.
 #[derive(Clone)]
 pub struct UsageLog {
     node: Arc<str>,
-    redis: Option<mpsc::Sender<UsageRecord>>,
+    queues: Vec<(&'static str, mpsc::Sender<UsageRecord>)>,
     metrics: Arc<Metrics>,
 }
 
@@ -60,30 +63,24 @@ pub struct UsageRecord {
 
 impl UsageLog {
     /// Records for the log only.
-    pub fn new(node: &str, metrics: Arc<Metrics>) -> Self {
+    pub fn new(node: &str, writers: &[Writer], metrics: Arc<Metrics>) -> Self {
         Self {
             node: node.into(),
-            redis: None,
+            queues: writers.iter().map(Writer::queue).collect(),
             metrics,
         }
     }
 
-    /// Also queues each record for `writer`.
-    pub fn with_redis(mut self, writer: &RedisWriter) -> Self {
-        self.redis = Some(writer.sender());
-        self
-    }
-
-    /// Writes the record of `usage` to the log and queues it for Redis; a full queue
-    /// drops it from Redis only (counted), never from the log.
+    /// Writes the record of `usage` to the log and queues it for every sink; a full
+    /// queue drops it from that sink only (counted), never from the log.
     pub fn write(&self, usage: &Usage<'_>) {
         let record = self.record(usage);
         record.log();
-        self.metrics.usage_record("log");
-        if let Some(queue) = &self.redis
-            && queue.try_send(record).is_err()
-        {
-            self.metrics.usage_dropped("queue_full");
+        self.metrics.usage_records("log", 1);
+        for (sink, queue) in &self.queues {
+            if queue.try_send(record.clone()).is_err() {
+                self.metrics.usage_dropped(sink, "queue_full", 1);
+            }
         }
     }
 
@@ -111,14 +108,15 @@ impl UsageLog {
 }
 
 impl UsageRecord {
-    /// Writes the record as a `tern::usage` log event, one field per value.
+    /// Writes the record as a `tern::usage` log event, one field per value. User names
+    /// come from clients and are escaped, so none can forge a log line.
     pub fn log(&self) {
         tracing::info!(
             target: "tern::usage",
             node = %self.node,
             realm = %self.realm,
-            user = %self.user,
-            username = %self.username,
+            user = %self.user.escape_debug(),
+            username = %self.username.escape_debug(),
             client = %self.client,
             transport = %self.transport,
             relay = %self.relay,
