@@ -383,16 +383,7 @@ fn offloaded_channels_leave_with_their_allocation_and_their_bytes_are_counted() 
     h.bind_channel(Duration::ZERO, 0x4001, peer);
     h.bind_channel(Duration::ZERO, 0x4002, other);
     assert_eq!(h.io.kernel.len(), 2);
-    h.io.kernel_bytes = tern::core::KernelRelayed {
-        to_peer: tern::core::Traffic {
-            packets: 10,
-            bytes: 1000,
-        },
-        to_client: tern::core::Traffic {
-            packets: 20,
-            bytes: 2000,
-        },
-    };
+    h.io.kernel_bytes = kernel_relayed();
     // Live sessions count what the kernel relayed on both channels so far.
     let session = &h.engine.sessions(h.t0 + SEC, &mut h.io)[0];
     assert_eq!(
@@ -432,16 +423,7 @@ fn an_expired_channel_is_withdrawn_and_its_kernel_bytes_stay_on_the_session() {
         h.request_at(SEC, METHOD_REFRESH, vec![Attr::lifetime(3600)], true)
             .is_success()
     );
-    h.io.kernel_bytes = tern::core::KernelRelayed {
-        to_peer: tern::core::Traffic {
-            packets: 10,
-            bytes: 1000,
-        },
-        to_client: tern::core::Traffic {
-            packets: 20,
-            bytes: 2000,
-        },
-    };
+    h.io.kernel_bytes = kernel_relayed();
     // Its entry stops relaying at 300 s by itself (its own deadline); the allocation's
     // timer looks at it at its old expiry (600 s), when the channel has expired too,
     // and takes the entry out.
@@ -520,4 +502,19 @@ fn a_reload_that_still_allows_the_peers_keeps_them() {
     assert!(h.client_channel_data(2 * SEC, 0x4002));
     assert!(h.peer_sends(2 * SEC, relay, peer));
     assert!(h.peer_sends(2 * SEC, relay, neighbour));
+}
+
+/// What the test kernel says it relayed on every channel: 10 packets (1000 bytes) to
+/// the peer, 20 (2000 bytes) to the client.
+fn kernel_relayed() -> tern::core::KernelRelayed {
+    tern::core::KernelRelayed {
+        to_peer: tern::core::Traffic {
+            packets: 10,
+            bytes: 1000,
+        },
+        to_client: tern::core::Traffic {
+            packets: 20,
+            bytes: 2000,
+        },
+    }
 }

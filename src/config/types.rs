@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
-pub use crate::core::PortRange;
+pub use crate::core::{ListenerRole, PortRange};
 
 /// A duration in whole seconds, bounded so that a typo cannot disable a timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,7 +79,7 @@ impl<'de> Deserialize<'de> for ExternalIp {
 }
 
 /// A listening address, written `"IP:PORT"` or
-/// `{ addr = "IP:PORT", auto_detect = BOOL, proxy_protocol = BOOL }`.
+/// `{ addr = "IP:PORT", auto_detect = BOOL, proxy_protocol = BOOL, serve = "both"|"stun"|"turn" }`.
 ///
 /// `auto_detect` says whether a stream listener tells TLS from plain TCP by the first
 /// byte (a TLS record starts with 0x16), so one port such as 443 serves both. Unset, the
@@ -88,11 +88,15 @@ impl<'de> Deserialize<'de> for ExternalIp {
 /// `proxy_protocol` makes the TCP/TLS listener on this address expect a PROXY protocol
 /// header (v1 or v2) from the sources in `server.proxy_protocol_from`, and take the
 /// client's address from it. UDP on the same address is unaffected.
+///
+/// `serve` makes the listener (UDP and TCP, or TLS) answer STUN Binding only
+/// (`"stun"`) or TURN only (`"turn"`); the other kind of request goes unanswered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listener {
     pub addr: std::net::SocketAddr,
     pub auto_detect: Option<bool>,
     pub proxy_protocol: bool,
+    pub serve: ListenerRole,
 }
 
 impl From<std::net::SocketAddr> for Listener {
@@ -101,6 +105,7 @@ impl From<std::net::SocketAddr> for Listener {
             addr,
             auto_detect: None,
             proxy_protocol: false,
+            serve: ListenerRole::Both,
         }
     }
 }
@@ -116,6 +121,8 @@ impl<'de> Deserialize<'de> for Listener {
             auto_detect: Option<bool>,
             #[serde(default)]
             proxy_protocol: bool,
+            #[serde(default)]
+            serve: ListenerRole,
         }
 
         impl<'de> de::Visitor<'de> for ListenerVisitor {
@@ -123,7 +130,7 @@ impl<'de> Deserialize<'de> for Listener {
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    r#""IP:PORT" or { addr = "IP:PORT", auto_detect = true|false, proxy_protocol = true|false }"#,
+                    r#""IP:PORT" or { addr = "IP:PORT", auto_detect = true|false, proxy_protocol = true|false, serve = "both"|"stun"|"turn" }"#,
                 )
             }
 
@@ -139,6 +146,7 @@ impl<'de> Deserialize<'de> for Listener {
                     addr: t.addr,
                     auto_detect: t.auto_detect,
                     proxy_protocol: t.proxy_protocol,
+                    serve: t.serve,
                 })
             }
         }

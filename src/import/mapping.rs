@@ -186,7 +186,9 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
             "auxiliary servers and self-balancing are not supported"
         }
         "server-name" => "tern has no server name; the realm is server.realm",
-        "stun-only" | "no-stun" => "tern always serves both STUN and TURN",
+        "stun-only" | "no-stun" => {
+            "not carried over: set serve = \"stun\" or \"turn\" on the listeners it should apply to"
+        }
         "secure-stun" => "authenticated STUN Binding is not supported",
         "server-relay" => "server relay mode is not supported",
         "no-udp-relay" | "no-tcp-relay" => {
@@ -194,9 +196,13 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
         }
         "oauth" => "OAuth third-party authorization (RFC 7635) is not supported",
         "check-origin-consistency" => "ORIGIN checks are not supported",
-        "acme-redirect" => "ACME HTTP redirection is not supported; renew certificates elsewhere",
+        "acme-redirect" => {
+            "not carried over: tern obtains and renews its certificate itself with [tls.acme] (TLS-ALPN-01 on 443, or HTTP-01 on tls.acme.http01_listen)"
+        }
         "max-allocate-timeout" => "allocation setup timeouts are fixed in tern",
-        "tcp-proxy-port" => "the PROXY protocol is not supported",
+        "tcp-proxy-port" => {
+            "not carried over: coturn believes PROXY headers from anyone on that port; tern takes them on a listener with proxy_protocol = true, from server.proxy_protocol_from only: set both by hand"
+        }
         "keep-address-family" | "allocation-default-address-family" => {
             "tern follows RFC 6156: the relayed address is IPv4 unless the Allocate asks for IPv6 with REQUESTED-ADDRESS-FAMILY, whatever family the client connects over"
         }

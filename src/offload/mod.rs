@@ -177,17 +177,7 @@ impl Offload {
         if to_peer.is_some() {
             self.channels.fetch_sub(1, Ordering::Relaxed);
         }
-        let to_peer = to_peer.unwrap_or_default();
-        KernelRelayed {
-            to_peer: Traffic {
-                packets: to_peer.packets,
-                bytes: to_peer.bytes,
-            },
-            to_client: Traffic {
-                packets: to_client.packets,
-                bytes: to_client.bytes,
-            },
-        }
+        channel_counters(&to_peer.unwrap_or_default(), &to_client)
     }
 
     /// What the kernel relayed on `ch` so far.
@@ -198,16 +188,7 @@ impl Offload {
         let maps = self.lock_maps();
         let to_peer = maps.clients.get(&ckey, 0).unwrap_or_default();
         let to_client = maps.peers.get(&pkey, 0).unwrap_or_default();
-        KernelRelayed {
-            to_peer: Traffic {
-                packets: to_peer.packets,
-                bytes: to_peer.bytes,
-            },
-            to_client: Traffic {
-                packets: to_client.packets,
-                bytes: to_client.bytes,
-            },
-        }
+        channel_counters(&to_peer, &to_client)
     }
 
     /// Totals for the metrics, from the program's per-CPU counters.
@@ -441,4 +422,18 @@ fn attach_xdp(
     }
     done.attached = attached;
     Ok(done)
+}
+
+/// A channel's counters, from its two map entries.
+fn channel_counters(to_peer: &maps::ClientRoute, to_client: &maps::PeerRoute) -> KernelRelayed {
+    KernelRelayed {
+        to_peer: Traffic {
+            packets: to_peer.packets,
+            bytes: to_peer.bytes,
+        },
+        to_client: Traffic {
+            packets: to_client.packets,
+            bytes: to_client.bytes,
+        },
+    }
 }

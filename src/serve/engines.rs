@@ -12,7 +12,7 @@ use crate::auth::{
     Credentials, LongTermKey, NonceIssuer, RestSecret, StaticSecret, UnauthorizedLimiter,
 };
 use crate::config::Settings;
-use crate::core::{Engine, EngineConfig, EngineRules, RelayIpChoice, Shared};
+use crate::core::{Engine, EngineConfig, EngineRules, ListenerRole, RelayIpChoice, Shared};
 use crate::policy::{OwnRelays, OwnServices, PeerPolicy};
 
 /// The rules a reload may change, built from `settings` for the relay addresses the
@@ -61,12 +61,25 @@ pub fn rules(
         user_allocations: limits.user_allocations,
         max_permissions: limits.permissions_per_allocation,
         max_channels: limits.channels_per_allocation,
+        listener_roles: listener_roles(settings),
     });
     Ok(EngineRules {
         config,
         credentials,
         policy,
     })
+}
+
+/// The listeners that serve STUN only or TURN only.
+fn listener_roles(settings: &Settings) -> Vec<(SocketAddr, ListenerRole)> {
+    let server = &settings.server;
+    server
+        .listen
+        .iter()
+        .chain(&server.tls_listen)
+        .filter(|l| l.serve != ListenerRole::Both)
+        .map(|l| (l.addr, l.serve))
+        .collect()
 }
 
 /// Every address the server listens on (STUN/TURN over UDP and TCP, TLS, admin,

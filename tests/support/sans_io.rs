@@ -163,6 +163,7 @@ pub fn engine_config() -> EngineConfig {
         user_allocations: 10,
         max_permissions: 8,
         max_channels: 8,
+        listener_roles: Vec::new(),
     }
 }
 

@@ -185,6 +185,82 @@ pub struct EngineConfig {
     pub user_allocations: usize,
     pub max_permissions: usize,
     pub max_channels: usize,
+    /// Listeners that serve STUN only or TURN only, by address (a wildcard address
+    /// stands for every address of its family on its port); the others serve both.
+    pub listener_roles: Vec<(SocketAddr, ListenerRole)>,
+}
+
+impl EngineConfig {
+    /// What the listener a client reached (`server`) serves.
+    pub fn role_of(&self, server: SocketAddr) -> ListenerRole {
+        if self.listener_roles.is_empty() {
+            return ListenerRole::Both;
+        }
+        let covers = |listener: &SocketAddr| {
+            *listener == server
+                || (listener.ip().is_unspecified()
+                    && listener.port() == server.port()
+                    && listener.is_ipv4() == server.is_ipv4())
+        };
+        // An exact address beats a wildcard on the same port.
+        let exact = self.listener_roles.iter().find(|(l, _)| *l == server);
+        exact
+            .or_else(|| self.listener_roles.iter().find(|(l, _)| covers(l)))
+            .map_or(ListenerRole::Both, |&(_, role)| role)
+    }
+}
+
+#[cfg(test)]
+mod listener_role_tests {
+    use super::*;
+
+    #[test]
+    fn an_exact_address_beats_a_wildcard_and_families_stay_apart() {
+        let roles = vec![
+            ("0.0.0.0:3478".parse().unwrap(), ListenerRole::Turn),
+            ("192.0.2.1:3478".parse().unwrap(), ListenerRole::Stun),
+        ];
+        let role = |addr: &str| role_in(&roles, addr.parse().unwrap());
+        assert_eq!(role("192.0.2.1:3478"), ListenerRole::Stun);
+        assert_eq!(role("192.0.2.2:3478"), ListenerRole::Turn);
+        assert_eq!(role("192.0.2.2:3479"), ListenerRole::Both);
+        assert_eq!(role("[2001:db8::1]:3478"), ListenerRole::Both);
+    }
+
+    fn role_in(roles: &[(SocketAddr, ListenerRole)], server: SocketAddr) -> ListenerRole {
+        let config = EngineConfig {
+            software: None,
+            relay_ips: Vec::new(),
+            relay_ip_choice: RelayIpChoice::Spread,
+            advertised_ips: HashMap::new(),
+            ports: PortRange::new(49152, 65535).unwrap(),
+            default_lifetime: Duration::from_secs(600),
+            max_lifetime: Duration::from_secs(3600),
+            permission_lifetime: Duration::from_secs(300),
+            channel_lifetime: Duration::from_secs(600),
+            allow_refresh_after_expiry: false,
+            nonce_lifetime: Duration::from_secs(600),
+            total_allocations: 1,
+            user_allocations: 1,
+            max_permissions: 1,
+            max_channels: 1,
+            listener_roles: roles.to_vec(),
+        };
+        config.role_of(server)
+    }
+}
+
+/// What a listener serves (`serve` in a listener's table): STUN Binding and TURN, or
+/// one of them, as coturn's `stun-only` and `no-stun`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerRole {
+    #[default]
+    Both,
+    /// Binding only: TURN requests go unanswered.
+    Stun,
+    /// TURN only: bare Binding requests go unanswered.
+    Turn,
 }
 
 /// How an allocation's relay IP is picked among the relay IPs of its family.

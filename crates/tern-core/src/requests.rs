@@ -17,8 +17,8 @@ use turn::proto::rsrvtoken::ReservationToken;
 use super::allocation::ChannelConflict;
 use super::ports::PortWish;
 use super::{
-    Allocation, Count, EndReason, Engine, FiveTuple, Io, Now, RESERVATION_LIFETIME, Reject,
-    RelayIpChoice, Reservation, Timer, Transport,
+    Allocation, Count, EndReason, Engine, FiveTuple, Io, ListenerRole, Now, RESERVATION_LIFETIME,
+    Reject, RelayIpChoice, Reservation, Timer, Transport,
 };
 use crate::auth::{AuthError, LongTermKey};
 use crate::proto::attrs::decode_address_family;
@@ -54,8 +54,17 @@ impl Engine {
         req: &Request,
         io: &mut dyn Io,
     ) {
+        // A listener that serves only one of STUN and TURN ignores the other, as an
+        // unused port would: no answer, nothing learnt, nothing to amplify.
+        let role = self.config.role_of(tuple.server);
         if req.method() == METHOD_BINDING {
+            if role == ListenerRole::Turn {
+                return;
+            }
             return self.answer_binding(now, tuple, req, io);
+        }
+        if role == ListenerRole::Stun {
+            return;
         }
         let known = [
             METHOD_ALLOCATE,
