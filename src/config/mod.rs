@@ -24,8 +24,8 @@ pub use settings::{
     UserEntry,
 };
 pub use types::{
-    ExternalIp, Listener, LogFormat, OffloadMode, PortRange, ProxyVersion, Seconds, Separator,
-    host_without_port,
+    ExternalIp, Listener, ListenerRole, LogFormat, OffloadMode, PortRange, ProxyVersion, Seconds,
+    Separator, host_without_port,
 };
 pub use validate::InvalidKey;
 

@@ -86,6 +86,8 @@ struct Collected {
     no_tls: Option<usize>,
     no_udp: Option<usize>,
     no_tcp: Option<usize>,
+    stun_only: Option<usize>,
+    no_stun: Option<usize>,
     unmapped: Vec<Unmapped>,
 }
 
@@ -186,9 +188,6 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
             "auxiliary servers and self-balancing are not supported"
         }
         "server-name" => "tern has no server name; the realm is server.realm",
-        "stun-only" | "no-stun" => {
-            "not carried over: set serve = \"stun\" or \"turn\" on the listeners it should apply to"
-        }
         "secure-stun" => "authenticated STUN Binding is not supported",
         "server-relay" => "server relay mode is not supported",
         "no-udp-relay" | "no-tcp-relay" => {
@@ -324,6 +323,8 @@ impl Collected {
             "no-tls" => self.no_tls = Some(line),
             "no-udp" => self.no_udp = Some(line),
             "no-tcp" => self.no_tcp = Some(line),
+            "stun-only" => self.stun_only = Some(line),
+            "no-stun" => self.no_stun = Some(line),
             name => {
                 return Err(Refusal::Unsupported(
                     unsupported_reason(name).unwrap_or("unknown option"),
@@ -385,6 +386,22 @@ impl Collected {
         self.cert.is_some() && self.pkey.is_some() && self.no_tls.is_none()
     }
 
+    /// What every listener serves, from `stun-only` or `no-stun` (both together would
+    /// serve nothing: both are dropped, with the reason).
+    fn serve(&mut self) -> Option<&'static str> {
+        match (self.stun_only, self.no_stun) {
+            (Some(a), Some(b)) => {
+                let reason = "ignored: stun-only and no-stun together would serve nothing";
+                self.drop_option(a, "stun-only", reason);
+                self.drop_option(b, "no-stun", reason);
+                None
+            }
+            (Some(_), None) => Some("stun"),
+            (None, Some(_)) => Some("turn"),
+            (None, None) => None,
+        }
+    }
+
     fn render_server(&mut self, dest: &mut String) {
         let mut body = String::new();
         let out = &mut body;
@@ -396,15 +413,24 @@ impl Collected {
         } else {
             self.listening_ips.iter().map(|&(ip, _)| ip).collect()
         };
-        let from_ips = if self.listening_ips.is_empty() {
-            ""
+        let mut from = if self.listening_ips.is_empty() {
+            String::new()
         } else {
-            ", listening-ip"
+            ", listening-ip".to_string()
         };
-        if !self.listening_ips.is_empty() || self.listening_port.is_some() {
+        let serve = self.serve();
+        if let Some(role) = serve {
+            from += if role == "stun" {
+                ", stun-only"
+            } else {
+                ", no-stun"
+            };
+        }
+        let from_ips = from.as_str();
+        if !self.listening_ips.is_empty() || self.listening_port.is_some() || serve.is_some() {
             let port = self.listening_port.map_or(COTURN_PORT, |(p, _)| p);
             let _ = writeln!(out, "# coturn: listening-port{from_ips}");
-            let _ = writeln!(out, "listen = {}", listeners(&ips, port));
+            let _ = writeln!(out, "listen = {}", listeners(&ips, port, serve));
         }
         if self.no_tls.is_some() {
             out.push_str("# coturn: no-tls\ntls_listen = []\n");
@@ -412,10 +438,10 @@ impl Collected {
                 self.drop_option(l, "tls-listening-port", "ignored: no-tls is set");
             }
         } else if self.tls_enabled() {
-            if !self.listening_ips.is_empty() || self.tls_port.is_some() {
+            if !self.listening_ips.is_empty() || self.tls_port.is_some() || serve.is_some() {
                 let port = self.tls_port.map_or(COTURN_TLS_PORT, |(p, _)| p);
                 let _ = writeln!(out, "# coturn: tls-listening-port{from_ips}");
-                let _ = writeln!(out, "tls_listen = {}", listeners(&ips, port));
+                let _ = writeln!(out, "tls_listen = {}", listeners(&ips, port, serve));
             }
         } else if let Some((_, l)) = self.tls_port {
             self.drop_option(
@@ -744,13 +770,23 @@ fn user(v: &str) -> Result<(String, Secret), Refusal> {
     }
 }
 
-/// Every `ip` with `port`, as a TOML array of "IP:PORT" strings.
-fn listeners(ips: &[IpAddr], port: u16) -> String {
+/// Every `ip` with `port`, as a TOML array of "IP:PORT" strings, or of listener tables
+/// with `serve` when it is given.
+fn listeners(ips: &[IpAddr], port: u16, serve: Option<&str>) -> String {
     let addrs: Vec<String> = ips
         .iter()
         .map(|&ip| SocketAddr::new(ip, port).to_string())
         .collect();
-    list(&addrs)
+    match serve {
+        None => list(&addrs),
+        Some(role) => {
+            let tables: Vec<String> = addrs
+                .iter()
+                .map(|a| format!("{{ addr = {}, serve = {} }}", quote(a), quote(role)))
+                .collect();
+            format!("[{}]", tables.join(", "))
+        }
+    }
 }
 
 fn list(items: &[String]) -> String {
@@ -814,6 +850,45 @@ mod tests {
         let (s, _, _) = run("listening-ip=10.0.0.5\nlistening-ip=2001:db8::5\n");
         let addrs: Vec<String> = s.server.listen.iter().map(|l| l.addr.to_string()).collect();
         assert_eq!(addrs, ["10.0.0.5:3478", "[2001:db8::5]:3478"]);
+    }
+
+    #[test]
+    fn stun_only_and_no_stun_become_what_every_listener_serves() {
+        use crate::config::ListenerRole;
+        let (s, unmapped, toml) = run("stun-only\nlistening-port=3479\n");
+        assert!(unmapped.is_empty(), "{unmapped:?}");
+        assert!(
+            toml.contains("# coturn: listening-port, stun-only"),
+            "{toml}"
+        );
+        assert!(
+            s.server
+                .listen
+                .iter()
+                .all(|l| l.serve == ListenerRole::Stun)
+        );
+        assert_eq!(s.server.listen[0].addr.to_string(), "0.0.0.0:3479");
+        let (s, _, _) = run("no-stun\ncert=/c.pem\npkey=/k.pem\n");
+        assert!(
+            s.server
+                .listen
+                .iter()
+                .all(|l| l.serve == ListenerRole::Turn)
+        );
+        assert!(
+            s.server
+                .tls_listen
+                .iter()
+                .all(|l| l.serve == ListenerRole::Turn)
+        );
+        let (s, unmapped, _) = run("stun-only\nno-stun\n");
+        assert_eq!(unmapped.len(), 2, "{unmapped:?}");
+        assert!(
+            s.server
+                .listen
+                .iter()
+                .all(|l| l.serve == ListenerRole::Both)
+        );
     }
 
     #[test]
