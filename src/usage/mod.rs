@@ -5,9 +5,9 @@
 //!
 //! A record is a log event of its own target, `tern::usage`, so it can be routed
 //! apart from the other logs (`log.format = "json"` makes it one JSON object a line).
-//! With `[cluster]`, it is also appended to a Redis stream (`redis`), which
-//! `tern usage` reads back, and with `usage.webhook_url` posted in batches to the
-//! operator's HTTP endpoint (`webhook`). Records are made on the worker that owned the
+//! With `[cluster]`, it is also appended to the fleet's Redis stream
+//! (`cluster::RedisSink`), which `tern usage` reads back, and with `usage.webhook_url`
+//! posted in batches to the operator's HTTP endpoint (`webhook`). Records are made on the worker that owned the
 //! allocation, after its last relayed packet; nothing here is on the packet path, and
 //! a worker never waits for a sink: records queue (bounded) for each sink's writer
 //! task (`writer`). A crash loses the records of the allocations still open, which are
@@ -62,7 +62,7 @@ pub struct UsageRecord {
 }
 
 impl UsageLog {
-    /// Records for the log only.
+    /// Records for the log and for each of `writers`' sinks.
     pub fn new(node: &str, writers: &[Writer], metrics: Arc<Metrics>) -> Self {
         Self {
             node: node.into(),
