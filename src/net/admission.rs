@@ -43,104 +43,136 @@ impl Admission {
     }
 
     /// Reads what the listener asks for, then hands the connection to its worker,
-    /// passes it on to the website, or closes it (with a log line and a metric).
-    pub async fn admit(self, arrived: Arrived, workers: &[Handoff]) {
+    /// passes it on to the website, or closes it (with a log line and a metric). Only
+    /// called when [`Admission::needed`].
+    pub async fn admit(self, mut arrived: Arrived, workers: &[Handoff]) {
+        let deadline = arrived.accepted + arrived.config.handshake_timeout;
+        let mut prefix = Vec::new();
+        if self.proxy_protocol && self.trusted {
+            let Some(rest) = take_proxy_header(&mut arrived, deadline).await else {
+                return;
+            };
+            prefix = rest;
+        }
+        let Some(start) = first_bytes(&arrived.stream, &prefix, deadline).await else {
+            return;
+        };
+        if self.proxy_protocol && !self.trusted && refuse_untrusted_header(&arrived, &start) {
+            return;
+        }
+        // Plain TCP on a TLS port that also serves it (auto_detect) is TURN.
+        if let Some(rules) = self.front.as_deref()
+            && start[0] == TLS_HANDSHAKE
+            && !route_tern(&mut arrived, &mut prefix, rules, deadline).await
+        {
+            return;
+        }
         let Arrived {
-            mut stream,
-            mut client,
+            stream,
+            client,
             accepted,
             accept,
             config,
-            mut slot,
+            slot,
         } = arrived;
-        let metrics = config.metrics.clone();
-        let deadline = accepted + config.handshake_timeout;
-        let mut prefix = Vec::new();
-        if self.proxy_protocol && self.trusted {
-            match proxy_protocol::read_header(&mut stream, deadline).await {
-                Ok((origin, rest)) => {
-                    prefix = rest;
-                    if let Origin::Client(real) = origin {
-                        metrics.proxy_header("ok");
-                        let Some(moved) = slot.move_to(real.ip()) else {
-                            tracing::debug!(client = %real, proxy = %client, "connection refused: connection limit");
-                            return;
-                        };
-                        slot = moved;
-                        client = real;
-                    } else {
-                        metrics.proxy_header("local");
-                    }
-                }
-                Err(e) => {
-                    metrics.proxy_header(e.reason());
-                    tracing::warn!(proxy = %client, "closing connection from a trusted proxy: {e}");
-                    return;
-                }
-            }
-        } else if self.proxy_protocol {
-            let mut first = [0u8; 6];
-            let peeked = match timeout_at(deadline, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => return,
-            };
-            if proxy_protocol::looks_like_header(&first[..peeked]) {
-                metrics.proxy_header("untrusted");
-                tracing::warn!(
-                    %client,
-                    "PROXY protocol header refused: the source is not in server.proxy_protocol_from"
-                );
-                return;
-            }
-        }
-        if let Some(rules) = &self.front {
-            let tls_first = match prefix.first() {
-                Some(&byte) => byte == TLS_HANDSHAKE,
-                None => {
-                    let mut first = [0u8; 1];
-                    match timeout_at(deadline, stream.peek(&mut first)).await {
-                        Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
-                        _ => return,
-                    }
-                }
-            };
-            // Plain TCP on a TLS port that also serves it (auto_detect) is TURN.
-            if tls_first {
-                let hello = match front::read_client_hello(&mut stream, &mut prefix, deadline).await
-                {
-                    Ok(hello) => hello,
-                    Err(e) => {
-                        metrics.front_failure(e.reason());
-                        e.log(client);
-                        return;
-                    }
-                };
-                let route = rules.route(&hello);
-                metrics.front_routed(route.label());
-                let (target, header) = match route {
-                    Route::Tern => (None, Vec::new()),
-                    Route::Selftest(addr) => (Some(addr), Vec::new()),
-                    Route::Upstream(addr) => {
-                        let server = stream.local_addr().unwrap_or(addr);
-                        let header = proxy_protocol::encode(rules.upstream_proxy, client, server);
-                        (Some(addr), header)
-                    }
-                };
-                if let Some(target) = target {
-                    let result = front::pass_through(stream, target, &header, &prefix, rules).await;
-                    if let Err(e) = result {
-                        metrics.front_failure(e.reason());
-                        e.log(client);
-                    }
-                    drop(slot);
-                    return;
-                }
-            }
-        }
         if let Some(incoming) =
             Incoming::new(stream, client, prefix, accepted, accept, config, slot)
         {
             incoming.hand_off(workers);
         }
     }
+}
+
+/// Reads a trusted source's PROXY header: the connection now stands for the client it
+/// names (its address, and its slot under that address's per-IP limit). Returns the
+/// bytes read past the header, or `None` when the connection was closed.
+async fn take_proxy_header(arrived: &mut Arrived, deadline: Instant) -> Option<Vec<u8>> {
+    let metrics = &arrived.config.metrics;
+    let proxy = arrived.client;
+    match proxy_protocol::read_header(&mut arrived.stream, deadline).await {
+        Ok((Origin::Client(real), rest)) => {
+            metrics.proxy_header("ok");
+            if !arrived.slot.move_to(real.ip()) {
+                tracing::debug!(client = %real, %proxy, "connection refused: connection limit");
+                return None;
+            }
+            arrived.client = real;
+            Some(rest)
+        }
+        Ok((Origin::Local, rest)) => {
+            metrics.proxy_header("local");
+            Some(rest)
+        }
+        Err(e) => {
+            metrics.proxy_header(e.reason());
+            tracing::warn!(%proxy, "closing connection from a trusted proxy: {e}");
+            None
+        }
+    }
+}
+
+/// The connection's first few bytes (at least one, enough to tell a PROXY header from
+/// `POST`): read already (`prefix`), or peeked.
+async fn first_bytes(stream: &TcpStream, prefix: &[u8], deadline: Instant) -> Option<Vec<u8>> {
+    if !prefix.is_empty() {
+        return Some(prefix[..prefix.len().min(6)].to_vec());
+    }
+    let mut start = [0u8; 6];
+    match timeout_at(deadline, stream.peek(&mut start)).await {
+        Ok(Ok(n)) if n > 0 => Some(start[..n].to_vec()),
+        _ => None,
+    }
+}
+
+/// Whether a source that is not trusted starts with what could be a PROXY header: it
+/// is refused (it might be forging a client address), logged and counted.
+fn refuse_untrusted_header(arrived: &Arrived, start: &[u8]) -> bool {
+    if !proxy_protocol::looks_like_header(start) {
+        return false;
+    }
+    arrived.config.metrics.proxy_header("untrusted");
+    tracing::warn!(
+        client = %arrived.client,
+        "PROXY protocol header refused: the source is not in server.proxy_protocol_from"
+    );
+    true
+}
+
+/// Reads the ClientHello into `prefix` and routes the connection: true when it is
+/// tern's, false when it was passed on (the self-test listener, the website) or closed.
+async fn route_tern(
+    arrived: &mut Arrived,
+    prefix: &mut Vec<u8>,
+    rules: &FrontRules,
+    deadline: Instant,
+) -> bool {
+    let (client, metrics) = (arrived.client, arrived.config.metrics.clone());
+    let hello = match front::read_client_hello(&mut arrived.stream, prefix, deadline).await {
+        Ok(hello) => hello,
+        Err(e) => {
+            metrics.front_failure(e.reason());
+            e.log(client);
+            return false;
+        }
+    };
+    let route = rules.route(&hello);
+    metrics.front_routed(route.label());
+    let (target, header) = match route {
+        Route::Tern => return true,
+        Route::Selftest(addr) => (addr, Vec::new()),
+        Route::Upstream(addr) => {
+            let server = arrived.stream.local_addr().unwrap_or(addr);
+            (
+                addr,
+                proxy_protocol::encode(rules.upstream_proxy, client, server),
+            )
+        }
+    };
+    // The slot stays held (in `arrived`) until the pass-through ends.
+    let stream = &mut arrived.stream;
+    if let Err(e) = front::pass_through(stream, target, &header, prefix, rules).await {
+        metrics.front_failure(e.reason());
+        e.log(client);
+    }
+    false
 }

@@ -244,7 +244,7 @@ pub async fn read_client_hello(
 /// then copies both ways until either side closes or nothing moves for
 /// `rules.idle_timeout`.
 pub async fn pass_through(
-    client: TcpStream,
+    client: &mut TcpStream,
     target: SocketAddr,
     header: &[u8],
     first: &[u8],
@@ -268,7 +268,7 @@ pub async fn pass_through(
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => return Ok(()),
     }
-    let (mut client_read, mut client_write) = client.into_split();
+    let (mut client_read, mut client_write) = client.split();
     let idle = rules.idle_timeout;
     let to_upstream = pump(&mut client_read, &mut up_write, idle, opened, &last_moved);
     let to_client = pump(&mut up_read, &mut client_write, idle, opened, &last_moved);

@@ -147,22 +147,21 @@ impl ConnectionLimits {
 }
 
 impl ConnectionSlot {
-    /// Counts the connection for `ip` instead (the client a PROXY header named), or
-    /// gives the slot back when `ip` is at its limit.
-    pub fn move_to(mut self, ip: IpAddr) -> Option<Self> {
-        let limits = self.limits.clone();
-        let mut open = limits.lock_open();
+    /// Counts the connection for `ip` instead (the client a PROXY header named); false,
+    /// and nothing changed, when `ip` is at its limit.
+    pub fn move_to(&mut self, ip: IpAddr) -> bool {
+        let mut open = self.limits.lock_open();
         if ip == self.ip {
-            return Some(self);
+            return true;
         }
-        if !limits.room_for(&open, ip) {
-            return None;
+        if !self.limits.room_for(&open, ip) {
+            return false;
         }
         *open.entry(ip).or_default() += 1;
         release(&mut open, self.ip);
-        self.ip = ip;
         drop(open);
-        Some(self)
+        self.ip = ip;
+        true
     }
 }
 
