@@ -15,6 +15,7 @@ pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod error_text;
 pub mod import;
 pub mod load;
 pub mod metrics;

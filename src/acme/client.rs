@@ -17,6 +17,7 @@ use super::challenge::{Challenges, Installed};
 use super::store::StateDir;
 use super::{AcmeError, certs};
 use crate::config::{AcmeChallenge, AcmeSettings};
+use crate::error_text::with_causes;
 
 /// How long the CA may take to validate every name, then to issue: polled from 250 ms
 /// on, doubling.
@@ -159,7 +160,7 @@ async fn answer_challenges(
             .challenge(challenge_type.clone())
             .ok_or_else(|| AcmeError::NoChallenge {
                 domain: domain.clone(),
-                kind: challenge_name(kind),
+                kind: kind.name(),
             })?;
         let key_authorization = challenge.key_authorization();
         installed.push(match kind {
@@ -199,28 +200,10 @@ async fn why_invalid(order: &mut Order) -> String {
     }
 }
 
-/// The key's name for a challenge type, for messages.
-pub fn challenge_name(kind: AcmeChallenge) -> &'static str {
-    match kind {
-        AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
-        AcmeChallenge::Http01 => "http-01",
-    }
-}
-
-/// Maps an instant-acme error to what was being done and why it failed, with the
-/// error's sources (a refused connection is otherwise just "client error (Connect)").
+/// Turns an instant-acme error into ours, naming the step that failed.
 fn ca_error(step: &'static str) -> impl Fn(instant_acme::Error) -> AcmeError {
-    move |error| {
-        let mut reason = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            let text = cause.to_string();
-            if !reason.contains(&text) {
-                reason.push_str(": ");
-                reason.push_str(&text);
-            }
-            source = cause.source();
-        }
-        AcmeError::Ca { step, reason }
+    move |error| AcmeError::Ca {
+        step,
+        reason: with_causes(&error),
     }
 }

@@ -83,6 +83,16 @@ pub enum AcmeChallenge {
     Http01,
 }
 
+impl AcmeChallenge {
+    /// Its name, as in the config and the RFCs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TlsAlpn01 => "tls-alpn-01",
+            Self::Http01 => "http-01",
+        }
+    }
+}
+
 /// A length of time for certificate lifetimes: seconds as a number, or a string with a
 /// unit, `"30d"`, `"12h"`, `"90m"`, `"45s"`. Unlike [`Seconds`] it may span years.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -15,6 +15,8 @@ use std::time::Instant;
 
 use crate::config::{OffloadMode, Settings};
 use crate::core::{KernelChannel, KernelRelayed, Traffic};
+#[cfg(tern_offload)]
+use crate::error_text::with_causes;
 use maps::{ClientKey, ClientRoute, PeerKey, PeerRoute};
 
 #[derive(Debug, thiserror::Error)]
@@ -257,20 +259,6 @@ fn may_load_programs() -> bool {
         .unwrap_or(0);
     let has = |cap: u32| effective & (1 << cap) != 0;
     has(CAP_NET_ADMIN) && ((has(CAP_BPF) && has(CAP_PERFMON)) || has(CAP_SYS_ADMIN))
-}
-
-/// An error and its causes on one line: the loader's top-level messages alone ("error
-/// relocating function") do not say what to fix.
-#[cfg(tern_offload)]
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 /// The attached program: its maps, its counters apart (read without the maps' lock),
