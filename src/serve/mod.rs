@@ -408,7 +408,7 @@ fn usage_writers(
         };
         let batching = Batching {
             queue: usage.queue,
-            max: 100,
+            max: REDIS_USAGE_BATCH,
             linger: std::time::Duration::ZERO,
         };
         writers.push(Writer::spawn(sink, batching, metrics.clone()));
@@ -580,6 +580,10 @@ fn stream_config(
         metrics: metrics.clone(),
     }
 }
+
+/// Usage records appended to Redis in one round trip at most (those already queued;
+/// the writer never waits for more).
+const REDIS_USAGE_BATCH: usize = 100;
 
 /// How long a stopping server waits for queued usage records to reach Redis.
 const USAGE_FLUSH_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
