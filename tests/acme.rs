@@ -30,7 +30,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use stun::message::METHOD_BINDING;
 use support::{
-    BackgroundProcess, TempDir, TernServer, ensure_tool, free_udp_tcp_port, metric, relay_ports_arg,
+    BackgroundProcess, TempDir, TernServer, ensure_tool, free_udp_port, metric, relay_ports_arg,
 };
 use tern::client::{Outgoing, TurnClient};
 
@@ -79,12 +79,8 @@ impl Pebble {
     fn new(setup: &PebbleSetup) -> Pebble {
         let dir = TempDir::new("tern-acme-pebble");
         let (https_ca, https_ca_der) = write_https_certificate(&dir);
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_udp_tcp_port())
-            .parse()
-            .unwrap();
-        let management: SocketAddr = format!("127.0.0.1:{}", free_udp_tcp_port())
-            .parse()
-            .unwrap();
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let management: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let config = serde_json::json!({
             "pebble": {
                 "listenAddress": listen.to_string(),
@@ -104,8 +100,8 @@ impl Pebble {
             processes: None,
             listen,
             management,
-            dns_port: free_udp_tcp_port(),
-            dns_management: free_udp_tcp_port(),
+            dns_port: free_udp_port(),
+            dns_management: free_udp_port(),
             config,
             https_ca,
             https_ca_der,
@@ -333,9 +329,7 @@ impl AcmeTern {
     fn new(dir: &TempDir, pebble: &Pebble, tls_port: u16, acme_extra: &str) -> AcmeTern {
         let state_dir = dir.join("acme-state");
         let tls: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_udp_tcp_port())
-            .parse()
-            .unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
         let config = format!(
             r#"
 [server]
@@ -493,10 +487,10 @@ fn assert_issued(acme: &AcmeTern, tern: &mut TernServer, roots: &RootCertStore) 
 #[test]
 fn tls_alpn_01_replaces_the_placeholder_with_the_cas_certificate() {
     let dir = TempDir::new("tern-acme-alpn");
-    let tls_port = free_udp_tcp_port();
+    let tls_port = free_udp_port();
     let mut pebble = Pebble::new(&PebbleSetup {
         tls_port,
-        http_port: free_udp_tcp_port(),
+        http_port: free_udp_port(),
         validity: 30 * 86_400,
     });
     let acme = AcmeTern::new(
@@ -546,13 +540,13 @@ fn tls_alpn_01_replaces_the_placeholder_with_the_cas_certificate() {
 #[test]
 fn tls_alpn_01_works_on_a_port_shared_with_a_website() {
     let dir = TempDir::new("tern-acme-front");
-    let tls_port = free_udp_tcp_port();
+    let tls_port = free_udp_port();
     let pebble = Pebble::started(&PebbleSetup {
         tls_port,
-        http_port: free_udp_tcp_port(),
+        http_port: free_udp_port(),
         validity: 30 * 86_400,
     });
-    let site = free_udp_tcp_port();
+    let site = free_udp_port();
     let extra = format!(
         "challenge = \"tls-alpn-01\"\nretry_min = 1\n\n[front]\nupstream = \"127.0.0.1:{site}\"\n"
     );
@@ -576,8 +570,8 @@ fn tls_alpn_01_works_on_a_port_shared_with_a_website() {
 #[test]
 fn http_01_issues_a_certificate_and_a_new_one_when_the_domains_change() {
     let dir = TempDir::new("tern-acme-http");
-    let tls_port = free_udp_tcp_port();
-    let http_port = free_udp_tcp_port();
+    let tls_port = free_udp_port();
+    let http_port = free_udp_port();
     let pebble = Pebble::started(&PebbleSetup {
         tls_port,
         http_port,
@@ -627,10 +621,10 @@ fn http_01_issues_a_certificate_and_a_new_one_when_the_domains_change() {
 #[test]
 fn renewal_replaces_the_certificate_and_keeps_connections() {
     let dir = TempDir::new("tern-acme-renew");
-    let tls_port = free_udp_tcp_port();
+    let tls_port = free_udp_port();
     let pebble = Pebble::started(&PebbleSetup {
         tls_port,
-        http_port: free_udp_tcp_port(),
+        http_port: free_udp_port(),
         validity: 30 * 86_400,
     });
     let acme = AcmeTern::new(
@@ -666,10 +660,10 @@ fn renewal_replaces_the_certificate_and_keeps_connections() {
 #[test]
 fn without_the_ca_the_old_certificate_stays_in_use_across_restarts() {
     let dir = TempDir::new("tern-acme-down");
-    let tls_port = free_udp_tcp_port();
+    let tls_port = free_udp_port();
     let mut pebble = Pebble::started(&PebbleSetup {
         tls_port,
-        http_port: free_udp_tcp_port(),
+        http_port: free_udp_port(),
         validity: 30 * 86_400,
     });
     let acme = AcmeTern::new(

@@ -7,7 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::process::{Command, Output};
 use std::time::Duration;
-use support::{TernServer, free_udp_tcp_port, relay_ports_arg};
+use support::{TernServer, free_udp_port, relay_ports_arg};
 use tern::client::TurnClient;
 
 const TOKEN: &str = "admin-token-for-tests-0123456789";
@@ -17,7 +17,7 @@ fn start(token: Option<&str>) -> (TernServer, SocketAddr) {
 }
 
 fn start_with(token: Option<&str>, extra: &[&str]) -> (TernServer, SocketAddr) {
-    let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let ports = relay_ports_arg();
     let admin_arg = admin.to_string();
     let mut args = vec![

@@ -13,7 +13,7 @@ use stun::attributes::*;
 use stun::integrity::MessageIntegrity;
 use stun::message::*;
 use support::{
-    TernServer, free_udp_tcp_port, http_request, metric, relay_ports_arg, with_realm_and_nonce,
+    TernServer, free_udp_port, http_request, metric, relay_ports_arg, with_realm_and_nonce,
 };
 use tern::auth::{LongTermKey, RestSecret, rest_credential};
 use tern::client::{
@@ -32,7 +32,7 @@ const QUIET: Duration = Duration::from_millis(400);
 /// A server with static users alice and bob, REST credentials under [`SECRET`], an
 /// admin listener, `auth_toml` in its `[auth]` table and `extra` arguments.
 fn start(auth_toml: &str, extra: &[&str]) -> (TernServer, SocketAddr) {
-    let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let config = format!(
         "[server]\nrealm = \"{REALM}\"\n[auth]\nsecrets = [\"{SECRET}\"]\n{auth_toml}\n\
          [[auth.users]]\nname = \"alice\"\npassword = \"{PASS}\"\n\

@@ -35,7 +35,7 @@ use std::time::Duration;
 use certs::{CertFiles, TestCert};
 use stun::attributes::{ATTR_DATA, ATTR_XOR_RELAYED_ADDRESS};
 use stun::message::{CLASS_INDICATION, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_SEND};
-use support::{TempDir, TernServer, free_port_range, free_udp_tcp_port, metric};
+use support::{TempDir, TernServer, free_port_range, free_udp_port, metric};
 use tern::client::{
     Attr, Outgoing, Reply, Signer, TurnClient, encode_message, new_transaction_id, signed,
 };
@@ -183,9 +183,9 @@ impl Target {
         let files = CertFiles::in_dir(certs.path());
         let cert = TestCert::new();
         cert.write(&files);
-        let tls = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_tcp_port()));
-        let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_tcp_port()));
-        let selftest = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_tcp_port()));
+        let tls = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
+        let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
+        let selftest = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
         let config = format!(
             "{config}\n[selftest]\nlisten = \"{selftest}\"\ntoken = \"peer-policy-attacks\"\n"
         );

@@ -23,7 +23,7 @@ use stun::agent::TransactionId;
 use stun::attributes::{ATTR_MESSAGE_INTEGRITY, AttrType};
 use stun::message::{CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING, METHOD_CONNECT, Method};
 use support::{
-    TempDir, TernServer, admin_get, free_port_range, free_udp_tcp_port, relay_ports_arg, vm_rss_kb,
+    TempDir, TernServer, admin_get, free_port_range, free_udp_port, relay_ports_arg, vm_rss_kb,
 };
 use tern::client::transport::tls_config;
 use tern::client::{
@@ -75,7 +75,7 @@ impl Target {
     /// ports `ports`, a TLS listener when `tls`, `config` as its file and `extra`
     /// arguments.
     fn start(config: &str, ports: &str, tls: bool, extra: &[&str]) -> Target {
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let mut args: Vec<String> = [
             "--user",
             "alice:wonderland",
@@ -97,7 +97,7 @@ impl Target {
             let files = CertFiles::in_dir(dir.path());
             let cert = TestCert::new();
             cert.write(&files);
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
             args.extend(files.args());
             args.extend(["--tls-listen".to_string(), addr.to_string()]);
             TlsListener {

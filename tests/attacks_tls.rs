@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use certs::{CertFiles, TestCert};
 use stun::message::METHOD_BINDING;
-use support::{TempDir, TernServer, ensure_tool, free_udp_tcp_port, metric, relay_ports_arg};
+use support::{TempDir, TernServer, ensure_tool, free_udp_port, metric, relay_ports_arg};
 use tern::client::transport::tls_config;
 use tern::client::{ClientTransport, Outgoing, TurnClient};
 
@@ -47,7 +47,7 @@ impl TlsServer {
         let cert = TestCert::new();
         cert.write(&files);
         let [detecting, tls_only, admin] =
-            [(); 3].map(|()| SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port())));
+            [(); 3].map(|()| SocketAddr::from(([127, 0, 0, 1], free_udp_port())));
         let config = format!(
             "[server]\ntls_listen = [\"{detecting}\", {{ addr = \"{tls_only}\", auto_detect = false }}]\n\
              [tls]\nhandshake_timeout = {}\n{extra}\n",

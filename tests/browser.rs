@@ -34,7 +34,7 @@ fn start_tern(config: Option<&str>, allow_loopback: bool) -> (TernServer, u16, T
     let cert_dir = TempDir::new("tern-browser-cert");
     let files = certs::CertFiles::in_dir(cert_dir.path());
     certs::TestCert::new().write(&files);
-    let tls_port = support::free_udp_tcp_port();
+    let tls_port = support::free_udp_port();
     let mut args = vec![
         "--tls-listen".to_string(),
         format!("127.0.0.1:{tls_port}"),

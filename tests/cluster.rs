@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
 use stun::message::METHOD_ALLOCATE;
 use support::{
-    BackgroundProcess, TempDir, TernServer, ensure_tool, free_port_range, free_udp_tcp_port,
+    BackgroundProcess, TempDir, TernServer, ensure_tool, free_port_range, free_udp_port,
     http_request, metric, run_tern,
 };
 use tern::client::{Attr, Outgoing, TurnClient};
@@ -46,7 +46,7 @@ struct Redis {
 impl Redis {
     fn start() -> Redis {
         let dir = TempDir::new("fleet-redis");
-        let port = free_udp_tcp_port();
+        let port = free_udp_port();
         let process = Self::spawn(port, &dir);
         Redis { process, port, dir }
     }
@@ -121,7 +121,7 @@ struct Node {
 impl Node {
     /// Node `id` of a fleet on `redis` (keys under `prefix`), `extra` in `[cluster]`.
     fn start(id: &str, redis: &Redis, prefix: &str, extra: &str) -> Node {
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let (min, max) = free_port_range(50);
         let config = format!(
             "[cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\nkey_prefix = \"{prefix}\"\n\
@@ -240,9 +240,9 @@ fn self_test_credentials_from_one_node_work_on_another() {
     let redis = Redis::start();
     let prefix = format!("t{}", rand::random::<u32>());
     let token = "fleet-selftest-token-0123";
-    let page = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let page = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let selftest = format!("[selftest]\nlisten = \"{page}\"\ntoken = \"{token}\"\n");
-    let other_page = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let other_page = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let other = format!("[selftest]\nlisten = \"{other_page}\"\ntoken = \"{token}\"\n");
     let a = Node::start("a", &redis, &prefix, &format!("\n{selftest}"));
     let b = Node::start("b", &redis, &prefix, &format!("\n{other}"));
@@ -605,7 +605,7 @@ fn a_node_reaches_redis_over_tls_with_a_password() {
     let files = certs::CertFiles::in_dir(dir.path());
     certs::TestCert::new().write(&files);
     let (cert, key) = (files.cert.to_str().unwrap(), files.key.to_str().unwrap());
-    let port = free_udp_tcp_port();
+    let port = free_udp_port();
     let mut cmd = Command::new(ensure_tool("redis-server"));
     cmd.args([
         "--port",
@@ -631,7 +631,7 @@ fn a_node_reaches_redis_over_tls_with_a_password() {
         TcpStream::connect(("127.0.0.1", port)).is_ok()
     });
     for (password, up) in [("s3cret", 1.0), ("wrong", 0.0)] {
-        let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         let (min, max) = free_port_range(20);
         let config = format!(
             "[cluster]\nredis_url = \"rediss://:{password}@127.0.0.1:{port}/\"\nnode_id = \"tls\"\n"

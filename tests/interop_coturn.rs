@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use md5::{Digest, Md5};
 use support::{
     BackgroundProcess, LOCALHOST_V4, LOCALHOST_V6, RunOutput, TempDir, TernServer, UclientSummary,
-    ensure_tool, free_port_range, free_port_range_on, free_udp_port_on, free_udp_tcp_port,
+    ensure_tool, free_port_range, free_port_range_on, free_udp_port, free_udp_port_on,
     ipv6_loopback_available, run_with_timeout,
 };
 
@@ -501,7 +501,7 @@ fn uclient_over_tcp_and_tls_side_by_side_with_coturn() {
     let tcp_args = paced_args(&[&["-t"], &USER_ARGS, &peer.args()]);
     let tls_args = paced_args(&[&["-t", "-S"], &USER_ARGS, &peer.args()]);
 
-    let tls_port = free_udp_tcp_port();
+    let tls_port = free_udp_port();
     let tls_listen = format!("127.0.0.1:{tls_port}");
     let user = user_arg();
     let tern = start_tern(&[
@@ -522,7 +522,7 @@ fn uclient_over_tcp_and_tls_side_by_side_with_coturn() {
     let tern_tls = assert_full_delivery("tern over TLS", &out, &tern.logs());
     drop(tern);
 
-    let coturn_tls_port = free_udp_tcp_port();
+    let coturn_tls_port = free_udp_port();
     let tls = coturn::Tls {
         cert: &cert,
         key: &key,

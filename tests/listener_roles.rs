@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use stun::message::METHOD_ALLOCATE;
-use support::{TernBuilder, free_udp_tcp_port, relay_ports_arg, stun_binding};
+use support::{TernBuilder, free_udp_port, relay_ports_arg, stun_binding};
 use tern::client::{Attr, Outgoing, TurnClient};
 
 /// Whether an unsigned Allocate sent to `server` gets any answer (a 401 at least).
@@ -25,9 +25,9 @@ fn allocate_answered(server: SocketAddr) -> bool {
 
 #[test]
 fn stun_only_and_turn_only_listeners_ignore_the_other_kind() {
-    let stun = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
-    let turn = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
-    let both = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let stun = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let turn = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let both = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let config = format!(
         "[server]\nlisten = [{{ addr = \"{stun}\", serve = \"stun\" }}, {{ addr = \"{turn}\", serve = \"turn\" }}, \"{both}\"]\n"
     );

@@ -16,7 +16,7 @@ use std::time::Duration;
 use certs::{CertFiles, TestCert};
 use serde_json::Value;
 use support::{
-    RunOutput, TempDir, TernServer, free_port_range, free_udp_tcp_port, relay_ports_arg, run_tern,
+    RunOutput, TempDir, TernServer, free_port_range, free_udp_port, relay_ports_arg, run_tern,
 };
 
 const USER: &str = "alice";
@@ -239,7 +239,7 @@ fn tls_transport_relays_with_a_ca_file_or_insecure() {
     let dir = TempDir::new("tern-load-certs");
     let files = CertFiles::in_dir(dir.path());
     TestCert::new().write(&files);
-    let tls = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let mut extra = vec!["--tls-listen".to_string(), tls.to_string()];
     extra.extend(files.args());
     let server = start_server("", &relay_ports_arg(), &extra);

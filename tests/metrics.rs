@@ -6,11 +6,11 @@ mod support;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
-use support::{TernServer, admin_get, free_udp_tcp_port, metric, relay_ports_arg};
+use support::{TernServer, admin_get, free_udp_port, metric, relay_ports_arg};
 use tern::client::TurnClient;
 
 fn start(extra: &[&str]) -> (TernServer, SocketAddr) {
-    let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let ports = relay_ports_arg();
     let admin_arg = admin.to_string();
     let mut args = vec![

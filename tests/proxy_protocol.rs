@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use stun::attributes::ATTR_XORMAPPED_ADDRESS;
 use stun::message::METHOD_BINDING;
 use support::{
-    BackgroundProcess, TempDir, TernBuilder, TernServer, ensure_tool, free_udp_tcp_port, metric,
+    BackgroundProcess, TempDir, TernBuilder, TernServer, ensure_tool, free_udp_port, metric,
     relay_ports_arg,
 };
 use tern::client::transport::ClientTransport;
@@ -48,9 +48,9 @@ fn start_tern() -> Tern {
     cert.write(&files);
     let localhost = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let (tcp, tls, admin) = (
-        localhost(free_udp_tcp_port()),
-        localhost(free_udp_tcp_port()),
-        localhost(free_udp_tcp_port()),
+        localhost(free_udp_port()),
+        localhost(free_udp_port()),
+        localhost(free_udp_port()),
     );
     let config = format!(
         r#"
@@ -108,7 +108,7 @@ fn start_haproxy(routes: &[(SocketAddr, &str)]) -> Haproxy {
     );
     let mut frontends = Vec::new();
     for (i, (backend, options)) in routes.iter().enumerate() {
-        let front = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+        let front = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
         config += &format!(
             "frontend f{i}\n    bind {front}\n    default_backend b{i}\nbackend b{i}\n    server tern {backend} {options}\n"
         );
@@ -420,7 +420,7 @@ fn the_deploy_haproxy_example_routes_turn_and_the_site_by_sni() {
             let _ = seen_tx.send(format!("{parsed:?}"));
         }
     });
-    let front = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let front = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let example = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/haproxy/turn-443.cfg"),
     )

@@ -10,7 +10,7 @@ mod certs;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
-use support::{TempDir, TernServer, free_udp_tcp_port, relay_ports_arg};
+use support::{TempDir, TernServer, free_udp_port, relay_ports_arg};
 use tern::client::TurnClient;
 
 fn config(users: &[(&str, &str)], denied: &str) -> String {
@@ -84,7 +84,7 @@ fn sighup_applies_new_rules_and_keeps_calls_relaying() {
     let cert = certs::TestCert::new();
     let files = certs::CertFiles::in_dir(dir.path());
     cert.write(&files);
-    let tls_port = free_udp_tcp_port();
+    let tls_port = free_udp_port();
     let path = dir.join("tern.toml");
     std::fs::write(&path, config(&[("alice", "pw")], "")).unwrap();
     let ports = relay_ports_arg();

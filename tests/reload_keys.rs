@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
 use stun::message::{METHOD_BINDING, METHOD_REFRESH};
-use support::{TempDir, TernServer, free_port_range, free_udp_tcp_port, relay_ports_arg, run_tern};
+use support::{TempDir, TernServer, free_port_range, free_udp_port, relay_ports_arg, run_tern};
 use tern::client::{ClientTransport, Outgoing, TurnClient, signed};
 
 /// A UDP client of `server` sending from `ip` (any 127.0.0.0/8 address is local), so
@@ -236,7 +236,7 @@ fn new_certificate_paths_apply_on_reload() {
     };
     let path = dir.join("tern.toml");
     write(&path, &config(&first_files));
-    let tls_port = free_udp_tcp_port();
+    let tls_port = free_udp_port();
     let tls_listen = format!("127.0.0.1:{tls_port}");
     let s = TernServer::start(&[
         "--config",

@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
-use support::{TernServer, admin_get, free_udp_tcp_port, metric, relay_ports_arg, run_tern};
+use support::{TernServer, admin_get, free_udp_port, metric, relay_ports_arg, run_tern};
 use tern::client::TurnClient;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::{Message, WebSocket};
@@ -33,8 +33,8 @@ struct Selftest {
 /// A server with the self-test on loopback (plain HTTP) and `extra` config lines in
 /// `[selftest]`; the admin listener for metrics; loopback peers allowed.
 fn start(extra: &str) -> Selftest {
-    let page = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
-    let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let page = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let config = format!("[selftest]\nlisten = \"{page}\"\ntoken = \"{TOKEN}\"\n{extra}");
     let server = TernServer::builder()
         .config(&config)
@@ -290,7 +290,7 @@ fn https_when_a_certificate_is_configured() {
     let files = certs::CertFiles::in_dir(dir.path());
     let cert = certs::TestCert::new();
     cert.write(&files);
-    let page = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let page = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let config = format!(
         "[tls]\ncert = {:?}\nkey = {:?}\n[server]\ntls_listen = []\n\
          [selftest]\nlisten = \"{page}\"\ntoken = \"{TOKEN}\"\nidle_timeout = 1\n",

@@ -64,13 +64,13 @@ struct SelftestTern {
 impl SelftestTern {
     fn start(tls: bool, extra: &[&str]) -> Self {
         let certs_dir = TempDir::new("tern-selftest-cert");
-        let pages = SocketAddr::from(([127, 0, 0, 1], support::free_udp_tcp_port()));
+        let pages = SocketAddr::from(([127, 0, 0, 1], support::free_udp_port()));
         let mut args = vec!["--ports".to_string(), support::relay_ports_arg()];
         let mut config = selftest_config(pages);
         if tls {
             args.extend([
                 "--tls-listen".to_string(),
-                format!("127.0.0.1:{}", support::free_udp_tcp_port()),
+                format!("127.0.0.1:{}", support::free_udp_port()),
             ]);
             config.push_str(&tls_config(certs_dir.path()));
         }

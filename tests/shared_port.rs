@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
-use support::{RunOutput, TempDir, TernBuilder, TernServer, free_udp_tcp_port, metric};
+use support::{RunOutput, TempDir, TernBuilder, TernServer, free_udp_port, metric};
 use tern::client::TurnClient;
 use tern::client::transport::{ClientTransport, tls_config};
 
@@ -173,9 +173,9 @@ fn start_shared(upstream: SocketAddr) -> Shared {
     let cert = certs::TestCert::new();
     cert.write(&files);
     let localhost = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    let tls = localhost(free_udp_tcp_port());
-    let admin = localhost(free_udp_tcp_port());
-    let selftest = localhost(free_udp_tcp_port());
+    let tls = localhost(free_udp_port());
+    let admin = localhost(free_udp_port());
+    let selftest = localhost(free_udp_port());
     let mut args = vec![
         "--user".to_string(),
         format!("{USER}:{PASS}"),
@@ -300,7 +300,7 @@ fn curl_reaches_the_site_and_the_self_test_while_turn_clients_reach_tern() {
 #[test]
 fn a_dead_or_silent_site_costs_a_bounded_slot_and_never_turn() {
     // Nothing listens on `dead`.
-    let dead = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let mut s = start_shared(dead);
     let url = format!("https://127.0.0.1:{}/", s.tls.port());
     let out = curl(&[&url]);

@@ -9,7 +9,7 @@
 mod support;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use stun::attributes::{ATTR_XOR_RELAYED_ADDRESS, AttrType};
 use stun::message::METHOD_BINDING;
-use support::{TempDir, TernServer, relay_ports_arg, vm_rss_kb};
+use support::{TempDir, TernServer, free_udp_port, relay_ports_arg, vm_rss_kb};
 use tern::client::echo::EchoThread;
 use tern::client::{Attr, ClientTransport, Incoming, Outgoing, TurnClient};
 
@@ -187,14 +187,6 @@ fn round_trips(client: &mut TurnClient, channel: u16, n: usize, tag: &str) -> Ve
     missing
 }
 
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 // ---------------------------------------------------------------------------------------
 // 1. Idle connections
 // ---------------------------------------------------------------------------------------
@@ -324,7 +316,7 @@ fn tls_server() -> (TempDir, TernServer, SocketAddr) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
-    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
     let tls_listen = tls_addr.to_string();
     let s = server(
         "[tls]\nhandshake_timeout = 2\n",

@@ -23,7 +23,7 @@ use stun::agent::TransactionId;
 use stun::attributes::*;
 use stun::message::{CLASS_INDICATION, METHOD_ALLOCATE, METHOD_BINDING, METHOD_REFRESH};
 use support::{
-    RunOutput, TempDir, TernServer, free_port_range, free_udp_tcp_port, relay_ports_arg,
+    RunOutput, TempDir, TernServer, free_port_range, free_udp_port, relay_ports_arg,
     run_with_timeout,
 };
 use tern::client::{Attr, Incoming, Outgoing, Reply, TurnClient, signed, to_reply};
@@ -55,7 +55,7 @@ fn start_tls_server(config: &str, ports: &str) -> TlsServer {
     let files = CertFiles::in_dir(dir.path());
     let cert = TestCert::new();
     cert.write(&files);
-    let tls = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let mut args = vec![
         "--user".to_string(),
         format!("{USER}:{PASS}"),
@@ -715,7 +715,7 @@ fn changed_certificate_files_are_reloaded_without_a_signal() {
 // ---------------------------------------------------------------------------------------
 
 fn tern_serve(args: &[&str]) -> RunOutput {
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port())).to_string();
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port())).to_string();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
     cmd.args(["serve", "--listen", &listen])
         .args(args)
@@ -730,7 +730,7 @@ fn path_str(p: &Path) -> &str {
 
 #[test]
 fn tls_listen_without_certificate_is_a_config_error() {
-    let tls = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port())).to_string();
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_udp_port())).to_string();
     let ran = tern_serve(&["--tls-listen", &tls]);
     assert_eq!(
         ran.status.and_then(|s| s.code()),
@@ -760,7 +760,7 @@ fn mismatched_or_missing_certificate_files_fail_the_start() {
     let files = CertFiles::in_dir(dir.path());
     TestCert::new().write(&files);
     std::fs::write(&files.key, TestCert::new().key_pem).expect("write other key");
-    let tls = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port())).to_string();
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_udp_port())).to_string();
     let mut args = vec!["--tls-listen", &tls];
     let cert_args = files.args();
     args.extend(cert_args.iter().map(String::as_str));

@@ -692,7 +692,7 @@ fn wait_ports_in_use(admin: SocketAddr, n: usize) {
 #[test]
 fn even_port_reservations_race_across_workers() {
     let (min, max) = support::free_port_range(RACE_PORTS);
-    let admin = SocketAddr::from(([127, 0, 0, 1], support::free_udp_tcp_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], support::free_udp_port()));
     let admin_arg = admin.to_string();
     let s = server_with_ports(
         &format!("{min}-{max}"),

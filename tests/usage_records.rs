@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
-use support::{TempDir, TernBuilder, TernServer, free_udp_tcp_port, http_request};
+use support::{TempDir, TernBuilder, TernServer, free_udp_port, http_request};
 use tern::auth::{RestSecret, rest_credential};
 use tern::client::TurnClient;
 use tern::clock::unix_now;
@@ -39,8 +39,8 @@ fn start(config: &str) -> Server {
     let files = certs::CertFiles::in_dir(dir.path());
     let cert = certs::TestCert::new();
     cert.write(&files);
-    let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
-    let tls = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
+    let tls = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let text = format!(
         "[auth]\nsecrets = [\"{SECRET}\"]\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n{config}"
     );
@@ -427,7 +427,7 @@ fn a_refusing_or_absent_webhook_costs_records_never_relaying() {
 
     // Nothing listens, the queue holds 2 and a batch 1: every allocation still relays and ends
     // at once, every record is in the log, and what the queue cannot hold is counted.
-    let nowhere = SocketAddr::from(([127, 0, 0, 1], free_udp_tcp_port()));
+    let nowhere = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
     let s = start(&webhook_config(
         &format!("http://{nowhere}/"),
         "queue = 2\nwebhook_batch = 1\n",

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::support::{
-    BackgroundProcess, LOCALHOST_V4, TempDir, ensure_tool, free_port_range, free_udp_tcp_port,
+    BackgroundProcess, LOCALHOST_V4, TempDir, ensure_tool, free_port_range, free_udp_port,
     wait_for_stun,
 };
 
@@ -42,7 +42,7 @@ pub fn start(
     user: &User<'_>,
     listeners: &Listeners<'_>,
 ) -> (BackgroundProcess, SocketAddr) {
-    let port = free_udp_tcp_port();
+    let port = free_udp_port();
     let (min, max) = free_port_range(200);
     let mut cmd = Command::new(ensure_tool("turnserver"));
     if !listeners.tcp {

@@ -83,27 +83,36 @@ impl Drop for TempDir {
 // Ports
 // ---------------------------------------------------------------------------------------
 
-/// A UDP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, drop).
+/// A port on 127.0.0.1 free right now for both UDP and TCP (tern and coturn listen on
+/// both), see [`free_udp_port_on`].
 pub fn free_udp_port() -> u16 {
     free_udp_port_on(LOCALHOST_V4)
 }
 
-/// A UDP port on `ip` that was free a moment ago.
-pub fn free_udp_port_on(ip: IpAddr) -> u16 {
-    let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
-        .unwrap_or_else(|e| panic!("binding a UDP socket on {ip}:0: {e}"));
-    socket.local_addr().expect("local_addr").port()
-}
+/// Ports handed out by this process, so two tests never get the same one.
+static HANDED_OUT_PORTS: Mutex<Vec<u16>> = Mutex::new(Vec::new());
 
-/// A UDP port on 127.0.0.1 that is free for both UDP and TCP (coturn listens on both).
-pub fn free_udp_tcp_port() -> u16 {
-    for _ in 0..50 {
-        let port = free_udp_port();
-        if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+/// A port on `ip` free right now for both UDP and TCP, within 10000-19999: below Linux's
+/// ephemeral range (32768-60999), so a client socket's source port (another test's, or
+/// Pebble's, curl's, HAProxy's) can never take it between this call and the bind, as it
+/// could with a port the kernel picked for `bind(0)`. Never the same port twice in a
+/// process; relay ranges ([`free_port_range`]) come from 20000-32000.
+pub fn free_udp_port_on(ip: IpAddr) -> u16 {
+    const LOW: u16 = 10000;
+    const HIGH: u16 = 19999;
+    let mut handed_out = HANDED_OUT_PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..500 {
+        let port = rand::random_range(LOW..=HIGH);
+        if handed_out.contains(&port) {
+            continue;
+        }
+        let addr = SocketAddr::new(ip, port);
+        if UdpSocket::bind(addr).is_ok() && std::net::TcpListener::bind(addr).is_ok() {
+            handed_out.push(port);
             return port;
         }
     }
-    panic!("no port free for both UDP and TCP on 127.0.0.1");
+    panic!("no port free for both UDP and TCP on {ip} in {LOW}-{HIGH}");
 }
 
 /// Blocks handed out by this process, so concurrent tests never share a relay range.
