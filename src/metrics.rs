@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::core::{Count, Reject, Transport};
+use crate::core::{Count, Direction, LimitScope, Reject, Transport};
 use crate::offload::{FALLBACKS, HOOKS, Offload};
 use std::sync::Arc;
 
@@ -88,9 +88,57 @@ impl RelayCounters {
     }
 }
 
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: &'static str,
+    direction: &'static str,
+}
+
+/// What the bandwidth limits dropped, by limit and direction. Every counter is resolved
+/// at start: a drop is an atomic add like a relayed packet, never a label lookup.
+struct BandwidthDrops {
+    packets: Family<LimitLabels, Counter>,
+    bytes: Family<LimitLabels, Counter>,
+    /// `[limit.index()][direction.index()]`: (packets, bytes).
+    resolved: [[(Counter, Counter); 2]; 3],
+}
+
+impl Default for BandwidthDrops {
+    fn default() -> Self {
+        let packets = Family::<LimitLabels, Counter>::default();
+        let bytes = Family::<LimitLabels, Counter>::default();
+        let resolved = LimitScope::ALL.map(|limit| {
+            Direction::ALL.map(|direction| {
+                let labels = LimitLabels {
+                    limit: limit.name(),
+                    direction: direction.name(),
+                };
+                (
+                    packets.get_or_create(&labels).clone(),
+                    bytes.get_or_create(&labels).clone(),
+                )
+            })
+        });
+        Self {
+            packets,
+            bytes,
+            resolved,
+        }
+    }
+}
+
+impl BandwidthDrops {
+    fn count(&self, limit: LimitScope, direction: Direction, bytes: usize) {
+        let (packets, bytes_counter) = &self.resolved[limit.index()][direction.index()];
+        packets.inc();
+        bytes_counter.inc_by(bytes as u64);
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub relay: RelayCounters,
+    bandwidth_drops: BandwidthDrops,
     allocations: Family<AllocationLabels, Gauge>,
     responses: Family<CodeLabel, Counter>,
     auth_failures: Family<ReasonLabel, Counter>,
@@ -197,6 +245,7 @@ impl Metrics {
         Self {
             registry: Registry::with_prefix("tern"),
             relay: RelayCounters::default(),
+            bandwidth_drops: BandwidthDrops::default(),
             allocations: Family::default(),
             responses: Family::default(),
             auth_failures: Family::default(),
@@ -378,6 +427,16 @@ impl Metrics {
             self.front_failures.clone(),
         );
         r.register(
+            "bandwidth_dropped_packets",
+            "Relayed datagrams dropped by a bandwidth limit, by limit (allocation, user, server) and direction",
+            self.bandwidth_drops.packets.clone(),
+        );
+        r.register(
+            "bandwidth_dropped_bytes",
+            "Application bytes of the datagrams bandwidth limits dropped, by limit and direction",
+            self.bandwidth_drops.bytes.clone(),
+        );
+        r.register(
             "usage_records",
             "Usage records written, by where to (log, redis, webhook)",
             self.usage_records.clone(),
@@ -470,6 +529,11 @@ impl Metrics {
             }
             Count::ToPeer(bytes) => self.relay.to_peer(bytes),
             Count::ToClient(bytes) => self.relay.to_client(bytes),
+            Count::BandwidthDropped {
+                limit,
+                direction,
+                bytes,
+            } => self.bandwidth_drops.count(limit, direction, bytes),
         }
     }
 

@@ -504,6 +504,66 @@ fn a_reload_that_still_allows_the_peers_keeps_them() {
     assert!(h.peer_sends(2 * SEC, relay, neighbour));
 }
 
+#[test]
+fn bandwidth_limits_keep_channels_from_the_kernel_and_drop_what_is_over() {
+    use tern::core::{BandwidthLimits, Direction, Limit, LimitScope};
+    let mut h = Harness::new();
+    let relay = h.allocate();
+    let peer: SocketAddr = PEER.parse().unwrap();
+    h.bind_channel(Duration::ZERO, 0x4001, peer);
+    assert_eq!(h.io.kernel.len(), 1);
+    // A reload sets 1000 bytes/s with a 1500-byte burst: the kernel cannot enforce it,
+    // so the channel comes back to the engine.
+    let with_limits = |limits: Option<BandwidthLimits>| {
+        let mut rules = sans_io::rules(sans_io::peer_policy());
+        let mut config = (*rules.config).clone();
+        config.bandwidth = limits;
+        rules.config = std::sync::Arc::new(config);
+        rules
+    };
+    let limit = Limit {
+        bytes_per_sec: 1000,
+        burst: 1500,
+    };
+    let limited = with_limits(Some(BandwidthLimits {
+        allocation: Some(limit),
+        ..BandwidthLimits::default()
+    }));
+    h.engine.reload(&limited, h.t0 + SEC, &mut h.io);
+    assert_eq!(h.io.withdrawn, [(peer, 0x4001)]);
+    assert!(h.io.kernel.is_empty());
+
+    // 1000-byte ChannelData: the burst lets one through, the next waits a second.
+    let mut channel_data = vec![0x40, 0x01, 0x03, 0xe8];
+    channel_data.extend_from_slice(&[7; 1000]);
+    let send = |h: &mut Harness, at: Duration| {
+        h.io.to_peer.clear();
+        h.engine
+            .handle_client(h.now(at), h.tuple, &channel_data, &mut h.io);
+        !h.io.to_peer.is_empty()
+    };
+    assert!(send(&mut h, 2 * SEC));
+    assert!(!send(&mut h, 2 * SEC + 100 * MS));
+    assert!(send(&mut h, 3 * SEC));
+    assert_eq!(
+        h.io.bandwidth_dropped,
+        [(LimitScope::Allocation, Direction::ToPeer, 1000)]
+    );
+    // The other direction has its own bucket.
+    assert!(h.peer_sends(3 * SEC, relay, peer));
+    let session = &h.engine.sessions(h.t0 + 3 * SEC, &mut h.io)[0];
+    assert_eq!((session.dropped_to_peer, session.dropped_to_client), (1, 0));
+    assert_eq!(session.bytes_to_peer, 2000);
+
+    // Limits gone: the channel goes back to the kernel, and nothing is dropped.
+    h.engine
+        .reload(&with_limits(None), h.t0 + 4 * SEC, &mut h.io);
+    assert_eq!(h.io.kernel.len(), 1);
+    assert!(send(&mut h, 4 * SEC));
+    assert!(send(&mut h, 4 * SEC));
+    assert_eq!(h.io.bandwidth_dropped.len(), 1);
+}
+
 /// What the test kernel says it relayed on every channel: 10 packets (1000 bytes) to
 /// the peer, 20 (2000 bytes) to the client.
 fn kernel_relayed() -> tern::core::KernelRelayed {

@@ -144,7 +144,10 @@ fn next(relay: SocketAddr) -> SocketAddr {
 /// when the reservations expire they free their own ports only.
 #[test]
 fn workers_racing_for_a_pair_never_share_a_port() {
-    let shared = Arc::new(Shared::new(sans_io::port_range()));
+    let shared = Arc::new(Shared::new(
+        sans_io::port_range(),
+        std::time::Instant::now(),
+    ));
     let (mut a, mut b) = (Worker::new(&shared), Worker::new(&shared));
     let t0 = Instant::now();
     let at = |after: Duration| Now {
@@ -228,7 +231,10 @@ fn workers_racing_for_a_pair_never_share_a_port() {
 /// only the reserving allocation's own port.
 #[test]
 fn a_claimed_reservation_outlives_the_reserving_allocation() {
-    let shared = Arc::new(Shared::new(sans_io::port_range()));
+    let shared = Arc::new(Shared::new(
+        sans_io::port_range(),
+        std::time::Instant::now(),
+    ));
     let (mut a, mut b) = (Worker::new(&shared), Worker::new(&shared));
     let t0 = Instant::now();
     let now = Now {

@@ -111,6 +111,8 @@ fn typical_deployment_maps_field_by_field() {
          max-port=49200\n\
          user-quota=12\n\
          total-quota=1200\n\
+         max-bps=250000\n\
+         bps-capacity=125000000\n\
          no-cli\n\
          fingerprint\n"
     );
@@ -139,6 +141,10 @@ fn typical_deployment_maps_field_by_field() {
     assert_eq!((s.relay.ports.min(), s.relay.ports.max()), (49160, 49200));
     assert_eq!(s.limits.user_allocations, 12);
     assert_eq!(s.limits.total_allocations, 1200);
+    let limits = s.bandwidth.limits().expect("bandwidth limits");
+    assert_eq!(limits.allocation.map(|l| l.bytes_per_sec), Some(250_000));
+    assert_eq!(limits.server.map(|l| l.bytes_per_sec), Some(125_000_000));
+    assert_eq!(limits.user, None);
     assert_eq!(s.tls.cert.as_deref(), Some(Path::new("/etc/ssl/turn.pem")));
     assert_eq!(s.tls.key.as_deref(), Some(Path::new("/etc/ssl/turn.key")));
 
@@ -183,6 +189,18 @@ fn notes_say_what_tern_does_instead() {
             "MESSAGE-INTEGRITY-SHA256 and PASSWORD-ALGORITHMS (RFC 8489) are not implemented"
         ),
         "{reason}"
+    );
+}
+
+/// coturn's 0 (unlimited) sets no limit, and a rate below tern's smallest is named.
+#[test]
+fn unlimited_or_tiny_bandwidths_are_noted() {
+    let (s, _, stderr) = import_text("max-bps=0\nbps-capacity=500\n");
+    assert_eq!(s.bandwidth.limits(), None);
+    assert!(note(&stderr, "max-bps").contains("unlimited"), "{stderr}");
+    assert!(
+        note(&stderr, "bps-capacity").contains("below tern's smallest limit"),
+        "{stderr}"
     );
 }
 

@@ -308,7 +308,7 @@ impl Cluster {
                 // redirect to.
                 if last_view.elapsed() >= self.ttl {
                     let alone = fleet_view(&record, &[], self.realm_cap, self.limits);
-                    server.shared.fleet.store(Arc::new(alone));
+                    server.shared.set_fleet(alone);
                 }
                 wait = (wait * 2).min(MAX_BACKOFF);
             }
@@ -387,7 +387,7 @@ impl Cluster {
             }
         }
         let view = fleet_view(record, &records, self.realm_cap, self.limits);
-        server.shared.fleet.store(Arc::new(view));
+        server.shared.set_fleet(view);
         Ok(records.len())
     }
 

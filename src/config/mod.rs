@@ -6,6 +6,7 @@
 //! here touches the network or the clock.
 
 pub mod acme;
+pub mod bandwidth;
 pub mod lint;
 mod redacted;
 pub mod reload;
@@ -17,6 +18,7 @@ use std::path::Path;
 use thiserror::Error;
 
 pub use acme::{AcmeChallenge, AcmeSettings, Span};
+pub use bandwidth::BandwidthSettings;
 pub use redacted::Redacted;
 pub use settings::{
     AdminSettings, AuthSettings, ClusterSettings, FrontSettings, Limits, LogSettings, PeerSettings,

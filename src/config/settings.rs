@@ -6,6 +6,7 @@
 
 use super::Redacted;
 use super::acme::AcmeSettings;
+use super::bandwidth::BandwidthSettings;
 use super::types::{
     ExternalIp, Listener, LogFormat, OffloadMode, PortRange, ProxyVersion, Seconds, Separator,
 };
@@ -27,6 +28,7 @@ pub struct Settings {
     pub selftest: SelftestSettings,
     pub cluster: ClusterSettings,
     pub usage: UsageSettings,
+    pub bandwidth: BandwidthSettings,
     pub limits: Limits,
     pub log: LogSettings,
 }

@@ -131,6 +131,9 @@ impl Settings {
         self.validate_selftest()?;
         self.validate_cluster()?;
         self.validate_usage()?;
+        if let Some(key) = self.bandwidth.orphan_burst() {
+            return Err(InvalidKey::new(key, "a burst needs its rate set too"));
+        }
         if !(4096..=(256 << 20)).contains(&self.limits.socket_buffer) {
             return Err(InvalidKey::new(
                 "limits.socket_buffer",

@@ -77,6 +77,8 @@ struct Collected {
     permission_lifetime: Single<u64>,
     user_quota: Single<usize>,
     total_quota: Single<usize>,
+    max_bps: Single<u64>,
+    bps_capacity: Single<u64>,
     relay_threads: Single<usize>,
     denied: Vec<(IpNet, usize)>,
     allowed: Vec<(IpNet, usize)>,
@@ -180,7 +182,6 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
         "listening-device" | "relay-device" => {
             "binding to a device is not supported; list the addresses with server.listen and relay.ips"
         }
-        "max-bps" | "bps-capacity" => "bandwidth limits are not supported",
         "alternate-server" | "tls-alternate-server" => {
             "static alternate-server lists are not supported; a tern fleet ([cluster], docs/fleet.md) redirects Allocates with 300 Try Alternate to another node while draining or over redirect_above_allocations / redirect_above_mbps"
         }
@@ -302,6 +303,15 @@ impl Collected {
             }
             "user-quota" => set(&mut self.user_quota, quota(e)?, e, &mut self.unmapped),
             "total-quota" => set(&mut self.total_quota, quota(e)?, e, &mut self.unmapped),
+            "max-bps" => set(&mut self.max_bps, bytes_per_sec(e)?, e, &mut self.unmapped),
+            "bps-capacity" => {
+                set(
+                    &mut self.bps_capacity,
+                    bytes_per_sec(e)?,
+                    e,
+                    &mut self.unmapped,
+                );
+            }
             "relay-threads" => {
                 let n: usize = number(e)?;
                 if !(1..=1024).contains(&n) {
@@ -371,6 +381,7 @@ impl Collected {
         self.render_peers(&mut out);
         self.render_tls(&mut out);
         self.render_limits(&mut out);
+        self.render_bandwidth(&mut out);
         if !self.unmapped.is_empty() {
             self.unmapped.sort_by_key(|u| u.line);
             out.push_str("\n# coturn options not carried over:\n");
@@ -670,6 +681,28 @@ impl Collected {
         }
         section(dest, "limits", &body);
     }
+
+    /// coturn's bandwidth options are bytes per second, each direction on its own, as
+    /// tern's; a number in tern's config means the same.
+    fn render_bandwidth(&mut self, dest: &mut String) {
+        let mut body = String::new();
+        let out = &mut body;
+        if let Some((n, _)) = self.max_bps {
+            let _ = writeln!(
+                out,
+                "# coturn: max-bps (bytes/s per allocation, each direction)\nallocation = {n}"
+            );
+        }
+        if let Some((n, _)) = self.bps_capacity {
+            let _ = writeln!(
+                out,
+                "# coturn: bps-capacity. coturn sets max-bps aside from it for each allocation\n\
+                 # and refuses allocations once it is taken; tern shares it live between the\n\
+                 # allocations relaying now (bytes/s, each direction)\nserver = {n}"
+            );
+        }
+        section(dest, "bandwidth", &body);
+    }
 }
 
 /// Writes `[name]` and its keys, or nothing when no key was set (no empty tables).
@@ -740,6 +773,15 @@ fn quota(e: &Entry) -> Result<usize, Refusal> {
         return Err(Refusal::UnlimitedQuota);
     }
     Ok(n)
+}
+
+/// A coturn bandwidth in bytes per second, within what tern's `[bandwidth]` takes.
+fn bytes_per_sec(e: &Entry) -> Result<u64, Refusal> {
+    match number(e)? {
+        0 => Err(Refusal::UnlimitedBandwidth),
+        n if n < 1_000 => Err(Refusal::BandwidthTooLow(n)),
+        n => Ok(n.min(12_500_000_000)),
+    }
 }
 
 /// coturn's `PUBLIC` or `PUBLIC/PRIVATE` (note the order) as tern's value.

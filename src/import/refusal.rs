@@ -33,6 +33,10 @@ pub enum Refusal {
     NotSeconds(String),
     #[error("0 means unlimited in coturn; tern bounds every limit, so its default applies")]
     UnlimitedQuota,
+    #[error("0 means unlimited, as tern without a [bandwidth] limit")]
+    UnlimitedBandwidth,
+    #[error("{0} bytes/s is below tern's smallest limit of 1000 bytes/s (8 kbit/s)")]
+    BandwidthTooLow(u64),
     #[error("tern takes a realm of 1 to 127 characters")]
     RealmTooLong,
     #[error("the separator must be one character, not a digit")]

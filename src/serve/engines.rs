@@ -62,6 +62,7 @@ pub fn rules(
         max_permissions: limits.permissions_per_allocation,
         max_channels: limits.channels_per_allocation,
         listener_roles: listener_roles(settings),
+        bandwidth: settings.bandwidth.limits(),
     });
     Ok(EngineRules {
         config,
@@ -115,7 +116,7 @@ pub fn build(
     nonce_key: &[u8],
     limiter: &UnauthorizedLimiter,
 ) -> (Vec<Engine>, Arc<Shared>) {
-    let shared = Arc::new(Shared::new(settings.relay.ports));
+    let shared = Arc::new(Shared::new(settings.relay.ports, std::time::Instant::now()));
     let engines = (0..count)
         .map(|_| {
             Engine::new(

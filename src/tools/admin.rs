@@ -104,7 +104,7 @@ pub fn sessions_main(sessions_args: &SessionsArgs) -> ExitCode {
     };
     let header = serde_json::json!({ "node": "NODE" });
     println!(
-        "{}{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12}",
+        "{}{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12} {:>9} {:>9}",
         node(&header),
         "RELAY (id)",
         "USER",
@@ -114,11 +114,13 @@ pub fn sessions_main(sessions_args: &SessionsArgs) -> ExitCode {
         "CHANS",
         "AGE s",
         "TO PEER B",
-        "TO CLIENT B"
+        "TO CLIENT B",
+        "DROP PEER",
+        "DROP CLNT"
     );
     for s in &sessions {
         println!(
-            "{}{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12}",
+            "{}{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12} {:>9} {:>9}",
             node(s),
             s["relay"].as_str().unwrap_or("?"),
             s["user"].as_str().unwrap_or("?"),
@@ -129,6 +131,8 @@ pub fn sessions_main(sessions_args: &SessionsArgs) -> ExitCode {
             s["age_secs"],
             s["bytes_to_peer"],
             s["bytes_to_client"],
+            s["dropped_to_peer"],
+            s["dropped_to_client"],
         );
     }
     println!("{} session(s)", sessions.len());

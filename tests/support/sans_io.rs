@@ -62,6 +62,8 @@ pub struct Recorder {
     pub kernel_bytes: KernelRelayed,
     /// Allocations ended, with what they used, in order.
     pub ended: Vec<Ended>,
+    /// Datagrams the bandwidth limits dropped: (limit, direction, bytes).
+    pub bandwidth_dropped: Vec<(tern::core::LimitScope, tern::core::Direction, usize)>,
 }
 
 /// An allocation's usage as the engine reported it at its end.
@@ -101,6 +103,11 @@ impl Io for Recorder {
             Count::ErrorSent(reject) => self.errors_sent.push(reject.code()),
             Count::AllocationOpened { .. } => self.allocations_counted += 1,
             Count::AllocationClosed { .. } => self.allocations_counted -= 1,
+            Count::BandwidthDropped {
+                limit,
+                direction,
+                bytes,
+            } => self.bandwidth_dropped.push((limit, direction, bytes)),
             _ => {}
         }
     }
@@ -164,6 +171,7 @@ pub fn engine_config() -> EngineConfig {
         max_permissions: 8,
         max_channels: 8,
         listener_roles: Vec::new(),
+        bandwidth: None,
     }
 }
 
@@ -187,7 +195,10 @@ pub const NONCE_KEY: &[u8] = b"nonce key for tests";
 /// An engine with the static user [`USER`]/[`PASSWORD`] in [`REALM`], nonces valid for
 /// 600 s, and the given limiter on answers to unauthenticated sources.
 pub fn engine(limiter: UnauthorizedLimiter) -> Engine {
-    engine_sharing(limiter, Arc::new(Shared::new(port_range())))
+    engine_sharing(
+        limiter,
+        Arc::new(Shared::new(port_range(), std::time::Instant::now())),
+    )
 }
 
 /// Like [`engine`], with the state it shares with other engines (ports, quotas,

@@ -3,6 +3,7 @@
 //! Expiry is judged against the `now` passed in; nothing here reads a clock or owns a
 //! socket. Data traffic never refreshes anything: only requests do.
 
+use super::bandwidth::AllocationBandwidth;
 use super::route::{ChannelBinding, PeerRoute};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -38,6 +39,9 @@ pub struct Allocation {
     route: PeerRoute,
     /// Channels (number, peer) a kernel fast path relays (see [`crate::kernel`]).
     pub(crate) offloaded: Vec<(u16, SocketAddr)>,
+    /// Its bandwidth buckets, made on its first packet while limits are set. Boxed: an
+    /// unlimited server's allocations pay a pointer.
+    pub(crate) bandwidth: Option<Box<AllocationBandwidth>>,
 }
 
 impl Allocation {
@@ -51,6 +55,7 @@ impl Allocation {
             last_answer: None,
             route: PeerRoute::default(),
             offloaded: Vec::new(),
+            bandwidth: None,
         }
     }
 

@@ -4,7 +4,7 @@
 //! where counts go (Prometheus in the server, a recorder in tests), so the core needs
 //! no metrics crate and never shares a counter with another thread.
 
-use super::{Reject, Transport};
+use super::{Direction, LimitScope, Reject, Transport};
 
 /// One thing worth counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,4 +24,10 @@ pub enum Count<'a> {
     /// Application bytes of one datagram relayed to a client by the engine (relay
     /// readers forwarding on their own count for themselves).
     ToClient(usize),
+    /// A datagram of `bytes` application bytes a bandwidth limit dropped.
+    BandwidthDropped {
+        limit: LimitScope,
+        direction: Direction,
+        bytes: usize,
+    },
 }

@@ -7,7 +7,8 @@
 //! entry carries the instant it stops being valid (the channel's expiry or its
 //! permission's, whichever is sooner), and it is withdrawn when the channel leaves the
 //! table or the allocation ends. What the kernel relayed on a channel is
-//! counted on the allocation when the channel is withdrawn.
+//! counted on the allocation when the channel is withdrawn. While bandwidth limits are
+//! set nothing is offloaded: the kernel program does not enforce them.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -38,6 +39,7 @@ impl Engine {
         if tuple.transport != Transport::Udp {
             return;
         }
+        let limited = self.config.bandwidth.is_some();
         let Some(alloc) = self.allocations.get_mut(tuple) else {
             return;
         };
@@ -45,7 +47,7 @@ impl Engine {
             .route()
             .channels
             .iter()
-            .filter(|c| c.is_active(now))
+            .filter(|c| !limited && c.is_active(now))
             .filter_map(|c| {
                 let permitted = alloc.permission_expiry(c.peer.ip(), now)?;
                 Some((c.number, c.peer, c.expires.min(permitted)))
@@ -73,12 +75,12 @@ impl Engine {
     }
 
     /// Brings every UDP allocation's kernel entries in line (after a reload: the peer
-    /// policy may have changed).
+    /// policy may have changed, and bandwidth limits may have come or gone).
     pub(crate) fn sync_kernel_all(&mut self, now: Instant, io: &mut dyn Io) {
         let tuples: Vec<FiveTuple> = self
             .allocations
             .iter()
-            .filter(|(_, a)| !a.offloaded.is_empty())
+            .filter(|(_, a)| !a.offloaded.is_empty() || !a.route().channels.is_empty())
             .map(|(t, _)| *t)
             .collect();
         for tuple in tuples {

@@ -28,6 +28,7 @@ pub mod policy;
 pub mod proto;
 
 pub mod allocation;
+pub mod bandwidth;
 pub mod count;
 pub mod error;
 pub mod fleet;
@@ -52,6 +53,7 @@ use crate::auth::{Credentials, NonceIssuer, UnauthorizedLimiter};
 use crate::policy::PeerPolicy;
 use crate::proto::{ChannelHeader, Kind, Request};
 pub use allocation::Allocation;
+pub use bandwidth::{BandwidthLimits, Direction, Limit, LimitScope};
 pub use count::Count;
 pub use error::Reject;
 pub use kernel::{KernelChannel, KernelRelayed};
@@ -188,6 +190,9 @@ pub struct EngineConfig {
     /// Listeners that serve STUN only or TURN only, by address (a wildcard address
     /// stands for every address of its family on its port); the others serve both.
     pub listener_roles: Vec<(SocketAddr, ListenerRole)>,
+    /// Bandwidth limits; `None` when none is set, so that an unlimited server's relayed
+    /// packets cost one branch.
+    pub bandwidth: Option<BandwidthLimits>,
 }
 
 impl EngineConfig {
@@ -245,6 +250,7 @@ mod listener_role_tests {
             max_permissions: 1,
             max_channels: 1,
             listener_roles: roles.to_vec(),
+            bandwidth: None,
         };
         config.role_of(server)
     }
@@ -289,6 +295,9 @@ pub struct Session {
     pub age_secs: u64,
     pub bytes_to_peer: u64,
     pub bytes_to_client: u64,
+    /// Packets the bandwidth limits dropped, each way.
+    pub dropped_to_peer: u64,
+    pub dropped_to_client: u64,
 }
 
 /// What a reload may change: settings, credentials and peer policy, shared by every
@@ -391,6 +400,10 @@ impl Engine {
             .map(|(tuple, alloc)| {
                 let (permissions, channels) = alloc.table_sizes(now);
                 let kernel = kernel::relayed_so_far(alloc, tuple, io);
+                let dropped = |direction| {
+                    let bandwidth = alloc.bandwidth.as_ref();
+                    bandwidth.map_or(0, |b| b.dropped(direction).packets)
+                };
                 Session {
                     relay: alloc.relay,
                     user: alloc.username.to_string(),
@@ -401,6 +414,8 @@ impl Engine {
                     age_secs: u64::from(uptime.saturating_sub(alloc.created_secs)),
                     bytes_to_peer: alloc.route().to_peer().bytes + kernel.to_peer.bytes,
                     bytes_to_client: alloc.route().to_client().bytes + kernel.to_client.bytes,
+                    dropped_to_peer: dropped(Direction::ToPeer),
+                    dropped_to_client: dropped(Direction::ToClient),
                 }
             })
             .collect()
@@ -460,13 +475,20 @@ impl Engine {
     pub fn reload(&mut self, rules: &EngineRules, now: Instant, io: &mut dyn Io) {
         self.nonces
             .set_lifetime(rules.config.nonce_lifetime.as_secs());
+        let limits_came_or_went =
+            self.config.bandwidth.is_some() != rules.config.bandwidth.is_some();
         self.config = rules.config.clone();
         self.credentials = rules.credentials.clone();
-        if !Arc::ptr_eq(&self.policy, &rules.policy) {
+        let policy_changed = !Arc::ptr_eq(&self.policy, &rules.policy);
+        if policy_changed {
             self.policy = rules.policy.clone();
             for alloc in self.allocations.values_mut() {
                 alloc.drop_denied(&self.policy, now);
             }
+        }
+        // Channels leave the kernel while bandwidth limits are set, and come back to it
+        // when they are gone.
+        if policy_changed || limits_came_or_went {
             self.sync_kernel_all(now, io);
         }
     }
@@ -532,7 +554,18 @@ impl Engine {
         let Some(alloc) = self.allocations.get_mut(tuple) else {
             return;
         };
-        if let Some(framed) = alloc.route_mut().frame(peer, now, buf, len, &mut self.rng) {
+        let forward = alloc.route().forward(peer, now);
+        if forward == Forward::Drop {
+            return;
+        }
+        if let Some(limits) = &self.config.bandwidth {
+            let limited = (limits, &*self.shared, &*self.credentials);
+            if !within_bandwidth(limited, alloc, Direction::ToClient, len, now, io) {
+                return;
+            }
+        }
+        let route = alloc.route_mut();
+        if let Some(framed) = route.frame(forward, peer, buf, len, &mut self.rng) {
             io.send_to_client(tuple, framed.bytes());
             io.count(Count::ToClient(len));
         }
@@ -691,6 +724,13 @@ impl Engine {
         };
         if let Some(peer) = alloc.channel_peer(header.number, now) {
             let payload = header.payload(bytes);
+            if let Some(limits) = &self.config.bandwidth {
+                let limited = (limits, &*self.shared, &*self.credentials);
+                let direction = Direction::ToPeer;
+                if !within_bandwidth(limited, alloc, direction, payload.len(), now, io) {
+                    return;
+                }
+            }
             io.send_to_peer(alloc.relay, peer, payload);
             alloc.route_mut().count_to_peer(payload.len());
             io.count(Count::ToPeer(payload.len()));
@@ -717,9 +757,46 @@ impl Engine {
             && alloc.has_permission(peer.ip(), now)
             && self.policy.check(peer).is_ok()
         {
+            if let Some(limits) = &self.config.bandwidth {
+                let limited = (limits, &*self.shared, &*self.credentials);
+                if !within_bandwidth(limited, alloc, Direction::ToPeer, data.len(), now, io) {
+                    return;
+                }
+            }
             io.send_to_peer(alloc.relay, peer, data);
             alloc.route_mut().count_to_peer(data.len());
             io.count(Count::ToPeer(data.len()));
+        }
+    }
+}
+
+/// Whether the bandwidth limits let `bytes` relayed through `alloc` in `direction` pass
+/// at `now`; a drop is counted. The allocation's buckets are made on its first packet
+/// under limits, tied to its user's (found by the quota identity, as quotas are).
+fn within_bandwidth(
+    (limits, shared, credentials): (&BandwidthLimits, &Shared, &Credentials),
+    alloc: &mut Allocation,
+    direction: Direction,
+    bytes: usize,
+    now: Instant,
+    io: &mut dyn Io,
+) -> bool {
+    let state = alloc.bandwidth.get_or_insert_with(|| {
+        let identity = credentials.quota_identity(&alloc.username);
+        Box::new(bandwidth::AllocationBandwidth::new(
+            shared.user_bandwidth(identity),
+        ))
+    });
+    let clock = shared.bandwidth_clock(now);
+    match state.charge(limits, &shared.server_bandwidth, direction, bytes, clock) {
+        Ok(()) => true,
+        Err(limit) => {
+            io.count(Count::BandwidthDropped {
+                limit,
+                direction,
+                bytes,
+            });
+            false
         }
     }
 }

@@ -288,7 +288,7 @@ impl Engine {
         if self.allocations.contains_key(tuple) {
             return Err(Reject::AllocationMismatch);
         }
-        let fleet = self.shared.fleet.load();
+        let fleet = self.shared.fleet();
         // A RESERVATION-TOKEN names a port reserved on this node: no redirect then.
         let reserved_here = req.attr(ATTR_RESERVATION_TOKEN).is_some();
         if (self.draining || fleet.wants_redirect(self.shared.total_allocations()))

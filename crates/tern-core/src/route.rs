@@ -130,18 +130,18 @@ impl PeerRoute {
 
 impl PeerRoute {
     /// Frames the datagram `peer` sent, at `buf[PEER_HEADROOM..][..len]`, for the
-    /// client as the route says at `now`, and counts its bytes on the route. `None`
-    /// drops it: no permission for the peer, or too long for ChannelData. `rng` draws a
-    /// Data indication's transaction id.
+    /// client as `forward` (the route's decision, [`PeerRoute::forward`]) says, and
+    /// counts its bytes on the route. `None` drops it: no permission for the peer, or
+    /// too long for ChannelData. `rng` draws a Data indication's transaction id.
     pub fn frame<'a>(
         &mut self,
+        forward: Forward,
         peer: SocketAddr,
-        now: Instant,
         buf: &'a mut [u8],
         len: usize,
         rng: &mut impl Rng,
     ) -> Option<Framed<'a>> {
-        let framed = match self.forward(peer, now) {
+        let framed = match forward {
             Forward::Drop => return None,
             Forward::Channel(number) => {
                 let header = ChannelHeader {
@@ -201,11 +201,18 @@ mod tests {
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
         let mut buf = [0u8; PEER_HEADROOM + 3];
         buf[PEER_HEADROOM..].copy_from_slice(b"abc");
-        let framed = route.frame(bound, now, &mut buf, 3, &mut rng).unwrap();
-        assert_eq!(framed.bytes(), &[0x40, 0x01, 0, 3, b'a', b'b', b'c']);
-        let framed = route.frame(same_ip, now, &mut buf, 3, &mut rng).unwrap();
-        assert!(matches!(framed, Framed::Indication(ref b) if b.ends_with(b"abc\0")));
-        assert!(route.frame(stranger, now, &mut buf, 3, &mut rng).is_none());
+        let mut frame = |peer, buf: &mut [u8]| {
+            let forward = route.forward(peer, now);
+            route
+                .frame(forward, peer, buf, 3, &mut rng)
+                .map(|f| f.bytes().to_vec())
+        };
+        assert_eq!(
+            frame(bound, &mut buf).unwrap(),
+            &[0x40, 0x01, 0, 3, b'a', b'b', b'c']
+        );
+        assert!(frame(same_ip, &mut buf).unwrap().ends_with(b"abc\0"));
+        assert!(frame(stranger, &mut buf).is_none());
         assert_eq!(
             route.to_client(),
             Traffic {

@@ -1,22 +1,24 @@
 //! State the engines of all workers share: relay ports, quota counts, EVEN-PORT
-//! reservations and the fleet view.
+//! reservations, the fleet view and the bandwidth buckets of users and the server.
 //!
 //! Every allocation belongs to one worker's engine, but the ports it binds, the quota
 //! it counts against and the reservation a client on another worker may claim are
 //! server-wide. They are only touched on the control path (Allocate, deletion,
 //! reservation expiry, and a datagram from a relay IP checked for a TURN loop), never
-//! per relayed packet, so a mutex each is enough.
+//! per relayed packet, so a mutex each is enough. The bandwidth buckets are the
+//! exception: they are atomics, charged per packet while limits are set.
 
 use rand::Rng;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
 use super::PortRange;
+use super::bandwidth::{SharedBuckets, UserBandwidth};
 use super::fleet::FleetView;
 use super::ports::PortPool;
 
@@ -31,7 +33,14 @@ pub struct Reservation {
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
-    per_user: HashMap<String, usize>,
+    per_user: HashMap<String, UserCount>,
+}
+
+/// A user's allocations on this node, and the bandwidth buckets they share.
+#[derive(Debug, Default)]
+struct UserCount {
+    allocations: usize,
+    bandwidth: Arc<UserBandwidth>,
 }
 
 pub struct Shared {
@@ -40,8 +49,14 @@ pub struct Shared {
     reservations: Mutex<HashMap<[u8; 8], Reservation>>,
     /// Quota identities (REST user ids, static names) refused from now on.
     revoked: Mutex<std::collections::HashSet<String>>,
-    /// The rest of the fleet, replaced whole by the fleet heartbeat (tern's `cluster`) at each beat.
-    pub fleet: ArcSwap<FleetView>,
+    /// The rest of the fleet, replaced whole by the fleet heartbeat (tern's `cluster`)
+    /// at each beat through [`Shared::set_fleet`].
+    fleet: ArcSwap<FleetView>,
+    /// The server-wide bandwidth buckets.
+    pub(crate) server_bandwidth: SharedBuckets,
+    /// The origin of the bandwidth buckets' clock, shared so that every worker's
+    /// nanoseconds mean the same instant.
+    epoch: Instant,
 }
 
 /// Locks a mutex, taking the data even if another worker panicked while holding it:
@@ -51,14 +66,51 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    pub fn new(ports: PortRange) -> Self {
+    /// Shared state for relay ports in `ports`; `epoch` is any instant before the
+    /// first packet (the bandwidth buckets count nanoseconds from it).
+    pub fn new(ports: PortRange, epoch: Instant) -> Self {
         Self {
             ports: Mutex::new(PortPool::new(ports)),
             counts: Mutex::new(Counts::default()),
             reservations: Mutex::new(HashMap::new()),
             revoked: Mutex::new(std::collections::HashSet::new()),
             fleet: ArcSwap::from_pointee(FleetView::default()),
+            server_bandwidth: SharedBuckets::default(),
+            epoch,
         }
+    }
+
+    /// The fleet view the engines read.
+    pub fn fleet(&self) -> arc_swap::Guard<Arc<FleetView>> {
+        self.fleet.load()
+    }
+
+    /// Installs a new view of the fleet, and gives each user with allocations here the
+    /// part of its bandwidth limit that matches its allocations here against the
+    /// fleet's.
+    pub fn set_fleet(&self, view: FleetView) {
+        let counts = lock(&self.counts);
+        for (identity, user) in &counts.per_user {
+            let remote = view.remote_users.get(identity).copied().unwrap_or(0);
+            user.bandwidth.set_share(user.allocations, remote);
+        }
+        self.fleet.store(Arc::new(view));
+    }
+
+    /// `now` in nanoseconds since the epoch, as the bandwidth buckets count time.
+    pub(crate) fn bandwidth_clock(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX)
+    }
+
+    /// The bandwidth buckets of `identity`'s allocations on this node (a fresh set if
+    /// it has none counted, which the engine never asks for).
+    pub(crate) fn user_bandwidth(&self, identity: &str) -> Arc<UserBandwidth> {
+        lock(&self.counts)
+            .per_user
+            .get(identity)
+            .map(|user| user.bandwidth.clone())
+            .unwrap_or_default()
     }
 
     pub fn ports(&self) -> MutexGuard<'_, PortPool> {
@@ -76,22 +128,29 @@ impl Shared {
     ) -> bool {
         let fleet = self.fleet.load();
         let mut counts = lock(&self.counts);
-        let user = counts.per_user.get(identity).copied().unwrap_or(0);
+        let user = counts.per_user.get(identity).map_or(0, |u| u.allocations);
         if counts.total >= max_total || !fleet.admits(identity, user, counts.total, max_per_user) {
             return false;
         }
         counts.total += 1;
-        *counts.per_user.entry(identity.to_string()).or_default() += 1;
+        let user = counts.per_user.entry(identity.to_string()).or_default();
+        user.allocations += 1;
+        let remote = fleet.remote_users.get(identity).copied().unwrap_or(0);
+        user.bandwidth.set_share(user.allocations, remote);
         true
     }
 
     pub fn uncount_allocation(&self, identity: &str) {
+        let fleet = self.fleet.load();
         let mut counts = lock(&self.counts);
         counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_user.get_mut(identity) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(user) = counts.per_user.get_mut(identity) {
+            user.allocations -= 1;
+            if user.allocations == 0 {
                 counts.per_user.remove(identity);
+            } else {
+                let remote = fleet.remote_users.get(identity).copied().unwrap_or(0);
+                user.bandwidth.set_share(user.allocations, remote);
             }
         }
     }
@@ -102,7 +161,11 @@ impl Shared {
 
     /// Allocations per quota identity on this node, for the fleet.
     pub fn allocations_per_user(&self) -> HashMap<String, usize> {
-        lock(&self.counts).per_user.clone()
+        let counts = lock(&self.counts);
+        let per_user = counts.per_user.iter();
+        per_user
+            .map(|(id, u)| (id.clone(), u.allocations))
+            .collect()
     }
 
     /// Keeps `reservation` under a fresh random token and returns the token. A token
