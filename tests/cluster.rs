@@ -733,3 +733,55 @@ fn usage_records_of_every_node_are_read_back_with_tern_usage() {
         0.0
     );
 }
+
+/// A user's bandwidth limit holds over the fleet: with one of alice's allocations held
+/// on node b, node a gives her allocation there half of her rate (the heartbeat's
+/// counts split it by allocations), measured with `tern load`.
+#[test]
+fn a_users_bandwidth_limit_is_split_over_the_nodes_it_relays_on() {
+    let redis = Redis::start();
+    let prefix = format!("t{}", rand::random::<u32>());
+    // 100 kB/s for alice over the fleet, 16 kB of burst.
+    let limits = "\n[bandwidth]\nuser = \"800 kbit/s\"\nuser_burst = \"16 kB\"\n";
+    let nodes = [
+        Node::start("a", &redis, &prefix, limits),
+        Node::start("b", &redis, &prefix, limits),
+    ];
+    let (_held_on_b, code) = nodes[1].allocate(USER);
+    assert_eq!(code, None);
+    settle();
+    // 1000-byte packets at 200 a second for 4 s: four times node a's half.
+    let server = nodes[0].server.addr.to_string();
+    let args = [
+        "load",
+        &server,
+        "--json",
+        "--user",
+        USER,
+        "--pass",
+        PASS,
+        "--allocations",
+        "1",
+        "--rate",
+        "200",
+        "--payload",
+        "1000",
+        "--duration",
+        "4",
+    ];
+    let run = run_tern(&args, Duration::from_secs(60));
+    assert!(run.success(), "{}", run.describe());
+    let report: Value = serde_json::from_str(run.stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {}", run.describe()));
+    let delivered = report["peer_received"].as_u64().expect("peer_received") * 1000;
+    // Half the rate for 4 s, and half the burst.
+    let expected = (50_000 * 4 + 8_000) as f64;
+    let ratio = delivered as f64 / expected;
+    println!("alice on node a: {delivered} bytes delivered, {expected} expected: ratio {ratio:.3}");
+    assert!((0.95..=1.05).contains(&ratio), "ratio {ratio:.3}: {report}");
+    let drops = metric(
+        nodes[0].admin,
+        "tern_bandwidth_dropped_packets_total{limit=\"user\",direction=\"to_peer\"}",
+    );
+    assert!(drops > 0.0);
+}
