@@ -113,8 +113,22 @@ max_connections_per_ip = 20000
 EOF
 }
 
+# write_tern_bandwidth_config BASE FILE: BASE with bandwidth limits at every level (per
+# allocation, per user, for the server), far above what any workload sends: every
+# relayed packet is charged to the three token buckets and none is dropped.
+write_tern_bandwidth_config() {
+    cat "$1" - >"$2" <<'TOML'
+
+[bandwidth]
+allocation = "1 Gbit/s"
+user = "10 Gbit/s"
+server = "100 Gbit/s"
+TOML
+}
+
 # start_tern TERN WORK DIR TRANSPORT UDP_PORT TLS_PORT [ARG...]: starts TERN serve in
-# the background with WORK/tern.toml (write_tern_config), the ARGs after the common
+# the background with WORK/tern.toml (write_tern_config; $TERN_CONFIG names another
+# file), the ARGs after the common
 # ones and, for TRANSPORT tls, a TLS listener on TLS_PORT with WORK/cert.pem
 # (make_cert); logs to DIR/server.log. Sets SERVER_PID.
 start_tern() {
@@ -123,7 +137,7 @@ start_tern() {
     if [ "$transport" = tls ]; then
         tls_args=(--tls-listen "127.0.0.1:$tls_port" --cert "$work/cert.pem" --key "$work/key.pem")
     fi
-    "$tern" serve --config "$work/tern.toml" --listen "127.0.0.1:$udp_port" \
+    "$tern" serve --config "${TERN_CONFIG:-$work/tern.toml}" --listen "127.0.0.1:$udp_port" \
         --relay-ip 127.0.0.1 --ports "$RELAY_MIN-$RELAY_MAX" --realm "$REALM" \
         --user "$USER_NAME:$PASSWORD" --allow-peer 127.0.0.0/8 --log-level warn \
         "${tls_args[@]}" "$@" >"$dir/server.log" 2>&1 &
