@@ -77,7 +77,17 @@ pub fn lint(settings: &Settings) -> Vec<String> {
     warnings.extend(port_443_without_tls(settings));
     warnings.extend(proxy_protocol_from_anywhere(settings));
     warnings.extend(tls_alpn_without_port_443(settings));
+    warnings.extend(offload_on_with_bandwidth_limits(settings));
     warnings
+}
+
+/// The kernel fast path cannot enforce bandwidth limits, so it takes no channel while
+/// one is set: asking for it with `on` (refuse to start without it) buys nothing.
+fn offload_on_with_bandwidth_limits(settings: &Settings) -> Option<String> {
+    let limited = settings.bandwidth.limits().is_some();
+    (limited && settings.relay.offload == super::OffloadMode::On).then(|| {
+        "relay.offload is \"on\" but [bandwidth] sets a limit: the kernel fast path does not enforce limits, so it relays no channel while one is set.".to_string()
+    })
 }
 
 /// Networks that let only 443 out often let only TLS through it too: a plain
@@ -506,6 +516,14 @@ secrets = ["correct-horse-battery-staple-42"]
         );
         let local = "[cluster]\nredis_url = \"redis://:pw@127.0.0.1:6379/0\"\n";
         assert!(lints(local).iter().all(|w| !w.contains("rediss://")));
+    }
+
+    #[test]
+    fn offload_on_with_bandwidth_limits_is_pointed_out() {
+        let limited = format!("{CLEAN}[bandwidth]\nuser = \"10 Mbit/s\"\n");
+        let on = limited.replacen("[relay]\n", "[relay]\noffload = \"on\"\n", 1);
+        assert_eq!(matching(&on, "[bandwidth]").len(), 1, "{:?}", lints(&on));
+        assert!(matching(&limited, "[bandwidth]").is_empty());
     }
 
     #[test]
