@@ -10,6 +10,7 @@
 
 pub mod acme;
 pub mod admin;
+pub mod auth_webhook;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -28,6 +29,7 @@ pub mod token;
 pub mod tools;
 pub mod urls;
 pub mod usage;
+pub mod webhook;
 
 // The protocol core (crates/tern-core), under the paths the rest of tern uses.
 pub use tern_core as core;

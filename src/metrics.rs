@@ -162,6 +162,9 @@ pub struct Metrics {
     front_failures: Family<ReasonLabel, Counter>,
     usage_records: Family<SinkLabel, Counter>,
     usage_dropped: Family<SinkReasonLabel, Counter>,
+    auth_webhook_lookups: Family<ResultLabel, Counter>,
+    /// Requests dropped while their username waited for the auth webhook.
+    pub auth_webhook_dropped: Counter,
     pub cluster_up: Gauge,
     pub cluster_nodes: Gauge,
     acme_renewals: Family<ResultLabel, Counter>,
@@ -269,6 +272,8 @@ impl Metrics {
             front_failures: Family::default(),
             usage_records: Family::default(),
             usage_dropped: Family::default(),
+            auth_webhook_lookups: Family::default(),
+            auth_webhook_dropped: Counter::default(),
             cluster_up: Gauge::default(),
             cluster_nodes: Gauge::default(),
             acme_renewals: Family::default(),
@@ -437,6 +442,16 @@ impl Metrics {
             self.bandwidth_drops.bytes.clone(),
         );
         r.register(
+            "auth_webhook_lookups",
+            "Usernames looked up at auth.webhook, by result (key, refused, timeout, unreachable, status, invalid, queue_full)",
+            self.auth_webhook_lookups.clone(),
+        );
+        r.register(
+            "auth_webhook_requests_dropped",
+            "Requests dropped while their username waited for auth.webhook (a bound on held requests or lookups was reached)",
+            self.auth_webhook_dropped.clone(),
+        );
+        r.register(
             "usage_records",
             "Usage records written, by where to (log, redis, webhook)",
             self.usage_records.clone(),
@@ -553,6 +568,12 @@ impl Metrics {
 
     pub fn proxy_header(&self, result: &'static str) {
         self.proxy_headers
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn auth_webhook_lookup(&self, result: &'static str) {
+        self.auth_webhook_lookups
             .get_or_create(&ResultLabel { result })
             .inc();
     }

@@ -78,6 +78,7 @@ pub fn lint(settings: &Settings) -> Vec<String> {
     warnings.extend(proxy_protocol_from_anywhere(settings));
     warnings.extend(tls_alpn_without_port_443(settings));
     warnings.extend(offload_on_with_bandwidth_limits(settings));
+    warnings.extend(plain_auth_webhook(settings));
     warnings
 }
 
@@ -171,12 +172,25 @@ fn plain_redis_with_password(settings: &Settings) -> Option<String> {
     let url = settings.cluster.redis_url.as_ref()?.expose();
     let host = url.strip_prefix("redis://")?;
     let (userinfo, rest) = host.split_once('@')?;
-    let host = rest.split([':', '/']).next().unwrap_or_default();
-    let on_this_host =
-        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    (userinfo.contains(':') && !on_this_host).then(|| {
+    (userinfo.contains(':') && !on_this_host(rest)).then(|| {
         "cluster.redis_url sends the Redis password unencrypted (redis://) to another host; use rediss:// unless the network between the nodes and Redis is private.".to_string()
     })
+}
+
+/// The keys the service answers with are as good as passwords.
+fn plain_auth_webhook(settings: &Settings) -> Option<String> {
+    let url = settings.auth.webhook.as_ref()?.url.expose();
+    let rest = url.strip_prefix("http://")?;
+    (!on_this_host(rest)).then(|| {
+        "auth.webhook.url is plain http:// to another host: the service's answers (passwords or keys) and the token cross the network unencrypted; use https:// unless that network is private.".to_string()
+    })
+}
+
+/// Whether the host at the start of `rest` (what follows `scheme://` and any
+/// `userinfo@`) is this host's loopback.
+fn on_this_host(rest: &str) -> bool {
+    let host = rest.split([':', '/']).next().unwrap_or_default();
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Without Redis at start a node makes up its own nonce key; a fixed one avoids that.
@@ -524,6 +538,22 @@ secrets = ["correct-horse-battery-staple-42"]
         let on = limited.replacen("[relay]\n", "[relay]\noffload = \"on\"\n", 1);
         assert_eq!(matching(&on, "[bandwidth]").len(), 1, "{:?}", lints(&on));
         assert!(matching(&limited, "[bandwidth]").is_empty());
+    }
+
+    #[test]
+    fn a_plain_http_auth_webhook_elsewhere_is_pointed_out() {
+        let hook = |url: &str| format!("{CLEAN}[auth.webhook]\nurl = \"{url}\"\n");
+        let found = matching(&hook("http://auth.example.org/turn"), "auth.webhook.url");
+        assert_eq!(found.len(), 1, "{found:?}");
+        for fine in [
+            "https://auth.example.org/turn",
+            "http://127.0.0.1:8080/turn",
+        ] {
+            assert!(
+                matching(&hook(fine), "auth.webhook.url").is_empty(),
+                "{fine}"
+            );
+        }
     }
 
     #[test]

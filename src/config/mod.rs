@@ -6,6 +6,7 @@
 //! here touches the network or the clock.
 
 pub mod acme;
+pub mod auth_webhook;
 pub mod bandwidth;
 pub mod lint;
 mod redacted;
@@ -18,6 +19,7 @@ use std::path::Path;
 use thiserror::Error;
 
 pub use acme::{AcmeChallenge, AcmeSettings, Span};
+pub use auth_webhook::AuthWebhookSettings;
 pub use bandwidth::BandwidthSettings;
 pub use redacted::Redacted;
 pub use settings::{

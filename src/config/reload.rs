@@ -87,6 +87,7 @@ pub static KEYS: &[Key] = &[
     key!(restart auth.nonce_key),
     key!(applies auth.unauthorized_per_second),
     key!(applies auth.unauthorized_burst),
+    key!(restart auth.webhook),
     key!(applies peers.allowed),
     key!(applies peers.denied),
     key!(applies tls.cert),

@@ -6,6 +6,7 @@
 
 use super::Redacted;
 use super::acme::AcmeSettings;
+use super::auth_webhook::AuthWebhookSettings;
 use super::bandwidth::BandwidthSettings;
 use super::types::{
     ExternalIp, Listener, LogFormat, OffloadMode, PortRange, ProxyVersion, Seconds, Separator,
@@ -380,6 +381,9 @@ pub struct AuthSettings {
     /// authentication) allowed per second per source IP (0 disables the limit).
     pub unauthorized_per_second: u32,
     pub unauthorized_burst: u32,
+    /// The operator's service, asked about usernames that are neither static users nor
+    /// REST credentials.
+    pub webhook: Option<AuthWebhookSettings>,
 }
 
 impl Default for AuthSettings {
@@ -393,6 +397,7 @@ impl Default for AuthSettings {
             nonce_key: None,
             unauthorized_per_second: 100,
             unauthorized_burst: 500,
+            webhook: None,
         }
     }
 }

@@ -131,6 +131,11 @@ impl Settings {
         self.validate_selftest()?;
         self.validate_cluster()?;
         self.validate_usage()?;
+        if let Some(webhook) = &self.auth.webhook
+            && let Some((key, message)) = webhook.invalid()
+        {
+            return Err(InvalidKey::new(key, message));
+        }
         if let Some(key) = self.bandwidth.orphan_burst() {
             return Err(InvalidKey::new(key, "a burst needs its rate set too"));
         }

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod alarm;
 pub mod batch;
 pub mod front;
+pub mod held;
 pub mod lifecycle;
 pub mod outbox;
 pub mod pktinfo;

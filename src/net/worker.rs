@@ -19,14 +19,16 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::alarm::Alarm;
 use super::batch::{BATCH, RecvBatch};
+use super::held::{Held, HeldRequests};
 use super::lifecycle::Lifecycle;
 use super::outbox::Outbox;
 use super::relay::{DRAIN_ROUNDS, MAX_DATAGRAM, RelayPoller, RelaySockets, relay_set};
 use super::stream::{Connection, StreamEvent};
 use super::udp::send_now;
+use crate::auth_webhook::{Lookup, Lookups};
 use crate::core::{
-    Count, EndReason, Engine, EngineRules, FiveTuple, Io, KernelChannel, KernelRelayed, Now,
-    PEER_HEADROOM, Session, Transport, Usage,
+    Count, CredentialsQuestion, EndReason, Engine, EngineRules, FiveTuple, Io, KernelChannel,
+    KernelRelayed, Now, PEER_HEADROOM, Session, Transport, Usage,
 };
 use crate::metrics::Metrics;
 use crate::offload::Offload;
@@ -85,6 +87,10 @@ pub struct Control {
     pub commands: mpsc::UnboundedReceiver<WorkerCommand>,
     /// The runtime that keeps the worker's alarm (see [`super::alarm`]): the main one.
     pub timekeeper: tokio::runtime::Handle,
+    /// This worker's place among the workers, as `auth.webhook` lookups name it.
+    pub index: usize,
+    /// Usernames `auth.webhook` has an answer for, that this worker asked about.
+    pub answered: mpsc::UnboundedReceiver<Arc<str>>,
 }
 
 /// What the worker needs besides its sockets.
@@ -95,6 +101,16 @@ pub struct WorkerConfig {
     pub offload: Option<Arc<Offload>>,
     /// Where ended allocations' usage records go.
     pub usage: UsageLog,
+    /// Where usernames only the operator's service knows are looked up, and how many
+    /// requests a worker holds meanwhile.
+    pub auth_webhook: Option<(Lookups, usize)>,
+}
+
+/// A worker's side of `auth.webhook`: where it asks, and what it holds meanwhile.
+struct Waiting {
+    lookups: Lookups,
+    index: usize,
+    held: HeldRequests,
 }
 
 /// Everything the engine may ask the driver to do.
@@ -113,6 +129,7 @@ struct Sockets {
     metrics: Arc<Metrics>,
     offload: Option<Arc<Offload>>,
     usage: UsageLog,
+    waiting: Option<Waiting>,
 }
 
 impl Sockets {
@@ -196,6 +213,36 @@ impl Io for Sockets {
         self.usage.write(usage);
     }
 
+    fn await_credentials(&mut self, question: &CredentialsQuestion<'_>) {
+        let Some(waiting) = &mut self.waiting else {
+            return;
+        };
+        let username = question.username;
+        match waiting
+            .held
+            .hold(username, *question.tuple, question.request)
+        {
+            Held::First => {
+                let lookup = Lookup {
+                    username: username.to_string(),
+                    realm: question.realm.to_string(),
+                    client: question.tuple.client,
+                    transport: question.tuple.transport,
+                    worker: waiting.index,
+                };
+                if !waiting.lookups.ask(lookup) {
+                    // Nothing will answer for it: what is held goes (clients send again).
+                    let dropped = waiting.held.release(username).len();
+                    self.metrics.auth_webhook_dropped.inc_by(dropped as u64);
+                }
+            }
+            Held::Behind => {}
+            Held::Full => {
+                self.metrics.auth_webhook_dropped.inc();
+            }
+        }
+    }
+
     fn withdraw_channel(&mut self, channel: &KernelChannel) -> KernelRelayed {
         self.offload
             .as_ref()
@@ -251,6 +298,8 @@ async fn run(
         mut rules,
         mut commands,
         timekeeper,
+        index,
+        mut answered,
     } = control;
     let Streams {
         mut handoff,
@@ -275,6 +324,11 @@ async fn run(
         metrics,
         offload: config.offload,
         usage: config.usage,
+        waiting: config.auth_webhook.map(|(lookups, max)| Waiting {
+            lookups,
+            index,
+            held: HeldRequests::new(max),
+        }),
     };
     // Whether the server was draining when it stopped: the allocations still open then
     // end as "drained" rather than "shutdown".
@@ -327,6 +381,13 @@ async fn run(
                     engine.handle_client_closed(&tuple, Instant::now(), &mut io);
                 }
             },
+            Some(username) = answered.recv(), if io.waiting.is_some() => {
+                let held = io.waiting.as_mut().map(|w| w.held.release(&username));
+                let now = now();
+                for (tuple, request) in held.unwrap_or_default() {
+                    engine.handle_client(now, tuple, &request, &mut io);
+                }
+            }
             () = alarm.rung() => {
                 rang = true;
                 engine.handle_timeout(Instant::now(), &mut io);

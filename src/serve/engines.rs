@@ -9,7 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::auth::{
-    Credentials, LongTermKey, NonceIssuer, RestSecret, StaticSecret, UnauthorizedLimiter,
+    Credentials, ExternalKeys, LongTermKey, NonceIssuer, RestSecret, StaticSecret,
+    UnauthorizedLimiter,
 };
 use crate::config::Settings;
 use crate::core::{Engine, EngineConfig, EngineRules, ListenerRole, RelayIpChoice, Shared};
@@ -21,8 +22,13 @@ pub fn rules(
     settings: &Settings,
     relay_ips: &[IpAddr],
     advertised_ips: &HashMap<IpAddr, IpAddr>,
+    external_keys: Option<&Arc<ExternalKeys>>,
 ) -> anyhow::Result<EngineRules> {
-    let credentials = Arc::new(credentials(settings)?);
+    let mut credentials = credentials(settings)?;
+    if let Some(keys) = external_keys {
+        credentials = credentials.with_external(keys.clone());
+    }
+    let credentials = Arc::new(credentials);
     let mut own_ips = relay_ips.to_vec();
     own_ips.extend(advertised_ips.values().copied());
     let services = OwnServices {
@@ -93,6 +99,16 @@ fn service_endpoints(settings: &Settings) -> Vec<SocketAddr> {
             .chain(settings.selftest.listen),
     );
     endpoints
+}
+
+/// The answers of the operator's service (`auth.webhook`), shared by every worker and
+/// kept across reloads; `None` without one.
+pub fn external_keys(settings: &Settings) -> Option<Arc<ExternalKeys>> {
+    let webhook = settings.auth.webhook.as_ref()?;
+    Some(Arc::new(ExternalKeys::new(
+        webhook.cache_size,
+        webhook.cache_policy(),
+    )))
 }
 
 /// The limiter on answers to unauthenticated sources. One table for all workers: the

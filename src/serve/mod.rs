@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::auth::UnauthorizedLimiter;
+use crate::auth::{ExternalKeys, UnauthorizedLimiter};
 use crate::cluster::RedisSink;
 use crate::config::{Redacted, Settings, TlsSettings};
 use crate::core::{Engine, EngineRules, Shared};
@@ -63,6 +63,8 @@ struct Plan {
     advertised_ips: HashMap<IpAddr, IpAddr>,
     workers: usize,
     rules: EngineRules,
+    /// The answers of `auth.webhook`, when it is set.
+    external_keys: Option<Arc<ExternalKeys>>,
     cluster: Option<Arc<crate::cluster::Cluster>>,
     nonce_key: String,
 }
@@ -96,7 +98,13 @@ async fn resolve(mut settings: Settings) -> anyhow::Result<Plan> {
     let relay_ips = relay_ips::relay_ips(&settings.relay.ips, &settings.server.listen_addrs());
     let advertised_ips = relay_ips::advertised_ips(&relay_ips, &settings.relay.external_ips);
     let workers = worker_count(&settings);
-    let rules = engines::rules(&settings, &relay_ips, &advertised_ips)?;
+    let external_keys = engines::external_keys(&settings);
+    let rules = engines::rules(
+        &settings,
+        &relay_ips,
+        &advertised_ips,
+        external_keys.as_ref(),
+    )?;
     let cluster = match settings.cluster.is_enabled() {
         true => {
             let (plain, tls) = fleet_addresses(&settings, &relay_ips, &advertised_ips);
@@ -115,6 +123,7 @@ async fn resolve(mut settings: Settings) -> anyhow::Result<Plan> {
         advertised_ips,
         workers,
         rules,
+        external_keys,
         cluster,
         nonce_key,
     })
@@ -244,6 +253,7 @@ fn spawn(
         advertised_ips,
         workers,
         rules,
+        external_keys,
         cluster,
         ..
     } = plan;
@@ -309,23 +319,44 @@ fn spawn(
         advertised_ips,
         generated_secret,
         selftest_secret: selftest_secret.clone(),
+        external_keys: external_keys.clone(),
     };
     drop(handoffs);
     let usage_writers = usage_writers(&settings, cluster.as_ref(), &metrics)?;
     let node = crate::cluster::node_id(&settings.cluster);
     let usage = UsageLog::new(&node, &usage_writers, metrics.clone());
+    let mut answered_tx = Vec::with_capacity(workers);
+    let mut answered_rx = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = mpsc::unbounded_channel();
+        answered_tx.push(tx);
+        answered_rx.push(rx);
+    }
+    let auth_webhook = match (&settings.auth.webhook, external_keys) {
+        (Some(webhook), Some(keys)) => {
+            let lookups = crate::auth_webhook::spawn(webhook, keys, answered_tx, metrics.clone())
+                .context("cannot start the auth webhook client")?;
+            Some((lookups, webhook.waiting_requests))
+        }
+        _ => None,
+    };
     let worker_config = WorkerConfig {
         socket_buffer: limits.socket_buffer,
         offload,
         usage,
+        auth_webhook,
     };
     tracing::info!(workers, "starting workers");
     let mut threads = Vec::with_capacity(workers);
     let mut worker_commands = Vec::with_capacity(workers);
     let udp = listeners.udp.into_iter();
     let (failed_tx, failed_rx) = mpsc::unbounded_channel();
-    for (i, ((engine, udp), streams)) in
-        engines.into_iter().zip(udp).zip(worker_streams).enumerate()
+    for (i, (((engine, udp), streams), answered)) in engines
+        .into_iter()
+        .zip(udp)
+        .zip(worker_streams)
+        .zip(answered_rx)
+        .enumerate()
     {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         worker_commands.push(commands_tx);
@@ -334,6 +365,8 @@ fn spawn(
             rules: rules_rx.clone(),
             commands,
             timekeeper: tokio::runtime::Handle::current(),
+            index: i,
+            answered,
         };
         let metrics = metrics.clone();
         let worker_config = worker_config.clone();

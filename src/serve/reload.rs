@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::engines;
-use crate::auth::UnauthorizedLimiter;
+use crate::auth::{ExternalKeys, UnauthorizedLimiter};
 use crate::config::{Redacted, Settings, reload::keep_restart_only};
 use crate::core::EngineRules;
 use crate::metrics::Metrics;
@@ -54,6 +54,8 @@ pub struct Reloader {
     pub generated_secret: Option<String>,
     /// The secret the self-test page signs its credentials with; always accepted.
     pub selftest_secret: Option<String>,
+    /// The answers of `auth.webhook`, kept across reloads.
+    pub external_keys: Option<Arc<ExternalKeys>>,
 }
 
 impl Reloader {
@@ -100,6 +102,7 @@ impl Reloader {
             &self.with_own_secrets(&settings),
             &self.relay_ips,
             &self.advertised_ips,
+            self.external_keys.as_ref(),
         )
         .map_err(|e| format!("{e:#}"))?;
         if settings.log.level != self.running.log.level {

@@ -5,59 +5,30 @@
 
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
 use super::UsageRecord;
 use super::writer::{Delivery, DeliveryError, Sink};
+use crate::webhook::{JsonEndpoint, PostError};
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// What is read of an answer: its status decides, its body is not looked at.
+const MAX_ANSWER: usize = 4096;
 
 pub struct WebhookSink {
-    client: HttpsClient,
-    url: hyper::Uri,
-    token: Option<String>,
-    timeout: Duration,
+    endpoint: JsonEndpoint,
 }
 
 impl WebhookSink {
     /// A sink posting to `url` (http or https; https verified against the system's
     /// roots).
     pub fn new(url: &str, token: Option<String>, timeout: Duration) -> std::io::Result<Self> {
-        let url: hyper::Uri = url
-            .parse()
-            .map_err(|_| std::io::Error::other("usage.webhook_url is not a URL"))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_platform_verifier(rustls::crypto::ring::default_provider())?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Self {
-            client,
-            url,
-            token,
-            timeout,
-        })
+        let endpoint = JsonEndpoint::new("usage.webhook_url", url, token, timeout)?;
+        Ok(Self { endpoint })
     }
 
     async fn post(&self, body: Vec<u8>) -> Result<(), DeliveryError> {
-        let mut request = hyper::Request::post(self.url.clone())
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        if let Some(token) = &self.token {
-            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| DeliveryError::Rejected(format!("cannot build the request: {e}")))?;
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
-            .await
-            .map_err(|_| DeliveryError::Retry(format!("no answer within {:?}", self.timeout)))?
-            .map_err(|e| DeliveryError::Retry(format!("request failed: {e}")))?;
-        let status = response.status();
+        let status = match self.endpoint.post(body, MAX_ANSWER).await {
+            Ok((status, _)) | Err(PostError::TooLong { status, .. }) => status,
+            Err(e) => return Err(DeliveryError::Retry(e.to_string())),
+        };
         match status.as_u16() {
             200..=299 => Ok(()),
             408 | 429 | 500..=599 => Err(DeliveryError::Retry(format!("answered {status}"))),

@@ -147,6 +147,12 @@ pub trait Io {
     /// An allocation ended; what it used (once per allocation, after its last relayed
     /// packet). Drivers that keep no usage records keep the default.
     fn allocation_ended(&mut self, _usage: &Usage<'_>) {}
+    /// `request`, from `tuple`, carries `username`, which only the operator's service
+    /// knows (`auth.webhook`), and its credentials' [`auth::ExternalKeys`] have no answer
+    /// for it yet. The driver asks the service, stores the answer there and hands the
+    /// request to the engine again, without blocking anything meanwhile. Drivers
+    /// without a service keep the default: the request goes unanswered.
+    fn await_credentials(&mut self, _question: &CredentialsQuestion<'_>) {}
     /// The kernel may relay `channel` (a UDP client's) until `until`; called again
     /// whenever that instant moves. Returns whether the kernel took it. Drivers without
     /// a kernel fast path keep the default: everything stays with the engine.
@@ -162,6 +168,18 @@ pub trait Io {
     fn channel_bytes(&mut self, _channel: &KernelChannel) -> KernelRelayed {
         KernelRelayed::default()
     }
+}
+
+/// A request the engine cannot authenticate until the operator's service has answered
+/// for its username (see [`Io::await_credentials`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialsQuestion<'a> {
+    pub username: &'a str,
+    /// The realm the key is for.
+    pub realm: &'a str,
+    pub tuple: &'a FiveTuple,
+    /// The whole request, to hand to the engine again.
+    pub request: &'a [u8],
 }
 
 /// Settings the engine runs with, resolved from the config.

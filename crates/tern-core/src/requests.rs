@@ -17,10 +17,10 @@ use turn::proto::rsrvtoken::ReservationToken;
 use super::allocation::ChannelConflict;
 use super::ports::PortWish;
 use super::{
-    Allocation, Count, EndReason, Engine, FiveTuple, Io, ListenerRole, Now, RESERVATION_LIFETIME,
-    Reject, RelayIpChoice, Reservation, Timer, Transport,
+    Allocation, Count, CredentialsQuestion, EndReason, Engine, FiveTuple, Io, ListenerRole, Now,
+    RESERVATION_LIFETIME, Reject, RelayIpChoice, Reservation, Timer, Transport,
 };
-use crate::auth::{AuthError, LongTermKey};
+use crate::auth::{AuthError, ExternalAnswer, LongTermKey};
 use crate::proto::attrs::decode_address_family;
 use crate::proto::channel_data::CHANNEL_NUMBERS;
 use crate::proto::{Request, Response};
@@ -44,6 +44,9 @@ enum Refusal {
     /// to the same limiter: every answer to a source that has not proved a credential
     /// is.
     Error(Reject),
+    /// The username is one only the operator's service knows, and no answer of its is
+    /// at hand: the driver asks and brings the request back.
+    AskExternal(String),
 }
 
 impl Engine {
@@ -96,6 +99,14 @@ impl Engine {
                     io.send_to_client(tuple, &bytes);
                 }
                 return;
+            }
+            Err(Refusal::AskExternal(username)) => {
+                return io.await_credentials(&CredentialsQuestion {
+                    username: &username,
+                    realm: self.credentials.realm(),
+                    tuple,
+                    request: &req.msg.raw,
+                });
             }
         };
         let result = if !req.unknown_required().is_empty() {
@@ -245,6 +256,15 @@ impl Engine {
         }
         let keys = match self.credentials.keys_for(username, now.unix, allow_expired) {
             Ok(keys) => keys,
+            Err(AuthError::UnknownUser) if let Some(external) = self.credentials.external() => {
+                match external.lookup(username, now.mono) {
+                    Some(ExternalAnswer::Key(key)) => vec![key],
+                    Some(ExternalAnswer::Refused) => {
+                        return Err(Refusal::Challenge(Reject::Unauthorized));
+                    }
+                    None => return Err(Refusal::AskExternal(username.to_string())),
+                }
+            }
             Err(AuthError::UnknownUser | AuthError::Expired | AuthError::BadIntegrity) => {
                 return Err(Refusal::Challenge(Reject::Unauthorized));
             }

@@ -6,8 +6,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use super::error::AuthError;
+use super::external::ExternalKeys;
 use super::key::{LongTermKey, StaticSecret};
 use super::rest::{RestSecret, RestUsername};
 
@@ -19,6 +21,9 @@ pub struct Credentials {
     /// REST secrets in rotation order: the one tried first comes first.
     secrets: Vec<RestSecret>,
     separator: char,
+    /// Answers of the operator's service for usernames neither static nor REST
+    /// (`auth.webhook`); shared by every worker and kept across reloads.
+    external: Option<Arc<ExternalKeys>>,
 }
 
 impl Credentials {
@@ -43,7 +48,20 @@ impl Credentials {
             users,
             secrets,
             separator,
+            external: None,
         }
+    }
+
+    /// The same store, asking the operator's service (through `external`, the answers
+    /// the driver keeps) about usernames it does not know itself.
+    pub fn with_external(mut self, external: Arc<ExternalKeys>) -> Self {
+        self.external = Some(external);
+        self
+    }
+
+    /// The operator's service's answers, when usernames are asked about.
+    pub fn external(&self) -> Option<&ExternalKeys> {
+        self.external.as_deref()
     }
 
     /// The REALM this store's keys are derived for.
@@ -119,6 +137,7 @@ impl fmt::Debug for Credentials {
             .field("users", &users)
             .field("secrets", &self.secrets.len())
             .field("separator", &self.separator)
+            .field("external", &self.external.is_some())
             .finish()
     }
 }

@@ -10,6 +10,7 @@
 
 mod credentials;
 mod error;
+mod external;
 mod hex;
 mod key;
 mod nonce;
@@ -18,6 +19,7 @@ mod rest;
 
 pub use credentials::Credentials;
 pub use error::{AuthConfigError, AuthError};
+pub use external::{CachePolicy, ExternalAnswer, ExternalKeys};
 pub use key::{LongTermKey, StaticSecret};
 pub use nonce::{NonceError, NonceIssuer};
 pub use ratelimit::UnauthorizedLimiter;
