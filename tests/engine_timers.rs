@@ -521,10 +521,7 @@ fn bandwidth_limits_keep_channels_from_the_kernel_and_drop_what_is_over() {
         rules.config = std::sync::Arc::new(config);
         rules
     };
-    let limit = Limit {
-        bytes_per_sec: 1000,
-        burst: 1500,
-    };
+    let limit = Limit::new(1000, 1500);
     let limited = with_limits(Some(BandwidthLimits {
         allocation: Some(limit),
         ..BandwidthLimits::default()

@@ -164,10 +164,8 @@ fn default_burst(rate: Bitrate) -> u64 {
 
 fn limit(rate: Option<Bitrate>, burst: Option<ByteSize>) -> Option<Limit> {
     let rate = rate?;
-    Some(Limit {
-        bytes_per_sec: rate.bytes_per_sec,
-        burst: burst.map_or_else(|| default_burst(rate), |b| b.0),
-    })
+    let burst = burst.map_or_else(|| default_burst(rate), |b| b.0);
+    Some(Limit::new(rate.bytes_per_sec, burst))
 }
 
 #[cfg(test)]
@@ -206,13 +204,7 @@ mod tests {
             bandwidth("allocation = \"8 Mbit/s\"\nuser = \"64 kbit/s\"\nuser_burst = \"64 KiB\"")
                 .unwrap();
         let limits = b.limits().expect("limits");
-        assert_eq!(
-            limits.allocation,
-            Some(Limit {
-                bytes_per_sec: 1_000_000,
-                burst: 250_000
-            })
-        );
+        assert_eq!(limits.allocation, Some(Limit::new(1_000_000, 250_000)));
         assert_eq!(limits.user.map(|l| l.burst), Some(65_536));
         assert_eq!(limits.server, None);
         let small = bandwidth("server = \"64 kbit/s\"")

@@ -8,6 +8,12 @@
 //! one instant each, the time at which the bucket would be full again, so a bucket shared
 //! by the workers is one atomic word changed with compare-and-swap, with no lock.
 //!
+//! A bucket the workers share is charged by the chunk, not by the packet: a worker (for
+//! the server's bucket) or an allocation (for its user's) takes up to a sixteenth of the
+//! burst at once, at most 16 KiB, and spends that credit on its next packets, so the
+//! shared word is written about once per chunk. Credit held back is at most one chunk
+//! per holder; it is spent later, never lost, so over time the rate is exact.
+//!
 //! An allocation's own state is created on its first packet while limits are set, so an
 //! unlimited server pays one branch per packet and eight bytes per allocation. Rates and
 //! bursts come from the engine's config at each packet: a reload applies to allocations
@@ -24,19 +30,44 @@ const NANOS_PER_SEC: u64 = 1_000_000_000;
 /// The whole of a user's rate, in [`UserBandwidth::share`]'s fixed point.
 pub const FULL_SHARE: u32 = 1 << 16;
 
-/// A rate and the burst a bucket allows above it.
+/// Largest chunk a holder takes from a shared bucket at once.
+const MAX_CHUNK: u64 = 16 * 1024;
+
+/// A rate and the burst a bucket allows above it, with what a packet's charge needs
+/// worked out once: charging is a multiplication and a comparison, no division.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limit {
     /// Application bytes per second (at least 1).
     pub bytes_per_sec: u64,
     /// Bytes that may pass at once after a quiet spell (at least one packet's worth).
     pub burst: u64,
+    /// Nanoseconds per byte, in 32.32 fixed point.
+    nanos_per_byte: u64,
+    /// The burst, in nanoseconds of the rate.
+    tolerance: u64,
+    /// What a holder takes from a shared bucket at once.
+    chunk: u64,
 }
 
 impl Limit {
+    pub fn new(bytes_per_sec: u64, burst: u64) -> Self {
+        let bytes_per_sec = bytes_per_sec.max(1);
+        let nanos_per_byte = (u128::from(NANOS_PER_SEC) << 32) / u128::from(bytes_per_sec);
+        let mut limit = Limit {
+            bytes_per_sec,
+            burst,
+            nanos_per_byte: u64::try_from(nanos_per_byte).unwrap_or(u64::MAX),
+            tolerance: 0,
+            chunk: (burst / 16).min(MAX_CHUNK),
+        };
+        limit.tolerance = limit.cost(burst);
+        limit
+    }
+
     /// Nanoseconds of the rate `bytes` take.
     fn cost(&self, bytes: u64) -> u64 {
-        bytes.saturating_mul(NANOS_PER_SEC) / self.bytes_per_sec.max(1)
+        let nanos = (u128::from(bytes) * u128::from(self.nanos_per_byte)) >> 32;
+        u64::try_from(nanos).unwrap_or(u64::MAX)
     }
 
     /// `share` (of [`FULL_SHARE`]) of this limit: the part a node gets of a user's rate
@@ -46,17 +77,14 @@ impl Limit {
             return self;
         }
         let part = |v: u64| (v.saturating_mul(u64::from(share)) >> 16).max(1);
-        Limit {
-            bytes_per_sec: part(self.bytes_per_sec),
-            burst: part(self.burst),
-        }
+        Limit::new(part(self.bytes_per_sec), part(self.burst))
     }
 
     /// The bucket's next full instant if `bytes` may pass at `now` (all in nanoseconds),
     /// given its current one, `tat`.
     fn admit(&self, tat: u64, now: u64, bytes: u64) -> Option<u64> {
         let next = tat.max(now).saturating_add(self.cost(bytes));
-        (next - now <= self.cost(self.burst)).then_some(next)
+        (next - now <= self.tolerance).then_some(next)
     }
 }
 
@@ -132,22 +160,30 @@ struct SharedBucket {
 }
 
 impl SharedBucket {
-    fn take(&self, limit: Limit, bytes: u64, now: u64) -> bool {
-        self.tat
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                limit.admit(tat, now, bytes)
-            })
-            .is_ok()
-    }
-
-    /// Undoes a [`SharedBucket::take`] of `bytes` (a later bucket refused the packet).
-    fn give_back(&self, limit: Limit, bytes: u64) {
-        let cost = limit.cost(bytes);
-        let _ = self
-            .tat
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                Some(tat.saturating_sub(cost))
-            });
+    /// Takes `bytes` for a packet out of `credit` (bytes taken from this bucket before);
+    /// when that is short, takes a chunk more from the bucket, or just what is missing
+    /// when a chunk does not fit. False, with `credit` as it was, when neither fits.
+    fn take(&self, credit: &mut u64, limit: &Limit, bytes: u64, now: u64) -> bool {
+        if *credit >= bytes {
+            *credit -= bytes;
+            return true;
+        }
+        let missing = bytes - *credit;
+        let mut wanted = [missing.max(limit.chunk), missing].into_iter();
+        let taken = wanted.find(|&n| {
+            self.tat
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
+                    limit.admit(tat, now, n)
+                })
+                .is_ok()
+        });
+        match taken {
+            Some(n) => {
+                *credit = *credit + n - bytes;
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -192,12 +228,18 @@ impl UserBandwidth {
     }
 }
 
+/// A worker's credit at the server's shared buckets, each direction (see the module's
+/// notes on chunks).
+pub type ServerCredit = [u64; 2];
+
 /// An allocation's buckets and what the limits dropped of its traffic.
 #[derive(Debug)]
 pub struct AllocationBandwidth {
     /// Each direction's full instant, in nanoseconds since the shared epoch.
     tat: [u64; 2],
     user: Arc<UserBandwidth>,
+    /// Each direction's credit at its user's buckets.
+    user_credit: [u64; 2],
     dropped: [Traffic; 2],
 }
 
@@ -206,6 +248,7 @@ impl AllocationBandwidth {
         Self {
             tat: [0; 2],
             user,
+            user_credit: [0; 2],
             dropped: [Traffic::default(); 2],
         }
     }
@@ -216,13 +259,13 @@ impl AllocationBandwidth {
     }
 
     /// Charges `bytes` in `direction` at `now` (nanoseconds since the shared epoch) to
-    /// this allocation's, its user's and the server's buckets, as `limits` has them.
-    /// On a refusal nothing stays charged, the drop is counted here and the limit that
-    /// refused is returned.
+    /// this allocation's, its user's and the server's buckets (`server`, with the
+    /// charging worker's credit there), as `limits` has them. On a refusal nothing stays
+    /// charged, the drop is counted here and the limit that refused is returned.
     pub fn charge(
         &mut self,
         limits: &BandwidthLimits,
-        server: &SharedBuckets,
+        server: (&SharedBuckets, &mut ServerCredit),
         direction: Direction,
         bytes: usize,
         now: u64,
@@ -237,32 +280,35 @@ impl AllocationBandwidth {
     fn try_charge(
         &mut self,
         limits: &BandwidthLimits,
-        server: &SharedBuckets,
+        (server, server_credit): (&SharedBuckets, &mut ServerCredit),
         direction: Direction,
         bytes: u64,
         now: u64,
     ) -> Result<(), LimitScope> {
         let d = direction.index();
         let own_before = self.tat[d];
-        if let Some(limit) = limits.allocation {
+        if let Some(limit) = &limits.allocation {
             self.tat[d] = limit
                 .admit(own_before, now, bytes)
                 .ok_or(LimitScope::Allocation)?;
         }
-        let user_limit = limits.user.map(|l| l.scaled(self.user.share()));
-        let user = self.user.buckets.get(direction);
-        if let Some(limit) = user_limit
-            && !user.take(limit, bytes, now)
-        {
-            self.tat[d] = own_before;
-            return Err(LimitScope::User);
+        if let Some(limit) = &limits.user {
+            let limit = limit.scaled(self.user.share());
+            let bucket = self.user.buckets.get(direction);
+            if !bucket.take(&mut self.user_credit[d], &limit, bytes, now) {
+                self.tat[d] = own_before;
+                return Err(LimitScope::User);
+            }
         }
-        if let Some(limit) = limits.server
-            && !server.get(direction).take(limit, bytes, now)
+        if let Some(limit) = &limits.server
+            && !server
+                .get(direction)
+                .take(&mut server_credit[d], limit, bytes, now)
         {
+            // What the user's bucket took goes back to the allocation's credit there.
             self.tat[d] = own_before;
-            if let Some(limit) = user_limit {
-                user.give_back(limit, bytes);
+            if limits.user.is_some() {
+                self.user_credit[d] += bytes;
             }
             return Err(LimitScope::Server);
         }
@@ -277,10 +323,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn limit(bytes_per_sec: u64, burst: u64) -> Limit {
-        Limit {
-            bytes_per_sec,
-            burst,
-        }
+        Limit::new(bytes_per_sec, burst)
     }
 
     /// Bytes of `packet`-byte packets that pass in `secs` seconds offered every `gap`
@@ -295,9 +338,16 @@ mod tests {
     ) -> u64 {
         let mut passed = 0;
         let mut now = 0;
+        let mut credit = [0; 2];
         while now < secs * NANOS_PER_SEC {
             if alloc
-                .charge(limits, server, Direction::ToPeer, packet, now)
+                .charge(
+                    limits,
+                    (server, &mut credit),
+                    Direction::ToPeer,
+                    packet,
+                    now,
+                )
                 .is_ok()
             {
                 passed += packet as u64;
@@ -345,6 +395,7 @@ mod tests {
     #[test]
     fn a_refusal_charges_no_bucket() {
         let server = SharedBuckets::default();
+        let mut credit = [0; 2];
         let user = Arc::new(UserBandwidth::default());
         let limits = BandwidthLimits {
             allocation: Some(limit(1_000_000, 10_000)),
@@ -353,11 +404,11 @@ mod tests {
         };
         let mut a = AllocationBandwidth::new(user.clone());
         assert_eq!(
-            a.charge(&limits, &server, Direction::ToPeer, 1_000, 0),
+            a.charge(&limits, (&server, &mut credit), Direction::ToPeer, 1_000, 0),
             Ok(())
         );
         assert_eq!(
-            a.charge(&limits, &server, Direction::ToPeer, 1_000, 0),
+            a.charge(&limits, (&server, &mut credit), Direction::ToPeer, 1_000, 0),
             Err(LimitScope::Server)
         );
         // The allocation's and the user's buckets were not charged for the refusal:
@@ -368,17 +419,35 @@ mod tests {
         };
         for _ in 0..9 {
             assert_eq!(
-                a.charge(&no_server, &server, Direction::ToPeer, 1_000, 0),
+                a.charge(
+                    &no_server,
+                    (&server, &mut credit),
+                    Direction::ToPeer,
+                    1_000,
+                    0
+                ),
                 Ok(())
             );
         }
         assert_eq!(
-            a.charge(&no_server, &server, Direction::ToPeer, 1_000, 0),
+            a.charge(
+                &no_server,
+                (&server, &mut credit),
+                Direction::ToPeer,
+                1_000,
+                0
+            ),
             Err(LimitScope::Allocation)
         );
         // Directions are separate.
         assert_eq!(
-            a.charge(&limits, &server, Direction::ToClient, 1_000, 0),
+            a.charge(
+                &limits,
+                (&server, &mut credit),
+                Direction::ToClient,
+                1_000,
+                0
+            ),
             Ok(())
         );
     }
@@ -386,6 +455,7 @@ mod tests {
     #[test]
     fn a_users_allocations_share_its_bucket_and_the_fleet_splits_it() {
         let server = SharedBuckets::default();
+        let mut credit = [0; 2];
         let user = Arc::new(UserBandwidth::default());
         let limits = BandwidthLimits {
             user: Some(limit(100_000, 10_000)),
@@ -398,7 +468,13 @@ mod tests {
         while now < 10 * NANOS_PER_SEC {
             for alloc in [&mut a, &mut b] {
                 if alloc
-                    .charge(&limits, &server, Direction::ToPeer, 1000, now)
+                    .charge(
+                        &limits,
+                        (&server, &mut credit),
+                        Direction::ToPeer,
+                        1000,
+                        now,
+                    )
                     .is_ok()
                 {
                     total += 1000;
@@ -415,7 +491,7 @@ mod tests {
         now += NANOS_PER_SEC;
         let end = now + 10 * NANOS_PER_SEC;
         while now < end {
-            if c.charge(&limits, &server, Direction::ToPeer, 500, now)
+            if c.charge(&limits, (&server, &mut credit), Direction::ToPeer, 500, now)
                 .is_ok()
             {
                 passed += 500;
@@ -440,9 +516,16 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut alloc = AllocationBandwidth::new(Arc::default());
                     let mut passed = 0u64;
+                    let mut credit = [0; 2];
                     for ms in 0..1000 {
                         if alloc
-                            .charge(&limits, &server, Direction::ToPeer, 1000, ms * MS)
+                            .charge(
+                                &limits,
+                                (&server, &mut credit),
+                                Direction::ToPeer,
+                                1000,
+                                ms * MS,
+                            )
                             .is_ok()
                         {
                             passed += 1000;
@@ -454,6 +537,33 @@ mod tests {
             .collect();
         let total: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
         assert!((999_000..=1_001_000).contains(&total), "{total}");
+    }
+
+    #[test]
+    fn a_shared_bucket_is_written_once_per_chunk() {
+        let bucket = SharedBucket::default();
+        // A 16 kB burst: chunks of 1000 bytes.
+        let limit = limit(1_000_000, 16_000);
+        let mut credit = 0;
+        assert!(bucket.take(&mut credit, &limit, 100, 0));
+        assert_eq!(credit, 900);
+        let after_first = bucket.tat.load(Ordering::Relaxed);
+        assert_eq!(after_first, limit.cost(1000));
+        for _ in 0..9 {
+            assert!(bucket.take(&mut credit, &limit, 100, 0));
+        }
+        assert_eq!(bucket.tat.load(Ordering::Relaxed), after_first);
+        assert_eq!(credit, 0);
+        // 14.5 kB more leaves room for 500 bytes: a chunk no longer fits, so what is
+        // missing is taken alone; past that, a refusal leaves the credit as it was.
+        let mut big = 0;
+        assert!(bucket.take(&mut big, &limit, 14_500, 0));
+        let mut small = 0;
+        assert!(bucket.take(&mut small, &limit, 400, 0));
+        assert_eq!(small, 0);
+        let mut last = 50;
+        assert!(!bucket.take(&mut last, &limit, 200, 0));
+        assert_eq!(last, 50);
     }
 
     #[test]

@@ -362,6 +362,8 @@ pub struct Engine {
     /// The origin of allocations' `created_secs`: the time of the first allocation
     /// (taken from the `now` passed in; the engine never reads a clock).
     epoch: Option<Instant>,
+    /// This worker's side of the bandwidth limits.
+    bandwidth_gate: BandwidthGate,
 }
 
 impl Engine {
@@ -386,6 +388,7 @@ impl Engine {
             next_relay_ip: 0,
             draining: false,
             epoch: None,
+            bandwidth_gate: BandwidthGate::default(),
         }
     }
 
@@ -576,11 +579,11 @@ impl Engine {
         if forward == Forward::Drop {
             return;
         }
-        if let Some(limits) = &self.config.bandwidth {
-            let limited = (limits, &*self.shared, &*self.credentials);
-            if !within_bandwidth(limited, alloc, Direction::ToClient, len, now, io) {
-                return;
-            }
+        let mut gate = self
+            .bandwidth_gate
+            .open(&self.config, &self.shared, &self.credentials);
+        if !gate.admits(alloc, Direction::ToClient, len, now, io) {
+            return;
         }
         let route = alloc.route_mut();
         if let Some(framed) = route.frame(forward, peer, buf, len, &mut self.rng) {
@@ -742,12 +745,11 @@ impl Engine {
         };
         if let Some(peer) = alloc.channel_peer(header.number, now) {
             let payload = header.payload(bytes);
-            if let Some(limits) = &self.config.bandwidth {
-                let limited = (limits, &*self.shared, &*self.credentials);
-                let direction = Direction::ToPeer;
-                if !within_bandwidth(limited, alloc, direction, payload.len(), now, io) {
-                    return;
-                }
+            let mut gate = self
+                .bandwidth_gate
+                .open(&self.config, &self.shared, &self.credentials);
+            if !gate.admits(alloc, Direction::ToPeer, payload.len(), now, io) {
+                return;
             }
             io.send_to_peer(alloc.relay, peer, payload);
             alloc.route_mut().count_to_peer(payload.len());
@@ -775,11 +777,11 @@ impl Engine {
             && alloc.has_permission(peer.ip(), now)
             && self.policy.check(peer).is_ok()
         {
-            if let Some(limits) = &self.config.bandwidth {
-                let limited = (limits, &*self.shared, &*self.credentials);
-                if !within_bandwidth(limited, alloc, Direction::ToPeer, data.len(), now, io) {
-                    return;
-                }
+            let mut gate = self
+                .bandwidth_gate
+                .open(&self.config, &self.shared, &self.credentials);
+            if !gate.admits(alloc, Direction::ToPeer, data.len(), now, io) {
+                return;
             }
             io.send_to_peer(alloc.relay, peer, data);
             alloc.route_mut().count_to_peer(data.len());
@@ -788,33 +790,71 @@ impl Engine {
     }
 }
 
-/// Whether the bandwidth limits let `bytes` relayed through `alloc` in `direction` pass
-/// at `now`; a drop is counted. The allocation's buckets are made on its first packet
-/// under limits, tied to its user's (found by the quota identity, as quotas are).
-fn within_bandwidth(
-    (limits, shared, credentials): (&BandwidthLimits, &Shared, &Credentials),
-    alloc: &mut Allocation,
-    direction: Direction,
-    bytes: usize,
-    now: Instant,
-    io: &mut dyn Io,
-) -> bool {
-    let state = alloc.bandwidth.get_or_insert_with(|| {
-        let identity = credentials.quota_identity(&alloc.username);
-        Box::new(bandwidth::AllocationBandwidth::new(
-            shared.user_bandwidth(identity),
-        ))
-    });
-    let clock = shared.bandwidth_clock(now);
-    match state.charge(limits, &shared.server_bandwidth, direction, bytes, clock) {
-        Ok(()) => true,
-        Err(limit) => {
-            io.count(Count::BandwidthDropped {
-                limit,
-                direction,
-                bytes,
-            });
-            false
+/// A worker's side of the bandwidth limits: its credit at the server's shared buckets.
+#[derive(Debug, Default)]
+struct BandwidthGate {
+    server_credit: bandwidth::ServerCredit,
+}
+
+impl BandwidthGate {
+    /// The gate with what a packet's charge needs: the limits in `config` (none, and
+    /// every packet passes) and where users' buckets are found.
+    fn open<'a>(
+        &'a mut self,
+        config: &'a EngineConfig,
+        shared: &'a Shared,
+        credentials: &'a Credentials,
+    ) -> OpenGate<'a> {
+        OpenGate {
+            limits: config.bandwidth.as_ref(),
+            shared,
+            credentials,
+            server_credit: &mut self.server_credit,
+        }
+    }
+}
+
+struct OpenGate<'a> {
+    limits: Option<&'a BandwidthLimits>,
+    shared: &'a Shared,
+    credentials: &'a Credentials,
+    server_credit: &'a mut bandwidth::ServerCredit,
+}
+
+impl OpenGate<'_> {
+    /// Whether `bytes` relayed through `alloc` in `direction` may pass at `now`; a drop
+    /// is counted. The allocation's buckets are made on its first packet under limits,
+    /// tied to its user's (found by the quota identity, as quotas are).
+    #[inline]
+    fn admits(
+        &mut self,
+        alloc: &mut Allocation,
+        direction: Direction,
+        bytes: usize,
+        now: Instant,
+        io: &mut dyn Io,
+    ) -> bool {
+        let Some(limits) = self.limits else {
+            return true;
+        };
+        let state = alloc.bandwidth.get_or_insert_with(|| {
+            let identity = self.credentials.quota_identity(&alloc.username);
+            Box::new(bandwidth::AllocationBandwidth::new(
+                self.shared.user_bandwidth(identity),
+            ))
+        });
+        let clock = self.shared.bandwidth_clock(now);
+        let server = (&self.shared.server_bandwidth, &mut *self.server_credit);
+        match state.charge(limits, server, direction, bytes, clock) {
+            Ok(()) => true,
+            Err(limit) => {
+                io.count(Count::BandwidthDropped {
+                    limit,
+                    direction,
+                    bytes,
+                });
+                false
+            }
         }
     }
 }
