@@ -8,13 +8,13 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{TernServer, free_udp_port, metric, relay_ports_arg};
+use support::{TernServer, free_udp_port, metric, read_http_request, relay_ports_arg};
 use tern::auth::LongTermKey;
 use tern::client::TurnClient;
 
@@ -118,22 +118,9 @@ fn serve(stream: TcpStream, behaviour: fn(&str) -> Behaviour, seen: &(Mutex<Seen
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut head = String::new();
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-        head.push_str(&line);
-    }
-    let mut body = vec![0u8; length];
-    if reader.read_exact(&mut body).is_err() {
+    let Ok((head, body)) = read_http_request(&mut reader) else {
         return;
-    }
+    };
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let username = body["username"].as_str().unwrap_or_default().to_string();
     let (lock, changed) = seen;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stun::attributes::ATTR_XOR_RELAYED_ADDRESS;
-use support::{TempDir, TernBuilder, TernServer, free_udp_port, http_request};
+use support::{TempDir, TernBuilder, TernServer, free_udp_port, http_request, read_http_request};
 use tern::auth::{RestSecret, rest_credential};
 use tern::client::TurnClient;
 use tern::clock::unix_now;
@@ -279,7 +279,7 @@ struct Receiver {
 }
 
 fn receiver(answers: &'static [u16], first_delay: Duration) -> Receiver {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -289,20 +289,8 @@ fn receiver(answers: &'static [u16], first_delay: Duration) -> Receiver {
             let Ok(stream) = stream else { continue };
             stream.set_read_timeout(Some(WAIT)).unwrap();
             let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut head = String::new();
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                head.push_str(&line);
-            }
-            let mut body = vec![0u8; length];
-            let _ = reader.read_exact(&mut body);
+            // A request cut short is recorded as an empty one (no records in it).
+            let (head, body) = read_http_request(&mut reader).unwrap_or_default();
             let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
             seen.lock().unwrap().push((head, body));
             if n == 0 {

@@ -718,6 +718,27 @@ pub fn http_request(
     (status, body)
 }
 
+/// Reads one HTTP/1.x request from `reader`, as a test's webhook receiver sees it: its
+/// head (request line and headers, as sent) and its body (Content-Length bytes). An
+/// error when the connection ends or times out before the body is complete.
+pub fn read_http_request(reader: &mut impl std::io::BufRead) -> std::io::Result<(String, Vec<u8>)> {
+    let mut head = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body)?;
+    Ok((head, body))
+}
+
 /// The value of the /metrics sample named exactly `name` (with its labels, if any);
 /// 0 when the sample is absent.
 pub fn metric(admin: SocketAddr, name: &str) -> f64 {

@@ -403,14 +403,12 @@ mod tests {
             server: Some(limit(1_000, 1_500)),
         };
         let mut a = AllocationBandwidth::new(user.clone());
-        assert_eq!(
-            a.charge(&limits, (&server, &mut credit), Direction::ToPeer, 1_000, 0),
-            Ok(())
-        );
-        assert_eq!(
-            a.charge(&limits, (&server, &mut credit), Direction::ToPeer, 1_000, 0),
-            Err(LimitScope::Server)
-        );
+        // 1000 bytes at time 0, through one server bucket and worker credit.
+        let mut send = |limits: &BandwidthLimits, direction| {
+            a.charge(limits, (&server, &mut credit), direction, 1_000, 0)
+        };
+        assert_eq!(send(&limits, Direction::ToPeer), Ok(()));
+        assert_eq!(send(&limits, Direction::ToPeer), Err(LimitScope::Server));
         // The allocation's and the user's buckets were not charged for the refusal:
         // with the server limit gone, 9000 more bytes fit their 10 kB bursts at once.
         let no_server = BandwidthLimits {
@@ -418,38 +416,14 @@ mod tests {
             ..limits
         };
         for _ in 0..9 {
-            assert_eq!(
-                a.charge(
-                    &no_server,
-                    (&server, &mut credit),
-                    Direction::ToPeer,
-                    1_000,
-                    0
-                ),
-                Ok(())
-            );
+            assert_eq!(send(&no_server, Direction::ToPeer), Ok(()));
         }
         assert_eq!(
-            a.charge(
-                &no_server,
-                (&server, &mut credit),
-                Direction::ToPeer,
-                1_000,
-                0
-            ),
+            send(&no_server, Direction::ToPeer),
             Err(LimitScope::Allocation)
         );
         // Directions are separate.
-        assert_eq!(
-            a.charge(
-                &limits,
-                (&server, &mut credit),
-                Direction::ToClient,
-                1_000,
-                0
-            ),
-            Ok(())
-        );
+        assert_eq!(send(&limits, Direction::ToClient), Ok(()));
     }
 
     #[test]
