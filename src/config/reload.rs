@@ -64,6 +64,7 @@ pub static KEYS: &[Key] = &[
     key!(restart server.udp),
     key!(restart server.tcp),
     key!(restart server.workers),
+    key!(restart server.nat_discovery),
     key!(applies server.drain_timeout),
     key!(applies server.realm),
     key!(applies server.software),

@@ -11,6 +11,7 @@ use super::bandwidth::BandwidthSettings;
 use super::types::{
     ExternalIp, Listener, LogFormat, OffloadMode, PortRange, ProxyVersion, Seconds, Separator,
 };
+use crate::core::{NatDiscovery, listener_covers};
 use ipnet::IpNet;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
@@ -56,6 +57,9 @@ pub struct ServerSettings {
     /// `proxy_protocol = true` (the load balancers' or SNI routers' addresses). Empty
     /// means none.
     pub proxy_protocol_from: Vec<IpNet>,
+    /// RFC 5780 NAT behaviour discovery: two IPs of this host and two ports, every
+    /// combination answering Binding over UDP (`[server.nat_discovery]`); off unless set.
+    pub nat_discovery: Option<NatDiscovery>,
 }
 
 impl Default for ServerSettings {
@@ -70,6 +74,7 @@ impl Default for ServerSettings {
             realm: "tern".into(),
             software: None,
             proxy_protocol_from: Vec::new(),
+            nat_discovery: None,
         }
     }
 }
@@ -86,6 +91,20 @@ impl ServerSettings {
     /// The UDP/TCP listen addresses.
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         self.listen.iter().map(|l| l.addr).collect()
+    }
+
+    /// The NAT discovery addresses no UDP listener of `listen` covers (exactly or by a
+    /// wildcard of their family on their port): each gets a UDP socket of its own that
+    /// answers Binding only.
+    pub fn nat_discovery_listeners(&self) -> Vec<SocketAddr> {
+        let Some(discovery) = &self.nat_discovery else {
+            return Vec::new();
+        };
+        discovery
+            .addresses()
+            .into_iter()
+            .filter(|&a| !self.listen.iter().any(|l| listener_covers(l.addr, a)))
+            .collect()
     }
 }
 

@@ -198,6 +198,9 @@ impl Settings {
                 "every transport is switched off: enable udp, tcp or TLS",
             ));
         }
+        if let Some(discovery) = &self.server.nat_discovery {
+            validate_nat_discovery(discovery, self.server.udp)?;
+        }
         if let Some(acme) = &tls.acme {
             if tls.cert.is_some() {
                 return Err(InvalidKey::new(
@@ -209,6 +212,32 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Two different IPs of one family that a host can bind, two different ports, and UDP
+/// to answer on.
+fn validate_nat_discovery(d: &crate::core::NatDiscovery, udp: bool) -> Result<(), InvalidKey> {
+    let key = "server.nat_discovery";
+    let [a, b] = d.ips;
+    let why = if a == b {
+        "the two ips must differ"
+    } else if a.is_ipv4() != b.is_ipv4() {
+        "the two ips must be of one family (both IPv4 or both IPv6)"
+    } else if [a, b]
+        .iter()
+        .any(|ip| ip.is_unspecified() || ip.is_multicast())
+    {
+        "the ips must be addresses of this host, not a wildcard or multicast"
+    } else if d.ports[0] == d.ports[1] {
+        "the two ports must differ"
+    } else if d.ports.contains(&0) {
+        "port 0 is not a port a client can be told"
+    } else if !udp {
+        "NAT discovery answers over UDP: server.udp must be on"
+    } else {
+        return Ok(());
+    };
+    Err(InvalidKey::new(key, why))
 }
 
 /// The domains must be DNS names a CA can validate, and HTTP-01 needs its listener.

@@ -69,6 +69,7 @@ pub fn rules(
         max_channels: limits.channels_per_allocation,
         listener_roles: listener_roles(settings),
         bandwidth: settings.bandwidth.limits(),
+        nat_discovery: settings.server.nat_discovery,
     });
     Ok(EngineRules {
         config,
@@ -77,7 +78,8 @@ pub fn rules(
     })
 }
 
-/// The listeners that serve STUN only or TURN only.
+/// The listeners that serve STUN only or TURN only (NAT discovery's own sockets
+/// answer Binding only).
 fn listener_roles(settings: &Settings) -> Vec<(SocketAddr, ListenerRole)> {
     let server = &settings.server;
     server
@@ -86,6 +88,7 @@ fn listener_roles(settings: &Settings) -> Vec<(SocketAddr, ListenerRole)> {
         .chain(&server.tls_listen)
         .filter(|l| l.serve != ListenerRole::Both)
         .map(|l| (l.addr, l.serve))
+        .chain((server.nat_discovery_listeners().into_iter()).map(|a| (a, ListenerRole::Stun)))
         .collect()
 }
 
@@ -94,6 +97,7 @@ fn listener_roles(settings: &Settings) -> Vec<(SocketAddr, ListenerRole)> {
 fn service_endpoints(settings: &Settings) -> Vec<SocketAddr> {
     let tls = settings.server.tls_listen.iter().map(|l| l.addr);
     let mut endpoints = settings.server.listen_addrs();
+    endpoints.extend(settings.server.nat_discovery_listeners());
     endpoints.extend(
         tls.chain(settings.admin.listen)
             .chain(settings.selftest.listen),

@@ -36,12 +36,7 @@ pub fn bind(
     for l in &server.listen {
         let optional = server.listen == defaults.listen && l.addr.is_ipv6();
         if server.udp {
-            let group = optional_bind(l.addr, optional, "UDP", |a| {
-                udp::bind_listeners(a, settings.limits.socket_buffer, workers)
-            })?;
-            for (worker, socket) in group.into_iter().flatten().enumerate() {
-                listeners.udp[worker].push(socket);
-            }
+            listeners.bind_udp(l.addr, optional, "UDP", settings, workers)?;
         }
         if server.tcp {
             let detect_tls = tls.filter(|_| auto_detect(l)).cloned();
@@ -54,6 +49,11 @@ pub fn bind(
                     proxy_protocol: l.proxy_protocol,
                 }));
         }
+    }
+    // RFC 5780's addresses that no listener above covers: Binding only (the engine's
+    // listener roles say so).
+    for addr in server.nat_discovery_listeners() {
+        listeners.bind_udp(addr, false, "UDP (NAT discovery)", settings, workers)?;
     }
     if let Some(source) = tls {
         for l in &server.tls_listen {
@@ -75,6 +75,26 @@ pub fn bind(
         anyhow::bail!("server.tls_listen is set but tls.cert/tls.key are not");
     }
     Ok(listeners)
+}
+
+impl Listeners {
+    /// One UDP socket on `addr` for each worker.
+    fn bind_udp(
+        &mut self,
+        addr: SocketAddr,
+        optional: bool,
+        what: &str,
+        settings: &Settings,
+        workers: usize,
+    ) -> anyhow::Result<()> {
+        let group = optional_bind(addr, optional, what, |a| {
+            udp::bind_listeners(a, settings.limits.socket_buffer, workers)
+        })?;
+        for (worker, socket) in group.into_iter().flatten().enumerate() {
+            self.udp[worker].push(socket);
+        }
+        Ok(())
+    }
 }
 
 /// Binds with `bind`; when `optional`, a failure is a warning and `None`.

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod creds;
 pub mod diagnosis;
+pub mod nat_type;
 pub mod peer;
 pub mod probe;
 pub mod selftest_url;

@@ -8,6 +8,7 @@ use stun::attributes::ATTR_XORMAPPED_ADDRESS;
 use stun::message::METHOD_BINDING;
 
 use super::diagnosis::Diagnosis;
+use super::nat_type;
 use super::{connect, ms, resolve, split_host_port};
 use crate::client::Outgoing;
 use crate::client::args::transport_parser;
@@ -27,6 +28,11 @@ pub struct StunArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Find how the NAT in front of this host maps and filters (RFC 5780 tests), against
+    /// a server with NAT discovery on; UDP only. Takes a few seconds: a filtering test
+    /// that gets no answer waits for three attempts.
+    #[arg(long)]
+    pub nat_type: bool,
 }
 
 /// Per attempt on UDP (three attempts); a whole exchange on a stream waits three times this.
@@ -36,6 +42,9 @@ pub fn main(args: &StunArgs) -> ExitCode {
     let Some((host, port)) = split_host_port(&args.server) else {
         return super::usage_error(format!("{}: expected HOST:PORT", args.server));
     };
+    if args.nat_type {
+        return nat_type_main(&host, port, args);
+    }
     match binding(&host, port, args) {
         Ok((mapped, rtt)) => {
             if args.json {
@@ -63,6 +72,41 @@ pub fn main(args: &StunArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn nat_type_main(host: &str, port: u16, args: &StunArgs) -> ExitCode {
+    if args.transport != Transport::Udp {
+        return super::usage_error("--nat-type works over UDP only");
+    }
+    let found = resolve(host, port)
+        .map_err(|e| format!("cannot resolve {host}: {e}"))
+        .and_then(|server| nat_type::discover(server, TIMEOUT / 2));
+    match (found, args.json) {
+        (Ok(nat), true) => println!("{}", serde_json::json!({"server": args.server, "nat": nat})),
+        (Ok(nat), false) => {
+            // The names are the JSON output's (kebab-case).
+            let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            let json = serde_json::json!(nat);
+            println!(
+                "local {} mapped {} (server's other address {})",
+                nat.local, nat.mapped, nat.other_address
+            );
+            println!("mapping: {}", name(json["mapping"].clone()));
+            println!("filtering: {}", name(json["filtering"].clone()));
+        }
+        (Err(why), true) => {
+            println!(
+                "{}",
+                serde_json::json!({"server": args.server, "error": why})
+            );
+            return ExitCode::FAILURE;
+        }
+        (Err(why), false) => {
+            eprintln!("tern stun: {why}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn binding(

@@ -172,6 +172,7 @@ pub fn engine_config() -> EngineConfig {
         max_channels: 8,
         listener_roles: Vec::new(),
         bandwidth: None,
+        nat_discovery: None,
     }
 }
 

@@ -29,10 +29,12 @@ pub mod proto;
 
 pub mod allocation;
 pub mod bandwidth;
+mod binding;
 pub mod count;
 pub mod error;
 pub mod fleet;
 pub mod kernel;
+pub mod nat_discovery;
 pub mod port_range;
 pub mod ports;
 mod requests;
@@ -57,6 +59,7 @@ pub use bandwidth::{BandwidthLimits, Direction, Limit, LimitScope};
 pub use count::Count;
 pub use error::Reject;
 pub use kernel::{KernelChannel, KernelRelayed};
+pub use nat_discovery::NatDiscovery;
 pub use port_range::PortRange;
 pub use route::{Forward, Framed, PeerRoute};
 use shared::Reservation;
@@ -211,6 +214,8 @@ pub struct EngineConfig {
     /// Bandwidth limits; `None` when none is set, so that an unlimited server's relayed
     /// packets cost one branch.
     pub bandwidth: Option<BandwidthLimits>,
+    /// RFC 5780 NAT behaviour discovery on UDP Binding; `None` when off.
+    pub nat_discovery: Option<NatDiscovery>,
 }
 
 impl EngineConfig {
@@ -219,18 +224,24 @@ impl EngineConfig {
         if self.listener_roles.is_empty() {
             return ListenerRole::Both;
         }
-        let covers = |listener: &SocketAddr| {
-            *listener == server
-                || (listener.ip().is_unspecified()
-                    && listener.port() == server.port()
-                    && listener.is_ipv4() == server.is_ipv4())
-        };
         // An exact address beats a wildcard on the same port.
         let exact = self.listener_roles.iter().find(|(l, _)| *l == server);
         exact
-            .or_else(|| self.listener_roles.iter().find(|(l, _)| covers(l)))
+            .or_else(|| {
+                let mut roles = self.listener_roles.iter();
+                roles.find(|&&(l, _)| listener_covers(l, server))
+            })
             .map_or(ListenerRole::Both, |&(_, role)| role)
     }
+}
+
+/// Whether a socket bound to `listener` receives what is sent to `addr`: the same
+/// address, or a wildcard of its family on its port.
+pub fn listener_covers(listener: SocketAddr, addr: SocketAddr) -> bool {
+    listener == addr
+        || (listener.ip().is_unspecified()
+            && listener.port() == addr.port()
+            && listener.is_ipv4() == addr.is_ipv4())
 }
 
 #[cfg(test)]
@@ -269,6 +280,7 @@ mod listener_role_tests {
             max_channels: 1,
             listener_roles: roles.to_vec(),
             bandwidth: None,
+            nat_discovery: None,
         };
         config.role_of(server)
     }

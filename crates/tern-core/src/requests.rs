@@ -156,27 +156,6 @@ impl Engine {
         }
     }
 
-    /// Binding needs no credentials, so its answer (larger than a bare request) is a
-    /// reflector's gift unless it is budgeted like a 401; a client with an allocation
-    /// on this 5-tuple (a keepalive) has proved itself and is not charged.
-    fn answer_binding(&mut self, now: Now, tuple: &FiveTuple, req: &Request, io: &mut dyn Io) {
-        if !self.allocations.contains_key(tuple) && !self.limiter.allow(tuple.client.ip(), now.mono)
-        {
-            return;
-        }
-        let mut response = if req.unknown_required().is_empty() {
-            let mut r = Response::success(req);
-            r.add_xor_address(ATTR_XORMAPPED_ADDRESS, tuple.client);
-            r
-        } else {
-            let mut r = Response::error(req, 420);
-            r.add(&UnknownAttributes(req.unknown_required().to_vec()));
-            r
-        };
-        response.add_software(self.config.software.as_deref());
-        io.send_to_client(tuple, &response.finish(None, true));
-    }
-
     fn error_answer(
         &self,
         req: &Request,

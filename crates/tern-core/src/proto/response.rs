@@ -84,6 +84,11 @@ impl Response {
         self.add_raw(t, &value);
     }
 
+    /// The bytes written so far (header included).
+    pub fn encoded_len(&self) -> usize {
+        self.msg.raw.len()
+    }
+
     pub fn add_software(&mut self, software: Option<&str>) {
         if let Some(s) = software {
             self.add_raw(ATTR_SOFTWARE, s.as_bytes());

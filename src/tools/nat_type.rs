@@ -1,0 +1,204 @@
+//! `tern stun --nat-type`: how the NAT in front of this host maps and filters, by the
+//! tests of RFC 5780 §4.3 and §4.4 against a server that has NAT discovery on (tern
+//! with `[server.nat_discovery]`, coturn with two listening IPs, stuntman).
+//!
+//! Mapping: the mapped address seen at the primary address, at the other IP, and at
+//! the other IP and port; the same from all three is endpoint-independent. Filtering:
+//! whether an answer sent from the other IP and port, or from the other port only,
+//! gets back in.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use stun::attributes::ATTR_XORMAPPED_ADDRESS;
+use stun::message::{CLASS_REQUEST, METHOD_BINDING};
+
+use crate::client::{Attr, Outgoing, Signer, encode_message, new_transaction_id};
+use crate::core::nat_discovery::{ATTR_CHANGE_REQUEST, ATTR_OTHER_ADDRESS, ChangeRequest};
+use crate::proto::Request;
+use crate::proto::attrs::{decode_address, decode_xor_address};
+
+/// How a NAT picks the public address for a new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mapping {
+    /// The mapped address is the host's own: nothing translates.
+    NoNat,
+    EndpointIndependent,
+    AddressDependent,
+    AddressAndPortDependent,
+}
+
+/// Which senders a NAT lets back in to a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filtering {
+    EndpointIndependent,
+    AddressDependent,
+    AddressAndPortDependent,
+}
+
+/// What the tests found.
+#[derive(Debug, Serialize)]
+pub struct NatType {
+    pub local: SocketAddr,
+    pub mapped: SocketAddr,
+    /// The server's OTHER-ADDRESS.
+    pub other_address: SocketAddr,
+    pub mapping: Mapping,
+    pub filtering: Filtering,
+}
+
+/// What a Binding answer said.
+struct Answer {
+    mapped: SocketAddr,
+    other: Option<SocketAddr>,
+}
+
+/// One UDP socket that every test sends from, as RFC 5780 requires (the mappings
+/// compared must be of one local address).
+struct Prober {
+    socket: UdpSocket,
+    /// Per attempt; a test without an answer waits `attempts` times this.
+    timeout: Duration,
+    attempts: u32,
+}
+
+impl Prober {
+    /// A Binding to `to`, asking for the answer from elsewhere per `change`; `None`
+    /// when no answer came in any attempt.
+    fn binding(&self, to: SocketAddr, change: ChangeRequest) -> io::Result<Option<Answer>> {
+        let tid = new_transaction_id();
+        let out = Outgoing {
+            attrs: if change.any() {
+                vec![Attr::Raw(ATTR_CHANGE_REQUEST, change.encode().to_vec())]
+            } else {
+                Vec::new()
+            },
+            fingerprint: true,
+            ..Outgoing::default()
+        };
+        let unsigned = Signer {
+            username: "",
+            realm: "",
+            nonce: "",
+            password: "",
+        };
+        let request = encode_message(METHOD_BINDING, CLASS_REQUEST, tid, &out, &unsigned);
+        let mut buf = [0u8; 2048];
+        for _ in 0..self.attempts {
+            self.socket.send_to(&request, to)?;
+            let deadline = Instant::now() + self.timeout;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                self.socket
+                    .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+                let n = match self.socket.recv_from(&mut buf) {
+                    Ok((n, _)) => n,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break;
+                    }
+                    // An ICMP error from an earlier send: keep listening.
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e),
+                };
+                let Ok(reply) = Request::parse(&buf[..n]) else {
+                    continue;
+                };
+                if reply.transaction_id() != tid {
+                    continue;
+                }
+                let mapped = reply
+                    .attr(ATTR_XORMAPPED_ADDRESS)
+                    .and_then(|v| decode_xor_address(v, &tid));
+                let Some(mapped) = mapped else {
+                    return Err(io::Error::other(format!(
+                        "{to} answered without a mapped address (an error response?)"
+                    )));
+                };
+                let other = reply.attr(ATTR_OTHER_ADDRESS).and_then(decode_address);
+                return Ok(Some(Answer { mapped, other }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Runs the mapping and filtering tests against `server` (its primary address).
+pub fn discover(server: SocketAddr, timeout: Duration) -> Result<NatType, String> {
+    let local_ip = source_ip_towards(server).map_err(|e| format!("no route to {server}: {e}"))?;
+    let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).map_err(|e| e.to_string())?;
+    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    let prober = Prober {
+        socket,
+        timeout,
+        attempts: 3,
+    };
+    let ask = |to: SocketAddr, change: ChangeRequest| {
+        prober.binding(to, change).map_err(|e| e.to_string())
+    };
+    let same = ChangeRequest::default();
+    let first = ask(server, same)?.ok_or_else(|| format!("no answer from {server}"))?;
+    let other = first.other.ok_or_else(|| {
+        format!("{server} gave no OTHER-ADDRESS: NAT discovery (RFC 5780) is not on there")
+    })?;
+    let mapping = if first.mapped == local {
+        Mapping::NoNat
+    } else {
+        let no_answer =
+            |to: SocketAddr| format!("no answer from {to} (the server's other address)");
+        let other_ip = SocketAddr::new(other.ip(), server.port());
+        let second = ask(other_ip, same)?.ok_or_else(|| no_answer(other_ip))?;
+        if second.mapped == first.mapped {
+            Mapping::EndpointIndependent
+        } else {
+            let third = ask(other, same)?.ok_or_else(|| no_answer(other))?;
+            if third.mapped == second.mapped {
+                Mapping::AddressDependent
+            } else {
+                Mapping::AddressAndPortDependent
+            }
+        }
+    };
+    let both = ChangeRequest {
+        ip: true,
+        port: true,
+    };
+    let port_only = ChangeRequest {
+        ip: false,
+        port: true,
+    };
+    let filtering = if ask(server, both)?.is_some() {
+        Filtering::EndpointIndependent
+    } else if ask(server, port_only)?.is_some() {
+        Filtering::AddressDependent
+    } else {
+        Filtering::AddressAndPortDependent
+    };
+    Ok(NatType {
+        local,
+        mapped: first.mapped,
+        other_address: other,
+        mapping,
+        filtering,
+    })
+}
+
+/// The local IP the routing table picks for `server` (a connected UDP socket sends
+/// nothing), so that "no NAT" can be told from a mapped address equal to it.
+fn source_ip_towards(server: SocketAddr) -> io::Result<IpAddr> {
+    let unspecified: SocketAddr = if server.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(unspecified)?;
+    socket.connect(server)?;
+    Ok(socket.local_addr()?.ip())
+}
