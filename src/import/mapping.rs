@@ -90,6 +90,8 @@ struct Collected {
     no_tcp: Option<usize>,
     stun_only: Option<usize>,
     no_stun: Option<usize>,
+    alt_port: Single<u16>,
+    no_rfc5780: Option<usize>,
     unmapped: Vec<Unmapped>,
 }
 
@@ -128,11 +130,11 @@ fn is_sensitive(name: &str) -> bool {
 /// Why a known coturn option has no tern equivalent; `None` for unknown options.
 fn unsupported_reason(name: &str) -> Option<&'static str> {
     let reason = match name {
-        "alt-listening-port" | "alt-tls-listening-port" => {
-            "RFC 5780 alternate ports are not served; tern does not implement NAT behaviour discovery"
+        "alt-tls-listening-port" => {
+            "tern's NAT behaviour discovery (RFC 5780) answers over UDP only"
         }
-        "no-rfc5780" | "response-origin-only-with-rfc5780" => {
-            "not needed: tern does not implement RFC 5780"
+        "response-origin-only-with-rfc5780" => {
+            "not needed: tern sends RESPONSE-ORIGIN only with NAT discovery on"
         }
         "no-stun-backward-compatibility" => {
             "not needed: tern answers RFC 5389/8489 STUN only (messages without the magic cookie are ignored)"
@@ -335,6 +337,8 @@ impl Collected {
             "no-tcp" => self.no_tcp = Some(line),
             "stun-only" => self.stun_only = Some(line),
             "no-stun" => self.no_stun = Some(line),
+            "alt-listening-port" => set(&mut self.alt_port, port(e)?, e, &mut self.unmapped),
+            "no-rfc5780" => self.no_rfc5780 = Some(line),
             name => {
                 return Err(Refusal::Unsupported(
                     unsupported_reason(name).unwrap_or("unknown option"),
@@ -376,6 +380,7 @@ impl Collected {
              # Each key names the coturn option(s) it came from."
         );
         self.render_server(&mut out);
+        self.render_nat_discovery(&mut out);
         self.render_relay(&mut out);
         self.render_auth(&mut out);
         self.render_peers(&mut out);
@@ -485,6 +490,43 @@ impl Collected {
             let _ = writeln!(out, "# coturn: realm\nrealm = {}", quote(realm));
         }
         section(dest, "server", &body);
+    }
+
+    /// coturn answers RFC 5780 NAT discovery whenever it listens on two IPs (unless
+    /// `no-rfc5780`), on `listening-port` and `alt-listening-port` (by default the next
+    /// port): tern does the same on the first two listening IPs of one family.
+    fn render_nat_discovery(&mut self, dest: &mut String) {
+        let ips: Vec<IpAddr> = self.listening_ips.iter().map(|&(ip, _)| ip).collect();
+        let pair = ips.iter().enumerate().find_map(|(i, a)| {
+            let b = ips[i + 1..]
+                .iter()
+                .find(|b| b.is_ipv4() == a.is_ipv4() && *b != a)?;
+            Some([*a, *b])
+        });
+        let alt_line = self.alt_port.map(|(_, l)| l);
+        match (pair, self.no_rfc5780) {
+            (Some([a, b]), None) => {
+                let port = self.listening_port.map_or(COTURN_PORT, |(p, _)| p);
+                let alt = self.alt_port.map_or(port.wrapping_add(1), |(p, _)| p);
+                let _ = write!(
+                    dest,
+                    "\n[server.nat_discovery]\n\
+                     # coturn: two listening-ip (RFC 5780 is on with two), listening-port, alt-listening-port\n\
+                     ips = [\"{a}\", \"{b}\"]\nports = [{port}, {alt}]\n"
+                );
+            }
+            (_, Some(_)) => {
+                if let Some(l) = alt_line {
+                    self.drop_option(l, "alt-listening-port", "ignored: no-rfc5780 is set");
+                }
+            }
+            (None, None) => {
+                if let Some(l) = alt_line {
+                    let reason = "ignored: NAT discovery needs two listening-ip of one family";
+                    self.drop_option(l, "alt-listening-port", reason);
+                }
+            }
+        }
     }
 
     fn render_relay(&mut self, dest: &mut String) {
@@ -892,6 +934,31 @@ mod tests {
         let (s, _, _) = run("listening-ip=10.0.0.5\nlistening-ip=2001:db8::5\n");
         let addrs: Vec<String> = s.server.listen.iter().map(|l| l.addr.to_string()).collect();
         assert_eq!(addrs, ["10.0.0.5:3478", "[2001:db8::5]:3478"]);
+    }
+
+    #[test]
+    fn two_listening_ips_of_a_family_turn_nat_discovery_on_as_in_coturn() {
+        let (s, unmapped, _) = run(
+            "listening-ip=10.0.0.5\nlistening-ip=2001:db8::5\nlistening-ip=10.0.0.6\nlistening-port=3480\n",
+        );
+        assert!(unmapped.is_empty(), "{unmapped:?}");
+        let d = s.server.nat_discovery.expect("nat discovery on");
+        assert_eq!(d.ips.map(|ip| ip.to_string()), ["10.0.0.5", "10.0.0.6"]);
+        assert_eq!(d.ports, [3480, 3481]);
+        let (s, _, _) =
+            run("listening-ip=10.0.0.5\nlistening-ip=10.0.0.6\nalt-listening-port=4000\n");
+        assert_eq!(s.server.nat_discovery.map(|d| d.ports), Some([3478, 4000]));
+        let (s, unmapped, _) = run(
+            "listening-ip=10.0.0.5\nlistening-ip=10.0.0.6\nno-rfc5780\nalt-listening-port=4000\n",
+        );
+        assert!(s.server.nat_discovery.is_none());
+        assert_eq!(unmapped.len(), 1, "{unmapped:?}");
+        let (s, unmapped, _) = run("listening-ip=10.0.0.5\nalt-listening-port=4000\n");
+        assert!(s.server.nat_discovery.is_none());
+        assert!(
+            unmapped[0].reason.contains("two listening-ip"),
+            "{unmapped:?}"
+        );
     }
 
     #[test]
