@@ -321,14 +321,8 @@ impl Allocation {
             attrs,
             ..Outgoing::default()
         };
-        let unsigned = Signer {
-            username: "",
-            realm: "",
-            nonce: "",
-            password: "",
-        };
         let tid = new_transaction_id();
-        let bytes = encode_message(METHOD_SEND, CLASS_INDICATION, tid, &out, &unsigned);
+        let bytes = encode_message(METHOD_SEND, CLASS_INDICATION, tid, &out, &Signer::NONE);
         self.client
             .send_raw(&bytes)
             .unwrap_or_else(|e| panic!("Send to {peers:?} over {:?}: {e}", self.transport));

@@ -312,7 +312,11 @@ fn unknown_comprehension_required_attributes_in_a_binding_are_420() {
 
     let change = Attr::Raw(CHANGE_REQUEST, vec![0, 0, 0, 6]);
     let r = binding_with(&mut c, vec![change, odd]);
-    assert_eq!(r.code, Some(420), "RFC 5780 CHANGE-REQUEST is not served by default");
+    assert_eq!(
+        r.code,
+        Some(420),
+        "RFC 5780 CHANGE-REQUEST is not served by default"
+    );
     assert_eq!(
         r.msg.attr(ATTR_UNKNOWN_ATTRIBUTES),
         Some(&[0x00, 0x03, 0x00, 0x33][..]),
@@ -768,19 +772,13 @@ fn the_engine_drops_datagrams_from_any_workers_relay_socket() {
         mono: Instant::now(),
         unix: 1_800_000_000,
     };
-    let nobody = Signer {
-        username: "",
-        realm: "",
-        nonce: "",
-        password: "",
-    };
     let tid = tern::client::new_transaction_id();
     let binding = encode_message(
         METHOD_BINDING,
         CLASS_REQUEST,
         tid,
         &Outgoing::default(),
-        &nobody,
+        &Signer::NONE,
     );
     engine.handle_client(now, from(port, Transport::Udp), &binding, &mut io);
     assert!(io.to_client.is_empty(), "a relay socket was answered");

@@ -66,15 +66,9 @@ fn binding_request(attrs: Vec<Attr>) -> (stun::agent::TransactionId, Vec<u8>) {
         fingerprint: true,
         ..Outgoing::default()
     };
-    let none = Signer {
-        username: "",
-        realm: "",
-        nonce: "",
-        password: "",
-    };
     (
         tid,
-        encode_message(METHOD_BINDING, CLASS_REQUEST, tid, &out, &none),
+        encode_message(METHOD_BINDING, CLASS_REQUEST, tid, &out, &Signer::NONE),
     )
 }
 

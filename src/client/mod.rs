@@ -409,6 +409,16 @@ pub struct Signer<'a> {
     pub password: &'a str,
 }
 
+impl Signer<'static> {
+    /// No credentials: for messages sent unsigned (Binding, indications).
+    pub const NONE: Self = Self {
+        username: "",
+        realm: "",
+        nonce: "",
+        password: "",
+    };
+}
+
 /// Encodes a message; with `out.sign`, USERNAME/REALM/NONCE and MESSAGE-INTEGRITY
 /// from `signer` are added after `out.attrs`.
 pub fn encode_message(

@@ -80,13 +80,7 @@ impl Prober {
             fingerprint: true,
             ..Outgoing::default()
         };
-        let unsigned = Signer {
-            username: "",
-            realm: "",
-            nonce: "",
-            password: "",
-        };
-        let request = encode_message(METHOD_BINDING, CLASS_REQUEST, tid, &out, &unsigned);
+        let request = encode_message(METHOD_BINDING, CLASS_REQUEST, tid, &out, &Signer::NONE);
         let mut buf = [0u8; 2048];
         for _ in 0..self.attempts {
             self.socket.send_to(&request, to)?;
