@@ -4,6 +4,7 @@
 //! [`Engine::authenticate`] makes after a constant-time MESSAGE-INTEGRITY check, so no
 //! path can create or change an allocation for an unauthenticated client.
 
+use ring::hmac;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use stun::attributes::*;
@@ -20,7 +21,7 @@ use super::{
     Allocation, Count, CredentialsQuestion, EndReason, Engine, FiveTuple, Io, ListenerRole, Now,
     RESERVATION_LIFETIME, Reject, RelayIpChoice, Reservation, Timer, Transport,
 };
-use crate::auth::{AuthError, ExternalAnswer, LongTermKey};
+use crate::auth::{AuthError, ExternalAnswer, PasswordAlgorithm};
 use crate::proto::attrs::decode_address_family;
 use crate::proto::channel_data::CHANNEL_NUMBERS;
 use crate::proto::{Request, Response};
@@ -30,10 +31,30 @@ const PROTOCOL_UDP: u8 = 17;
 /// How many ports an Allocate tries to bind before answering 508.
 const BIND_ATTEMPTS: usize = 16;
 
-/// Proof that a request carried a valid MESSAGE-INTEGRITY for `username`.
+/// The password algorithm a request's long-term key is derived with (RFC 8489 §9.2.4):
+/// MD5 when it names none; otherwise PASSWORD-ALGORITHMS must repeat exactly what this
+/// server offered (so nobody between can have bid it down) and PASSWORD-ALGORITHM pick
+/// one of them, or the answer is 400.
+fn password_algorithm(req: &Request) -> Result<PasswordAlgorithm, Reject> {
+    match (
+        req.attr(ATTR_PASSWORD_ALGORITHMS),
+        req.attr(ATTR_PASSWORD_ALGORITHM),
+    ) {
+        (None, None) => Ok(PasswordAlgorithm::Md5),
+        (Some(offered), Some(chosen)) if offered == PasswordAlgorithm::offered_value() => {
+            PasswordAlgorithm::from_value(chosen).ok_or(Reject::BadRequest)
+        }
+        _ => Err(Reject::BadRequest),
+    }
+}
+
+/// Proof that a request carried a valid MESSAGE-INTEGRITY (or MESSAGE-INTEGRITY-SHA256)
+/// for `username`.
 pub(super) struct Authenticated {
     username: String,
-    key: LongTermKey,
+    /// What answers are signed with: the request's kind of integrity, keyed with the
+    /// long-term key that verified it.
+    mac: hmac::Key,
 }
 
 /// What to answer when a request is not accepted.
@@ -128,9 +149,9 @@ impl Engine {
         let bytes = match result {
             Ok(mut response) => {
                 response.add_software(self.config.software.as_deref());
-                response.finish(Some(auth.key.integrity_key()), req.has_fingerprint())
+                response.finish(Some(&auth.mac), req.has_fingerprint())
             }
-            Err(reject) => self.error_answer(req, &reject, Some(&auth.key), io),
+            Err(reject) => self.error_answer(req, &reject, Some(&auth.mac), io),
         };
         if let Some(alloc) = self.allocations.get_mut(tuple) {
             // Only the Allocate answer is kept for retransmissions: the other requests
@@ -160,7 +181,7 @@ impl Engine {
         &self,
         req: &Request,
         reject: &Reject,
-        key: Option<&LongTermKey>,
+        mac: Option<&hmac::Key>,
         io: &mut dyn Io,
     ) -> Vec<u8> {
         io.count(Count::ErrorSent(reject));
@@ -171,7 +192,7 @@ impl Engine {
             _ => {}
         }
         response.add_software(self.config.software.as_deref());
-        response.finish(key.map(LongTermKey::integrity_key), req.has_fingerprint())
+        response.finish(mac, req.has_fingerprint())
     }
 
     /// 401 or 438 with REALM and a fresh NONCE, unless this source is over its budget.
@@ -196,6 +217,10 @@ impl Engine {
         let mut response = Response::error(req, reject.code());
         response.add_raw(ATTR_REALM, self.credentials.realm().as_bytes());
         response.add_raw(ATTR_NONCE, nonce.as_bytes());
+        response.add_raw(
+            ATTR_PASSWORD_ALGORITHMS,
+            &PasswordAlgorithm::offered_value(),
+        );
         io.send_to_client(tuple, &response.finish(None, req.has_fingerprint()));
     }
 
@@ -209,12 +234,21 @@ impl Engine {
         if !req.has_integrity() {
             return Err(Refusal::Challenge(Reject::Unauthorized));
         }
-        let (Some(username), Some(_realm), Some(nonce)) = (
-            req.text(ATTR_USERNAME),
-            req.text(ATTR_REALM),
-            req.text(ATTR_NONCE),
-        ) else {
+        let (Some(_realm), Some(nonce)) = (req.text(ATTR_REALM), req.text(ATTR_NONCE)) else {
             return Err(Refusal::Error(Reject::BadRequest));
+        };
+        // USERHASH (RFC 8489 §14.4) stands for USERNAME; only static users can be found
+        // by it.
+        let hashed;
+        let username = match (req.text(ATTR_USERNAME), req.attr(ATTR_USER_HASH)) {
+            (Some(username), _) => username,
+            (None, Some(hash)) => {
+                hashed = self.credentials.user_by_hash(hash).map(str::to_owned);
+                hashed
+                    .as_deref()
+                    .ok_or(Refusal::Challenge(Reject::Unauthorized))?
+            }
+            (None, None) => return Err(Refusal::Error(Reject::BadRequest)),
         };
         if self
             .nonces
@@ -223,6 +257,7 @@ impl Engine {
         {
             return Err(Refusal::Challenge(Reject::StaleNonce));
         }
+        let algorithm = password_algorithm(req).map_err(Refusal::Error)?;
         // An existing allocation may outlive its REST credential if the operator says so.
         let allow_expired = self.config.allow_refresh_after_expiry
             && req.method() != METHOD_ALLOCATE
@@ -233,12 +268,18 @@ impl Engine {
         {
             return Err(Refusal::Challenge(Reject::Unauthorized));
         }
-        let keys = match self.credentials.keys_for(username, now.unix, allow_expired) {
+        let keys = match self
+            .credentials
+            .keys_for(username, algorithm, now.unix, allow_expired)
+        {
             Ok(keys) => keys,
             Err(AuthError::UnknownUser) if let Some(external) = self.credentials.external() => {
                 match external.lookup(username, now.mono) {
-                    Some(ExternalAnswer::Key(key)) => vec![key],
-                    Some(ExternalAnswer::Refused) => {
+                    // The service's answers are MD5 keys: no SHA-256 key comes of them.
+                    Some(ExternalAnswer::Key(key)) if algorithm == PasswordAlgorithm::Md5 => {
+                        vec![key]
+                    }
+                    Some(ExternalAnswer::Key(_) | ExternalAnswer::Refused) => {
                         return Err(Refusal::Challenge(Reject::Unauthorized));
                     }
                     None => return Err(Refusal::AskExternal(username.to_string())),
@@ -248,13 +289,19 @@ impl Engine {
                 return Err(Refusal::Challenge(Reject::Unauthorized));
             }
         };
-        match keys
-            .into_iter()
-            .find(|k| req.verify_integrity_with(k.integrity_key()))
-        {
-            Some(key) => Ok(Authenticated {
+        let verified = keys.iter().find_map(|key| {
+            if req.has_integrity_sha256() {
+                let mac = key.integrity_key_sha256();
+                req.verify_integrity_sha256_with(&mac).then_some(mac)
+            } else {
+                let mac = key.integrity_key();
+                req.verify_integrity_with(mac).then(|| mac.clone())
+            }
+        });
+        match verified {
+            Some(mac) => Ok(Authenticated {
                 username: username.to_string(),
-                key,
+                mac,
             }),
             None => Err(Refusal::Challenge(Reject::Unauthorized)),
         }

@@ -10,14 +10,17 @@ use std::sync::Arc;
 
 use super::error::AuthError;
 use super::external::ExternalKeys;
-use super::key::{LongTermKey, StaticSecret};
+use super::key::{LongTermKey, PasswordAlgorithm, StaticSecret};
 use super::rest::{RestSecret, RestUsername};
 
 /// Everything needed to authenticate requests for one realm.
 pub struct Credentials {
     realm: String,
-    /// Static users' keys, derived once at construction rather than per request.
-    users: HashMap<String, LongTermKey>,
+    /// Static users' keys, derived once at construction rather than per request: MD5,
+    /// and SHA-256 for users given a password.
+    users: HashMap<String, StaticKeys>,
+    /// Static users by USERHASH (RFC 8489 §14.4: SHA-256 of `username ":" realm`).
+    user_hashes: HashMap<[u8; 32], String>,
     /// REST secrets in rotation order: the one tried first comes first.
     secrets: Vec<RestSecret>,
     separator: char,
@@ -36,16 +39,26 @@ impl Credentials {
         secrets: Vec<RestSecret>,
         separator: char,
     ) -> Self {
+        let user_hashes = users
+            .keys()
+            .map(|name| (user_hash(name, &realm), name.clone()))
+            .collect();
         let users = users
             .into_iter()
             .map(|(name, secret)| {
-                let key = secret.key(&name, &realm);
-                (name, key)
+                let keys = StaticKeys {
+                    md5: secret
+                        .key(PasswordAlgorithm::Md5, &name, &realm)
+                        .expect("every static secret has an MD5 key"),
+                    sha256: secret.key(PasswordAlgorithm::Sha256, &name, &realm),
+                };
+                (name, keys)
             })
             .collect();
         Self {
             realm,
             users,
+            user_hashes,
             secrets,
             separator,
             external: None,
@@ -69,21 +82,28 @@ impl Credentials {
         &self.realm
     }
 
-    /// The candidate keys to try for MESSAGE-INTEGRITY of a request carrying `username`.
+    /// The candidate keys to try for MESSAGE-INTEGRITY of a request carrying `username`,
+    /// derived with `algorithm`.
     ///
-    /// A static user yields its one key. Otherwise, with REST secrets configured, a REST
-    /// username yields one key per secret in rotation order, so credentials signed with an
-    /// outgoing secret keep working during rotation. An expired REST username is
-    /// [`AuthError::Expired`] unless `allow_expired`: RFC 8656 lets an existing allocation's
-    /// refresh/deallocation go through with credentials that expired mid-session.
+    /// A static user yields its one key (none for SHA-256 when it was configured as an MD5
+    /// key). Otherwise, with REST secrets configured, a REST username yields one key per
+    /// secret in rotation order, so credentials signed with an outgoing secret keep
+    /// working during rotation. An expired REST username is [`AuthError::Expired`] unless
+    /// `allow_expired`: RFC 8656 lets an existing allocation's refresh/deallocation go
+    /// through with credentials that expired mid-session.
     pub fn keys_for(
         &self,
         username: &str,
+        algorithm: PasswordAlgorithm,
         unix_now: u64,
         allow_expired: bool,
     ) -> Result<Vec<LongTermKey>, AuthError> {
-        if let Some(key) = self.users.get(username) {
-            return Ok(vec![key.clone()]);
+        if let Some(keys) = self.users.get(username) {
+            let key = match algorithm {
+                PasswordAlgorithm::Md5 => Some(keys.md5.clone()),
+                PasswordAlgorithm::Sha256 => keys.sha256.clone(),
+            };
+            return Ok(key.into_iter().collect());
         }
         let rest = self.rest_username(username).ok_or(AuthError::UnknownUser)?;
         if rest.expiry < unix_now && !allow_expired {
@@ -93,9 +113,17 @@ impl Credentials {
             .secrets
             .iter()
             .map(|secret| {
-                LongTermKey::derive(username, &self.realm, &secret.password_for(username))
+                let password = secret.password_for(username);
+                LongTermKey::derive_with(algorithm, username, &self.realm, &password)
             })
             .collect())
+    }
+
+    /// The static user whose USERHASH is `hash`; REST and webhook usernames cannot be
+    /// found this way (their names are not known before they arrive).
+    pub fn user_by_hash(&self, hash: &[u8]) -> Option<&str> {
+        let hash: [u8; 32] = hash.try_into().ok()?;
+        self.user_hashes.get(&hash).map(String::as_str)
     }
 
     /// The name quotas count against. For a REST username this is its user id, so one
@@ -125,6 +153,24 @@ impl Credentials {
         }
         RestUsername::parse(username, self.separator)
     }
+}
+
+/// A static user's keys.
+struct StaticKeys {
+    md5: LongTermKey,
+    sha256: Option<LongTermKey>,
+}
+
+/// USERHASH (RFC 8489 §14.4): SHA-256 of `username ":" realm`.
+pub fn user_hash(username: &str, realm: &str) -> [u8; 32] {
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    sha.update(username.as_bytes());
+    sha.update(b":");
+    sha.update(realm.as_bytes());
+    sha.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
 }
 
 /// Shows the shape of the store (realm, user names, number of secrets), never key material.
@@ -175,12 +221,15 @@ mod tests {
         );
         assert_eq!(creds.realm(), REALM);
         assert_eq!(
-            creds.keys_for("alice", NOW, false),
+            creds.keys_for("alice", PasswordAlgorithm::Md5, NOW, false),
             Ok(vec![LongTermKey::derive("alice", REALM, "alicepass")])
         );
-        assert_eq!(creds.keys_for("bob", NOW, false), Ok(vec![precomputed]));
         assert_eq!(
-            creds.keys_for("carol", NOW, false),
+            creds.keys_for("bob", PasswordAlgorithm::Md5, NOW, false),
+            Ok(vec![precomputed])
+        );
+        assert_eq!(
+            creds.keys_for("carol", PasswordAlgorithm::Md5, NOW, false),
             Err(AuthError::UnknownUser)
         );
         assert_eq!(creds.rest_expiry("alice"), None);
@@ -196,7 +245,7 @@ mod tests {
             Some("alice"),
             ':',
         );
-        let keys = creds.keys_for(&user, NOW, false);
+        let keys = creds.keys_for(&user, PasswordAlgorithm::Md5, NOW, false);
         assert_eq!(keys, Ok(vec![LongTermKey::derive(&user, REALM, &pass)]));
         assert_eq!(creds.rest_expiry(&user), Some(NOW + 60));
     }
@@ -207,7 +256,7 @@ mod tests {
     #[test]
     fn rest_key_known_answer() {
         let creds = store(&[], &["north-secret"], ':');
-        let keys = creds.keys_for("1700000000:alice", NOW, false);
+        let keys = creds.keys_for("1700000000:alice", PasswordAlgorithm::Md5, NOW, false);
         let hex: Vec<String> = keys.iter().flatten().map(LongTermKey::to_hex).collect();
         assert_eq!(hex, ["21b7a39e7ca72cc4359f0ec60528da8b"]);
     }
@@ -216,7 +265,9 @@ mod tests {
     fn rotation_accepts_second_secret() {
         let creds = store(&[], &["new-secret", "old-secret"], ':');
         let (user, pass) = rest_credential(&RestSecret::new("old-secret"), NOW, Some("alice"), ':');
-        let keys = creds.keys_for(&user, NOW, false).unwrap_or_default();
+        let keys = creds
+            .keys_for(&user, PasswordAlgorithm::Md5, NOW, false)
+            .unwrap_or_default();
         assert_eq!(keys.len(), 2);
         let expected = LongTermKey::derive(&user, REALM, &pass);
         assert_ne!(keys[0], expected);
@@ -227,16 +278,20 @@ mod tests {
     fn expiry_is_enforced_unless_allowed() {
         let creds = store(&[], &["north-secret"], ':');
         // Valid up to and including the expiry second.
-        assert!(creds.keys_for("1700000000:alice", NOW, false).is_ok());
+        assert!(
+            creds
+                .keys_for("1700000000:alice", PasswordAlgorithm::Md5, NOW, false)
+                .is_ok()
+        );
         assert_eq!(
-            creds.keys_for("1700000000:alice", NOW + 1, false),
+            creds.keys_for("1700000000:alice", PasswordAlgorithm::Md5, NOW + 1, false),
             Err(AuthError::Expired)
         );
-        let late = creds.keys_for("1700000000:alice", NOW + 1, true);
+        let late = creds.keys_for("1700000000:alice", PasswordAlgorithm::Md5, NOW + 1, true);
         assert_eq!(late.map(|keys| keys.len()), Ok(1));
         // allow_expired does not make malformed names acceptable.
         assert_eq!(
-            creds.keys_for("soon:alice", NOW, true),
+            creds.keys_for("soon:alice", PasswordAlgorithm::Md5, NOW, true),
             Err(AuthError::UnknownUser)
         );
     }
@@ -244,10 +299,14 @@ mod tests {
     #[test]
     fn separator_is_configurable() {
         let creds = store(&[], &["north-secret"], '.');
-        assert!(creds.keys_for("1700000000.alice", NOW, false).is_ok());
+        assert!(
+            creds
+                .keys_for("1700000000.alice", PasswordAlgorithm::Md5, NOW, false)
+                .is_ok()
+        );
         assert_eq!(creds.quota_identity("1700000000.alice"), "alice");
         assert_eq!(
-            creds.keys_for("1700000000:alice", NOW, false),
+            creds.keys_for("1700000000:alice", PasswordAlgorithm::Md5, NOW, false),
             Err(AuthError::UnknownUser)
         );
     }
@@ -266,7 +325,7 @@ mod tests {
     fn rest_disabled_without_secrets() {
         let creds = store(&[], &[], ':');
         assert_eq!(
-            creds.keys_for("1700000000:alice", NOW, false),
+            creds.keys_for("1700000000:alice", PasswordAlgorithm::Md5, NOW, false),
             Err(AuthError::UnknownUser)
         );
         assert_eq!(creds.rest_expiry("1700000000:alice"), None);
@@ -282,7 +341,7 @@ mod tests {
             ':',
         );
         assert_eq!(
-            creds.keys_for(name, NOW, false),
+            creds.keys_for(name, PasswordAlgorithm::Md5, NOW, false),
             Ok(vec![LongTermKey::derive(name, REALM, "pw")])
         );
         assert_eq!(creds.rest_expiry(name), None);

@@ -1,6 +1,7 @@
 //! The long-term credential key of RFC 8489 §9.2.2 and the static users that yield one.
 //!
-//! Owns deriving, parsing and comparing `MD5(username ":" realm ":" password)`. It must
+//! Owns deriving, parsing and comparing `MD5(username ":" realm ":" password)` and its
+//! RFC 8489 successor `SHA-256(username ":" realm ":" password)`. It must
 //! never make key material or passwords printable: `Debug` is redacted and key equality
 //! runs in constant time. SASLprep/OpaqueString of the inputs is the caller's job; this
 //! module hashes the bytes it is given.
@@ -14,13 +15,60 @@ use subtle::ConstantTimeEq;
 use super::error::AuthConfigError;
 use super::hex::{self, Case};
 
-/// 16-byte long-term key `MD5(username ":" realm ":" password)`.
+/// The hash a long-term key is derived with (PASSWORD-ALGORITHM, RFC 8489 §18.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordAlgorithm {
+    /// The RFC 5389 key, and what a request that names no algorithm uses.
+    Md5,
+    Sha256,
+}
+
+impl PasswordAlgorithm {
+    /// Both, in the order the server prefers them (PASSWORD-ALGORITHMS).
+    pub const OFFERED: [Self; 2] = [Self::Sha256, Self::Md5];
+
+    /// The IANA number in PASSWORD-ALGORITHM(S).
+    pub fn number(self) -> u16 {
+        match self {
+            Self::Md5 => 0x0001,
+            Self::Sha256 => 0x0002,
+        }
+    }
+
+    /// The PASSWORD-ALGORITHMS value a challenge carries: each offered algorithm with
+    /// no parameters.
+    pub fn offered_value() -> [u8; 8] {
+        let [a, b] = Self::OFFERED.map(|alg| alg.number().to_be_bytes());
+        [a[0], a[1], 0, 0, b[0], b[1], 0, 0]
+    }
+
+    /// The algorithm a PASSWORD-ALGORITHM value names; `None` for one not offered or
+    /// with parameters (neither offered algorithm has any).
+    pub fn from_value(value: &[u8]) -> Option<Self> {
+        let [a, b, 0, 0]: [u8; 4] = value.try_into().ok()? else {
+            return None;
+        };
+        Self::OFFERED
+            .into_iter()
+            .find(|alg| alg.number() == u16::from_be_bytes([a, b]))
+    }
+
+    /// The PASSWORD-ALGORITHM value naming this algorithm.
+    pub fn value(self) -> [u8; 4] {
+        let [a, b] = self.number().to_be_bytes();
+        [a, b, 0, 0]
+    }
+}
+
+/// Long-term key: 16 bytes `MD5(username ":" realm ":" password)`, or 32 bytes of
+/// SHA-256 over the same.
 ///
 /// This key is what MESSAGE-INTEGRITY is keyed with, so knowing it is as good as knowing the
 /// password: treat it as a secret.
 #[derive(Clone)]
 pub struct LongTermKey {
-    bytes: [u8; 16],
+    bytes: [u8; 32],
+    len: usize,
     /// The MESSAGE-INTEGRITY HMAC-SHA1 keyed with `bytes`. Keying HMAC hashes two blocks,
     /// about half the work of checking a signed Allocate; prepared once here, a static
     /// user's key checks every request it signed and signs every answer without keying
@@ -29,55 +77,83 @@ pub struct LongTermKey {
 }
 
 impl LongTermKey {
-    fn new(bytes: [u8; 16]) -> Self {
+    fn new(key: &[u8]) -> Self {
+        let mut bytes = [0; 32];
+        bytes[..key.len()].copy_from_slice(key);
         Self {
             bytes,
-            integrity: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &bytes),
+            len: key.len(),
+            integrity: hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key),
         }
     }
 
-    /// Derives the key as RFC 8489 §9.2.2 specifies (MD5, the default password algorithm).
+    /// The MD5 key, RFC 5389's and every browser's.
     pub fn derive(username: &str, realm: &str, password: &str) -> Self {
-        let mut md5 = Md5::new();
-        md5.update(username.as_bytes());
-        md5.update(b":");
-        md5.update(realm.as_bytes());
-        md5.update(b":");
-        md5.update(password.as_bytes());
-        Self::new(md5.finalize().into())
+        Self::derive_with(PasswordAlgorithm::Md5, username, realm, password)
     }
 
-    /// Parses a precomputed key (32 hex digits, either case), so a config file need not hold
-    /// the plaintext password.
+    pub fn derive_with(
+        algorithm: PasswordAlgorithm,
+        username: &str,
+        realm: &str,
+        password: &str,
+    ) -> Self {
+        let parts = [
+            username.as_bytes(),
+            b":",
+            realm.as_bytes(),
+            b":",
+            password.as_bytes(),
+        ];
+        match algorithm {
+            PasswordAlgorithm::Md5 => {
+                let mut md5 = Md5::new();
+                parts.iter().for_each(|p| md5.update(p));
+                Self::new(&md5.finalize())
+            }
+            PasswordAlgorithm::Sha256 => {
+                let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+                parts.iter().for_each(|p| sha.update(p));
+                Self::new(sha.finish().as_ref())
+            }
+        }
+    }
+
     pub fn from_hex(s: &str) -> Result<Self, AuthConfigError> {
         if s.len() != 32 {
             return Err(AuthConfigError::KeyHexLength { found: s.len() });
         }
         hex::decode(s, Case::Any)
-            .map(Self::new)
+            .map(|bytes: [u8; 16]| Self::new(&bytes))
             .ok_or(AuthConfigError::KeyHexDigit)
     }
 
     /// Lowercase hex, the form [`LongTermKey::from_hex`] reads; for tooling that writes configs.
     pub fn to_hex(&self) -> String {
-        hex::encode(&self.bytes)
+        hex::encode(self.as_bytes())
     }
 
     /// The raw key, for keying the MESSAGE-INTEGRITY HMAC.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.bytes[..self.len]
     }
 
-    /// The MESSAGE-INTEGRITY HMAC, keyed with this key.
+    /// The MESSAGE-INTEGRITY HMAC (SHA-1), keyed with this key.
     pub fn integrity_key(&self) -> &hmac::Key {
         &self.integrity
+    }
+
+    /// The MESSAGE-INTEGRITY-SHA256 HMAC, keyed with this key when a request uses it
+    /// (few clients do, so nobody else pays for keying it).
+    pub fn integrity_key_sha256(&self) -> hmac::Key {
+        hmac::Key::new(hmac::HMAC_SHA256, self.as_bytes())
     }
 }
 
 /// Constant time, so comparing a candidate key leaks nothing about where it differs.
 impl PartialEq for LongTermKey {
     fn eq(&self, other: &Self) -> bool {
-        self.bytes.ct_eq(&other.bytes).into()
+        self.as_bytes().ct_eq(other.as_bytes()).into()
     }
 }
 
@@ -99,11 +175,20 @@ pub enum StaticSecret {
 }
 
 impl StaticSecret {
-    /// The long-term key of this user in `realm`.
-    pub(super) fn key(&self, username: &str, realm: &str) -> LongTermKey {
-        match self {
-            Self::Password(password) => LongTermKey::derive(username, realm, password),
-            Self::Key(key) => key.clone(),
+    /// The long-term key of this user in `realm` for `algorithm`; `None` for a user
+    /// given as an MD5 key, from which no other key can be made.
+    pub(super) fn key(
+        &self,
+        algorithm: PasswordAlgorithm,
+        username: &str,
+        realm: &str,
+    ) -> Option<LongTermKey> {
+        match (self, algorithm) {
+            (Self::Password(password), _) => Some(LongTermKey::derive_with(
+                algorithm, username, realm, password,
+            )),
+            (Self::Key(key), PasswordAlgorithm::Md5) => Some(key.clone()),
+            (Self::Key(_), PasswordAlgorithm::Sha256) => None,
         }
     }
 }

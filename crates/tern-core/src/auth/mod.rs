@@ -17,10 +17,10 @@ mod nonce;
 mod ratelimit;
 mod rest;
 
-pub use credentials::Credentials;
+pub use credentials::{Credentials, user_hash};
 pub use error::{AuthConfigError, AuthError};
 pub use external::{CachePolicy, ExternalAnswer, ExternalKeys};
-pub use key::{LongTermKey, StaticSecret};
+pub use key::{LongTermKey, PasswordAlgorithm, StaticSecret};
 pub use nonce::{NonceError, NonceIssuer};
 pub use ratelimit::UnauthorizedLimiter;
 pub use rest::{RestSecret, derived_secret, rest_credential};

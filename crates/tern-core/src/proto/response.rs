@@ -3,7 +3,9 @@
 use ring::hmac;
 use std::net::SocketAddr;
 use stun::agent::TransactionId;
-use stun::attributes::{ATTR_MESSAGE_INTEGRITY, ATTR_SOFTWARE, AttrType};
+use stun::attributes::{
+    ATTR_MESSAGE_INTEGRITY, ATTR_MESSAGE_INTEGRITY_SHA256, ATTR_SOFTWARE, AttrType,
+};
 use stun::error_code::{ErrorCode, ErrorCodeAttribute};
 use stun::fingerprint::FINGERPRINT;
 use stun::message::{
@@ -16,8 +18,6 @@ use super::Request;
 
 /// Bytes of an attribute's type and length.
 const ATTRIBUTE_HEADER_LEN: usize = 4;
-/// Bytes of an HMAC-SHA1 MESSAGE-INTEGRITY value.
-const MAC_LEN: usize = 20;
 
 /// A message being built; finished into bytes by [`Response::finish`].
 pub struct Response {
@@ -95,18 +95,25 @@ impl Response {
         }
     }
 
-    /// Adds MESSAGE-INTEGRITY with `key` (HMAC-SHA1 keyed with the long-term key) if
-    /// given, then FINGERPRINT if asked, and returns the encoded message.
+    /// Adds MESSAGE-INTEGRITY with `key` if given (an HMAC-SHA1 key; an HMAC-SHA256 one
+    /// adds MESSAGE-INTEGRITY-SHA256 instead, for a request that carried it), then
+    /// FINGERPRINT if asked, and returns the encoded message.
     pub fn finish(mut self, key: Option<&hmac::Key>, fingerprint: bool) -> Vec<u8> {
         if let Some(key) = key {
-            // The MAC covers the message with the header's length already counting
-            // MESSAGE-INTEGRITY (RFC 8489 §14.5); `add` then writes the final length.
+            let attr = if key.algorithm() == hmac::HMAC_SHA256 {
+                ATTR_MESSAGE_INTEGRITY_SHA256
+            } else {
+                ATTR_MESSAGE_INTEGRITY
+            };
+            let mac_len = key.algorithm().digest_algorithm().output_len();
+            // The MAC covers the message with the header's length already counting the
+            // integrity attribute (RFC 8489 §14.5); `add` then writes the final length.
             let length = self.msg.length;
-            self.msg.length += (ATTRIBUTE_HEADER_LEN + MAC_LEN) as u32;
+            self.msg.length += (ATTRIBUTE_HEADER_LEN + mac_len) as u32;
             self.msg.write_length();
             let mac = hmac::sign(key, &self.msg.raw);
             self.msg.length = length;
-            self.msg.add(ATTR_MESSAGE_INTEGRITY, mac.as_ref());
+            self.msg.add(attr, mac.as_ref());
         }
         if fingerprint {
             FINGERPRINT
