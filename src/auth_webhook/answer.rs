@@ -69,7 +69,7 @@ pub fn read(
         (None, Some(key)) => LongTermKey::from_hex(&key).map_err(|_| Unusable::Invalid)?,
         _ => return Err(Unusable::Invalid),
     };
-    Ok(ExternalAnswer::Key(key))
+    Ok(ExternalAnswer::Key(Box::new(key)))
 }
 
 #[cfg(test)]
@@ -90,10 +90,10 @@ mod tests {
         let key = LongTermKey::derive("carol", "r", "pw");
         assert_eq!(
             answer(200, r#"{"password":"pw"}"#),
-            Ok(ExternalAnswer::Key(key.clone()))
+            Ok(ExternalAnswer::Key(Box::new(key.clone())))
         );
         let hex = format!(r#"{{"key":"{}"}}"#, key.to_hex());
-        assert_eq!(answer(200, &hex), Ok(ExternalAnswer::Key(key)));
+        assert_eq!(answer(200, &hex), Ok(ExternalAnswer::Key(Box::new(key))));
         assert_eq!(answer(403, ""), Ok(ExternalAnswer::Refused));
         assert_eq!(answer(404, "gone"), Ok(ExternalAnswer::Refused));
         assert_eq!(answer(500, r#"{"password":"pw"}"#), Err(Unusable::Status));

@@ -277,7 +277,7 @@ impl Engine {
                 match external.lookup(username, now.mono) {
                     // The service's answers are MD5 keys: no SHA-256 key comes of them.
                     Some(ExternalAnswer::Key(key)) if algorithm == PasswordAlgorithm::Md5 => {
-                        vec![key]
+                        vec![*key]
                     }
                     Some(ExternalAnswer::Key(_) | ExternalAnswer::Refused) => {
                         return Err(Refusal::Challenge(Reject::Unauthorized));

@@ -18,7 +18,9 @@ use super::key::LongTermKey;
 /// What the service said of a username.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExternalAnswer {
-    Key(LongTermKey),
+    /// Boxed: a key with its prepared HMAC is large, and most cached answers may be
+    /// refusals.
+    Key(Box<LongTermKey>),
     Refused,
 }
 
@@ -165,7 +167,7 @@ mod tests {
     }
 
     fn key() -> ExternalAnswer {
-        ExternalAnswer::Key(LongTermKey::derive("carol", "r", "pw"))
+        ExternalAnswer::Key(Box::new(LongTermKey::derive("carol", "r", "pw")))
     }
 
     #[test]
