@@ -1,18 +1,23 @@
-//! Strict STUN parsing of arbitrary bytes. On what parses: MESSAGE-INTEGRITY with a
-//! fixed key, text and address attributes, classification, and the parser's promises
+//! Strict STUN parsing of arbitrary bytes. On what parses: MESSAGE-INTEGRITY and
+//! MESSAGE-INTEGRITY-SHA256 with fixed keys, text and address attributes, classification, and the parser's promises
 //! (nothing but MESSAGE-INTEGRITY-SHA256 and FINGERPRINT kept after MESSAGE-INTEGRITY,
 //! FINGERPRINT last). A message that parses unsigned is then signed by the `stun`
 //! codec and must parse again with the same attributes and verify with that key only.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use std::sync::LazyLock;
 use stun::attributes::{ATTR_FINGERPRINT, ATTR_MESSAGE_INTEGRITY, ATTR_MESSAGE_INTEGRITY_SHA256};
 use stun::integrity::MessageIntegrity;
 use stun::message::{MESSAGE_HEADER_SIZE, Message, Setter};
+use tern::auth::{LongTermKey, PasswordAlgorithm};
 use tern::proto::attrs::{decode_address_family, decode_xor_address};
 use tern::proto::{Kind, Request, classify, is_relayed_data};
 
 const KEY: &[u8] = b"fuzzing key";
+/// A SHA-256 long-term key for MESSAGE-INTEGRITY-SHA256.
+static SHA256_KEY: LazyLock<LongTermKey> =
+    LazyLock::new(|| LongTermKey::derive_with(PasswordAlgorithm::Sha256, "u", "r", "p"));
 /// MESSAGE-INTEGRITY with its header.
 const INTEGRITY_LEN: usize = 24;
 
@@ -25,6 +30,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(kind, Kind::Stun);
     assert_eq!(data.len() % 4, 0);
     let _ = req.verify_integrity(KEY);
+    let _ = req.verify_integrity_sha256_with(&SHA256_KEY.integrity_key_sha256());
     let tid = req.transaction_id();
     let attrs = &req.msg.attributes.0;
     for attr in attrs {
