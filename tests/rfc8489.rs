@@ -16,11 +16,12 @@ use tern::core::auth::{LongTermKey, RestSecret, rest_credential};
 const REALM: &str = "example.org";
 const SECRET: &str = "rest-secret-for-the-rfc8489-test";
 
-fn start() -> TernServer {
+/// tern with the RFC 8489 features offered (`auth.rfc8489`) or not.
+fn start(rfc8489: bool) -> TernServer {
     let md5_key = LongTermKey::derive("bob", REALM, "bobs-password").to_hex();
     let config = format!(
         "[server]\nrealm = \"{REALM}\"\n\
-         [auth]\nsecrets = [\"{SECRET}\"]\nunauthorized_burst = 10000\n\
+         [auth]\nrfc8489 = {rfc8489}\nsecrets = [\"{SECRET}\"]\nunauthorized_burst = 10000\n\
          [[auth.users]]\nname = \"alice\"\npassword = \"alices-password\"\n\
          [[auth.users]]\nname = \"bob\"\nkey = \"{md5_key}\"\n"
     );
@@ -69,7 +70,7 @@ fn granted(integrity: &str) -> Value {
 
 #[test]
 fn sha256_keys_userhash_and_truncated_macs_allocate_and_are_answered_in_kind() {
-    let server = start();
+    let server = start(true);
     for mode in ["sha256", "userhash", "truncated", "md5-key"] {
         let report = client(&server, "alice", "alices-password", mode);
         assert_eq!(report, granted("sha256"), "{mode}\n{}", server.logs());
@@ -88,7 +89,7 @@ fn sha256_keys_userhash_and_truncated_macs_allocate_and_are_answered_in_kind() {
 
 #[test]
 fn a_bid_down_is_400_and_keys_that_cannot_be_made_are_401() {
-    let server = start();
+    let server = start(true);
     for mode in ["chosen-only", "other-list"] {
         let report = client(&server, "alice", "alices-password", mode);
         assert_eq!(report["allocate"], 400, "{mode}: {report}");
@@ -104,4 +105,14 @@ fn a_bid_down_is_400_and_keys_that_cannot_be_made_are_401() {
     assert_eq!(report["allocate"], 401, "{report}");
     let report = client(&server, "alice", "wrong", "sha256");
     assert_eq!(report["allocate"], 401, "{report}");
+}
+
+#[test]
+fn off_by_default_the_challenge_is_rfc_5389s() {
+    let server = start(false);
+    let report = client(&server, "alice", "alices-password", "classic");
+    let mut expected = granted("sha1");
+    expected["offered"] = Value::Null;
+    expected["features"] = Value::Null;
+    assert_eq!(report, expected);
 }

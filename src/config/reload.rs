@@ -85,6 +85,7 @@ pub static KEYS: &[Key] = &[
     key!(applies auth.rest_separator),
     key!(applies auth.allow_refresh_after_expiry),
     key!(applies auth.nonce_lifetime),
+    key!(applies auth.rfc8489),
     key!(restart auth.nonce_key),
     key!(applies auth.unauthorized_per_second),
     key!(applies auth.unauthorized_burst),

@@ -394,6 +394,10 @@ pub struct AuthSettings {
     /// with a REST credential whose expiry has passed. Off: calls end when credentials do.
     pub allow_refresh_after_expiry: bool,
     pub nonce_lifetime: Seconds,
+    /// RFC 8489's security features offered in every challenge (the nonce cookie,
+    /// PASSWORD-ALGORITHMS with SHA-256), and PASSWORD-ALGORITHM and USERHASH honoured.
+    /// Off by default: browsers use none of it, and it makes every 401 longer.
+    pub rfc8489: bool,
     /// Key for stateless nonces; share it across a fleet. Random per start when unset.
     pub nonce_key: Option<Redacted<String>>,
     /// Answers to unauthenticated requests (401/438 challenges, Binding, errors before
@@ -413,6 +417,7 @@ impl Default for AuthSettings {
             rest_separator: Separator::default(),
             allow_refresh_after_expiry: false,
             nonce_lifetime: Seconds(600),
+            rfc8489: false,
             nonce_key: None,
             unauthorized_per_second: 100,
             unauthorized_burst: 500,

@@ -70,6 +70,7 @@ pub fn rules(
         listener_roles: listener_roles(settings),
         bandwidth: settings.bandwidth.limits(),
         nat_discovery: settings.server.nat_discovery,
+        rfc8489: a.rfc8489,
     });
     Ok(EngineRules {
         config,

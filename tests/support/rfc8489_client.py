@@ -15,6 +15,8 @@ MODE is one of:
     other-list       PASSWORD-ALGORITHMS not as offered (a 400)
     classic          no algorithm attributes, MESSAGE-INTEGRITY (RFC 5389)
 
+Against a server that offers no PASSWORD-ALGORITHMS only `classic` makes sense.
+
 Prints one JSON object: what the challenge offered, the Allocate's answer code (null
 for success), whether its integrity attribute verified with the key, and the Refresh's
 code. Loopback only; every wait is bounded.

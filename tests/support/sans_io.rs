@@ -173,6 +173,7 @@ pub fn engine_config() -> EngineConfig {
         listener_roles: Vec::new(),
         bandwidth: None,
         nat_discovery: None,
+        rfc8489: false,
     }
 }
 

@@ -216,6 +216,9 @@ pub struct EngineConfig {
     pub bandwidth: Option<BandwidthLimits>,
     /// RFC 5780 NAT behaviour discovery on UDP Binding; `None` when off.
     pub nat_discovery: Option<NatDiscovery>,
+    /// RFC 8489's security features offered (`auth.rfc8489`): the nonce cookie and
+    /// PASSWORD-ALGORITHMS in challenges, PASSWORD-ALGORITHM and USERHASH honoured.
+    pub rfc8489: bool,
 }
 
 impl EngineConfig {
@@ -281,6 +284,7 @@ mod listener_role_tests {
             listener_roles: roles.to_vec(),
             bandwidth: None,
             nat_discovery: None,
+            rfc8489: false,
         };
         config.role_of(server)
     }

@@ -21,7 +21,7 @@ use super::{
     Allocation, Count, CredentialsQuestion, EndReason, Engine, FiveTuple, Io, ListenerRole, Now,
     RESERVATION_LIFETIME, Reject, RelayIpChoice, Reservation, Timer, Transport,
 };
-use crate::auth::{AuthError, ExternalAnswer, PasswordAlgorithm};
+use crate::auth::{AuthError, ExternalAnswer, PasswordAlgorithm, strip_cookie, with_cookie};
 use crate::proto::attrs::decode_address_family;
 use crate::proto::channel_data::CHANNEL_NUMBERS;
 use crate::proto::{Request, Response};
@@ -211,16 +211,19 @@ impl Engine {
             return;
         }
         io.count(Count::ErrorSent(&reject));
-        let nonce = self
+        let mut nonce = self
             .nonces
             .issue(tuple.client, tuple.transport as u8, now.unix);
+        if self.config.rfc8489 {
+            nonce = with_cookie(&nonce);
+        }
         let mut response = Response::error(req, reject.code());
         response.add_raw(ATTR_REALM, self.credentials.realm().as_bytes());
         response.add_raw(ATTR_NONCE, nonce.as_bytes());
-        response.add_raw(
-            ATTR_PASSWORD_ALGORITHMS,
-            &PasswordAlgorithm::offered_value(),
-        );
+        if self.config.rfc8489 {
+            let offered = PasswordAlgorithm::offered_value();
+            response.add_raw(ATTR_PASSWORD_ALGORITHMS, &offered);
+        }
         io.send_to_client(tuple, &response.finish(None, req.has_fingerprint()));
     }
 
@@ -237,27 +240,42 @@ impl Engine {
         let (Some(_realm), Some(nonce)) = (req.text(ATTR_REALM), req.text(ATTR_NONCE)) else {
             return Err(Refusal::Error(Reject::BadRequest));
         };
-        // USERHASH (RFC 8489 §14.4) stands for USERNAME; only static users can be found
-        // by it.
+        let rfc8489 = self.config.rfc8489;
+        // USERHASH (RFC 8489 §14.4) stands for USERNAME when offered; only static users
+        // can be found by it.
         let hashed;
         let username = match (req.text(ATTR_USERNAME), req.attr(ATTR_USER_HASH)) {
             (Some(username), _) => username,
-            (None, Some(hash)) => {
+            (None, Some(hash)) if rfc8489 => {
                 hashed = self.credentials.user_by_hash(hash).map(str::to_owned);
                 hashed
                     .as_deref()
                     .ok_or(Refusal::Challenge(Reject::Unauthorized))?
             }
-            (None, None) => return Err(Refusal::Error(Reject::BadRequest)),
+            (None, _) => return Err(Refusal::Error(Reject::BadRequest)),
         };
-        if self
-            .nonces
-            .verify(nonce, tuple.client, tuple.transport as u8, now.unix)
-            .is_err()
-        {
+        // With the features offered, our nonces carry the cookie, and one without it
+        // (stripped on the way, or from before a reload turned them on) is answered
+        // with a fresh one.
+        let nonce = if rfc8489 {
+            strip_cookie(nonce)
+        } else {
+            Some(nonce)
+        };
+        let fresh = nonce.is_some_and(|nonce| {
+            let transport = tuple.transport as u8;
+            let verdict = self.nonces.verify(nonce, tuple.client, transport, now.unix);
+            verdict.is_ok()
+        });
+        if !fresh {
             return Err(Refusal::Challenge(Reject::StaleNonce));
         }
-        let algorithm = password_algorithm(req).map_err(Refusal::Error)?;
+        // Not offered, PASSWORD-ALGORITHM(S) mean nothing (RFC 8489 §9.2.4): MD5.
+        let algorithm = if rfc8489 {
+            password_algorithm(req).map_err(Refusal::Error)?
+        } else {
+            PasswordAlgorithm::Md5
+        };
         // An existing allocation may outlive its REST credential if the operator says so.
         let allow_expired = self.config.allow_refresh_after_expiry
             && req.method() != METHOD_ALLOCATE

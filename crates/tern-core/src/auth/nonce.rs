@@ -1,7 +1,7 @@
 //! Stateless NONCEs for the long-term credential mechanism (RFC 8489 §9.2).
 //!
-//! A nonce is [`COOKIE`] then `hex(issue_time) || hex(HMAC(key, issue_time || client
-//! address || transport))` truncated, so the server keeps no per-client state before a client has authenticated
+//! A nonce is `hex(issue_time) || hex(HMAC(key, issue_time || client address || transport))`
+//! truncated, so the server keeps no per-client state before a client has authenticated
 //! (nothing for a flood of unauthenticated requests to fill), and servers sharing the key
 //! accept each other's nonces. This module owns issuing and checking nonces; it never reads
 //! the clock (`unix_now` is passed in) and never makes its key printable.
@@ -15,19 +15,31 @@ use thiserror::Error;
 
 use super::hex::{self, Case};
 
-/// RFC 8489 §9.2's nonce cookie: "obMatJos2", then the security features this server
-/// offers as four base64 characters of 24 bits: password algorithms (bit 0, the
-/// PASSWORD-ALGORITHMS negotiation) and username anonymity (bit 1, USERHASH). Bit 0 is
-/// the least significant, as the verified Errata 6290 has it and the corrected
-/// Appendix B.1 vector (Errata 6268, "AAAC") uses: `0x000003`. A nonce without this
-/// exact cookie is not ours: a client that cleared the bits to skip the negotiation (a
-/// bid-down) gets a fresh nonce.
+/// RFC 8489 §9.2's nonce cookie, put before a nonce when `auth.rfc8489` is on:
+/// "obMatJos2", then the security features offered as four base64 characters of 24
+/// bits: password algorithms (bit 0, the PASSWORD-ALGORITHMS negotiation) and username
+/// anonymity (bit 1, USERHASH). Bit 0 is the least significant, as the verified Errata
+/// 6290 has it and the corrected Appendix B.1 vector (Errata 6268, "AAAC") uses:
+/// `0x000003`.
 pub const COOKIE: &str = "obMatJos2AAAD";
+
+/// `nonce` with the [`COOKIE`] before it.
+pub fn with_cookie(nonce: &str) -> String {
+    format!("{COOKIE}{nonce}")
+}
+
+/// The nonce after the [`COOKIE`]; `None` when it does not start with exactly that (a
+/// client that cleared the feature bits to skip the negotiation, a bid-down, gets a
+/// fresh nonce).
+pub fn strip_cookie(nonce: &str) -> Option<&str> {
+    nonce.strip_prefix(COOKIE)
+}
+
 /// Bytes of the MAC kept in a nonce: 96 bits, far beyond what can be guessed online.
 const MAC_LEN: usize = 12;
 /// Hex digits of the issue time (a big-endian u64).
 const TIME_HEX_LEN: usize = 16;
-/// Nonce length in characters after the cookie.
+/// Total nonce length in characters.
 const NONCE_LEN: usize = TIME_HEX_LEN + 2 * MAC_LEN;
 /// How far in the future an issue time may be, for clock skew between servers sharing a
 /// key; beyond that the nonce is treated as forged rather than early.
@@ -67,13 +79,11 @@ impl NonceIssuer {
         self.lifetime_secs = lifetime_secs;
     }
 
-    /// A nonce for `client` over `transport`, issued at `unix_now`: the cookie, 16
-    /// lowercase hex digits of the time then 24 of the MAC, 53 characters, all legal in a
-    /// STUN NONCE.
+    /// A nonce for `client` over `transport`, issued at `unix_now`: 16 lowercase hex digits of
+    /// the time then 24 of the MAC, 40 characters, all legal in a STUN NONCE.
     pub fn issue(&self, client: SocketAddr, transport: u8, unix_now: u64) -> String {
         let mac = self.mac(unix_now, client, transport);
-        let mut nonce = String::with_capacity(COOKIE.len() + NONCE_LEN);
-        nonce.push_str(COOKIE);
+        let mut nonce = String::with_capacity(NONCE_LEN);
         nonce.push_str(&format!("{unix_now:016x}"));
         nonce.push_str(&hex::encode(&mac));
         nonce
@@ -92,9 +102,6 @@ impl NonceIssuer {
         transport: u8,
         unix_now: u64,
     ) -> Result<(), NonceError> {
-        let Some(nonce) = nonce.strip_prefix(COOKIE) else {
-            return Err(NonceError::Invalid);
-        };
         if nonce.len() != NONCE_LEN || !nonce.is_char_boundary(TIME_HEX_LEN) {
             return Err(NonceError::Invalid);
         }
@@ -175,16 +182,16 @@ mod tests {
     fn known_answer() {
         assert_eq!(
             issuer().issue(client(), UDP, NOW),
-            "obMatJos2AAAD000000006553f100a05230bae7a27fa52504772e"
+            "000000006553f100a05230bae7a27fa52504772e"
         );
     }
 
     #[test]
     fn round_trip_v4_and_v6() {
         let nonce = issuer().issue(client(), UDP, NOW);
-        assert_eq!(nonce.len(), 53);
+        assert_eq!(nonce.len(), 40);
         assert!(
-            nonce[COOKIE.len()..]
+            nonce
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         );
@@ -250,12 +257,11 @@ mod tests {
     fn tampered_is_invalid() {
         let nonce = issuer().issue(client(), UDP, NOW);
         // Pushing the issue time forward to extend the lifetime breaks the MAC.
-        let later = format!("{COOKIE}{:016x}{}", NOW + 100, &nonce[COOKIE.len() + 16..]);
+        let later = format!("{:016x}{}", NOW + 100, &nonce[16..]);
         assert_eq!(
             issuer().verify(&later, client(), UDP, NOW + LIFETIME),
             Err(NonceError::Invalid)
         );
-        // Every character counts, the cookie's too (its feature bits are not optional).
         for i in 0..nonce.len() {
             let mut bytes = nonce.clone().into_bytes();
             bytes[i] = if bytes[i] == b'0' { b'1' } else { b'0' };
@@ -278,13 +284,12 @@ mod tests {
     #[test]
     fn garbage_is_invalid() {
         let nonce = issuer().issue(client(), UDP, NOW);
-        let multibyte = format!("{}é{}", &nonce[..28], &nonce[30..]);
+        let multibyte = format!("{}é{}", &nonce[..15], &nonce[17..]);
         for garbage in [
             "",
             "obMatJos2AAAB",
             "zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
-            &nonce[COOKIE.len()..],
-            &nonce[..52],
+            &nonce[..39],
             &format!("{nonce}0"),
             &multibyte,
         ] {
@@ -294,6 +299,16 @@ mod tests {
                 "{garbage:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_cookie_goes_on_and_comes_off_exactly() {
+        let nonce = issuer().issue(client(), UDP, NOW);
+        let cookied = with_cookie(&nonce);
+        assert_eq!(cookied.len(), 53);
+        assert_eq!(strip_cookie(&cookied), Some(nonce.as_str()));
+        assert_eq!(strip_cookie(&nonce), None);
+        assert_eq!(strip_cookie(&format!("obMatJos2AAAB{nonce}")), None);
     }
 
     #[test]
