@@ -8,9 +8,10 @@
 //! builds on tests/support/netns.rs: tern on the public bridge with 203.0.113.1 and
 //! 203.0.113.2, a client behind rtr1 (masquerade: endpoint-independent mapping,
 //! address-and-port-dependent filtering) and one behind rtr2, whose rules the test
-//! changes to `masquerade random` (address-and-port-dependent mapping) and to a full
-//! cone (SNAT keeping ports and DNAT of every port back to the client: endpoint-
-//! independent mapping and filtering).
+//! changes to `masquerade random` (address-and-port-dependent mapping), to a full cone
+//! (SNAT keeping ports and DNAT of every port back to the client: endpoint-independent
+//! mapping and filtering) and to a restricted cone (the same DNAT from tern's primary IP
+//! only: address-dependent filtering).
 
 mod support;
 
@@ -178,6 +179,11 @@ fn answers_come_from_the_address_asked_for_and_name_the_other_one() {
         size <= request_size && size + 4 > request_size,
         "answer {size} B to a {request_size} B request"
     );
+    // A request padded less than the answer's own size gets an empty PADDING: the
+    // attribute is always echoed (RFC 5780 §6.1).
+    let (answer, _, _) =
+        ask(&client, primary, vec![Attr::Raw(ATTR_PADDING, vec![0; 4])]).expect("an answer");
+    assert_eq!(answer.attr(ATTR_PADDING), Some(&[][..]));
 
     // RESPONSE-PORT with PADDING, or a malformed CHANGE-REQUEST: 400.
     let both = vec![
@@ -296,6 +302,13 @@ fn bad_discovery_settings_are_refused_with_their_key_and_line() {
                 discovery_config([IP1, IP2], [3478, 3479])
             ),
             "server.udp must be on",
+        ),
+        (
+            format!(
+                "[server]\nlisten = [{{ addr = \"127.0.0.1:3478\", serve = \"turn\" }}]\n{}",
+                discovery_config([IP1, IP2], [3478, 3479])
+            ),
+            "which ignores Binding",
         ),
         (
             "[server.nat_discovery]\nips = [\"127.0.0.1\"]\nports = [3478, 3479]\n".to_string(),
@@ -480,6 +493,25 @@ fn both_tools_tell_real_nats_apart_in_namespaces() {
     assert_eq!(
         tern_nat_type(Some(&net.lan2), server),
         kebab("endpoint-independent", "endpoint-independent")
+    );
+
+    // rtr2 as a restricted cone: every port forwarded, but only from tern's primary IP.
+    set_nat(
+        &net.rtr2,
+        &format!("oifname \"wan\" snat to {public}"),
+        Some(&format!(
+            "iifname \"wan\" ip saddr {} ip daddr {public} udp dport 1024-65535 dnat to {}",
+            netns::TERN_IP,
+            netns::LAN2_HOST
+        )),
+    );
+    assert_eq!(
+        natdiscovery(Some(&net.lan2), server, None),
+        kebab(eim, "NAT with Address Dependent Filtering!")
+    );
+    assert_eq!(
+        tern_nat_type(Some(&net.lan2), server),
+        kebab("endpoint-independent", "address-dependent")
     );
     tern.assert_running();
 }

@@ -4,6 +4,7 @@
 //! in the file, so a cross-field error points at a line like a parse error does.
 
 use super::{AcmeChallenge, AcmeSettings, Redacted, ServerSettings, Settings};
+use crate::core::{ListenerRole, listener_covers};
 use std::net::IpAddr;
 use thiserror::Error;
 
@@ -199,7 +200,7 @@ impl Settings {
             ));
         }
         if let Some(discovery) = &self.server.nat_discovery {
-            validate_nat_discovery(discovery, self.server.udp)?;
+            validate_nat_discovery(discovery, &self.server)?;
         }
         if let Some(acme) = &tls.acme {
             if tls.cert.is_some() {
@@ -214,9 +215,13 @@ impl Settings {
     }
 }
 
-/// Two different IPs of one family that a host can bind, two different ports, and UDP
-/// to answer on.
-fn validate_nat_discovery(d: &crate::core::NatDiscovery, udp: bool) -> Result<(), InvalidKey> {
+/// Two different IPs of one family that a host can bind, two different ports, UDP to
+/// answer on, and no address among the four that a TURN-only listener takes (it would
+/// ignore the Bindings).
+fn validate_nat_discovery(
+    d: &crate::core::NatDiscovery,
+    server: &ServerSettings,
+) -> Result<(), InvalidKey> {
     let key = "server.nat_discovery";
     let [a, b] = d.ips;
     let why = if a == b {
@@ -232,10 +237,23 @@ fn validate_nat_discovery(d: &crate::core::NatDiscovery, udp: bool) -> Result<()
         "the two ports must differ"
     } else if d.ports.contains(&0) {
         "port 0 is not a port a client can be told"
-    } else if !udp {
+    } else if !server.udp {
         "NAT discovery answers over UDP: server.udp must be on"
     } else {
-        return Ok(());
+        let turn_only = d.addresses().into_iter().find(|&a| {
+            let turn_only = |l: &super::Listener| l.serve == ListenerRole::Turn;
+            server
+                .listen
+                .iter()
+                .any(|l| turn_only(l) && listener_covers(l.addr, a))
+        });
+        return match turn_only {
+            Some(addr) => Err(InvalidKey::new(
+                key,
+                format!("{addr} is on a listener with serve = \"turn\", which ignores Binding"),
+            )),
+            None => Ok(()),
+        };
     };
     Err(InvalidKey::new(key, why))
 }

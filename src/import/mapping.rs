@@ -503,29 +503,30 @@ impl Collected {
                 .find(|b| b.is_ipv4() == a.is_ipv4() && *b != a)?;
             Some([*a, *b])
         });
-        let alt_line = self.alt_port.map(|(_, l)| l);
-        match (pair, self.no_rfc5780) {
-            (Some([a, b]), None) => {
-                let port = self.listening_port.map_or(COTURN_PORT, |(p, _)| p);
-                let alt = self.alt_port.map_or(port.wrapping_add(1), |(p, _)| p);
-                let _ = write!(
-                    dest,
-                    "\n[server.nat_discovery]\n\
-                     # coturn: two listening-ip (RFC 5780 is on with two), listening-port, alt-listening-port\n\
-                     ips = [\"{a}\", \"{b}\"]\nports = [{port}, {alt}]\n"
-                );
-            }
-            (_, Some(_)) => {
-                if let Some(l) = alt_line {
-                    self.drop_option(l, "alt-listening-port", "ignored: no-rfc5780 is set");
-                }
-            }
-            (None, None) => {
-                if let Some(l) = alt_line {
-                    let reason = "ignored: NAT discovery needs two listening-ip of one family";
-                    self.drop_option(l, "alt-listening-port", reason);
-                }
-            }
+        let port = self.listening_port.map_or(COTURN_PORT, |(p, _)| p);
+        let alt = self.alt_port.map(|(p, _)| p).or(port.checked_add(1));
+        let target = pair.zip(alt.filter(|&alt| alt != port));
+        let why = if self.no_rfc5780.is_some() {
+            "no-rfc5780 is set"
+        } else if self.no_udp.is_some() {
+            "no-udp is set, and NAT discovery answers over UDP"
+        } else if self.no_stun.is_some() {
+            "no-stun is set, and every listener would ignore Binding"
+        } else if !self.external_ips.is_empty() {
+            "external-ip is set: discovery would name the private listening-ip addresses"
+        } else if let Some(([a, b], alt)) = target {
+            let _ = write!(
+                dest,
+                "\n[server.nat_discovery]\n\
+                 # coturn: two listening-ip (RFC 5780 is on with two), listening-port, alt-listening-port\n\
+                 ips = [\"{a}\", \"{b}\"]\nports = [{port}, {alt}]\n"
+            );
+            return;
+        } else {
+            "NAT discovery needs two listening-ip of one family and a second port"
+        };
+        if let Some((_, l)) = self.alt_port {
+            self.drop_option(l, "alt-listening-port", &format!("ignored: {why}"));
         }
     }
 
@@ -959,6 +960,22 @@ mod tests {
             unmapped[0].reason.contains("two listening-ip"),
             "{unmapped:?}"
         );
+        // What coturn would not serve RFC 5780 with, or tern could not.
+        let two = "listening-ip=10.0.0.5\nlistening-ip=10.0.0.6\n";
+        for (extra, why) in [
+            ("no-udp\n", "no-udp"),
+            ("no-stun\n", "no-stun"),
+            ("external-ip=203.0.113.5\n", "external-ip"),
+            ("listening-port=65535\n", "second port"),
+        ] {
+            let (s, unmapped, toml) = run(&format!("{two}{extra}alt-listening-port=65535\n"));
+            assert!(s.server.nat_discovery.is_none(), "{extra}: {toml}");
+            let alt = unmapped.iter().find(|u| u.option == "alt-listening-port");
+            assert!(
+                alt.is_some_and(|u| u.reason.contains(why)),
+                "{extra}: {unmapped:?}"
+            );
+        }
     }
 
     #[test]

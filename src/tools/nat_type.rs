@@ -57,8 +57,8 @@ struct Answer {
     other: Option<SocketAddr>,
 }
 
-/// One UDP socket that every test sends from, as RFC 5780 requires (the mappings
-/// compared must be of one local address).
+/// One UDP socket that a series of tests sends from, as RFC 5780 requires (the
+/// mappings compared must be of one local address).
 struct Prober {
     socket: UdpSocket,
     /// Per attempt; a test without an answer waits `attempts` times this.
@@ -67,9 +67,24 @@ struct Prober {
 }
 
 impl Prober {
+    /// A prober on a fresh port of `ip`.
+    fn new(ip: IpAddr, timeout: Duration) -> io::Result<Self> {
+        Ok(Self {
+            socket: UdpSocket::bind(SocketAddr::new(ip, 0))?,
+            timeout,
+            attempts: 3,
+        })
+    }
+
     /// A Binding to `to`, asking for the answer from elsewhere per `change`; `None`
-    /// when no answer came in any attempt.
-    fn binding(&self, to: SocketAddr, change: ChangeRequest) -> io::Result<Option<Answer>> {
+    /// when no answer came in any attempt. Only an answer from `to` moved as `change`
+    /// says (`from`) counts: one from anywhere else proves nothing about the NAT.
+    fn binding(
+        &self,
+        to: SocketAddr,
+        change: ChangeRequest,
+        from: SocketAddr,
+    ) -> io::Result<Option<Answer>> {
         let tid = new_transaction_id();
         let out = Outgoing {
             attrs: if change.any() {
@@ -89,7 +104,8 @@ impl Prober {
                 self.socket
                     .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
                 let n = match self.socket.recv_from(&mut buf) {
-                    Ok((n, _)) => n,
+                    Ok((n, source)) if source == from => n,
+                    Ok(_) => continue,
                     Err(e)
                         if matches!(
                             e.kind(),
@@ -124,21 +140,21 @@ impl Prober {
     }
 }
 
-/// Runs the mapping and filtering tests against `server` (its primary address).
+/// Runs the mapping and filtering tests against `server` (its primary address). The
+/// filtering tests run from a socket of their own: the mapping tests' requests to the
+/// server's other IP would open an address-dependent filter to it, and the NAT would
+/// pass for endpoint-independent.
 pub fn discover(server: SocketAddr, timeout: Duration) -> Result<NatType, String> {
     let local_ip = source_ip_towards(server).map_err(|e| format!("no route to {server}: {e}"))?;
-    let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).map_err(|e| e.to_string())?;
-    let local = socket.local_addr().map_err(|e| e.to_string())?;
-    let prober = Prober {
-        socket,
-        timeout,
-        attempts: 3,
-    };
-    let ask = |to: SocketAddr, change: ChangeRequest| {
-        prober.binding(to, change).map_err(|e| e.to_string())
-    };
+    let text = |e: io::Error| e.to_string();
+    let mapping_prober = Prober::new(local_ip, timeout).map_err(text)?;
+    let local = mapping_prober.socket.local_addr().map_err(text)?;
     let same = ChangeRequest::default();
-    let first = ask(server, same)?.ok_or_else(|| format!("no answer from {server}"))?;
+    let ask = |prober: &Prober, to: SocketAddr, change: ChangeRequest, from: SocketAddr| {
+        prober.binding(to, change, from).map_err(text)
+    };
+    let first = ask(&mapping_prober, server, same, server)?
+        .ok_or_else(|| format!("no answer from {server}"))?;
     let other = first.other.ok_or_else(|| {
         format!("{server} gave no OTHER-ADDRESS: NAT discovery (RFC 5780) is not on there")
     })?;
@@ -148,11 +164,13 @@ pub fn discover(server: SocketAddr, timeout: Duration) -> Result<NatType, String
         let no_answer =
             |to: SocketAddr| format!("no answer from {to} (the server's other address)");
         let other_ip = SocketAddr::new(other.ip(), server.port());
-        let second = ask(other_ip, same)?.ok_or_else(|| no_answer(other_ip))?;
+        let second =
+            ask(&mapping_prober, other_ip, same, other_ip)?.ok_or_else(|| no_answer(other_ip))?;
         if second.mapped == first.mapped {
             Mapping::EndpointIndependent
         } else {
-            let third = ask(other, same)?.ok_or_else(|| no_answer(other))?;
+            let third =
+                ask(&mapping_prober, other, same, other)?.ok_or_else(|| no_answer(other))?;
             if third.mapped == second.mapped {
                 Mapping::AddressDependent
             } else {
@@ -160,6 +178,9 @@ pub fn discover(server: SocketAddr, timeout: Duration) -> Result<NatType, String
             }
         }
     };
+    let filtering_prober = Prober::new(local_ip, timeout).map_err(text)?;
+    ask(&filtering_prober, server, same, server)?
+        .ok_or_else(|| format!("no answer from {server} to a second socket"))?;
     let both = ChangeRequest {
         ip: true,
         port: true,
@@ -168,9 +189,10 @@ pub fn discover(server: SocketAddr, timeout: Duration) -> Result<NatType, String
         ip: false,
         port: true,
     };
-    let filtering = if ask(server, both)?.is_some() {
+    let other_port = SocketAddr::new(server.ip(), other.port());
+    let filtering = if ask(&filtering_prober, server, both, other)?.is_some() {
         Filtering::EndpointIndependent
-    } else if ask(server, port_only)?.is_some() {
+    } else if ask(&filtering_prober, server, port_only, other_port)?.is_some() {
         Filtering::AddressDependent
     } else {
         Filtering::AddressAndPortDependent

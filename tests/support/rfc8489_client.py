@@ -9,7 +9,7 @@ MESSAGE-INTEGRITY-SHA256), then a Refresh with LIFETIME 0 when it was granted.
 MODE is one of:
     sha256           USERNAME, PASSWORD-ALGORITHM SHA-256, MESSAGE-INTEGRITY-SHA256
     userhash         the same with USERHASH instead of USERNAME
-    truncated        sha256 with MESSAGE-INTEGRITY-SHA256 cut to 16 bytes
+    truncated        sha256 with MESSAGE-INTEGRITY-SHA256 cut to 16 bytes (a 400)
     md5-key          PASSWORD-ALGORITHM MD5, MESSAGE-INTEGRITY-SHA256
     chosen-only      PASSWORD-ALGORITHM without PASSWORD-ALGORITHMS (a 400)
     other-list       PASSWORD-ALGORITHMS not as offered (a 400)

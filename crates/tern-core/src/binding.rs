@@ -37,7 +37,9 @@ enum Refused {
 impl Engine {
     /// Binding needs no credentials, so its answer (larger than a bare request) is a
     /// reflector's gift unless it is budgeted like a 401; a client with an allocation
-    /// on this 5-tuple (a keepalive) has proved itself and is not charged.
+    /// on this 5-tuple (a keepalive) has proved itself and is not charged, unless it asks
+    /// for more than a keepalive does (CHANGE-REQUEST, RESPONSE-PORT, PADDING): a 5-tuple
+    /// can be spoofed, and those answers go elsewhere or grow.
     pub(super) fn answer_binding(
         &mut self,
         now: Now,
@@ -45,8 +47,11 @@ impl Engine {
         req: &Request,
         io: &mut dyn Io,
     ) {
-        if !self.allocations.contains_key(tuple) && !self.limiter.allow(tuple.client.ip(), now.mono)
-        {
+        let keepalive = [ATTR_CHANGE_REQUEST, ATTR_RESPONSE_PORT, ATTR_PADDING]
+            .iter()
+            .all(|&t| req.attr(t).is_none())
+            && self.allocations.contains_key(tuple);
+        if !keepalive && !self.limiter.allow(tuple.client.ip(), now.mono) {
             return;
         }
         // Discovery applies only on the four addresses it names.
@@ -134,12 +139,11 @@ fn read_asked(req: &Request, transport: Transport, discovery: bool) -> Result<As
 }
 
 /// Adds a PADDING attribute that brings the answer, with its FINGERPRINT, up to the
-/// request's size (RFC 5780 §7.6: to see whether fragments get through). Never beyond
-/// it: a request that pads itself earns no larger answer than it cost.
+/// request's size (RFC 5780 §7.6: to see whether fragments get through); an empty one
+/// when the answer is already that long. Never beyond it: a request that pads itself
+/// earns no larger answer than it cost.
 fn pad_to(response: &mut Response, request_len: usize) {
     let used = response.encoded_len() + ATTRIBUTE_HEADER_LEN + FINGERPRINT_LEN;
     let len = request_len.saturating_sub(used) / 4 * 4;
-    if len > 0 {
-        response.add_raw(ATTR_PADDING, &vec![0; len]);
-    }
+    response.add_raw(ATTR_PADDING, &vec![0; len]);
 }

@@ -240,6 +240,9 @@ impl Engine {
         let (Some(_realm), Some(nonce)) = (req.text(ATTR_REALM), req.text(ATTR_NONCE)) else {
             return Err(Refusal::Error(Reject::BadRequest));
         };
+        if req.integrity_sha256_truncated() {
+            return Err(Refusal::Error(Reject::BadRequest));
+        }
         let rfc8489 = self.config.rfc8489;
         // USERHASH (RFC 8489 §14.4) stands for USERNAME when offered; only static users
         // can be found by it.

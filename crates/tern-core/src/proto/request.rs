@@ -132,6 +132,12 @@ impl Request {
         self.integrity_sha256.is_some()
     }
 
+    /// Whether MESSAGE-INTEGRITY-SHA256 is shorter than the full 32 bytes, which RFC
+    /// 8489 §14.6 allows only where a STUN usage says so (TURN does not).
+    pub fn integrity_sha256_truncated(&self) -> bool {
+        self.integrity_sha256.is_some_and(|(_, len)| len < 32)
+    }
+
     pub fn has_fingerprint(&self) -> bool {
         self.has_fingerprint
     }
