@@ -22,14 +22,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use serde_json::Value;
-use stun::attributes::{ATTR_ERROR_CODE, ATTR_UNKNOWN_ATTRIBUTES, ATTR_XORMAPPED_ADDRESS};
+use stun::attributes::{
+    ATTR_CHANGE_REQUEST, ATTR_ERROR_CODE, ATTR_OTHER_ADDRESS, ATTR_PADDING, ATTR_RESPONSE_ORIGIN,
+    ATTR_RESPONSE_PORT, ATTR_UNKNOWN_ATTRIBUTES, ATTR_XORMAPPED_ADDRESS,
+};
 use stun::message::{CLASS_REQUEST, METHOD_ALLOCATE, METHOD_BINDING};
 use support::{RunOutput, TempDir, TernBuilder, ensure_tool, free_udp_port, run_tern};
 use tern::client::{Attr, Outgoing, Signer, TurnClient, encode_message, new_transaction_id};
-use tern::core::nat_discovery::{
-    ATTR_CHANGE_REQUEST, ATTR_OTHER_ADDRESS, ATTR_PADDING, ATTR_RESPONSE_ORIGIN,
-    ATTR_RESPONSE_PORT, ChangeRequest,
-};
+use tern::core::nat_discovery::ChangeRequest;
 use tern::proto::Request;
 use tern::proto::attrs::{decode_address, decode_xor_address};
 

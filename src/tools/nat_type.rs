@@ -12,11 +12,11 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use stun::attributes::ATTR_XORMAPPED_ADDRESS;
+use stun::attributes::{ATTR_CHANGE_REQUEST, ATTR_OTHER_ADDRESS, ATTR_XORMAPPED_ADDRESS};
 use stun::message::{CLASS_REQUEST, METHOD_BINDING};
 
 use crate::client::{Attr, Outgoing, Signer, encode_message, new_transaction_id};
-use crate::core::nat_discovery::{ATTR_CHANGE_REQUEST, ATTR_OTHER_ADDRESS, ChangeRequest};
+use crate::core::nat_discovery::ChangeRequest;
 use crate::proto::Request;
 use crate::proto::attrs::{decode_address, decode_xor_address};
 

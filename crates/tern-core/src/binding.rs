@@ -2,13 +2,13 @@
 //! the RFC 5780 attributes a NAT behaviour discovery client asks for.
 
 use std::net::SocketAddr;
-use stun::attributes::{ATTR_XORMAPPED_ADDRESS, AttrType};
+use stun::attributes::{
+    ATTR_CHANGE_REQUEST, ATTR_OTHER_ADDRESS, ATTR_PADDING, ATTR_RESPONSE_ORIGIN,
+    ATTR_RESPONSE_PORT, ATTR_XORMAPPED_ADDRESS, AttrType,
+};
 use stun::uattrs::UnknownAttributes;
 
-use super::nat_discovery::{
-    ATTR_CHANGE_REQUEST, ATTR_OTHER_ADDRESS, ATTR_PADDING, ATTR_RESPONSE_ORIGIN,
-    ATTR_RESPONSE_PORT, ChangeRequest, NatDiscovery, decode_response_port,
-};
+use super::nat_discovery::{ChangeRequest, NatDiscovery, decode_response_port};
 use super::{Engine, FiveTuple, Io, Now, Transport};
 use crate::proto::{Request, Response};
 

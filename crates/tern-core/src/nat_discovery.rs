@@ -8,19 +8,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use stun::attributes::AttrType;
-
-/// CHANGE-REQUEST (RFC 5780 §7.2): comprehension-required.
-pub const ATTR_CHANGE_REQUEST: AttrType = stun::attributes::ATTR_CHANGE_REQUEST;
-/// RESPONSE-PORT (RFC 5780 §7.5): comprehension-required.
-pub const ATTR_RESPONSE_PORT: AttrType = stun::attributes::ATTR_RESPONSE_PORT;
-/// PADDING (RFC 5780 §7.6): comprehension-required.
-pub const ATTR_PADDING: AttrType = stun::attributes::ATTR_PADDING;
-/// RESPONSE-ORIGIN (RFC 5780 §7.3).
-pub const ATTR_RESPONSE_ORIGIN: AttrType = stun::attributes::ATTR_RESPONSE_ORIGIN;
-/// OTHER-ADDRESS (RFC 5780 §7.4).
-pub const ATTR_OTHER_ADDRESS: AttrType = stun::attributes::ATTR_OTHER_ADDRESS;
-
 /// The server's two IPs and two ports (`[server.nat_discovery]`): the first IP and
 /// port are the primary ones a client starts with; every one of the four combinations
 /// answers Binding requests.
