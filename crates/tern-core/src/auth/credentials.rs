@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::error::AuthError;
 use super::external::ExternalKeys;
-use super::key::{LongTermKey, PasswordAlgorithm, StaticSecret};
+use super::key::{LongTermKey, PasswordAlgorithm, StaticSecret, sha256_of};
 use super::rest::{RestSecret, RestUsername};
 
 /// Everything needed to authenticate requests for one realm.
@@ -163,14 +163,7 @@ struct StaticKeys {
 
 /// USERHASH (RFC 8489 §14.4): SHA-256 of `username ":" realm`.
 pub fn user_hash(username: &str, realm: &str) -> [u8; 32] {
-    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
-    sha.update(username.as_bytes());
-    sha.update(b":");
-    sha.update(realm.as_bytes());
-    sha.finish()
-        .as_ref()
-        .try_into()
-        .expect("SHA-256 is 32 bytes")
+    sha256_of(&[username.as_bytes(), b":", realm.as_bytes()])
 }
 
 /// Shows the shape of the store (realm, user names, number of secrets), never key material.

@@ -52,12 +52,6 @@ impl PasswordAlgorithm {
             .into_iter()
             .find(|alg| alg.number() == u16::from_be_bytes([a, b]))
     }
-
-    /// The PASSWORD-ALGORITHM value naming this algorithm.
-    pub fn value(self) -> [u8; 4] {
-        let [a, b] = self.number().to_be_bytes();
-        [a, b, 0, 0]
-    }
 }
 
 /// Long-term key: 16 bytes `MD5(username ":" realm ":" password)`, or 32 bytes of
@@ -111,11 +105,7 @@ impl LongTermKey {
                 parts.iter().for_each(|p| md5.update(p));
                 Self::new(&md5.finalize())
             }
-            PasswordAlgorithm::Sha256 => {
-                let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
-                parts.iter().for_each(|p| sha.update(p));
-                Self::new(sha.finish().as_ref())
-            }
+            PasswordAlgorithm::Sha256 => Self::new(&sha256_of(&parts)),
         }
     }
 
@@ -163,6 +153,16 @@ impl fmt::Debug for LongTermKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LongTermKey(<redacted>)")
     }
+}
+
+/// SHA-256 of `parts` one after the other: the SHA-256 long-term key, and USERHASH.
+pub(super) fn sha256_of(parts: &[&[u8]]) -> [u8; 32] {
+    let mut sha = ring::digest::Context::new(&ring::digest::SHA256);
+    parts.iter().for_each(|p| sha.update(p));
+    sha.finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 is 32 bytes")
 }
 
 /// A static user's secret as the config gives it.

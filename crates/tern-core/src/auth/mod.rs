@@ -21,6 +21,6 @@ pub use credentials::{Credentials, user_hash};
 pub use error::{AuthConfigError, AuthError};
 pub use external::{CachePolicy, ExternalAnswer, ExternalKeys};
 pub use key::{LongTermKey, PasswordAlgorithm, StaticSecret};
-pub use nonce::{COOKIE, NonceError, NonceIssuer, strip_cookie, with_cookie};
+pub use nonce::{NonceError, NonceIssuer, strip_cookie, with_cookie};
 pub use ratelimit::UnauthorizedLimiter;
 pub use rest::{RestSecret, derived_secret, rest_credential};

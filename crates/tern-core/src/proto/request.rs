@@ -188,8 +188,8 @@ impl Request {
     }
 
     /// Checks MESSAGE-INTEGRITY-SHA256 in constant time with an HMAC-SHA256 key (see
-    /// [`crate::auth::LongTermKey::integrity_key_sha256`]), as long as the client
-    /// truncated it.
+    /// [`crate::auth::LongTermKey::integrity_key_sha256`]), over as many bytes as the
+    /// attribute holds (whether a truncated one is acceptable is the caller's call).
     pub fn verify_integrity_sha256_with(&self, key: &hmac::Key) -> bool {
         let Some((offset, len)) = self.integrity_sha256 else {
             return false;
