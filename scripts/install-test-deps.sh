@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need on Debian/Ubuntu: coturn's tools
-# (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient), openssl,
+# (turnserver, turnutils_uclient, turnutils_peer, turnutils_stunclient,
+# turnutils_natdiscovery), openssl,
 # redis-server (the fleet tests start their own on a loopback port), man (the
 # generated man pages must render without warnings) and python3 (the benchmark and
 # the soak, bench/), clang (the build compiles the kernel fast path, src/offload),
@@ -24,6 +25,7 @@ TOOLS=(
     turnutils_uclient=coturn
     turnutils_peer=coturn
     turnutils_stunclient=coturn
+    turnutils_natdiscovery=coturn
     openssl=openssl
     redis-server=redis-server
     man=man-db

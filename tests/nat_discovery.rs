@@ -413,6 +413,30 @@ fn set_nat(rtr: &str, post: &str, pre: Option<&str>) {
     }
 }
 
+/// rtr2 (public RTR2_PUB) as a cone NAT for lan2: SNAT keeping ports going out, and
+/// every port forwarded back to lan2's host coming in, from anywhere or from
+/// `only_from`.
+fn cone(rtr: &str, only_from: Option<Ipv4Addr>) {
+    let public = netns::RTR2_PUB;
+    let source = only_from.map_or(String::new(), |ip| format!("ip saddr {ip} "));
+    set_nat(
+        rtr,
+        &format!("oifname \"wan\" snat to {public}"),
+        Some(&format!(
+            "iifname \"wan\" {source}ip daddr {public} udp dport 1024-65535 dnat to {}",
+            netns::LAN2_HOST
+        )),
+    );
+}
+
+/// What coturn's natdiscovery (its mapping and filtering lines) and `tern stun
+/// --nat-type` (its mapping and filtering names) say from inside `ns`.
+fn verdicts_from(ns: &str, server: SocketAddr, coturns: [&str; 2], terns: [&str; 2]) {
+    let pair = |[a, b]: [&str; 2]| (a.to_string(), b.to_string());
+    assert_eq!(natdiscovery(Some(ns), server, None), pair(coturns));
+    assert_eq!(tern_nat_type(Some(ns), server), pair(terns));
+}
+
 #[test]
 fn both_tools_tell_real_nats_apart_in_namespaces() {
     netns::require_netns();
@@ -453,65 +477,40 @@ fn both_tools_tell_real_nats_apart_in_namespaces() {
 
     let eim = "NAT with Endpoint Independent Mapping!";
     let apdf = "NAT with Address and Port Dependent Filtering!";
-    let kebab = |a: &str, b: &str| (a.to_string(), b.to_string());
 
     // rtr1: plain masquerade keeps the source port for every destination.
-    assert_eq!(
-        natdiscovery(Some(&net.lan1), server, None),
-        kebab(eim, apdf)
-    );
-    assert_eq!(
-        tern_nat_type(Some(&net.lan1), server),
-        kebab("endpoint-independent", "address-and-port-dependent")
+    verdicts_from(
+        &net.lan1,
+        server,
+        [eim, apdf],
+        ["endpoint-independent", "address-and-port-dependent"],
     );
 
     // rtr2 with `masquerade random`: a new port for every destination.
     set_nat(&net.rtr2, "oifname \"wan\" masquerade random", None);
-    assert_eq!(
-        natdiscovery(Some(&net.lan2), server, None),
-        kebab("NAT with Address and Port Dependent Mapping!", apdf)
-    );
-    assert_eq!(
-        tern_nat_type(Some(&net.lan2), server),
-        kebab("address-and-port-dependent", "address-and-port-dependent")
+    verdicts_from(
+        &net.lan2,
+        server,
+        ["NAT with Address and Port Dependent Mapping!", apdf],
+        ["address-and-port-dependent", "address-and-port-dependent"],
     );
 
     // rtr2 as a full cone: ports kept going out, every port forwarded coming in.
-    let public = netns::RTR2_PUB;
-    set_nat(
-        &net.rtr2,
-        &format!("oifname \"wan\" snat to {public}"),
-        Some(&format!(
-            "iifname \"wan\" ip daddr {public} udp dport 1024-65535 dnat to {}",
-            netns::LAN2_HOST
-        )),
-    );
-    assert_eq!(
-        natdiscovery(Some(&net.lan2), server, None),
-        kebab(eim, "NAT with Endpoint Independent Filtering!")
-    );
-    assert_eq!(
-        tern_nat_type(Some(&net.lan2), server),
-        kebab("endpoint-independent", "endpoint-independent")
+    cone(&net.rtr2, None);
+    verdicts_from(
+        &net.lan2,
+        server,
+        [eim, "NAT with Endpoint Independent Filtering!"],
+        ["endpoint-independent", "endpoint-independent"],
     );
 
-    // rtr2 as a restricted cone: every port forwarded, but only from tern's primary IP.
-    set_nat(
-        &net.rtr2,
-        &format!("oifname \"wan\" snat to {public}"),
-        Some(&format!(
-            "iifname \"wan\" ip saddr {} ip daddr {public} udp dport 1024-65535 dnat to {}",
-            netns::TERN_IP,
-            netns::LAN2_HOST
-        )),
-    );
-    assert_eq!(
-        natdiscovery(Some(&net.lan2), server, None),
-        kebab(eim, "NAT with Address Dependent Filtering!")
-    );
-    assert_eq!(
-        tern_nat_type(Some(&net.lan2), server),
-        kebab("endpoint-independent", "address-dependent")
+    // rtr2 as a restricted cone: the same, but forwarded only from tern's primary IP.
+    cone(&net.rtr2, Some(netns::TERN_IP));
+    verdicts_from(
+        &net.lan2,
+        server,
+        [eim, "NAT with Address Dependent Filtering!"],
+        ["endpoint-independent", "address-dependent"],
     );
     tern.assert_running();
 }

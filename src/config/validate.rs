@@ -5,7 +5,7 @@
 
 use super::{AcmeChallenge, AcmeSettings, Redacted, ServerSettings, Settings};
 use crate::core::{ListenerRole, listener_covers};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use thiserror::Error;
 
 /// A value the schema accepts but the server cannot run with.
@@ -240,13 +240,13 @@ fn validate_nat_discovery(
     } else if !server.udp {
         "NAT discovery answers over UDP: server.udp must be on"
     } else {
-        let turn_only = d.addresses().into_iter().find(|&a| {
-            let turn_only = |l: &super::Listener| l.serve == ListenerRole::Turn;
-            server
-                .listen
-                .iter()
-                .any(|l| turn_only(l) && listener_covers(l.addr, a))
-        });
+        let on_turn_only = |a: &SocketAddr| {
+            let listeners = server.listen.iter();
+            listeners
+                .filter(|l| l.serve == ListenerRole::Turn)
+                .any(|l| listener_covers(l.addr, *a))
+        };
+        let turn_only = d.addresses().into_iter().find(on_turn_only);
         return match turn_only {
             Some(addr) => Err(InvalidKey::new(
                 key,

@@ -7,11 +7,13 @@
 //! whether an answer sent from the other IP and port, or from the other port only,
 //! gets back in.
 
+use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use stun::agent::TransactionId;
 use stun::attributes::{ATTR_CHANGE_REQUEST, ATTR_OTHER_ADDRESS, ATTR_XORMAPPED_ADDRESS};
 use stun::message::{CLASS_REQUEST, METHOD_BINDING};
 
@@ -40,6 +42,24 @@ pub enum Filtering {
     AddressAndPortDependent,
 }
 
+/// The kebab-case name the JSON output gives `value` (serde's), for the text output.
+fn kebab(value: impl Serialize, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let json = serde_json::to_value(value).map_err(|_| fmt::Error)?;
+    f.write_str(json.as_str().unwrap_or_default())
+}
+
+impl fmt::Display for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        kebab(self, f)
+    }
+}
+
+impl fmt::Display for Filtering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        kebab(self, f)
+    }
+}
+
 /// What the tests found.
 #[derive(Debug, Serialize)]
 pub struct NatType {
@@ -57,23 +77,22 @@ struct Answer {
     other: Option<SocketAddr>,
 }
 
+/// Sends of one Binding before it counts as unanswered.
+const ATTEMPTS: u32 = 3;
+
 /// One UDP socket that a series of tests sends from, as RFC 5780 requires (the
 /// mappings compared must be of one local address).
 struct Prober {
     socket: UdpSocket,
-    /// Per attempt; a test without an answer waits `attempts` times this.
+    /// Per attempt; a test without an answer waits [`ATTEMPTS`] times this.
     timeout: Duration,
-    attempts: u32,
 }
 
 impl Prober {
     /// A prober on a fresh port of `ip`.
     fn new(ip: IpAddr, timeout: Duration) -> io::Result<Self> {
-        Ok(Self {
-            socket: UdpSocket::bind(SocketAddr::new(ip, 0))?,
-            timeout,
-            attempts: 3,
-        })
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        Ok(Self { socket, timeout })
     }
 
     /// A Binding to `to`, asking for the answer from elsewhere per `change`; `None`
@@ -96,44 +115,52 @@ impl Prober {
             ..Outgoing::default()
         };
         let request = encode_message(METHOD_BINDING, CLASS_REQUEST, tid, &out, &Signer::NONE);
-        let mut buf = [0u8; 2048];
-        for _ in 0..self.attempts {
+        for _ in 0..ATTEMPTS {
             self.socket.send_to(&request, to)?;
-            let deadline = Instant::now() + self.timeout;
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                self.socket
-                    .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
-                let n = match self.socket.recv_from(&mut buf) {
-                    Ok((n, source)) if source == from => n,
-                    Ok(_) => continue,
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        break;
+            let Some(reply) = self.receive(tid, from)? else {
+                continue;
+            };
+            let mapped = reply
+                .attr(ATTR_XORMAPPED_ADDRESS)
+                .and_then(|v| decode_xor_address(v, &tid));
+            let Some(mapped) = mapped else {
+                return Err(io::Error::other(format!(
+                    "{to} answered without a mapped address (an error response?)"
+                )));
+            };
+            let other = reply.attr(ATTR_OTHER_ADDRESS).and_then(decode_address);
+            return Ok(Some(Answer { mapped, other }));
+        }
+        Ok(None)
+    }
+
+    /// The answer to `tid` from `from` within one attempt's timeout; anything else that
+    /// arrives meanwhile (other sources, stray datagrams, ICMP errors of earlier sends)
+    /// is passed over.
+    fn receive(&self, tid: TransactionId, from: SocketAddr) -> io::Result<Option<Request>> {
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + self.timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            self.socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, source)) if source == from => {
+                    let reply = Request::parse(&buf[..n]).ok();
+                    if let Some(reply) = reply.filter(|r| r.transaction_id() == tid) {
+                        return Ok(Some(reply));
                     }
-                    // An ICMP error from an earlier send: keep listening.
-                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => continue,
-                    Err(e) => return Err(e),
-                };
-                let Ok(reply) = Request::parse(&buf[..n]) else {
-                    continue;
-                };
-                if reply.transaction_id() != tid {
-                    continue;
                 }
-                let mapped = reply
-                    .attr(ATTR_XORMAPPED_ADDRESS)
-                    .and_then(|v| decode_xor_address(v, &tid));
-                let Some(mapped) = mapped else {
-                    return Err(io::Error::other(format!(
-                        "{to} answered without a mapped address (an error response?)"
-                    )));
-                };
-                let other = reply.attr(ATTR_OTHER_ADDRESS).and_then(decode_address);
-                return Ok(Some(Answer { mapped, other }));
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(None)

@@ -60,18 +60,21 @@ pub fn main(args: &StunArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(why) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"server": args.server, "error": why})
-                );
-            } else {
-                eprintln!("tern stun: {why}");
-            }
-            ExitCode::FAILURE
-        }
+        Err(why) => failed(args, &why),
     }
+}
+
+/// Says why `tern stun` failed (one JSON object with `--json`) and exits 1.
+fn failed(args: &StunArgs, why: &str) -> ExitCode {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"server": args.server, "error": why})
+        );
+    } else {
+        eprintln!("tern stun: {why}");
+    }
+    ExitCode::FAILURE
 }
 
 fn nat_type_main(host: &str, port: u16, args: &StunArgs) -> ExitCode {
@@ -81,30 +84,19 @@ fn nat_type_main(host: &str, port: u16, args: &StunArgs) -> ExitCode {
     let found = resolve(host, port)
         .map_err(|e| format!("cannot resolve {host}: {e}"))
         .and_then(|server| nat_type::discover(server, TIMEOUT / 2));
-    match (found, args.json) {
-        (Ok(nat), true) => println!("{}", serde_json::json!({"server": args.server, "nat": nat})),
-        (Ok(nat), false) => {
-            // The names are the JSON output's (kebab-case).
-            let name = |v: serde_json::Value| v.as_str().unwrap_or_default().to_string();
-            let json = serde_json::json!(nat);
-            println!(
-                "local {} mapped {} (server's other address {})",
-                nat.local, nat.mapped, nat.other_address
-            );
-            println!("mapping: {}", name(json["mapping"].clone()));
-            println!("filtering: {}", name(json["filtering"].clone()));
-        }
-        (Err(why), true) => {
-            println!(
-                "{}",
-                serde_json::json!({"server": args.server, "error": why})
-            );
-            return ExitCode::FAILURE;
-        }
-        (Err(why), false) => {
-            eprintln!("tern stun: {why}");
-            return ExitCode::FAILURE;
-        }
+    let nat = match found {
+        Ok(nat) => nat,
+        Err(why) => return failed(args, &why),
+    };
+    if args.json {
+        println!("{}", serde_json::json!({"server": args.server, "nat": nat}));
+    } else {
+        println!(
+            "local {} mapped {} (server's other address {})",
+            nat.local, nat.mapped, nat.other_address
+        );
+        println!("mapping: {}", nat.mapping);
+        println!("filtering: {}", nat.filtering);
     }
     ExitCode::SUCCESS
 }
