@@ -76,6 +76,7 @@ pub static KEYS: &[Key] = &[
     key!(applies relay.max_lifetime),
     key!(applies relay.permission_lifetime),
     key!(applies relay.channel_lifetime),
+    key!(applies relay.tcp_allocations),
     key!(restart relay.offload),
     key!(restart relay.offload_interfaces),
     key!(restart relay.offload_channels),
@@ -151,6 +152,8 @@ pub static KEYS: &[Key] = &[
     key!(applies limits.frame_timeout),
     key!(applies limits.max_frame),
     key!(applies limits.write_queue),
+    key!(applies limits.tcp_connections_per_allocation),
+    key!(applies limits.tcp_relay_buffer),
     key!(applies log.level),
     key!(restart log.format),
 ];

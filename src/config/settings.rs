@@ -355,6 +355,9 @@ pub struct RelaySettings {
     pub channel_lifetime: Seconds,
     /// The kernel fast path for channels of UDP clients.
     pub offload: OffloadMode,
+    /// Whether clients may ask for TCP allocations (REQUESTED-TRANSPORT TCP, RFC 6062)
+    /// over TCP/TLS: the relay then opens and accepts TCP connections to and from peers.
+    pub tcp_allocations: bool,
     /// Interfaces the fast path attaches to; empty means every interface that holds a
     /// listener or relay address (loopback never: the fast path does not apply there).
     pub offload_interfaces: Vec<String>,
@@ -376,6 +379,7 @@ impl Default for RelaySettings {
             permission_lifetime: Seconds(300),
             channel_lifetime: Seconds(600),
             offload: OffloadMode::Auto,
+            tcp_allocations: false,
             offload_interfaces: Vec::new(),
             offload_channels: 65536,
             offload_xdp: OffloadMode::Auto,
@@ -472,6 +476,11 @@ pub struct Limits {
     /// Messages queued for one TCP/TLS connection's writer; past it, relayed data is
     /// dropped and a connection that cannot take a response is closed.
     pub write_queue: usize,
+    /// Peer data connections a TCP allocation (RFC 6062) may have at once.
+    pub tcp_connections_per_allocation: usize,
+    /// Bytes a TCP relay reads at a time, each way, for each pair of a client and a
+    /// peer data connection (what it holds in memory for them).
+    pub tcp_relay_buffer: usize,
 }
 
 impl Default for Limits {
@@ -490,6 +499,8 @@ impl Default for Limits {
             frame_timeout: Seconds(10),
             max_frame: 65_552,
             write_queue: 256,
+            tcp_connections_per_allocation: 32,
+            tcp_relay_buffer: 16 << 10,
         }
     }
 }

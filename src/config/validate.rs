@@ -99,6 +99,10 @@ impl Settings {
                 self.limits.max_connections_per_ip,
             ),
             ("limits.write_queue", self.limits.write_queue),
+            (
+                "limits.tcp_connections_per_allocation",
+                self.limits.tcp_connections_per_allocation,
+            ),
         ];
         for (key, value) in limits {
             if value == 0 {
@@ -112,6 +116,12 @@ impl Settings {
             return Err(InvalidKey::new(
                 "server.workers",
                 "at most 1024 (0 means one per CPU)",
+            ));
+        }
+        if !(1024..=(1 << 20)).contains(&self.limits.tcp_relay_buffer) {
+            return Err(InvalidKey::new(
+                "limits.tcp_relay_buffer",
+                "must be between 1024 and 1048576 bytes",
             ));
         }
         if !(548..=65_552).contains(&self.limits.max_frame) {

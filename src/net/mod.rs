@@ -15,6 +15,7 @@ pub mod relay;
 pub mod relay_ips;
 pub mod socket;
 pub mod stream;
+pub mod tcp_relay;
 pub mod tls;
 pub mod udp;
 pub mod worker;

@@ -18,12 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
 use super::front::FrontRules;
+use super::tcp_relay::Splice;
 use super::tls::TlsAcceptorSource;
-use crate::core::{FiveTuple, Transport};
+use crate::core::{ConnectionId, FiveTuple, Transport};
 use crate::metrics::Metrics;
 use crate::proto::framing::{self, Frame};
 use ipnet::IpNet;
@@ -37,6 +38,9 @@ pub struct Connection {
     pub writer: mpsc::Sender<Vec<u8>>,
     /// Set once the connection has an allocation (stops its idle timer).
     pub allocated: Arc<AtomicBool>,
+    /// Turns it into a client data connection once its ConnectionBind is answered
+    /// (RFC 6062); taken on use.
+    pub splice: Option<oneshot::Sender<Splice>>,
 }
 
 /// What a connection task tells the worker.
@@ -45,6 +49,8 @@ pub enum StreamEvent {
     /// One whole STUN message or ChannelData frame (without stream padding).
     Frame(FiveTuple, Vec<u8>),
     Closed(FiveTuple),
+    /// A client data connection's relaying of a peer data connection ended.
+    RelayEnded(ConnectionId),
 }
 
 /// Rules every connection follows: each takes the ones current when it is accepted,
@@ -56,6 +62,8 @@ pub struct StreamConfig {
     pub frame_timeout: Duration,
     pub max_frame: usize,
     pub write_queue: usize,
+    /// Bytes a client data connection (RFC 6062) reads at a time, each way.
+    pub relay_buffer: usize,
     pub limits: Arc<ConnectionLimits>,
     /// Sources trusted to send PROXY protocol headers.
     pub proxy_from: Arc<[IpNet]>,
@@ -377,7 +385,8 @@ async fn choose_tls(
     Ok((first == TLS_HANDSHAKE).then(|| source.clone()))
 }
 
-/// Reads frames and writes queued messages until either side ends.
+/// Reads frames and writes queued messages until either side ends, or until the
+/// connection becomes a client data connection: then it relays its peer's bytes.
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     tuple: FiveTuple,
@@ -386,35 +395,37 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     events: mpsc::Sender<StreamEvent>,
 ) {
     let (writer, mut queue) = mpsc::channel(config.write_queue);
+    let (splice_tx, mut splice_rx) = oneshot::channel();
     let allocated = Arc::new(AtomicBool::new(false));
     let conn = Connection {
         writer,
         allocated: allocated.clone(),
+        splice: Some(splice_tx),
     };
     if events.send(StreamEvent::Opened(tuple, conn)).await.is_err() {
         return;
     }
     let mut buf = Vec::with_capacity(4096);
-    let mut seen_stun = false;
+    let mut framing = Framing::default();
     let mut frame_started: Option<Instant> = None;
     let mut stalled = false;
+    let mut spliced = None;
     loop {
         let idle_deadline =
             (!allocated.load(Ordering::Relaxed)).then(|| opened + config.idle_timeout);
         let frame_deadline = frame_started.map(|t| t + config.frame_timeout);
         let deadline = idle_deadline.into_iter().chain(frame_deadline).min();
         tokio::select! {
-            read = stream.read_buf(&mut buf) => {
+            // After a ConnectionBind, nothing more is read until it is answered: what
+            // follows a success is the client's data, not frames.
+            read = stream.read_buf(&mut buf), if !framing.binding => {
                 match read {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {}
                 }
-                match forward_frames(&mut buf, &mut seen_stun, tuple, config.max_frame, &events).await {
-                    Ok(()) => {}
-                    Err(e) => {
-                        tracing::debug!(client = %tuple.client, "closing connection: {e}");
-                        break;
-                    }
+                if let Err(e) = forward_frames(&mut buf, &mut framing, tuple, config.max_frame, &events).await {
+                    tracing::debug!(client = %tuple.client, "closing connection: {e}");
+                    break;
                 }
                 frame_started = match (buf.is_empty(), frame_started) {
                     (true, _) => None,
@@ -430,6 +441,19 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         stalled = true;
                         break;
                     }
+                    if framing.binding {
+                        // The engine hands over the peer connection together with a
+                        // success; any other answer lets framing go on.
+                        if let Ok(splice) = splice_rx.try_recv() {
+                            spliced = Some(splice);
+                            break;
+                        }
+                        framing.binding = false;
+                        if let Err(e) = forward_frames(&mut buf, &mut framing, tuple, config.max_frame, &events).await {
+                            tracing::debug!(client = %tuple.client, "closing connection: {e}");
+                            break;
+                        }
+                    }
                 }
                 // The worker let go: the allocation is gone or the server stops.
                 None => break,
@@ -439,6 +463,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 break;
             }
         }
+    }
+    if let Some(splice) = spliced {
+        let id = splice.id;
+        let buffer = config.relay_buffer;
+        super::tcp_relay::relay(stream, buf, splice, buffer, &config.metrics).await;
+        let _ = events.send(StreamEvent::RelayEnded(id)).await;
+        let _ = events.send(StreamEvent::Closed(tuple)).await;
+        return;
     }
     // A TLS shutdown writes close_notify behind whatever is still buffered: for a
     // client that stopped reading it would wait forever, holding the connection, its
@@ -450,31 +482,46 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let _ = events.send(StreamEvent::Closed(tuple)).await;
 }
 
+/// Where a connection's framing stands.
+#[derive(Debug, Default)]
+struct Framing {
+    /// A STUN message came first, as it must.
+    seen_stun: bool,
+    /// A ConnectionBind was handed to the worker and is not answered yet.
+    binding: bool,
+}
+
 /// Hands every whole frame at the start of `buf` to the worker and keeps the rest.
 /// The first frame of a connection must be STUN: ChannelData cannot come before an
 /// Allocate, and this is what turns away an HTTP request at once.
 async fn forward_frames(
     buf: &mut Vec<u8>,
-    seen_stun: &mut bool,
+    framing: &mut Framing,
     tuple: FiveTuple,
     max_frame: usize,
     events: &mpsc::Sender<StreamEvent>,
 ) -> Result<(), FrameError> {
     // Checked on the first byte, before a whole frame is in: an HTTP request's first
     // byte would otherwise read as the start of a ChannelData frame of kilobytes.
-    if !*seen_stun && crate::proto::classify(buf) != crate::proto::Kind::Stun {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    if !framing.seen_stun && crate::proto::classify(buf) != crate::proto::Kind::Stun {
         return Err(FrameError::NotStunFirst);
     }
     let mut start = 0;
-    loop {
+    while !framing.binding {
         let frame = framing::check(&buf[start..], max_frame)?;
         let (len, consumed) = match frame {
             Frame::Incomplete => break,
             Frame::Stun(len) => {
-                *seen_stun = true;
+                framing.seen_stun = true;
+                framing.binding = crate::proto::is_connection_bind_request(&buf[start..]);
                 (len, len)
             }
-            Frame::ChannelData { .. } if !*seen_stun => return Err(FrameError::NotStunFirst),
+            Frame::ChannelData { .. } if !framing.seen_stun => {
+                return Err(FrameError::NotStunFirst);
+            }
             Frame::ChannelData { len, padded } => (len, padded),
         };
         let bytes = buf[start..start + len].to_vec();

@@ -24,11 +24,13 @@ use super::lifecycle::Lifecycle;
 use super::outbox::Outbox;
 use super::relay::{DRAIN_ROUNDS, MAX_DATAGRAM, RelayPoller, RelaySockets, relay_set};
 use super::stream::{Connection, StreamEvent};
+use super::tcp_relay::{self, PeerConnections, Splice, TcpRelayEvent, TcpRelayEvents};
 use super::udp::send_now;
 use crate::auth_webhook::{Lookup, Lookups};
+use crate::core::tcp_relay::TcpConnection;
 use crate::core::{
-    Count, CredentialsQuestion, EndReason, Engine, EngineRules, FiveTuple, Io, KernelChannel,
-    KernelRelayed, Now, PEER_HEADROOM, Session, Transport, Usage,
+    ConnectionId, Count, CredentialsQuestion, EndReason, Engine, EngineRules, FiveTuple, Io,
+    KernelChannel, KernelRelayed, Now, PEER_HEADROOM, Session, Transport, Usage,
 };
 use crate::metrics::Metrics;
 use crate::offload::Offload;
@@ -104,6 +106,8 @@ pub struct WorkerConfig {
     /// Where usernames only the operator's service knows are looked up, and how many
     /// requests a worker holds meanwhile.
     pub auth_webhook: Option<(Lookups, usize)>,
+    /// Peer data connections of TCP allocations, shared by every worker.
+    pub peer_connections: PeerConnections,
 }
 
 /// A worker's side of `auth.webhook`: where it asks, and what it holds meanwhile.
@@ -130,6 +134,11 @@ struct Sockets {
     offload: Option<Arc<Offload>>,
     usage: UsageLog,
     waiting: Option<Waiting>,
+    /// TCP allocations' listeners (RFC 6062), by relay address.
+    tcp_listeners: HashMap<SocketAddr, tokio::task::AbortHandle>,
+    peer_connections: PeerConnections,
+    /// Where this worker's TCP relay tasks report.
+    tcp_events: TcpRelayEvents,
 }
 
 impl Sockets {
@@ -184,6 +193,47 @@ impl Io for Sockets {
     fn close_relay(&mut self, addr: SocketAddr) {
         if self.relays.close(addr) {
             self.closed.push(addr);
+        }
+        // Its port is released when the listener reports it closed.
+        if let Some(listener) = self.tcp_listeners.remove(&addr) {
+            listener.abort();
+        }
+    }
+
+    fn bind_tcp_relay(&mut self, addr: SocketAddr) -> std::io::Result<()> {
+        let listener = tcp_relay::bind_listener(addr)?;
+        let task = tcp_relay::spawn_listener(listener, addr, self.tcp_events.clone())?;
+        self.tcp_listeners.insert(addr, task);
+        Ok(())
+    }
+
+    fn connect_peer(&mut self, relay: SocketAddr, peer: SocketAddr, id: ConnectionId) {
+        tcp_relay::spawn_connect(relay, peer, id, self.tcp_events.clone());
+    }
+
+    fn close_peer_connection(&mut self, relay: SocketAddr, peer: SocketAddr) {
+        self.peer_connections.close((relay, peer));
+    }
+
+    fn splice(&mut self, tuple: &FiveTuple, connection: &TcpConnection, id: ConnectionId) {
+        let key = (connection.relay, connection.peer);
+        let splice = self.peer_connections.take_for_relay(key);
+        let conn = self.connections.get_mut(tuple);
+        let Some((conn, (peer, stop))) = conn.zip(splice) else {
+            // Closed meanwhile: the data connection goes too.
+            self.connections.remove(tuple);
+            return;
+        };
+        let splice = Splice {
+            peer,
+            key,
+            id,
+            stop,
+            traffic: connection.traffic.clone(),
+            connections: self.peer_connections.clone(),
+        };
+        if let Some(sender) = conn.splice.take() {
+            let _ = sender.send(splice);
         }
     }
 
@@ -307,6 +357,7 @@ async fn run(
         events_tx,
     } = streams;
     let mut connection_tasks = tokio::task::JoinSet::new();
+    let (tcp_events, mut tcp_relay_events) = tokio::sync::mpsc::unbounded_channel();
     let listeners: Vec<Arc<UdpSocket>> = listeners.into_iter().map(Arc::new).collect();
     let listener_index = listeners
         .iter()
@@ -329,6 +380,9 @@ async fn run(
             index,
             held: HeldRequests::new(max),
         }),
+        tcp_listeners: HashMap::new(),
+        peer_connections: config.peer_connections,
+        tcp_events,
     };
     // Whether the server was draining when it stopped: the allocations still open then
     // end as "drained" rather than "shutdown".
@@ -380,7 +434,11 @@ async fn run(
                     io.connections.remove(&tuple);
                     engine.handle_client_closed(&tuple, Instant::now(), &mut io);
                 }
+                StreamEvent::RelayEnded(id) => engine.handle_tcp_connection_ended(id),
             },
+            Some(event) = tcp_relay_events.recv() => {
+                handle_tcp_relay_event(&mut engine, &mut io, event);
+            }
             Some(username) = answered.recv(), if io.waiting.is_some() => {
                 let held = io.waiting.as_mut().map(|w| w.held.release(&username));
                 let now = now();
@@ -435,6 +493,39 @@ async fn run(
     drop(handoff);
     let goodbyes = async { while connection_tasks.join_next().await.is_some() {} };
     let _ = tokio::time::timeout(STOP_GRACE, goodbyes).await;
+}
+
+/// What a TCP relay task reported: a peer data connection is held while the engine
+/// decides about it, so that a client's ConnectionBind on another worker finds it.
+fn handle_tcp_relay_event(engine: &mut Engine, io: &mut Sockets, event: TcpRelayEvent) {
+    let now = Instant::now();
+    match event {
+        TcpRelayEvent::Accepted {
+            relay,
+            peer,
+            stream,
+        } => {
+            io.peer_connections.hold((relay, peer), stream);
+            if !engine.handle_peer_connection(now, relay, peer, io) {
+                io.peer_connections.close((relay, peer));
+            }
+        }
+        TcpRelayEvent::Connected {
+            relay,
+            peer,
+            id,
+            stream,
+        } => {
+            let connected = stream.is_some();
+            if let Some(stream) = stream {
+                io.peer_connections.hold((relay, peer), stream);
+            }
+            if !engine.handle_peer_connected(now, id, connected, io) {
+                io.peer_connections.close((relay, peer));
+            }
+        }
+        TcpRelayEvent::ListenerClosed(relay) => engine.handle_relay_closed(relay),
+    }
 }
 
 /// Batches read from a listener per wake-up before the worker looks at its other

@@ -71,6 +71,8 @@ pub fn rules(
         bandwidth: settings.bandwidth.limits(),
         nat_discovery: settings.server.nat_discovery,
         rfc8489: a.rfc8489,
+        tcp_allocations: r.tcp_allocations,
+        max_tcp_connections: limits.tcp_connections_per_allocation,
     });
     Ok(EngineRules {
         config,

@@ -345,6 +345,7 @@ fn spawn(
         offload,
         usage,
         auth_webhook,
+        peer_connections: Default::default(),
     };
     tracing::info!(workers, "starting workers");
     let mut threads = Vec::with_capacity(workers);
@@ -607,6 +608,7 @@ fn stream_config(
         frame_timeout: limits.frame_timeout.as_duration(),
         max_frame: limits.max_frame,
         write_queue: limits.write_queue,
+        relay_buffer: limits.tcp_relay_buffer,
         limits: connections.clone(),
         proxy_from: settings.server.proxy_protocol_from.clone().into(),
         front: crate::net::front::FrontRules::from_settings(settings),

@@ -174,6 +174,8 @@ pub fn engine_config() -> EngineConfig {
         bandwidth: None,
         nat_discovery: None,
         rfc8489: false,
+        tcp_allocations: false,
+        max_tcp_connections: 4,
     }
 }
 

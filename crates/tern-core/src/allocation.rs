@@ -5,6 +5,8 @@
 
 use super::bandwidth::AllocationBandwidth;
 use super::route::{ChannelBinding, PeerRoute};
+use super::tcp_relay::TcpAllocation;
+use super::usage::Traffic;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 use stun::agent::TransactionId;
@@ -42,6 +44,9 @@ pub struct Allocation {
     /// Its bandwidth buckets, made on its first packet while limits are set. Boxed: an
     /// unlimited server's allocations pay a pointer.
     pub(crate) bandwidth: Option<Box<AllocationBandwidth>>,
+    /// For a TCP allocation (RFC 6062), its peer data connections; `None` for UDP.
+    /// Boxed: UDP allocations, nearly all of them, pay a pointer.
+    pub tcp: Option<Box<TcpAllocation>>,
 }
 
 impl Allocation {
@@ -56,6 +61,7 @@ impl Allocation {
             route: PeerRoute::default(),
             offloaded: Vec::new(),
             bandwidth: None,
+            tcp: None,
         }
     }
 
@@ -67,6 +73,17 @@ impl Allocation {
     pub fn table_sizes(&self, now: Instant) -> (usize, usize) {
         let channels = self.route.channels.iter().filter(|c| c.is_active(now));
         (self.permission_count(now), channels.count())
+    }
+
+    /// What it relayed in user space so far, (to peers, to the client): datagrams, and
+    /// the bytes of its TCP connections.
+    pub fn relayed(&self) -> (Traffic, Traffic) {
+        let (mut to_peer, mut to_client) = (self.route.to_peer(), self.route.to_client());
+        if let Some(tcp) = &self.tcp {
+            to_peer.add(tcp.traffic.to_peer());
+            to_client.add(tcp.traffic.to_client());
+        }
+        (to_peer, to_client)
     }
 
     /// What a peer's datagram is forwarded by.

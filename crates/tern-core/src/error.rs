@@ -22,10 +22,13 @@ pub enum Reject {
     Forbidden,
     QuotaReached,
     InsufficientCapacity,
+    // RFC 6062 TCP relaying.
+    ConnectionAlreadyExists,
+    ConnectionFailed,
 }
 
 impl Reject {
-    /// The STUN/TURN error code (RFC 8489 §14.8, RFC 8656 §18).
+    /// The STUN/TURN error code (RFC 8489 §14.8, RFC 8656 §18, RFC 6062 §6.3).
     pub fn code(&self) -> u16 {
         match self {
             Self::TryAlternate(_) => 300,
@@ -40,6 +43,8 @@ impl Reject {
             Self::UnsupportedTransport => 442,
             Self::PeerAddressFamilyMismatch => 443,
             Self::QuotaReached => 486,
+            Self::ConnectionAlreadyExists => 446,
+            Self::ConnectionFailed => 447,
             Self::InsufficientCapacity => 508,
         }
     }

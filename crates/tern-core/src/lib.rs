@@ -38,8 +38,10 @@ pub mod nat_discovery;
 pub mod port_range;
 pub mod ports;
 mod requests;
+mod tcp_requests;
 pub mod route;
 pub mod shared;
+pub mod tcp_relay;
 pub mod usage;
 
 use rand::rngs::StdRng;
@@ -64,6 +66,7 @@ pub use port_range::PortRange;
 pub use route::{Forward, Framed, PeerRoute};
 use shared::Reservation;
 pub use shared::Shared;
+pub use tcp_relay::{ConnectionId, StreamTraffic};
 pub use usage::{EndReason, Traffic, Usage};
 
 /// Bytes a driver leaves free before peer data so a ChannelData header can be put in
@@ -138,6 +141,29 @@ pub trait Io {
     /// address in use) makes the engine try another port. Peer datagrams that reach it
     /// come back through [`Engine::handle_peer`], which knows the allocation.
     fn bind_relay(&mut self, addr: SocketAddr, dont_fragment: bool) -> std::io::Result<()>;
+    /// Binds a TCP allocation's relay socket at `addr` and listens on it (RFC 6062).
+    /// Peers' connections to it come back through [`Engine::handle_peer_connection`].
+    /// Drivers without TCP relaying keep the default: the allocation is refused.
+    fn bind_tcp_relay(&mut self, _addr: SocketAddr) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+    /// Connects from the TCP relay socket at `relay` to `peer` for a Connect request,
+    /// then tells [`Engine::handle_peer_connected`] how it went (within
+    /// [`tcp_relay::BIND_TIMEOUT`]); the driver holds the connection meanwhile.
+    fn connect_peer(&mut self, _relay: SocketAddr, _peer: SocketAddr, _id: ConnectionId) {}
+    /// Closes the connection between `relay` and `peer` (held, connecting or relaying).
+    fn close_peer_connection(&mut self, _relay: SocketAddr, _peer: SocketAddr) {}
+    /// The client's data connection `tuple` is bound to the peer data connection `id`
+    /// (between `relay` and `peer`): from now on the driver copies bytes between the
+    /// two, counting them in `traffic`, and tells [`Engine::handle_tcp_connection_ended`]
+    /// when either side closes.
+    fn splice(
+        &mut self,
+        _tuple: &FiveTuple,
+        _connection: &tcp_relay::TcpConnection,
+        _id: ConnectionId,
+    ) {
+    }
     /// Closes the relay socket at `addr`. Once it is really closed, the driver calls
     /// [`Engine::handle_relay_closed`] so the port can be handed out again.
     fn close_relay(&mut self, addr: SocketAddr);
@@ -219,6 +245,11 @@ pub struct EngineConfig {
     /// RFC 8489's security features offered (`auth.rfc8489`): the nonce cookie and
     /// PASSWORD-ALGORITHMS in challenges, PASSWORD-ALGORITHM and USERHASH honoured.
     pub rfc8489: bool,
+    /// Whether REQUESTED-TRANSPORT TCP (RFC 6062) is served (`relay.tcp_allocations`).
+    pub tcp_allocations: bool,
+    /// Peer data connections a TCP allocation may have at once (connecting, waiting
+    /// for their ConnectionBind, or bound).
+    pub max_tcp_connections: usize,
 }
 
 impl EngineConfig {
@@ -285,6 +316,8 @@ mod listener_role_tests {
             bandwidth: None,
             nat_discovery: None,
             rfc8489: false,
+            tcp_allocations: false,
+            max_tcp_connections: 1,
         };
         config.role_of(server)
     }
@@ -352,6 +385,8 @@ const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 enum Timer {
     Allocation(SocketAddr),
     Reservation([u8; 8]),
+    /// A peer data connection's ConnectionBind deadline (RFC 6062 §5.2, §5.3).
+    Connection(ConnectionId),
 }
 
 pub struct Engine {
@@ -437,6 +472,7 @@ impl Engine {
             .map(|(tuple, alloc)| {
                 let (permissions, channels) = alloc.table_sizes(now);
                 let kernel = kernel::relayed_so_far(alloc, tuple, io);
+                let (to_peer, to_client) = alloc.relayed();
                 let dropped = |direction| {
                     let bandwidth = alloc.bandwidth.as_ref();
                     bandwidth.map_or(0, |b| b.dropped(direction).packets)
@@ -449,8 +485,8 @@ impl Engine {
                     permissions,
                     channels,
                     age_secs: u64::from(uptime.saturating_sub(alloc.created_secs)),
-                    bytes_to_peer: alloc.route().to_peer().bytes + kernel.to_peer.bytes,
-                    bytes_to_client: alloc.route().to_client().bytes + kernel.to_client.bytes,
+                    bytes_to_peer: to_peer.bytes + kernel.to_peer.bytes,
+                    bytes_to_client: to_client.bytes + kernel.to_client.bytes,
                     dropped_to_peer: dropped(Direction::ToPeer),
                     dropped_to_client: dropped(Direction::ToClient),
                 }
@@ -522,6 +558,7 @@ impl Engine {
             for alloc in self.allocations.values_mut() {
                 alloc.drop_denied(&self.policy, now);
             }
+            self.close_denied_tcp_connections(io);
         }
         // Channels leave the kernel while bandwidth limits are set, and come back to it
         // when they are gone.
@@ -643,6 +680,7 @@ impl Engine {
                     }
                 }
                 Timer::Reservation(token) => self.shared.expire_reservation(&token, now),
+                Timer::Connection(id) => self.check_bind_deadline(id, now, io),
             }
         }
     }
@@ -694,8 +732,9 @@ impl Engine {
             return;
         };
         kernel::withdraw_all(&mut alloc, tuple, io);
+        self.close_tcp_connections(&mut alloc, io);
         let lived = self.uptime_secs(now).saturating_sub(alloc.created_secs);
-        let route = alloc.route();
+        let (to_peer, to_client) = alloc.relayed();
         io.allocation_ended(&Usage {
             tuple,
             realm: self.credentials.realm(),
@@ -703,9 +742,9 @@ impl Engine {
             username: &alloc.username,
             user: self.credentials.quota_identity(&alloc.username),
             duration: Duration::from_secs(u64::from(lived)),
-            to_peer: route.to_peer(),
-            to_client: route.to_client(),
-            peers: route.peers_permitted(),
+            to_peer,
+            to_client,
+            peers: alloc.route().peers_permitted(),
             reason,
         });
         self.relays.remove(&alloc.relay);
@@ -789,7 +828,9 @@ impl Engine {
         let [peer] = peers[..] else {
             return;
         };
-        if peer.is_ipv6() == alloc.is_ipv6()
+        // A TCP allocation relays connections, not datagrams (RFC 6062 §5).
+        if alloc.tcp.is_none()
+            && peer.is_ipv6() == alloc.is_ipv6()
             && alloc.has_permission(peer.ip(), now)
             && self.policy.check(peer).is_ok()
         {

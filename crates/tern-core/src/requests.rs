@@ -9,7 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use stun::attributes::*;
 use stun::message::{
-    METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_REFRESH,
+    METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CONNECT, METHOD_CONNECTION_BIND,
+    METHOD_CREATE_PERMISSION, METHOD_REFRESH,
 };
 use stun::uattrs::UnknownAttributes;
 use turn::proto::lifetime::Lifetime;
@@ -18,16 +19,18 @@ use turn::proto::rsrvtoken::ReservationToken;
 use super::allocation::ChannelConflict;
 use super::ports::PortWish;
 use super::{
-    Allocation, Count, CredentialsQuestion, EndReason, Engine, FiveTuple, Io, ListenerRole, Now,
-    RESERVATION_LIFETIME, Reject, RelayIpChoice, Reservation, Timer, Transport,
+    Allocation, ConnectionId, Count, CredentialsQuestion, EndReason, Engine, FiveTuple, Io,
+    ListenerRole, Now, RESERVATION_LIFETIME, Reject, RelayIpChoice, Reservation, Timer, Transport,
 };
 use crate::auth::{AuthError, ExternalAnswer, PasswordAlgorithm, strip_cookie, with_cookie};
 use crate::proto::attrs::decode_address_family;
 use crate::proto::channel_data::CHANNEL_NUMBERS;
 use crate::proto::{Request, Response};
 
-/// UDP, the only REQUESTED-TRANSPORT a relay offers (RFC 6062 TCP relaying is not).
+/// REQUESTED-TRANSPORT values: UDP (RFC 8656), and TCP when `relay.tcp_allocations`
+/// is on (RFC 6062).
 const PROTOCOL_UDP: u8 = 17;
+const PROTOCOL_TCP: u8 = 6;
 /// How many ports an Allocate tries to bind before answering 508.
 const BIND_ATTEMPTS: usize = 16;
 
@@ -51,10 +54,30 @@ fn password_algorithm(req: &Request) -> Result<PasswordAlgorithm, Reject> {
 /// Proof that a request carried a valid MESSAGE-INTEGRITY (or MESSAGE-INTEGRITY-SHA256)
 /// for `username`.
 pub(super) struct Authenticated {
-    username: String,
+    pub(super) username: String,
     /// What answers are signed with: the request's kind of integrity, keyed with the
     /// long-term key that verified it.
-    mac: hmac::Key,
+    pub(super) mac: hmac::Key,
+}
+
+/// What a method handler answers.
+pub(super) enum Answer {
+    /// This response, now.
+    Now(Response),
+    /// Nothing yet: the answer waits for something else (a Connect, for its peer).
+    Later,
+    /// This response; then the connection it came on carries the bytes of the peer
+    /// data connection `id` (a ConnectionBind).
+    ThenRelay(Response, ConnectionId),
+}
+
+/// The kind of relay socket an allocation gets.
+#[derive(Debug, Clone, Copy)]
+enum RelaySocket {
+    /// UDP, with the don't-fragment bit when asked (DONT-FRAGMENT).
+    Udp { dont_fragment: bool },
+    /// A listening TCP socket (RFC 6062).
+    Tcp,
 }
 
 /// What to answer when a request is not accepted.
@@ -95,6 +118,8 @@ impl Engine {
             METHOD_REFRESH,
             METHOD_CREATE_PERMISSION,
             METHOD_CHANNEL_BIND,
+            METHOD_CONNECT,
+            METHOD_CONNECTION_BIND,
         ];
         if !known.contains(&req.method()) {
             if self.limiter.allow(tuple.client.ip(), now.mono) {
@@ -134,10 +159,14 @@ impl Engine {
             Err(Reject::UnknownAttributes(req.unknown_required().to_vec()))
         } else {
             match req.method() {
-                METHOD_ALLOCATE => self.allocate(now, tuple, req, &auth, io),
-                METHOD_REFRESH => self.refresh(now, tuple, req, &auth),
-                METHOD_CREATE_PERMISSION => self.create_permission(now, tuple, req, &auth),
-                _ => self.channel_bind(now, tuple, req, &auth),
+                METHOD_ALLOCATE => self.allocate(now, tuple, req, &auth, io).map(Answer::Now),
+                METHOD_REFRESH => self.refresh(now, tuple, req, &auth).map(Answer::Now),
+                METHOD_CREATE_PERMISSION => {
+                    self.create_permission(now, tuple, req, &auth).map(Answer::Now)
+                }
+                METHOD_CHANNEL_BIND => self.channel_bind(now, tuple, req, &auth).map(Answer::Now),
+                METHOD_CONNECT => self.connect(tuple, req, &auth, io),
+                _ => self.connection_bind(tuple, req, &auth),
             }
         };
         // A permission or channel that changed moves the kernel's entries with it.
@@ -146,21 +175,32 @@ impl Engine {
         if result.is_ok() && touches_channels {
             self.sync_kernel(tuple, now.mono, io);
         }
-        let bytes = match result {
-            Ok(mut response) => {
-                response.add_software(self.config.software.as_deref());
-                response.finish(Some(&auth.mac), req.has_fingerprint())
-            }
-            Err(reject) => self.error_answer(req, &reject, Some(&auth.mac), io),
+        let signed = |engine: &Self, mut response: Response| {
+            response.add_software(engine.config.software.as_deref());
+            response.finish(Some(&auth.mac), req.has_fingerprint())
+        };
+        let (bytes, relay_after) = match result {
+            Ok(Answer::Now(response)) => (Some(signed(self, response)), None),
+            Ok(Answer::Later) => (None, None),
+            Ok(Answer::ThenRelay(response, id)) => (Some(signed(self, response)), Some(id)),
+            Err(reject) => (
+                Some(self.error_answer(req, &reject, Some(&auth.mac), io)),
+                None,
+            ),
         };
         if let Some(alloc) = self.allocations.get_mut(tuple) {
             // Only the Allocate answer is kept for retransmissions: the other requests
             // are idempotent (a repeated Refresh with LIFETIME 0 gets 437, which RFC
             // 8656 §7.3 tells clients to accept). Any later request shows the client
             // has that answer, so it is dropped then and idle allocations carry none.
-            alloc.last_answer = (req.method() == METHOD_ALLOCATE)
-                .then(|| Box::new((req.transaction_id(), bytes.as_slice().into())));
+            alloc.last_answer = bytes
+                .as_ref()
+                .filter(|_| req.method() == METHOD_ALLOCATE)
+                .map(|bytes| Box::new((req.transaction_id(), bytes.as_slice().into())));
         }
+        let Some(bytes) = bytes else {
+            return;
+        };
         // A Refresh with LIFETIME 0 ends the allocation. Over UDP it goes before the
         // answer, so a client that reads the answer finds its quota and port already
         // free; on TCP/TLS deleting it closes the connection, so the answer goes first.
@@ -174,6 +214,9 @@ impl Engine {
         io.send_to_client(tuple, &bytes);
         if ended && tuple.transport != Transport::Udp {
             self.delete_allocation(tuple, EndReason::Deleted, now.mono, io);
+        }
+        if let Some(id) = relay_after {
+            self.relay_data_connection(tuple, id, io);
         }
     }
 
@@ -334,14 +377,7 @@ impl Engine {
         tuple: &FiveTuple,
         auth: &Authenticated,
     ) -> Result<&mut Allocation, Reject> {
-        let alloc = self
-            .allocations
-            .get_mut(tuple)
-            .ok_or(Reject::AllocationMismatch)?;
-        if *alloc.username != *auth.username {
-            return Err(Reject::WrongCredentials);
-        }
-        Ok(alloc)
+        owned_allocation(&mut self.allocations, tuple, auth)
     }
 
     fn allocate(
@@ -370,16 +406,24 @@ impl Engine {
                 return Err(Reject::InsufficientCapacity);
             }
         }
-        match req.attr(ATTR_REQUESTED_TRANSPORT) {
+        let tcp = match req.attr(ATTR_REQUESTED_TRANSPORT) {
             None => return Err(Reject::BadRequest),
-            Some([PROTOCOL_UDP, _, _, _]) => {}
+            Some([PROTOCOL_UDP, _, _, _]) => false,
+            Some([PROTOCOL_TCP, _, _, _]) if self.config.tcp_allocations => true,
             Some([_, _, _, _]) => return Err(Reject::UnsupportedTransport),
             Some(_) => return Err(Reject::BadRequest),
-        }
+        };
         let token = req.attr(ATTR_RESERVATION_TOKEN);
         let even_port = req.attr(ATTR_EVEN_PORT);
         let family = req.attr(ATTR_REQUESTED_ADDRESS_FAMILY);
+        let dont_fragment = req.attr(ATTR_DONT_FRAGMENT).is_some();
         if token.is_some() && (even_port.is_some() || family.is_some()) {
+            return Err(Reject::BadRequest);
+        }
+        // RFC 6062 §5.1: a TCP allocation needs a TCP/TLS control connection, and
+        // none of the UDP-only attributes.
+        let datagram_client = !matches!(tuple.transport, Transport::Tcp | Transport::Tls);
+        if tcp && (datagram_client || dont_fragment || even_port.is_some() || token.is_some()) {
             return Err(Reject::BadRequest);
         }
         let wish = match even_port {
@@ -399,10 +443,14 @@ impl Engine {
             return Err(Reject::QuotaReached);
         }
 
-        let dont_fragment = req.attr(ATTR_DONT_FRAGMENT).is_some();
+        let socket = if tcp {
+            RelaySocket::Tcp
+        } else {
+            RelaySocket::Udp { dont_fragment }
+        };
         let relay = match token {
             Some(token) => self.claim_reservation(token, dont_fragment, now, io),
-            None => self.bind_new_relay(tuple, want_ipv6, wish, dont_fragment, io),
+            None => self.bind_new_relay(tuple, want_ipv6, wish, socket, io),
         };
         let relay = relay.inspect_err(|_| self.shared.uncount_allocation(&identity))?;
         let mut response = Response::success(req);
@@ -418,7 +466,10 @@ impl Engine {
         let expires = now.mono + lifetime;
         let username = auth.username.as_str().into();
         let created = self.uptime_secs(now.mono);
-        let alloc = Allocation::new(relay, username, created, expires);
+        let mut alloc = Allocation::new(relay, username, created, expires);
+        if tcp {
+            alloc.tcp = Some(Box::default());
+        }
         self.allocations.insert(*tuple, Box::new(alloc));
         self.relays.insert(relay, *tuple);
         io.allocation_changed(tuple, true);
@@ -431,7 +482,7 @@ impl Engine {
         // A REST user id is whatever the credential service put there: escaped, its
         // control characters cannot forge or garble log lines.
         let user = auth.username.escape_debug();
-        tracing::info!(client = %tuple.client, %relay, %user, "allocation created");
+        tracing::info!(client = %tuple.client, %relay, %user, tcp, "allocation created");
 
         response.add_xor_address(ATTR_XOR_RELAYED_ADDRESS, advertised);
         response.add(&Lifetime(lifetime));
@@ -446,7 +497,7 @@ impl Engine {
         owner: &FiveTuple,
         want_ipv6: bool,
         wish: PortWish,
-        dont_fragment: bool,
+        socket: RelaySocket,
         io: &mut dyn Io,
     ) -> Result<SocketAddr, Reject> {
         let ips: Vec<IpAddr> = self
@@ -480,7 +531,11 @@ impl Engine {
                 let taken = self.shared.ports().take_free(ip, wish, &mut self.rng);
                 let Some(port) = taken else { break };
                 let addr = SocketAddr::new(ip, port);
-                match io.bind_relay(addr, dont_fragment) {
+                let bound_now = match socket {
+                    RelaySocket::Udp { dont_fragment } => io.bind_relay(addr, dont_fragment),
+                    RelaySocket::Tcp => io.bind_tcp_relay(addr),
+                };
+                match bound_now {
                     Ok(()) => {
                         bound = Some(addr);
                         break;
@@ -621,6 +676,10 @@ impl Engine {
         let config = self.config.clone();
         let policy = self.policy.clone();
         let alloc = self.owned_allocation(tuple, auth)?;
+        // A TCP allocation relays connections, not datagrams (RFC 6062 §5).
+        if alloc.tcp.is_some() {
+            return Err(Reject::BadRequest);
+        }
         check_peers(alloc, &[peer], &policy)?;
         alloc.prune(now.mono);
         if alloc.permission_count(now.mono) + alloc.new_permission_count(&[peer.ip()], now.mono)
@@ -640,9 +699,25 @@ impl Engine {
     }
 }
 
+/// The allocation of `tuple` in `allocations`, owned by the authenticated user (437 /
+/// 441); a free function so that callers may borrow the engine's other fields too.
+pub(super) fn owned_allocation<'a>(
+    allocations: &'a mut std::collections::HashMap<FiveTuple, Box<Allocation>>,
+    tuple: &FiveTuple,
+    auth: &Authenticated,
+) -> Result<&'a mut Allocation, Reject> {
+    let alloc = allocations
+        .get_mut(tuple)
+        .ok_or(Reject::AllocationMismatch)?;
+    if *alloc.username != *auth.username {
+        return Err(Reject::WrongCredentials);
+    }
+    Ok(alloc)
+}
+
 /// Every peer must match the allocation's family (443) and pass the policy (403).
 /// Checked for all peers before anything is installed: all or nothing.
-fn check_peers(
+pub(super) fn check_peers(
     alloc: &Allocation,
     peers: &[SocketAddr],
     policy: &crate::policy::PeerPolicy,

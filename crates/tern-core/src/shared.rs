@@ -21,6 +21,7 @@ use super::PortRange;
 use super::bandwidth::{SharedBuckets, UserBandwidth};
 use super::fleet::FleetView;
 use super::ports::PortPool;
+use super::tcp_relay::TcpConnections;
 
 /// A port held for a later Allocate with RESERVATION-TOKEN.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +58,9 @@ pub struct Shared {
     /// The origin of the bandwidth buckets' clock, shared so that every worker's
     /// nanoseconds mean the same instant.
     epoch: Instant,
+    /// Peer data connections of TCP allocations (RFC 6062): a client binds to one from
+    /// whichever worker its data connection reached.
+    tcp_connections: Mutex<TcpConnections>,
 }
 
 /// Locks a mutex, taking the data even if another worker panicked while holding it:
@@ -77,6 +81,7 @@ impl Shared {
             fleet: ArcSwap::from_pointee(FleetView::default()),
             server_bandwidth: SharedBuckets::default(),
             epoch,
+            tcp_connections: Mutex::new(TcpConnections::default()),
         }
     }
 
@@ -115,6 +120,11 @@ impl Shared {
 
     pub fn ports(&self) -> MutexGuard<'_, PortPool> {
         lock(&self.ports)
+    }
+
+    /// The peer data connections of every TCP allocation.
+    pub fn tcp_connections(&self) -> MutexGuard<'_, TcpConnections> {
+        lock(&self.tcp_connections)
     }
 
     /// Counts one more allocation for `identity` unless that would pass `max_total`

@@ -35,6 +35,14 @@ pub fn is_relayed_data(bytes: &[u8]) -> bool {
     }
 }
 
+/// Whether a stream frame is a ConnectionBind request (RFC 6062 §4.4): what follows
+/// it on its connection, once it is answered with success, is no longer framed.
+pub fn is_connection_bind_request(bytes: &[u8]) -> bool {
+    use stun::message::{CLASS_REQUEST, METHOD_CONNECTION_BIND, MessageType};
+    let request = MessageType::new(METHOD_CONNECTION_BIND, CLASS_REQUEST).value();
+    bytes.len() >= 2 && u16::from_be_bytes([bytes[0], bytes[1]]) == request
+}
+
 /// Classifies by the two most significant bits of the first byte: 0b00 is STUN,
 /// 0b01 is ChannelData. Anything else is not ours.
 pub fn classify(bytes: &[u8]) -> Kind {

@@ -34,12 +34,23 @@ impl Response {
     }
 
     pub fn success(req: &Request) -> Self {
-        Self::new(req.method(), CLASS_SUCCESS_RESPONSE, req.transaction_id())
+        Self::success_to(req.method(), req.transaction_id())
+    }
+
+    /// A success response to the request of `method` and `tid`, answered after the
+    /// request itself is gone (a Connect, when its peer answers).
+    pub fn success_to(method: Method, tid: TransactionId) -> Self {
+        Self::new(method, CLASS_SUCCESS_RESPONSE, tid)
     }
 
     /// An error response carrying ERROR-CODE `code` with its standard reason phrase.
     pub fn error(req: &Request, code: u16) -> Self {
-        let mut r = Self::new(req.method(), CLASS_ERROR_RESPONSE, req.transaction_id());
+        Self::error_to(req.method(), req.transaction_id(), code)
+    }
+
+    /// The same, to the request of `method` and `tid`.
+    pub fn error_to(method: Method, tid: TransactionId, code: u16) -> Self {
+        let mut r = Self::new(method, CLASS_ERROR_RESPONSE, tid);
         r.add(&ErrorCodeAttribute {
             code: ErrorCode(code),
             reason: reason_phrase(code).as_bytes().to_vec(),
@@ -124,7 +135,7 @@ impl Response {
     }
 }
 
-/// The reason phrases of RFC 8489 §14.8 and RFC 8656 §18.
+/// The reason phrases of RFC 8489 §14.8, RFC 8656 §18 and RFC 6062 §6.3.
 pub fn reason_phrase(code: u16) -> &'static str {
     match code {
         300 => "Try Alternate",
@@ -138,6 +149,8 @@ pub fn reason_phrase(code: u16) -> &'static str {
         441 => "Wrong Credentials",
         442 => "Unsupported Transport Protocol",
         443 => "Peer Address Family Mismatch",
+        446 => "Connection Already Exists",
+        447 => "Connection Timeout or Failure",
         486 => "Allocation Quota Reached",
         508 => "Insufficient Capacity",
         _ => "Server Error",
