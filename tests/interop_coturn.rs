@@ -452,7 +452,15 @@ fn start_coturn(dir: &TempDir, tls: Option<coturn::Tls<'_>>) -> (BackgroundProce
         realm: REALM,
     };
     let tcp = tls.is_some();
-    coturn::start(dir, &user, &coturn::Listeners { tcp, tls })
+    coturn::start(
+        dir,
+        &user,
+        &coturn::Listeners {
+            tcp,
+            tls,
+            tcp_relay: false,
+        },
+    )
 }
 
 /// The same ChannelData run against coturn's own server and against tern: both must

@@ -166,6 +166,7 @@ fn probe_works_against_coturn() {
     let listeners = coturn::Listeners {
         tcp: true,
         tls: None,
+        tcp_relay: false,
     };
     let (coturn, addr) = coturn::start(&dir, &user, &listeners);
     for url in [format!("turn:{addr}"), format!("turn:{addr}?transport=tcp")] {

@@ -189,7 +189,12 @@ impl Drop for OpenListener {
 
 /// Connects from `relay` to `peer` for Connect `id` and reports how it went, within
 /// the RFC's 30 s.
-pub fn spawn_connect(relay: SocketAddr, peer: SocketAddr, id: ConnectionId, events: TcpRelayEvents) {
+pub fn spawn_connect(
+    relay: SocketAddr,
+    peer: SocketAddr,
+    id: ConnectionId,
+    events: TcpRelayEvents,
+) {
     tokio::spawn(async move {
         let connected = tokio::time::timeout(BIND_TIMEOUT, connect_from(relay, peer)).await;
         let stream = match connected {
@@ -236,8 +241,13 @@ pub struct Splice {
 /// §5.5). `leftover` is what the client sent after its ConnectionBind, before this
 /// began. Each direction holds one `buffer`-sized buffer; a side that stops reading
 /// holds the other back through TCP's own flow control.
-pub async fn relay<S>(client: S, leftover: Vec<u8>, splice: Splice, buffer: usize, metrics: &Metrics)
-where
+pub async fn relay<S>(
+    client: S,
+    leftover: Vec<u8>,
+    splice: Splice,
+    buffer: usize,
+    metrics: &Metrics,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let Splice {
@@ -286,7 +296,12 @@ where
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Copies `from` into `to` until `from` ends, calling `counted` with each read's size.
-async fn copy<R, W>(from: &mut R, to: &mut W, buffer: usize, counted: impl Fn(usize)) -> io::Result<()>
+async fn copy<R, W>(
+    from: &mut R,
+    to: &mut W,
+    buffer: usize,
+    counted: impl Fn(usize),
+) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,

@@ -507,6 +507,7 @@ fn handle_tcp_relay_event(engine: &mut Engine, io: &mut Sockets, event: TcpRelay
         } => {
             io.peer_connections.hold((relay, peer), stream);
             if !engine.handle_peer_connection(now, relay, peer, io) {
+                tracing::debug!(%relay, %peer, "peer connection refused (no permission, policy or limit)");
                 io.peer_connections.close((relay, peer));
             }
         }

@@ -33,6 +33,8 @@ pub struct Listeners<'a> {
     /// Plain TCP on the UDP port.
     pub tcp: bool,
     pub tls: Option<Tls<'a>>,
+    /// TCP allocations (RFC 6062), which coturn serves by default.
+    pub tcp_relay: bool,
 }
 
 /// `turnserver` on 127.0.0.1 with `user`, loopback peers allowed, ready to serve (its
@@ -47,6 +49,9 @@ pub fn start(
     let mut cmd = Command::new(ensure_tool("turnserver"));
     if !listeners.tcp {
         cmd.arg("--no-tcp");
+    }
+    if !listeners.tcp_relay {
+        cmd.arg("--no-tcp-relay");
     }
     match &listeners.tls {
         None => cmd.arg("--no-tls"),
@@ -69,7 +74,6 @@ pub fn start(
         &format!("--realm={}", user.realm),
         "--allow-loopback-peers",
         "--no-dtls",
-        "--no-tcp-relay",
         "--no-rfc5780",
         "--log-file=stdout",
         "--simple-log",

@@ -38,10 +38,10 @@ pub mod nat_discovery;
 pub mod port_range;
 pub mod ports;
 mod requests;
-mod tcp_requests;
 pub mod route;
 pub mod shared;
 pub mod tcp_relay;
+mod tcp_requests;
 pub mod usage;
 
 use rand::rngs::StdRng;

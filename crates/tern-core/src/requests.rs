@@ -161,9 +161,9 @@ impl Engine {
             match req.method() {
                 METHOD_ALLOCATE => self.allocate(now, tuple, req, &auth, io).map(Answer::Now),
                 METHOD_REFRESH => self.refresh(now, tuple, req, &auth).map(Answer::Now),
-                METHOD_CREATE_PERMISSION => {
-                    self.create_permission(now, tuple, req, &auth).map(Answer::Now)
-                }
+                METHOD_CREATE_PERMISSION => self
+                    .create_permission(now, tuple, req, &auth)
+                    .map(Answer::Now),
                 METHOD_CHANNEL_BIND => self.channel_bind(now, tuple, req, &auth).map(Answer::Now),
                 METHOD_CONNECT => self.connect(tuple, req, &auth, io),
                 _ => self.connection_bind(tuple, req, &auth),
@@ -308,10 +308,15 @@ impl Engine {
         } else {
             Some(nonce)
         };
+        let control = self.control_connection_for(tuple, req);
         let fresh = nonce.is_some_and(|nonce| {
-            let transport = tuple.transport as u8;
-            let verdict = self.nonces.verify(nonce, tuple.client, transport, now.unix);
-            verdict.is_ok()
+            let issued_to = |t: &FiveTuple| {
+                let verdict = self
+                    .nonces
+                    .verify(nonce, t.client, t.transport as u8, now.unix);
+                verdict.is_ok()
+            };
+            issued_to(tuple) || control.as_ref().is_some_and(issued_to)
         });
         if !fresh {
             return Err(Refusal::Challenge(Reject::StaleNonce));

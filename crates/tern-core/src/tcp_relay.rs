@@ -48,6 +48,9 @@ pub struct TcpConnection {
     pub peer: SocketAddr,
     /// The allocation's USERNAME: a ConnectionBind must carry the same (RFC 6062 §5.4).
     pub username: Arc<str>,
+    /// The allocation's control connection. Clients sign a ConnectionBind with the
+    /// control connection's nonce (coturn's client does), which was issued to it.
+    pub control: crate::FiveTuple,
     pub state: ConnectionState,
     /// What the allocation's connections relayed (shared by all of them).
     pub traffic: Arc<StreamTraffic>,
@@ -172,6 +175,11 @@ mod tests {
             relay: "192.0.2.1:50000".parse().unwrap(),
             peer: peer.parse().unwrap(),
             username: "u".into(),
+            control: crate::FiveTuple {
+                client: "192.0.2.9:40000".parse().unwrap(),
+                server: "192.0.2.1:3478".parse().unwrap(),
+                transport: crate::Transport::Tcp,
+            },
             state: ConnectionState::Connecting,
             traffic: Arc::default(),
         }

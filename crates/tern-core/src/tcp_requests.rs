@@ -54,6 +54,7 @@ impl Engine {
             relay,
             peer,
             username,
+            control: *tuple,
             state: ConnectionState::Connecting,
             traffic: tcp.traffic.clone(),
         };
@@ -113,6 +114,7 @@ impl Engine {
             Response::error_to(METHOD_CONNECT, pending.transaction_id, code)
         };
         drop(table);
+        tracing::debug!(client = %tuple.client, id, connected, "Connect answered");
         response.add_software(self.config.software.as_deref());
         let bytes = response.finish(Some(&pending.mac), pending.fingerprint);
         io.send_to_client(&tuple, &bytes);
@@ -154,6 +156,7 @@ impl Engine {
             relay,
             peer,
             username,
+            control: tuple,
             state: ConnectionState::Pending(deadline),
             traffic: tcp.traffic.clone(),
         };
@@ -168,6 +171,7 @@ impl Engine {
         indication.add_xor_address(ATTR_XOR_PEER_ADDRESS, peer);
         indication.add_raw(ATTR_CONNECTION_ID, &id.to_be_bytes());
         io.send_to_client(&tuple, &indication.finish(None, false));
+        tracing::debug!(client = %tuple.client, %relay, %peer, id, "peer connection announced");
         true
     }
 
@@ -195,7 +199,29 @@ impl Engine {
         });
         let connection = connection.ok_or(Reject::BadRequest)?;
         connection.state = ConnectionState::Bound;
+        tracing::debug!(client = %tuple.client, id, "data connection bound");
         Ok(Answer::ThenRelay(Response::success(req), id))
+    }
+
+    /// For a ConnectionBind from `tuple`, the control connection of the allocation it
+    /// names, when that is from the same IP: its nonce is good for the data connection
+    /// too (RFC 6062 §5.4: "the same method and credentials as for the control
+    /// connection").
+    pub(super) fn control_connection_for(
+        &self,
+        tuple: &FiveTuple,
+        req: &Request,
+    ) -> Option<FiveTuple> {
+        if req.method() != stun::message::METHOD_CONNECTION_BIND {
+            return None;
+        }
+        let id = match req.attr(ATTR_CONNECTION_ID) {
+            Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+            _ => return None,
+        };
+        let table = self.shared.tcp_connections();
+        let control = table.get(id)?.control;
+        (control.client.ip() == tuple.client.ip()).then_some(control)
     }
 
     /// The ConnectionBind of `id` was answered on `tuple`: the driver joins the two.
@@ -230,11 +256,7 @@ impl Engine {
     }
 
     /// Closes every connection of a TCP allocation that is being deleted.
-    pub(super) fn close_tcp_connections(
-        &mut self,
-        alloc: &mut super::Allocation,
-        io: &mut dyn Io,
-    ) {
+    pub(super) fn close_tcp_connections(&mut self, alloc: &mut super::Allocation, io: &mut dyn Io) {
         let Some(tcp) = alloc.tcp.as_deref_mut() else {
             return;
         };
