@@ -1142,6 +1142,7 @@ fn a_panicking_connection_task_harms_no_other_connection() {
         frame_timeout: Duration::from_secs(2),
         max_frame: 65_552,
         write_queue,
+        relay_buffer: 16 << 10,
         limits: limits.clone(),
         proxy_from: Vec::new().into(),
         front: None,
@@ -1190,6 +1191,8 @@ fn a_panicking_connection_task_harms_no_other_connection() {
                 StreamEvent::Closed(tuple) => {
                     connections.remove(&tuple);
                 }
+                // No TCP allocations here.
+                StreamEvent::RelayEnded(_) => {}
             }
         }
     });

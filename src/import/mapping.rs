@@ -193,8 +193,9 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
         "server-name" => "tern has no server name; the realm is server.realm",
         "secure-stun" => "authenticated STUN Binding is not supported",
         "server-relay" => "server relay mode is not supported",
-        "no-udp-relay" | "no-tcp-relay" => {
-            "tern relays UDP only (RFC 8656); TCP relay (RFC 6062) is not implemented"
+        "no-udp-relay" => "tern always offers UDP relaying (RFC 8656)",
+        "no-tcp-relay" => {
+            "not needed: tern serves TCP allocations (RFC 6062) only with relay.tcp_allocations = true"
         }
         "oauth" => "OAuth third-party authorization (RFC 7635) is not supported",
         "check-origin-consistency" => "ORIGIN checks are not supported",
@@ -209,7 +210,7 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
             "tern follows RFC 6156: the relayed address is IPv4 unless the Allocate asks for IPv6 with REQUESTED-ADDRESS-FAMILY, whatever family the client connects over"
         }
         "sha256" | "sha384" | "sha512" => {
-            "tern's long-term credentials use MD5 keys and HMAC-SHA1 MESSAGE-INTEGRITY; MESSAGE-INTEGRITY-SHA256 and PASSWORD-ALGORITHMS (RFC 8489) are not implemented"
+            "tern offers SHA-256 keys and MESSAGE-INTEGRITY-SHA256 with auth.rfc8489 = true, beside MD5 for RFC 5389 clients (browsers); it cannot require them"
         }
         _ if name.starts_with("cli-") => "tern has no telnet admin CLI",
         _ if name.starts_with("redis-")
