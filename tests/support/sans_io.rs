@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
 use tern::config::PortRange;
+use tern::core::tcp_relay::TcpConnection;
 use tern::core::{
-    Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, KernelChannel, KernelRelayed,
-    RelayIpChoice, Shared,
+    ConnectionId, Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, KernelChannel,
+    KernelRelayed, RelayIpChoice, Shared,
 };
 use tern::policy::{OwnRelays, PeerPolicy};
 
@@ -64,6 +65,14 @@ pub struct Recorder {
     pub ended: Vec<Ended>,
     /// Datagrams the bandwidth limits dropped: (limit, direction, bytes).
     pub bandwidth_dropped: Vec<(tern::core::LimitScope, tern::core::Direction, usize)>,
+    /// TCP relay sockets listening (RFC 6062).
+    pub tcp_bound: HashSet<SocketAddr>,
+    /// Connects asked for: (relay, peer, connection id).
+    pub connects: Vec<(SocketAddr, SocketAddr, ConnectionId)>,
+    /// Peer data connections closed: (relay, peer).
+    pub peer_connections_closed: Vec<(SocketAddr, SocketAddr)>,
+    /// Client data connections joined to a peer data connection: (tuple, id).
+    pub spliced: Vec<(FiveTuple, ConnectionId)>,
 }
 
 /// An allocation's usage as the engine reported it at its end.
@@ -95,7 +104,21 @@ impl Io for Recorder {
     fn close_relay(&mut self, addr: SocketAddr) {
         self.order.push("close");
         self.bound.remove(&addr);
+        self.tcp_bound.remove(&addr);
         self.closed.push(addr);
+    }
+    fn bind_tcp_relay(&mut self, addr: SocketAddr) -> std::io::Result<()> {
+        self.tcp_bound.insert(addr);
+        Ok(())
+    }
+    fn connect_peer(&mut self, relay: SocketAddr, peer: SocketAddr, id: ConnectionId) {
+        self.connects.push((relay, peer, id));
+    }
+    fn close_peer_connection(&mut self, relay: SocketAddr, peer: SocketAddr) {
+        self.peer_connections_closed.push((relay, peer));
+    }
+    fn splice(&mut self, tuple: &FiveTuple, _connection: &TcpConnection, id: ConnectionId) {
+        self.spliced.push((*tuple, id));
     }
     fn allocation_changed(&mut self, _tuple: &FiveTuple, _alive: bool) {}
     fn count(&mut self, event: Count<'_>) {
