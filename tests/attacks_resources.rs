@@ -228,8 +228,8 @@ const UNAUTHENTICATED: &[Unauthenticated] = &[
         },
     },
     Unauthenticated {
-        what: "Connect (RFC 6062, not implemented)",
-        code: Some(400),
+        what: "Connect (RFC 6062), unsigned",
+        code: Some(401),
         method: METHOD_CONNECT,
         out: Outgoing::default,
         signer: NOBODY,

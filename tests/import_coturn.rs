@@ -184,12 +184,8 @@ fn notes_say_what_tern_does_instead() {
         assert!(reason.contains("docs/fleet.md"), "{reason}");
     }
     let reason = note(&stderr, "sha256");
-    assert!(
-        reason.contains(
-            "MESSAGE-INTEGRITY-SHA256 and PASSWORD-ALGORITHMS (RFC 8489) are not implemented"
-        ),
-        "{reason}"
-    );
+    assert!(reason.contains("auth.rfc8489 = true"), "{reason}");
+    assert!(reason.contains("cannot require them"), "{reason}");
 }
 
 /// coturn's 0 (unlimited) sets no limit, and a rate below tern's smallest is named.

@@ -480,7 +480,8 @@ fn message(tuple: u8, typ: MessageType, flags: u8, attrs: Vec<(AttrType, Vec<u8>
 fn every_unauthenticated_answer_is_small() {
     let allocate = MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST);
     let binding = MessageType::new(METHOD_BINDING, CLASS_REQUEST);
-    let connect = MessageType::new(message_type(0x000A).method, CLASS_REQUEST);
+    // 0x0002, RFC 3489's SharedSecret, which no server answers any more.
+    let shared_secret = MessageType::new(message_type(0x0002).method, CLASS_REQUEST);
     let transport = (ATTR_REQUESTED_TRANSPORT, vec![17, 0, 0, 0]);
     let unknown = |n: u16| {
         (0..n)
@@ -526,7 +527,7 @@ fn every_unauthenticated_answer_is_small() {
         (
             "400, unknown method",
             400,
-            message(0, connect, flags::FINGERPRINT, vec![]),
+            message(0, shared_secret, flags::FINGERPRINT, vec![]),
         ),
         ("Binding success, IPv4", 0, message(0, binding, 0, vec![])),
         ("Binding success, IPv6", 0, message(2, binding, 0, vec![])),
