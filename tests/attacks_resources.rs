@@ -1143,6 +1143,7 @@ fn a_panicking_connection_task_harms_no_other_connection() {
         max_frame: 65_552,
         write_queue,
         limits: limits.clone(),
+        max_dtls_handshakes: 1,
         proxy_from: Vec::new().into(),
         front: None,
         metrics: std::sync::Arc::new(tern::metrics::Metrics::new()),
