@@ -1,7 +1,8 @@
 //! TURN over DTLS against a running `tern serve` on loopback: coturn's
 //! `turnutils_uclient` relaying through a DTLS listener (`-S` without `-t`), `openssl
 //! s_client -dtls1_2` completing a handshake and seeing the certificate (before and
-//! after a SIGHUP that replaced it), the stateless cookie exchange (a ClientHello
+//! after a SIGHUP that replaced it), a session's close_notify ending its allocation,
+//! the stateless cookie exchange (a ClientHello
 //! without a cookie leaves nothing behind), the cap on handshakes in progress, garbage
 //! on the DTLS port, and the configuration checks.
 //!
@@ -22,10 +23,14 @@ use std::time::{Duration, Instant};
 
 use certs::{CertFiles, TestCert};
 use openssl::ssl::{Ssl, SslContext, SslMethod, SslOptions, SslStream, SslVerifyMode};
+use stun::attributes::ATTR_NONCE;
+use stun::message::{CLASS_SUCCESS_RESPONSE, METHOD_ALLOCATE};
 use support::{
     LOCALHOST_V4, RunOutput, TempDir, TernServer, UclientSummary, ensure_tool, free_udp_port,
     metric, relay_ports_arg, run_tern, run_with_timeout,
 };
+use tern::client::{Attr, TurnClient, signed};
+use tern::proto::Request;
 
 const USER: &str = "alice";
 const PASS: &str = "wonderland";
@@ -191,6 +196,82 @@ fn s_client_handshakes_and_sees_the_certificate_swapped_on_reload() {
         first_certificate(&renewed.cert_pem),
         "the renewed certificate is not served after SIGHUP\n{text}\n{}",
         s.server.logs()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A session and its allocation
+// ---------------------------------------------------------------------------------------
+
+/// What a DTLS client reads and writes through: a UDP socket connected to the server,
+/// one datagram per read and per write.
+#[derive(Debug)]
+struct Connected(UdpSocket);
+
+impl Read for Connected {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.recv(buf)
+    }
+}
+
+impl Write for Connected {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Sends `request` in a record of its own and parses the record that answers it.
+fn exchange(dtls: &mut SslStream<Connected>, request: &[u8]) -> Request {
+    dtls.ssl_write(request).expect("DTLS write");
+    let mut record = [0u8; 2048];
+    let n = dtls.ssl_read(&mut record).expect("an answer over DTLS");
+    Request::parse(&record[..n]).expect("a STUN answer")
+}
+
+/// An allocation made over DTLS lives as long as its session: the client's
+/// close_notify deletes it (RFC 8656 §3.1, as a closed TCP/TLS connection does).
+#[test]
+fn closing_the_dtls_session_ends_its_allocation() {
+    let s = DtlsServer::start("");
+    // The realm, learnt over UDP; the nonce is bound to the transport, so the DTLS
+    // session gets its own.
+    let mut client = TurnClient::new(s.server.addr, USER, PASS).unwrap();
+    assert!(client.allocate(vec![]).unwrap().is_success());
+    let mut context = SslContext::builder(SslMethod::dtls()).unwrap();
+    context.set_verify(SslVerifyMode::NONE);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.connect(s.dtls).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let ssl = Ssl::new(&context.build()).unwrap();
+    let mut dtls = ssl.connect(Connected(socket)).expect("DTLS handshake");
+    let allocate = signed(vec![Attr::udp_transport()]);
+    let (_, request) = client.encode(METHOD_ALLOCATE, &allocate);
+    let challenge = exchange(&mut dtls, &request);
+    let nonce = challenge
+        .attr(ATTR_NONCE)
+        .expect("a 401 or 438 with a NONCE");
+    client.set_nonce(std::str::from_utf8(nonce).unwrap());
+    let (_, request) = client.encode(METHOD_ALLOCATE, &allocate);
+    let answer = exchange(&mut dtls, &request);
+    assert_eq!(answer.class(), CLASS_SUCCESS_RESPONSE, "{:?}", answer);
+    let dtls_allocations = "tern_allocations{transport=\"dtls\",family=\"ipv4\"}";
+    assert_eq!(s.metric(dtls_allocations), 1.0);
+    assert_eq!(s.metric("tern_connections"), 1.0);
+
+    dtls.shutdown().expect("close_notify");
+    s.wait_for_metric(dtls_allocations, 0.0);
+    s.wait_for_metric("tern_connections", 0.0);
+    let logs = s.server.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("allocation usage") && l.contains("transport=dtls")),
+        "{logs}"
     );
 }
 
