@@ -7,15 +7,14 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::handshakes::Handshakes;
 use super::hello::{self, Hello};
-use super::session::{self, Session};
+use super::session::{self, Outgoing, Session};
 use crate::core::{FiveTuple, Transport};
 use crate::net::batch::{BATCH, RecvBatch};
 use crate::net::lifecycle::Lifecycle;
@@ -33,14 +32,6 @@ const OUTGOING_QUEUE: usize = 4096;
 /// A DTLS record of type handshake starts with this byte.
 const HANDSHAKE_RECORD: u8 = 22;
 
-/// A datagram for a client.
-pub struct Outgoing {
-    pub to: SocketAddr,
-    /// The source address, for a client of a wildcard listener.
-    pub source: Option<IpAddr>,
-    pub bytes: Vec<u8>,
-}
-
 /// A bound DTLS listener and the certificate it serves.
 pub struct DtlsListener {
     pub socket: std::net::UdpSocket,
@@ -52,45 +43,6 @@ pub struct DtlsListener {
 pub fn bind(addr: SocketAddr, buffer: usize) -> std::io::Result<std::net::UdpSocket> {
     crate::net::socket::bind_udp(addr, buffer)
         .map_err(|e| std::io::Error::new(e.kind(), format!("UDP (DTLS) {addr}: {e}")))
-}
-
-/// Handshakes in progress over every DTLS listener, against
-/// `limits.max_dtls_handshakes`. The gauge shows the count.
-#[derive(Clone)]
-pub struct Handshakes {
-    count: Arc<AtomicUsize>,
-    gauge: Gauge,
-}
-
-impl Handshakes {
-    pub fn new(gauge: Gauge) -> Self {
-        Self {
-            count: Arc::default(),
-            gauge,
-        }
-    }
-
-    /// A place for one more handshake, or `None` when `max` are in progress.
-    fn start(&self, max: usize) -> Option<HandshakeSlot> {
-        let taken = self
-            .count
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            });
-        taken.ok()?;
-        self.gauge.inc();
-        Some(HandshakeSlot(self.clone()))
-    }
-}
-
-/// A handshake's place, given back on drop.
-pub struct HandshakeSlot(Handshakes);
-
-impl Drop for HandshakeSlot {
-    fn drop(&mut self) {
-        self.0.count.fetch_sub(1, Ordering::Relaxed);
-        self.0.gauge.dec();
-    }
 }
 
 /// What a listener hands sessions: the rules current at admission, the workers'

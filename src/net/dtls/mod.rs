@@ -16,15 +16,17 @@
 //! `limits.connection_idle_timeout` without an allocation; bounded queues everywhere.
 //!
 //! `listener` owns the socket and lets clients in, `session` drives one client,
-//! `context` builds the OpenSSL context, `cookie` makes and checks cookies, `hello`
+//! `handshakes` counts the handshakes in progress, `context` builds the OpenSSL context, `cookie` makes and checks cookies, `hello`
 //! runs the cookie exchange, `datagrams` is what OpenSSL reads and writes.
 
 mod context;
 mod cookie;
 mod datagrams;
+mod handshakes;
 mod hello;
 mod listener;
 mod session;
 
 pub use context::build as build_context;
-pub use listener::{DtlsListener, Handshakes, Sessions, bind, serve};
+pub use handshakes::Handshakes;
+pub use listener::{DtlsListener, Sessions, bind, serve};

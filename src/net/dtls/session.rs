@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::datagrams::Datagrams;
-use super::listener::{HandshakeSlot, Outgoing};
+use super::handshakes::HandshakeSlot;
 use crate::core::FiveTuple;
 use crate::net::stream::{Connection, ConnectionSlot, StreamConfig, StreamEvent, sleep_until_opt};
 
@@ -28,6 +28,14 @@ const RETRANSMIT_CHECK: Duration = Duration::from_millis(250);
 
 /// The largest record payload DTLS carries (2^14 bytes).
 const MAX_RECORD: usize = 16_384;
+
+/// A datagram for a client.
+pub struct Outgoing {
+    pub to: SocketAddr,
+    /// The source address, for a client of a wildcard listener.
+    pub source: Option<IpAddr>,
+    pub bytes: Vec<u8>,
+}
 
 /// An admitted client and what its session talks through.
 pub struct Session {
