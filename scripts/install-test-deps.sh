@@ -6,7 +6,9 @@
 # generated man pages must render without warnings) and python3 (the benchmark and
 # the soak, bench/), clang (the build compiles the kernel fast path, src/offload),
 # haproxy and curl (PROXY protocol and the shared TLS port, tests/proxy_protocol.rs and
-# tests/shared_port.rs) and pebble (the ACME test CA and its DNS server, tests/acme.rs).
+# tests/shared_port.rs) and pebble (the ACME test CA and its DNS server, tests/acme.rs);
+# and to build tern at all: pkg-config and libssl-dev (the DTLS listeners, src/net/dtls,
+# use the system's libssl).
 #
 # Idempotent: does nothing when the tools are already on PATH. Non-interactive; meant
 # to run as root on a fresh CI machine (uses sudo when not root and sudo exists).
@@ -35,6 +37,8 @@ TOOLS=(
     curl=curl
     pebble=pebble
     pebble-challtestsrv=pebble
+    pkg-config=pkg-config
+    /usr/include/openssl/ssl.h=libssl-dev
 )
 
 # Stops and disables a system service (coturn, redis-server) if one is there: the
@@ -67,7 +71,7 @@ if [ "${#missing[@]}" -eq 0 ]; then
         && { [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; }; then
         stop_service haproxy
     fi
-    log "ok: coturn's tools, openssl, redis-server, man, python3, clang, haproxy, curl and pebble already present"
+    log "ok: coturn's tools, openssl, redis-server, man, python3, clang, haproxy, curl, pebble, pkg-config and libssl-dev already present"
     exit 0
 fi
 

@@ -87,6 +87,9 @@ pub struct ServeArgs {
     /// Address for a TLS listener (repeatable); replaces server.tls_listen.
     #[arg(long = "tls-listen", value_name = "ADDR")]
     pub tls_listen: Vec<SocketAddr>,
+    /// Address for a DTLS listener, UDP (repeatable); replaces server.dtls_listen.
+    #[arg(long = "dtls-listen", value_name = "ADDR")]
+    pub dtls_listen: Vec<SocketAddr>,
     /// PEM certificate chain for TLS (e.g. Let's Encrypt fullchain.pem).
     #[arg(long, value_name = "PATH")]
     pub cert: Option<PathBuf>,
@@ -151,6 +154,9 @@ impl ServeArgs {
         }
         if !self.tls_listen.is_empty() {
             s.server.tls_listen = self.tls_listen.iter().map(|&a| a.into()).collect();
+        }
+        if !self.dtls_listen.is_empty() {
+            s.server.dtls_listen = self.dtls_listen.iter().map(|&a| a.into()).collect();
         }
         if let Some(cert) = &self.cert {
             s.tls.cert = Some(cert.clone());

@@ -70,7 +70,8 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             cert: cert.clone(),
             key: key.clone(),
         };
-        if let Err(e) = tern::net::tls::TlsAcceptorSource::load(paths) {
+        let dtls = !settings.server.dtls_listen.is_empty();
+        if let Err(e) = tern::net::tls::TlsAcceptorSource::load_for(paths, None, dtls) {
             return config_error(format!("{}: tls: {e}", path.display()));
         }
     }

@@ -170,6 +170,12 @@ pub struct Metrics {
     acme_renewals: Family<ResultLabel, Counter>,
     acme_certificate_expiry: Gauge,
     acme_http01_refused: Family<ReasonLabel, Counter>,
+    /// ClientHellos answered with a HelloVerifyRequest (nothing kept for them).
+    pub dtls_hello_verify: Counter,
+    dtls_handshakes: Family<ResultLabel, Counter>,
+    /// DTLS handshakes in progress; also what `limits.max_dtls_handshakes` counts.
+    pub dtls_handshakes_in_progress: Gauge,
+    dtls_refused: Family<ReasonLabel, Counter>,
     offload: OffloadMetrics,
 }
 
@@ -279,6 +285,10 @@ impl Metrics {
             acme_renewals: Family::default(),
             acme_certificate_expiry: Gauge::default(),
             acme_http01_refused: Family::default(),
+            dtls_hello_verify: Counter::default(),
+            dtls_handshakes: Family::default(),
+            dtls_handshakes_in_progress: Gauge::default(),
+            dtls_refused: Family::default(),
             offload: OffloadMetrics::default(),
         }
         .registered()
@@ -373,7 +383,7 @@ impl Metrics {
         );
         r.register(
             "connections",
-            "Open TCP/TLS client connections",
+            "Open TCP/TLS client connections and DTLS sessions",
             self.connections.clone(),
         );
         r.register(
@@ -475,6 +485,26 @@ impl Metrics {
             "acme_http01_refused",
             "Connections to the ACME HTTP-01 responder refused or closed by a limit, by reason",
             self.acme_http01_refused.clone(),
+        );
+        r.register(
+            "dtls_hello_verify_requests",
+            "DTLS ClientHellos without a valid cookie, answered with a HelloVerifyRequest and nothing kept",
+            self.dtls_hello_verify.clone(),
+        );
+        r.register(
+            "dtls_handshakes",
+            "DTLS handshakes of clients that passed the cookie exchange, by result (ok, failed, timeout)",
+            self.dtls_handshakes.clone(),
+        );
+        r.register(
+            "dtls_handshakes_in_progress",
+            "DTLS handshakes in progress (limits.max_dtls_handshakes)",
+            self.dtls_handshakes_in_progress.clone(),
+        );
+        r.register(
+            "dtls_refused",
+            "DTLS clients with a valid cookie turned away, by reason (handshake_limit, connection_limit)",
+            self.dtls_refused.clone(),
         );
         let offload = &self.offload;
         r.register(
@@ -621,6 +651,18 @@ impl Metrics {
     /// Records the expiry (Unix time) of the certificate served under `tls.acme`.
     pub fn acme_certificate_expiry(&self, not_after: i64) {
         self.acme_certificate_expiry.set(not_after);
+    }
+
+    pub fn dtls_handshake(&self, result: &'static str) {
+        self.dtls_handshakes
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    pub fn dtls_refused(&self, reason: &'static str) {
+        self.dtls_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     pub fn acme_http01_refused(&self, reason: &'static str) {

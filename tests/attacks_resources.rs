@@ -1144,6 +1144,7 @@ fn a_panicking_connection_task_harms_no_other_connection() {
         write_queue,
         relay_buffer: 16 << 10,
         limits: limits.clone(),
+        max_dtls_handshakes: 1,
         proxy_from: Vec::new().into(),
         front: None,
         metrics: std::sync::Arc::new(tern::metrics::Metrics::new()),

@@ -12,11 +12,12 @@ mod support;
 #[path = "support/coturn.rs"]
 mod coturn;
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use coturn::{run_uclient, start_peer};
 use md5::{Digest, Md5};
 use support::{
     BackgroundProcess, LOCALHOST_V4, LOCALHOST_V6, RunOutput, TempDir, TernServer, UclientSummary,
@@ -31,9 +32,6 @@ const PASSWORD: &str = "wonderland";
 const MESSAGES: u64 = 50;
 const CLIENTS: u64 = 5;
 const LENGTH: &str = "120";
-/// Upper bound for one uclient run (they take ~6-8 s: uclient waits a few seconds
-/// before sending and after the last packet).
-const UCLIENT_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// `tern serve` listening and relaying on the loopback address `ip`, realm [`REALM`], a
 /// fresh relay port range, then `extra` (credentials, peer policy).
@@ -63,79 +61,6 @@ fn user_arg() -> String {
 /// The usual tern: static user [`USER`], loopback peers allowed.
 fn start_tern_for_user() -> TernServer {
     start_tern(&["--user", &user_arg(), "--allow-peer", "127.0.0.0/8"])
-}
-
-/// A running `turnutils_peer` (a UDP echo server); killed on drop.
-struct Peer {
-    _process: BackgroundProcess,
-    /// Holds its logs; dropped after the process.
-    _dir: TempDir,
-    ip: String,
-    port: String,
-}
-
-impl Peer {
-    /// `-e IP -r PORT`: the uclient arguments that relay to this peer.
-    fn args(&self) -> [&str; 4] {
-        ["-e", &self.ip, "-r", &self.port]
-    }
-}
-
-/// `turnutils_peer` on `ip`, ready (it echoed a probe).
-fn start_peer(ip: IpAddr) -> Peer {
-    let bin = ensure_tool("turnutils_peer");
-    let dir = TempDir::new("interop-peer");
-    let port = free_udp_port_on(ip);
-    let mut cmd = Command::new(bin);
-    cmd.arg("-L")
-        .arg(ip.to_string())
-        .arg("-p")
-        .arg(port.to_string());
-    let mut peer = BackgroundProcess::spawn("turnutils_peer", &mut cmd, dir.path());
-    let addr = SocketAddr::new(ip, port);
-    let probe = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind probe socket");
-    probe
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 64];
-    loop {
-        peer.assert_running();
-        assert!(
-            Instant::now() < deadline,
-            "turnutils_peer on {addr} did not echo within 10 s\n{}",
-            peer.logs()
-        );
-        let _ = probe.send_to(b"ping", addr);
-        if let Ok((4, from)) = probe.recv_from(&mut buf)
-            && from == addr
-            && &buf[..4] == b"ping"
-        {
-            return Peer {
-                _process: peer,
-                _dir: dir,
-                ip: ip.to_string(),
-                port: port.to_string(),
-            };
-        }
-    }
-}
-
-/// Runs `turnutils_uclient ARGS... -p PORT SERVER-IP` to completion (bounded).
-fn run_uclient(server: SocketAddr, args: &[&str]) -> RunOutput {
-    let bin = ensure_tool("turnutils_uclient");
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .arg("-p")
-        .arg(server.port().to_string())
-        .arg(server.ip().to_string());
-    let out = run_with_timeout(&mut cmd, UCLIENT_TIMEOUT);
-    assert!(
-        !out.timed_out,
-        "turnutils_uclient {args:?} against {server} did not finish within {UCLIENT_TIMEOUT:?}\n{}",
-        out.describe()
-    );
-    out
 }
 
 /// `-u USER -w PASSWORD`: uclient authenticating as the static user.

@@ -29,13 +29,15 @@ as_root() {
 }
 
 # Prints, one per line and each once, the packages of the TOOL=PACKAGE pairs whose
-# tool is not found (a name on PATH, or an absolute path).
+# tool is not found (a name on PATH, or an absolute path: a program, or a file such as
+# a library's header).
 missing_packages() {
     local pair tool package seen=" "
     for pair in "$@"; do
         tool=${pair%%=*}
         package=${pair#*=}
-        if ! command -v "$tool" >/dev/null 2>&1 && [[ $seen != *" $package "* ]]; then
+        if ! command -v "$tool" >/dev/null 2>&1 && ! [[ $tool == /* && -e $tool ]] \
+            && [[ $seen != *" $package "* ]]; then
             seen+="$package "
             printf '%s\n' "$package"
         fi

@@ -26,8 +26,10 @@ pub struct CredentialArgs {
 }
 
 /// Parses `udp`, `tcp` or `tls` into the core's [`Transport`], listing them in `--help`.
+/// DTLS is served, but tern's own client does not speak it.
 pub fn transport_parser() -> impl clap::builder::TypedValueParser<Value = Transport> {
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(Transport::ALL.map(Transport::name))
+    let names = Transport::ALL.into_iter().filter(|&t| t != Transport::Dtls);
+    clap::builder::PossibleValuesParser::new(names.map(Transport::name))
         .try_map(|name| name.parse::<Transport>())
 }

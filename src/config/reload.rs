@@ -61,6 +61,7 @@ macro_rules! key {
 pub static KEYS: &[Key] = &[
     key!(restart server.listen),
     key!(restart server.tls_listen),
+    key!(restart server.dtls_listen),
     key!(restart server.udp),
     key!(restart server.tcp),
     key!(restart server.workers),
@@ -149,6 +150,7 @@ pub static KEYS: &[Key] = &[
     key!(applies limits.max_connections),
     key!(applies limits.max_connections_per_ip),
     key!(applies limits.connection_idle_timeout),
+    key!(applies limits.max_dtls_handshakes),
     key!(applies limits.frame_timeout),
     key!(applies limits.max_frame),
     key!(applies limits.write_queue),

@@ -42,6 +42,9 @@ pub struct ServerSettings {
     pub listen: Vec<Listener>,
     /// Addresses of the TLS listeners (used when `tls.cert` and `tls.key` are set).
     pub tls_listen: Vec<Listener>,
+    /// Addresses of the DTLS listeners (UDP; they need `tls.cert` and `tls.key` or
+    /// `tls.acme`). None by default.
+    pub dtls_listen: Vec<Listener>,
     pub udp: bool,
     pub tcp: bool,
     /// Relay workers, each owning its allocations; 0 means one per CPU.
@@ -67,6 +70,7 @@ impl Default for ServerSettings {
         Self {
             listen: wildcard_listeners(3478),
             tls_listen: wildcard_listeners(5349),
+            dtls_listen: Vec::new(),
             udp: true,
             tcp: true,
             workers: 0,
@@ -463,11 +467,15 @@ pub struct Limits {
     pub relay_queue: usize,
     /// Token buckets for the 401 limiter (fixed memory whatever the traffic).
     pub rate_limit_slots: usize,
-    /// TCP/TLS connections open at once, in total and from one IP address.
+    /// TCP/TLS connections and DTLS sessions open at once, in total and from one IP
+    /// address.
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
-    /// A TCP/TLS connection with no allocation is closed after this long.
+    /// A TCP/TLS connection or DTLS session with no allocation is closed after this
+    /// long.
     pub connection_idle_timeout: Seconds,
+    /// DTLS handshakes in progress at once, over all DTLS listeners.
+    pub max_dtls_handshakes: usize,
     /// A frame that has started arriving on a stream must be complete within this,
     /// and a frame for a client must be written within it.
     pub frame_timeout: Seconds,
@@ -496,6 +504,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_ip: 64,
             connection_idle_timeout: Seconds(30),
+            max_dtls_handshakes: 128,
             frame_timeout: Seconds(10),
             max_frame: 65_552,
             write_queue: 256,

@@ -103,6 +103,10 @@ impl Settings {
                 "limits.tcp_connections_per_allocation",
                 self.limits.tcp_connections_per_allocation,
             ),
+            (
+                "limits.max_dtls_handshakes",
+                self.limits.max_dtls_handshakes,
+            ),
         ];
         for (key, value) in limits {
             if value == 0 {
@@ -203,6 +207,7 @@ impl Settings {
                 "TLS listeners need tls.cert and tls.key (or tls.acme)",
             ));
         }
+        self.validate_dtls_listen()?;
         if !self.server.udp && !self.server.tcp && !tls.is_enabled() {
             return Err(InvalidKey::new(
                 "server.udp",
@@ -220,6 +225,46 @@ impl Settings {
                 ));
             }
             validate_acme(acme)?;
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// DTLS listeners serve the TLS certificate, over UDP: they need one, take neither
+    /// PROXY headers nor TLS detection, and cannot share an address with a UDP
+    /// listener.
+    fn validate_dtls_listen(&self) -> Result<(), InvalidKey> {
+        let key = "server.dtls_listen";
+        let server = &self.server;
+        if !server.dtls_listen.is_empty() && !self.tls.is_enabled() {
+            return Err(InvalidKey::new(
+                key,
+                "DTLS listeners need tls.cert and tls.key (or tls.acme)",
+            ));
+        }
+        let mut udp_listeners = server.nat_discovery_listeners();
+        if server.udp {
+            udp_listeners.extend(server.listen_addrs());
+        }
+        for (i, l) in server.dtls_listen.iter().enumerate() {
+            let why = if l.proxy_protocol {
+                "proxy_protocol applies to TCP and TLS listeners, not DTLS"
+            } else if l.auto_detect.is_some() {
+                "auto_detect applies to TCP and TLS listeners, not DTLS"
+            } else if server.dtls_listen[..i].iter().any(|o| o.addr == l.addr) {
+                "is listed twice"
+            } else if (server.tls_listen.iter()).any(|t| t.addr == l.addr && t.serve != l.serve) {
+                "serve differs from the TLS listener's on this address (roles go by address)"
+            } else if udp_listeners
+                .iter()
+                .any(|&u| listener_covers(u, l.addr) || listener_covers(l.addr, u))
+            {
+                "is already a UDP listener (server.listen or server.nat_discovery)"
+            } else {
+                continue;
+            };
+            return Err(InvalidKey::new(key, format!("{}: {why}", l.addr)));
         }
         Ok(())
     }

@@ -86,6 +86,7 @@ struct Collected {
     cert: Single<String>,
     pkey: Single<String>,
     no_tls: Option<usize>,
+    no_dtls: Option<usize>,
     no_udp: Option<usize>,
     no_tcp: Option<usize>,
     stun_only: Option<usize>,
@@ -149,7 +150,6 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
         "no-software-attribute" => {
             "not needed: tern sends no SOFTWARE attribute unless server.software is set"
         }
-        "no-dtls" => "not needed: tern has no DTLS",
         "no-tlsv1" | "no-tlsv1_1" => "not needed: tern accepts TLS 1.2 and 1.3 only",
         "no-tlsv1_2" => "tern accepts TLS 1.2 and 1.3; TLS 1.2 cannot be switched off",
         "fingerprint" => "not needed: tern always adds FINGERPRINT when the request has it",
@@ -334,6 +334,7 @@ impl Collected {
             "cert" => set(&mut self.cert, value(e)?.to_string(), e, &mut self.unmapped),
             "pkey" => set(&mut self.pkey, value(e)?.to_string(), e, &mut self.unmapped),
             "no-tls" => self.no_tls = Some(line),
+            "no-dtls" => self.no_dtls = Some(line),
             "no-udp" => self.no_udp = Some(line),
             "no-tcp" => self.no_tcp = Some(line),
             "stun-only" => self.stun_only = Some(line),
@@ -419,6 +420,37 @@ impl Collected {
         }
     }
 
+    /// coturn serves DTLS on the TLS port(s) unless `no-dtls`; tern only where
+    /// `dtls_listen` says, so the addresses are written out. A TLS port that is also the
+    /// UDP port cannot be: coturn tells DTLS from STUN on one socket, tern does not.
+    fn render_dtls(
+        &mut self,
+        out: &mut String,
+        ips: &[IpAddr],
+        port: u16,
+        serve: Option<&str>,
+        from_ips: &str,
+    ) {
+        if self.no_dtls.is_some() {
+            return;
+        }
+        let udp_port = self.listening_port.map_or(COTURN_PORT, |(p, _)| p);
+        if port == udp_port && self.no_udp.is_none() {
+            let reason = "DTLS not carried over: tern serves DTLS on a UDP port of its own, not on listening-port";
+            match (self.tls_port, self.listening_port) {
+                (Some((_, l)), _) => self.drop_option(l, "tls-listening-port", reason),
+                (None, Some((_, l))) => self.drop_option(l, "listening-port", reason),
+                (None, None) => {}
+            }
+            return;
+        }
+        let _ = writeln!(
+            out,
+            "# coturn: DTLS on tls-listening-port{from_ips} (no-dtls turns it off)"
+        );
+        let _ = writeln!(out, "dtls_listen = {}", listeners(ips, port, serve));
+    }
+
     fn render_server(&mut self, dest: &mut String) {
         let mut body = String::new();
         let out = &mut body;
@@ -455,11 +487,12 @@ impl Collected {
                 self.drop_option(l, "tls-listening-port", "ignored: no-tls is set");
             }
         } else if self.tls_enabled() {
+            let port = self.tls_port.map_or(COTURN_TLS_PORT, |(p, _)| p);
             if !self.listening_ips.is_empty() || self.tls_port.is_some() || serve.is_some() {
-                let port = self.tls_port.map_or(COTURN_TLS_PORT, |(p, _)| p);
                 let _ = writeln!(out, "# coturn: tls-listening-port{from_ips}");
                 let _ = writeln!(out, "tls_listen = {}", listeners(&ips, port, serve));
             }
+            self.render_dtls(out, &ips, port, serve, from_ips);
         } else if let Some((_, l)) = self.tls_port {
             self.drop_option(
                 l,
@@ -1058,6 +1091,24 @@ mod tests {
         let (_, unmapped, _) = run("user=alice:0xnothexnothex\n");
         assert_eq!(unmapped.len(), 1);
         assert!(!unmapped[0].reason.contains("nothex"));
+    }
+
+    #[test]
+    fn dtls_follows_the_tls_port_unless_no_dtls() {
+        let (s, unmapped, toml) = run("cert=/c.pem\npkey=/k.pem\nlistening-ip=192.0.2.1\n");
+        let addrs: Vec<String> = (s.server.dtls_listen.iter())
+            .map(|l| l.addr.to_string())
+            .collect();
+        assert_eq!(addrs, ["192.0.2.1:5349"], "{toml}");
+        assert!(unmapped.is_empty(), "{unmapped:?}");
+        let (s, unmapped, _) = run("cert=/c.pem\npkey=/k.pem\nno-dtls\n");
+        assert!(s.server.dtls_listen.is_empty());
+        assert!(unmapped.is_empty(), "no-dtls is carried over: {unmapped:?}");
+        let (s, _, _) = run("no-dtls\n");
+        assert!(s.server.dtls_listen.is_empty(), "no certificate, no DTLS");
+        let (s, unmapped, _) = run("cert=/c.pem\npkey=/k.pem\ntls-listening-port=3478\n");
+        assert!(s.server.dtls_listen.is_empty());
+        assert!(unmapped.iter().any(|u| u.option == "tls-listening-port"));
     }
 
     #[test]

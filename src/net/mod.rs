@@ -5,6 +5,7 @@ pub mod accept;
 pub mod admission;
 pub mod alarm;
 pub mod batch;
+pub mod dtls;
 pub mod front;
 pub mod held;
 pub mod lifecycle;

@@ -65,6 +65,8 @@ pub struct StreamConfig {
     /// Bytes a client data connection (RFC 6062) reads at a time, each way.
     pub relay_buffer: usize,
     pub limits: Arc<ConnectionLimits>,
+    /// DTLS handshakes in progress at once (DTLS listeners only).
+    pub max_dtls_handshakes: usize,
     /// Sources trusted to send PROXY protocol headers.
     pub proxy_from: Arc<[IpNet]>,
     /// Routing on TLS listeners shared with a website; `None`: they serve TURN only.
@@ -262,7 +264,7 @@ impl Incoming {
 pub type Handoff = mpsc::UnboundedSender<Incoming>;
 
 /// The worker a connection from `client` belongs to.
-fn worker_for(client: SocketAddr, workers: usize) -> usize {
+pub(super) fn worker_for(client: SocketAddr, workers: usize) -> usize {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(client);
     (hash % workers.max(1) as u64) as usize
@@ -573,7 +575,7 @@ async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std
     stream.flush().await
 }
 
-async fn sleep_until_opt(deadline: Option<Instant>) {
+pub(super) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(when) => sleep_until(when).await,
         None => std::future::pending().await,

@@ -89,16 +89,22 @@ fn listener_roles(settings: &Settings) -> Vec<(SocketAddr, ListenerRole)> {
         .listen
         .iter()
         .chain(&server.tls_listen)
+        .chain(&server.dtls_listen)
         .filter(|l| l.serve != ListenerRole::Both)
         .map(|l| (l.addr, l.serve))
         .chain((server.nat_discovery_listeners().into_iter()).map(|a| (a, ListenerRole::Stun)))
         .collect()
 }
 
-/// Every address the server listens on (STUN/TURN over UDP and TCP, TLS, admin,
+/// Every address the server listens on (STUN/TURN over UDP and TCP, TLS, DTLS, admin,
 /// self-test): the peer policy never lets a client relay to one of them.
 fn service_endpoints(settings: &Settings) -> Vec<SocketAddr> {
-    let tls = settings.server.tls_listen.iter().map(|l| l.addr);
+    let server = &settings.server;
+    let tls = server
+        .tls_listen
+        .iter()
+        .chain(&server.dtls_listen)
+        .map(|l| l.addr);
     let mut endpoints = settings.server.listen_addrs();
     endpoints.extend(settings.server.nat_discovery_listeners());
     endpoints.extend(

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 
 use crate::config::{Listener, ServerSettings, Settings};
 use crate::net::accept::StreamListener;
+use crate::net::dtls::{self, DtlsListener};
 use crate::net::stream::{self, Accept};
 use crate::net::tls::TlsAcceptorSource;
 use crate::net::udp;
@@ -15,10 +16,12 @@ pub struct Listeners {
     /// UDP address (SO_REUSEPORT).
     pub udp: Vec<Vec<std::net::UdpSocket>>,
     pub streams: Vec<StreamListener>,
+    pub dtls: Vec<DtlsListener>,
 }
 
 /// Binds UDP and TCP on `server.listen` (each unless switched off) and TLS on
-/// `server.tls_listen` when a certificate is configured. An explicitly configured
+/// `server.tls_listen` when a certificate is configured, and DTLS on
+/// `server.dtls_listen` (which validation allows only with one). An explicitly configured
 /// address must bind; a built-in IPv6 wildcard is skipped with a warning on hosts
 /// without IPv6, so the default command works everywhere.
 pub fn bind(
@@ -31,6 +34,7 @@ pub fn bind(
     let mut listeners = Listeners {
         udp: (0..workers).map(|_| Vec::new()).collect(),
         streams: Vec::new(),
+        dtls: Vec::new(),
     };
     let auto_detect = |l: &Listener| l.auto_detect.unwrap_or(settings.tls.auto_detect);
     for l in &server.listen {
@@ -70,6 +74,12 @@ pub fn bind(
                     accept,
                     proxy_protocol: l.proxy_protocol,
                 }));
+        }
+        for l in &server.dtls_listen {
+            let buffer = settings.limits.socket_buffer;
+            let socket = optional_bind(l.addr, false, "DTLS", |a| dtls::bind(a, buffer))?;
+            let source = source.clone();
+            (listeners.dtls).extend(socket.map(|socket| DtlsListener { socket, source }));
         }
     } else if server.tls_listen != defaults.tls_listen && !server.tls_listen.is_empty() {
         anyhow::bail!("server.tls_listen is set but tls.cert/tls.key are not");

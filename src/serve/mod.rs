@@ -24,6 +24,7 @@ use crate::cluster::RedisSink;
 use crate::config::{Redacted, Settings, TlsSettings};
 use crate::core::{Engine, EngineRules, Shared};
 use crate::metrics::Metrics;
+use crate::net::dtls;
 use crate::net::lifecycle::Lifecycle;
 use crate::net::stream::{ConnectionLimits, StreamConfig};
 use crate::net::tls::{CertPaths, TlsAcceptorSource};
@@ -305,6 +306,18 @@ fn spawn(
             stop_rx.clone(),
         ));
     }
+    let dtls_sessions = dtls::Sessions {
+        config: stream_config.clone(),
+        workers: worker_streams.iter().map(|s| s.events_tx.clone()).collect(),
+        handshakes: dtls::Handshakes::new(metrics.dtls_handshakes_in_progress.clone()),
+    };
+    for listener in listeners.dtls {
+        tokio::spawn(dtls::serve(
+            listener,
+            dtls_sessions.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let reloader = reload::Reloader {
         loader,
         log_level,
@@ -574,7 +587,8 @@ fn fleet_addresses(
 }
 
 /// Loads the TLS certificate when one is configured (with ACME, also answering its
-/// TLS-ALPN-01 challenges); a broken one fails the start.
+/// TLS-ALPN-01 challenges; with DTLS listeners, for them too); a broken one fails the
+/// start.
 fn load_tls(
     settings: &Settings,
     acme: Option<&crate::acme::Acme>,
@@ -582,11 +596,9 @@ fn load_tls(
     let Some(paths) = cert_paths(&settings.tls) else {
         return Ok(None);
     };
-    let source = match acme {
-        Some(acme) => TlsAcceptorSource::load_with_challenges(paths, acme.alpn_challenges())?,
-        None => TlsAcceptorSource::load(paths)?,
-    };
-    Ok(Some(source))
+    let challenges = acme.map(crate::acme::Acme::alpn_challenges);
+    let dtls = !settings.server.dtls_listen.is_empty();
+    Ok(Some(TlsAcceptorSource::load_for(paths, challenges, dtls)?))
 }
 
 /// The certificate files, when TLS is on.
@@ -610,6 +622,7 @@ fn stream_config(
         write_queue: limits.write_queue,
         relay_buffer: limits.tcp_relay_buffer,
         limits: connections.clone(),
+        max_dtls_handshakes: limits.max_dtls_handshakes,
         proxy_from: settings.server.proxy_protocol_from.clone().into(),
         front: crate::net::front::FrontRules::from_settings(settings),
         metrics: metrics.clone(),

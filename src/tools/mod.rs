@@ -82,6 +82,11 @@ pub fn connect(
             let stream = tls_transport(server, server_name, insecure)?;
             Ok(TurnClient::with_transport(stream, server, user, pass))
         }
+        // Never parsed for the tools (see `client::args::transport_parser`).
+        Transport::Dtls => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "tern's client tools do not speak DTLS",
+        )),
     }
 }
 

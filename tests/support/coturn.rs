@@ -1,17 +1,19 @@
 //! coturn's own `turnserver` on loopback, for running the same checks against it and
-//! against tern side by side.
+//! against tern side by side, and coturn's client tools: `turnutils_peer` (a UDP echo
+//! peer) and `turnutils_uclient` runs.
 //!
 //! Use it from a test file (which has `mod support;`) with
-//! `#[path = "support/coturn.rs"] mod coturn;`.
+//! `#[path = "support/coturn.rs"] mod coturn;`. Each test binary uses a subset.
+#![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::{
-    BackgroundProcess, LOCALHOST_V4, TempDir, ensure_tool, free_port_range, free_udp_port,
-    wait_for_stun,
+    BackgroundProcess, LOCALHOST_V4, RunOutput, TempDir, ensure_tool, free_port_range,
+    free_udp_port, free_udp_port_on, run_with_timeout, wait_for_stun,
 };
 
 /// The long-term credential coturn accepts.
@@ -95,4 +97,81 @@ pub fn start(
         panic!("coturn did not start: {e}\n{}", coturn.logs());
     }
     (coturn, addr)
+}
+
+/// Upper bound for one uclient run (they take ~6-8 s: uclient waits a few seconds
+/// before sending and after the last packet).
+const UCLIENT_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// A running `turnutils_peer` (a UDP echo server); killed on drop.
+pub struct Peer {
+    _process: BackgroundProcess,
+    /// Holds its logs; dropped after the process.
+    _dir: TempDir,
+    ip: String,
+    port: String,
+}
+
+impl Peer {
+    /// `-e IP -r PORT`: the uclient arguments that relay to this peer.
+    pub fn args(&self) -> [&str; 4] {
+        ["-e", &self.ip, "-r", &self.port]
+    }
+}
+
+/// `turnutils_peer` on `ip`, ready (it echoed a probe).
+pub fn start_peer(ip: IpAddr) -> Peer {
+    let bin = ensure_tool("turnutils_peer");
+    let dir = TempDir::new("interop-peer");
+    let port = free_udp_port_on(ip);
+    let mut cmd = Command::new(bin);
+    cmd.arg("-L")
+        .arg(ip.to_string())
+        .arg("-p")
+        .arg(port.to_string());
+    let mut peer = BackgroundProcess::spawn("turnutils_peer", &mut cmd, dir.path());
+    let addr = SocketAddr::new(ip, port);
+    let probe = UdpSocket::bind(SocketAddr::new(ip, 0)).expect("bind probe socket");
+    probe
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 64];
+    loop {
+        peer.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "turnutils_peer on {addr} did not echo within 10 s\n{}",
+            peer.logs()
+        );
+        let _ = probe.send_to(b"ping", addr);
+        if let Ok((4, from)) = probe.recv_from(&mut buf)
+            && from == addr
+            && &buf[..4] == b"ping"
+        {
+            return Peer {
+                _process: peer,
+                _dir: dir,
+                ip: ip.to_string(),
+                port: port.to_string(),
+            };
+        }
+    }
+}
+
+/// Runs `turnutils_uclient ARGS... -p PORT SERVER-IP` to completion (bounded).
+pub fn run_uclient(server: SocketAddr, args: &[&str]) -> RunOutput {
+    let bin = ensure_tool("turnutils_uclient");
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .arg("-p")
+        .arg(server.port().to_string())
+        .arg(server.ip().to_string());
+    let out = run_with_timeout(&mut cmd, UCLIENT_TIMEOUT);
+    assert!(
+        !out.timed_out,
+        "turnutils_uclient {args:?} against {server} did not finish within {UCLIENT_TIMEOUT:?}\n{}",
+        out.describe()
+    );
+    out
 }

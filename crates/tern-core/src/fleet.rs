@@ -47,6 +47,8 @@ impl FleetView {
         let candidates = match transport {
             Transport::Udp | Transport::Tcp => &self.alternate.plain,
             Transport::Tls => &self.alternate.tls,
+            // An alternate's DTLS listeners are not advertised: no redirect.
+            Transport::Dtls => return None,
         };
         candidates.iter().copied().find(|a| a.is_ipv6() == ipv6)
     }
@@ -96,6 +98,7 @@ mod tests {
             Some(addr("192.0.2.5:5349"))
         );
         assert_eq!(view.alternate_for(Transport::Tls, true), None);
+        assert_eq!(view.alternate_for(Transport::Dtls, false), None);
     }
 
     #[test]

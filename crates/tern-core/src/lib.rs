@@ -82,7 +82,7 @@ pub struct Now {
 }
 
 /// How a client reaches the server: the transport of its 5-tuple, as configs, command
-/// lines, reports and the admin API name it (`udp`, `tcp`, `tls`).
+/// lines, reports and the admin API name it (`udp`, `tcp`, `tls`, `dtls`).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
@@ -91,16 +91,25 @@ pub enum Transport {
     Udp,
     Tcp,
     Tls,
+    /// DTLS over UDP (RFC 7350): a session per client address, ended like a TLS
+    /// connection.
+    Dtls,
 }
 
 impl Transport {
-    pub const ALL: [Transport; 3] = [Transport::Udp, Transport::Tcp, Transport::Tls];
+    pub const ALL: [Transport; 4] = [
+        Transport::Udp,
+        Transport::Tcp,
+        Transport::Tls,
+        Transport::Dtls,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Tls => "tls",
+            Transport::Dtls => "dtls",
         }
     }
 }
@@ -118,7 +127,7 @@ impl std::str::FromStr for Transport {
         Self::ALL
             .into_iter()
             .find(|t| t.name() == s)
-            .ok_or_else(|| format!("{s:?} is not a transport (udp, tcp or tls)"))
+            .ok_or_else(|| format!("{s:?} is not a transport (udp, tcp, tls or dtls)"))
     }
 }
 

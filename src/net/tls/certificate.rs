@@ -12,26 +12,26 @@ use rustls::sign::CertifiedKey;
 use super::validity::validity_period;
 use super::{CertPaths, TlsError};
 
-/// The chain and key, checked to belong together.
+/// The chain and key, checked to belong together, and the key as read (for the DTLS
+/// listeners' context, which OpenSSL builds from it).
 pub(super) fn load_certified_key(
     paths: &CertPaths,
     provider: &CryptoProvider,
-) -> Result<CertifiedKey, TlsError> {
+) -> Result<(CertifiedKey, PrivateKeyDer<'static>), TlsError> {
     let chain = read_cert_chain(&paths.cert)?;
     let key = read_private_key(&paths.key)?;
-    let signing_key =
-        provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|_| TlsError::UnsupportedKey {
-                path: paths.key.clone(),
-            })?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|_| TlsError::UnsupportedKey {
+            path: paths.key.clone(),
+        })?;
     let certified = CertifiedKey::new(chain, signing_key);
     check_key_matches(&certified, paths)?;
     if let Some(end_entity) = certified.cert.first() {
         warn_if_outside_validity(&paths.cert, end_entity);
     }
-    Ok(certified)
+    Ok((certified, key))
 }
 
 /// All `CERTIFICATE` blocks of the file, in order (end-entity first, as in

@@ -98,4 +98,8 @@ pub enum TlsError {
     /// rustls refused the configuration (should not happen with the ring provider).
     #[error("TLS configuration rejected: {0}")]
     Config(rustls::Error),
+    /// OpenSSL refused the pair for the DTLS listeners (its reasons name no key
+    /// material).
+    #[error("{}: cannot serve DTLS with this certificate and key: {reason}", cert.display())]
+    Dtls { cert: PathBuf, reason: String },
 }

@@ -8,9 +8,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use openssl::ssl::SslContext;
 use rustls::ServerConfig;
-use rustls::crypto::ring;
-use rustls::sign::SingleCertAndKey;
+use rustls::crypto::{CryptoProvider, ring};
+use rustls::pki_types::PrivateKeyDer;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::version::{TLS12, TLS13};
 use tokio_rustls::TlsAcceptor;
 
@@ -56,27 +58,44 @@ impl Stamps {
     }
 }
 
-/// One certificate, two uses: TURN over TLS and the self-test pages (HTTPS), which
-/// differ only in ALPN.
+/// One certificate, three uses: TURN over TLS and the self-test pages (HTTPS), which
+/// differ only in ALPN, and TURN over DTLS when DTLS listeners are on.
 pub(super) struct Configs {
     pub(super) turn: Arc<ServerConfig>,
     pub(super) https: Arc<ServerConfig>,
+    pub(super) dtls: Option<SslContext>,
 }
 
 /// TLS-ALPN-01 challenges that may stand in for the certificate, when ACME is on.
 type Challenges = Option<Arc<dyn AlpnChallenges>>;
 
+/// What the certificate serves besides TURN over TLS and HTTPS.
+struct Uses {
+    challenges: Challenges,
+    /// Whether the DTLS listeners' context is built too.
+    dtls: bool,
+}
+
 impl Configs {
-    fn build(paths: &CertPaths, challenges: &Challenges) -> Result<Self, TlsError> {
-        let turn = build_config(paths, challenges)?;
+    /// Reads both files once and builds every configuration from what was read: all of
+    /// them or none.
+    fn build(paths: &CertPaths, uses: &Uses) -> Result<Self, TlsError> {
+        let provider = Arc::new(ring::default_provider());
+        let (certified, key) = load_certified_key(paths, &provider)?;
+        let dtls = match uses.dtls {
+            true => Some(dtls_context(paths, &certified, &key)?),
+            false => None,
+        };
+        let turn = build_config(provider, certified, &uses.challenges)?;
         let mut https = turn.clone();
         https.alpn_protocols = vec![b"http/1.1".to_vec()];
-        if challenges.is_some() {
+        if uses.challenges.is_some() {
             https.alpn_protocols.push(ALPN_ACME_TLS.to_vec());
         }
         Ok(Self {
             turn: Arc::new(turn),
             https: Arc::new(https),
+            dtls,
         })
     }
 }
@@ -87,7 +106,7 @@ pub(super) struct Inner {
     /// certificate are not resumed under the new one.
     pub(super) configs: ArcSwap<Configs>,
     /// Kept for every rebuild of the configuration.
-    challenges: Challenges,
+    uses: Uses,
     /// The files in use and their stamps as of the last load attempt. The mutex also
     /// serializes reloads, so a slow reload can never publish an older configuration
     /// over a newer one.
@@ -121,25 +140,25 @@ impl TlsAcceptorSource {
     /// Loads and checks the files; error if anything is wrong. Meant for start-up, so the
     /// server fails before binding rather than on the first client.
     pub fn load(paths: CertPaths) -> Result<Self, TlsError> {
-        Self::load_inner(paths, None)
+        Self::load_for(paths, None, false)
     }
 
-    /// The same, also offering `acme-tls/1` and answering ACME validators with the
-    /// TLS-ALPN-01 certificates `challenges` holds (RFC 8737).
-    pub fn load_with_challenges(
+    /// The same, with `challenges` also offering `acme-tls/1` and answering ACME
+    /// validators with the TLS-ALPN-01 certificates it holds (RFC 8737), and with `dtls`
+    /// also building the DTLS listeners' context (then a pair OpenSSL cannot use is an
+    /// error too).
+    pub fn load_for(
         paths: CertPaths,
-        challenges: Arc<dyn AlpnChallenges>,
+        challenges: Option<Arc<dyn AlpnChallenges>>,
+        dtls: bool,
     ) -> Result<Self, TlsError> {
-        Self::load_inner(paths, Some(challenges))
-    }
-
-    fn load_inner(paths: CertPaths, challenges: Challenges) -> Result<Self, TlsError> {
+        let uses = Uses { challenges, dtls };
         let stamps = Stamps::of(&paths);
-        let configs = Configs::build(&paths, &challenges)?;
+        let configs = Configs::build(&paths, &uses)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 configs: ArcSwap::from_pointee(configs),
-                challenges,
+                uses,
                 loaded: Mutex::new(Loaded { paths, stamps }),
             }),
         })
@@ -155,6 +174,11 @@ impl TlsAcceptorSource {
         TlsAcceptor::from(self.inner.configs.load().https.clone())
     }
 
+    /// The DTLS listeners' context with the current certificate, when loaded for them.
+    pub fn dtls_context(&self) -> Option<SslContext> {
+        self.inner.configs.load().dtls.clone()
+    }
+
     /// Reads the pair at `paths` (on SIGHUP: the files in use, or new ones when
     /// `tls.cert` or `tls.key` changed). On success the new certificate is used for new
     /// handshakes and its files are the ones watched; on error the old certificate and
@@ -168,7 +192,7 @@ impl TlsAcceptorSource {
             return self.reload_locked(&mut loaded, stamps);
         }
         let stamps = Stamps::of(&paths);
-        let configs = Configs::build(&paths, &self.inner.challenges)?;
+        let configs = Configs::build(&paths, &self.inner.uses)?;
         self.inner.configs.store(Arc::new(configs));
         *loaded = Loaded { paths, stamps };
         Ok(())
@@ -203,17 +227,19 @@ impl TlsAcceptorSource {
     /// the next poll) and publishes the new configuration only if it built cleanly.
     fn reload_locked(&self, loaded: &mut Loaded, stamps: Stamps) -> Result<(), TlsError> {
         loaded.stamps = stamps;
-        let configs = Configs::build(&loaded.paths, &self.inner.challenges)?;
+        let configs = Configs::build(&loaded.paths, &self.inner.uses)?;
         self.inner.configs.store(Arc::new(configs));
         Ok(())
     }
 }
 
-/// Reads both files and builds the server configuration: TLS 1.2 and 1.3, no client
+/// The server configuration for `certified`: TLS 1.2 and 1.3, no client
 /// authentication, ALPN `stun.turn` (and `acme-tls/1` with challenges).
-fn build_config(paths: &CertPaths, challenges: &Challenges) -> Result<ServerConfig, TlsError> {
-    let provider = Arc::new(ring::default_provider());
-    let certified = load_certified_key(paths, &provider)?;
+fn build_config(
+    provider: Arc<CryptoProvider>,
+    certified: CertifiedKey,
+    challenges: &Challenges,
+) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&TLS13, &TLS12])
         .map_err(TlsError::Config)?
@@ -230,4 +256,17 @@ fn build_config(paths: &CertPaths, challenges: &Challenges) -> Result<ServerConf
         config.alpn_protocols.push(ALPN_ACME_TLS.to_vec());
     }
     Ok(config)
+}
+
+/// The DTLS listeners' context for the same chain and key.
+fn dtls_context(
+    paths: &CertPaths,
+    certified: &CertifiedKey,
+    key: &PrivateKeyDer<'_>,
+) -> Result<SslContext, TlsError> {
+    let chain: Vec<&[u8]> = certified.cert.iter().map(|c| c.as_ref()).collect();
+    crate::net::dtls::build_context(&chain, key.secret_der()).map_err(|e| TlsError::Dtls {
+        cert: paths.cert.clone(),
+        reason: e.to_string(),
+    })
 }

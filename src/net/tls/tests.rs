@@ -521,7 +521,7 @@ async fn only_an_acme_validator_gets_the_challenge_certificate() {
     let challenges = Arc::new(OneChallenge(std::sync::Mutex::new(Some(Arc::new(
         certified,
     )))));
-    let source = TlsAcceptorSource::load_with_challenges(paths, challenges.clone()).expect("load");
+    let source = TlsAcceptorSource::load_for(paths, Some(challenges.clone()), false).expect("load");
     let addr = spawn_echo_server(source).await;
     let trusted = [&cert.der, &challenge_der];
     let served = async |alpn: &[&[u8]]| {
