@@ -414,9 +414,13 @@ impl Engine {
 
         let dont_fragment = req.attr(ATTR_DONT_FRAGMENT).is_some();
         let relays = match token {
-            Some(token) => self.claim_reservation(token, dont_fragment, now, io),
+            Some(token) => self
+                .claim_reservation(token, dont_fragment, now, io)
+                .map(Relays::from),
             None if dual => self.bind_dual_relays(tuple, wish, dont_fragment, io),
-            None => self.bind_new_relay(tuple, want_ipv6, wish, dont_fragment, io),
+            None => self
+                .bind_new_relay(tuple, want_ipv6, wish, dont_fragment, io)
+                .map(Relays::from),
         };
         let relays = relays.inspect_err(|_| self.shared.uncount_allocation(&identity))?;
         let relay = relays.relay;
@@ -451,8 +455,8 @@ impl Engine {
         // A REST user id is whatever the credential service put there: escaped, its
         // control characters cannot forge or garble log lines.
         let user = auth.username.escape_debug();
-        let additional = relays.additional.map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(client = %tuple.client, %relay, %additional, %user, "allocation created");
+        let additional = relays.additional.map(tracing::field::display);
+        tracing::info!(client = %tuple.client, %relay, additional, %user, "allocation created");
 
         response.add(&Lifetime(lifetime));
         response.add_xor_address(ATTR_XORMAPPED_ADDRESS, tuple.client);
@@ -475,9 +479,9 @@ impl Engine {
         let ipv4 = self.bind_new_relay(owner, false, wish, dont_fragment, io);
         let ipv6 = self.bind_new_relay(owner, true, wish, dont_fragment, io);
         let (relay, additional, refused) = match (ipv4, ipv6) {
-            (Ok(ipv4), Ok(ipv6)) => (ipv4.relay, Some(ipv6.relay), None),
-            (Ok(ipv4), Err(why)) => (ipv4.relay, None, Some((true, why))),
-            (Err(why), Ok(ipv6)) => (ipv6.relay, None, Some((false, why))),
+            (Ok(ipv4), Ok(ipv6)) => (ipv4, Some(ipv6), None),
+            (Ok(ipv4), Err(why)) => (ipv4, None, Some((true, why))),
+            (Err(why), Ok(ipv6)) => (ipv6, None, Some((false, why))),
             (Err(_), Err(_)) => return Err(Reject::InsufficientCapacity),
         };
         Ok(Relays {
@@ -496,7 +500,7 @@ impl Engine {
         wish: PortWish,
         dont_fragment: bool,
         io: &mut dyn Io,
-    ) -> Result<Relays, Reject> {
+    ) -> Result<SocketAddr, Reject> {
         let ips: Vec<IpAddr> = self
             .config
             .relay_ips
@@ -544,7 +548,7 @@ impl Engine {
                 ports.give_back(ip, port, wish);
             }
             if let Some(addr) = bound {
-                return Ok(addr.into());
+                return Ok(addr);
             }
         }
         Err(Reject::InsufficientCapacity)
@@ -572,7 +576,7 @@ impl Engine {
         dont_fragment: bool,
         now: Now,
         io: &mut dyn Io,
-    ) -> Result<Relays, Reject> {
+    ) -> Result<SocketAddr, Reject> {
         let token: [u8; 8] = token.try_into().map_err(|_| Reject::BadRequest)?;
         let reservation = self
             .shared
@@ -584,7 +588,7 @@ impl Engine {
                 self.shared.release_port(reservation.relay);
                 Reject::InsufficientCapacity
             })?;
-        Ok(reservation.relay.into())
+        Ok(reservation.relay)
     }
 
     fn advertised(&self, relay: SocketAddr) -> SocketAddr {
