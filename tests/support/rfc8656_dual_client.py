@@ -4,10 +4,11 @@ written apart from tern's own code from the RFC's text (Python's hashlib and hma
 nothing shared), for tests/dual_stack.rs. It is its own pair of peers: UDP sockets on
 127.0.0.1 and ::1, so it sees the source address the relay used for each.
 
-    rfc8656_dual_client.py HOST PORT USER PASSWORD MODE [PEER4_PORT PEER6_PORT]
+    rfc8656_dual_client.py HOST PORT USER PASSWORD MODE [ARGS...]
 
 MODE is one of:
-    relay     Allocate with ADDITIONAL-ADDRESS-FAMILY IPv6; CreatePermission for both
+    relay PEER4_PORT PEER6_PORT
+              Allocate with ADDITIONAL-ADDRESS-FAMILY IPv6; CreatePermission for both
               peers in one request; a Send indication to each and an answer from each;
               ChannelBind to each and ChannelData both ways; then Refresh with
               REQUESTED-ADDRESS-FAMILY IPv4 and LIFETIME 0 (that family ends), the
@@ -17,6 +18,10 @@ MODE is one of:
               RESERVATION-TOKEN.
     partial   Allocate with ADDITIONAL-ADDRESS-FAMILY IPv6 and report what it got,
               ADDRESS-ERROR-CODE included (then LIFETIME 0).
+    echo PEER4_IP PEER6_IP PEER_PORT COUNT
+              A dual allocation with a channel to an echo peer of each family
+              elsewhere; COUNT ChannelData on each, counting the echoes that come
+              back on the same channel (then LIFETIME 0).
 
 Prints one JSON object. Loopback only; every wait is bounded.
 """
@@ -318,6 +323,28 @@ def partial_mode(client):
     return out
 
 
+def echo_mode(client, peer4, peer6, port, count):
+    code, relays, _, _ = allocate_dual(client)
+    out = {"allocate": code, "relays": relays}
+    if code is not None:
+        return out
+    channels = {"ipv4": (0x4001, (peer4, port)), "ipv6": (0x4002, (peer6, port))}
+    for name, (number, addr) in channels.items():
+        out["bind_" + name] = client.request(CHANNEL_BIND, [
+            attr(CHANNEL_NUMBER, struct.pack("!HH", number, 0)),
+            lambda tid, a=addr: xor_address(XOR_PEER, a, tid)])[0]
+    for name, (number, _) in channels.items():
+        echoed = 0
+        for i in range(count):
+            payload = ("%s %d" % (name, i)).encode()
+            client.sock.send(struct.pack("!HH", number, len(payload)) + payload)
+            if client.relayed() == ("channel", number, payload):
+                echoed += 1
+        out["echoed_" + name] = echoed
+    out["delete"] = client.request(REFRESH, [attr(LIFETIME, struct.pack("!I", 0))])[0]
+    return out
+
+
 def main():
     host, port, user, password, mode = sys.argv[1:6]
     client = Client(host, port, user, password)
@@ -325,6 +352,8 @@ def main():
         out = relay_mode(client, int(sys.argv[6]), int(sys.argv[7]))
     elif mode == "refused":
         out = refused_mode(client)
+    elif mode == "echo":
+        out = echo_mode(client, sys.argv[6], sys.argv[7], int(sys.argv[8]), int(sys.argv[9]))
     else:
         out = partial_mode(client)
     print(json.dumps(out))
