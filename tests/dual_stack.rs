@@ -12,12 +12,10 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
 use support::{
-    LOCALHOST_V4, LOCALHOST_V6, TernServer, ensure_tool, free_udp_port_on, ipv6_loopback_available,
-    relay_ports_arg, run_with_timeout,
+    LOCALHOST_V4, LOCALHOST_V6, TernServer, free_udp_port_on, ipv6_loopback_available,
+    python_client, relay_ports_arg,
 };
 
 const USER: &str = "alice";
@@ -40,27 +38,9 @@ fn start(relay_ips: &[&str]) -> TernServer {
 }
 
 /// The Python client's report for `mode` (with `extra` arguments).
-fn client(server: &TernServer, mode: &str, extra: &[String]) -> Value {
-    let python = ensure_tool("python3");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/rfc8656_dual_client.py"
-    );
-    let mut cmd = std::process::Command::new(python);
-    cmd.arg(script)
-        .arg(server.addr.ip().to_string())
-        .arg(server.addr.port().to_string())
-        .args([USER, PASSWORD, mode])
-        .args(extra);
-    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
-    assert!(
-        out.success(),
-        "{mode}: {}\n{}",
-        out.describe(),
-        server.logs()
-    );
-    serde_json::from_str(out.stdout.trim())
-        .unwrap_or_else(|e| panic!("{mode}: not one JSON object ({e}): {}", out.describe()))
+fn client(server: &TernServer, mode: &str, extra: &[&str]) -> Value {
+    let args = [&[USER, PASSWORD, mode], extra].concat();
+    python_client("rfc8656_dual_client.py", server, &args)
 }
 
 /// What a round trip to a peer reports when it went through `relay`: the peer saw the
@@ -80,7 +60,7 @@ fn one_allocation_relays_each_family_through_its_own_relay_socket() {
     let server = start(&["127.0.0.1", "::1"]);
     let peer4 = free_udp_port_on(LOCALHOST_V4);
     let peer6 = free_udp_port_on(LOCALHOST_V6);
-    let report = client(&server, "relay", &[peer4.to_string(), peer6.to_string()]);
+    let report = client(&server, "relay", &[&peer4.to_string(), &peer6.to_string()]);
     let logs = || server.logs();
     assert_eq!(report["allocate"], Value::Null, "{report}\n{}", logs());
     assert_eq!(report["allocate_verified"], true);

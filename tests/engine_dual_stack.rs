@@ -15,14 +15,13 @@ use stun::attributes::{
     ATTR_XOR_PEER_ADDRESS, ATTR_XOR_RELAYED_ADDRESS,
 };
 use stun::message::{
-    CLASS_INDICATION, CLASS_REQUEST, METHOD_ALLOCATE, METHOD_CHANNEL_BIND,
-    METHOD_CREATE_PERMISSION, METHOD_REFRESH, METHOD_SEND, Method,
+    CLASS_INDICATION, METHOD_ALLOCATE, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION,
+    METHOD_REFRESH, METHOD_SEND, Method,
 };
 
 use sans_io::{PASSWORD, REALM, RELAY_V4, RELAY_V6, Recorder, USER};
-use tern::auth::NonceIssuer;
 use tern::client::{Attr, Outgoing, Reply, Signer, encode_message, new_transaction_id, to_reply};
-use tern::core::{EndReason, Engine, FiveTuple, Now, PEER_HEADROOM, Transport};
+use tern::core::{EndReason, Engine, FiveTuple, Now, Transport};
 use tern::proto::Request;
 use tern::proto::attrs::{
     ATTR_ADDITIONAL_ADDRESS_FAMILY, ATTR_ADDRESS_ERROR_CODE, decode_xor_address,
@@ -92,23 +91,7 @@ impl Harness {
     /// Client `n` sends a signed `method` request at `at`; the answer it got.
     fn ask(&mut self, at: Duration, n: u16, method: Method, attrs: Vec<Attr>) -> Reply {
         let (now, tuple) = (self.now(at), client(n));
-        let nonce = NonceIssuer::new(sans_io::NONCE_KEY, 600).issue(
-            tuple.client,
-            tuple.transport as u8,
-            now.unix,
-        );
-        let signer = Signer {
-            username: USER,
-            realm: REALM,
-            nonce: &nonce,
-            password: PASSWORD,
-        };
-        let out = Outgoing {
-            attrs,
-            sign: true,
-            ..Outgoing::default()
-        };
-        let bytes = encode_message(method, CLASS_REQUEST, new_transaction_id(), &out, &signer);
+        let bytes = sans_io::signed_request(&tuple, now, method, attrs);
         self.engine.handle_client(now, tuple, &bytes, &mut self.io);
         let (to, answer) = self.io.to_client.pop().expect("an answer");
         assert_eq!(to, tuple);
@@ -181,12 +164,9 @@ impl Harness {
     /// `peer` sends to the relay socket at `relay` at `at`; whether client 0 got it,
     /// naming `peer`.
     fn peer_sends(&mut self, at: Duration, relay: SocketAddr, peer: SocketAddr) -> bool {
-        let mut buf = vec![0u8; PEER_HEADROOM + 3];
-        buf[PEER_HEADROOM..].copy_from_slice(b"hey");
         self.io.to_client.clear();
         let now = self.t0 + at;
-        self.engine
-            .handle_peer(now, relay, peer, &mut buf, 3, &mut self.io);
+        sans_io::peer_datagram(&mut self.engine, &mut self.io, now, (relay, peer), b"hey");
         let Some((to, bytes)) = self.io.to_client.pop() else {
             return false;
         };
@@ -540,29 +520,7 @@ fn deleting_expiring_or_killing_a_dual_allocation_closes_both_sockets() {
 fn a_retransmitted_dual_allocate_gets_the_same_answer() {
     let mut h = Harness::new();
     let (now, tuple) = (h.now(Duration::ZERO), client(0));
-    let nonce = NonceIssuer::new(sans_io::NONCE_KEY, 600).issue(
-        tuple.client,
-        tuple.transport as u8,
-        now.unix,
-    );
-    let signer = Signer {
-        username: USER,
-        realm: REALM,
-        nonce: &nonce,
-        password: PASSWORD,
-    };
-    let out = Outgoing {
-        attrs: dual(),
-        sign: true,
-        ..Outgoing::default()
-    };
-    let bytes = encode_message(
-        METHOD_ALLOCATE,
-        CLASS_REQUEST,
-        new_transaction_id(),
-        &out,
-        &signer,
-    );
+    let bytes = sans_io::signed_request(&tuple, now, METHOD_ALLOCATE, dual());
     h.engine.handle_client(now, tuple, &bytes, &mut h.io);
     h.engine.handle_client(now, tuple, &bytes, &mut h.io);
     let [(_, first), (_, second)] = &h.io.to_client[..] else {

@@ -19,7 +19,7 @@ use stun::message::{
 use sans_io::{PASSWORD, REALM, Recorder, USER};
 use tern::auth::UnauthorizedLimiter;
 use tern::client::{Attr, Outgoing, Signer, encode_message};
-use tern::core::{Engine, FiveTuple, Now, PEER_HEADROOM, Transport};
+use tern::core::{Engine, FiveTuple, Now, Transport};
 use tern::policy::PeerPolicy;
 use tern::proto::{ChannelHeader, Kind, Request};
 
@@ -378,16 +378,8 @@ impl Driver {
             n => relays[usize::from(relay) % n],
         };
         let peer = self.peers[usize::from(peer) % self.peers.len()];
-        let mut buf = vec![0; PEER_HEADROOM + data.len()];
-        buf[PEER_HEADROOM..].copy_from_slice(data);
-        self.engine.handle_peer(
-            self.now().mono,
-            relay,
-            peer,
-            &mut buf,
-            data.len(),
-            &mut self.io,
-        );
+        let now = self.now().mono;
+        sans_io::peer_datagram(&mut self.engine, &mut self.io, now, (relay, peer), data);
     }
 
     /// Encodes an [`Op::Message`] with the client library. A FINGERPRINT among `attrs`

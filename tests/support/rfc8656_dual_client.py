@@ -34,22 +34,19 @@ import socket
 import struct
 import sys
 
-MAGIC = 0x2112A442
+from stun_codec import MAGIC, attr, error_code, first, header, parse
+
 ALLOCATE, REFRESH, SEND, DATA = 0x0003, 0x0004, 0x0006, 0x0007
 CREATE_PERMISSION, CHANNEL_BIND = 0x0008, 0x0009
 INDICATION = 0x0010
 CHANNEL_NUMBER, LIFETIME, XOR_PEER = 0x000C, 0x000D, 0x0012
-USERNAME, MESSAGE_INTEGRITY, ERROR_CODE = 0x0006, 0x0008, 0x0009
+USERNAME, MESSAGE_INTEGRITY = 0x0006, 0x0008
 REALM, NONCE, XOR_RELAYED, DATA_ATTR = 0x0014, 0x0015, 0x0016, 0x0013
 REQUESTED_FAMILY, EVEN_PORT, REQUESTED_TRANSPORT = 0x0017, 0x0018, 0x0019
 RESERVATION_TOKEN = 0x0022
 ADDITIONAL_FAMILY, ADDRESS_ERROR_CODE = 0x8000, 0x8001
 IPV4, IPV6 = 0x01, 0x02
 TIMEOUT = 1.0
-
-
-def attr(kind, value):
-    return struct.pack("!HH", kind, len(value)) + value + b"\0" * (-len(value) % 4)
 
 
 def family_attr(kind, family):
@@ -77,34 +74,8 @@ def read_xor_address(value, tid):
     raise ValueError("bad XOR address")
 
 
-def header(kind, length, tid):
-    return struct.pack("!HHI", kind, length, MAGIC) + tid
-
-
-def parse(data):
-    kind, length, magic = struct.unpack("!HHI", data[:8])
-    if magic != MAGIC or len(data) != 20 + length:
-        return None
-    attrs, offset = [], 20
-    while offset < len(data):
-        t, n = struct.unpack("!HH", data[offset:offset + 4])
-        attrs.append((t, data[offset + 4:offset + 4 + n], offset))
-        offset += 4 + n + (-n % 4)
-    return kind, data[8:20], attrs
-
-
 def values(attrs, kind):
     return [v for t, v, _ in attrs if t == kind]
-
-
-def first(attrs, kind):
-    found = values(attrs, kind)
-    return found[0] if found else None
-
-
-def error_code(attrs):
-    v = first(attrs, ERROR_CODE)
-    return None if v is None else (v[2] & 7) * 100 + v[3]
 
 
 def address_error(attrs):
@@ -158,7 +129,7 @@ class Client:
                 data = self.receive()
                 if data is None:
                     break
-                answer = parse(data) if data[0] < 0x40 else None
+                answer = parse(data)
                 if answer is not None and answer[1] == tid:
                     return data, answer
                 self.pending.append(data)

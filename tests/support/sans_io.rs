@@ -13,11 +13,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use stun::message::{CLASS_REQUEST, Method};
 use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
+use tern::client::{Attr, Outgoing, Signer, encode_message, new_transaction_id};
 use tern::config::PortRange;
 use tern::core::{
-    Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, KernelChannel, KernelRelayed,
-    RelayIpChoice, Shared,
+    Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, KernelChannel, KernelRelayed, Now,
+    PEER_HEADROOM, RelayIpChoice, Shared,
 };
 use tern::policy::{OwnRelays, PeerPolicy};
 
@@ -245,6 +247,39 @@ pub fn rules(policy: PeerPolicy) -> EngineRules {
         credentials: Arc::new(Credentials::new(REALM.into(), users, vec![], ':')),
         policy: Arc::new(policy),
     }
+}
+
+/// A `method` request from `tuple` at `now`, signed as [`USER`] with the nonce the
+/// engines built here issue it then (no 401 round trip needed).
+pub fn signed_request(tuple: &FiveTuple, now: Now, method: Method, attrs: Vec<Attr>) -> Vec<u8> {
+    let issuer = NonceIssuer::new(NONCE_KEY, 600);
+    let nonce = issuer.issue(tuple.client, tuple.transport as u8, now.unix);
+    let signer = Signer {
+        username: USER,
+        realm: REALM,
+        nonce: &nonce,
+        password: PASSWORD,
+    };
+    let out = Outgoing {
+        attrs,
+        sign: true,
+        ..Outgoing::default()
+    };
+    encode_message(method, CLASS_REQUEST, new_transaction_id(), &out, &signer)
+}
+
+/// Hands `engine` a datagram `data` that `peer` sent to the relay socket at `relay`,
+/// in a buffer with the headroom drivers leave in front of it.
+pub fn peer_datagram(
+    engine: &mut Engine,
+    io: &mut Recorder,
+    now: Instant,
+    (relay, peer): (SocketAddr, SocketAddr),
+    data: &[u8],
+) {
+    let mut buf = vec![0; PEER_HEADROOM + data.len()];
+    buf[PEER_HEADROOM..].copy_from_slice(data);
+    engine.handle_peer(now, relay, peer, &mut buf, data.len(), io);
 }
 
 /// A limiter that lets every answer through.
