@@ -706,7 +706,8 @@ impl Engine {
     /// go, from the kernel's fast path too; the other family relays on, and the quota
     /// still counts the one allocation (RFC 8656 §8.1).
     fn drop_family(&mut self, tuple: &FiveTuple, ipv6: bool, now: Instant, io: &mut dyn Io) {
-        let Some(alloc) = self.allocations.get_mut(tuple) else {
+        let dual = self.allocations.get_mut(tuple);
+        let Some(alloc) = dual.filter(|a| a.additional().is_some()) else {
             return;
         };
         kernel::withdraw_family(alloc, tuple, ipv6, io);
