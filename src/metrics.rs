@@ -13,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::core::{Count, Direction, LimitScope, Reject, Transport};
+use crate::core::{Count, Direction, LimitScope, Reject, RelayFamilies, Transport};
 use crate::offload::{FALLBACKS, HOOKS, Offload};
 use std::sync::Arc;
 
@@ -328,7 +328,7 @@ impl Metrics {
         r.register("build_info", "tern's version", build);
         r.register(
             "allocations",
-            "Allocations, by client transport and relay address family",
+            "Allocations, by client transport and relay address family (ipv4, ipv6, or dual for one of each)",
             self.allocations.clone(),
         );
         r.register(
@@ -540,10 +540,11 @@ impl Metrics {
         let _ = self.offload.source.set(offload);
     }
 
-    /// The gauge of allocations for a transport and family.
-    fn allocations(&self, transport: Transport, ipv6: bool) -> Gauge {
+    /// The gauge of allocations for a transport and relay families (`ipv4`, `ipv6`,
+    /// or `dual`: one allocation holding one of each).
+    fn allocations(&self, transport: Transport, families: RelayFamilies) -> Gauge {
         let transport = transport.name();
-        let family = if ipv6 { "ipv6" } else { "ipv4" };
+        let family = families.name();
         let labels = AllocationLabels { transport, family };
         self.allocations.get_or_create(&labels).clone()
     }
@@ -566,11 +567,17 @@ impl Metrics {
                     "unauthorized"
                 });
             }
-            Count::AllocationOpened { transport, ipv6 } => {
-                self.allocations(transport, ipv6).inc();
+            Count::AllocationOpened {
+                transport,
+                families,
+            } => {
+                self.allocations(transport, families).inc();
             }
-            Count::AllocationClosed { transport, ipv6 } => {
-                self.allocations(transport, ipv6).dec();
+            Count::AllocationClosed {
+                transport,
+                families,
+            } => {
+                self.allocations(transport, families).dec();
             }
             Count::ToPeer(bytes) => self.relay.to_peer(bytes),
             Count::ToClient(bytes) => self.relay.to_client(bytes),

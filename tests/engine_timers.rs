@@ -15,7 +15,7 @@ use stun::message::{
 
 use sans_io::{PASSWORD, REALM, Recorder, USER};
 use tern::client::{Attr, Outgoing, Reply, Signer, encode_message, new_transaction_id, to_reply};
-use tern::core::{Engine, FiveTuple, Now, PEER_HEADROOM, Transport};
+use tern::core::{Engine, FiveTuple, Now, Transport};
 use tern::proto::Request;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -105,12 +105,9 @@ impl Harness {
 
     /// Delivers `data` from `peer` to the relay at time `at`; true if the client got it.
     fn peer_sends(&mut self, at: Duration, relay: SocketAddr, peer: SocketAddr) -> bool {
-        let mut buf = vec![0u8; PEER_HEADROOM + 3];
-        buf[PEER_HEADROOM..].copy_from_slice(b"hey");
         self.io.to_client.clear();
         let now = self.t0 + at;
-        self.engine
-            .handle_peer(now, relay, peer, &mut buf, 3, &mut self.io);
+        sans_io::peer_datagram(&mut self.engine, &mut self.io, now, (relay, peer), b"hey");
         !self.io.to_client.is_empty()
     }
 

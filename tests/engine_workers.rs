@@ -13,11 +13,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use stun::attributes::{ATTR_EVEN_PORT, ATTR_RESERVATION_TOKEN, ATTR_XOR_RELAYED_ADDRESS};
-use stun::message::{CLASS_REQUEST, METHOD_ALLOCATE, METHOD_REFRESH, Method};
+use stun::message::{METHOD_ALLOCATE, METHOD_REFRESH, Method};
 
-use sans_io::{PASSWORD, PORTS, REALM, RELAY_V4, Recorder, USER};
-use tern::auth::NonceIssuer;
-use tern::client::{Attr, Outgoing, Reply, Signer, encode_message, new_transaction_id, to_reply};
+use sans_io::{PORTS, RELAY_V4, Recorder};
+use tern::client::{Attr, Reply, to_reply};
 use tern::core::{Count, Engine, FiveTuple, Io, Now, Shared, Transport};
 use tern::proto::Request;
 
@@ -85,23 +84,7 @@ impl Worker {
         during_bind: impl FnMut(),
     ) -> Reply {
         let tuple = client(n);
-        let nonce = NonceIssuer::new(sans_io::NONCE_KEY, 600).issue(
-            tuple.client,
-            tuple.transport as u8,
-            now.unix,
-        );
-        let signer = Signer {
-            username: USER,
-            realm: REALM,
-            nonce: &nonce,
-            password: PASSWORD,
-        };
-        let out = Outgoing {
-            attrs,
-            sign: true,
-            ..Outgoing::default()
-        };
-        let bytes = encode_message(method, CLASS_REQUEST, new_transaction_id(), &out, &signer);
+        let bytes = sans_io::signed_request(&tuple, now, method, attrs);
         let mut io = Interleaved {
             io: &mut self.io,
             during_bind: Some(during_bind),

@@ -758,6 +758,77 @@ fn a_reload_that_denies_the_peer_withdraws_its_channels() {
     tern.assert_running();
 }
 
+/// A dual allocation (RFC 8656 ADDITIONAL-ADDRESS-FAMILY, from
+/// tests/support/rfc8656_dual_client.py in cli) with a channel to the echo peer on each
+/// family: the channel of the client's own family is the kernel's, from the relay
+/// socket of that family; the other mixes families, which the program does not relay,
+/// so it stays in user space. Nothing is lost on either, over IPv4 and over IPv6.
+#[test]
+fn a_dual_allocations_channels_go_through_the_relay_of_their_family() {
+    require_netns();
+    let topo = Topology::build("od");
+    let dir = TempDir::new("tern-offload-dual");
+    let tern = start_tern(&topo, ("on", "auto"), PEERS_ALLOWED, dir.path());
+    let _echo = start_echo(&topo, dir.path());
+    const COUNT: u64 = 100;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/rfc8656_dual_client.py"
+    );
+    for server in ["10.71.1.1", "fd71:1::1"] {
+        let before = relayed(&topo);
+        let mut cmd = exec_in(&topo.cli, support::ensure_tool("python3"));
+        cmd.args([script, server, &PORT.to_string(), USER, PASS, "echo"])
+            .args(["10.71.2.2", "fd71:2::2", &ECHO_PORT.to_string()])
+            .arg(COUNT.to_string());
+        let out = run_with_timeout(&mut cmd, CHILD_TIMEOUT);
+        assert!(
+            out.success(),
+            "[{server}] {}
+{}",
+            out.describe(),
+            tern.logs()
+        );
+        let report: serde_json::Value = serde_json::from_str(out.stdout.trim())
+            .unwrap_or_else(|e| panic!("[{server}] not JSON ({e}): {}", out.describe()));
+        let delta = relayed(&topo).since(&before);
+        println!(
+            "[{server}] {report}
+kernel: {} to peers, {} to clients; user space: {} to peers, {} to clients",
+            delta.kernel_to_peer, delta.kernel_to_client, delta.user_to_peer, delta.user_to_client
+        );
+        let relays = report["relays"].as_array().map_or(0, Vec::len);
+        assert_eq!(
+            relays,
+            2,
+            "[{server}] {report}
+{}",
+            tern.logs()
+        );
+        assert_eq!(
+            (&report["echoed_ipv4"], &report["echoed_ipv6"]),
+            (&COUNT.into(), &COUNT.into()),
+            "[{server}] {report}
+{}",
+            tern.logs()
+        );
+        // One channel's worth in the kernel (less its first datagrams), never both;
+        // the other's all in user space.
+        let kernel = (delta.kernel_to_peer, delta.kernel_to_client);
+        assert!(
+            (COUNT - 20..=COUNT).contains(&kernel.0) && (COUNT - 20..=COUNT).contains(&kernel.1),
+            "[{server}] kernel relayed {kernel:?}
+{}",
+            tern.logs()
+        );
+        assert!(delta.user_to_peer >= COUNT && delta.user_to_client >= COUNT);
+        assert_eq!(
+            delta.channels, 0,
+            "[{server}] entries left after the allocation ended"
+        );
+    }
+}
+
 /// Polls `check` every 50 ms until it gives a value or `limit` passes.
 fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;

@@ -27,7 +27,7 @@ use core_script::sans_io::{self, MAX_UNAUTHENTICATED_ANSWER, PASSWORD, REALM, US
 use core_script::{Driver, Op, PEER_IN_CLEAR, flags, message_type};
 use tern::auth::{LongTermKey, UnauthorizedLimiter};
 use tern::client::{Attr, Outgoing, Signer, encode_message, to_reply};
-use tern::proto::attrs::{UNDERSTOOD, decode_xor_address};
+use tern::proto::attrs::{ATTR_ADDITIONAL_ADDRESS_FAMILY, UNDERSTOOD, decode_xor_address};
 use tern::proto::channel_data::CHANNEL_NUMBERS;
 use tern::proto::response::reason_phrase;
 use tern::proto::{ChannelHeader, Request, Response};
@@ -133,6 +133,9 @@ fn op(signing: bool) -> impl Strategy<Value = Op> {
         2 => (Just(PEER_IN_CLEAR), vec(any::<u8>(), 1..2)),
         1 => Just((ATTR_REQUESTED_TRANSPORT.0, vec![17, 0, 0, 0])),
         1 => (0x4000u16..0x4004).prop_map(|n| (ATTR_CHANNEL_NUMBER.0, [n.to_be_bytes(), [0, 0]].concat())),
+        // Families asked for well-formed: dual allocations, and Refreshes naming one.
+        1 => (proptest::sample::select(vec![ATTR_REQUESTED_ADDRESS_FAMILY, ATTR_ADDITIONAL_ADDRESS_FAMILY]), 1u8..3)
+            .prop_map(|(t, family)| (t.0, vec![family, 0, 0, 0])),
     ];
     // Mostly requests, as a client sends.
     let class = prop_oneof![3 => Just(CLASS_REQUEST), 1 => class()];

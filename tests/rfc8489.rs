@@ -7,10 +7,8 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use support::{TernServer, ensure_tool, run_with_timeout};
+use support::{TernServer, python_client};
 use tern::core::auth::{LongTermKey, RestSecret, rest_credential};
 
 const REALM: &str = "example.org";
@@ -33,24 +31,7 @@ fn start(rfc8489: bool) -> TernServer {
 
 /// The Python client's report for one MODE.
 fn client(server: &TernServer, user: &str, password: &str, mode: &str) -> Value {
-    let python = ensure_tool("python3");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/rfc8489_client.py"
-    );
-    let mut cmd = std::process::Command::new(python);
-    cmd.arg(script)
-        .arg(server.addr.ip().to_string())
-        .arg(server.addr.port().to_string())
-        .args([user, password, mode]);
-    let out = run_with_timeout(&mut cmd, Duration::from_secs(20));
-    assert!(
-        out.success(),
-        "{mode}: {}\n{}",
-        out.describe(),
-        server.logs()
-    );
-    serde_json::from_str(out.stdout.trim()).expect("one JSON object")
+    python_client("rfc8489_client.py", server, &[user, password, mode])
 }
 
 /// What a granted Allocate signed with SHA-256 reports.

@@ -104,9 +104,10 @@ pub fn sessions_main(sessions_args: &SessionsArgs) -> ExitCode {
     };
     let header = serde_json::json!({ "node": "NODE" });
     println!(
-        "{}{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12} {:>9} {:>9}",
+        "{}{:<22} {:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12} {:>9} {:>9}",
         node(&header),
         "RELAY (id)",
+        "IPV6 RELAY (dual)",
         "USER",
         "CLIENT",
         "TRANS",
@@ -120,9 +121,10 @@ pub fn sessions_main(sessions_args: &SessionsArgs) -> ExitCode {
     );
     for s in &sessions {
         println!(
-            "{}{:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12} {:>9} {:>9}",
+            "{}{:<22} {:<22} {:<24} {:<22} {:<5} {:>5} {:>5} {:>7} {:>12} {:>12} {:>9} {:>9}",
             node(s),
             s["relay"].as_str().unwrap_or("?"),
+            s["additional_relay"].as_str().unwrap_or("-"),
             s["user"].as_str().unwrap_or("?"),
             s["client"].as_str().unwrap_or("?"),
             s["transport"].as_str().unwrap_or("?"),

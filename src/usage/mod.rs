@@ -50,6 +50,10 @@ pub struct UsageRecord {
     /// The client's transport: udp, tcp or tls.
     pub transport: String,
     pub relay: SocketAddr,
+    /// A dual allocation's IPv6 relayed address (`relay` is its IPv4 one), if it held
+    /// both when it ended; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_relay: Option<SocketAddr>,
     /// Unix seconds.
     pub start: u64,
     pub end: u64,
@@ -96,6 +100,7 @@ impl UsageLog {
             client: usage.tuple.client,
             transport: usage.tuple.transport.name().to_string(),
             relay: usage.relay,
+            additional_relay: usage.additional_relay,
             start: end.saturating_sub(duration_secs),
             end,
             duration_secs,
@@ -120,6 +125,7 @@ impl UsageRecord {
             client = %self.client,
             transport = %self.transport,
             relay = %self.relay,
+            additional_relay = self.additional_relay.map(tracing::field::display),
             start = self.start,
             end = self.end,
             duration_secs = self.duration_secs,

@@ -19,7 +19,7 @@ use stun::message::{
 use sans_io::{PASSWORD, REALM, Recorder, USER};
 use tern::auth::UnauthorizedLimiter;
 use tern::client::{Attr, Outgoing, Signer, encode_message};
-use tern::core::{Engine, FiveTuple, Now, PEER_HEADROOM, Transport};
+use tern::core::{Engine, FiveTuple, Now, Transport};
 use tern::policy::PeerPolicy;
 use tern::proto::{ChannelHeader, Kind, Request};
 
@@ -378,16 +378,8 @@ impl Driver {
             n => relays[usize::from(relay) % n],
         };
         let peer = self.peers[usize::from(peer) % self.peers.len()];
-        let mut buf = vec![0; PEER_HEADROOM + data.len()];
-        buf[PEER_HEADROOM..].copy_from_slice(data);
-        self.engine.handle_peer(
-            self.now().mono,
-            relay,
-            peer,
-            &mut buf,
-            data.len(),
-            &mut self.io,
-        );
+        let now = self.now().mono;
+        sans_io::peer_datagram(&mut self.engine, &mut self.io, now, (relay, peer), data);
     }
 
     /// Encodes an [`Op::Message`] with the client library. A FINGERPRINT among `attrs`
@@ -457,8 +449,8 @@ impl Driver {
     /// What must hold whatever the script: every datagram to a client is a well-formed
     /// STUN message or ChannelData; an answer without MESSAGE-INTEGRITY (all a source
     /// that has not authenticated can get) is at most [`sans_io::MAX_UNAUTHENTICATED_ANSWER`]
-    /// bytes; nothing goes to a peer the policy refuses; a relay socket is bound for
-    /// every allocation and no other.
+    /// bytes; nothing goes to a peer the policy refuses, nor from a relay socket of
+    /// another family; a relay socket is bound for every relayed address and no other.
     fn check(&mut self) {
         for i in self.checked.0..self.io.to_client.len() {
             let (tuple, bytes) = &self.io.to_client[i];
@@ -488,11 +480,23 @@ impl Driver {
                 Kind::Other => panic!("sent neither STUN nor ChannelData: {bytes:02x?}"),
             }
         }
-        for (peer, _) in &self.io.to_peer[self.checked.1..] {
+        let sent = self.io.to_peer[self.checked.1..].iter();
+        for ((peer, _), relay) in sent.zip(&self.io.sent_from[self.checked.1..]) {
             assert!(self.policy.check(*peer).is_ok(), "relayed to denied {peer}");
+            assert_eq!(
+                relay.is_ipv6(),
+                peer.is_ipv6(),
+                "{peer} sent to from {relay}"
+            );
         }
         self.checked = (self.io.to_client.len(), self.io.to_peer.len());
-        assert_eq!(self.io.bound.len(), self.engine.allocation_count());
+        // A relay socket is bound for each relayed address (two of a dual allocation).
+        let allocations = self.tuples.iter().filter_map(|t| self.engine.allocation(t));
+        let mut relays: Vec<SocketAddr> = allocations.flat_map(|a| a.relays()).collect();
+        let mut bound: Vec<SocketAddr> = self.io.bound.iter().copied().collect();
+        relays.sort();
+        bound.sort();
+        assert_eq!(bound, relays);
         // What the metrics would show agrees with the engine's state.
         let counted = usize::try_from(self.io.allocations_counted).expect("never below zero");
         assert_eq!(counted, self.engine.allocation_count());

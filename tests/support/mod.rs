@@ -245,6 +245,34 @@ fn drain<R: Read + Send + 'static>(mut reader: R) -> thread::JoinHandle<String> 
     })
 }
 
+/// Runs the Python client `tests/support/SCRIPT` against `server` (its IP and port,
+/// then `args`) within a minute and returns the one JSON object it prints; panics with
+/// its output and the server's logs when it fails.
+pub fn python_client(script: &str, server: &TernServer, args: &[&str]) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support")
+        .join(script);
+    let mut cmd = Command::new(ensure_tool("python3"));
+    cmd.arg(path)
+        .arg(server.addr.ip().to_string())
+        .arg(server.addr.port().to_string())
+        .args(args);
+    let out = run_with_timeout(&mut cmd, Duration::from_secs(60));
+    let failed = |why: &str| {
+        panic!(
+            "{script} {args:?}: {why}
+{}
+{}",
+            out.describe(),
+            server.logs()
+        )
+    };
+    if !out.success() {
+        failed("failed");
+    }
+    serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| failed(&e.to_string()))
+}
+
 /// Runs `cmd` with stdin closed and stdout/stderr captured, killing it after `timeout`.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> RunOutput {
     run_bounded(cmd.stdin(Stdio::null()), None, timeout)

@@ -31,22 +31,15 @@ import socket
 import struct
 import sys
 
-MAGIC = 0x2112A442
+from stun_codec import attr, error_code, first, header, parse
+
 ALLOCATE, REFRESH = 0x0003, 0x0004
-USERNAME, MESSAGE_INTEGRITY, ERROR_CODE = 0x0006, 0x0008, 0x0009
+USERNAME, MESSAGE_INTEGRITY = 0x0006, 0x0008
 LIFETIME, REALM, NONCE, XOR_RELAYED = 0x000D, 0x0014, 0x0015, 0x0016
 REQUESTED_TRANSPORT = 0x0019
 MI_SHA256, PASSWORD_ALGORITHM, USERHASH = 0x001C, 0x001D, 0x001E
 PASSWORD_ALGORITHMS = 0x8002
 MD5, SHA256 = 1, 2
-
-
-def attr(kind, value):
-    return struct.pack("!HH", kind, len(value)) + value + b"\0" * (-len(value) % 4)
-
-
-def header(kind, length, tid):
-    return struct.pack("!HHI", kind, length, MAGIC) + tid
 
 
 def with_integrity(kind, tid, body, key, which, size):
@@ -58,26 +51,6 @@ def with_integrity(kind, tid, body, key, which, size):
     return body + attr(which, mac)
 
 
-def parse(data):
-    kind, length, magic = struct.unpack("!HHI", data[:8])
-    assert magic == MAGIC and len(data) == 20 + length, "not a STUN message"
-    attrs, offset = [], 20
-    while offset < len(data):
-        t, n = struct.unpack("!HH", data[offset:offset + 4])
-        attrs.append((t, data[offset + 4:offset + 4 + n], offset))
-        offset += 4 + n + (-n % 4)
-    return kind, data[8:20], attrs
-
-
-def first(attrs, kind):
-    return next((v for t, v, _ in attrs if t == kind), None)
-
-
-def error_code(attrs):
-    v = first(attrs, ERROR_CODE)
-    return None if v is None else (v[2] & 7) * 100 + v[3]
-
-
 def exchange(sock, kind, tid, body):
     sock.send(header(kind, len(body), tid) + body)
     for _ in range(3):
@@ -87,7 +60,7 @@ def exchange(sock, kind, tid, body):
             sock.send(header(kind, len(body), tid) + body)
             continue
         answer = parse(data)
-        if answer[1] == tid:
+        if answer is not None and answer[1] == tid:
             return data, answer
     raise SystemExit(json.dumps({"error": "no answer"}))
 

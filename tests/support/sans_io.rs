@@ -13,12 +13,14 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use stun::message::{CLASS_REQUEST, Method};
 use tern::auth::{Credentials, NonceIssuer, StaticSecret, UnauthorizedLimiter};
+use tern::client::{Attr, Outgoing, Signer, encode_message, new_transaction_id};
 use tern::config::PortRange;
 use tern::core::tcp_relay::TcpConnection;
 use tern::core::{
     ConnectionId, Count, Engine, EngineConfig, EngineRules, FiveTuple, Io, KernelChannel,
-    KernelRelayed, RelayIpChoice, Shared,
+    KernelRelayed, Now, PEER_HEADROOM, RelayIpChoice, Shared,
 };
 use tern::policy::{OwnRelays, PeerPolicy};
 
@@ -45,6 +47,8 @@ pub struct Recorder {
     pub to_client: Vec<(FiveTuple, Vec<u8>)>,
     /// Every datagram sent to a peer: (peer, payload).
     pub to_peer: Vec<(SocketAddr, Vec<u8>)>,
+    /// The relay socket each of `to_peer` left from.
+    pub sent_from: Vec<SocketAddr>,
     /// Relay sockets currently bound.
     pub bound: HashSet<SocketAddr>,
     /// Relay sockets closed, in order (the driver reports them back as closed).
@@ -57,6 +61,8 @@ pub struct Recorder {
     pub allocations_counted: i64,
     /// Channels the kernel relays: (peer, number) → the instant its entry stops.
     pub kernel: HashMap<(SocketAddr, u16), Instant>,
+    /// The relay socket each channel the kernel took relays from.
+    pub kernel_relays: HashMap<(SocketAddr, u16), SocketAddr>,
     /// Channels withdrawn from the kernel, in order.
     pub withdrawn: Vec<(SocketAddr, u16)>,
     /// What every offloaded channel says the kernel relayed on it.
@@ -80,6 +86,7 @@ pub struct Recorder {
 pub struct Ended {
     pub tuple: FiveTuple,
     pub relay: SocketAddr,
+    pub additional_relay: Option<SocketAddr>,
     pub username: String,
     pub user: String,
     pub secs: u64,
@@ -94,8 +101,9 @@ impl Io for Recorder {
         self.order.push("send");
         self.to_client.push((*tuple, bytes.to_vec()));
     }
-    fn send_to_peer(&mut self, _relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
+    fn send_to_peer(&mut self, relay: SocketAddr, peer: SocketAddr, bytes: &[u8]) {
         self.to_peer.push((peer, bytes.to_vec()));
+        self.sent_from.push(relay);
     }
     fn bind_relay(&mut self, addr: SocketAddr, _dont_fragment: bool) -> std::io::Result<()> {
         self.bound.insert(addr);
@@ -136,12 +144,16 @@ impl Io for Recorder {
     }
     fn offload_channel(&mut self, channel: &KernelChannel, until: Instant) -> bool {
         self.kernel.insert((channel.peer, channel.number), until);
+        let relay = channel.relay;
+        self.kernel_relays
+            .insert((channel.peer, channel.number), relay);
         true
     }
     fn allocation_ended(&mut self, usage: &tern::core::Usage<'_>) {
         self.ended.push(Ended {
             tuple: *usage.tuple,
             relay: usage.relay,
+            additional_relay: usage.additional_relay,
             username: usage.username.to_string(),
             user: usage.user.to_string(),
             secs: usage.duration.as_secs(),
@@ -231,8 +243,20 @@ pub fn engine(limiter: UnauthorizedLimiter) -> Engine {
 /// Like [`engine`], with the state it shares with other engines (ports, quotas,
 /// reservations) given: engines sharing one [`Shared`] are the workers of one server.
 pub fn engine_sharing(limiter: UnauthorizedLimiter, shared: Arc<Shared>) -> Engine {
+    engine_from(&rules(peer_policy()), limiter, shared)
+}
+
+/// Like [`engine`] (every answer let through) with `config` for its settings.
+pub fn engine_with(config: EngineConfig) -> Engine {
+    let mut rules = rules(peer_policy());
+    rules.config = Arc::new(config);
+    let shared = Arc::new(Shared::new(port_range(), std::time::Instant::now()));
+    engine_from(&rules, no_limit(), shared)
+}
+
+fn engine_from(rules: &EngineRules, limiter: UnauthorizedLimiter, shared: Arc<Shared>) -> Engine {
     Engine::new(
-        &rules(peer_policy()),
+        rules,
         NonceIssuer::new(NONCE_KEY, 600),
         limiter,
         rand::rngs::StdRng::seed_from_u64(7),
@@ -248,6 +272,39 @@ pub fn rules(policy: PeerPolicy) -> EngineRules {
         credentials: Arc::new(Credentials::new(REALM.into(), users, vec![], ':')),
         policy: Arc::new(policy),
     }
+}
+
+/// A `method` request from `tuple` at `now`, signed as [`USER`] with the nonce the
+/// engines built here issue it then (no 401 round trip needed).
+pub fn signed_request(tuple: &FiveTuple, now: Now, method: Method, attrs: Vec<Attr>) -> Vec<u8> {
+    let issuer = NonceIssuer::new(NONCE_KEY, 600);
+    let nonce = issuer.issue(tuple.client, tuple.transport as u8, now.unix);
+    let signer = Signer {
+        username: USER,
+        realm: REALM,
+        nonce: &nonce,
+        password: PASSWORD,
+    };
+    let out = Outgoing {
+        attrs,
+        sign: true,
+        ..Outgoing::default()
+    };
+    encode_message(method, CLASS_REQUEST, new_transaction_id(), &out, &signer)
+}
+
+/// Hands `engine` a datagram `data` that `peer` sent to the relay socket at `relay`,
+/// in a buffer with the headroom drivers leave in front of it.
+pub fn peer_datagram(
+    engine: &mut Engine,
+    io: &mut Recorder,
+    now: Instant,
+    (relay, peer): (SocketAddr, SocketAddr),
+    data: &[u8],
+) {
+    let mut buf = vec![0; PEER_HEADROOM + data.len()];
+    buf[PEER_HEADROOM..].copy_from_slice(data);
+    engine.handle_peer(now, relay, peer, &mut buf, data.len(), io);
 }
 
 /// A limiter that lets every answer through.

@@ -4,7 +4,7 @@
 //! where counts go (Prometheus in the server, a recorder in tests), so the core needs
 //! no metrics crate and never shares a counter with another thread.
 
-use super::{Direction, LimitScope, Reject, Transport};
+use super::{Direction, LimitScope, Reject, RelayFamilies, Transport};
 
 /// One thing worth counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,11 +14,18 @@ pub enum Count<'a> {
     /// A request was challenged for credentials (401, or 438 when its nonce was
     /// stale), whether or not the limiter let the answer out.
     Challenged { stale_nonce: bool },
-    /// An allocation was created for a client on `transport` with a relay of a family.
-    AllocationOpened { transport: Transport, ipv6: bool },
+    /// An allocation was created for a client on `transport`, relaying `families`
+    /// (or a dual one lost a family, and is counted again under the other).
+    AllocationOpened {
+        transport: Transport,
+        families: RelayFamilies,
+    },
     /// An allocation was deleted (expired, refreshed to 0, killed, its connection
-    /// closed).
-    AllocationClosed { transport: Transport, ipv6: bool },
+    /// closed), or a dual one lost a family.
+    AllocationClosed {
+        transport: Transport,
+        families: RelayFamilies,
+    },
     /// Application bytes of one datagram relayed to a peer.
     ToPeer(usize),
     /// Application bytes of one datagram relayed to a client by the engine (relay

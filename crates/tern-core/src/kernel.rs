@@ -17,7 +17,8 @@ use crate::{Allocation, Engine, FiveTuple, Io, Traffic, Transport};
 
 /// A channel of a UDP client, as a kernel fast path keys it: ChannelData from `client`
 /// on `number` goes from `relay` to `peer`, and `peer`'s datagrams to `relay` go back to
-/// `client` on `number`.
+/// `client` on `number`. `relay` is the allocation's relay socket of `peer`'s family (a
+/// dual allocation has one of each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KernelChannel {
     pub client: FiveTuple,
@@ -96,6 +97,25 @@ pub(crate) fn withdraw_all(alloc: &mut Allocation, tuple: &FiveTuple, io: &mut d
     }
 }
 
+/// Withdraws the channels of `alloc` to peers of one family (IPv6 or not) from the
+/// kernel: that family of a dual allocation is ending.
+pub(crate) fn withdraw_family(
+    alloc: &mut Allocation,
+    tuple: &FiveTuple,
+    ipv6: bool,
+    io: &mut dyn Io,
+) {
+    let family: Vec<(u16, SocketAddr)> = alloc
+        .offloaded
+        .iter()
+        .filter(|(_, peer)| peer.is_ipv6() == ipv6)
+        .copied()
+        .collect();
+    for (number, peer) in family {
+        withdraw(alloc, tuple, number, peer, io);
+    }
+}
+
 /// What the kernel relayed so far on `alloc`'s channels it still holds.
 pub(crate) fn relayed_so_far(
     alloc: &Allocation,
@@ -132,7 +152,7 @@ fn kernel_channel(
 ) -> KernelChannel {
     KernelChannel {
         client: *tuple,
-        relay: alloc.relay,
+        relay: alloc.relay_for(peer),
         peer,
         number,
     }

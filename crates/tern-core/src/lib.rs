@@ -56,7 +56,7 @@ use stun::message::{CLASS_INDICATION, CLASS_REQUEST, METHOD_SEND};
 use crate::auth::{Credentials, NonceIssuer, UnauthorizedLimiter};
 use crate::policy::PeerPolicy;
 use crate::proto::{ChannelHeader, Kind, Request};
-pub use allocation::Allocation;
+pub use allocation::{AdditionalRelay, Allocation, RelayFamilies};
 pub use bandwidth::{BandwidthLimits, Direction, Limit, LimitScope};
 pub use count::Count;
 pub use error::Reject;
@@ -363,6 +363,9 @@ pub enum RelayIpChoice {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Session {
     pub relay: SocketAddr,
+    /// A dual allocation's IPv6 relayed address (`relay` is its IPv4 one); either
+    /// names the allocation to `kill`.
+    pub additional_relay: Option<SocketAddr>,
     pub user: String,
     pub client: SocketAddr,
     pub transport: &'static str,
@@ -408,7 +411,8 @@ pub struct Engine {
     /// Boxed: the table keeps spare buckets as it grows, and a spare bucket should cost
     /// a pointer, not a whole allocation's state (this halves memory per allocation).
     allocations: HashMap<FiveTuple, Box<Allocation>>,
-    /// Relay socket address → owner. Invariant: mirrors `allocations`' relay fields.
+    /// Relay socket address → owner (both of a dual allocation). Invariant: mirrors
+    /// `allocations`' relayed addresses.
     relays: HashMap<SocketAddr, FiveTuple>,
     /// Ports, quota counts and reservations, shared with the other workers' engines.
     shared: Arc<Shared>,
@@ -488,6 +492,7 @@ impl Engine {
                 };
                 Session {
                     relay: alloc.relay,
+                    additional_relay: alloc.additional().map(|a| a.addr),
                     user: alloc.username.to_string(),
                     client: tuple.client,
                     transport: tuple.transport.name(),
@@ -510,7 +515,8 @@ impl Engine {
         u32::try_from(secs).unwrap_or(u32::MAX)
     }
 
-    /// Deletes the allocation relayed at `relay`; false if this engine has none there.
+    /// Deletes the allocation relayed at `relay` (either address of a dual one); false if
+    /// this engine has none there.
     pub fn kill(&mut self, relay: SocketAddr, now: Instant, io: &mut dyn Io) -> bool {
         let Some(tuple) = self.relays.get(&relay).copied() else {
             return false;
@@ -702,17 +708,29 @@ impl Engine {
     // ---- mutators used by the request handlers ----
 
     fn check_allocation_expiry(&mut self, tuple: FiveTuple, now: Instant, io: &mut dyn Io) {
-        let Some(alloc) = self.allocations.get_mut(&tuple) else {
+        let Some(alloc) = self.allocations.get(&tuple) else {
             return;
         };
-        if alloc.expires <= now {
-            self.delete_allocation(&tuple, EndReason::Expired, now, io);
-        } else {
-            // Refreshed since this entry was pushed: look again at the new expiry.
-            alloc.scheduled = alloc.expires;
-            let entry = (alloc.expires, Timer::Allocation(alloc.relay));
+        if alloc.is_over(now) {
+            return self.delete_allocation(&tuple, EndReason::Expired, now, io);
+        }
+        // One family of a dual allocation lapsed without a Refresh: it ends alone (and
+        // the timer looks at the other). Otherwise the allocation was refreshed since
+        // this entry was pushed: look again at the new expiry.
+        match alloc.lapsed_family(now) {
+            Some(ipv6) => self.drop_family(&tuple, ipv6, now, io),
+            None => self.reschedule(&tuple),
+        }
+        self.prune(&tuple, now, io);
+    }
+
+    /// Pushes a timer entry for `tuple`'s next expiry, under the address that names the
+    /// allocation now.
+    fn reschedule(&mut self, tuple: &FiveTuple) {
+        if let Some(alloc) = self.allocations.get_mut(tuple) {
+            alloc.scheduled = alloc.next_expiry();
+            let entry = (alloc.scheduled, Timer::Allocation(alloc.relay));
             self.timers.push(Reverse(entry));
-            self.prune(&tuple, now, io);
         }
     }
 
@@ -723,11 +741,42 @@ impl Engine {
         let Some(alloc) = self.allocations.get_mut(tuple) else {
             return;
         };
-        if alloc.expires < alloc.scheduled {
-            alloc.scheduled = alloc.expires;
+        if alloc.next_expiry() < alloc.scheduled {
+            alloc.scheduled = alloc.next_expiry();
             self.timers
-                .push(Reverse((alloc.expires, Timer::Allocation(alloc.relay))));
+                .push(Reverse((alloc.scheduled, Timer::Allocation(alloc.relay))));
         }
+    }
+
+    /// Ends one family of `tuple`'s dual allocation (a Refresh with LIFETIME 0 naming
+    /// it, or its expiry): its relay socket closes, its peers' permissions and channels
+    /// go, from the kernel's fast path too; the other family relays on, and the quota
+    /// still counts the one allocation (RFC 8656 §8.1).
+    fn drop_family(&mut self, tuple: &FiveTuple, ipv6: bool, now: Instant, io: &mut dyn Io) {
+        let dual = self.allocations.get_mut(tuple);
+        let Some(alloc) = dual.filter(|a| a.additional().is_some()) else {
+            return;
+        };
+        kernel::withdraw_family(alloc, tuple, ipv6, io);
+        let Some(relay) = alloc.drop_family(ipv6, now) else {
+            return;
+        };
+        // The gauge moves the allocation from "dual" to its remaining family.
+        let transport = tuple.transport;
+        let (was, is) = (RelayFamilies::Dual, alloc.families());
+        io.count(Count::AllocationClosed {
+            transport,
+            families: was,
+        });
+        io.count(Count::AllocationOpened {
+            transport,
+            families: is,
+        });
+        self.relays.remove(&relay);
+        io.close_relay(relay);
+        // Entries pushed under the address that ended no longer find the allocation.
+        self.reschedule(tuple);
+        tracing::info!(client = %tuple.client, %relay, "allocation family deleted");
     }
 
     fn delete_allocation(
@@ -748,6 +797,7 @@ impl Engine {
             tuple,
             realm: self.credentials.realm(),
             relay: alloc.relay,
+            additional_relay: alloc.additional().map(|a| a.addr),
             username: &alloc.username,
             user: self.credentials.quota_identity(&alloc.username),
             duration: Duration::from_secs(u64::from(lived)),
@@ -756,14 +806,16 @@ impl Engine {
             peers: alloc.route().peers_permitted(),
             reason,
         });
-        self.relays.remove(&alloc.relay);
         self.shared
             .uncount_allocation(self.credentials.quota_identity(&alloc.username));
         io.count(Count::AllocationClosed {
             transport: tuple.transport,
-            ipv6: alloc.is_ipv6(),
+            families: alloc.families(),
         });
-        io.close_relay(alloc.relay);
+        for relay in alloc.relays() {
+            self.relays.remove(&relay);
+            io.close_relay(relay);
+        }
         io.allocation_changed(tuple, false);
         tracing::info!(client = %tuple.client, relay = %alloc.relay, "allocation deleted");
         self.compact_timers();
@@ -781,8 +833,8 @@ impl Engine {
             .filter(|Reverse((_, timer))| matches!(timer, Timer::Reservation(_)))
             .collect();
         let allocations = self.allocations.values_mut().map(|alloc| {
-            alloc.scheduled = alloc.expires;
-            Reverse((alloc.expires, Timer::Allocation(alloc.relay)))
+            alloc.scheduled = alloc.next_expiry();
+            Reverse((alloc.scheduled, Timer::Allocation(alloc.relay)))
         });
         self.timers = allocations.chain(reservations).collect();
     }
@@ -815,7 +867,7 @@ impl Engine {
             if !gate.admits(alloc, Direction::ToPeer, payload.len(), now, io) {
                 return;
             }
-            io.send_to_peer(alloc.relay, peer, payload);
+            io.send_to_peer(alloc.relay_for(peer), peer, payload);
             alloc.route_mut().count_to_peer(payload.len());
             io.count(Count::ToPeer(payload.len()));
         }
@@ -837,9 +889,10 @@ impl Engine {
         let [peer] = peers[..] else {
             return;
         };
-        // A TCP allocation relays connections, not datagrams (RFC 6062 §5).
+        // A permission is only ever given to a peer of one of the allocation's
+        // families, so it answers for the family too. A TCP allocation relays
+        // connections, not datagrams (RFC 6062 §5).
         if alloc.tcp.is_none()
-            && peer.is_ipv6() == alloc.is_ipv6()
             && alloc.has_permission(peer.ip(), now)
             && self.policy.check(peer).is_ok()
         {
@@ -849,7 +902,7 @@ impl Engine {
             if !gate.admits(alloc, Direction::ToPeer, data.len(), now, io) {
                 return;
             }
-            io.send_to_peer(alloc.relay, peer, data);
+            io.send_to_peer(alloc.relay_for(peer), peer, data);
             alloc.route_mut().count_to_peer(data.len());
             io.count(Count::ToPeer(data.len()));
         }

@@ -23,7 +23,7 @@ use super::{
     ListenerRole, Now, RESERVATION_LIFETIME, Reject, RelayIpChoice, Reservation, Timer, Transport,
 };
 use crate::auth::{AuthError, ExternalAnswer, PasswordAlgorithm, strip_cookie, with_cookie};
-use crate::proto::attrs::decode_address_family;
+use crate::proto::attrs::{ATTR_ADDITIONAL_ADDRESS_FAMILY, decode_address_family};
 use crate::proto::channel_data::CHANNEL_NUMBERS;
 use crate::proto::{Request, Response};
 
@@ -160,7 +160,7 @@ impl Engine {
         } else {
             match req.method() {
                 METHOD_ALLOCATE => self.allocate(now, tuple, req, &auth, io).map(Answer::Now),
-                METHOD_REFRESH => self.refresh(now, tuple, req, &auth).map(Answer::Now),
+                METHOD_REFRESH => self.refresh(now, tuple, req, &auth, io).map(Answer::Now),
                 METHOD_CREATE_PERMISSION => self
                     .create_permission(now, tuple, req, &auth)
                     .map(Answer::Now),
@@ -207,7 +207,7 @@ impl Engine {
         let ended = self
             .allocations
             .get(tuple)
-            .is_some_and(|a| a.expires <= now.mono);
+            .is_some_and(|a| a.is_over(now.mono));
         if ended && tuple.transport == Transport::Udp {
             self.delete_allocation(tuple, EndReason::Deleted, now.mono, io);
         }
@@ -421,14 +421,20 @@ impl Engine {
         let token = req.attr(ATTR_RESERVATION_TOKEN);
         let even_port = req.attr(ATTR_EVEN_PORT);
         let family = req.attr(ATTR_REQUESTED_ADDRESS_FAMILY);
+        let additional = req.attr(ATTR_ADDITIONAL_ADDRESS_FAMILY);
         let dont_fragment = req.attr(ATTR_DONT_FRAGMENT).is_some();
-        if token.is_some() && (even_port.is_some() || family.is_some()) {
+        // RFC 8656 §7.2 steps 5 and 6: a reserved port comes as it is, and a dual
+        // allocation has no one family to request.
+        if token.is_some() && (even_port.is_some() || family.is_some() || additional.is_some())
+            || family.is_some() && additional.is_some()
+        {
             return Err(Reject::BadRequest);
         }
         // RFC 6062 §5.1: a TCP allocation needs a TCP/TLS control connection, and
-        // none of the UDP-only attributes.
+        // none of the UDP-only attributes; dual TCP allocations are not offered.
         let datagram_client = !matches!(tuple.transport, Transport::Tcp | Transport::Tls);
-        if tcp && (datagram_client || dont_fragment || even_port.is_some() || token.is_some()) {
+        let udp_only = dont_fragment || even_port.is_some() || token.is_some();
+        if tcp && (datagram_client || udp_only || additional.is_some()) {
             return Err(Reject::BadRequest);
         }
         let wish = match even_port {
@@ -442,6 +448,14 @@ impl Engine {
             None => false,
             Some(v) => decode_address_family(v).ok_or(Reject::AddressFamilyNotSupported)?,
         };
+        // Steps 8 and 9: IPv6 is the only additional family (IPv4 is always asked for),
+        // and a reservation holds the next port of one IP, which a dual allocation has
+        // two of. EVEN-PORT without it makes both ports even.
+        let dual = match additional.map(decode_address_family) {
+            None => false,
+            Some(Some(true)) if !wish.reserves_next() => true,
+            Some(_) => return Err(Reject::BadRequest),
+        };
         let identity = self.credentials.quota_identity(&auth.username).to_string();
         let (total, per_user) = (self.config.total_allocations, self.config.user_allocations);
         if !self.shared.try_count_allocation(&identity, total, per_user) {
@@ -453,11 +467,17 @@ impl Engine {
         } else {
             RelaySocket::Udp { dont_fragment }
         };
-        let relay = match token {
-            Some(token) => self.claim_reservation(token, dont_fragment, now, io),
-            None => self.bind_new_relay(tuple, want_ipv6, wish, socket, io),
+        let relays = match token {
+            Some(token) => self
+                .claim_reservation(token, dont_fragment, now, io)
+                .map(Relays::from),
+            None if dual => self.bind_dual_relays(tuple, wish, dont_fragment, io),
+            None => self
+                .bind_new_relay(tuple, want_ipv6, wish, socket, io)
+                .map(Relays::from),
         };
-        let relay = relay.inspect_err(|_| self.shared.uncount_allocation(&identity))?;
+        let relays = relays.inspect_err(|_| self.shared.uncount_allocation(&identity))?;
+        let relay = relays.relay;
         let mut response = Response::success(req);
         if wish.reserves_next() {
             let token = self.reserve_next_port(relay, now);
@@ -467,7 +487,6 @@ impl Engine {
             .map(|l| l.min(self.config.max_lifetime))
             .filter(|&l| l > self.config.default_lifetime)
             .unwrap_or(self.config.default_lifetime);
-        let advertised = self.advertised(relay);
         let expires = now.mono + lifetime;
         let username = auth.username.as_str().into();
         let created = self.uptime_secs(now.mono);
@@ -475,24 +494,59 @@ impl Engine {
         if tcp {
             alloc.tcp = Some(Box::default());
         }
-        self.allocations.insert(*tuple, Box::new(alloc));
-        self.relays.insert(relay, *tuple);
+        if let Some(addr) = relays.additional {
+            alloc.add_relay(addr);
+        }
+        for addr in alloc.relays() {
+            self.relays.insert(addr, *tuple);
+            response.add_xor_address(ATTR_XOR_RELAYED_ADDRESS, self.advertised(addr));
+        }
         io.allocation_changed(tuple, true);
         io.count(Count::AllocationOpened {
             transport: tuple.transport,
-            ipv6: relay.is_ipv6(),
+            families: alloc.families(),
         });
+        self.allocations.insert(*tuple, Box::new(alloc));
         self.timers
             .push(std::cmp::Reverse((expires, Timer::Allocation(relay))));
         // A REST user id is whatever the credential service put there: escaped, its
         // control characters cannot forge or garble log lines.
         let user = auth.username.escape_debug();
-        tracing::info!(client = %tuple.client, %relay, %user, tcp, "allocation created");
+        let additional = relays.additional.map(tracing::field::display);
+        tracing::info!(client = %tuple.client, %relay, additional, %user, tcp, "allocation created");
 
-        response.add_xor_address(ATTR_XOR_RELAYED_ADDRESS, advertised);
         response.add(&Lifetime(lifetime));
         response.add_xor_address(ATTR_XORMAPPED_ADDRESS, tuple.client);
+        if let Some((ipv6, why)) = relays.refused {
+            response.add_address_error(ipv6, why.code());
+        }
         Ok(response)
+    }
+
+    /// Binds a relay of each family for a dual allocation (RFC 8656 §7.2 step 9): both,
+    /// or the one that could be had with why the other could not (440 for a family
+    /// with no relay IP, 508 for one out of ports), or 508 when neither could.
+    fn bind_dual_relays(
+        &mut self,
+        owner: &FiveTuple,
+        wish: PortWish,
+        dont_fragment: bool,
+        io: &mut dyn Io,
+    ) -> Result<Relays, Reject> {
+        let socket = RelaySocket::Udp { dont_fragment };
+        let ipv4 = self.bind_new_relay(owner, false, wish, socket, io);
+        let ipv6 = self.bind_new_relay(owner, true, wish, socket, io);
+        let (relay, additional, refused) = match (ipv4, ipv6) {
+            (Ok(ipv4), Ok(ipv6)) => (ipv4, Some(ipv6), None),
+            (Ok(ipv4), Err(why)) => (ipv4, None, Some((true, why))),
+            (Err(why), Ok(ipv6)) => (ipv6, None, Some((false, why))),
+            (Err(_), Err(_)) => return Err(Reject::InsufficientCapacity),
+        };
+        Ok(Relays {
+            relay,
+            additional,
+            refused,
+        })
     }
 
     /// Picks a relay IP of the family (see [`RelayIpChoice`]) and binds a free port on it (with an EVEN-PORT reservation, its successor is taken
@@ -609,28 +663,43 @@ impl Engine {
         SocketAddr::new(ip, relay.port())
     }
 
+    /// RFC 8656 §8: REQUESTED-ADDRESS-FAMILY names the family of a dual allocation to
+    /// refresh (443 for a family it does not have); without it both are. LIFETIME 0
+    /// naming one family of a dual allocation deletes that family only.
     fn refresh(
         &mut self,
         now: Now,
         tuple: &FiveTuple,
         req: &Request,
         auth: &Authenticated,
+        io: &mut dyn Io,
     ) -> Result<Response, Reject> {
         let (default, max) = (self.config.default_lifetime, self.config.max_lifetime);
         let alloc = self.owned_allocation(tuple, auth)?;
-        if let Some(v) = req.attr(ATTR_REQUESTED_ADDRESS_FAMILY) {
-            let ipv6 = decode_address_family(v).ok_or(Reject::AddressFamilyNotSupported)?;
-            if ipv6 != alloc.is_ipv6() {
-                return Err(Reject::PeerAddressFamilyMismatch);
+        let family = match req.attr(ATTR_REQUESTED_ADDRESS_FAMILY) {
+            None => None,
+            Some(v) => {
+                let ipv6 = decode_address_family(v).ok_or(Reject::AddressFamilyNotSupported)?;
+                if !alloc.has_family(ipv6) {
+                    return Err(Reject::PeerAddressFamilyMismatch);
+                }
+                Some(ipv6)
             }
-        }
+        };
         let lifetime = requested_lifetime(req).map_or(default, |l| l.min(max));
         let mut response = Response::success(req);
         response.add(&Lifetime(lifetime));
-        // Zero makes the allocation expire now; `handle_request` deletes it after
-        // answering.
-        alloc.expires = now.mono + lifetime;
-        self.schedule(tuple);
+        match family {
+            Some(ipv6) if lifetime.is_zero() && alloc.additional().is_some() => {
+                self.drop_family(tuple, ipv6, now.mono, io);
+            }
+            _ => {
+                // Zero (for every family it has) makes the allocation expire now;
+                // `handle_request` deletes it after answering.
+                alloc.set_expiry(family, now.mono + lifetime);
+                self.schedule(tuple);
+            }
+        }
         Ok(response)
     }
 
@@ -720,20 +789,40 @@ pub(super) fn owned_allocation<'a>(
     Ok(alloc)
 }
 
-/// Every peer must match the allocation's family (443) and pass the policy (403).
-/// Checked for all peers before anything is installed: all or nothing.
+/// Every peer must be of one of the allocation's families (443) and pass the policy
+/// (403). Checked for all peers before anything is installed: all or nothing.
 pub(super) fn check_peers(
     alloc: &Allocation,
     peers: &[SocketAddr],
     policy: &crate::policy::PeerPolicy,
 ) -> Result<(), Reject> {
-    if peers.iter().any(|p| p.is_ipv6() != alloc.is_ipv6()) {
+    if peers.iter().any(|p| !alloc.has_family(p.is_ipv6())) {
         return Err(Reject::PeerAddressFamilyMismatch);
     }
     if peers.iter().any(|p| policy.check(*p).is_err()) {
         return Err(Reject::Forbidden);
     }
     Ok(())
+}
+
+/// The relayed addresses an Allocate got.
+struct Relays {
+    relay: SocketAddr,
+    /// A dual allocation's IPv6 one.
+    additional: Option<SocketAddr>,
+    /// The family (IPv6 or not) a dual Allocate did not get, and why: its
+    /// ADDRESS-ERROR-CODE.
+    refused: Option<(bool, Reject)>,
+}
+
+impl From<SocketAddr> for Relays {
+    fn from(relay: SocketAddr) -> Self {
+        Self {
+            relay,
+            additional: None,
+            refused: None,
+        }
+    }
 }
 
 /// The LIFETIME the client asked for, if it sent a well-formed one.

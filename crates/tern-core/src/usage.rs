@@ -68,6 +68,8 @@ pub struct Usage<'a> {
     /// The realm its credentials were checked in.
     pub realm: &'a str,
     pub relay: SocketAddr,
+    /// A dual allocation's IPv6 relayed address, if it still had both at its end.
+    pub additional_relay: Option<SocketAddr>,
     /// The USERNAME it was made with (for a REST credential, `expiry:user`).
     pub username: &'a str,
     /// Whom its quota counted: a static user's name, or a REST credential's user id.

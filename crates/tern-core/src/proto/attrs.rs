@@ -12,6 +12,14 @@ use stun::message::MAGIC_COOKIE;
 const FAMILY_IPV4: u8 = 0x01;
 const FAMILY_IPV6: u8 = 0x02;
 
+/// ADDITIONAL-ADDRESS-FAMILY (RFC 8656 §18.11): an Allocate asking for an IPv6 relayed
+/// address besides the IPv4 one (a dual allocation). Comprehension-optional; the
+/// `stun` crate has no constant for it.
+pub const ATTR_ADDITIONAL_ADDRESS_FAMILY: AttrType = AttrType(0x8000);
+/// ADDRESS-ERROR-CODE (RFC 8656 §18.12): in the success answer to a dual Allocate that
+/// got one family only, the family it did not get and why. Not in the `stun` crate.
+pub const ATTR_ADDRESS_ERROR_CODE: AttrType = AttrType(0x8001);
+
 /// Attributes a TURN server understands; any other comprehension-required
 /// attribute (type below 0x8000) in a request earns a 420.
 pub const UNDERSTOOD: &[AttrType] = &[
@@ -83,14 +91,19 @@ fn xor_mask(tid: &TransactionId) -> [u8; 16] {
     mask
 }
 
-/// Whether a REQUESTED-ADDRESS-FAMILY value asks for IPv6. `None` for an invalid value
-/// (wrong length or unknown family), which is a 440.
+/// Whether a REQUESTED-ADDRESS-FAMILY (or ADDITIONAL-ADDRESS-FAMILY) value asks for
+/// IPv6. `None` for an invalid value (wrong length or unknown family).
 pub fn decode_address_family(value: &[u8]) -> Option<bool> {
     match value {
         [FAMILY_IPV4, _, _, _] => Some(false),
         [FAMILY_IPV6, _, _, _] => Some(true),
         _ => None,
     }
+}
+
+/// The family byte of REQUESTED-ADDRESS-FAMILY and ADDRESS-ERROR-CODE (RFC 8656 §18.8).
+pub fn address_family_code(ipv6: bool) -> u8 {
+    if ipv6 { FAMILY_IPV6 } else { FAMILY_IPV4 }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use stun::message::{
 use stun::xoraddr::XorMappedAddress;
 
 use super::Request;
+use super::attrs::{ATTR_ADDRESS_ERROR_CODE, address_family_code};
 
 /// Bytes of an attribute's type and length.
 const ATTRIBUTE_HEADER_LEN: usize = 4;
@@ -58,6 +59,16 @@ impl Response {
         r
     }
 
+    /// ADDRESS-ERROR-CODE (RFC 8656 §18.12): the family a dual allocation did not get
+    /// and why, as `code` with its standard reason phrase. Laid out as ERROR-CODE with
+    /// the family in the first byte.
+    pub fn add_address_error(&mut self, ipv6: bool, code: u16) {
+        let (class, number) = ((code / 100) as u8, (code % 100) as u8);
+        let mut value = vec![address_family_code(ipv6), 0, class, number];
+        value.extend_from_slice(reason_phrase(code).as_bytes());
+        self.add_raw(ATTR_ADDRESS_ERROR_CODE, &value);
+    }
+
     pub fn indication(method: Method, tid: TransactionId) -> Self {
         Self::new(method, stun::message::CLASS_INDICATION, tid)
     }
@@ -86,7 +97,7 @@ impl Response {
     /// An address in the plain MAPPED-ADDRESS format (RFC 8489 §14.1), as
     /// ALTERNATE-SERVER carries it.
     pub fn add_address(&mut self, t: AttrType, addr: SocketAddr) {
-        let mut value = vec![0, if addr.is_ipv6() { 2 } else { 1 }];
+        let mut value = vec![0, address_family_code(addr.is_ipv6())];
         value.extend_from_slice(&addr.port().to_be_bytes());
         match addr.ip() {
             std::net::IpAddr::V4(ip) => value.extend_from_slice(&ip.octets()),
@@ -154,5 +165,25 @@ pub fn reason_phrase(code: u16) -> &'static str {
         486 => "Allocation Quota Reached",
         508 => "Insufficient Capacity",
         _ => "Server Error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use stun::message::{BINDING_REQUEST, Message};
+
+    /// RFC 8656 §18.12: family, 13 reserved bits, class, number, reason phrase.
+    #[test]
+    fn address_error_code_is_laid_out_as_the_rfc_draws_it() {
+        let mut msg = Message::new();
+        msg.set_type(BINDING_REQUEST);
+        msg.write_header();
+        let req = Request::parse(&msg.raw).unwrap();
+        let mut response = Response::success(&req);
+        response.add_address_error(true, 508);
+        let answer = Request::parse(&response.finish(None, false)).unwrap();
+        let value = answer.attr(ATTR_ADDRESS_ERROR_CODE).unwrap();
+        assert_eq!(value, b"\x02\x00\x05\x08Insufficient Capacity");
     }
 }
