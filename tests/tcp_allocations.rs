@@ -26,12 +26,22 @@ const REALM: &str = "tcp.test";
 /// tern with TCP allocations on (or not), the static user, peers on `allowed` allowed,
 /// and with `tls` a TLS listener on that port.
 fn start_tern(tcp_allocations: bool, allowed: &str, tls: Option<(&TempDir, u16)>) -> TernServer {
+    start_tern_with(tcp_allocations, allowed, tls, "")
+}
+
+/// [`start_tern`] with `more` added to the config.
+fn start_tern_with(
+    tcp_allocations: bool,
+    allowed: &str,
+    tls: Option<(&TempDir, u16)>,
+    more: &str,
+) -> TernServer {
     let mut config = format!(
         "[server]\nrealm = \"{REALM}\"\n\
          [relay]\ntcp_allocations = {tcp_allocations}\n\
          [auth]\nunauthorized_burst = 10000\n\
          [[auth.users]]\nname = \"{USER}\"\npassword = \"{PASSWORD}\"\n\
-         [peers]\nallowed = [\"{allowed}\"]\n"
+         [peers]\nallowed = [\"{allowed}\"]\n{more}"
     );
     let mut extra = Vec::new();
     if let Some((dir, port)) = tls {
@@ -268,4 +278,28 @@ fn tcp_allocations_need_a_stream_and_the_option() {
     let off = start_tern(false, "127.0.0.1/32", None);
     let disabled = python_client(&off, &["disabled"], Duration::from_secs(20));
     assert_eq!(disabled, json!({ "allocate": 442 }));
+}
+
+#[test]
+fn bandwidth_limits_hold_a_tcp_allocation_back_instead_of_dropping() {
+    // 100 kB/s each way with a 16 kB burst: 300 kB through an echo peer and back take
+    // at least (300 - 16) / 100 s. The bytes all arrive, in order: a stream waits for
+    // its bucket where datagrams would be dropped.
+    let dir = TempDir::new("tcp-alloc-rate");
+    let (_peer, echo_port) = start_echo_peer(&dir);
+    let limits = "[bandwidth]\nallocation = \"800 kbit/s\"\nallocation_burst = \"16 kB\"\n";
+    let tern = start_tern_with(true, "127.0.0.1/32", None, limits);
+    let size = 300_000;
+    let scenario = ["rate", &echo_port.to_string(), &size.to_string()];
+    let report = python_client(&tern, &scenario, Duration::from_secs(60));
+    assert_eq!(report["echoed"], json!(true), "{report}");
+    let seconds = report["seconds"].as_f64().expect("seconds");
+    let at_least = (300_000.0 - 16_000.0) / 100_000.0;
+    println!(
+        "300 kB through a 100 kB/s TCP allocation and back: {seconds:.2} s (at least {at_least:.2} s)"
+    );
+    assert!(
+        seconds >= at_least * 0.95,
+        "faster than the limit: {seconds} s"
+    );
 }

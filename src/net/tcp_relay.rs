@@ -20,8 +20,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::AbortHandle;
 
-use crate::core::tcp_relay::BIND_TIMEOUT;
-use crate::core::{ConnectionId, Count, StreamTraffic};
+use crate::core::tcp_relay::{BIND_TIMEOUT, StreamBandwidth};
+use crate::core::{ConnectionId, Count, Direction, StreamTraffic};
 use crate::metrics::Metrics;
 
 /// A peer data connection's two ends: the relay address and the peer.
@@ -233,6 +233,7 @@ pub struct Splice {
     /// Notified when the allocation ends or the policy cuts the peer off.
     pub stop: Arc<Notify>,
     pub traffic: Arc<StreamTraffic>,
+    pub bandwidth: Arc<StreamBandwidth>,
     pub connections: PeerConnections,
 }
 
@@ -256,6 +257,7 @@ pub async fn relay<S>(
         id,
         stop,
         traffic,
+        bandwidth,
         connections,
     } = splice;
     if let Ok(peer) = TcpStream::from_std(peer) {
@@ -265,20 +267,23 @@ pub async fn relay<S>(
         // The copies borrow the halves; they are dropped before the halves close.
         {
             let to_peer = async {
-                if !leftover.is_empty() {
-                    peer_write.write_all(&leftover).await?;
-                    traffic.count_to_peer(leftover.len());
-                }
-                copy(&mut client_read, &mut peer_write, buffer, |n| {
+                let mut limited = Limited::new(&bandwidth, Direction::ToPeer);
+                let counted = |n| {
                     traffic.count_to_peer(n);
                     metrics.count(Count::ToPeer(n));
-                })
-                .await
+                };
+                if !leftover.is_empty() {
+                    limited.write(&mut peer_write, &leftover).await?;
+                    counted(leftover.len());
+                }
+                copy(&mut client_read, &mut peer_write, buffer, limited, counted).await
             };
-            let to_client = copy(&mut peer_read, &mut client_write, buffer, |n| {
+            let limited = Limited::new(&bandwidth, Direction::ToClient);
+            let counted = |n| {
                 traffic.count_to_client(n);
                 metrics.count(Count::ToClient(n));
-            });
+            };
+            let to_client = copy(&mut peer_read, &mut client_write, buffer, limited, counted);
             tokio::select! {
                 _ = to_peer => {}
                 _ = to_client => {}
@@ -295,11 +300,13 @@ pub async fn relay<S>(
 /// How long a closing data connection may take to say goodbye (TLS close_notify).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// Copies `from` into `to` until `from` ends, calling `counted` with each read's size.
+/// Copies `from` into `to` until `from` ends, within the bandwidth limits, calling
+/// `counted` with each read's size once it is written.
 async fn copy<R, W>(
     from: &mut R,
     to: &mut W,
     buffer: usize,
+    mut limited: Limited<'_>,
     counted: impl Fn(usize),
 ) -> io::Result<()>
 where
@@ -312,8 +319,53 @@ where
         if n == 0 {
             return Ok(());
         }
-        to.write_all(&buf[..n]).await?;
-        to.flush().await?;
+        limited.write(to, &buf[..n]).await?;
         counted(n);
+    }
+}
+
+/// One direction of a pair under the allocation's bandwidth limits: bytes are written
+/// in pieces a bucket can take, each once charged, waiting for room when there is
+/// none (a stream cannot drop what does not fit; TCP's flow control then slows the
+/// sender).
+struct Limited<'a> {
+    bandwidth: &'a StreamBandwidth,
+    direction: Direction,
+    /// This direction's credit at the server's buckets.
+    credit: [u64; 2],
+}
+
+impl<'a> Limited<'a> {
+    fn new(bandwidth: &'a StreamBandwidth, direction: Direction) -> Self {
+        Self {
+            bandwidth,
+            direction,
+            credit: [0; 2],
+        }
+    }
+
+    /// Writes all of `bytes`, then flushes.
+    async fn write<W: AsyncWrite + Unpin>(
+        &mut self,
+        to: &mut W,
+        mut bytes: &[u8],
+    ) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let piece = self
+                .bandwidth
+                .piece()
+                .unwrap_or(bytes.len())
+                .min(bytes.len());
+            let now = std::time::Instant::now;
+            while let Err(wait) =
+                self.bandwidth
+                    .charge(self.direction, piece, now(), &mut self.credit)
+            {
+                tokio::time::sleep(wait).await;
+            }
+            to.write_all(&bytes[..piece]).await?;
+            bytes = &bytes[piece..];
+        }
+        to.flush().await
     }
 }

@@ -230,6 +230,7 @@ impl Io for Sockets {
             id,
             stop,
             traffic: connection.traffic.clone(),
+            bandwidth: connection.bandwidth.clone(),
             connections: self.peer_connections.clone(),
         };
         if let Some(sender) = conn.splice.take() {

@@ -18,6 +18,8 @@ SCENARIO is one of:
     unbound
         a peer connects and the client never binds: the relay closes the peer's
         connection (RFC 6062: after 30 s), and a late ConnectionBind gets 400.
+    rate ECHO_PORT BYTES
+        Connects to the echo peer, binds, and times BYTES sent through it and back.
     udp
         a TCP Allocate over UDP (a 400).
     disabled
@@ -198,6 +200,28 @@ def scenario_connect(host, port, user, password, echo_port, closed_port, denied_
     return report
 
 
+def scenario_rate(host, port, user, password, echo_port, size):
+    control = Client(host, port, user, password)
+    control.allocate_tcp()
+    _, attrs = control.request(CONNECT, attr(XOR_PEER, xor_address("127.0.0.1", echo_port)))
+    data, _ = data_connection(host, port, user, password, attrs[CONNECTION_ID])
+    started = time.monotonic()
+    payload = os.urandom(size)
+    data.settimeout(60)
+    received = bytearray()
+    # Send and read in turns so neither side's buffers fill and stall the other.
+    for offset in range(0, size, 16384):
+        data.sendall(payload[offset:offset + 16384])
+        while len(received) < min(size, offset + 16384) - 65536:
+            received += data.recv(65536)
+    while len(received) < size:
+        chunk = data.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return {"echoed": bytes(received) == payload, "seconds": time.monotonic() - started}
+
+
 def scenario_accept(host, port, user, password):
     control = Client(host, port, user, password)
     relay = control.allocate_tcp()
@@ -269,6 +293,8 @@ def main():
     port = int(port)
     if scenario == "connect":
         report = scenario_connect(host, port, user, password, int(rest[0]), int(rest[1]), rest[2])
+    elif scenario == "rate":
+        report = scenario_rate(host, port, user, password, int(rest[0]), int(rest[1]))
     else:
         report = globals()["scenario_" + scenario](host, port, user, password)
     print(json.dumps(report))

@@ -277,7 +277,9 @@ impl AllocationBandwidth {
         result
     }
 
-    fn try_charge(
+    /// [`Self::charge`] without counting a refusal as a drop: for TCP relaying, which
+    /// waits and asks again instead.
+    pub(crate) fn try_charge(
         &mut self,
         limits: &BandwidthLimits,
         (server, server_credit): (&SharedBuckets, &mut ServerCredit),

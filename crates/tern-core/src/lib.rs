@@ -438,6 +438,7 @@ impl Engine {
         rng: StdRng,
         shared: Arc<Shared>,
     ) -> Self {
+        shared.set_bandwidth_limits(rules.config.bandwidth);
         Self {
             config: rules.config.clone(),
             credentials: rules.credentials.clone(),
@@ -563,6 +564,7 @@ impl Engine {
     pub fn reload(&mut self, rules: &EngineRules, now: Instant, io: &mut dyn Io) {
         self.nonces
             .set_lifetime(rules.config.nonce_lifetime.as_secs());
+        self.shared.set_bandwidth_limits(rules.config.bandwidth);
         let limits_came_or_went =
             self.config.bandwidth.is_some() != rules.config.bandwidth.is_some();
         self.config = rules.config.clone();

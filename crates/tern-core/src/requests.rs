@@ -26,6 +26,7 @@ use crate::auth::{AuthError, ExternalAnswer, PasswordAlgorithm, strip_cookie, wi
 use crate::proto::attrs::{ATTR_ADDITIONAL_ADDRESS_FAMILY, decode_address_family};
 use crate::proto::channel_data::CHANNEL_NUMBERS;
 use crate::proto::{Request, Response};
+use crate::tcp_relay::{StreamBandwidth, TcpAllocation};
 
 /// REQUESTED-TRANSPORT values: UDP (RFC 8656), and TCP when `relay.tcp_allocations`
 /// is on (RFC 6062).
@@ -492,7 +493,9 @@ impl Engine {
         let created = self.uptime_secs(now.mono);
         let mut alloc = Allocation::new(relay, username, created, expires);
         if tcp {
-            alloc.tcp = Some(Box::default());
+            let user = self.shared.user_bandwidth(&identity);
+            let bandwidth = StreamBandwidth::new(self.shared.clone(), user);
+            alloc.tcp = Some(Box::new(TcpAllocation::new(bandwidth)));
         }
         if let Some(addr) = relays.additional {
             alloc.add_relay(addr);

@@ -18,7 +18,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use super::PortRange;
-use super::bandwidth::{SharedBuckets, UserBandwidth};
+use super::bandwidth::{BandwidthLimits, SharedBuckets, UserBandwidth};
 use super::fleet::FleetView;
 use super::ports::PortPool;
 use super::tcp_relay::TcpConnections;
@@ -61,6 +61,9 @@ pub struct Shared {
     /// Peer data connections of TCP allocations (RFC 6062): a client binds to one from
     /// whichever worker its data connection reached.
     tcp_connections: Mutex<TcpConnections>,
+    /// The bandwidth limits as last loaded, for the relaying the engines do not do
+    /// themselves (TCP allocations' connections, copied by the driver).
+    bandwidth_limits: ArcSwap<Option<BandwidthLimits>>,
 }
 
 /// Locks a mutex, taking the data even if another worker panicked while holding it:
@@ -82,6 +85,7 @@ impl Shared {
             server_bandwidth: SharedBuckets::default(),
             epoch,
             tcp_connections: Mutex::new(TcpConnections::default()),
+            bandwidth_limits: ArcSwap::from_pointee(None),
         }
     }
 
@@ -120,6 +124,18 @@ impl Shared {
 
     pub fn ports(&self) -> MutexGuard<'_, PortPool> {
         lock(&self.ports)
+    }
+
+    /// Sets the bandwidth limits in force (each engine does, at start and reload).
+    pub fn set_bandwidth_limits(&self, limits: Option<BandwidthLimits>) {
+        if **self.bandwidth_limits.load() != limits {
+            self.bandwidth_limits.store(Arc::new(limits));
+        }
+    }
+
+    /// The bandwidth limits in force.
+    pub fn bandwidth_limits(&self) -> Option<BandwidthLimits> {
+        **self.bandwidth_limits.load()
     }
 
     /// The peer data connections of every TCP allocation.

@@ -14,13 +14,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::bandwidth::{AllocationBandwidth, Direction, LimitScope, ServerCredit, UserBandwidth};
 use crate::usage::Traffic;
+use crate::{BandwidthLimits, Shared};
 
 /// How long a peer data connection waits for its ConnectionBind, and how long a Connect
 /// waits for the peer to answer (RFC 6062 §5.2: at least 30 s; §5.3 and §5.2: 30 s).
@@ -54,6 +56,8 @@ pub struct TcpConnection {
     pub state: ConnectionState,
     /// What the allocation's connections relayed (shared by all of them).
     pub traffic: Arc<StreamTraffic>,
+    /// The allocation's bandwidth limits (shared by all of them).
+    pub bandwidth: Arc<StreamBandwidth>,
 }
 
 /// Bytes and reads relayed through an allocation's TCP connections, each way. Atomic:
@@ -98,6 +102,79 @@ impl StreamTraffic {
     }
 }
 
+/// A TCP allocation's side of the bandwidth limits (`[bandwidth]`): the same buckets
+/// as a UDP allocation's, its user's and the server's, but a byte stream cannot drop
+/// what does not fit, so its copy loops wait for room instead (TCP's flow control then
+/// slows the sender down). Shared by the allocation's connections, whichever workers
+/// copy them.
+pub struct StreamBandwidth {
+    allocation: Mutex<AllocationBandwidth>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for StreamBandwidth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamBandwidth")
+            .field("allocation", &self.allocation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Longest a copy loop sleeps before asking a bucket again.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+impl StreamBandwidth {
+    pub fn new(shared: Arc<Shared>, user: Arc<UserBandwidth>) -> Self {
+        Self {
+            allocation: Mutex::new(AllocationBandwidth::new(user)),
+            shared,
+        }
+    }
+
+    /// The most bytes to charge at once: the smallest burst set (a charge larger than
+    /// a bucket's burst never fits), `None` while no limit is set.
+    pub fn piece(&self) -> Option<usize> {
+        let limits = self.shared.bandwidth_limits()?;
+        let bursts = [limits.allocation, limits.user, limits.server];
+        let smallest = bursts.into_iter().flatten().map(|l| l.burst).min()?;
+        Some(usize::try_from(smallest).unwrap_or(usize::MAX).max(1))
+    }
+
+    /// Charges `bytes` (at most [`Self::piece`]) going in `direction` at `now`, with
+    /// `credit` the caller's at the server's buckets. On a refusal nothing is charged and
+    /// the answer is how long to wait before asking again: the time the refusing limit
+    /// takes to pass them.
+    pub fn charge(
+        &self,
+        direction: Direction,
+        bytes: usize,
+        now: Instant,
+        credit: &mut ServerCredit,
+    ) -> Result<(), Duration> {
+        let Some(limits) = self.shared.bandwidth_limits() else {
+            return Ok(());
+        };
+        let clock = self.shared.bandwidth_clock(now);
+        let server = (&self.shared.server_bandwidth, credit);
+        let mut allocation = self.allocation.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = allocation.try_charge(&limits, server, direction, bytes as u64, clock);
+        refused.map_err(|scope| wait_for(&limits, scope, bytes))
+    }
+}
+
+/// How long the limit `scope` of `limits` takes to pass `bytes`, within 1 ms and
+/// [`MAX_WAIT`].
+fn wait_for(limits: &BandwidthLimits, scope: LimitScope, bytes: usize) -> Duration {
+    let limit = match scope {
+        LimitScope::Allocation => limits.allocation,
+        LimitScope::User => limits.user,
+        LimitScope::Server => limits.server,
+    };
+    let rate = limit.map_or(1, |l| l.bytes_per_sec.max(1));
+    let nanos = (bytes as u128 * 1_000_000_000 / u128::from(rate)).min(u64::MAX as u128);
+    Duration::from_nanos(nanos as u64).clamp(Duration::from_millis(1), MAX_WAIT)
+}
+
 /// Every worker's peer data connections, by CONNECTION-ID.
 #[derive(Debug, Default)]
 pub struct TcpConnections {
@@ -138,7 +215,7 @@ impl TcpConnections {
 }
 
 /// A TCP allocation's side of its connections, kept in its [`crate::Allocation`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TcpAllocation {
     /// Its connections' ids. Invariant: a superset of the ids in [`TcpConnections`]
     /// whose relay is this allocation's; ids of ended connections are pruned lazily.
@@ -146,9 +223,19 @@ pub struct TcpAllocation {
     /// Connect requests waiting for their peer, to be answered when it answers.
     pub connects: Vec<PendingConnect>,
     pub traffic: Arc<StreamTraffic>,
+    pub bandwidth: Arc<StreamBandwidth>,
 }
 
 impl TcpAllocation {
+    pub fn new(bandwidth: StreamBandwidth) -> Self {
+        Self {
+            connections: Vec::new(),
+            connects: Vec::new(),
+            traffic: Arc::default(),
+            bandwidth: Arc::new(bandwidth),
+        }
+    }
+
     /// Forgets the connections that ended (the table no longer has them).
     pub fn prune(&mut self, table: &TcpConnections) {
         self.connections.retain(|id| table.get(*id).is_some());
@@ -170,6 +257,11 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    fn shared() -> Arc<Shared> {
+        let ports = crate::PortRange::new(50000, 50009).unwrap();
+        Arc::new(Shared::new(ports, Instant::now()))
+    }
+
     fn connection(peer: &str) -> TcpConnection {
         TcpConnection {
             relay: "192.0.2.1:50000".parse().unwrap(),
@@ -182,6 +274,7 @@ mod tests {
             },
             state: ConnectionState::Connecting,
             traffic: Arc::default(),
+            bandwidth: Arc::new(StreamBandwidth::new(shared(), Arc::default())),
         }
     }
 
@@ -207,10 +300,8 @@ mod tests {
         let peer = "198.51.100.1:80".parse().unwrap();
         assert!(table.has_peer(&[id], peer));
         assert!(!table.has_peer(&[id], "198.51.100.1:81".parse().unwrap()));
-        let mut alloc = TcpAllocation {
-            connections: vec![id],
-            ..TcpAllocation::default()
-        };
+        let mut alloc = TcpAllocation::new(StreamBandwidth::new(shared(), Arc::default()));
+        alloc.connections.push(id);
         table.remove(id);
         assert!(!table.has_peer(&[id], peer));
         alloc.prune(&table);
@@ -226,5 +317,41 @@ mod tests {
         assert_eq!(traffic.to_peer().bytes, 150);
         assert_eq!(traffic.to_peer().packets, 2);
         assert_eq!(traffic.to_client().bytes, 7);
+    }
+
+    #[test]
+    fn a_stream_waits_for_room_instead_of_dropping() {
+        let shared = shared();
+        let bandwidth = StreamBandwidth::new(shared.clone(), Arc::default());
+        assert_eq!(bandwidth.piece(), None);
+        let now = Instant::now();
+        let mut credit = [0; 2];
+        assert_eq!(
+            bandwidth.charge(Direction::ToPeer, 1 << 20, now, &mut credit),
+            Ok(())
+        );
+        // 100 kB/s with a 10 kB burst: 10 kB pass at once, the next 5 kB wait 50 ms.
+        let limit = crate::Limit::new(100_000, 10_000);
+        shared.set_bandwidth_limits(Some(BandwidthLimits {
+            allocation: Some(limit),
+            ..BandwidthLimits::default()
+        }));
+        assert_eq!(bandwidth.piece(), Some(10_000));
+        assert_eq!(
+            bandwidth.charge(Direction::ToPeer, 10_000, now, &mut credit),
+            Ok(())
+        );
+        let wait = bandwidth.charge(Direction::ToPeer, 5_000, now, &mut credit);
+        assert_eq!(wait, Err(Duration::from_millis(50)));
+        let later = now + Duration::from_millis(50);
+        assert_eq!(
+            bandwidth.charge(Direction::ToPeer, 5_000, later, &mut credit),
+            Ok(())
+        );
+        // The other direction has a bucket of its own.
+        assert_eq!(
+            bandwidth.charge(Direction::ToClient, 10_000, now, &mut credit),
+            Ok(())
+        );
     }
 }

@@ -57,6 +57,7 @@ impl Engine {
             control: *tuple,
             state: ConnectionState::Connecting,
             traffic: tcp.traffic.clone(),
+            bandwidth: tcp.bandwidth.clone(),
         };
         let id = table.insert(connection, &mut self.rng);
         drop(table);
@@ -159,6 +160,7 @@ impl Engine {
             control: tuple,
             state: ConnectionState::Pending(deadline),
             traffic: tcp.traffic.clone(),
+            bandwidth: tcp.bandwidth.clone(),
         };
         let id = table.insert(connection, &mut self.rng);
         drop(table);
