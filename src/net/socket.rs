@@ -93,6 +93,32 @@ fn warn_if_capped(socket: &Socket, wanted: usize) {
 
 /// Sets the IP don't-fragment bit on everything `socket` sends (path MTU discovery
 /// "do"), as DONT-FRAGMENT asks of a relay (RFC 8656 §14.8). socket2 has no call for it.
+/// A non-blocking TCP socket listening at `addr` (IPv6 sockets take IPv6 only) with
+/// SO_REUSEADDR, so restarts need not wait for the previous process's TIME_WAIT
+/// connections; with `reuse_port` SO_REUSEPORT too.
+pub fn listen_tcp(
+    addr: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
 pub fn set_dont_fragment(socket: &std::net::UdpSocket, ipv6: bool) -> std::io::Result<()> {
     if ipv6 {
         set_int_option(

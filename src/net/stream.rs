@@ -193,22 +193,9 @@ fn release(open: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
 /// Binds a TCP listener. Done before anything else starts so a bad address fails
 /// the start.
 pub fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    // Restarts must not wait for TIME_WAIT connections of the previous process.
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket
-        .bind(&addr.into())
-        .and_then(|()| socket.listen(1024))
+    let listener = super::socket::listen_tcp(addr, 1024, false)
         .map_err(|e| std::io::Error::new(e.kind(), format!("TCP {addr}: {e}")))?;
-    TcpListener::from_std(socket.into())
+    TcpListener::from_std(listener)
 }
 
 /// An accepted connection on its way to the worker that will drive it.

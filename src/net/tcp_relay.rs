@@ -107,20 +107,7 @@ impl PeerConnections {
 /// sockets [`spawn_connect`] opens from the same address: Linux lets a connecting
 /// socket share a listener's port only when both set it.
 pub fn bind_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
+    super::socket::listen_tcp(addr, LISTEN_BACKLOG, true)
 }
 
 /// Pending connections a relay listener queues; a TCP allocation has few peers.
