@@ -174,8 +174,9 @@ impl Io for Sockets {
             return;
         };
         if conn.writer.try_send(bytes.to_vec()).is_err() && !crate::proto::is_relayed_data(bytes) {
-            // A client that cannot take a response is not reading: let it go rather
-            // than leave it waiting for an answer that was dropped.
+            // A client that cannot take a response (or a ConnectionAttempt) is not
+            // reading: let it go rather than leave it waiting for a message that was
+            // dropped.
             self.connections.remove(tuple);
         }
     }

@@ -23,14 +23,17 @@ pub enum Kind {
     Other,
 }
 
-/// Whether an outgoing message carries relayed data (ChannelData or a STUN
-/// indication) rather than a response: data may be dropped under pressure, a response
-/// may not.
+/// Whether an outgoing message carries relayed data (ChannelData or a Data
+/// indication) rather than a response or a ConnectionAttempt: data may be dropped under
+/// pressure, the others may not.
 pub fn is_relayed_data(bytes: &[u8]) -> bool {
+    use stun::message::{CLASS_INDICATION, METHOD_DATA, MessageType};
     match classify(bytes) {
         Kind::ChannelData => true,
-        // The class bits of the message type: C1 at 0x0100, C0 at 0x0010; 0b01 is an indication.
-        Kind::Stun => bytes.get(1).is_some_and(|b| b & 0x10 != 0) && bytes[0] & 0x01 == 0,
+        Kind::Stun => {
+            let data = MessageType::new(METHOD_DATA, CLASS_INDICATION).value();
+            bytes.len() >= 2 && u16::from_be_bytes([bytes[0], bytes[1]]) == data
+        }
         Kind::Other => false,
     }
 }
@@ -50,5 +53,22 @@ pub fn classify(bytes: &[u8]) -> Kind {
         Some(0b00) => Kind::Stun,
         Some(0b01) => Kind::ChannelData,
         _ => Kind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_channel_data_and_data_indications_are_relayed_data() {
+        assert!(is_relayed_data(&[0x40, 0x00, 0x00, 0x00]));
+        // A Data indication (0x0017), a ConnectionAttempt indication (0x001C), a
+        // success response to Allocate (0x0103), a Binding request (0x0001).
+        assert!(is_relayed_data(&[0x00, 0x17, 0x00, 0x00]));
+        assert!(!is_relayed_data(&[0x00, 0x1C, 0x00, 0x00]));
+        assert!(!is_relayed_data(&[0x01, 0x03, 0x00, 0x00]));
+        assert!(!is_relayed_data(&[0x00, 0x01, 0x00, 0x00]));
+        assert!(!is_relayed_data(&[0x00]));
     }
 }
