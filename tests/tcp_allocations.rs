@@ -201,23 +201,9 @@ fn start_echo_peer(dir: &TempDir) -> (BackgroundProcess, u16) {
 }
 
 /// The Python client's report for `scenario`.
-fn python_client(server: &TernServer, scenario: &[&str], timeout: Duration) -> Value {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support/rfc6062_client.py"
-    );
-    let mut cmd = Command::new(ensure_tool("python3"));
-    cmd.arg(script)
-        .args(["127.0.0.1", &server.port().to_string(), USER, PASSWORD])
-        .args(scenario);
-    let out = run_with_timeout(&mut cmd, timeout);
-    assert!(
-        out.success(),
-        "{scenario:?}: {}\n{}",
-        out.describe(),
-        server.logs()
-    );
-    serde_json::from_str(out.stdout.trim()).expect("one JSON object")
+fn python_client(server: &TernServer, scenario: &[&str]) -> Value {
+    let args = [&[USER, PASSWORD][..], scenario].concat();
+    support::python_client("rfc6062_client.py", server, &args)
 }
 
 #[test]
@@ -233,7 +219,7 @@ fn connect_relays_to_a_tcp_peer_and_refuses_what_rfc_6062_refuses() {
         &closed_port.to_string(),
         "127.0.0.2",
     ];
-    let mut report = python_client(&tern, &scenario, Duration::from_secs(60));
+    let mut report = python_client(&tern, &scenario);
     report.as_object_mut().expect("an object").remove("relay");
     assert_eq!(
         report,
@@ -249,7 +235,7 @@ fn connect_relays_to_a_tcp_peer_and_refuses_what_rfc_6062_refuses() {
 #[test]
 fn a_peer_connection_is_announced_only_with_a_permission() {
     let tern = start_tern(true, "127.0.0.1/32", None);
-    let report = python_client(&tern, &["accept"], Duration::from_secs(60));
+    let report = python_client(&tern, &["accept"]);
     assert_eq!(
         report,
         json!({
@@ -263,7 +249,7 @@ fn a_peer_connection_is_announced_only_with_a_permission() {
 #[test]
 fn an_unbound_peer_connection_is_closed_after_30_seconds() {
     let tern = start_tern(true, "127.0.0.1/32", None);
-    let report = python_client(&tern, &["unbound"], Duration::from_secs(90));
+    let report = python_client(&tern, &["unbound"]);
     assert_eq!(
         report,
         json!({ "closed": true, "waited_at_least_30s": true, "late_bind": 400 })
@@ -273,10 +259,10 @@ fn an_unbound_peer_connection_is_closed_after_30_seconds() {
 #[test]
 fn tcp_allocations_need_a_stream_and_the_option() {
     let on = start_tern(true, "127.0.0.1/32", None);
-    let over_udp = python_client(&on, &["udp"], Duration::from_secs(20));
+    let over_udp = python_client(&on, &["udp"]);
     assert_eq!(over_udp, json!({ "allocate": 400 }));
     let off = start_tern(false, "127.0.0.1/32", None);
-    let disabled = python_client(&off, &["disabled"], Duration::from_secs(20));
+    let disabled = python_client(&off, &["disabled"]);
     assert_eq!(disabled, json!({ "allocate": 442 }));
 }
 
@@ -291,7 +277,7 @@ fn bandwidth_limits_hold_a_tcp_allocation_back_instead_of_dropping() {
     let tern = start_tern_with(true, "127.0.0.1/32", None, limits);
     let size = 300_000;
     let scenario = ["rate", &echo_port.to_string(), &size.to_string()];
-    let report = python_client(&tern, &scenario, Duration::from_secs(60));
+    let report = python_client(&tern, &scenario);
     assert_eq!(report["echoed"], json!(true), "{report}");
     let seconds = report["seconds"].as_f64().expect("seconds");
     let at_least = (300_000.0 - 16_000.0) / 100_000.0;

@@ -37,19 +37,16 @@ import struct
 import sys
 import time
 
-MAGIC = 0x2112A442
+from stun_codec import MAGIC, attr, error_code, first, header, parse
+
 ALLOCATE, REFRESH, CREATE_PERMISSION, CHANNEL_BIND = 0x0003, 0x0004, 0x0008, 0x0009
 CONNECT, CONNECTION_BIND, CONNECTION_ATTEMPT = 0x000A, 0x000B, 0x000C
 SUCCESS, ERROR, INDICATION = 0x0100, 0x0110, 0x0010
 CHANNEL_NUMBER, LIFETIME, XOR_PEER, XOR_RELAYED = 0x000C, 0x000D, 0x0012, 0x0016
-USERNAME, MESSAGE_INTEGRITY, ERROR_CODE = 0x0006, 0x0008, 0x0009
+USERNAME, MESSAGE_INTEGRITY = 0x0006, 0x0008
 REALM, NONCE, REQUESTED_TRANSPORT, CONNECTION_ID = 0x0014, 0x0015, 0x0019, 0x002A
 TCP = 6
 WAIT = 10.0
-
-
-def attr(kind, value):
-    return struct.pack("!HH", kind, len(value)) + value + b"\0" * (-len(value) % 4)
 
 
 def xor_address(host, port):
@@ -62,22 +59,6 @@ def read_xor_address(value):
     port = struct.unpack("!H", value[2:4])[0] ^ (MAGIC >> 16)
     raw = bytes(a ^ b for a, b in zip(value[4:8], struct.pack("!I", MAGIC)))
     return socket.inet_ntoa(raw), port
-
-
-def parse(data):
-    kind, length, magic = struct.unpack("!HHI", data[:8])
-    assert magic == MAGIC, "not a STUN message"
-    attrs, offset = {}, 20
-    while offset < 20 + length:
-        t, n = struct.unpack("!HH", data[offset:offset + 4])
-        attrs.setdefault(t, data[offset + 4:offset + 4 + n])
-        offset += 4 + n + (-n % 4)
-    return kind, data[8:20], attrs
-
-
-def error_code(attrs):
-    v = attrs.get(ERROR_CODE)
-    return None if v is None else (v[2] & 7) * 100 + v[3]
 
 
 def read_exact(sock, n):
@@ -127,10 +108,10 @@ class Client:
         tid = os.urandom(12)
         if signed:
             body += attr(USERNAME, self.user) + attr(REALM, self.realm) + attr(NONCE, self.nonce)
-            head = struct.pack("!HHI", method, len(body) + 24, MAGIC) + tid
+            head = header(method, len(body) + 24, tid)
             mac = hmac.new(self.key(), head + body, hashlib.sha1).digest()
             body += attr(MESSAGE_INTEGRITY, mac)
-        return struct.pack("!HHI", method, len(body), MAGIC) + tid + body
+        return header(method, len(body), tid) + body
 
     def request(self, method, body=b""):
         """Sends a request (signed once a challenge gave realm and nonce, again after a
@@ -139,8 +120,9 @@ class Client:
             self.sock.sendall(self.message(method, body, self.nonce is not None))
             kind, _, attrs = self.answer(method)
             code = error_code(attrs) if kind == method | ERROR else None
-            if code in (401, 438) and NONCE in attrs:
-                self.realm, self.nonce = attrs.get(REALM, self.realm), attrs[NONCE]
+            if code in (401, 438) and first(attrs, NONCE):
+                self.realm = first(attrs, REALM) or self.realm
+                self.nonce = first(attrs, NONCE)
                 continue
             return code, attrs
         raise RuntimeError("challenged three times")
@@ -157,7 +139,7 @@ class Client:
     def allocate_tcp(self):
         code, attrs = self.request(ALLOCATE, attr(REQUESTED_TRANSPORT, bytes([TCP, 0, 0, 0])))
         assert code is None, f"Allocate failed: {code}"
-        return read_xor_address(attrs[XOR_RELAYED])
+        return read_xor_address(first(attrs, XOR_RELAYED))
 
 
 def data_connection(host, port, user, password, connection_id):
@@ -181,7 +163,7 @@ def scenario_connect(host, port, user, password, echo_port, closed_port, denied_
     report = {"relay": list(relay)}
     code, attrs = control.request(CONNECT, attr(XOR_PEER, xor_address("127.0.0.1", echo_port)))
     report["connect"] = code
-    data, report["bind"] = data_connection(host, port, user, password, attrs[CONNECTION_ID])
+    data, report["bind"] = data_connection(host, port, user, password, first(attrs, CONNECTION_ID))
     report["echoed"] = echo_through(data, 100_000)
     again, _ = control.request(CONNECT, attr(XOR_PEER, xor_address("127.0.0.1", echo_port)))
     report["connect_again"] = again
@@ -193,8 +175,8 @@ def scenario_connect(host, port, user, password, echo_port, closed_port, denied_
     report["channel_bind"], _ = control.request(
         CHANNEL_BIND, channel + attr(XOR_PEER, xor_address("127.0.0.1", echo_port)))
     _, report["bind_unknown_id"] = data_connection(
-        host, port, user, password, struct.pack("!I", 0x0BADBEEF ^ struct.unpack("!I", attrs[CONNECTION_ID])[0]))
-    report["bind_on_control"], _ = control.request(CONNECTION_BIND, attr(CONNECTION_ID, attrs[CONNECTION_ID]))
+        host, port, user, password, struct.pack("!I", 0x0BADBEEF ^ struct.unpack("!I", first(attrs, CONNECTION_ID))[0]))
+    report["bind_on_control"], _ = control.request(CONNECTION_BIND, attr(CONNECTION_ID, first(attrs, CONNECTION_ID)))
     report["refresh"], _ = control.request(REFRESH, attr(LIFETIME, struct.pack("!I", 0)))
     report["data_closed_after_refresh"] = closed_within(data, WAIT)
     return report
@@ -204,7 +186,7 @@ def scenario_rate(host, port, user, password, echo_port, size):
     control = Client(host, port, user, password)
     control.allocate_tcp()
     _, attrs = control.request(CONNECT, attr(XOR_PEER, xor_address("127.0.0.1", echo_port)))
-    data, _ = data_connection(host, port, user, password, attrs[CONNECTION_ID])
+    data, _ = data_connection(host, port, user, password, first(attrs, CONNECTION_ID))
     started = time.monotonic()
     payload = os.urandom(size)
     data.settimeout(60)
@@ -235,8 +217,8 @@ def scenario_accept(host, port, user, password):
     control.sock.settimeout(WAIT)
     kind, _, attrs = read_message(control.sock)
     report["indication"] = kind == CONNECTION_ATTEMPT | INDICATION
-    report["announced_peer_is_it"] = read_xor_address(attrs[XOR_PEER]) == peer.getsockname()
-    data, report["bind"] = data_connection(host, port, user, password, attrs[CONNECTION_ID])
+    report["announced_peer_is_it"] = read_xor_address(first(attrs, XOR_PEER)) == peer.getsockname()
+    data, report["bind"] = data_connection(host, port, user, password, first(attrs, CONNECTION_ID))
     payload = os.urandom(50_000)
     peer.sendall(payload)
     data.settimeout(WAIT)
@@ -260,7 +242,7 @@ def scenario_unbound(host, port, user, password):
     started = time.monotonic()
     closed = closed_within(peer, 45)
     report = {"closed": closed, "waited_at_least_30s": time.monotonic() - started >= 29}
-    _, report["late_bind"] = data_connection(host, port, user, password, attrs[CONNECTION_ID])
+    _, report["late_bind"] = data_connection(host, port, user, password, first(attrs, CONNECTION_ID))
     return report
 
 
@@ -276,7 +258,7 @@ def scenario_udp(host, port, user, password):
         _, _, attrs = parse(sock.recv(2048))
         code = error_code(attrs)
         if code == 401:
-            client.realm, client.nonce = attrs[REALM], attrs[NONCE]
+            client.realm, client.nonce = first(attrs, REALM), first(attrs, NONCE)
             continue
         return {"allocate": code}
     return {"allocate": 401}

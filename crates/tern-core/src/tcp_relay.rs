@@ -236,6 +236,25 @@ impl TcpAllocation {
         }
     }
 
+    /// A new connection of this allocation's between `relay` and `peer`, under its
+    /// control connection `control` (the three `ends`), sharing its counts and buckets.
+    pub fn connection(
+        &self,
+        (relay, peer, control): (SocketAddr, SocketAddr, crate::FiveTuple),
+        username: Arc<str>,
+        state: ConnectionState,
+    ) -> TcpConnection {
+        TcpConnection {
+            relay,
+            peer,
+            username,
+            control,
+            state,
+            traffic: self.traffic.clone(),
+            bandwidth: self.bandwidth.clone(),
+        }
+    }
+
     /// Forgets the connections that ended (the table no longer has them).
     pub fn prune(&mut self, table: &TcpConnections) {
         self.connections.retain(|id| table.get(*id).is_some());

@@ -50,15 +50,8 @@ impl Engine {
         if tcp.connections.len() >= max {
             return Err(Reject::InsufficientCapacity);
         }
-        let connection = TcpConnection {
-            relay,
-            peer,
-            username,
-            control: *tuple,
-            state: ConnectionState::Connecting,
-            traffic: tcp.traffic.clone(),
-            bandwidth: tcp.bandwidth.clone(),
-        };
+        let ends = (relay, peer, *tuple);
+        let connection = tcp.connection(ends, username, ConnectionState::Connecting);
         let id = table.insert(connection, &mut self.rng);
         drop(table);
         tcp.connections.push(id);
@@ -153,15 +146,8 @@ impl Engine {
             return false;
         }
         let deadline = now + BIND_TIMEOUT;
-        let connection = TcpConnection {
-            relay,
-            peer,
-            username,
-            control: tuple,
-            state: ConnectionState::Pending(deadline),
-            traffic: tcp.traffic.clone(),
-            bandwidth: tcp.bandwidth.clone(),
-        };
+        let state = ConnectionState::Pending(deadline);
+        let connection = tcp.connection((relay, peer, tuple), username, state);
         let id = table.insert(connection, &mut self.rng);
         drop(table);
         tcp.connections.push(id);
@@ -191,10 +177,7 @@ impl Engine {
         if !stream || self.allocations.contains_key(tuple) {
             return Err(Reject::BadRequest);
         }
-        let id = match req.attr(ATTR_CONNECTION_ID) {
-            Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
-            _ => return Err(Reject::BadRequest),
-        };
+        let id = connection_id(req).ok_or(Reject::BadRequest)?;
         let mut table = self.shared.tcp_connections();
         let connection = table.get_mut(id).filter(|c| {
             matches!(c.state, ConnectionState::Pending(_)) && *c.username == *auth.username
@@ -217,10 +200,7 @@ impl Engine {
         if req.method() != stun::message::METHOD_CONNECTION_BIND {
             return None;
         }
-        let id = match req.attr(ATTR_CONNECTION_ID) {
-            Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
-            _ => return None,
-        };
+        let id = connection_id(req)?;
         let table = self.shared.tcp_connections();
         let control = table.get(id)?.control;
         (control.client.ip() == tuple.client.ip()).then_some(control)
@@ -289,5 +269,13 @@ impl Engine {
         for connection in ended {
             io.close_peer_connection(connection.relay, connection.peer);
         }
+    }
+}
+
+/// The request's CONNECTION-ID, if it carries a well-formed one.
+fn connection_id(req: &Request) -> Option<ConnectionId> {
+    match req.attr(ATTR_CONNECTION_ID)? {
+        &[a, b, c, d] => Some(u32::from_be_bytes([a, b, c, d])),
+        _ => None,
     }
 }
