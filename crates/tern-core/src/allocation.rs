@@ -193,14 +193,8 @@ impl Allocation {
             self.expires = additional.expires;
             dropped
         };
-        self.route
-            .permissions
-            .retain(|(ip, _)| ip.is_ipv6() != ipv6);
-        for channel in &mut self.route.channels {
-            if channel.peer.is_ipv6() == ipv6 {
-                channel.expires = channel.expires.min(now);
-            }
-        }
+        let other_family = |ip: IpAddr| ip.is_ipv6() != ipv6;
+        self.end_peers(other_family, |peer| other_family(peer.ip()), now);
         Some(dropped)
     }
 
@@ -322,11 +316,22 @@ impl Allocation {
     /// A channel ends as if it expired now, so its number and peer stay tied for the
     /// cooldown RFC 8656 §12 asks for.
     pub fn drop_denied(&mut self, policy: &crate::policy::PeerPolicy, now: Instant) {
-        self.route
-            .permissions
-            .retain(|&(ip, _)| policy.allows_ip(ip));
+        let allowed = |peer: SocketAddr| policy.check(peer).is_ok();
+        self.end_peers(|ip| policy.allows_ip(ip), allowed, now);
+    }
+
+    /// Keeps the permissions of IPs `keep_ip` accepts, and ends the channels to peers
+    /// `keep_peer` refuses as if they expired at `now` (their numbers and peers stay
+    /// tied for the cooldown RFC 8656 §12 asks for).
+    fn end_peers(
+        &mut self,
+        keep_ip: impl Fn(IpAddr) -> bool,
+        keep_peer: impl Fn(SocketAddr) -> bool,
+        now: Instant,
+    ) {
+        self.route.permissions.retain(|&(ip, _)| keep_ip(ip));
         for channel in &mut self.route.channels {
-            if policy.check(channel.peer).is_err() {
+            if !keep_peer(channel.peer) {
                 channel.expires = channel.expires.min(now);
             }
         }

@@ -90,28 +90,20 @@ impl Engine {
     }
 }
 
-/// Withdraws every channel of `alloc` from the kernel (the allocation is ending).
-pub(crate) fn withdraw_all(alloc: &mut Allocation, tuple: &FiveTuple, io: &mut dyn Io) {
-    for (number, peer) in std::mem::take(&mut alloc.offloaded) {
-        withdraw(alloc, tuple, number, peer, io);
-    }
-}
-
-/// Withdraws the channels of `alloc` to peers of one family (IPv6 or not) from the
-/// kernel: that family of a dual allocation is ending.
-pub(crate) fn withdraw_family(
+/// Withdraws the channels of `alloc` to the peers `which` picks from the kernel: all of
+/// them when the allocation ends, one family's when that family of a dual allocation
+/// does.
+pub(crate) fn withdraw_where(
     alloc: &mut Allocation,
     tuple: &FiveTuple,
-    ipv6: bool,
+    which: impl Fn(SocketAddr) -> bool,
     io: &mut dyn Io,
 ) {
-    let family: Vec<(u16, SocketAddr)> = alloc
-        .offloaded
-        .iter()
-        .filter(|(_, peer)| peer.is_ipv6() == ipv6)
+    let picked: Vec<(u16, SocketAddr)> = (alloc.offloaded.iter())
+        .filter(|(_, peer)| which(*peer))
         .copied()
         .collect();
-    for (number, peer) in family {
+    for (number, peer) in picked {
         withdraw(alloc, tuple, number, peer, io);
     }
 }

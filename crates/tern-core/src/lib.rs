@@ -740,13 +740,10 @@ impl Engine {
     /// expiry. Pushes only when the expiry moved earlier, so refreshes cannot grow the
     /// heap without bound.
     fn schedule(&mut self, tuple: &FiveTuple) {
-        let Some(alloc) = self.allocations.get_mut(tuple) else {
-            return;
-        };
-        if alloc.next_expiry() < alloc.scheduled {
-            alloc.scheduled = alloc.next_expiry();
-            self.timers
-                .push(Reverse((alloc.scheduled, Timer::Allocation(alloc.relay))));
+        let moved_earlier = (self.allocations.get(tuple))
+            .is_some_and(|alloc| alloc.next_expiry() < alloc.scheduled);
+        if moved_earlier {
+            self.reschedule(tuple);
         }
     }
 
@@ -759,7 +756,7 @@ impl Engine {
         let Some(alloc) = dual.filter(|a| a.additional().is_some()) else {
             return;
         };
-        kernel::withdraw_family(alloc, tuple, ipv6, io);
+        kernel::withdraw_where(alloc, tuple, |peer| peer.is_ipv6() == ipv6, io);
         let Some(relay) = alloc.drop_family(ipv6, now) else {
             return;
         };
@@ -791,7 +788,7 @@ impl Engine {
         let Some(mut alloc) = self.allocations.remove(tuple) else {
             return;
         };
-        kernel::withdraw_all(&mut alloc, tuple, io);
+        kernel::withdraw_where(&mut alloc, tuple, |_| true, io);
         self.close_tcp_connections(&mut alloc, io);
         let lived = self.uptime_secs(now).saturating_sub(alloc.created_secs);
         let (to_peer, to_client) = alloc.relayed();
