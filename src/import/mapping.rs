@@ -400,6 +400,11 @@ impl Collected {
     }
 
     /// Whether TLS will be served: a certificate and key, and no `no-tls`.
+    /// coturn's UDP/TCP listening port (`listening-port`, 3478 when unset).
+    fn udp_port(&self) -> u16 {
+        self.listening_port.map_or(COTURN_PORT, |(p, _)| p)
+    }
+
     fn tls_enabled(&self) -> bool {
         self.cert.is_some() && self.pkey.is_some() && self.no_tls.is_none()
     }
@@ -434,7 +439,7 @@ impl Collected {
         if self.no_dtls.is_some() {
             return;
         }
-        let udp_port = self.listening_port.map_or(COTURN_PORT, |(p, _)| p);
+        let udp_port = self.udp_port();
         if port == udp_port && self.no_udp.is_none() {
             let reason = "DTLS not carried over: tern serves DTLS on a UDP port of its own, not on listening-port";
             match (self.tls_port, self.listening_port) {
@@ -477,7 +482,7 @@ impl Collected {
         }
         let from_ips = from.as_str();
         if !self.listening_ips.is_empty() || self.listening_port.is_some() || serve.is_some() {
-            let port = self.listening_port.map_or(COTURN_PORT, |(p, _)| p);
+            let port = self.udp_port();
             let _ = writeln!(out, "# coturn: listening-port{from_ips}");
             let _ = writeln!(out, "listen = {}", listeners(&ips, port, serve));
         }
@@ -537,7 +542,7 @@ impl Collected {
                 .find(|b| b.is_ipv4() == a.is_ipv4() && *b != a)?;
             Some([*a, *b])
         });
-        let port = self.listening_port.map_or(COTURN_PORT, |(p, _)| p);
+        let port = self.udp_port();
         let alt = self.alt_port.map(|(p, _)| p).or(port.checked_add(1));
         let target = pair.zip(alt.filter(|&alt| alt != port));
         let why = if self.no_rfc5780.is_some() {

@@ -45,14 +45,31 @@ impl Default for Outbox {
 }
 
 impl Outbox {
+    /// Holds a copy of `bytes` for `to`, to leave through `listeners[listener]` (from
+    /// `source` when given), sending what is held first when it would not fit.
+    #[inline]
+    pub fn hold(
+        &mut self,
+        listeners: &[impl AsRawFd],
+        listener: usize,
+        bytes: &[u8],
+        to: SocketAddr,
+        source: Option<IpAddr>,
+    ) {
+        if !self.has_room(bytes.len()) {
+            self.flush(listeners);
+        }
+        self.push(listener, bytes, to, source);
+    }
+
     /// Whether `len` more bytes fit without sending what is held first.
-    pub fn has_room(&self, len: usize) -> bool {
+    fn has_room(&self, len: usize) -> bool {
         self.held.len() < OUTBOX_DATAGRAMS
             && (self.bytes.is_empty() || self.bytes.len() + len <= OUTBOX_BYTES)
     }
 
     /// Holds a copy of `bytes` for `to`, to leave through listener number `listener`
-    /// (from `source` when given). Callers check [`Self::has_room`] first.
+    /// (from `source` when given), room or not: [`Self::hold`] makes room first.
     pub fn push(&mut self, listener: usize, bytes: &[u8], to: SocketAddr, source: Option<IpAddr>) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(bytes);

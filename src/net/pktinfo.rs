@@ -8,10 +8,11 @@
 //! for each datagram's destination (`IP_PKTINFO` / `IPV6_RECVPKTINFO`) and every
 //! answer and relayed datagram to that client names it as its source.
 //!
-//! This module owns the socket options and the control messages; it never decides
-//! which address to use. Sending with a source is [`super::outbox`]'s.
+//! This module owns the socket options, the control messages and what a datagram's
+//! destination makes of the server side of its 5-tuple ([`server_side`]). Sending
+//! with a source is [`super::outbox`]'s.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Room for one control message of either family, aligned for `cmsghdr`.
 pub type ControlBuf = [u64; 8];
@@ -120,6 +121,18 @@ pub fn write_source(control: &mut ControlBuf, from: IpAddr) -> usize {
         }
     }
     space
+}
+
+/// Where a client of `server` is answered from: its own address when bound to one,
+/// else `destination`, the address the client sent to.
+pub fn server_side(
+    server: SocketAddr,
+    destination: Option<IpAddr>,
+) -> (SocketAddr, Option<IpAddr>) {
+    match destination {
+        Some(ip) if server.ip().is_unspecified() => (SocketAddr::new(ip, server.port()), Some(ip)),
+        _ => (server, None),
+    }
 }
 
 #[cfg(test)]

@@ -458,14 +458,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let buffer = config.relay_buffer;
         super::tcp_relay::relay(stream, buf, splice, buffer, &config.metrics).await;
         let _ = events.send(StreamEvent::RelayEnded(id)).await;
-        let _ = events.send(StreamEvent::Closed(tuple)).await;
-        return;
-    }
-    // A TLS shutdown writes close_notify behind whatever is still buffered: for a
-    // client that stopped reading it would wait forever, holding the connection, its
-    // slot and its allocation. Such a client gets no goodbye; others get
-    // `frame_timeout` for it, like for any frame.
-    if !stalled {
+    } else if !stalled {
+        // A TLS shutdown writes close_notify behind whatever is still buffered: for a
+        // client that stopped reading it would wait forever, holding the connection,
+        // its slot and its allocation. Such a client gets no goodbye; others get
+        // `frame_timeout` for it, like for any frame.
         let _ = timeout(config.frame_timeout, stream.shutdown()).await;
     }
     let _ = events.send(StreamEvent::Closed(tuple)).await;

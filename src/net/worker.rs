@@ -163,10 +163,8 @@ impl Io for Sockets {
     fn send_to_client(&mut self, tuple: &FiveTuple, bytes: &[u8]) {
         if tuple.transport == Transport::Udp {
             if let Some((listener, source)) = self.listener_for(tuple.server) {
-                if !self.outbox.has_room(bytes.len()) {
-                    self.outbox.flush(&self.listeners);
-                }
-                self.outbox.push(listener, bytes, tuple.client, source);
+                let listeners = &self.listeners;
+                (self.outbox).hold(listeners, listener, bytes, tuple.client, source);
             }
             return;
         }
@@ -218,24 +216,24 @@ impl Io for Sockets {
 
     fn splice(&mut self, tuple: &FiveTuple, connection: &TcpConnection, id: ConnectionId) {
         let key = (connection.relay, connection.peer);
-        let splice = self.peer_connections.take_for_relay(key);
-        let conn = self.connections.get_mut(tuple);
-        let Some((conn, (peer, stop))) = conn.zip(splice) else {
-            // Closed meanwhile: the data connection goes too.
-            self.connections.remove(tuple);
-            return;
-        };
-        let splice = Splice {
-            peer,
-            key,
-            id,
-            stop,
-            traffic: connection.traffic.clone(),
-            bandwidth: connection.bandwidth.clone(),
-            connections: self.peer_connections.clone(),
-        };
-        if let Some(sender) = conn.splice.take() {
-            let _ = sender.send(splice);
+        let sender = (self.connections.get_mut(tuple)).and_then(|conn| conn.splice.take());
+        match (sender, self.peer_connections.take_for_relay(key)) {
+            (Some(sender), Some((peer, stop))) => {
+                let _ = sender.send(Splice {
+                    peer,
+                    key,
+                    id,
+                    stop,
+                    traffic: connection.traffic.clone(),
+                    bandwidth: connection.bandwidth.clone(),
+                    connections: self.peer_connections.clone(),
+                });
+            }
+            // One side closed meanwhile: the other goes too.
+            _ => {
+                self.connections.remove(tuple);
+                self.peer_connections.close(key);
+            }
         }
     }
 
@@ -549,10 +547,7 @@ fn drain_listener(
         let now = now();
         for k in 0..n {
             // A wildcard listener's client is served on the address it sent to.
-            let server = match batch.destination(k) {
-                Some(ip) if server.ip().is_unspecified() => SocketAddr::new(ip, server.port()),
-                _ => server,
-            };
+            let (server, _) = super::pktinfo::server_side(server, batch.destination(k));
             if let Some((buf, len, client)) = batch.get(k) {
                 let tuple = FiveTuple {
                     client,

@@ -20,7 +20,7 @@ use crate::net::batch::{BATCH, RecvBatch};
 use crate::net::lifecycle::Lifecycle;
 use crate::net::outbox::Outbox;
 use crate::net::relay::MAX_DATAGRAM;
-use crate::net::stream::{StreamConfig, StreamEvent, worker_for};
+use crate::net::stream::{StreamConfig, StreamEvent, TLS_HANDSHAKE, worker_for};
 use crate::net::tls::TlsAcceptorSource;
 
 /// Datagrams of one client waiting for its session; more are dropped.
@@ -28,9 +28,6 @@ const SESSION_INBOX: usize = 64;
 
 /// Datagrams for clients waiting to be sent; more are dropped.
 const OUTGOING_QUEUE: usize = 4096;
-
-/// A DTLS record of type handshake starts with this byte.
-const HANDSHAKE_RECORD: u8 = 22;
 
 /// A bound DTLS listener and the certificate it serves.
 pub struct DtlsListener {
@@ -152,13 +149,14 @@ impl Listening {
                 Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => return,
             }
         }
-        if datagram.first() != Some(&HANDSHAKE_RECORD) {
+        // A DTLS handshake record starts with the same content type as TLS's.
+        if datagram.first() != Some(&TLS_HANDSHAKE) {
             return;
         }
         let Some(context) = self.source.dtls_context() else {
             return;
         };
-        let (server, source) = session::server_side(self.local, destination);
+        let (server, source) = crate::net::pktinfo::server_side(self.local, destination);
         let metrics = self.sessions.config.borrow().metrics.clone();
         match hello::admit(&context, client, datagram) {
             Hello::Ignored => {}
@@ -223,10 +221,7 @@ impl Listening {
 
     /// Holds `datagram` for the next send, sending what is held first when full.
     fn send_later(&mut self, datagram: Outgoing, socket: &UdpSocket) {
-        if !self.outbox.has_room(datagram.bytes.len()) {
-            self.outbox.flush(std::slice::from_ref(socket));
-        }
-        self.outbox
-            .push(0, &datagram.bytes, datagram.to, datagram.source);
+        let sockets = std::slice::from_ref(socket);
+        (self.outbox).hold(sockets, 0, &datagram.bytes, datagram.to, datagram.source);
     }
 }

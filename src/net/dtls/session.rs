@@ -128,6 +128,8 @@ impl Session {
         {
             return;
         }
+        // One record buffer for the session's life, not one per datagram.
+        let mut record = vec![0u8; MAX_RECORD];
         loop {
             let idle =
                 (!allocated.load(Ordering::Relaxed)).then(|| self.admitted + config.idle_timeout);
@@ -135,7 +137,7 @@ impl Session {
                 datagram = self.inbox.recv() => {
                     let Some(datagram) = datagram else { break };
                     self.stream.get_mut().push(datagram);
-                    let (records, open) = read_records(&mut self.stream);
+                    let (records, open) = read_records(&mut self.stream, &mut record);
                     self.send_written();
                     if !forward(records, tuple, &events).await || !open {
                         break;
@@ -176,13 +178,13 @@ impl Session {
     }
 }
 
-/// The application data of every record OpenSSL can read now, and whether the session
-/// is still open (false after a close_notify or a fatal error).
-fn read_records(stream: &mut SslStream<Datagrams>) -> (Vec<Vec<u8>>, bool) {
-    let mut buf = [0u8; MAX_RECORD];
+/// The application data of every record OpenSSL can read now (through `buf`, of
+/// [`MAX_RECORD`] bytes), and whether the session is still open (false after a
+/// close_notify or a fatal error).
+fn read_records(stream: &mut SslStream<Datagrams>, buf: &mut [u8]) -> (Vec<Vec<u8>>, bool) {
     let mut records = Vec::new();
     loop {
-        match stream.ssl_read(&mut buf) {
+        match stream.ssl_read(buf) {
             Ok(n) => records.push(buf[..n].to_vec()),
             Err(e) if e.code() == ErrorCode::WANT_READ => return (records, true),
             Err(_) => return (records, false),
@@ -206,16 +208,4 @@ async fn forward(
         }
     }
     true
-}
-
-/// Where a client of `server` is answered from: its own address when bound to one,
-/// else `destination`, the address the client sent to.
-pub fn server_side(
-    server: SocketAddr,
-    destination: Option<IpAddr>,
-) -> (SocketAddr, Option<IpAddr>) {
-    match destination {
-        Some(ip) if server.ip().is_unspecified() => (SocketAddr::new(ip, server.port()), Some(ip)),
-        _ => (server, None),
-    }
 }
